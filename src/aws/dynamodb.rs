@@ -1,0 +1,518 @@
+//! The release store on one DynamoDB table shared by all fleets.
+//!
+//! Every key starts with the fleet: `pk = FLEET#<fleet>`, and `sk` is
+//! `STATE` (desired release and lease), `RELEASE#<id>` (one per release, ids
+//! sort by creation) or `IDEMPOTENCY#<key>` (expires through TTL on
+//! `expires_at`). Writes that matter are conditional, so an acknowledged
+//! release is never overwritten.
+
+use crate::domain::fleet::{FleetName, FleetState, Lease};
+use crate::domain::flakeref::Flakeref;
+use crate::domain::ports::{Admission, IdempotencyClaim, ReleasePage, ReleaseStore, StoreError};
+use crate::domain::release::{InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
+use crate::domain::time::Timestamp;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::Client;
+use std::collections::HashMap;
+use tracing::instrument;
+
+pub const PARTITION_KEY: &str = "pk";
+pub const SORT_KEY: &str = "sk";
+/// The table's TTL attribute (epoch seconds).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+
+const STATE_SK: &str = "STATE";
+const RELEASE_PREFIX: &str = "RELEASE#";
+const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#";
+/// How many times `admit` re-reads and retries when a transaction lost a race
+/// without a clear winner (DynamoDB's TransactionConflict).
+const ADMIT_ATTEMPTS: usize = 5;
+/// Output kept per instance, so a release item stays far below 400 KB.
+const OUTPUT_TAIL_CHARS: usize = 1000;
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Clone, Debug)]
+pub struct DynamoReleaseStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoReleaseStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(pk))
+            .key(SORT_KEY, s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable("GetItem", &e))?;
+        Ok(out.item)
+    }
+
+    async fn idempotency_record(&self, fleet: &FleetName, claim: &IdempotencyClaim, now: Timestamp) -> Result<Option<Admission>, StoreError> {
+        let Some(item) = self.get(fleet_pk(fleet), format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())).await? else {
+            return Ok(None);
+        };
+        // TTL deletes lazily: an expired record no longer counts.
+        if num(&item, TTL_ATTRIBUTE)? <= now.secs() {
+            return Ok(None);
+        }
+        let release_id = ReleaseId::parse(&string(&item, "release_id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(Admission::Replay { release_id, same_request: string(&item, "request")? == claim.request }))
+    }
+
+    async fn update_release_alone(&self, release: &Release) -> Result<bool, StoreError> {
+        let (update, names, values) = final_update(release);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
+            .key(SORT_KEY, s(release_sk(&release.id)))
+            .update_expression(update)
+            .condition_expression("#status IN (:pending, :in_progress)")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable("UpdateItem", &e)),
+        }
+    }
+}
+
+impl ReleaseStore for DynamoReleaseStore {
+    #[instrument(skip_all, fields(release_id = %release.id))]
+    async fn admit(&self, release: &Release, claim: Option<&IdempotencyClaim>, now: Timestamp) -> Result<Admission, StoreError> {
+        let pk = fleet_pk(&release.fleet);
+        let put_release = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(release_to_item(release)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let take_lease = Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(pk.clone()))
+            .key(SORT_KEY, s(STATE_SK))
+            .update_expression("SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now")
+            .condition_expression("attribute_not_exists(lease_expires_ms) OR lease_expires_ms <= :now")
+            .expression_attribute_values(":id", s(release.id.as_str()))
+            .expression_attribute_values(":expires", n(release.deadline.millis()))
+            .expression_attribute_values(":now", n(now.millis()))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut items = vec![
+            TransactWriteItem::builder().put(put_release).build(),
+            TransactWriteItem::builder().update(take_lease).build(),
+        ];
+        if let Some(claim) = claim {
+            let mut record = Item::new();
+            record.insert(PARTITION_KEY.into(), s(pk.clone()));
+            record.insert(SORT_KEY.into(), s(format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())));
+            record.insert("release_id".into(), s(release.id.as_str()));
+            record.insert("request".into(), s(claim.request.clone()));
+            record.insert(TTL_ATTRIBUTE.into(), n(claim.expires_at.secs()));
+            let put_claim = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(record))
+                .condition_expression("attribute_not_exists(pk) OR expires_at <= :now_s")
+                .expression_attribute_values(":now_s", n(now.secs()))
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            items.push(TransactWriteItem::builder().put(put_claim).build());
+        }
+
+        for _ in 0..ADMIT_ATTEMPTS {
+            let result = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            match result {
+                Ok(_) => return Ok(Admission::Admitted),
+                Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => {}
+                Err(e) => return Err(unavailable("TransactWriteItems", &e)),
+            }
+            // Cancelled: find out by reading which condition stood in the way.
+            // A replay wins over a busy fleet, so a retried request gets its answer.
+            if let Some(claim) = claim {
+                if let Some(replay) = self.idempotency_record(&release.fleet, claim, now).await? {
+                    return Ok(replay);
+                }
+            }
+            if let Some(lease) = self.fleet_state(&release.fleet).await?.live_lease(now) {
+                return Ok(Admission::Busy { holder: lease.release_id.clone() });
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "TransactWriteItems was cancelled {ADMIT_ATTEMPTS} times without a conflicting record; try again"
+        )))
+    }
+
+    #[instrument(skip(self))]
+    async fn release(&self, fleet: &FleetName, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
+        self.get(fleet_pk(fleet), release_sk(id)).await?.map(|item| release_from_item(&item)).transpose()
+    }
+
+    #[instrument(skip(self))]
+    async fn releases(&self, fleet: &FleetName, limit: u32, after: Option<&ReleaseId>) -> Result<ReleasePage, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(fleet_pk(fleet)))
+            .expression_attribute_values(":prefix", s(RELEASE_PREFIX))
+            .scan_index_forward(false)
+            .limit(limit as i32);
+        if let Some(after) = after {
+            query = query
+                .exclusive_start_key(PARTITION_KEY, s(fleet_pk(fleet)))
+                .exclusive_start_key(SORT_KEY, s(release_sk(after)));
+        }
+        let out = query.send().await.map_err(|e| unavailable("Query", &e))?;
+        let releases = out.items().iter().map(release_from_item).collect::<Result<Vec<_>, _>>()?;
+        let next = match out.last_evaluated_key() {
+            Some(key) => Some(release_id_from_sk(&string(key, SORT_KEY)?)?),
+            None => None,
+        };
+        Ok(ReleasePage { releases, next })
+    }
+
+    #[instrument(skip(self))]
+    async fn last_succeeded_before(&self, fleet: &FleetName, before: &ReleaseId) -> Result<Option<Release>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
+            .filter_expression("#status = :succeeded")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":pk", s(fleet_pk(fleet)))
+            .expression_attribute_values(":lo", s(RELEASE_PREFIX))
+            .expression_attribute_values(":hi", s(release_sk(before)))
+            .expression_attribute_values(":succeeded", s(ReleaseStatus::Succeeded.as_str()))
+            .scan_index_forward(false)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable("Query", &e))?;
+            for item in page.items() {
+                let release = release_from_item(item)?;
+                if &release.id != before {
+                    return Ok(Some(release));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    #[instrument(skip(self))]
+    async fn fleet_state(&self, fleet: &FleetName) -> Result<FleetState, StoreError> {
+        let Some(item) = self.get(fleet_pk(fleet), STATE_SK.into()).await? else {
+            return Ok(FleetState::default());
+        };
+        let desired_release = opt_string(&item, "desired_release_id").map(|id| parse_id(&id)).transpose()?;
+        let lease = match opt_string(&item, "lease_release_id") {
+            Some(id) => Some(Lease { release_id: parse_id(&id)?, expires_at: Timestamp::from_millis(num(&item, "lease_expires_ms")?) }),
+            None => None,
+        };
+        Ok(FleetState { desired_release, lease })
+    }
+
+    #[instrument(skip_all, fields(release_id = %release.id))]
+    async fn record_command(&self, release: &Release) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
+            .key(SORT_KEY, s(release_sk(&release.id)))
+            .update_expression("SET command_id = :command, #status = :status, updated_ms = :now")
+            .condition_expression("#status = :pending")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":command", s(release.command_id.clone().unwrap_or_default()))
+            .expression_attribute_values(":status", s(release.status.as_str()))
+            .expression_attribute_values(":pending", s(ReleaseStatus::Pending.as_str()))
+            .expression_attribute_values(":now", n(release.updated_at.millis()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable("UpdateItem", &e)),
+        }
+    }
+
+    #[instrument(skip_all, fields(release_id = %release.id))]
+    async fn record_progress(&self, release: &Release) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
+            .key(SORT_KEY, s(release_sk(&release.id)))
+            .update_expression("SET instances = :instances, updated_ms = :now")
+            .condition_expression("#status = :in_progress")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":instances", instances_to_attr(&release.instances))
+            .expression_attribute_values(":in_progress", s(ReleaseStatus::InProgress.as_str()))
+            .expression_attribute_values(":now", n(release.updated_at.millis()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(unavailable("UpdateItem", &e)),
+        }
+    }
+
+    #[instrument(skip_all, fields(release_id = %release.id, status = release.status.as_str()))]
+    async fn finish(&self, release: &Release) -> Result<bool, StoreError> {
+        let (update, names, values) = final_update(release);
+        let finish_release = Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
+            .key(SORT_KEY, s(release_sk(&release.id)))
+            .update_expression(update)
+            .condition_expression("#status IN (:pending, :in_progress)")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let free_lease = Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
+            .key(SORT_KEY, s(STATE_SK))
+            .update_expression("REMOVE lease_release_id, lease_expires_ms")
+            .condition_expression("lease_release_id = :id")
+            .expression_attribute_values(":id", s(release.id.as_str()))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(finish_release).build())
+            .transact_items(TransactWriteItem::builder().update(free_lease).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            // Either the release is already final, or its lease lapsed and
+            // another release holds the fleet: record the outcome on its own.
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => {
+                self.update_release_alone(release).await
+            }
+            Err(e) => Err(unavailable("TransactWriteItems", &e)),
+        }
+    }
+}
+
+fn final_update(release: &Release) -> (String, HashMap<String, String>, Item) {
+    let mut update = "SET #status = :status, instances = :instances, updated_ms = :now".to_owned();
+    let names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
+    let mut values = Item::from([
+        (":status".to_owned(), s(release.status.as_str())),
+        (":instances".to_owned(), instances_to_attr(&release.instances)),
+        (":now".to_owned(), n(release.updated_at.millis())),
+        (":pending".to_owned(), s(ReleaseStatus::Pending.as_str())),
+        (":in_progress".to_owned(), s(ReleaseStatus::InProgress.as_str())),
+    ]);
+    if let Some(reason) = &release.status_reason {
+        update.push_str(", status_reason = :reason");
+        values.insert(":reason".into(), s(reason.clone()));
+    }
+    if let Some(command_id) = &release.command_id {
+        update.push_str(", command_id = :command");
+        values.insert(":command".into(), s(command_id.clone()));
+    }
+    (update, names, values)
+}
+
+fn fleet_pk(fleet: &FleetName) -> String {
+    format!("FLEET#{fleet}")
+}
+
+fn release_sk(id: &ReleaseId) -> String {
+    format!("{RELEASE_PREFIX}{id}")
+}
+
+fn release_id_from_sk(sk: &str) -> Result<ReleaseId, StoreError> {
+    parse_id(sk.strip_prefix(RELEASE_PREFIX).unwrap_or(sk))
+}
+
+fn parse_id(raw: &str) -> Result<ReleaseId, StoreError> {
+    ReleaseId::parse(raw).map_err(|_| StoreError::Corrupt(format!("stored release id {raw:?} is malformed")))
+}
+
+pub(crate) fn release_to_item(r: &Release) -> Item {
+    let mut item = Item::new();
+    item.insert(PARTITION_KEY.into(), s(fleet_pk(&r.fleet)));
+    item.insert(SORT_KEY.into(), s(release_sk(&r.id)));
+    item.insert("id".into(), s(r.id.as_str()));
+    item.insert("fleet".into(), s(r.fleet.as_str()));
+    item.insert("flakeref".into(), s(r.flakeref.as_str()));
+    item.insert("kind".into(), s(r.kind.as_str()));
+    item.insert("status".into(), s(r.status.as_str()));
+    item.insert("created_ms".into(), n(r.created_at.millis()));
+    item.insert("updated_ms".into(), n(r.updated_at.millis()));
+    item.insert("deadline_ms".into(), n(r.deadline.millis()));
+    item.insert("instances".into(), instances_to_attr(&r.instances));
+    if let Some(v) = &r.revision {
+        item.insert("revision".into(), s(v.as_str()));
+    }
+    if let Some(v) = &r.rollback_of {
+        item.insert("rollback_of".into(), s(v.as_str()));
+    }
+    if let Some(v) = &r.status_reason {
+        item.insert("status_reason".into(), s(v.clone()));
+    }
+    if let Some(v) = &r.command_id {
+        item.insert("command_id".into(), s(v.clone()));
+    }
+    item
+}
+
+pub(crate) fn release_from_item(item: &Item) -> Result<Release, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("release item has an invalid {what}"));
+    Ok(Release {
+        id: parse_id(&string(item, "id")?)?,
+        fleet: FleetName::parse(&string(item, "fleet")?).map_err(|_| corrupt("fleet"))?,
+        flakeref: Flakeref::parse(&string(item, "flakeref")?).map_err(|_| corrupt("flakeref"))?,
+        revision: opt_string(item, "revision").map(|v| Revision::parse(&v).map_err(|_| corrupt("revision"))).transpose()?,
+        kind: ReleaseKind::parse(&string(item, "kind")?).ok_or_else(|| corrupt("kind"))?,
+        rollback_of: opt_string(item, "rollback_of").map(|v| parse_id(&v)).transpose()?,
+        status: ReleaseStatus::parse(&string(item, "status")?).ok_or_else(|| corrupt("status"))?,
+        status_reason: opt_string(item, "status_reason"),
+        command_id: opt_string(item, "command_id"),
+        created_at: Timestamp::from_millis(num(item, "created_ms")?),
+        updated_at: Timestamp::from_millis(num(item, "updated_ms")?),
+        deadline: Timestamp::from_millis(num(item, "deadline_ms")?),
+        instances: instances_from_attr(item.get("instances"))?,
+    })
+}
+
+fn instances_to_attr(instances: &[InstanceOutcome]) -> AttributeValue {
+    AttributeValue::L(
+        instances
+            .iter()
+            .map(|i| {
+                let mut m = Item::from([
+                    ("instance_id".to_owned(), s(i.instance_id.clone())),
+                    ("status".to_owned(), s(i.status.clone())),
+                    ("detail".to_owned(), s(i.detail.clone())),
+                ]);
+                if let Some(code) = i.exit_code {
+                    m.insert("exit_code".into(), AttributeValue::N(code.to_string()));
+                }
+                if !i.output_tail.is_empty() {
+                    m.insert("output_tail".into(), s(tail(&i.output_tail, OUTPUT_TAIL_CHARS)));
+                }
+                AttributeValue::M(m)
+            })
+            .collect(),
+    )
+}
+
+fn instances_from_attr(attr: Option<&AttributeValue>) -> Result<Vec<InstanceOutcome>, StoreError> {
+    let Some(AttributeValue::L(list)) = attr else {
+        return Ok(Vec::new());
+    };
+    list.iter()
+        .map(|v| {
+            let m = v.as_m().map_err(|_| StoreError::Corrupt("instance outcome is not a map".into()))?;
+            Ok(InstanceOutcome {
+                instance_id: string(m, "instance_id")?,
+                status: string(m, "status")?,
+                detail: string(m, "detail")?,
+                exit_code: m.get("exit_code").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()),
+                output_tail: opt_string(m, "output_tail").unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+/// The last `max` characters of `text`, on a character boundary.
+pub(crate) fn tail(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    text.chars().skip(count.saturating_sub(max)).collect()
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn string(item: &Item, key: &str) -> Result<String, StoreError> {
+    opt_string(item, key).ok_or_else(|| StoreError::Corrupt(format!("item lacks string attribute {key}")))
+}
+
+fn opt_string(item: &Item, key: &str) -> Option<String> {
+    item.get(key).and_then(|v| v.as_s().ok()).cloned()
+}
+
+fn num(item: &Item, key: &str) -> Result<u64, StoreError> {
+    item.get(key)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("item lacks numeric attribute {key}")))
+}
+
+fn is_condition_failure<R>(e: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>) -> bool {
+    e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception())
+}
+
+fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> StoreError {
+    let text = super::describe(operation, e);
+    tracing::error!(error = %text, "DynamoDB call failed");
+    StoreError::Unavailable(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_items_round_trip() {
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let release = Release {
+            id: ReleaseId::generate(now, 7),
+            fleet: FleetName::parse("production").unwrap(),
+            flakeref: Flakeref::parse("a/b/=0.1.2#nixosConfigurations.x").unwrap(),
+            revision: Some(Revision::parse("abcdef1").unwrap()),
+            kind: ReleaseKind::Rollback,
+            rollback_of: Some(ReleaseId::generate(now, 8)),
+            status: ReleaseStatus::Failed,
+            status_reason: Some("why".into()),
+            command_id: Some("cmd".into()),
+            created_at: now,
+            updated_at: now.plus(std::time::Duration::from_secs(1)),
+            deadline: now.plus(std::time::Duration::from_secs(60)),
+            instances: vec![InstanceOutcome {
+                instance_id: "i-1".into(),
+                status: "Failed".into(),
+                detail: "Failed".into(),
+                exit_code: Some(1),
+                output_tail: "boom".into(),
+            }],
+        };
+        assert_eq!(release_from_item(&release_to_item(&release)).unwrap(), release);
+    }
+
+    #[test]
+    fn tail_keeps_the_end_on_char_boundaries() {
+        assert_eq!(tail("héllo", 3), "llo");
+        assert_eq!(tail("hé", 10), "hé");
+    }
+}

@@ -1,0 +1,124 @@
+//! Apply commands through SSM Run Command, with the project's own document.
+
+use crate::domain::ports::{ApplyCommand, CommandReport, CommandRunner, RunnerError};
+use crate::domain::release::InstanceOutcome;
+use crate::domain::time::Timestamp;
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, CommandStatus, Target};
+use aws_sdk_ssm::Client;
+use tracing::instrument;
+
+/// How the document is invoked; from configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SsmSettings {
+    pub document: String,
+    /// The document's `action` parameter: switch, boot, test or dry-activate.
+    pub action: String,
+    pub max_concurrency: String,
+    pub max_errors: String,
+    /// SSM's delivery timeout (`TimeoutSeconds`), 30 to 2,592,000.
+    pub delivery_timeout_secs: i32,
+}
+
+#[derive(Clone, Debug)]
+pub struct SsmCommandRunner {
+    client: Client,
+    settings: SsmSettings,
+}
+
+impl SsmCommandRunner {
+    pub fn new(client: Client, settings: SsmSettings) -> Self {
+        Self { client, settings }
+    }
+}
+
+impl CommandRunner for SsmCommandRunner {
+    #[instrument(skip_all, fields(comment = %command.comment))]
+    async fn send(&self, command: &ApplyCommand) -> Result<String, RunnerError> {
+        let result = self
+            .client
+            .send_command()
+            .document_name(&self.settings.document)
+            .targets(Target::builder().key(format!("tag:{}", command.target.key)).values(&command.target.value).build())
+            .parameters("flakeref", vec![command.flakeref.as_str().to_owned()])
+            .parameters("action", vec![self.settings.action.clone()])
+            .comment(&command.comment)
+            .max_concurrency(&self.settings.max_concurrency)
+            .max_errors(&self.settings.max_errors)
+            .timeout_seconds(self.settings.delivery_timeout_secs)
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .command()
+                .and_then(|c| c.command_id())
+                .map(str::to_owned)
+                .ok_or_else(|| RunnerError::Unavailable("SendCommand answered without a command id".into())),
+            Err(e) => {
+                let text = super::describe("SendCommand", &e);
+                tracing::error!(error = %text, "SSM call failed");
+                // A refusal by the service means no command exists; anything
+                // else (timeouts, 5xx after retries) may have started one.
+                let refused = matches!(&e, SdkError::ServiceError(_))
+                    && !matches!(e.code(), Some("InternalServerError" | "ThrottlingException" | "ServiceUnavailable"));
+                Err(if refused { RunnerError::Rejected(text) } else { RunnerError::Unavailable(text) })
+            }
+        }
+    }
+
+    #[instrument(skip(self))]
+    async fn find(&self, comment: &str, since: Timestamp) -> Result<Option<String>, RunnerError> {
+        let filter = |key, value: String| CommandFilter::builder().key(key).value(value).build().map_err(|e| RunnerError::Rejected(e.to_string()));
+        let mut pages = self
+            .client
+            .list_commands()
+            .filters(filter(CommandFilterKey::DocumentName, self.settings.document.clone())?)
+            .filters(filter(CommandFilterKey::InvokedAfter, since.to_rfc3339())?)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable("ListCommands", &e))?;
+            if let Some(found) = page.commands().iter().find(|c| c.comment() == Some(comment)) {
+                return Ok(found.command_id().map(str::to_owned));
+            }
+        }
+        Ok(None)
+    }
+
+    #[instrument(skip(self))]
+    async fn report(&self, command_id: &str) -> Result<CommandReport, RunnerError> {
+        let listed = self
+            .client
+            .list_commands()
+            .command_id(command_id)
+            .send()
+            .await
+            .map_err(|e| unavailable("ListCommands", &e))?;
+        let finished = listed.commands().first().and_then(|c| c.status()).is_some_and(|s| {
+            matches!(s, CommandStatus::Success | CommandStatus::Failed | CommandStatus::TimedOut | CommandStatus::Cancelled)
+        });
+
+        let mut invocations = Vec::new();
+        let mut pages = self.client.list_command_invocations().command_id(command_id).details(true).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable("ListCommandInvocations", &e))?;
+            for inv in page.command_invocations() {
+                let plugin = inv.command_plugins().first();
+                invocations.push(InstanceOutcome {
+                    instance_id: inv.instance_id().unwrap_or_default().to_owned(),
+                    status: inv.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                    detail: inv.status_details().unwrap_or_default().to_owned(),
+                    exit_code: plugin.map(|p| p.response_code()).filter(|_| inv.status().is_some_and(|s| s != &aws_sdk_ssm::types::CommandInvocationStatus::Pending)),
+                    output_tail: plugin.and_then(|p| p.output()).map(|o| super::dynamodb::tail(o, 1000)).unwrap_or_default(),
+                });
+            }
+        }
+        Ok(CommandReport { finished, invocations })
+    }
+}
+
+fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> RunnerError {
+    let text = super::describe(operation, e);
+    tracing::error!(error = %text, "SSM call failed");
+    RunnerError::Unavailable(text)
+}

@@ -1,0 +1,123 @@
+//! Configuration from environment variables, read and checked once at start-up.
+//! Every variable is documented in README.md and set by template.yaml.
+
+use crate::aws::SsmSettings;
+use crate::domain::controller::FleetSettings;
+use crate::domain::fleet::{FleetName, TargetTag};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub table: String,
+    pub fleet: FleetSettings,
+    pub ssm: SsmSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set; it is required")]
+    Missing(&'static str),
+    #[error("{var} is invalid: {message}")]
+    Invalid { var: &'static str, message: String },
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let required = |var: &'static str| lookup(var).ok_or(ConfigError::Missing(var));
+        let or = |var: &'static str, default: &str| lookup(var).unwrap_or_else(|| default.to_owned());
+        let secs = |var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
+            let raw = or(var, &default.to_string());
+            raw.parse::<u64>().ok().filter(|v| range.contains(v)).ok_or_else(|| ConfigError::Invalid {
+                var,
+                message: format!("{raw:?} is not a whole number of seconds from {} to {}", range.start(), range.end()),
+            })
+        };
+
+        let fleet_name = or("FLAKEFLEET_FLEET", "default");
+        let name = FleetName::parse(&fleet_name)
+            .map_err(|e| ConfigError::Invalid { var: "FLAKEFLEET_FLEET", message: e.to_string() })?;
+        let target = TargetTag { key: or("FLAKEFLEET_TARGET_TAG_KEY", "Name"), value: or("FLAKEFLEET_TARGET_TAG_VALUE", "FlakeHubDemo") };
+        if target.key.is_empty() || target.key.len() > 128 || target.value.len() > 256 {
+            return Err(ConfigError::Invalid { var: "FLAKEFLEET_TARGET_TAG_KEY", message: "tag keys are 1 to 128 characters, values up to 256".into() });
+        }
+
+        let action = or("FLAKEFLEET_APPLY_ACTION", "switch");
+        if !["switch", "boot", "test", "dry-activate"].contains(&action.as_str()) {
+            return Err(ConfigError::Invalid { var: "FLAKEFLEET_APPLY_ACTION", message: format!("{action:?} is not one of switch, boot, test, dry-activate") });
+        }
+        let max_concurrency = or("FLAKEFLEET_MAX_CONCURRENCY", "50");
+        check_rate("FLAKEFLEET_MAX_CONCURRENCY", &max_concurrency, 1)?;
+        let max_errors = or("FLAKEFLEET_MAX_ERRORS", "0");
+        check_rate("FLAKEFLEET_MAX_ERRORS", &max_errors, 0)?;
+
+        Ok(Self {
+            table: required("FLAKEFLEET_TABLE")?,
+            fleet: FleetSettings {
+                name,
+                target,
+                deploy_timeout: Duration::from_secs(secs("FLAKEFLEET_DEPLOY_TIMEOUT_SECONDS", 3600, 60..=86_400)?),
+                idempotency_ttl: Duration::from_secs(secs("FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS", 86_400, 60..=2_592_000)?),
+            },
+            ssm: SsmSettings {
+                document: required("FLAKEFLEET_DOCUMENT")?,
+                action,
+                max_concurrency,
+                max_errors,
+                delivery_timeout_secs: secs("FLAKEFLEET_DELIVERY_TIMEOUT_SECONDS", 600, 30..=2_592_000)? as i32,
+            },
+        })
+    }
+}
+
+/// SSM's MaxConcurrency / MaxErrors: a count or a percentage.
+fn check_rate(var: &'static str, raw: &str, min: u32) -> Result<(), ConfigError> {
+    let (digits, percent) = match raw.strip_suffix('%') {
+        Some(d) => (d, true),
+        None => (raw, false),
+    };
+    let valid = !digits.is_empty()
+        && digits.len() <= 7
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && digits.parse::<u32>().is_ok_and(|v| v >= min && (!percent || v <= 100));
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid { var, message: format!("{raw:?} is not a count (e.g. 10) or a percentage (e.g. 25%) of at least {min}") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_demo() {
+        let c = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d")]).unwrap();
+        assert_eq!(c.fleet.target, TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() });
+        assert_eq!(c.fleet.name.as_str(), "default");
+        assert_eq!(c.ssm.action, "switch");
+        assert_eq!((c.ssm.max_concurrency.as_str(), c.ssm.max_errors.as_str()), ("50", "0"));
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let err = config(&[("FLAKEFLEET_DOCUMENT", "d")]).unwrap_err();
+        assert!(err.to_string().contains("FLAKEFLEET_TABLE"), "{err}");
+        let err = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_CONCURRENCY", "0")]).unwrap_err();
+        assert!(err.to_string().contains("FLAKEFLEET_MAX_CONCURRENCY"), "{err}");
+        let err = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_FLEET", "Prod")]).unwrap_err();
+        assert!(err.to_string().contains("FLAKEFLEET_FLEET"), "{err}");
+        assert!(config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_ERRORS", "10%")]).is_ok());
+        assert!(config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_ERRORS", "101%")]).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! Releases, fleets and their rules, in plain Rust: no AWS types here.
+
+pub mod controller;
+pub mod flakeref;
+pub mod fleet;
+pub mod ports;
+pub mod progress;
+pub mod release;
+pub mod time;
+

@@ -1,0 +1,133 @@
+//! The narrow interfaces through which the domain reaches the world. Each has
+//! one AWS adapter in `crate::aws` and may have in-memory fakes in tests.
+
+use super::fleet::{FleetName, FleetState, TargetTag};
+use super::flakeref::Flakeref;
+use super::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId};
+use super::time::Timestamp;
+use std::future::Future;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("release store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored record is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A caller's idempotency key with the request it first came with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    pub key: IdempotencyKey,
+    /// A canonical rendering of the request, compared on replay.
+    pub request: String,
+    pub expires_at: Timestamp,
+}
+
+/// What the store says to a new release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Recorded, the fleet's lease taken and the release made the desired one.
+    Admitted,
+    /// The idempotency key was seen before; nothing was written.
+    Replay { release_id: ReleaseId, same_request: bool },
+    /// Another release holds the fleet; nothing was written.
+    Busy { holder: ReleaseId },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleasePage {
+    pub releases: Vec<Release>,
+    /// Pass as `after` to read the next, older page.
+    pub next: Option<ReleaseId>,
+}
+
+pub trait ReleaseStore: Send + Sync {
+    /// Records `release` (status pending), takes the fleet's lease until
+    /// `release.deadline` and records the claim, all or nothing.
+    fn admit(
+        &self,
+        release: &Release,
+        claim: Option<&IdempotencyClaim>,
+        now: Timestamp,
+    ) -> impl Future<Output = Result<Admission, StoreError>> + Send;
+
+    fn release(&self, fleet: &FleetName, id: &ReleaseId) -> impl Future<Output = Result<Option<Release>, StoreError>> + Send;
+
+    /// Newest first, strictly older than `after` when given.
+    fn releases(
+        &self,
+        fleet: &FleetName,
+        limit: u32,
+        after: Option<&ReleaseId>,
+    ) -> impl Future<Output = Result<ReleasePage, StoreError>> + Send;
+
+    /// The newest release older than `before` whose status is succeeded.
+    fn last_succeeded_before(
+        &self,
+        fleet: &FleetName,
+        before: &ReleaseId,
+    ) -> impl Future<Output = Result<Option<Release>, StoreError>> + Send;
+
+    fn fleet_state(&self, fleet: &FleetName) -> impl Future<Output = Result<FleetState, StoreError>> + Send;
+
+    /// Stores the command id and status in_progress on a pending release.
+    /// Ok(false): the release was no longer pending, nothing written.
+    fn record_command(&self, release: &Release) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores the latest instance outcomes of an in-progress release.
+    /// Ok(false): the release had moved on, nothing written.
+    fn record_progress(&self, release: &Release) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Stores a final status and frees the fleet's lease if this release holds
+    /// it, all or nothing. Ok(false): already final, nothing written.
+    fn finish(&self, release: &Release) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InventoryError {
+    #[error("instance inventory unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub trait FleetInventory: Send + Sync {
+    /// Whether at least one running instance carries the fleet's tag.
+    fn has_running_instances(&self, tag: &TargetTag) -> impl Future<Output = Result<bool, InventoryError>> + Send;
+}
+
+/// The apply command for one release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyCommand {
+    pub flakeref: Flakeref,
+    pub target: TargetTag,
+    /// Ties the command to its release; see [`Release::command_comment`].
+    pub comment: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RunnerError {
+    /// The service refused the request: no command exists.
+    #[error("command refused: {0}")]
+    Rejected(String),
+    /// No clear answer: a command may or may not have been started.
+    #[error("command service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What the command service reports for one command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandReport {
+    /// Whether the command as a whole reached a terminal status, so the list
+    /// of invocations is complete.
+    pub finished: bool,
+    pub invocations: Vec<InstanceOutcome>,
+}
+
+pub trait CommandRunner: Send + Sync {
+    fn send(&self, command: &ApplyCommand) -> impl Future<Output = Result<String, RunnerError>> + Send;
+
+    /// The id of a command with this comment sent after `since`, if any.
+    fn find(&self, comment: &str, since: Timestamp) -> impl Future<Output = Result<Option<String>, RunnerError>> + Send;
+
+    fn report(&self, command_id: &str) -> impl Future<Output = Result<CommandReport, RunnerError>> + Send;
+}

@@ -1,0 +1,252 @@
+//! Releases: what was asked for, when, and how it ended on each instance.
+
+use super::flakeref::Flakeref;
+use super::fleet::FleetName;
+use super::time::Timestamp;
+use serde::Serialize;
+use std::fmt;
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A release id: a ULID (48 bits of milliseconds, 80 random bits) in
+/// Crockford base32, so ids sort by creation time and never collide.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ReleaseId(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("release id must be 26 characters of Crockford base32 (0-9, A-Z without I, L, O, U), as returned by POST /releases")]
+pub struct ReleaseIdError;
+
+impl ReleaseId {
+    pub fn generate(now: Timestamp, random: u128) -> Self {
+        let value: u128 = (u128::from(now.millis() & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1u128 << 80) - 1));
+        let text = (0..26)
+            .rev()
+            .map(|i| CROCKFORD[((value >> (i * 5)) & 0x1F) as usize] as char)
+            .collect();
+        Self(text)
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, ReleaseIdError> {
+        let valid = raw.len() == 26
+            && raw.as_bytes()[0] <= b'7'
+            && raw.bytes().all(|b| CROCKFORD.contains(&b));
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ReleaseIdError)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ReleaseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The git commit a release was built from, as CI knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Revision(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("revision must be a git commit sha: 7 to 64 lowercase hex characters")]
+pub struct RevisionError;
+
+impl Revision {
+    pub fn parse(raw: &str) -> Result<Self, RevisionError> {
+        let valid = (7..=64).contains(&raw.len()) && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        valid.then(|| Self(raw.to_owned())).ok_or(RevisionError)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A caller's key that makes a retried request return the first answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct IdempotencyKey(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("idempotency_key must be 1 to 128 characters from A-Z a-z 0-9 and . _ : / + = -")]
+pub struct IdempotencyKeyError;
+
+impl IdempotencyKey {
+    pub fn parse(raw: &str) -> Result<Self, IdempotencyKeyError> {
+        let valid = (1..=128).contains(&raw.len())
+            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/+=-".contains(&b));
+        valid.then(|| Self(raw.to_owned())).ok_or(IdempotencyKeyError)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseKind {
+    Deploy,
+    Rollback,
+}
+
+impl ReleaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Rollback => "rollback",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "deploy" => Some(Self::Deploy),
+            "rollback" => Some(Self::Rollback),
+            _ => None,
+        }
+    }
+}
+
+/// Where a release stands. `pending` means recorded but the apply command is
+/// not yet confirmed sent; every status after `in_progress` is final.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    Pending,
+    InProgress,
+    Succeeded,
+    Failed,
+    NoInstances,
+}
+
+impl ReleaseStatus {
+    pub const ALL: [Self; 5] = [Self::Pending, Self::InProgress, Self::Succeeded, Self::Failed, Self::NoInstances];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::NoInstances => "no_instances",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::InProgress)
+    }
+}
+
+/// How one instance answered a release's command, as SSM reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstanceOutcome {
+    pub instance_id: String,
+    /// SSM's invocation `Status` (Pending, InProgress, Delayed, Success, ...).
+    pub status: String,
+    /// SSM's `StatusDetails`, which tells Undeliverable and timeouts apart.
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The last part of the step's output, as ListCommandInvocations gives it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output_tail: String,
+}
+
+impl InstanceOutcome {
+    /// Terminal invocation statuses. Anything unknown is treated as still running
+    /// until the deadline, and never as a success.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "Success" | "Failed" | "TimedOut" | "Cancelled")
+    }
+
+    pub fn converged(&self) -> bool {
+        self.status == "Success"
+    }
+}
+
+/// One request to put a flakeref on the fleet. Its identity (id, fleet,
+/// flakeref, kind, creation time) never changes once recorded; only its
+/// progress does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Release {
+    pub id: ReleaseId,
+    pub fleet: FleetName,
+    pub flakeref: Flakeref,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+    pub kind: ReleaseKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<ReleaseId>,
+    pub status: ReleaseStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub command_id: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: Timestamp,
+    /// When the fleet's lease taken for this release runs out.
+    #[serde(serialize_with = "rfc3339")]
+    pub deadline: Timestamp,
+    pub instances: Vec<InstanceOutcome>,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
+}
+
+impl Release {
+    /// The SSM `Comment` that ties a command to its release (at most 100 characters),
+    /// so a command sent before a crash can be found again.
+    pub fn command_comment(&self) -> String {
+        format!("flakefleet {} release {}", self.fleet, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_creation_and_parse_back() {
+        let a = ReleaseId::generate(Timestamp::from_millis(1_000), u128::MAX);
+        let b = ReleaseId::generate(Timestamp::from_millis(1_001), 0);
+        assert!(a < b);
+        assert_eq!(ReleaseId::parse(a.as_str()), Ok(a.clone()));
+        assert_eq!(a.as_str().len(), 26);
+    }
+
+    #[test]
+    fn refuses_ids_that_are_not_ulids() {
+        for bad in ["", "01ARZ3NDEKTSV4RRFFQ69G5FA", "01ARZ3NDEKTSV4RRFFQ69G5FAVX", "01ARZ3NDEKTSV4RRFFQ69G5FAI", "81ARZ3NDEKTSV4RRFFQ69G5FAV", "01arz3ndektsv4rrffq69g5fav"] {
+            assert!(ReleaseId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn comment_fits_ssm_limit() {
+        let fleet = FleetName::parse(&"f".repeat(32)).unwrap();
+        let id = ReleaseId::generate(Timestamp::from_millis(u64::MAX), u128::MAX);
+        let comment = format!("flakefleet {fleet} release {id}");
+        assert!(comment.len() <= 100, "{}", comment.len());
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in ReleaseStatus::ALL {
+            assert_eq!(ReleaseStatus::parse(s.as_str()), Some(s));
+        }
+    }
+}

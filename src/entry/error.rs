@@ -1,0 +1,71 @@
+//! Errors at the edge: every failure becomes one HTTP status and one
+//! `{"error": "<code>", "message": "<what to fix>"}` body, mapped here once.
+
+use crate::domain::controller::ControlError;
+use serde_json::{json, Value};
+
+/// Largest request body accepted, in bytes (after base64 decoding, too).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {code}: {message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra fields for the body, e.g. the release holding the fleet.
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), details: None }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(400, code, message)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(500, "internal_error", "flakefleet could not complete the request; the cause is in its log")
+    }
+
+    pub fn body(&self) -> Value {
+        let mut body = json!({ "error": self.code, "message": self.message });
+        if let (Some(Value::Object(extra)), Value::Object(map)) = (&self.details, &mut body) {
+            map.extend(extra.clone());
+        }
+        body
+    }
+
+    pub fn is_server_error(&self) -> bool {
+        self.status >= 500
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let message = e.to_string();
+        match e {
+            ControlError::Busy { holder } => Self {
+                details: Some(json!({ "active_release_id": holder })),
+                ..Self::new(409, "deploy_in_flight", message)
+            },
+            ControlError::IdempotencyConflict { .. } => Self::new(409, "idempotency_conflict", message),
+            ControlError::ReleaseNotFound(_) => Self::new(404, "release_not_found", message),
+            ControlError::NoRollbackTarget(_) => Self::new(409, "no_rollback_target", message),
+            ControlError::CommandRejected { release, .. } => Self {
+                details: Some(json!({ "release": release })),
+                ..Self::new(502, "command_rejected", message)
+            },
+            ControlError::CommandUnconfirmed { release, reason } => {
+                tracing::error!(%reason, "apply command unconfirmed");
+                Self { details: Some(json!({ "release": release })), ..Self::new(503, "command_unconfirmed", message) }
+            }
+            ControlError::Store(_) | ControlError::Inventory(_) | ControlError::Runner(_) => {
+                tracing::error!(error = %message, "request failed");
+                Self::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The function URL's HTTP API: routes, body decoding and responses.
+
+use super::error::{ApiError, MAX_BODY_BYTES};
+use super::operation::{decode, page_limit, release_id, DeployBody, Operation, RollbackBody, DEPLOY_SHAPE, ROLLBACK_SHAPE};
+use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
+use base64::Engine;
+use serde_json::{json, Value};
+
+/// Turns a request into an operation, or the error that answers it.
+pub fn decode_request(request: &LambdaFunctionUrlRequest) -> Result<Operation, ApiError> {
+    let method = request.request_context.http.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+    let raw_path = request.raw_path.as_deref().or(request.request_context.http.path.as_deref()).unwrap_or("/");
+    let path = match raw_path.trim_end_matches('/') {
+        "" => "/",
+        p => p,
+    };
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+
+    let allowed: &[&str] = match segments.as_slice() {
+        ["healthz"] | ["fleet"] | ["releases", _] => &["GET"],
+        ["releases"] => &["GET", "POST"],
+        ["rollback"] => &["POST"],
+        _ => return Err(ApiError::new(404, "not_found", format!("no route {path}; routes are GET /healthz, GET /fleet, GET|POST /releases, GET /releases/{{id}}, POST /rollback"))),
+    };
+    if !allowed.contains(&method.as_str()) {
+        return Err(ApiError {
+            details: Some(json!({ "allow": allowed })),
+            ..ApiError::new(405, "method_not_allowed", format!("{method} is not allowed on {path}; use {}", allowed.join(" or ")))
+        });
+    }
+
+    match (method.as_str(), segments.as_slice()) {
+        ("GET", ["healthz"]) => Ok(Operation::Health),
+        ("GET", ["fleet"]) => Ok(Operation::FleetStatus),
+        ("GET", ["releases", id]) => Ok(Operation::GetRelease(release_id(id)?)),
+        ("GET", ["releases"]) => {
+            let query = &request.query_string_parameters;
+            let limit = page_limit(query.get("limit").map(String::as_str))?;
+            let after = query.get("cursor").filter(|c| !c.is_empty()).map(|c| release_id(c)).transpose()?;
+            Ok(Operation::ListReleases { limit, after })
+        }
+        ("POST", ["releases"]) => {
+            let body = json_body(request)?.ok_or_else(|| ApiError::bad_request("invalid_json", format!("the body is empty; expected {DEPLOY_SHAPE}")))?;
+            decode::<DeployBody>(body, DEPLOY_SHAPE)?.into_operation()
+        }
+        ("POST", ["rollback"]) => match json_body(request)? {
+            None => RollbackBody::default().into_operation(),
+            Some(body) => decode::<RollbackBody>(body, ROLLBACK_SHAPE)?.into_operation(),
+        },
+        _ => unreachable!("every allowed route is matched above"),
+    }
+}
+
+/// The body as JSON; None when empty. Refuses oversized, undecodable or
+/// non-JSON bodies.
+fn json_body(request: &LambdaFunctionUrlRequest) -> Result<Option<Value>, ApiError> {
+    let raw = request.body.as_deref().unwrap_or("");
+    let too_large = || ApiError::new(413, "body_too_large", format!("the body is over the limit of {MAX_BODY_BYTES} bytes"));
+    let bytes = if request.is_base64_encoded {
+        if raw.len() > MAX_BODY_BYTES.div_ceil(3) * 4 {
+            return Err(too_large());
+        }
+        base64::engine::general_purpose::STANDARD
+            .decode(raw.trim())
+            .map_err(|e| ApiError::bad_request("invalid_body", format!("the body is marked base64 but does not decode: {e}")))?
+    } else {
+        raw.as_bytes().to_vec()
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(too_large());
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))
+}
+
+/// A function URL response with a JSON body.
+pub fn response(status: u16, body: &Value) -> Value {
+    json!({
+        "statusCode": status,
+        "headers": { "content-type": "application/json" },
+        "body": body.to_string(),
+        "isBase64Encoded": false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn request(method: &str, path: &str, body: Option<&str>, base64: bool) -> LambdaFunctionUrlRequest {
+        let event = json!({
+            "version": "2.0", "rawPath": path, "rawQueryString": "", "headers": {},
+            "requestContext": { "http": { "method": method, "path": path }, "timeEpoch": 0 },
+            "body": body, "isBase64Encoded": base64,
+        });
+        serde_json::from_value(event).unwrap()
+    }
+
+    fn error_of(method: &str, path: &str, body: Option<&str>, base64: bool) -> ApiError {
+        decode_request(&request(method, path, body, base64)).unwrap_err()
+    }
+
+    #[test]
+    fn routes_and_methods() {
+        assert!(matches!(decode_request(&request("GET", "/healthz", None, false)), Ok(Operation::Health)));
+        assert!(matches!(decode_request(&request("GET", "/releases/", None, false)), Ok(Operation::ListReleases { limit: 20, after: None })));
+        assert!(matches!(decode_request(&request("post", "/rollback", None, false)), Ok(Operation::Rollback(_))));
+        assert_eq!(error_of("GET", "/nope", None, false).status, 404);
+        assert_eq!(error_of("DELETE", "/releases", None, false).status, 405);
+        assert_eq!(error_of("POST", "/releases/x", None, false).status, 405);
+        assert_eq!(error_of("GET", "/releases/not-an-id", None, false).code, "invalid_release_id");
+    }
+
+    #[test]
+    fn bodies() {
+        let ok = r#"{"flakeref": "a/b/=1.2.3#nixosConfigurations.x", "revision": "abcdef1"}"#;
+        assert!(matches!(decode_request(&request("POST", "/releases", Some(ok), false)), Ok(Operation::Deploy(_))));
+        let b64 = base64::engine::general_purpose::STANDARD.encode(ok);
+        assert!(matches!(decode_request(&request("POST", "/releases", Some(&b64), true)), Ok(Operation::Deploy(_))));
+        assert_eq!(error_of("POST", "/releases", Some("{"), false).code, "invalid_json");
+        assert_eq!(error_of("POST", "/releases", Some("!!"), true).code, "invalid_body");
+        assert_eq!(error_of("POST", "/releases", None, false).code, "invalid_json");
+        assert_eq!(error_of("POST", "/releases", Some(r#"{"flakeRef": "x"}"#), false).code, "invalid_json");
+        assert_eq!(error_of("POST", "/releases", Some(r#"{"flakeref": "a/b/0.1#x"}"#), false).code, "invalid_flakeref");
+        let big = format!(r#"{{"flakeref": "{}"}}"#, "a".repeat(MAX_BODY_BYTES));
+        assert_eq!(error_of("POST", "/releases", Some(&big), false).status, 413);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+        #[test]
+        fn hostile_bodies_get_4xx_and_never_reach_the_domain_unvalidated(
+            body in prop_oneof![
+                "\\PC{0,200}",
+                r#"\{"flakeref": "[ -~\n]{0,60}"\}"#,
+                r#"\{"flakeref": "[a-z]{1,5}/[a-z]{1,5}/=[0-9]\.[0-9]\.[0-9][ -~]{0,10}#[ -~\n]{0,20}", "revision": "[ -~]{0,10}"\}"#,
+            ],
+            base64 in any::<bool>(),
+            path in prop_oneof![Just("/releases"), Just("/rollback")],
+        ) {
+            let encoded = if base64 { base64::engine::general_purpose::STANDARD.encode(&body) } else { body.clone() };
+            match decode_request(&request("POST", path, Some(&encoded), base64)) {
+                Ok(Operation::Deploy(d)) => {
+                    // Only the grammar gets through.
+                    prop_assert!(crate::domain::flakeref::Flakeref::parse(d.flakeref.as_str()).is_ok());
+                    prop_assert!(!d.flakeref.as_str().contains(|c: char| " ;$`'\"\n*()|&<>\\".contains(c)));
+                }
+                Ok(_) => {}
+                Err(e) => prop_assert!((400..500).contains(&e.status), "{e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The Lambda's entry point: classify the event, decode it into an
+//! operation, run it through the controller, encode the answer. No rules here.
+
+pub mod error;
+pub mod event;
+pub mod http;
+pub mod operation;
+
+use crate::domain::controller::FleetController;
+use crate::domain::ports::{CommandRunner, FleetInventory, ReleaseStore};
+use crate::domain::time::Timestamp;
+use error::ApiError;
+use event::{classify, Trigger, UnknownEvent};
+use operation::{decode, perform, DeployBody, Operation, RollbackBody, DEPLOY_SHAPE, ROLLBACK_SHAPE};
+use serde_json::{Map, Value};
+use tracing::{field, info, info_span, Instrument};
+
+/// Why an invocation ends in a Lambda error rather than an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error(transparent)]
+    UnknownEvent(#[from] UnknownEvent),
+    #[error("unsupported EventBridge event {event_source}/{detail_type}; expected a Scheduled Event from aws.events or an EC2 Command (Invocation) Status-change Notification from aws.ssm")]
+    UnsupportedEvent { event_source: String, detail_type: String },
+    /// A server-side failure, returned as an error so asynchronous callers retry.
+    #[error("{0}")]
+    Failed(ApiError),
+}
+
+impl From<HandlerError> for lambda_runtime::Diagnostic {
+    fn from(e: HandlerError) -> Self {
+        let error_type = match &e {
+            HandlerError::UnknownEvent(_) => "unknown_event",
+            HandlerError::UnsupportedEvent { .. } => "unsupported_event",
+            HandlerError::Failed(api) => api.code,
+        };
+        let error_message = match &e {
+            HandlerError::Failed(api) => api.message.clone(),
+            other => other.to_string(),
+        };
+        Self { error_type: error_type.into(), error_message }
+    }
+}
+
+/// Handles one invocation, in one span that carries the release id once known.
+pub async fn handle<S, I, R>(controller: &FleetController<S, I, R>, event: Value, request_id: &str) -> Result<Value, HandlerError>
+where
+    S: ReleaseStore,
+    I: FleetInventory,
+    R: CommandRunner,
+{
+    let span = info_span!("invocation", request_id, trigger = field::Empty, release_id = field::Empty);
+    async move {
+        let now = Timestamp::now();
+        match classify(event)? {
+            Trigger::FunctionUrl(request) => {
+                tracing::Span::current().record("trigger", "function_url");
+                let method = request.request_context.http.method.clone().unwrap_or_default();
+                let path = request.raw_path.clone().unwrap_or_default();
+                let answer = match http::decode_request(&request) {
+                    Ok(operation) => run(controller, operation, now).await,
+                    Err(e) => Err(e),
+                };
+                let (status, body) = answer.unwrap_or_else(|e| (e.status, e.body()));
+                info!(%method, %path, status, "request answered");
+                Ok(http::response(status, &body))
+            }
+            Trigger::EventBridge { source, detail_type, detail } => {
+                tracing::Span::current().record("trigger", "eventbridge");
+                let known = matches!(
+                    (source.as_str(), detail_type.as_str()),
+                    ("aws.events", "Scheduled Event")
+                        | ("aws.ssm", "EC2 Command Invocation Status-change Notification" | "EC2 Command Status-change Notification")
+                );
+                if !known {
+                    return Err(HandlerError::UnsupportedEvent { event_source: source, detail_type });
+                }
+                // SSM notifications are hints: the record is what SSM lists.
+                info!(%source, %detail_type, command_id = detail.get("command-id").and_then(|v| v.as_str()).unwrap_or(""), "event received");
+                run(controller, Operation::Reconcile, now).await.map(|(_, body)| body).map_err(HandlerError::Failed)
+            }
+            Trigger::Invoke { action, fields } => {
+                tracing::Span::current().record("trigger", "invoke");
+                let answer = match invoke_operation(&action, fields) {
+                    Ok(operation) => run(controller, operation, now).await,
+                    Err(e) => Err(e),
+                };
+                match answer {
+                    Ok((_, body)) => Ok(body),
+                    Err(e) if e.is_server_error() => Err(HandlerError::Failed(e)),
+                    Err(e) => {
+                        let mut body = e.body();
+                        body["status"] = e.status.into();
+                        Ok(body)
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn run<S, I, R>(controller: &FleetController<S, I, R>, operation: Operation, now: Timestamp) -> Result<(u16, Value), ApiError>
+where
+    S: ReleaseStore,
+    I: FleetInventory,
+    R: CommandRunner,
+{
+    if let Some(id) = operation.release_id() {
+        tracing::Span::current().record("release_id", id.as_str());
+    }
+    perform(controller, operation, now).await
+}
+
+/// Direct invokes: `{"action": "deploy" | "rollback" | "status" | "reconcile", ...}`.
+fn invoke_operation(action: &str, fields: Map<String, Value>) -> Result<Operation, ApiError> {
+    let no_fields = |op: Operation| {
+        if fields.is_empty() {
+            Ok(op)
+        } else {
+            let keys: Vec<&String> = fields.keys().collect();
+            Err(ApiError::bad_request("invalid_json", format!("action {action:?} takes no other fields, got {keys:?}")))
+        }
+    };
+    match action {
+        "deploy" => decode::<DeployBody>(Value::Object(fields.clone()), DEPLOY_SHAPE)?.into_operation(),
+        "rollback" => decode::<RollbackBody>(Value::Object(fields.clone()), ROLLBACK_SHAPE)?.into_operation(),
+        "status" => no_fields(Operation::FleetStatus),
+        "reconcile" => no_fields(Operation::Reconcile),
+        other => Err(ApiError::bad_request(
+            "unknown_action",
+            format!("unknown action {other:?}; expected one of deploy, rollback, status, reconcile"),
+        )),
+    }
+}

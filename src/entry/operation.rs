@@ -1,0 +1,122 @@
+//! What a caller can ask for, whichever trigger carried it, and the JSON each
+//! answer is encoded to.
+
+use super::error::ApiError;
+use crate::domain::controller::{DeployRequest, FleetController, RollbackRequest};
+use crate::domain::flakeref::Flakeref;
+use crate::domain::ports::{CommandRunner, FleetInventory, ReleaseStore};
+use crate::domain::release::{IdempotencyKey, ReleaseId, Revision};
+use crate::domain::time::Timestamp;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub const DEFAULT_PAGE: u32 = 20;
+pub const MAX_PAGE: u32 = 100;
+
+#[derive(Debug)]
+pub enum Operation {
+    Health,
+    Deploy(DeployRequest),
+    Rollback(RollbackRequest),
+    ListReleases { limit: u32, after: Option<ReleaseId> },
+    GetRelease(ReleaseId),
+    FleetStatus,
+    Reconcile,
+}
+
+impl Operation {
+    /// Where the release id is known before the domain runs, for the log span.
+    pub fn release_id(&self) -> Option<&ReleaseId> {
+        match self {
+            Self::GetRelease(id) => Some(id),
+            Self::Rollback(RollbackRequest { target: Some(id), .. }) => Some(id),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /releases` and `{"action": "deploy", ...}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    pub flakeref: String,
+    #[serde(default)]
+    pub revision: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `POST /rollback` and `{"action": "rollback", ...}`; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    #[serde(default)]
+    pub release_id: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+impl DeployBody {
+    pub fn into_operation(self) -> Result<Operation, ApiError> {
+        let flakeref = Flakeref::parse(&self.flakeref).map_err(|e| ApiError::bad_request("invalid_flakeref", e.to_string()))?;
+        let revision = self
+            .revision
+            .map(|r| Revision::parse(&r).map_err(|e| ApiError::bad_request("invalid_revision", e.to_string())))
+            .transpose()?;
+        Ok(Operation::Deploy(DeployRequest { flakeref, revision, idempotency_key: idempotency_key(self.idempotency_key)? }))
+    }
+}
+
+impl RollbackBody {
+    pub fn into_operation(self) -> Result<Operation, ApiError> {
+        let target = self.release_id.map(|id| release_id(&id)).transpose()?;
+        Ok(Operation::Rollback(RollbackRequest { target, idempotency_key: idempotency_key(self.idempotency_key)? }))
+    }
+}
+
+fn idempotency_key(raw: Option<String>) -> Result<Option<IdempotencyKey>, ApiError> {
+    raw.map(|k| IdempotencyKey::parse(&k).map_err(|e| ApiError::bad_request("invalid_idempotency_key", e.to_string())))
+        .transpose()
+}
+
+pub fn release_id(raw: &str) -> Result<ReleaseId, ApiError> {
+    ReleaseId::parse(raw).map_err(|e| ApiError::bad_request("invalid_release_id", e.to_string()))
+}
+
+pub fn page_limit(raw: Option<&str>) -> Result<u32, ApiError> {
+    match raw {
+        None => Ok(DEFAULT_PAGE),
+        Some(raw) => raw.parse::<u32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            ApiError::bad_request("invalid_query", format!("limit must be a whole number from 1 to {MAX_PAGE}, got {raw:?}"))
+        }),
+    }
+}
+
+/// Parses JSON into `T`, with a message that names what is wrong.
+pub fn decode<T: for<'de> Deserialize<'de>>(json: Value, expected: &str) -> Result<T, ApiError> {
+    serde_json::from_value(json).map_err(|e| ApiError::bad_request("invalid_json", format!("{e}; expected {expected}")))
+}
+
+pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attribute path>", "revision": "<git sha>" (optional), "idempotency_key": "<string>" (optional)}"#;
+pub const ROLLBACK_SHAPE: &str = r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional)}"#;
+
+/// Runs one operation; answers with an HTTP status and a JSON body.
+pub async fn perform<S, I, R>(controller: &FleetController<S, I, R>, operation: Operation, now: Timestamp) -> Result<(u16, Value), ApiError>
+where
+    S: ReleaseStore,
+    I: FleetInventory,
+    R: CommandRunner,
+{
+    Ok(match operation {
+        Operation::Health => (200, json!({ "status": "ok", "fleet": controller.settings().name })),
+        Operation::Deploy(request) => (202, json!({ "release": controller.deploy(request, now).await? })),
+        Operation::Rollback(request) => (202, json!({ "release": controller.rollback(request, now).await? })),
+        Operation::ListReleases { limit, after } => {
+            let page = controller.releases(limit, after.as_ref()).await?;
+            (200, json!({ "releases": page.releases, "next_cursor": page.next }))
+        }
+        Operation::GetRelease(id) => (200, json!({ "release": controller.release(&id).await? })),
+        Operation::FleetStatus => (200, json!({ "fleet": controller.status(now).await? })),
+        Operation::Reconcile => (200, json!({ "reconcile": controller.reconcile(now).await? })),
+    })
+}

@@ -1,0 +1,21 @@
+#![recursion_limit = "256"]
+//! The Lambda: configuration and SDK clients are built once, then every
+//! invocation borrows them.
+
+use flakefleet::config::Config;
+use flakefleet::entry::handle;
+use lambda_runtime::{service_fn, LambdaEvent};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    flakefleet::telemetry::init();
+    let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let controller = flakefleet::aws_controller(&sdk, config);
+    let controller = &controller;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        handle(controller, event.payload, &event.context.request_id).await
+    }))
+    .await
+}
