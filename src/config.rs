@@ -29,25 +29,44 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let required = |var: &'static str| lookup(var).ok_or(ConfigError::Missing(var));
         let or = |var: &'static str, default: &str| lookup(var).unwrap_or_else(|| default.to_owned());
-        let secs = |var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
-            let raw = or(var, &default.to_string());
-            raw.parse::<u64>().ok().filter(|v| range.contains(v)).ok_or_else(|| ConfigError::Invalid {
-                var,
-                message: format!("{raw:?} is not a whole number of seconds from {} to {}", range.start(), range.end()),
-            })
-        };
+        let secs =
+            |var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
+                let raw = or(var, &default.to_string());
+                raw.parse::<u64>()
+                    .ok()
+                    .filter(|v| range.contains(v))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        var,
+                        message: format!(
+                            "{raw:?} is not a whole number of seconds from {} to {}",
+                            range.start(),
+                            range.end()
+                        ),
+                    })
+            };
 
         let fleet_name = or("FLAKEFLEET_FLEET", "default");
-        let name = FleetName::parse(&fleet_name)
-            .map_err(|e| ConfigError::Invalid { var: "FLAKEFLEET_FLEET", message: e.to_string() })?;
-        let target = TargetTag { key: or("FLAKEFLEET_TARGET_TAG_KEY", "Name"), value: or("FLAKEFLEET_TARGET_TAG_VALUE", "FlakeHubDemo") };
+        let name = FleetName::parse(&fleet_name).map_err(|e| ConfigError::Invalid {
+            var: "FLAKEFLEET_FLEET",
+            message: e.to_string(),
+        })?;
+        let target = TargetTag {
+            key: or("FLAKEFLEET_TARGET_TAG_KEY", "Name"),
+            value: or("FLAKEFLEET_TARGET_TAG_VALUE", "FlakeHubDemo"),
+        };
         if target.key.is_empty() || target.key.len() > 128 || target.value.len() > 256 {
-            return Err(ConfigError::Invalid { var: "FLAKEFLEET_TARGET_TAG_KEY", message: "tag keys are 1 to 128 characters, values up to 256".into() });
+            return Err(ConfigError::Invalid {
+                var: "FLAKEFLEET_TARGET_TAG_KEY",
+                message: "tag keys are 1 to 128 characters, values up to 256".into(),
+            });
         }
 
         let action = or("FLAKEFLEET_APPLY_ACTION", "switch");
         if !["switch", "boot", "test", "dry-activate"].contains(&action.as_str()) {
-            return Err(ConfigError::Invalid { var: "FLAKEFLEET_APPLY_ACTION", message: format!("{action:?} is not one of switch, boot, test, dry-activate") });
+            return Err(ConfigError::Invalid {
+                var: "FLAKEFLEET_APPLY_ACTION",
+                message: format!("{action:?} is not one of switch, boot, test, dry-activate"),
+            });
         }
         let max_concurrency = or("FLAKEFLEET_MAX_CONCURRENCY", "50");
         check_rate("FLAKEFLEET_MAX_CONCURRENCY", &max_concurrency, 1)?;
@@ -60,7 +79,11 @@ impl Config {
                 name,
                 target,
                 deploy_timeout: Duration::from_secs(secs("FLAKEFLEET_DEPLOY_TIMEOUT_SECONDS", 3600, 60..=86_400)?),
-                idempotency_ttl: Duration::from_secs(secs("FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS", 86_400, 60..=2_592_000)?),
+                idempotency_ttl: Duration::from_secs(secs(
+                    "FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS",
+                    86_400,
+                    60..=2_592_000,
+                )?),
             },
             ssm: SsmSettings {
                 document: required("FLAKEFLEET_DOCUMENT")?,
@@ -86,7 +109,10 @@ fn check_rate(var: &'static str, raw: &str, min: u32) -> Result<(), ConfigError>
     if valid {
         Ok(())
     } else {
-        Err(ConfigError::Invalid { var, message: format!("{raw:?} is not a count (e.g. 10) or a percentage (e.g. 25%) of at least {min}") })
+        Err(ConfigError::Invalid {
+            var,
+            message: format!("{raw:?} is not a count (e.g. 10) or a percentage (e.g. 25%) of at least {min}"),
+        })
     }
 }
 
@@ -103,7 +129,13 @@ mod tests {
     #[test]
     fn defaults_match_the_demo() {
         let c = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d")]).unwrap();
-        assert_eq!(c.fleet.target, TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() });
+        assert_eq!(
+            c.fleet.target,
+            TargetTag {
+                key: "Name".into(),
+                value: "FlakeHubDemo".into()
+            }
+        );
         assert_eq!(c.fleet.name.as_str(), "default");
         assert_eq!(c.ssm.action, "switch");
         assert_eq!((c.ssm.max_concurrency.as_str(), c.ssm.max_errors.as_str()), ("50", "0"));
@@ -113,11 +145,31 @@ mod tests {
     fn errors_name_the_variable() {
         let err = config(&[("FLAKEFLEET_DOCUMENT", "d")]).unwrap_err();
         assert!(err.to_string().contains("FLAKEFLEET_TABLE"), "{err}");
-        let err = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_CONCURRENCY", "0")]).unwrap_err();
+        let err = config(&[
+            ("FLAKEFLEET_TABLE", "t"),
+            ("FLAKEFLEET_DOCUMENT", "d"),
+            ("FLAKEFLEET_MAX_CONCURRENCY", "0"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("FLAKEFLEET_MAX_CONCURRENCY"), "{err}");
-        let err = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_FLEET", "Prod")]).unwrap_err();
+        let err = config(&[
+            ("FLAKEFLEET_TABLE", "t"),
+            ("FLAKEFLEET_DOCUMENT", "d"),
+            ("FLAKEFLEET_FLEET", "Prod"),
+        ])
+        .unwrap_err();
         assert!(err.to_string().contains("FLAKEFLEET_FLEET"), "{err}");
-        assert!(config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_ERRORS", "10%")]).is_ok());
-        assert!(config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_ERRORS", "101%")]).is_err());
+        assert!(config(&[
+            ("FLAKEFLEET_TABLE", "t"),
+            ("FLAKEFLEET_DOCUMENT", "d"),
+            ("FLAKEFLEET_MAX_ERRORS", "10%")
+        ])
+        .is_ok());
+        assert!(config(&[
+            ("FLAKEFLEET_TABLE", "t"),
+            ("FLAKEFLEET_DOCUMENT", "d"),
+            ("FLAKEFLEET_MAX_ERRORS", "101%")
+        ])
+        .is_err());
     }
 }

@@ -10,6 +10,11 @@ pub fn init() {
     if text {
         builder.init();
     } else {
-        builder.json().with_current_span(true).with_span_list(false).flatten_event(true).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .flatten_event(true)
+            .init();
     }
 }

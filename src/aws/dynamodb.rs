@@ -6,8 +6,8 @@
 //! `expires_at`). Writes that matter are conditional, so an acknowledged
 //! release is never overwritten.
 
-use crate::domain::fleet::{FleetName, FleetState, Lease};
 use crate::domain::flakeref::Flakeref;
+use crate::domain::fleet::{FleetName, FleetState, Lease};
 use crate::domain::ports::{Admission, IdempotencyClaim, ReleasePage, ReleaseStore, StoreError};
 use crate::domain::release::{InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
 use crate::domain::time::Timestamp;
@@ -41,7 +41,10 @@ pub struct DynamoReleaseStore {
 
 impl DynamoReleaseStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 
     async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
@@ -58,16 +61,28 @@ impl DynamoReleaseStore {
         Ok(out.item)
     }
 
-    async fn idempotency_record(&self, fleet: &FleetName, claim: &IdempotencyClaim, now: Timestamp) -> Result<Option<Admission>, StoreError> {
-        let Some(item) = self.get(fleet_pk(fleet), format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())).await? else {
+    async fn idempotency_record(
+        &self,
+        fleet: &FleetName,
+        claim: &IdempotencyClaim,
+        now: Timestamp,
+    ) -> Result<Option<Admission>, StoreError> {
+        let Some(item) = self
+            .get(fleet_pk(fleet), format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str()))
+            .await?
+        else {
             return Ok(None);
         };
         // TTL deletes lazily: an expired record no longer counts.
         if num(&item, TTL_ATTRIBUTE)? <= now.secs() {
             return Ok(None);
         }
-        let release_id = ReleaseId::parse(&string(&item, "release_id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(Some(Admission::Replay { release_id, same_request: string(&item, "request")? == claim.request }))
+        let release_id =
+            ReleaseId::parse(&string(&item, "release_id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(Admission::Replay {
+            release_id,
+            same_request: string(&item, "request")? == claim.request,
+        }))
     }
 
     async fn update_release_alone(&self, release: &Release) -> Result<bool, StoreError> {
@@ -94,7 +109,12 @@ impl DynamoReleaseStore {
 
 impl ReleaseStore for DynamoReleaseStore {
     #[instrument(skip_all, fields(release_id = %release.id))]
-    async fn admit(&self, release: &Release, claim: Option<&IdempotencyClaim>, now: Timestamp) -> Result<Admission, StoreError> {
+    async fn admit(
+        &self,
+        release: &Release,
+        claim: Option<&IdempotencyClaim>,
+        now: Timestamp,
+    ) -> Result<Admission, StoreError> {
         let pk = fleet_pk(&release.fleet);
         let put_release = Put::builder()
             .table_name(&self.table)
@@ -106,7 +126,9 @@ impl ReleaseStore for DynamoReleaseStore {
             .table_name(&self.table)
             .key(PARTITION_KEY, s(pk.clone()))
             .key(SORT_KEY, s(STATE_SK))
-            .update_expression("SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now")
+            .update_expression(
+                "SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now",
+            )
             .condition_expression("attribute_not_exists(lease_expires_ms) OR lease_expires_ms <= :now")
             .expression_attribute_values(":id", s(release.id.as_str()))
             .expression_attribute_values(":expires", n(release.deadline.millis()))
@@ -120,7 +142,10 @@ impl ReleaseStore for DynamoReleaseStore {
         if let Some(claim) = claim {
             let mut record = Item::new();
             record.insert(PARTITION_KEY.into(), s(pk.clone()));
-            record.insert(SORT_KEY.into(), s(format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())));
+            record.insert(
+                SORT_KEY.into(),
+                s(format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())),
+            );
             record.insert("release_id".into(), s(release.id.as_str()));
             record.insert("request".into(), s(claim.request.clone()));
             record.insert(TTL_ATTRIBUTE.into(), n(claim.expires_at.secs()));
@@ -135,10 +160,17 @@ impl ReleaseStore for DynamoReleaseStore {
         }
 
         for _ in 0..ADMIT_ATTEMPTS {
-            let result = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            let result = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
             match result {
                 Ok(_) => return Ok(Admission::Admitted),
-                Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => {}
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_transaction_canceled_exception()) => {}
                 Err(e) => return Err(unavailable("TransactWriteItems", &e)),
             }
             // Cancelled: find out by reading which condition stood in the way.
@@ -149,7 +181,9 @@ impl ReleaseStore for DynamoReleaseStore {
                 }
             }
             if let Some(lease) = self.fleet_state(&release.fleet).await?.live_lease(now) {
-                return Ok(Admission::Busy { holder: lease.release_id.clone() });
+                return Ok(Admission::Busy {
+                    holder: lease.release_id.clone(),
+                });
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -159,11 +193,19 @@ impl ReleaseStore for DynamoReleaseStore {
 
     #[instrument(skip(self))]
     async fn release(&self, fleet: &FleetName, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
-        self.get(fleet_pk(fleet), release_sk(id)).await?.map(|item| release_from_item(&item)).transpose()
+        self.get(fleet_pk(fleet), release_sk(id))
+            .await?
+            .map(|item| release_from_item(&item))
+            .transpose()
     }
 
     #[instrument(skip(self))]
-    async fn releases(&self, fleet: &FleetName, limit: u32, after: Option<&ReleaseId>) -> Result<ReleasePage, StoreError> {
+    async fn releases(
+        &self,
+        fleet: &FleetName,
+        limit: u32,
+        after: Option<&ReleaseId>,
+    ) -> Result<ReleasePage, StoreError> {
         let mut query = self
             .client
             .query()
@@ -179,7 +221,11 @@ impl ReleaseStore for DynamoReleaseStore {
                 .exclusive_start_key(SORT_KEY, s(release_sk(after)));
         }
         let out = query.send().await.map_err(|e| unavailable("Query", &e))?;
-        let releases = out.items().iter().map(release_from_item).collect::<Result<Vec<_>, _>>()?;
+        let releases = out
+            .items()
+            .iter()
+            .map(release_from_item)
+            .collect::<Result<Vec<_>, _>>()?;
         let next = match out.last_evaluated_key() {
             Some(key) => Some(release_id_from_sk(&string(key, SORT_KEY)?)?),
             None => None,
@@ -188,7 +234,11 @@ impl ReleaseStore for DynamoReleaseStore {
     }
 
     #[instrument(skip(self))]
-    async fn last_succeeded_before(&self, fleet: &FleetName, before: &ReleaseId) -> Result<Option<Release>, StoreError> {
+    async fn last_succeeded_before(
+        &self,
+        fleet: &FleetName,
+        before: &ReleaseId,
+    ) -> Result<Option<Release>, StoreError> {
         let mut pages = self
             .client
             .query()
@@ -220,9 +270,14 @@ impl ReleaseStore for DynamoReleaseStore {
         let Some(item) = self.get(fleet_pk(fleet), STATE_SK.into()).await? else {
             return Ok(FleetState::default());
         };
-        let desired_release = opt_string(&item, "desired_release_id").map(|id| parse_id(&id)).transpose()?;
+        let desired_release = opt_string(&item, "desired_release_id")
+            .map(|id| parse_id(&id))
+            .transpose()?;
         let lease = match opt_string(&item, "lease_release_id") {
-            Some(id) => Some(Lease { release_id: parse_id(&id)?, expires_at: Timestamp::from_millis(num(&item, "lease_expires_ms")?) }),
+            Some(id) => Some(Lease {
+                release_id: parse_id(&id)?,
+                expires_at: Timestamp::from_millis(num(&item, "lease_expires_ms")?),
+            }),
             None => None,
         };
         Ok(FleetState { desired_release, lease })
@@ -308,7 +363,10 @@ impl ReleaseStore for DynamoReleaseStore {
             Ok(_) => Ok(true),
             // Either the release is already final, or its lease lapsed and
             // another release holds the fleet: record the outcome on its own.
-            Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
                 self.update_release_alone(release).await
             }
             Err(e) => Err(unavailable("TransactWriteItems", &e)),
@@ -387,7 +445,9 @@ pub(crate) fn release_from_item(item: &Item) -> Result<Release, StoreError> {
         id: parse_id(&string(item, "id")?)?,
         fleet: FleetName::parse(&string(item, "fleet")?).map_err(|_| corrupt("fleet"))?,
         flakeref: Flakeref::parse(&string(item, "flakeref")?).map_err(|_| corrupt("flakeref"))?,
-        revision: opt_string(item, "revision").map(|v| Revision::parse(&v).map_err(|_| corrupt("revision"))).transpose()?,
+        revision: opt_string(item, "revision")
+            .map(|v| Revision::parse(&v).map_err(|_| corrupt("revision")))
+            .transpose()?,
         kind: ReleaseKind::parse(&string(item, "kind")?).ok_or_else(|| corrupt("kind"))?,
         rollback_of: opt_string(item, "rollback_of").map(|v| parse_id(&v)).transpose()?,
         status: ReleaseStatus::parse(&string(item, "status")?).ok_or_else(|| corrupt("status"))?,
@@ -428,12 +488,17 @@ fn instances_from_attr(attr: Option<&AttributeValue>) -> Result<Vec<InstanceOutc
     };
     list.iter()
         .map(|v| {
-            let m = v.as_m().map_err(|_| StoreError::Corrupt("instance outcome is not a map".into()))?;
+            let m = v
+                .as_m()
+                .map_err(|_| StoreError::Corrupt("instance outcome is not a map".into()))?;
             Ok(InstanceOutcome {
                 instance_id: string(m, "instance_id")?,
                 status: string(m, "status")?,
                 detail: string(m, "detail")?,
-                exit_code: m.get("exit_code").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()),
+                exit_code: m
+                    .get("exit_code")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok()),
                 output_tail: opt_string(m, "output_tail").unwrap_or_default(),
             })
         })
@@ -470,7 +535,8 @@ fn num(item: &Item, key: &str) -> Result<u64, StoreError> {
 }
 
 fn is_condition_failure<R>(e: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>) -> bool {
-    e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception())
+    e.as_service_error()
+        .is_some_and(|se| se.is_conditional_check_failed_exception())
 }
 
 fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> StoreError {

@@ -24,7 +24,12 @@ impl FleetInventory for Ec2FleetInventory {
         let out = self
             .client
             .describe_instances()
-            .filters(Filter::builder().name(format!("tag:{}", tag.key)).values(&tag.value).build())
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", tag.key))
+                    .values(&tag.value)
+                    .build(),
+            )
             .filters(Filter::builder().name("instance-state-name").values("running").build())
             .max_results(5)
             .send()

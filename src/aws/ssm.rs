@@ -39,7 +39,12 @@ impl CommandRunner for SsmCommandRunner {
             .client
             .send_command()
             .document_name(&self.settings.document)
-            .targets(Target::builder().key(format!("tag:{}", command.target.key)).values(&command.target.value).build())
+            .targets(
+                Target::builder()
+                    .key(format!("tag:{}", command.target.key))
+                    .values(&command.target.value)
+                    .build(),
+            )
             .parameters("flakeref", vec![command.flakeref.as_str().to_owned()])
             .parameters("action", vec![self.settings.action.clone()])
             .comment(&command.comment)
@@ -60,15 +65,28 @@ impl CommandRunner for SsmCommandRunner {
                 // A refusal by the service means no command exists; anything
                 // else (timeouts, 5xx after retries) may have started one.
                 let refused = matches!(&e, SdkError::ServiceError(_))
-                    && !matches!(e.code(), Some("InternalServerError" | "ThrottlingException" | "ServiceUnavailable"));
-                Err(if refused { RunnerError::Rejected(text) } else { RunnerError::Unavailable(text) })
+                    && !matches!(
+                        e.code(),
+                        Some("InternalServerError" | "ThrottlingException" | "ServiceUnavailable")
+                    );
+                Err(if refused {
+                    RunnerError::Rejected(text)
+                } else {
+                    RunnerError::Unavailable(text)
+                })
             }
         }
     }
 
     #[instrument(skip(self))]
     async fn find(&self, comment: &str, since: Timestamp) -> Result<Option<String>, RunnerError> {
-        let filter = |key, value: String| CommandFilter::builder().key(key).value(value).build().map_err(|e| RunnerError::Rejected(e.to_string()));
+        let filter = |key, value: String| {
+            CommandFilter::builder()
+                .key(key)
+                .value(value)
+                .build()
+                .map_err(|e| RunnerError::Rejected(e.to_string()))
+        };
         let mut pages = self
             .client
             .list_commands()
@@ -95,11 +113,20 @@ impl CommandRunner for SsmCommandRunner {
             .await
             .map_err(|e| unavailable("ListCommands", &e))?;
         let finished = listed.commands().first().and_then(|c| c.status()).is_some_and(|s| {
-            matches!(s, CommandStatus::Success | CommandStatus::Failed | CommandStatus::TimedOut | CommandStatus::Cancelled)
+            matches!(
+                s,
+                CommandStatus::Success | CommandStatus::Failed | CommandStatus::TimedOut | CommandStatus::Cancelled
+            )
         });
 
         let mut invocations = Vec::new();
-        let mut pages = self.client.list_command_invocations().command_id(command_id).details(true).into_paginator().send();
+        let mut pages = self
+            .client
+            .list_command_invocations()
+            .command_id(command_id)
+            .details(true)
+            .into_paginator()
+            .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| unavailable("ListCommandInvocations", &e))?;
             for inv in page.command_invocations() {
@@ -108,8 +135,14 @@ impl CommandRunner for SsmCommandRunner {
                     instance_id: inv.instance_id().unwrap_or_default().to_owned(),
                     status: inv.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
                     detail: inv.status_details().unwrap_or_default().to_owned(),
-                    exit_code: plugin.map(|p| p.response_code()).filter(|_| inv.status().is_some_and(|s| s != &aws_sdk_ssm::types::CommandInvocationStatus::Pending)),
-                    output_tail: plugin.and_then(|p| p.output()).map(|o| super::dynamodb::tail(o, 1000)).unwrap_or_default(),
+                    exit_code: plugin.map(|p| p.response_code()).filter(|_| {
+                        inv.status()
+                            .is_some_and(|s| s != &aws_sdk_ssm::types::CommandInvocationStatus::Pending)
+                    }),
+                    output_tail: plugin
+                        .and_then(|p| p.output())
+                        .map(|o| super::dynamodb::tail(o, 1000))
+                        .unwrap_or_default(),
                 });
             }
         }

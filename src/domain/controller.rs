@@ -1,11 +1,11 @@
 //! The fleet's controller: admits releases, sends their apply command and
 //! judges their outcome, through the ports only.
 
-use super::fleet::{FleetName, FleetState, Lease, TargetTag};
 use super::flakeref::Flakeref;
+use super::fleet::{FleetName, FleetState, Lease, TargetTag};
 use super::ports::{
-    Admission, ApplyCommand, CommandRunner, FleetInventory, IdempotencyClaim, InventoryError, ReleasePage, ReleaseStore,
-    RunnerError, StoreError,
+    Admission, ApplyCommand, CommandRunner, FleetInventory, IdempotencyClaim, InventoryError, ReleasePage,
+    ReleaseStore, RunnerError, StoreError,
 };
 use super::progress::judge;
 use super::release::{IdempotencyKey, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
@@ -92,7 +92,12 @@ pub struct FleetController<S, I, R> {
 
 impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I, R> {
     pub fn new(store: S, inventory: I, runner: R, settings: FleetSettings) -> Self {
-        Self { store, inventory, runner, settings }
+        Self {
+            store,
+            inventory,
+            runner,
+            settings,
+        }
     }
 
     pub fn settings(&self) -> &FleetSettings {
@@ -118,17 +123,29 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     /// The earlier release's record is left as it is.
     pub async fn rollback(&self, request: RollbackRequest, now: Timestamp) -> Result<Release, ControlError> {
         let fleet = &self.settings.name;
-        let fingerprint = format!("rollback {}", request.target.as_ref().map_or("last-succeeded", ReleaseId::as_str));
+        let fingerprint = format!(
+            "rollback {}",
+            request.target.as_ref().map_or("last-succeeded", ReleaseId::as_str)
+        );
         let target = match &request.target {
-            Some(id) => self.store.release(fleet, id).await?.ok_or_else(|| ControlError::ReleaseNotFound(id.clone()))?,
+            Some(id) => self
+                .store
+                .release(fleet, id)
+                .await?
+                .ok_or_else(|| ControlError::ReleaseNotFound(id.clone()))?,
             None => {
                 let state = self.store.fleet_state(fleet).await?;
                 let current = state
                     .desired_release
                     .ok_or_else(|| ControlError::NoRollbackTarget("the fleet has no release yet".into()))?;
-                self.store.last_succeeded_before(fleet, &current).await?.ok_or_else(|| {
-                    ControlError::NoRollbackTarget(format!("no release succeeded before the current one ({current}); name one with release_id"))
-                })?
+                self.store
+                    .last_succeeded_before(fleet, &current)
+                    .await?
+                    .ok_or_else(|| {
+                        ControlError::NoRollbackTarget(format!(
+                            "no release succeeded before the current one ({current}); name one with release_id"
+                        ))
+                    })?
             }
         };
         let release = self.new_release(
@@ -148,21 +165,38 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         let fleet = self.settings.name.clone();
         let state = self.store.fleet_state(&fleet).await?;
         let Some(lease) = state.lease else {
-            return Ok(ReconcileReport { fleet, outcome: "idle", release: None });
+            return Ok(ReconcileReport {
+                fleet,
+                outcome: "idle",
+                release: None,
+            });
         };
         record_release_id(&lease.release_id);
         let Some(release) = self.store.release(&fleet, &lease.release_id).await? else {
-            return Err(StoreError::Corrupt(format!("lease names release {} which is not stored", lease.release_id)).into());
+            return Err(
+                StoreError::Corrupt(format!("lease names release {} which is not stored", lease.release_id)).into(),
+            );
         };
         let (outcome, release) = match release.status {
             ReleaseStatus::Pending => ("dispatched", self.dispatch(release, true, now).await?),
             ReleaseStatus::InProgress => {
                 let release = self.check(release, now).await?;
-                (if release.status.is_final() { "finished" } else { "waiting" }, release)
+                (
+                    if release.status.is_final() {
+                        "finished"
+                    } else {
+                        "waiting"
+                    },
+                    release,
+                )
             }
             _ => ("idle", release),
         };
-        Ok(ReconcileReport { fleet, outcome, release: Some(release) })
+        Ok(ReconcileReport {
+            fleet,
+            outcome,
+            release: Some(release),
+        })
     }
 
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
@@ -237,10 +271,15 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                 self.dispatch(release, false, now).await
             }
             Admission::Busy { holder } => Err(ControlError::Busy { holder }),
-            Admission::Replay { same_request: false, .. } => Err(ControlError::IdempotencyConflict {
+            Admission::Replay {
+                same_request: false, ..
+            } => Err(ControlError::IdempotencyConflict {
                 key: claim.map(|c| c.key.as_str().to_owned()).unwrap_or_default(),
             }),
-            Admission::Replay { release_id, same_request: true } => {
+            Admission::Replay {
+                release_id,
+                same_request: true,
+            } => {
                 record_release_id(&release_id);
                 info!("idempotent replay; answering with the recorded release");
                 let existing = self.release(&release_id).await?;
@@ -258,7 +297,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     async fn dispatch(&self, mut release: Release, resume: bool, now: Timestamp) -> Result<Release, ControlError> {
         let comment = release.command_comment();
         let found = if resume {
-            self.runner.find(&comment, release.created_at.minus(COMMAND_LOOKBACK)).await?
+            self.runner
+                .find(&comment, release.created_at.minus(COMMAND_LOOKBACK))
+                .await?
         } else {
             None
         };
@@ -275,22 +316,34 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             None => {
                 if !self.inventory.has_running_instances(&self.settings.target).await? {
                     release.status = ReleaseStatus::NoInstances;
-                    release.status_reason =
-                        Some(format!("no running instance carries the fleet tag {}; nothing was sent", self.settings.target));
+                    release.status_reason = Some(format!(
+                        "no running instance carries the fleet tag {}; nothing was sent",
+                        self.settings.target
+                    ));
                     return self.finish(release, now).await;
                 }
-                let command = ApplyCommand { flakeref: release.flakeref.clone(), target: self.settings.target.clone(), comment };
+                let command = ApplyCommand {
+                    flakeref: release.flakeref.clone(),
+                    target: self.settings.target.clone(),
+                    comment,
+                };
                 match self.runner.send(&command).await {
                     Ok(id) => id,
                     Err(RunnerError::Rejected(reason)) => {
                         release.status = ReleaseStatus::Failed;
                         release.status_reason = Some(format!("SSM refused the apply command: {reason}"));
                         let release = self.finish(release, now).await?;
-                        return Err(ControlError::CommandRejected { release: Box::new(release), reason });
+                        return Err(ControlError::CommandRejected {
+                            release: Box::new(release),
+                            reason,
+                        });
                     }
                     Err(RunnerError::Unavailable(reason)) => {
                         warn!(%reason, "apply command not confirmed; left pending for reconcile");
-                        return Err(ControlError::CommandUnconfirmed { release: Box::new(release), reason });
+                        return Err(ControlError::CommandUnconfirmed {
+                            release: Box::new(release),
+                            reason,
+                        });
                     }
                 }
             }
@@ -309,7 +362,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
 
     async fn check(&self, mut release: Release, now: Timestamp) -> Result<Release, ControlError> {
         let Some(command_id) = release.command_id.clone() else {
-            return Err(StoreError::Corrupt(format!("release {} is in progress without a command id", release.id)).into());
+            return Err(
+                StoreError::Corrupt(format!("release {} is in progress without a command id", release.id)).into(),
+            );
         };
         let report = self.runner.report(&command_id).await?;
         let verdict = judge(&report, release.deadline, now);
@@ -330,7 +385,11 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     async fn finish(&self, mut release: Release, now: Timestamp) -> Result<Release, ControlError> {
         release.updated_at = now;
         if self.store.finish(&release).await? {
-            info!(status = release.status.as_str(), reason = release.status_reason.as_deref().unwrap_or(""), "release finished");
+            info!(
+                status = release.status.as_str(),
+                reason = release.status_reason.as_deref().unwrap_or(""),
+                "release finished"
+            );
             Ok(release)
         } else {
             self.release(&release.id).await

@@ -7,4 +7,3 @@ pub mod ports;
 pub mod progress;
 pub mod release;
 pub mod time;
-

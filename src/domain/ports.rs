@@ -1,8 +1,8 @@
 //! The narrow interfaces through which the domain reaches the world. Each has
 //! one AWS adapter in `crate::aws` and may have in-memory fakes in tests.
 
-use super::fleet::{FleetName, FleetState, TargetTag};
 use super::flakeref::Flakeref;
+use super::fleet::{FleetName, FleetState, TargetTag};
 use super::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId};
 use super::time::Timestamp;
 use std::future::Future;
@@ -52,7 +52,11 @@ pub trait ReleaseStore: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<Admission, StoreError>> + Send;
 
-    fn release(&self, fleet: &FleetName, id: &ReleaseId) -> impl Future<Output = Result<Option<Release>, StoreError>> + Send;
+    fn release(
+        &self,
+        fleet: &FleetName,
+        id: &ReleaseId,
+    ) -> impl Future<Output = Result<Option<Release>, StoreError>> + Send;
 
     /// Newest first, strictly older than `after` when given.
     fn releases(
@@ -127,7 +131,8 @@ pub trait CommandRunner: Send + Sync {
     fn send(&self, command: &ApplyCommand) -> impl Future<Output = Result<String, RunnerError>> + Send;
 
     /// The id of a command with this comment sent after `since`, if any.
-    fn find(&self, comment: &str, since: Timestamp) -> impl Future<Output = Result<Option<String>, RunnerError>> + Send;
+    fn find(&self, comment: &str, since: Timestamp)
+        -> impl Future<Output = Result<Option<String>, RunnerError>> + Send;
 
     fn report(&self, command_id: &str) -> impl Future<Output = Result<CommandReport, RunnerError>> + Send;
 }

@@ -22,25 +22,39 @@ pub fn judge(report: &CommandReport, deadline: Timestamp, now: Timestamp) -> Ver
     let not_converged: Vec<&InstanceOutcome> = instances.iter().filter(|i| i.is_finished() && !i.converged()).collect();
 
     let (status, reason) = if report.finished && instances.is_empty() {
-        (ReleaseStatus::NoInstances, Some("the command reached no instance carrying the fleet tag".to_owned()))
+        (
+            ReleaseStatus::NoInstances,
+            Some("the command reached no instance carrying the fleet tag".to_owned()),
+        )
     } else if report.finished && unfinished == 0 {
         if not_converged.is_empty() {
             (ReleaseStatus::Succeeded, None)
         } else {
-            (ReleaseStatus::Failed, Some(describe_failures(&not_converged, instances.len())))
+            (
+                ReleaseStatus::Failed,
+                Some(describe_failures(&not_converged, instances.len())),
+            )
         }
     } else if now >= deadline {
         let reason = format!(
             "deadline {} passed with {unfinished} of {} instances unfinished{}",
             deadline.to_rfc3339(),
             instances.len(),
-            if not_converged.is_empty() { String::new() } else { format!("; {}", describe_failures(&not_converged, instances.len())) }
+            if not_converged.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", describe_failures(&not_converged, instances.len()))
+            }
         );
         (ReleaseStatus::Failed, Some(reason))
     } else {
         (ReleaseStatus::InProgress, None)
     };
-    Verdict { status, reason, instances }
+    Verdict {
+        status,
+        reason,
+        instances,
+    }
 }
 
 fn describe_failures(failed: &[&InstanceOutcome], total: usize) -> String {
@@ -80,7 +94,13 @@ mod tests {
 
     #[test]
     fn all_success_after_the_command_ends_is_success() {
-        let report = CommandReport { finished: true, invocations: vec![outcome("i-2", "Success", "Success"), outcome("i-1", "Success", "Success")] };
+        let report = CommandReport {
+            finished: true,
+            invocations: vec![
+                outcome("i-2", "Success", "Success"),
+                outcome("i-1", "Success", "Success"),
+            ],
+        };
         let v = judge(&report, DEADLINE, T);
         assert_eq!(v.status, ReleaseStatus::Succeeded);
         assert_eq!(v.instances[0].instance_id, "i-1");
@@ -90,16 +110,29 @@ mod tests {
     fn undeliverable_is_never_success_even_when_ssm_says_success() {
         let report = CommandReport {
             finished: true,
-            invocations: vec![outcome("i-1", "Success", "Success"), outcome("i-2", "Failed", "Undeliverable"), outcome("i-3", "TimedOut", "Delivery Timed Out")],
+            invocations: vec![
+                outcome("i-1", "Success", "Success"),
+                outcome("i-2", "Failed", "Undeliverable"),
+                outcome("i-3", "TimedOut", "Delivery Timed Out"),
+            ],
         };
         let v = judge(&report, DEADLINE, T);
         assert_eq!(v.status, ReleaseStatus::Failed);
-        assert_eq!(v.reason.as_deref(), Some("2 of 3 instances did not converge: i-2 Undeliverable, i-3 Delivery Timed Out"));
+        assert_eq!(
+            v.reason.as_deref(),
+            Some("2 of 3 instances did not converge: i-2 Undeliverable, i-3 Delivery Timed Out")
+        );
     }
 
     #[test]
     fn running_until_the_command_ends_then_failed_at_the_deadline() {
-        let report = CommandReport { finished: false, invocations: vec![outcome("i-1", "Success", "Success"), outcome("i-2", "InProgress", "In Progress")] };
+        let report = CommandReport {
+            finished: false,
+            invocations: vec![
+                outcome("i-1", "Success", "Success"),
+                outcome("i-2", "InProgress", "In Progress"),
+            ],
+        };
         assert_eq!(judge(&report, DEADLINE, T).status, ReleaseStatus::InProgress);
         let late = judge(&report, DEADLINE, DEADLINE);
         assert_eq!(late.status, ReleaseStatus::Failed);
@@ -108,14 +141,20 @@ mod tests {
 
     #[test]
     fn unknown_status_is_not_success() {
-        let report = CommandReport { finished: true, invocations: vec![outcome("i-1", "Sucess", "?")] };
+        let report = CommandReport {
+            finished: true,
+            invocations: vec![outcome("i-1", "Sucess", "?")],
+        };
         assert_eq!(judge(&report, DEADLINE, T).status, ReleaseStatus::InProgress);
         assert_eq!(judge(&report, DEADLINE, DEADLINE).status, ReleaseStatus::Failed);
     }
 
     #[test]
     fn a_finished_command_with_no_invocations_reached_no_instance() {
-        let report = CommandReport { finished: true, invocations: vec![] };
+        let report = CommandReport {
+            finished: true,
+            invocations: vec![],
+        };
         assert_eq!(judge(&report, DEADLINE, T).status, ReleaseStatus::NoInstances);
     }
 }

@@ -15,7 +15,9 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 pub struct ReleaseId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("release id must be 26 characters of Crockford base32 (0-9, A-Z without I, L, O, U), as returned by POST /releases")]
+#[error(
+    "release id must be 26 characters of Crockford base32 (0-9, A-Z without I, L, O, U), as returned by POST /releases"
+)]
 pub struct ReleaseIdError;
 
 impl ReleaseId {
@@ -29,9 +31,7 @@ impl ReleaseId {
     }
 
     pub fn parse(raw: &str) -> Result<Self, ReleaseIdError> {
-        let valid = raw.len() == 26
-            && raw.as_bytes()[0] <= b'7'
-            && raw.bytes().all(|b| CROCKFORD.contains(&b));
+        let valid = raw.len() == 26 && raw.as_bytes()[0] <= b'7' && raw.bytes().all(|b| CROCKFORD.contains(&b));
         if valid {
             Ok(Self(raw.to_owned()))
         } else {
@@ -82,7 +82,9 @@ pub struct IdempotencyKeyError;
 impl IdempotencyKey {
     pub fn parse(raw: &str) -> Result<Self, IdempotencyKeyError> {
         let valid = (1..=128).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/+=-".contains(&b));
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:/+=-".contains(&b));
         valid.then(|| Self(raw.to_owned())).ok_or(IdempotencyKeyError)
     }
 
@@ -128,7 +130,13 @@ pub enum ReleaseStatus {
 }
 
 impl ReleaseStatus {
-    pub const ALL: [Self; 5] = [Self::Pending, Self::InProgress, Self::Succeeded, Self::Failed, Self::NoInstances];
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::InProgress,
+        Self::Succeeded,
+        Self::Failed,
+        Self::NoInstances,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -230,7 +238,14 @@ mod tests {
 
     #[test]
     fn refuses_ids_that_are_not_ulids() {
-        for bad in ["", "01ARZ3NDEKTSV4RRFFQ69G5FA", "01ARZ3NDEKTSV4RRFFQ69G5FAVX", "01ARZ3NDEKTSV4RRFFQ69G5FAI", "81ARZ3NDEKTSV4RRFFQ69G5FAV", "01arz3ndektsv4rrffq69g5fav"] {
+        for bad in [
+            "",
+            "01ARZ3NDEKTSV4RRFFQ69G5FA",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAVX",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAI",
+            "81ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "01arz3ndektsv4rrffq69g5fav",
+        ] {
             assert!(ReleaseId::parse(bad).is_err(), "{bad}");
         }
     }

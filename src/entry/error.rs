@@ -19,7 +19,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -27,7 +32,11 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(500, "internal_error", "flakefleet could not complete the request; the cause is in its log")
+        Self::new(
+            500,
+            "internal_error",
+            "flakefleet could not complete the request; the cause is in its log",
+        )
     }
 
     pub fn body(&self) -> Value {
@@ -60,7 +69,10 @@ impl From<ControlError> for ApiError {
             },
             ControlError::CommandUnconfirmed { release, reason } => {
                 tracing::error!(%reason, "apply command unconfirmed");
-                Self { details: Some(json!({ "release": release })), ..Self::new(503, "command_unconfirmed", message) }
+                Self {
+                    details: Some(json!({ "release": release })),
+                    ..Self::new(503, "command_unconfirmed", message)
+                }
             }
             ControlError::Store(_) | ControlError::Inventory(_) | ControlError::Runner(_) => {
                 tracing::error!(error = %message, "request failed");

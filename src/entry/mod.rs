@@ -38,18 +38,30 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
             HandlerError::Failed(api) => api.message.clone(),
             other => other.to_string(),
         };
-        Self { error_type: error_type.into(), error_message }
+        Self {
+            error_type: error_type.into(),
+            error_message,
+        }
     }
 }
 
 /// Handles one invocation, in one span that carries the release id once known.
-pub async fn handle<S, I, R>(controller: &FleetController<S, I, R>, event: Value, request_id: &str) -> Result<Value, HandlerError>
+pub async fn handle<S, I, R>(
+    controller: &FleetController<S, I, R>,
+    event: Value,
+    request_id: &str,
+) -> Result<Value, HandlerError>
 where
     S: ReleaseStore,
     I: FleetInventory,
     R: CommandRunner,
 {
-    let span = info_span!("invocation", request_id, trigger = field::Empty, release_id = field::Empty);
+    let span = info_span!(
+        "invocation",
+        request_id,
+        trigger = field::Empty,
+        release_id = field::Empty
+    );
     async move {
         let now = Timestamp::now();
         match classify(event)? {
@@ -101,7 +113,11 @@ where
     .await
 }
 
-async fn run<S, I, R>(controller: &FleetController<S, I, R>, operation: Operation, now: Timestamp) -> Result<(u16, Value), ApiError>
+async fn run<S, I, R>(
+    controller: &FleetController<S, I, R>,
+    operation: Operation,
+    now: Timestamp,
+) -> Result<(u16, Value), ApiError>
 where
     S: ReleaseStore,
     I: FleetInventory,
@@ -120,7 +136,10 @@ fn invoke_operation(action: &str, fields: Map<String, Value>) -> Result<Operatio
             Ok(op)
         } else {
             let keys: Vec<&String> = fields.keys().collect();
-            Err(ApiError::bad_request("invalid_json", format!("action {action:?} takes no other fields, got {keys:?}")))
+            Err(ApiError::bad_request(
+                "invalid_json",
+                format!("action {action:?} takes no other fields, got {keys:?}"),
+            ))
         }
     };
     match action {

@@ -58,19 +58,27 @@ pub struct RollbackBody {
 
 impl DeployBody {
     pub fn into_operation(self) -> Result<Operation, ApiError> {
-        let flakeref = Flakeref::parse(&self.flakeref).map_err(|e| ApiError::bad_request("invalid_flakeref", e.to_string()))?;
+        let flakeref =
+            Flakeref::parse(&self.flakeref).map_err(|e| ApiError::bad_request("invalid_flakeref", e.to_string()))?;
         let revision = self
             .revision
             .map(|r| Revision::parse(&r).map_err(|e| ApiError::bad_request("invalid_revision", e.to_string())))
             .transpose()?;
-        Ok(Operation::Deploy(DeployRequest { flakeref, revision, idempotency_key: idempotency_key(self.idempotency_key)? }))
+        Ok(Operation::Deploy(DeployRequest {
+            flakeref,
+            revision,
+            idempotency_key: idempotency_key(self.idempotency_key)?,
+        }))
     }
 }
 
 impl RollbackBody {
     pub fn into_operation(self) -> Result<Operation, ApiError> {
         let target = self.release_id.map(|id| release_id(&id)).transpose()?;
-        Ok(Operation::Rollback(RollbackRequest { target, idempotency_key: idempotency_key(self.idempotency_key)? }))
+        Ok(Operation::Rollback(RollbackRequest {
+            target,
+            idempotency_key: idempotency_key(self.idempotency_key)?,
+        }))
     }
 }
 
@@ -86,9 +94,16 @@ pub fn release_id(raw: &str) -> Result<ReleaseId, ApiError> {
 pub fn page_limit(raw: Option<&str>) -> Result<u32, ApiError> {
     match raw {
         None => Ok(DEFAULT_PAGE),
-        Some(raw) => raw.parse::<u32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
-            ApiError::bad_request("invalid_query", format!("limit must be a whole number from 1 to {MAX_PAGE}, got {raw:?}"))
-        }),
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("limit must be a whole number from 1 to {MAX_PAGE}, got {raw:?}"),
+                )
+            }),
     }
 }
 
@@ -98,10 +113,15 @@ pub fn decode<T: for<'de> Deserialize<'de>>(json: Value, expected: &str) -> Resu
 }
 
 pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attribute path>", "revision": "<git sha>" (optional), "idempotency_key": "<string>" (optional)}"#;
-pub const ROLLBACK_SHAPE: &str = r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional)}"#;
+pub const ROLLBACK_SHAPE: &str =
+    r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional)}"#;
 
 /// Runs one operation; answers with an HTTP status and a JSON body.
-pub async fn perform<S, I, R>(controller: &FleetController<S, I, R>, operation: Operation, now: Timestamp) -> Result<(u16, Value), ApiError>
+pub async fn perform<S, I, R>(
+    controller: &FleetController<S, I, R>,
+    operation: Operation,
+    now: Timestamp,
+) -> Result<(u16, Value), ApiError>
 where
     S: ReleaseStore,
     I: FleetInventory,

@@ -1,1 +1,8 @@
-fn main() {}
+//! Integration tests against the local AWS (moto and the SSM simulator), in
+//! one binary so the SDK is linked once.
+
+mod crash;
+mod deploy;
+mod requests;
+mod support;
+mod template;

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Sets up the local AWS for flakefleet: the table (schema read from
+template.yaml), the fleet's instance profile and a small fleet of tagged
+instances in moto; and scripts the SSM simulator's outcomes.
+
+  fleet.py table NAME                 create the releases table if missing
+  fleet.py instances N KEY=VALUE      run N instances of the NixOS image with that tag
+  fleet.py outcome JSON               add an outcome rule to the SSM simulator
+"""
+
+import json
+import os
+import sys
+import urllib.request
+
+import boto3
+import yaml
+
+MOTO = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5055")
+SIM = os.environ.get("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:5056")
+REGION = os.environ.get("AWS_REGION", "us-east-1")
+NIXOS_OWNER = "535002876703"
+
+
+def client(service):
+    return boto3.client(service, endpoint_url=MOTO, region_name=REGION,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def table(name):
+    with open("template.yaml") as f:
+        props = yaml.safe_load(f)["Resources"]["ReleasesTable"]["Properties"]
+    ddb = client("dynamodb")
+    if name in ddb.list_tables()["TableNames"]:
+        print(f"table {name} exists")
+        return
+    ddb.create_table(TableName=name, BillingMode=props["BillingMode"],
+                     AttributeDefinitions=props["AttributeDefinitions"], KeySchema=props["KeySchema"])
+    ttl = props["TimeToLiveSpecification"]
+    ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
+    print(f"table {name} created (TTL on {ttl['AttributeName']})")
+
+
+def instances(count, tag):
+    key, value = tag.split("=", 1)
+    ec2, iam = client("ec2"), client("iam")
+    profile = "FlakeHubClientMachine"
+    try:
+        iam.create_instance_profile(InstanceProfileName=profile)
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    images = ec2.describe_images(Owners=[NIXOS_OWNER], Filters=[
+        {"Name": "name", "Values": ["determinate/nixos/epoch-1/24.05.*"]},
+        {"Name": "architecture", "Values": ["x86_64"]},
+    ])["Images"]
+    image = max(images, key=lambda i: i["Name"])
+    out = ec2.run_instances(
+        ImageId=image["ImageId"], InstanceType="t3a.nano", MinCount=count, MaxCount=count,
+        IamInstanceProfile={"Name": profile}, MetadataOptions={"HttpTokens": "required"},
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": key, "Value": value}]}],
+    )
+    ids = [i["InstanceId"] for i in out["Instances"]]
+    print(f"{count} instances tagged {key}={value} on {image['Name']}: {' '.join(ids)}")
+
+
+def outcome(rule_json):
+    rule = json.loads(rule_json)
+    request = urllib.request.Request(f"{SIM}/_sim/outcomes", data=json.dumps({"rules": [rule]}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request) as response:
+        json.load(response)
+    print(f"SSM simulator: {rule}")
+
+
+if __name__ == "__main__":
+    commands = {"table": lambda a: table(a[0]), "instances": lambda a: instances(int(a[0]), a[1]),
+                "outcome": lambda a: outcome(a[0])}
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(__doc__)
+    commands[sys.argv[1]](sys.argv[2:])

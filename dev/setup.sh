@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the local AWS, the demo and the tests need, at pinned versions,
+# into .dev/ (git-ignored). Safe to run again: it does nothing when up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=.dev/venv
+stamp=$venv/.requirements.sha256
+want=$(sha256sum dev/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "== installing Python tools (moto, cargo-lambda, cfn-lint) into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r dev/requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+# nix-instantiate (Debian's nix-bin) parses flake.nix; it cannot evaluate it here.
+if ! command -v nix-instantiate >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "== installing nix-bin (for nix-instantiate --parse)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nix-bin >/dev/null
+  else
+    echo "nix-instantiate is missing and cannot be installed here (needs root and apt-get): install Debian's nix-bin" >&2
+    exit 1
+  fi
+fi

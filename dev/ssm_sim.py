@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""A small SSM Run Command simulator for flakefleet's tests and demo.
+
+moto 5.2.5 lacks ListCommandInvocations and CancelCommand, fails a tag target
+that matches nothing and reports every invocation as Success at once. This
+server speaks the SSM JSON 1.1 protocol for the five Run Command calls
+flakefleet uses, resolves targets against the EC2 instances in moto, and lets
+tests script each instance's outcome. Point the SDK at it with
+AWS_ENDPOINT_URL_SSM. See dev/README.md for what it models and what it does not.
+"""
+
+import argparse
+import json
+import re
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+import yaml
+
+PAGE = 50
+STDOUT_MAX, STDERR_MAX, DETAIL_MAX = 24000, 8000, 2500
+TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled"}
+
+# outcome -> (Status, StatusDetails, default exit code, counts against MaxErrors)
+OUTCOMES = {
+    "success": ("Success", "Success", 0, False),
+    "failed": ("Failed", "Failed", 1, True),
+    "execution_timed_out": ("TimedOut", "Execution Timed Out", -1, True),
+    "delivery_timed_out": ("TimedOut", "Delivery Timed Out", -1, False),
+    "undeliverable": ("Failed", "Undeliverable", -1, False),
+    "access_denied": ("Failed", "Access Denied", -1, False),
+    "terminated": ("Failed", "Terminated", -1, False),
+}
+
+
+class SsmError(Exception):
+    def __init__(self, code, message, status=400):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+
+
+class Simulator:
+    def __init__(self, ec2, documents):
+        self.ec2 = ec2
+        self.documents = documents  # name -> parsed Command document
+        self.lock = threading.Lock()
+        self.commands = []  # newest last
+        self.rules = []
+
+    # ---- control API -------------------------------------------------------
+    def add_rules(self, rules):
+        for rule in rules:
+            if rule.get("outcome", "success") not in OUTCOMES:
+                raise SsmError("InvalidRule", f"outcome must be one of {sorted(OUTCOMES)}")
+        with self.lock:
+            self.rules.extend(rules)
+            return len(self.rules)
+
+    def reset(self):
+        with self.lock:
+            self.commands.clear()
+            self.rules.clear()
+
+    def _outcome_for(self, instance_id, parameters):
+        flakeref = " ".join(parameters.get("flakeref", []))
+        for rule in self.rules:
+            if "instance_id" in rule and rule["instance_id"] != instance_id:
+                continue
+            if "flakeref_contains" in rule and rule["flakeref_contains"] not in flakeref:
+                continue
+            return rule
+        return {"outcome": "success"}
+
+    # ---- target resolution against moto -----------------------------------
+    def _running(self, filters):
+        ids = []
+        for page in self.ec2.get_paginator("describe_instances").paginate(
+            Filters=filters + [{"Name": "instance-state-name", "Values": ["running"]}]
+        ):
+            for reservation in page["Reservations"]:
+                ids.extend(i["InstanceId"] for i in reservation["Instances"])
+        return sorted(ids)
+
+    def _resolve(self, body):
+        ids, targets = body.get("InstanceIds"), body.get("Targets")
+        if bool(ids) == bool(targets):
+            raise SsmError("InvalidParameters", "give exactly one of InstanceIds or Targets")
+        if ids:
+            if len(ids) > 50:
+                raise SsmError("ValidationException", "InstanceIds holds at most 50 ids")
+            running = set(self._running([{"Name": "instance-id", "Values": ids}]))
+            missing = [i for i in ids if i not in running]
+            if missing:
+                raise SsmError("InvalidInstanceId", f"Instances {missing} not in a valid state for account")
+            return list(ids)
+        if len(targets) > 5:
+            raise SsmError("ValidationException", "Targets holds at most 5 keys")
+        filters = []
+        for target in targets:
+            key = target.get("Key", "")
+            if not key.startswith("tag:"):
+                raise SsmError("InvalidParameters", "the simulator resolves only tag:<name> targets")
+            filters.append({"Name": key, "Values": target.get("Values", [])})
+        return self._running(filters)
+
+    def _validate_parameters(self, document_name, parameters):
+        document = self.documents.get(document_name)
+        if document is None:
+            raise SsmError("InvalidDocument", f"Document {document_name} does not exist")
+        declared = document.get("parameters", {})
+        for name in parameters:
+            if name not in declared:
+                raise SsmError("InvalidParameters", f"Document {document_name} has no parameter {name}")
+        for name, spec in declared.items():
+            values = parameters.get(name)
+            if values is None:
+                if "default" not in spec:
+                    raise SsmError("InvalidParameters", f"parameter {name} is required")
+                continue
+            for value in values:
+                if "allowedPattern" in spec and not re.search(spec["allowedPattern"], value):
+                    raise SsmError("InvalidParameters", f"parameter {name} fails its allowedPattern")
+                if "allowedValues" in spec and value not in spec["allowedValues"]:
+                    raise SsmError("InvalidParameters", f"parameter {name} is not one of {spec['allowedValues']}")
+                if "maxChars" in spec and len(value) > int(spec["maxChars"]):
+                    raise SsmError("InvalidParameters", f"parameter {name} is over {spec['maxChars']} characters")
+
+    # ---- SSM operations ----------------------------------------------------
+    def SendCommand(self, body):
+        name = body.get("DocumentName") or ""
+        parameters = body.get("Parameters", {})
+        comment = body.get("Comment", "")
+        if len(comment) > 100:
+            raise SsmError("ValidationException", "Comment is at most 100 characters")
+        self._validate_parameters(name, parameters)
+        instance_ids = self._resolve(body)
+        now = time.time()
+        with self.lock:
+            invocations = {}
+            for instance_id in instance_ids:
+                rule = self._outcome_for(instance_id, parameters)
+                invocations[instance_id] = {"rule": rule, "cancelled_at": None}
+            command = {
+                "CommandId": str(uuid.uuid4()),
+                "DocumentName": name,
+                "DocumentVersion": "$DEFAULT",
+                "Comment": comment,
+                "Parameters": parameters,
+                "InstanceIds": body.get("InstanceIds", []),
+                "Targets": body.get("Targets", []),
+                "RequestedDateTime": now,
+                "MaxConcurrency": body.get("MaxConcurrency", "50"),
+                "MaxErrors": body.get("MaxErrors", "0"),
+                "TimeoutSeconds": body.get("TimeoutSeconds", 3600),
+                "invocations": invocations,
+            }
+            self.commands.append(command)
+            return {"Command": self._command_view(command, now)}
+
+    def ListCommands(self, body):
+        now = time.time()
+        with self.lock:
+            commands = list(reversed(self.commands))
+            if body.get("CommandId"):
+                commands = [c for c in commands if c["CommandId"] == body["CommandId"]]
+                if not commands:
+                    raise SsmError("InvalidCommandId", "no such command")
+            if body.get("InstanceId"):
+                commands = [c for c in commands if body["InstanceId"] in c["invocations"]]
+            for f in body.get("Filters", []):
+                commands = [c for c in commands if self._filter(c, f["key"], f["value"], now)]
+            page, token = self._page(commands, body)
+            return {"Commands": [self._command_view(c, now) for c in page], **token}
+
+    def ListCommandInvocations(self, body):
+        now = time.time()
+        with self.lock:
+            commands = self.commands
+            if body.get("CommandId"):
+                commands = [c for c in commands if c["CommandId"] == body["CommandId"]]
+                if not commands:
+                    raise SsmError("InvalidCommandId", "no such command")
+            rows = [
+                (c, instance_id)
+                for c in reversed(commands)
+                for instance_id in sorted(c["invocations"])
+                if not body.get("InstanceId") or body["InstanceId"] == instance_id
+            ]
+            page, token = self._page(rows, body)
+            return {
+                "CommandInvocations": [self._invocation_view(c, i, now, bool(body.get("Details"))) for c, i in page],
+                **token,
+            }
+
+    def GetCommandInvocation(self, body):
+        now = time.time()
+        with self.lock:
+            for c in self.commands:
+                if c["CommandId"] == body.get("CommandId") and body.get("InstanceId") in c["invocations"]:
+                    state = self._state(c, body["InstanceId"], now)
+                    return {
+                        "CommandId": c["CommandId"],
+                        "InstanceId": body["InstanceId"],
+                        "Comment": c["Comment"],
+                        "DocumentName": c["DocumentName"],
+                        "PluginName": "applyNixos",
+                        "ResponseCode": state["code"],
+                        "Status": state["status"],
+                        "StatusDetails": state["detail"],
+                        "StandardOutputContent": state["stdout"][-STDOUT_MAX:],
+                        "StandardErrorContent": state["stderr"][-STDERR_MAX:],
+                    }
+            raise SsmError("InvocationDoesNotExist", "no such invocation")
+
+    def CancelCommand(self, body):
+        now = time.time()
+        with self.lock:
+            for c in self.commands:
+                if c["CommandId"] == body.get("CommandId"):
+                    for instance_id, inv in c["invocations"].items():
+                        wanted = not body.get("InstanceIds") or instance_id in body["InstanceIds"]
+                        if wanted and self._state(c, instance_id, now)["status"] not in TERMINAL:
+                            inv["cancelled_at"] = now
+                    return {}
+            raise SsmError("InvalidCommandId", "no such command")
+
+    # ---- views -------------------------------------------------------------
+    def _state(self, command, instance_id, now):
+        inv = command["invocations"][instance_id]
+        rule = inv["rule"]
+        if inv["cancelled_at"] is not None:
+            return {"status": "Cancelled", "detail": "Cancelled", "code": -1, "stdout": "", "stderr": ""}
+        status, detail, code, _ = OUTCOMES[rule.get("outcome", "success")]
+        if now - command["RequestedDateTime"] < float(rule.get("delay_seconds", 0)):
+            if rule.get("outcome") in ("undeliverable", "delivery_timed_out"):
+                return {"status": "Pending", "detail": "Pending", "code": -1, "stdout": "", "stderr": ""}
+            return {"status": "InProgress", "detail": "In Progress", "code": -1, "stdout": "", "stderr": ""}
+        flakeref = " ".join(command["Parameters"].get("flakeref", []))
+        stdout = rule.get("stdout", f"flakefleet: applied {flakeref}" if status == "Success" else "")
+        stderr = rule.get("stderr", "" if status == "Success" else f"simulated {detail}")
+        return {"status": status, "detail": detail, "code": int(rule.get("exit_code", code)), "stdout": stdout, "stderr": stderr}
+
+    def _command_view(self, command, now):
+        states = [self._state(command, i, now) for i in command["invocations"]]
+        errors = sum(1 for i in command["invocations"] if self._counts_as_error(command, i, now))
+        done = [s for s in states if s["status"] in TERMINAL]
+        if not states:
+            status, detail = "Success", "No Instances In Tag"
+        elif len(done) < len(states):
+            status, detail = "InProgress", "In Progress"
+        elif errors > _limit(command["MaxErrors"], len(states)):
+            status, detail = "Failed", "Failed"
+        elif all(s["status"] == "Success" for s in states):
+            status, detail = "Success", "Success"
+        elif all(s["status"] == "Cancelled" for s in states):
+            status, detail = "Cancelled", "Cancelled"
+        else:
+            # Undeliverable and delivery timeouts do not count as errors:
+            # SSM calls such a command a Success with details Incomplete.
+            status, detail = "Success", "Incomplete"
+        view = {k: v for k, v in command.items() if k != "invocations"}
+        view.update(
+            Status=status,
+            StatusDetails=detail,
+            TargetCount=len(states),
+            CompletedCount=len(done),
+            ErrorCount=errors,
+            DeliveryTimedOutCount=sum(1 for s in states if s["detail"] == "Delivery Timed Out"),
+        )
+        return view
+
+    def _counts_as_error(self, command, instance_id, now):
+        state = self._state(command, instance_id, now)
+        return state["detail"] in ("Failed", "Execution Timed Out")
+
+    def _invocation_view(self, command, instance_id, now, details):
+        state = self._state(command, instance_id, now)
+        view = {
+            "CommandId": command["CommandId"],
+            "InstanceId": instance_id,
+            "Comment": command["Comment"],
+            "DocumentName": command["DocumentName"],
+            "DocumentVersion": "$DEFAULT",
+            "RequestedDateTime": command["RequestedDateTime"],
+            "Status": state["status"],
+            "StatusDetails": state["detail"],
+        }
+        if details:
+            output = (state["stdout"] + ("\n" + state["stderr"] if state["stderr"] else ""))[-DETAIL_MAX:]
+            view["CommandPlugins"] = [
+                {
+                    "Name": "applyNixos",
+                    "Status": state["status"],
+                    "StatusDetails": state["detail"],
+                    "ResponseCode": state["code"],
+                    "Output": output,
+                }
+            ]
+        return view
+
+    def _filter(self, command, key, value, now):
+        if key == "DocumentName":
+            return command["DocumentName"] == value
+        if key == "Status":
+            return self._command_view(command, now)["Status"] == value
+        if key in ("InvokedAfter", "InvokedBefore"):
+            at = _parse_time(value)
+            return command["RequestedDateTime"] >= at if key == "InvokedAfter" else command["RequestedDateTime"] <= at
+        raise SsmError("InvalidFilterKey", f"the simulator does not filter on {key}")
+
+    @staticmethod
+    def _page(rows, body):
+        size = int(body.get("MaxResults", PAGE))
+        if not 1 <= size <= PAGE:
+            raise SsmError("ValidationException", f"MaxResults must be 1 to {PAGE}")
+        start = int(body.get("NextToken") or 0)
+        page = rows[start : start + size]
+        token = {"NextToken": str(start + size)} if start + size < len(rows) else {}
+        return page, token
+
+
+def _limit(raw, total):
+    raw = str(raw)
+    if raw.endswith("%"):
+        return int(total * int(raw[:-1]) / 100)
+    return int(raw)
+
+
+def _parse_time(value):
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def load_documents(template_path):
+    """Every AWS::SSM::Document in template.yaml, under its logical id."""
+    with open(template_path) as f:
+        template = yaml.safe_load(f)
+    return {
+        name: resource["Properties"]["Content"]
+        for name, resource in template.get("Resources", {}).items()
+        if resource.get("Type") == "AWS::SSM::Document"
+    }
+
+
+def make_handler(sim):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, fmt, *args):  # quiet: tests read their own output
+            pass
+
+        def _send(self, status, body):
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/x-amz-json-1.1")
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(length) or b"{}")
+
+        def do_GET(self):
+            if self.path == "/_sim/health":
+                return self._send(200, {"status": "ok"})
+            self._send(404, {"message": "not found"})
+
+        def do_POST(self):
+            try:
+                body = self._body()
+                if self.path == "/_sim/outcomes":
+                    return self._send(200, {"rules": sim.add_rules(body.get("rules", []))})
+                if self.path == "/_sim/reset":
+                    sim.reset()
+                    return self._send(200, {})
+                target = self.headers.get("X-Amz-Target", "")
+                operation = target.split(".", 1)[-1]
+                if not target.startswith("AmazonSSM.") or operation not in (
+                    "SendCommand", "ListCommands", "ListCommandInvocations", "GetCommandInvocation", "CancelCommand",
+                ):
+                    raise SsmError("UnknownOperationException", f"the simulator does not serve {target or 'this request'}")
+                self._send(200, getattr(sim, operation)(body))
+            except SsmError as e:
+                self._send(e.status, {"__type": e.code, "message": e.message})
+            except Exception as e:  # a bug here must show, not hang the client
+                self._send(500, {"__type": "InternalServerError", "message": repr(e)})
+
+    return Handler
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=5056)
+    parser.add_argument("--moto-url", default="http://127.0.0.1:5055")
+    parser.add_argument("--template", default="template.yaml", help="documents are read from here, by logical id")
+    args = parser.parse_args()
+    ec2 = boto3.client(
+        "ec2", endpoint_url=args.moto_url, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
+    sim = Simulator(ec2, load_documents(args.template))
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(sim))
+    print(f"ssm simulator on 127.0.0.1:{args.port}, documents {sorted(sim.documents)}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean checkout: installs the pinned tools,
+# starts a local AWS of its own (ports 5155/5156, apart from the demo's),
+# runs every Rust test against it, then lints the template and parses the flake.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev/setup.sh
+
+export MOTO_PORT=${TEST_MOTO_PORT:-5155} SSM_SIM_PORT=${TEST_SSM_SIM_PORT:-5156}
+trap 'dev/local-aws.sh stop' EXIT
+dev/local-aws.sh start
+
+export FLAKEFLEET_TEST_MOTO_URL="http://127.0.0.1:$MOTO_PORT"
+export FLAKEFLEET_TEST_SSM_URL="http://127.0.0.1:$SSM_SIM_PORT"
+# The SDK must never reach for real credentials or IMDS in tests.
+export AWS_EC2_METADATA_DISABLED=true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --locked --all-targets
+
+echo "== cfn-lint template.yaml"
+.dev/venv/bin/cfn-lint template.yaml
+echo "== nix-instantiate --parse flake.nix (parse only: evaluating needs the network)"
+nix-instantiate --parse flake.nix >/dev/null
+echo "== all checks passed"

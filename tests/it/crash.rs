@@ -1,0 +1,137 @@
+//! A crash between any two steps of a deploy loses nothing and sends nothing twice.
+
+use crate::support::{Stack, GOOD};
+use flakefleet::aws::{DynamoReleaseStore, SsmCommandRunner, SsmSettings};
+use flakefleet::domain::flakeref::Flakeref;
+use flakefleet::domain::ports::{Admission, ApplyCommand, CommandRunner, IdempotencyClaim, ReleaseStore};
+use flakefleet::domain::release::{IdempotencyKey, Release, ReleaseId, ReleaseKind, ReleaseStatus};
+use flakefleet::domain::time::Timestamp;
+use serde_json::json;
+use std::time::Duration;
+
+fn pending_release(stack: &Stack, now: Timestamp) -> Release {
+    Release {
+        id: ReleaseId::generate(now, fastrand::u128(..)),
+        fleet: stack.fleet.clone(),
+        flakeref: Flakeref::parse(GOOD).unwrap(),
+        revision: None,
+        kind: ReleaseKind::Deploy,
+        rollback_of: None,
+        status: ReleaseStatus::Pending,
+        status_reason: None,
+        command_id: None,
+        created_at: now,
+        updated_at: now,
+        deadline: now.plus(Duration::from_secs(600)),
+        instances: vec![],
+    }
+}
+
+fn store(stack: &Stack) -> DynamoReleaseStore {
+    DynamoReleaseStore::new(stack.ddb.clone(), &stack.table)
+}
+
+/// The fingerprint the controller records for `{"flakeref": GOOD}`.
+fn claim(key: &str, now: Timestamp) -> IdempotencyClaim {
+    IdempotencyClaim {
+        key: IdempotencyKey::parse(key).unwrap(),
+        request: format!("deploy {GOOD} -"),
+        expires_at: now.plus(Duration::from_secs(600)),
+    }
+}
+
+#[tokio::test]
+async fn crash_after_recording_before_sending_is_finished_by_the_retry() {
+    let stack = Stack::new(2).await;
+    let now = Timestamp::now();
+    let release = pending_release(&stack, now);
+    assert_eq!(
+        store(&stack)
+            .admit(&release, Some(&claim("ci-run-7", now)), now)
+            .await
+            .unwrap(),
+        Admission::Admitted
+    );
+
+    // The caller never got an answer, so it retries with the same key.
+    let controller = stack.controller();
+    let body = json!({"flakeref": GOOD, "idempotency_key": "ci-run-7"}).to_string();
+    let (status, answer) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["release"]["id"], release.id.as_str());
+    assert_eq!(answer["release"]["status"], "in_progress");
+    assert_eq!(stack.commands().await.len(), 1);
+    let (_, again) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
+    assert_eq!(again["release"]["command_id"], answer["release"]["command_id"]);
+    assert_eq!(stack.commands().await.len(), 1);
+}
+
+#[tokio::test]
+async fn crash_after_recording_is_finished_by_the_reconcile() {
+    let stack = Stack::new(1).await;
+    let now = Timestamp::now();
+    let release = pending_release(&stack, now);
+    store(&stack).admit(&release, None, now).await.unwrap();
+    let controller = stack.controller();
+    let answer = flakefleet::entry::handle(&controller, json!({"action": "reconcile"}), "it")
+        .await
+        .unwrap();
+    assert_eq!(answer["reconcile"]["outcome"], "dispatched");
+    assert_eq!(stack.commands().await.len(), 1);
+    assert_eq!(stack.settle(&controller).await["release"]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn crash_after_sending_before_recording_adopts_the_sent_command() {
+    let stack = Stack::new(2).await;
+    let now = Timestamp::now();
+    let release = pending_release(&stack, now);
+    store(&stack).admit(&release, None, now).await.unwrap();
+    let runner = SsmCommandRunner::new(
+        stack.ssm.clone(),
+        SsmSettings {
+            document: crate::support::DOCUMENT.into(),
+            action: "switch".into(),
+            max_concurrency: "50".into(),
+            max_errors: "0".into(),
+            delivery_timeout_secs: 600,
+        },
+    );
+    let sent = runner
+        .send(&ApplyCommand {
+            flakeref: release.flakeref.clone(),
+            target: stack.tag.clone(),
+            comment: release.command_comment(),
+        })
+        .await
+        .unwrap();
+
+    let controller = stack.controller();
+    let answer = flakefleet::entry::handle(&controller, json!({"action": "reconcile"}), "it")
+        .await
+        .unwrap();
+    assert_eq!(answer["reconcile"]["release"]["command_id"], sent.as_str(), "{answer}");
+    assert_eq!(stack.commands().await.len(), 1, "no second command");
+    assert_eq!(stack.settle(&controller).await["release"]["status"], "succeeded");
+}
+
+#[tokio::test]
+async fn a_recorded_release_is_never_overwritten() {
+    let stack = Stack::new(1).await;
+    let now = Timestamp::now();
+    let release = pending_release(&stack, now);
+    let store = store(&stack);
+    store.admit(&release, None, now).await.unwrap();
+    // The same id again (a retry that regenerated nothing) is refused while the lease is held...
+    let mut copy = release.clone();
+    copy.flakeref = Flakeref::parse("Evil/infra/=6.6.6#nixosConfigurations.web").unwrap();
+    assert!(matches!(
+        store.admit(&copy, None, now).await.unwrap(),
+        Admission::Busy { .. }
+    ));
+    // ...and after it lapsed, the condition on the release item still holds.
+    let later = now.plus(Duration::from_secs(601));
+    assert!(store.admit(&copy, None, later).await.is_err());
+    let stored = store.release(&stack.fleet, &release.id).await.unwrap().unwrap();
+    assert_eq!(stored.flakeref.as_str(), GOOD);
+}

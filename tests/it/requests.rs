@@ -1,0 +1,232 @@
+//! What callers can get wrong, and what two callers at once get.
+
+use crate::support::{sample_event, Stack, GOOD, NEXT};
+use base64::Engine;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_replayed_idempotency_key_returns_the_same_release_and_sends_nothing() {
+    let stack = Stack::new(2).await;
+    let controller = stack.controller();
+    let body = json!({"flakeref": GOOD, "revision": "1111111", "idempotency_key": "run-42-1"}).to_string();
+    let (s1, first) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
+    let (s2, second) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
+    assert_eq!((s1, s2), (202, 202));
+    assert_eq!(first["release"]["id"], second["release"]["id"]);
+    assert_eq!(stack.commands().await.len(), 1);
+
+    // Same key, different request: refused, nothing written.
+    let other = json!({"flakeref": NEXT, "idempotency_key": "run-42-1"}).to_string();
+    let items = stack.item_count().await;
+    let (status, err) = stack.http(&controller, "POST", "/releases", Some(&other)).await;
+    assert_eq!(
+        (status, err["error"].as_str()),
+        (409, Some("idempotency_conflict")),
+        "{err}"
+    );
+    assert_eq!(stack.item_count().await, items);
+
+    // Still the same answer after the release finished.
+    stack.settle(&controller).await;
+    let (_, third) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
+    assert_eq!(third["release"]["id"], first["release"]["id"]);
+    assert_eq!(third["release"]["status"], "succeeded");
+    assert_eq!(stack.commands().await.len(), 1);
+}
+
+#[tokio::test]
+async fn of_twenty_concurrent_deploys_exactly_one_is_accepted() {
+    let stack = Stack::new(2).await;
+    let controller = stack.controller();
+    let requests = (0..20).map(|n| {
+        let body = json!({"flakeref": format!("AcmeCorp/infra/=0.2.{n}#nixosConfigurations.web")}).to_string();
+        let (stack, controller) = (&stack, &controller);
+        async move { stack.http(controller, "POST", "/releases", Some(&body)).await }
+    });
+    // Polled together on one task: the SDK calls interleave for real.
+    let answers = futures::future::join_all(requests).await;
+    let accepted: Vec<_> = answers.iter().filter(|(s, _)| *s == 202).collect();
+    let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 409).collect();
+    assert_eq!(accepted.len(), 1, "{answers:?}");
+    assert_eq!(busy.len(), 19, "{answers:?}");
+    let winner = accepted[0].1["release"]["id"].as_str().unwrap();
+    assert!(busy
+        .iter()
+        .all(|(_, b)| b["error"] == "deploy_in_flight" && b["active_release_id"] == winner));
+
+    let (_, page) = stack.http(&controller, "GET", "/releases", None).await;
+    let ids: Vec<&str> = page["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [winner]);
+    assert_eq!(stack.commands().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_deploy_while_one_is_in_flight_is_refused_with_the_active_release() {
+    let stack = Stack::new(1).await;
+    let controller = stack.controller();
+    stack.script(json!({"instance_id": stack.instances[0], "outcome": "success", "delay_seconds": 30}));
+    let first = stack.deploy(&controller, GOOD).await;
+    let (status, body) = stack
+        .http(
+            &controller,
+            "POST",
+            "/releases",
+            Some(&json!({"flakeref": NEXT}).to_string()),
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert_eq!(body["active_release_id"], first["id"]);
+    let (status, body) = stack
+        .http(
+            &controller,
+            "POST",
+            "/rollback",
+            Some(&json!({"release_id": first["id"]}).to_string()),
+        )
+        .await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("deploy_in_flight")));
+}
+
+#[tokio::test]
+async fn invalid_flakerefs_are_refused_and_change_nothing() {
+    let stack = Stack::new(1).await;
+    let controller = stack.controller();
+    let long = "a".repeat(10 * 1024);
+    let hostile = [
+        "AcmeCorp/infra/=0.1.2#web;reboot",
+        "AcmeCorp/infra/=0.1.2#web && curl evil",
+        "AcmeCorp/infra/=0.1.2#$(id)",
+        "AcmeCorp/infra/=0.1.2#`id`",
+        "AcmeCorp/infra/=0.1.2#web\nreboot",
+        "AcmeCorp/infra/*#web",
+        "AcmeCorp/infra/0.1.*#web",
+        "/nix/store/5x2f1k9-nixos-system-web-24.05",
+        "https://flakehub.com/f/AcmeCorp/infra/=0.1.2#web",
+        "",
+        "AcmeCorp/infra/=0.1.2#web'quote",
+        long.as_str(),
+    ];
+    for flakeref in hostile {
+        let (status, body) = stack
+            .http(
+                &controller,
+                "POST",
+                "/releases",
+                Some(&json!({"flakeref": flakeref}).to_string()),
+            )
+            .await;
+        assert_eq!(status, 400, "{flakeref:?}: {body}");
+        assert_eq!(body["error"], "invalid_flakeref");
+        assert!(
+            body["message"].as_str().unwrap().contains("<org>/<flake>/=") || flakeref.len() > 512,
+            "{body}"
+        );
+    }
+    let answer = flakefleet::entry::handle(&controller, json!({"action": "deploy", "flakeref": "a/b/c;d"}), "it")
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer["status"].as_u64(), answer["error"].as_str()),
+        (Some(400), Some("invalid_flakeref"))
+    );
+    assert_eq!(stack.item_count().await, 0, "nothing written");
+    assert!(stack.commands().await.is_empty(), "nothing sent");
+}
+
+#[tokio::test]
+async fn routes_methods_and_malformed_bodies() {
+    let stack = Stack::new(1).await;
+    let controller = stack.controller();
+    let cases: [(&str, &str, Option<&str>, u16, &str); 9] = [
+        ("GET", "/nowhere", None, 404, "not_found"),
+        ("DELETE", "/releases", None, 405, "method_not_allowed"),
+        ("PUT", "/rollback", None, 405, "method_not_allowed"),
+        (
+            "GET",
+            "/releases/01JDZZZZZZZZZZZZZZZZZZZZZZ",
+            None,
+            404,
+            "release_not_found",
+        ),
+        ("GET", "/releases?limit=0", None, 400, "invalid_query"),
+        ("POST", "/releases", Some("{\"flakeref\": "), 400, "invalid_json"),
+        ("POST", "/releases", Some("[]"), 400, "invalid_json"),
+        (
+            "POST",
+            "/releases",
+            Some("{\"flakeref\": \"AcmeCorp/infra/=0.1.2#web\", \"extra\": 1}"),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/rollback",
+            Some("{\"release_id\": \"yesterday\"}"),
+            400,
+            "invalid_release_id",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, answer) = stack.http(&controller, method, path, body).await;
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (status, Some(code)),
+            "{method} {path}: {answer}"
+        );
+        assert!(!answer["message"].as_str().unwrap().is_empty());
+    }
+
+    // Base64 bodies: decoded when valid, refused when not.
+    let mut event = sample_event("function-url-deploy.json");
+    event["body"] = base64::engine::general_purpose::STANDARD
+        .encode(json!({"flakeref": GOOD}).to_string())
+        .into();
+    event["isBase64Encoded"] = true.into();
+    let (status, _) = stack.raw_http(&controller, event.clone()).await;
+    assert_eq!(status, 202);
+    event["body"] = "not base64!".into();
+    let (status, body) = stack.raw_http(&controller, event.clone()).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_body")));
+    event["isBase64Encoded"] = false.into();
+    event["body"] = json!({"flakeref": "x".repeat(20_000)}).to_string().into();
+    let (status, body) = stack.raw_http(&controller, event).await;
+    assert_eq!((status, body["error"].as_str()), (413, Some("body_too_large")));
+
+    let (status, body) = stack.http(&controller, "GET", "/healthz", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+}
+
+#[tokio::test]
+async fn unknown_events_and_actions_say_what_was_expected() {
+    let stack = Stack::new(0).await;
+    let controller = stack.controller();
+    let err = flakefleet::entry::handle(&controller, json!({"Records": []}), "it")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("expected a function URL request"), "{err}");
+    let err = flakefleet::entry::handle(
+        &controller,
+        json!({"source": "aws.s3", "detail-type": "Object Created", "detail": {}}),
+        "it",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unsupported EventBridge event aws.s3/Object Created"),
+        "{err}"
+    );
+    let answer = flakefleet::entry::handle(&controller, json!({"action": "explode"}), "it")
+        .await
+        .unwrap();
+    assert_eq!(answer["error"], "unknown_action");
+    assert!(answer["message"]
+        .as_str()
+        .unwrap()
+        .contains("deploy, rollback, status, reconcile"));
+}

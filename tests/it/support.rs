@@ -1,0 +1,306 @@
+//! The local AWS as the tests see it: real SDK clients pointed at moto and the
+//! SSM simulator (started by `make test` / dev/test.sh), and a fresh table and
+//! fleet tag per test so tests can run in parallel.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+};
+use aws_sdk_ssm::types::Command;
+use flakefleet::aws::{DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, SsmSettings};
+use flakefleet::domain::controller::{FleetController, FleetSettings};
+use flakefleet::domain::fleet::{FleetName, TargetTag};
+use flakefleet::AwsFleetController;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub const DOCUMENT: &str = "ApplyNixosDocument";
+pub const GOOD: &str = "AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web";
+pub const NEXT: &str = "AcmeCorp/infra/=0.1.42+rev-2222222#nixosConfigurations.web";
+
+fn endpoint(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: run the integration tests with `make test`, which starts the local AWS and sets it")
+    })
+}
+
+pub fn template() -> serde_yaml::Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+pub fn sample_event(name: &str) -> Value {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// One test's slice of the local AWS.
+pub struct Stack {
+    pub ssm: aws_sdk_ssm::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub table: String,
+    pub tag: TargetTag,
+    pub fleet: FleetName,
+    pub instances: Vec<String>,
+}
+
+impl Stack {
+    /// A new table, and `instances` running instances carrying a tag of their own.
+    pub async fn new(instances: i32) -> Self {
+        let unique = format!(
+            "{}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst),
+            fastrand::u32(..)
+        );
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .endpoint_url(endpoint("FLAKEFLEET_TEST_MOTO_URL"))
+            .load()
+            .await;
+        let ssm_config = aws_sdk_ssm::config::Builder::from(&sdk)
+            .endpoint_url(endpoint("FLAKEFLEET_TEST_SSM_URL"))
+            .build();
+        let stack = Self {
+            ssm: aws_sdk_ssm::Client::from_conf(ssm_config),
+            ec2: aws_sdk_ec2::Client::new(&sdk),
+            ddb: aws_sdk_dynamodb::Client::new(&sdk),
+            table: format!("flakefleet-it-{unique}"),
+            tag: TargetTag {
+                key: "Name".into(),
+                value: format!("it-{unique}"),
+            },
+            fleet: FleetName::parse("it").unwrap(),
+            instances: Vec::new(),
+        };
+        stack.create_table_from_template().await;
+        let mut stack = stack;
+        if instances > 0 {
+            stack.instances = stack.launch(instances).await;
+        }
+        stack
+    }
+
+    /// Creates the table exactly as template.yaml declares it: if the code's
+    /// keys disagree with the template, every test fails.
+    async fn create_table_from_template(&self) {
+        let template = template();
+        let props = &template["Resources"]["ReleasesTable"]["Properties"];
+        let mut create = self
+            .ddb
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(props["BillingMode"].as_str().unwrap().into());
+        for def in props["AttributeDefinitions"].as_sequence().unwrap() {
+            create = create.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(def["AttributeName"].as_str().unwrap())
+                    .attribute_type(ScalarAttributeType::from(def["AttributeType"].as_str().unwrap()))
+                    .build()
+                    .unwrap(),
+            );
+        }
+        for key in props["KeySchema"].as_sequence().unwrap() {
+            create = create.key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(key["AttributeName"].as_str().unwrap())
+                    .key_type(KeyType::from(key["KeyType"].as_str().unwrap()))
+                    .build()
+                    .unwrap(),
+            );
+        }
+        create.send().await.expect("CreateTable");
+        let ttl = &props["TimeToLiveSpecification"];
+        self.ddb
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(ttl["AttributeName"].as_str().unwrap())
+                    .enabled(ttl["Enabled"].as_bool().unwrap())
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("UpdateTimeToLive");
+    }
+
+    pub async fn launch(&self, count: i32) -> Vec<String> {
+        let out = self
+            .ec2
+            .run_instances()
+            .image_id("ami-0f1a7e5eed0000001")
+            .instance_type(aws_sdk_ec2::types::InstanceType::T3aNano)
+            .min_count(count)
+            .max_count(count)
+            .tag_specifications(
+                aws_sdk_ec2::types::TagSpecification::builder()
+                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                    .tags(
+                        aws_sdk_ec2::types::Tag::builder()
+                            .key(&self.tag.key)
+                            .value(&self.tag.value)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("RunInstances");
+        let mut ids: Vec<String> = out
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn settings(&self) -> FleetSettings {
+        FleetSettings {
+            name: self.fleet.clone(),
+            target: self.tag.clone(),
+            deploy_timeout: Duration::from_secs(600),
+            idempotency_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    pub fn controller(&self) -> AwsFleetController {
+        FleetController::new(
+            DynamoReleaseStore::new(self.ddb.clone(), &self.table),
+            Ec2FleetInventory::new(self.ec2.clone()),
+            SsmCommandRunner::new(
+                self.ssm.clone(),
+                SsmSettings {
+                    document: DOCUMENT.into(),
+                    action: "switch".into(),
+                    max_concurrency: "50".into(),
+                    max_errors: "0".into(),
+                    delivery_timeout_secs: 600,
+                },
+            ),
+            self.settings(),
+        )
+    }
+
+    /// Sends a function URL request through the real handler, built from
+    /// events/function-url-deploy.json. Answers with the status and JSON body.
+    pub async fn http(
+        &self,
+        controller: &AwsFleetController,
+        method: &str,
+        path_and_query: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+        let mut event = sample_event("function-url-deploy.json");
+        event["rawPath"] = path.into();
+        event["rawQueryString"] = query.into();
+        event["requestContext"]["http"]["method"] = method.into();
+        event["requestContext"]["http"]["path"] = path.into();
+        let params: serde_json::Map<String, Value> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                (k.to_owned(), Value::from(v))
+            })
+            .collect();
+        event["queryStringParameters"] = Value::Object(params);
+        event["body"] = body.map_or(Value::Null, Value::from);
+        self.raw_http(controller, event).await
+    }
+
+    pub async fn raw_http(&self, controller: &AwsFleetController, event: Value) -> (u16, Value) {
+        let response = flakefleet::entry::handle(controller, event, "it")
+            .await
+            .expect("function URL requests always get a response");
+        let status = response["statusCode"].as_u64().unwrap() as u16;
+        assert_eq!(response["headers"]["content-type"], "application/json");
+        let body = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+        (status, body)
+    }
+
+    pub async fn deploy(&self, controller: &AwsFleetController, flakeref: &str) -> Value {
+        let (status, body) = self
+            .http(
+                controller,
+                "POST",
+                "/releases",
+                Some(&json!({ "flakeref": flakeref }).to_string()),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        body["release"].clone()
+    }
+
+    /// Runs the reconcile as the EventBridge schedule would, until the release
+    /// holding the fleet is final.
+    pub async fn settle(&self, controller: &AwsFleetController) -> Value {
+        let event = sample_event("eventbridge-scheduled.json");
+        for _ in 0..50 {
+            let answer = flakefleet::entry::handle(controller, event.clone(), "it")
+                .await
+                .expect("reconcile");
+            let outcome = answer["reconcile"]["outcome"].as_str().unwrap().to_owned();
+            if outcome == "finished" || outcome == "idle" {
+                return answer["reconcile"].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the release did not settle");
+    }
+
+    /// Every command the simulator received for this test's fleet.
+    pub async fn commands(&self) -> Vec<Command> {
+        let mut commands = Vec::new();
+        let mut pages = self.ssm.list_commands().into_paginator().send();
+        while let Some(page) = pages.next().await {
+            for c in page.expect("ListCommands").commands() {
+                let ours = c.targets().iter().any(|t| t.values().contains(&self.tag.value))
+                    || c.instance_ids().iter().any(|i| self.instances.contains(i));
+                if ours {
+                    commands.push(c.clone());
+                }
+            }
+        }
+        commands
+    }
+
+    /// Every item in this test's table.
+    pub async fn item_count(&self) -> usize {
+        self.ddb
+            .scan()
+            .table_name(&self.table)
+            .send()
+            .await
+            .expect("Scan")
+            .items()
+            .len()
+    }
+
+    /// Scripts the simulator: `rule` as in dev/README.md.
+    pub fn script(&self, rule: Value) {
+        let url = endpoint("FLAKEFLEET_TEST_SSM_URL");
+        let addr = url.trim_start_matches("http://");
+        let body = json!({ "rules": [rule] }).to_string();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "POST /_sim/outcomes HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
