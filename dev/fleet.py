@@ -4,7 +4,7 @@ template.yaml), the fleet's instance profile and a small fleet of tagged
 instances in moto; and scripts the SSM simulator's outcomes.
 
   fleet.py table NAME                 create the releases table if missing
-  fleet.py instances N KEY=VALUE      run N instances of the NixOS image with that tag
+  fleet.py instances N KEY=VALUE      run N instances of the NixOS image with that tag; prints their ids
   fleet.py outcome JSON               add an outcome rule to the SSM simulator
 """
 
@@ -60,7 +60,8 @@ def instances(count, tag):
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": key, "Value": value}]}],
     )
     ids = [i["InstanceId"] for i in out["Instances"]]
-    print(f"{count} instances tagged {key}={value} on {image['Name']}: {' '.join(ids)}")
+    print(f"{count} instances tagged {key}={value} on {image['Name']}", file=sys.stderr)
+    print("\n".join(ids))
 
 
 def outcome(rule_json):

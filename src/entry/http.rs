@@ -117,6 +117,7 @@ pub fn response(status: u16, body: &Value) -> Value {
         "headers": { "content-type": "application/json" },
         "body": body.to_string(),
         "isBase64Encoded": false,
+        "cookies": [],
     })
 }
 
