@@ -33,8 +33,8 @@ stop_one() {
 case "${1:-}" in
   start)
     "$0" stop >/dev/null
-    MOTO_AMIS_PATH="$PWD/dev/amis.json" nohup "$venv/bin/moto_server" -H 127.0.0.1 -p "$moto_port" \
-      >"$run/moto.log" 2>&1 &
+    MOTO_AMIS_PATH="$PWD/dev/amis.json" MOTO_PORT="$moto_port" \
+      nohup "$venv/bin/python" dev/moto_server.py 127.0.0.1 "$moto_port" >"$run/moto.log" 2>&1 &
     echo $! >"$run/moto.pid"
     wait_for "http://127.0.0.1:$moto_port/moto-api/" "moto" "$run/moto.log"
     nohup "$venv/bin/python" dev/ssm_sim.py --port "$sim_port" --moto-url "http://127.0.0.1:$moto_port" \

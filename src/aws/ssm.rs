@@ -1,5 +1,6 @@
 //! Apply commands through SSM Run Command, with the project's own document.
 
+use super::dynamodb::tail;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandRunner, RunnerError};
 use crate::domain::release::InstanceOutcome;
 use crate::domain::time::Timestamp;
@@ -7,6 +8,9 @@ use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, CommandStatus, Target};
 use aws_sdk_ssm::Client;
 use tracing::instrument;
+
+/// Output kept per instance: ListCommandInvocations gives at most 2,500 characters.
+const OUTPUT_TAIL_CHARS: usize = 1000;
 
 /// How the document is invoked; from configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,19 +135,21 @@ impl CommandRunner for SsmCommandRunner {
             let page = page.map_err(|e| unavailable("ListCommandInvocations", &e))?;
             for inv in page.command_invocations() {
                 let plugin = inv.command_plugins().first();
-                invocations.push(InstanceOutcome {
+                let mut outcome = InstanceOutcome {
                     instance_id: inv.instance_id().unwrap_or_default().to_owned(),
                     status: inv.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
                     detail: inv.status_details().unwrap_or_default().to_owned(),
-                    exit_code: plugin.map(|p| p.response_code()).filter(|_| {
-                        inv.status()
-                            .is_some_and(|s| s != &aws_sdk_ssm::types::CommandInvocationStatus::Pending)
-                    }),
+                    exit_code: plugin.map(|p| p.response_code()),
                     output_tail: plugin
                         .and_then(|p| p.output())
-                        .map(|o| super::dynamodb::tail(o, 1000))
+                        .map(|o| tail(o, OUTPUT_TAIL_CHARS))
                         .unwrap_or_default(),
-                });
+                };
+                // SSM reports -1 until the step has ended.
+                if !outcome.is_finished() {
+                    outcome.exit_code = None;
+                }
+                invocations.push(outcome);
             }
         }
         Ok(CommandReport { finished, invocations })

@@ -400,3 +400,210 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
 fn record_release_id(id: &ReleaseId) {
     tracing::Span::current().record("release_id", id.as_str());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::fakes::{FixedInventory, MemoryStore, ScriptedRunner, SendBehaviour};
+    use crate::domain::ports::CommandReport;
+    use crate::domain::release::InstanceOutcome;
+
+    type Controller = FleetController<MemoryStore, FixedInventory, ScriptedRunner>;
+
+    const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+    const GOOD: &str = "AcmeCorp/infra/=0.1.41#nixosConfigurations.web";
+    const NEXT: &str = "AcmeCorp/infra/=0.1.42#nixosConfigurations.web";
+
+    fn controller(has_instances: bool) -> Controller {
+        FleetController::new(
+            MemoryStore::default(),
+            FixedInventory(has_instances),
+            ScriptedRunner::default(),
+            FleetSettings {
+                name: FleetName::parse("prod").unwrap(),
+                target: TargetTag {
+                    key: "Name".into(),
+                    value: "FlakeHubDemo".into(),
+                },
+                deploy_timeout: Duration::from_secs(600),
+                idempotency_ttl: Duration::from_secs(3600),
+            },
+        )
+    }
+
+    fn deploy(flakeref: &str, key: Option<&str>) -> DeployRequest {
+        DeployRequest {
+            flakeref: Flakeref::parse(flakeref).unwrap(),
+            revision: None,
+            idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
+        }
+    }
+
+    fn later(secs: u64) -> Timestamp {
+        T0.plus(Duration::from_secs(secs))
+    }
+
+    /// Scripts every instance of `command_id` as `status` and reconciles.
+    async fn finish_with(c: &Controller, status: &str, at: Timestamp) -> Release {
+        let command_id = c.store.fleet.lock().unwrap().lease.clone().map(|l| {
+            c.store.releases.lock().unwrap()[&l.release_id]
+                .command_id
+                .clone()
+                .unwrap()
+        });
+        let outcome = InstanceOutcome {
+            instance_id: "i-1".into(),
+            status: status.into(),
+            detail: status.into(),
+            exit_code: Some(0),
+            output_tail: String::new(),
+        };
+        c.runner.reports.lock().unwrap().insert(
+            command_id.unwrap(),
+            CommandReport {
+                finished: true,
+                invocations: vec![outcome],
+            },
+        );
+        c.reconcile(at).await.unwrap().release.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_busy_fleet_refuses_and_sends_nothing() {
+        let c = controller(true);
+        let first = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let err = c.deploy(deploy(NEXT, None), later(1)).await.unwrap_err();
+        assert!(matches!(err, ControlError::Busy { holder } if holder == first.id));
+        assert_eq!(c.runner.sent_count(), 1);
+        assert_eq!(c.store.releases.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_command_fails_the_release_and_frees_the_fleet() {
+        let c = controller(true);
+        *c.runner.next.lock().unwrap() = SendBehaviour::Reject;
+        let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
+        let ControlError::CommandRejected { release, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(release.status, ReleaseStatus::Failed);
+        assert!(c.store.fleet.lock().unwrap().lease.is_none());
+        *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+        assert!(c.deploy(deploy(NEXT, None), later(1)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_ambiguous_send_is_adopted_not_repeated() {
+        let c = controller(true);
+        *c.runner.next.lock().unwrap() = SendBehaviour::SendThenTimeOut;
+        let err = c.deploy(deploy(GOOD, Some("k1")), T0).await.unwrap_err();
+        assert!(matches!(err, ControlError::CommandUnconfirmed { .. }));
+        *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+        // The client's retry finds the command the first attempt started.
+        let release = c.deploy(deploy(GOOD, Some("k1")), later(1)).await.unwrap();
+        assert_eq!(release.status, ReleaseStatus::InProgress);
+        assert_eq!(release.command_id.as_deref(), Some("cmd-1"));
+        assert_eq!(c.runner.sent_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unsent_command_is_sent_by_the_reconcile_or_failed_at_the_deadline() {
+        let c = controller(true);
+        *c.runner.next.lock().unwrap() = SendBehaviour::Unavailable;
+        assert!(c.deploy(deploy(GOOD, None), T0).await.is_err());
+        // Still unavailable: the reconcile reports it and the release stays pending.
+        let err = c.reconcile(later(1)).await.unwrap_err();
+        assert!(
+            matches!(err, ControlError::CommandUnconfirmed { release, .. } if release.status == ReleaseStatus::Pending)
+        );
+        let report = c.reconcile(later(601)).await.unwrap();
+        let release = report.release.unwrap();
+        assert_eq!(release.status, ReleaseStatus::Failed);
+        assert!(release.status_reason.unwrap().contains("deadline"));
+        assert_eq!(c.runner.sent_count(), 0);
+        assert!(c.store.fleet.lock().unwrap().lease.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_key_reused_for_another_request_is_a_conflict() {
+        let c = controller(true);
+        c.deploy(deploy(GOOD, Some("k1")), T0).await.unwrap();
+        let err = c.deploy(deploy(NEXT, Some("k1")), later(1)).await.unwrap_err();
+        assert!(matches!(err, ControlError::IdempotencyConflict { .. }));
+    }
+
+    #[tokio::test]
+    async fn rollback_targets_the_last_success_before_the_current_release() {
+        let c = controller(true);
+        let err = c
+            .rollback(
+                RollbackRequest {
+                    target: None,
+                    idempotency_key: None,
+                },
+                T0,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ControlError::NoRollbackTarget(_)));
+
+        let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        assert_eq!(
+            finish_with(&c, "Success", later(1)).await.status,
+            ReleaseStatus::Succeeded
+        );
+        c.deploy(deploy(NEXT, None), later(2)).await.unwrap();
+        assert_eq!(finish_with(&c, "Failed", later(3)).await.status, ReleaseStatus::Failed);
+
+        let rollback = c
+            .rollback(
+                RollbackRequest {
+                    target: None,
+                    idempotency_key: None,
+                },
+                later(4),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rollback.kind, ReleaseKind::Rollback);
+        assert_eq!(rollback.rollback_of.as_ref(), Some(&good.id));
+        assert_eq!(rollback.flakeref, good.flakeref);
+        assert_eq!(
+            c.store.releases.lock().unwrap()[&good.id].status,
+            ReleaseStatus::Succeeded
+        );
+
+        // Once the rollback succeeds, the release before it is again the good one.
+        finish_with(&c, "Success", later(5)).await;
+        let again = c
+            .rollback(
+                RollbackRequest {
+                    target: None,
+                    idempotency_key: None,
+                },
+                later(6),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.rollback_of.as_ref(), Some(&good.id));
+    }
+
+    #[tokio::test]
+    async fn no_instances_is_recorded_and_frees_the_fleet() {
+        let c = controller(false);
+        let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        assert_eq!(release.status, ReleaseStatus::NoInstances);
+        assert_eq!(c.runner.sent_count(), 0);
+        assert!(c.store.fleet.lock().unwrap().lease.is_none());
+    }
+
+    #[tokio::test]
+    async fn reconcile_twice_changes_nothing_more() {
+        let c = controller(true);
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let first = finish_with(&c, "Success", later(1)).await;
+        let again = c.reconcile(later(2)).await.unwrap();
+        assert_eq!(again.outcome, "idle");
+        assert_eq!(c.store.releases.lock().unwrap()[&first.id], first);
+    }
+}

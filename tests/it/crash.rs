@@ -1,7 +1,7 @@
 //! A crash between any two steps of a deploy loses nothing and sends nothing twice.
 
 use crate::support::{Stack, GOOD};
-use flakefleet::aws::{DynamoReleaseStore, SsmCommandRunner, SsmSettings};
+use flakefleet::aws::{DynamoReleaseStore, SsmCommandRunner};
 use flakefleet::domain::flakeref::Flakeref;
 use flakefleet::domain::ports::{Admission, ApplyCommand, CommandRunner, IdempotencyClaim, ReleaseStore};
 use flakefleet::domain::release::{IdempotencyKey, Release, ReleaseId, ReleaseKind, ReleaseStatus};
@@ -87,16 +87,7 @@ async fn crash_after_sending_before_recording_adopts_the_sent_command() {
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
     store(&stack).admit(&release, None, now).await.unwrap();
-    let runner = SsmCommandRunner::new(
-        stack.ssm.clone(),
-        SsmSettings {
-            document: crate::support::DOCUMENT.into(),
-            action: "switch".into(),
-            max_concurrency: "50".into(),
-            max_errors: "0".into(),
-            delivery_timeout_secs: 600,
-        },
-    );
+    let runner = SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings());
     let sent = runner
         .send(&ApplyCommand {
             flakeref: release.flakeref.clone(),

@@ -230,3 +230,32 @@ async fn unknown_events_and_actions_say_what_was_expected() {
         .unwrap()
         .contains("deploy, rollback, status, reconcile"));
 }
+
+#[tokio::test]
+async fn a_failing_store_answers_500_with_an_opaque_message() {
+    let stack = Stack::new(1).await;
+    let broken = flakefleet::domain::controller::FleetController::new(
+        flakefleet::aws::DynamoReleaseStore::new(stack.ddb.clone(), "no-such-table"),
+        flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
+        flakefleet::aws::SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings()),
+        stack.settings(),
+    );
+    let (status, body) = stack
+        .http(
+            &broken,
+            "POST",
+            "/releases",
+            Some(&json!({"flakeref": GOOD}).to_string()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("internal_error")),
+        "{body}"
+    );
+    assert!(
+        !body["message"].as_str().unwrap().contains("no-such-table"),
+        "the cause stays in the log: {body}"
+    );
+    assert!(stack.commands().await.is_empty());
+}

@@ -35,6 +35,17 @@ pub fn sample_event(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The document settings the tests run with (the template's defaults).
+pub fn ssm_settings() -> SsmSettings {
+    SsmSettings {
+        document: DOCUMENT.into(),
+        action: "switch".into(),
+        max_concurrency: "50".into(),
+        max_errors: "0".into(),
+        delivery_timeout_secs: 600,
+    }
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// One test's slice of the local AWS.
@@ -177,16 +188,7 @@ impl Stack {
         FleetController::new(
             DynamoReleaseStore::new(self.ddb.clone(), &self.table),
             Ec2FleetInventory::new(self.ec2.clone()),
-            SsmCommandRunner::new(
-                self.ssm.clone(),
-                SsmSettings {
-                    document: DOCUMENT.into(),
-                    action: "switch".into(),
-                    max_concurrency: "50".into(),
-                    max_errors: "0".into(),
-                    delivery_timeout_secs: 600,
-                },
-            ),
+            SsmCommandRunner::new(self.ssm.clone(), ssm_settings()),
             self.settings(),
         )
     }
