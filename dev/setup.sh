@@ -16,12 +16,14 @@ fi
 
 # nix-instantiate (Debian's nix-bin) parses flake.nix; it cannot evaluate it here.
 if ! command -v nix-instantiate >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null && { [ -z "$sudo" ] || command -v sudo >/dev/null; }; then
     echo "== installing nix-bin (for nix-instantiate --parse)"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nix-bin >/dev/null
+    $sudo apt-get update -qq >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nix-bin >/dev/null
   else
-    echo "nix-instantiate is missing and cannot be installed here (needs root and apt-get): install Debian's nix-bin" >&2
+    echo "nix-instantiate is missing and cannot be installed here (needs apt-get): install Debian's nix-bin" >&2
     exit 1
   fi
 fi
