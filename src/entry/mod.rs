@@ -131,22 +131,18 @@ where
 
 /// Direct invokes: `{"action": "deploy" | "rollback" | "status" | "reconcile", ...}`.
 fn invoke_operation(action: &str, fields: Map<String, Value>) -> Result<Operation, ApiError> {
-    let no_fields = |op: Operation| {
-        if fields.is_empty() {
-            Ok(op)
-        } else {
+    match action {
+        "deploy" => decode::<DeployBody>(Value::Object(fields), DEPLOY_SHAPE)?.into_operation(),
+        "rollback" => decode::<RollbackBody>(Value::Object(fields), ROLLBACK_SHAPE)?.into_operation(),
+        "status" | "reconcile" if !fields.is_empty() => {
             let keys: Vec<&String> = fields.keys().collect();
             Err(ApiError::bad_request(
                 "invalid_json",
                 format!("action {action:?} takes no other fields, got {keys:?}"),
             ))
         }
-    };
-    match action {
-        "deploy" => decode::<DeployBody>(Value::Object(fields.clone()), DEPLOY_SHAPE)?.into_operation(),
-        "rollback" => decode::<RollbackBody>(Value::Object(fields.clone()), ROLLBACK_SHAPE)?.into_operation(),
-        "status" => no_fields(Operation::FleetStatus),
-        "reconcile" => no_fields(Operation::Reconcile),
+        "status" => Ok(Operation::FleetStatus),
+        "reconcile" => Ok(Operation::Reconcile),
         other => Err(ApiError::bad_request(
             "unknown_action",
             format!("unknown action {other:?}; expected one of deploy, rollback, status, reconcile"),

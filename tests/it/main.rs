@@ -3,6 +3,7 @@
 
 mod crash;
 mod deploy;
+mod document;
 mod requests;
 mod support;
 mod template;
