@@ -4,6 +4,7 @@
 use crate::aws::SsmSettings;
 use crate::domain::controller::FleetSettings;
 use crate::domain::fleet::{FleetName, TargetTag};
+use crate::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -73,6 +74,45 @@ impl Config {
         let max_errors = or("FLAKEFLEET_MAX_ERRORS", "0");
         check_rate("FLAKEFLEET_MAX_ERRORS", &max_errors, 0)?;
 
+        let mode = match or("FLAKEFLEET_ROLLOUT", "staged").as_str() {
+            "staged" => RolloutMode::Staged,
+            "all-at-once" => RolloutMode::AllAtOnce,
+            other => {
+                return Err(ConfigError::Invalid {
+                    var: "FLAKEFLEET_ROLLOUT",
+                    message: format!("{other:?} is not staged or all-at-once"),
+                })
+            }
+        };
+        let rate = |var: &'static str, default: &str, min: usize| -> Result<Rate, ConfigError> {
+            let raw = or(var, default);
+            Rate::parse(&raw)
+                .filter(|r| match r {
+                    Rate::Count(n) | Rate::Percent(n) => *n >= min,
+                })
+                .ok_or_else(|| ConfigError::Invalid {
+                    var,
+                    message: format!("{raw:?} is not a count (e.g. 2) or a percentage (e.g. 25%) of at least {min}"),
+                })
+        };
+        let auto_rollback = match or("FLAKEFLEET_AUTO_ROLLBACK", "true").as_str() {
+            "true" => true,
+            "false" => false,
+            other => {
+                return Err(ConfigError::Invalid {
+                    var: "FLAKEFLEET_AUTO_ROLLBACK",
+                    message: format!("{other:?} is not true or false"),
+                })
+            }
+        };
+        let rollout = RolloutPolicy {
+            mode,
+            canary: secs("FLAKEFLEET_CANARY_SIZE", 1, 1..=50)? as usize,
+            wave: rate("FLAKEFLEET_WAVE_SIZE", "25%", 1)?,
+            failure_threshold: rate("FLAKEFLEET_FAILURE_THRESHOLD", "0", 0)?,
+            auto_rollback,
+        };
+
         Ok(Self {
             table: required("FLAKEFLEET_TABLE")?,
             fleet: FleetSettings {
@@ -84,6 +124,8 @@ impl Config {
                     86_400,
                     60..=2_592_000,
                 )?),
+                rollout,
+                takeover_after: Duration::from_secs(secs("FLAKEFLEET_TAKEOVER_SECONDS", 120, 30..=3600)?),
             },
             ssm: SsmSettings {
                 document: required("FLAKEFLEET_DOCUMENT")?,
@@ -139,6 +181,10 @@ mod tests {
         assert_eq!(c.fleet.name.as_str(), "default");
         assert_eq!(c.ssm.action, "switch");
         assert_eq!((c.ssm.max_concurrency.as_str(), c.ssm.max_errors.as_str()), ("50", "0"));
+        assert_eq!(c.fleet.rollout.mode, RolloutMode::Staged);
+        assert_eq!((c.fleet.rollout.canary, c.fleet.rollout.wave), (1, Rate::Percent(25)));
+        assert_eq!(c.fleet.rollout.failure_threshold, Rate::Count(0));
+        assert!(c.fleet.rollout.auto_rollback);
     }
 
     #[test]

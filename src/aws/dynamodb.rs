@@ -7,12 +7,11 @@
 //! release is never overwritten.
 
 use crate::domain::flakeref::Flakeref;
-use crate::domain::fleet::{FleetName, FleetState, Lease};
-use crate::domain::ports::{Admission, IdempotencyClaim, ReleasePage, ReleaseStore, StoreError};
+use crate::domain::fleet::{FleetName, FleetState, Halt, Lease};
+use crate::domain::ports::{Admission, IdempotencyClaim, ReleasePage, ReleaseStore, Settlement, StoreError};
 use crate::domain::release::{InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
 use crate::domain::time::Timestamp;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
 use tracing::instrument;
@@ -83,27 +82,6 @@ impl DynamoReleaseStore {
             release_id,
             same_request: string(&item, "request")? == claim.request,
         }))
-    }
-
-    async fn update_release_alone(&self, release: &Release) -> Result<bool, StoreError> {
-        let (update, names, values) = final_update(release);
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
-            .key(SORT_KEY, s(release_sk(&release.id)))
-            .update_expression(update)
-            .condition_expression("#status IN (:pending, :in_progress)")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable("UpdateItem", &e)),
-        }
     }
 }
 
@@ -280,119 +258,165 @@ impl ReleaseStore for DynamoReleaseStore {
             }),
             None => None,
         };
-        Ok(FleetState { desired_release, lease })
+        let last_good_release = opt_string(&item, "last_good_release_id")
+            .map(|id| parse_id(&id))
+            .transpose()?;
+        let halted = match opt_string(&item, "halted_release_id") {
+            Some(id) => Some(Halt {
+                release_id: parse_id(&id)?,
+                reason: opt_string(&item, "halted_reason").unwrap_or_default(),
+            }),
+            None => None,
+        };
+        Ok(FleetState {
+            desired_release,
+            last_good_release,
+            lease,
+            halted,
+        })
     }
 
-    #[instrument(skip_all, fields(release_id = %release.id))]
-    async fn record_command(&self, release: &Release) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
-            .key(SORT_KEY, s(release_sk(&release.id)))
-            .update_expression("SET command_id = :command, #status = :status, updated_ms = :now")
-            .condition_expression("#status = :pending")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":command", s(release.command_id.clone().unwrap_or_default()))
-            .expression_attribute_values(":status", s(release.status.as_str()))
-            .expression_attribute_values(":pending", s(ReleaseStatus::Pending.as_str()))
-            .expression_attribute_values(":now", n(release.updated_at.millis()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable("UpdateItem", &e)),
-        }
-    }
-
-    #[instrument(skip_all, fields(release_id = %release.id))]
-    async fn record_progress(&self, release: &Release) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
-            .key(SORT_KEY, s(release_sk(&release.id)))
-            .update_expression("SET instances = :instances, updated_ms = :now")
-            .condition_expression("#status = :in_progress")
-            .expression_attribute_names("#status", "status")
-            .expression_attribute_values(":instances", instances_to_attr(&release.instances))
-            .expression_attribute_values(":in_progress", s(ReleaseStatus::InProgress.as_str()))
-            .expression_attribute_values(":now", n(release.updated_at.millis()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(unavailable("UpdateItem", &e)),
-        }
-    }
-
-    #[instrument(skip_all, fields(release_id = %release.id, status = release.status.as_str()))]
-    async fn finish(&self, release: &Release) -> Result<bool, StoreError> {
-        let (update, names, values) = final_update(release);
-        let finish_release = Update::builder()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
-            .key(SORT_KEY, s(release_sk(&release.id)))
-            .update_expression(update)
-            .condition_expression("#status IN (:pending, :in_progress)")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let free_lease = Update::builder()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
-            .key(SORT_KEY, s(STATE_SK))
-            .update_expression("REMOVE lease_release_id, lease_expires_ms")
-            .condition_expression("lease_release_id = :id")
-            .expression_attribute_values(":id", s(release.id.as_str()))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    #[instrument(skip_all, fields(release_id = %release.id, version = release.version))]
+    async fn save(&self, release: &Release, expected_version: u64) -> Result<bool, StoreError> {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(TransactWriteItem::builder().update(finish_release).build())
-            .transact_items(TransactWriteItem::builder().update(free_lease).build())
+            .transact_items(
+                TransactWriteItem::builder()
+                    .condition_check(self.holds_lease(release)?)
+                    .build(),
+            )
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.put_release(release, expected_version)?)
+                    .build(),
+            )
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            // Either the release is already final, or its lease lapsed and
-            // another release holds the fleet: record the outcome on its own.
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_transaction_canceled_exception()) =>
             {
-                self.update_release_alone(release).await
+                Ok(false)
+            }
+            Err(e) => Err(unavailable("TransactWriteItems", &e)),
+        }
+    }
+
+    #[instrument(skip_all, fields(release_id = %settlement.release.id, status = settlement.release.status.as_str()))]
+    async fn settle(&self, settlement: &Settlement<'_>) -> Result<bool, StoreError> {
+        let release = settlement.release;
+        let mut set = vec!["updated_ms = :now".to_owned()];
+        let mut remove = Vec::new();
+        let mut values = Item::from([(":now".to_owned(), n(release.updated_at.millis()))]);
+        if settlement.last_good {
+            set.push("last_good_release_id = :id".into());
+        }
+        if let Some(reason) = &settlement.halt {
+            set.push("halted_release_id = :id, halted_reason = :reason".into());
+            values.insert(":reason".into(), s(reason));
+        }
+        match settlement.next {
+            Some(next) => {
+                set.push("lease_release_id = :next, lease_expires_ms = :expires, desired_release_id = :next".into());
+                values.insert(":next".into(), s(next.id.as_str()));
+                values.insert(":expires".into(), n(next.deadline.millis()));
+            }
+            None => remove.push("lease_release_id, lease_expires_ms"),
+        }
+        values.insert(":id".into(), s(release.id.as_str()));
+        let mut expression = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let fleet_update = Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
+            .key(SORT_KEY, s(STATE_SK))
+            .update_expression(expression)
+            // A release whose lease lapsed and was taken cannot change the fleet.
+            .condition_expression("lease_release_id = :id")
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut transaction = self
+            .client
+            .transact_write_items()
+            .transact_items(
+                TransactWriteItem::builder()
+                    .put(self.put_release(release, settlement.expected_version)?)
+                    .build(),
+            )
+            .transact_items(TransactWriteItem::builder().update(fleet_update).build());
+        if let Some(next) = settlement.next {
+            let put_next = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(release_to_item(next)))
+                .condition_expression("attribute_not_exists(pk)")
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            transaction = transaction.transact_items(TransactWriteItem::builder().put(put_next).build());
+        }
+        match transaction.send().await {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                // Fenced off, or the lease was lost: the release may still be
+                // settled on its own, but never change a fleet it no longer holds.
+                if settlement.next.is_some() || settlement.halt.is_some() {
+                    return Ok(false);
+                }
+                let alone = self
+                    .client
+                    .put_item()
+                    .set_table_name(Some(self.table.clone()))
+                    .set_item(Some(release_to_item(release)))
+                    .condition_expression("version = :expected")
+                    .expression_attribute_values(":expected", n(settlement.expected_version))
+                    .send()
+                    .await;
+                match alone {
+                    Ok(_) => Ok(true),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(unavailable("PutItem", &e)),
+                }
             }
             Err(e) => Err(unavailable("TransactWriteItems", &e)),
         }
     }
 }
 
-fn final_update(release: &Release) -> (String, HashMap<String, String>, Item) {
-    let mut update = "SET #status = :status, instances = :instances, updated_ms = :now".to_owned();
-    let names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
-    let mut values = Item::from([
-        (":status".to_owned(), s(release.status.as_str())),
-        (":instances".to_owned(), instances_to_attr(&release.instances)),
-        (":now".to_owned(), n(release.updated_at.millis())),
-        (":pending".to_owned(), s(ReleaseStatus::Pending.as_str())),
-        (":in_progress".to_owned(), s(ReleaseStatus::InProgress.as_str())),
-    ]);
-    if let Some(reason) = &release.status_reason {
-        update.push_str(", status_reason = :reason");
-        values.insert(":reason".into(), s(reason.clone()));
+impl DynamoReleaseStore {
+    /// The release item, written only over the version it was read at.
+    fn put_release(&self, release: &Release, expected_version: u64) -> Result<Put, StoreError> {
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(release_to_item(release)))
+            .condition_expression("version = :expected")
+            .expression_attribute_values(":expected", n(expected_version))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
-    if let Some(command_id) = &release.command_id {
-        update.push_str(", command_id = :command");
-        values.insert(":command".into(), s(command_id.clone()));
+
+    fn holds_lease(&self, release: &Release) -> Result<ConditionCheck, StoreError> {
+        ConditionCheck::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
+            .key(SORT_KEY, s(STATE_SK))
+            .condition_expression("lease_release_id = :id")
+            .expression_attribute_values(":id", s(release.id.as_str()))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
-    (update, names, values)
 }
 
 fn fleet_pk(fleet: &FleetName) -> String {
@@ -424,6 +448,10 @@ pub(crate) fn release_to_item(r: &Release) -> Item {
     item.insert("updated_ms".into(), n(r.updated_at.millis()));
     item.insert("deadline_ms".into(), n(r.deadline.millis()));
     item.insert("instances".into(), instances_to_attr(&r.instances));
+    item.insert("version".into(), n(r.version));
+    if let Some(rollout) = &r.rollout {
+        item.insert("rollout".into(), s(serde_json::to_string(rollout).unwrap_or_default()));
+    }
     if let Some(v) = &r.revision {
         item.insert("revision".into(), s(v.as_str()));
     }
@@ -457,6 +485,10 @@ pub(crate) fn release_from_item(item: &Item) -> Result<Release, StoreError> {
         updated_at: Timestamp::from_millis(num(item, "updated_ms")?),
         deadline: Timestamp::from_millis(num(item, "deadline_ms")?),
         instances: instances_from_attr(item.get("instances"))?,
+        rollout: opt_string(item, "rollout")
+            .map(|json| serde_json::from_str(&json).map_err(|_| corrupt("rollout")))
+            .transpose()?,
+        version: num(item, "version")?,
     })
 }
 
@@ -534,11 +566,6 @@ fn num(item: &Item, key: &str) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::Corrupt(format!("item lacks numeric attribute {key}")))
 }
 
-fn is_condition_failure<R>(e: &SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError, R>) -> bool {
-    e.as_service_error()
-        .is_some_and(|se| se.is_conditional_check_failed_exception())
-}
-
 fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> StoreError {
     let text = super::describe(operation, e);
     tracing::error!(error = %text, "DynamoDB call failed");
@@ -572,6 +599,12 @@ mod tests {
                 exit_code: Some(1),
                 output_tail: "boom".into(),
             }],
+            rollout: Some(crate::domain::rollout::Rollout {
+                waves: vec![crate::domain::rollout::Wave::new(vec!["i-1".into()], 5)],
+                fleet_size: Some(3),
+                fixed: false,
+            }),
+            version: 4,
         };
         assert_eq!(release_from_item(&release_to_item(&release)).unwrap(), release);
     }

@@ -19,9 +19,8 @@ impl Ec2FleetInventory {
 
 impl FleetInventory for Ec2FleetInventory {
     #[instrument(skip(self))]
-    async fn has_running_instances(&self, tag: &TargetTag) -> Result<bool, InventoryError> {
-        // One small page answers the question whatever the fleet's size.
-        let out = self
+    async fn running_instances(&self, tag: &TargetTag, limit: Option<usize>) -> Result<Vec<String>, InventoryError> {
+        let request = self
             .client
             .describe_instances()
             .filters(
@@ -30,15 +29,37 @@ impl FleetInventory for Ec2FleetInventory {
                     .values(&tag.value)
                     .build(),
             )
-            .filters(Filter::builder().name("instance-state-name").values("running").build())
-            .max_results(5)
-            .send()
-            .await
-            .map_err(|e| {
-                let text = super::describe("DescribeInstances", &e);
-                tracing::error!(error = %text, "EC2 call failed");
-                InventoryError::Unavailable(text)
-            })?;
-        Ok(out.reservations().iter().any(|r| !r.instances().is_empty()))
+            .filters(Filter::builder().name("instance-state-name").values("running").build());
+        let failed = |e: &dyn std::error::Error| {
+            let text = super::describe("DescribeInstances", &e);
+            tracing::error!(error = %text, "EC2 call failed");
+            InventoryError::Unavailable(text)
+        };
+        let ids_of = |out: &aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput| -> Vec<String> {
+            out.reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter_map(|i| i.instance_id().map(str::to_owned))
+                .collect::<Vec<_>>()
+        };
+        match limit {
+            // One page answers "a few" whatever the fleet's size (MaxResults is 5 to 1,000).
+            Some(limit) => {
+                let out = request
+                    .max_results(limit.clamp(5, 1000) as i32)
+                    .send()
+                    .await
+                    .map_err(|e| failed(&e))?;
+                Ok(ids_of(&out))
+            }
+            None => {
+                let mut ids = Vec::new();
+                let mut pages = request.max_results(1000).into_paginator().send();
+                while let Some(page) = pages.next().await {
+                    ids.extend(ids_of(&page.map_err(|e| failed(&e))?));
+                }
+                Ok(ids)
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Apply commands through SSM Run Command, with the project's own document.
 
 use super::dynamodb::tail;
-use crate::domain::ports::{ApplyCommand, CommandReport, CommandRunner, RunnerError};
+use crate::domain::ports::{ApplyCommand, CommandReport, CommandRunner, CommandTarget, RunnerError};
 use crate::domain::release::InstanceOutcome;
 use crate::domain::time::Timestamp;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
@@ -43,12 +43,17 @@ impl CommandRunner for SsmCommandRunner {
             .client
             .send_command()
             .document_name(&self.settings.document)
-            .targets(
-                Target::builder()
-                    .key(format!("tag:{}", command.target.key))
-                    .values(&command.target.value)
-                    .build(),
-            )
+            .set_targets(match &command.target {
+                CommandTarget::Tag(tag) => Some(vec![Target::builder()
+                    .key(format!("tag:{}", tag.key))
+                    .values(&tag.value)
+                    .build()]),
+                CommandTarget::Instances(_) => None,
+            })
+            .set_instance_ids(match &command.target {
+                CommandTarget::Instances(ids) => Some(ids.clone()),
+                CommandTarget::Tag(_) => None,
+            })
             .parameters("flakeref", vec![command.flakeref.as_str().to_owned()])
             .parameters("action", vec![self.settings.action.clone()])
             .comment(&command.comment)

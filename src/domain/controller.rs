@@ -1,14 +1,15 @@
-//! The fleet's controller: admits releases, sends their apply command and
-//! judges their outcome, through the ports only.
+//! The fleet's controller: admits releases, rolls them out, judges them and
+//! rolls back bad ones, through the ports only.
 
 use super::flakeref::Flakeref;
-use super::fleet::{FleetName, FleetState, Lease, TargetTag};
+use super::fleet::{FleetName, FleetState, Halt, Lease, TargetTag};
 use super::ports::{
-    Admission, ApplyCommand, CommandRunner, FleetInventory, IdempotencyClaim, InventoryError, ReleasePage,
-    ReleaseStore, RunnerError, StoreError,
+    Admission, ApplyCommand, CommandReport, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim,
+    InventoryError, ReleasePage, ReleaseStore, RunnerError, Settlement, StoreError,
 };
 use super::progress::judge;
-use super::release::{IdempotencyKey, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
+use super::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
+use super::rollout::{judge_wave, next_wave, Rollout, RolloutMode, RolloutPolicy, Wave, WaveVerdict};
 use super::time::Timestamp;
 use serde::Serialize;
 use std::time::Duration;
@@ -25,6 +26,11 @@ pub struct FleetSettings {
     pub deploy_timeout: Duration,
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
+    pub rollout: RolloutPolicy,
+    /// How long an invocation that recorded a release (or claimed a wave) is
+    /// given to send its commands before another one takes over: longer than
+    /// the function's timeout, so a live sender is never doubled.
+    pub takeover_after: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -67,10 +73,23 @@ pub enum ControlError {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReconcileReport {
     pub fleet: FleetName,
-    /// `idle`, `dispatched`, `waiting` or `finished`.
+    /// `idle`, `halted`, `dispatched`, `waiting`, `wave_started`, `rolled_back` or `finished`.
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release: Option<Release>,
+}
+
+/// How the rollout holding the fleet stands.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolloutProgress {
+    pub release_id: ReleaseId,
+    pub kind: ReleaseKind,
+    /// 1-based; 1 is the canary. Zero before the first wave is sent.
+    pub wave: usize,
+    pub targeted: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub pending: usize,
 }
 
 /// The fleet as `GET /fleet` and `{"action": "status"}` show it.
@@ -79,8 +98,11 @@ pub struct FleetStatus {
     pub fleet: FleetName,
     pub target_tag: TargetTag,
     pub desired_release: Option<Release>,
+    pub last_good_release_id: Option<ReleaseId>,
     /// The release holding the fleet, while its lease is live.
     pub lease: Option<Lease>,
+    pub rollout: Option<RolloutProgress>,
+    pub halted: Option<Halt>,
 }
 
 pub struct FleetController<S, I, R> {
@@ -108,7 +130,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         &self.store
     }
 
-    /// Records a release of `request.flakeref` and sends its apply command.
+    /// Records a release of `request.flakeref` and sends its first command.
     pub async fn deploy(&self, request: DeployRequest, now: Timestamp) -> Result<Release, ControlError> {
         let fingerprint = format!(
             "deploy {} {}",
@@ -158,16 +180,18 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         self.start(release, request.idempotency_key, fingerprint, now).await
     }
 
-    /// Moves the release holding the fleet one step on: sends a command that
-    /// was never confirmed, or judges one in flight. Safe to run at any time,
-    /// twice, or concurrently: every write is conditional.
+    /// Moves the release holding the fleet one safe step on: sends what was
+    /// never confirmed sent, judges the wave in flight, starts the next wave,
+    /// finishes, or rolls back. Safe to run at any time, twice, late or
+    /// concurrently: every write is fenced by the release's version.
     pub async fn reconcile(&self, now: Timestamp) -> Result<ReconcileReport, ControlError> {
         let fleet = self.settings.name.clone();
         let state = self.store.fleet_state(&fleet).await?;
         let Some(lease) = state.lease else {
+            let outcome = if state.halted.is_some() { "halted" } else { "idle" };
             return Ok(ReconcileReport {
                 fleet,
-                outcome: "idle",
+                outcome,
                 release: None,
             });
         };
@@ -178,18 +202,11 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             );
         };
         let (outcome, release) = match release.status {
-            ReleaseStatus::Pending => ("dispatched", self.dispatch(release, true, now).await?),
-            ReleaseStatus::InProgress => {
-                let release = self.check(release, now).await?;
-                (
-                    if release.status.is_final() {
-                        "finished"
-                    } else {
-                        "waiting"
-                    },
-                    release,
-                )
+            ReleaseStatus::Pending if now < release.created_at.plus(self.settings.takeover_after) => {
+                ("waiting", release)
             }
+            ReleaseStatus::Pending => ("dispatched", self.dispatch(release, true, now).await?),
+            ReleaseStatus::InProgress => self.advance(release, now).await?,
             _ => ("idle", release),
         };
         Ok(ReconcileReport {
@@ -213,16 +230,30 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
 
     pub async fn status(&self, now: Timestamp) -> Result<FleetStatus, ControlError> {
         let fleet = &self.settings.name;
-        let FleetState { desired_release, lease } = self.store.fleet_state(fleet).await?;
+        let FleetState {
+            desired_release,
+            last_good_release,
+            lease,
+            halted,
+        } = self.store.fleet_state(fleet).await?;
+        let lease = lease.filter(|l| l.is_live(now));
         let desired_release = match desired_release {
             Some(id) => self.store.release(fleet, &id).await?,
             None => None,
+        };
+        let active = match (&lease, &desired_release) {
+            (Some(l), Some(d)) if l.release_id == d.id => Some(d.clone()),
+            (Some(l), _) => self.store.release(fleet, &l.release_id).await?,
+            _ => None,
         };
         Ok(FleetStatus {
             fleet: fleet.clone(),
             target_tag: self.settings.target.clone(),
             desired_release,
-            lease: lease.filter(|l| l.is_live(now)),
+            last_good_release_id: last_good_release,
+            rollout: active.as_ref().map(progress_of),
+            lease,
+            halted,
         })
     }
 
@@ -236,6 +267,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     ) -> Release {
         let id = ReleaseId::generate(now, fastrand::u128(..));
         record_release_id(&id);
+        let staged = self.settings.rollout.mode == RolloutMode::Staged;
         Release {
             id,
             fleet: self.settings.name.clone(),
@@ -250,6 +282,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             updated_at: now,
             deadline: now.plus(self.settings.deploy_timeout),
             instances: Vec::new(),
+            rollout: staged.then(Rollout::default),
+            version: 0,
         }
     }
 
@@ -283,8 +317,11 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                 record_release_id(&release_id);
                 info!("idempotent replay; answering with the recorded release");
                 let existing = self.release(&release_id).await?;
-                if existing.status == ReleaseStatus::Pending {
-                    // The first attempt stopped before its command was confirmed.
+                // The first attempt stopped before its command was confirmed, and
+                // has had time to finish if it were alive: take over.
+                if existing.status == ReleaseStatus::Pending
+                    && now >= existing.created_at.plus(self.settings.takeover_after)
+                {
                     return self.dispatch(existing, true, now).await;
                 }
                 Ok(existing)
@@ -292,10 +329,31 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         }
     }
 
-    /// Sends the apply command of a pending release that holds the fleet.
-    /// `resume`: an earlier attempt may have sent it already, so look first.
+    /// Sends the first command of a pending release that holds the fleet:
+    /// the canary, or the one command to the whole tag. `resume`: an earlier
+    /// attempt may have sent it already, so look first.
     async fn dispatch(&self, mut release: Release, resume: bool, now: Timestamp) -> Result<Release, ControlError> {
-        let comment = release.command_comment();
+        let (target, comment, canary) = match &release.rollout {
+            None => (
+                CommandTarget::Tag(self.settings.target.clone()),
+                release.command_comment(),
+                None,
+            ),
+            Some(_) => {
+                let wanted = self.settings.rollout.canary;
+                let mut running = self
+                    .inventory
+                    .running_instances(&self.settings.target, Some(wanted))
+                    .await?;
+                running.sort();
+                running.truncate(wanted);
+                (
+                    CommandTarget::Instances(running.clone()),
+                    release.batch_comment(0, 0),
+                    Some(running),
+                )
+            }
+        };
         let found = if resume {
             self.runner
                 .find(&comment, release.created_at.minus(COMMAND_LOOKBACK))
@@ -309,22 +367,30 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                 id
             }
             None if now >= release.deadline => {
-                release.status = ReleaseStatus::Failed;
-                release.status_reason = Some("the deadline passed before the apply command was sent".into());
-                return self.finish(release, now).await;
+                return self
+                    .fail(
+                        release,
+                        "the deadline passed before the apply command was sent".into(),
+                        now,
+                    )
+                    .await;
             }
             None => {
-                if !self.inventory.has_running_instances(&self.settings.target).await? {
+                let empty = match &target {
+                    CommandTarget::Instances(ids) => ids.is_empty(),
+                    CommandTarget::Tag(tag) => self.inventory.running_instances(tag, Some(1)).await?.is_empty(),
+                };
+                if empty {
                     release.status = ReleaseStatus::NoInstances;
                     release.status_reason = Some(format!(
                         "no running instance carries the fleet tag {}; nothing was sent",
                         self.settings.target
                     ));
-                    return self.finish(release, now).await;
+                    return self.settle(release, None, None, now).await;
                 }
                 let command = ApplyCommand {
                     flakeref: release.flakeref.clone(),
-                    target: self.settings.target.clone(),
+                    target,
                     comment,
                 };
                 match self.runner.send(&command).await {
@@ -332,7 +398,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                     Err(RunnerError::Rejected(reason)) => {
                         release.status = ReleaseStatus::Failed;
                         release.status_reason = Some(format!("SSM refused the apply command: {reason}"));
-                        let release = self.finish(release, now).await?;
+                        let release = self.settle(release, None, None, now).await?;
                         return Err(ControlError::CommandRejected {
                             release: Box::new(release),
                             reason,
@@ -349,51 +415,387 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             }
         };
         info!(command_id = %command_id, "apply command sent");
-        release.command_id = Some(command_id);
+        match (canary, release.rollout.as_mut()) {
+            (Some(ids), Some(rollout)) => {
+                rollout.waves = vec![Wave {
+                    instance_ids: ids,
+                    command_ids: vec![command_id],
+                    claimed_ms: now.millis(),
+                }];
+            }
+            _ => release.command_id = Some(command_id),
+        }
         release.status = ReleaseStatus::InProgress;
-        release.updated_at = now;
-        if self.store.record_command(&release).await? {
-            Ok(release)
-        } else {
-            // A concurrent attempt recorded it first; its record is the truth.
-            self.release(&release.id).await
+        self.save(release, now).await
+    }
+
+    /// One step for an in-progress release.
+    async fn advance(&self, release: Release, now: Timestamp) -> Result<(&'static str, Release), ControlError> {
+        if release.rollout.is_none() {
+            return self.advance_at_once(release, now).await;
+        }
+        let mut release = release;
+        let rollout = release.rollout.clone().unwrap_or_default();
+        let Some(wave) = rollout.current() else {
+            return Err(StoreError::Corrupt(format!("release {} is in progress without a wave", release.id)).into());
+        };
+        if !wave.fully_sent() {
+            if now.millis() < wave.claimed_ms + self.settings.takeover_after.as_millis() as u64 {
+                return Ok(("waiting", release));
+            }
+            release = self.send_wave(release, true, now).await?;
+            if !release
+                .rollout
+                .as_ref()
+                .is_some_and(|r| r.current().is_some_and(Wave::fully_sent))
+            {
+                return Ok(("waiting", release));
+            }
+        }
+
+        let rollout = release.rollout.clone().unwrap_or_default();
+        let wave = rollout.current().cloned().unwrap_or_default();
+        let mut invocations = Vec::new();
+        for command_id in &wave.command_ids {
+            invocations.extend(self.runner.report(command_id).await?.invocations);
+        }
+        let instances = merge_outcomes(&release.instances, invocations);
+        let changed = instances != release.instances;
+        release.instances = instances;
+
+        let verdict = match judge_wave(&rollout, &release.instances, &self.settings.rollout) {
+            WaveVerdict::Passed => WaveVerdict::Passed,
+            _ if now >= release.deadline => WaveVerdict::Stop(format!("the deadline {} passed", release.deadline)),
+            other => other,
+        };
+        match verdict {
+            WaveVerdict::Running if changed => Ok(("waiting", self.save(release, now).await?)),
+            WaveVerdict::Running => Ok(("waiting", release)),
+            WaveVerdict::Stop(reason) => {
+                let failed = self.fail(release, reason, now).await?;
+                Ok((
+                    if failed.status == ReleaseStatus::RolledBack {
+                        "rolled_back"
+                    } else {
+                        "finished"
+                    },
+                    failed,
+                ))
+            }
+            WaveVerdict::Passed => {
+                let running = if rollout.fixed {
+                    Vec::new()
+                } else {
+                    self.inventory.running_instances(&self.settings.target, None).await?
+                };
+                let mut rollout = rollout;
+                if rollout.fleet_size.is_none() {
+                    let mut all: Vec<&String> = running.iter().chain(rollout.targeted()).collect();
+                    all.sort();
+                    all.dedup();
+                    rollout.fleet_size = Some(all.len());
+                }
+                let next = if rollout.fixed {
+                    Vec::new()
+                } else {
+                    next_wave(&rollout, &running, &self.settings.rollout)
+                };
+                if next.is_empty() {
+                    release.rollout = Some(rollout);
+                    let failures = describe_failures(&release.instances);
+                    if failures.is_empty() {
+                        release.status = ReleaseStatus::Succeeded;
+                        release.status_reason = None;
+                    } else {
+                        // Within the threshold: the rollout went on, but not every instance converged.
+                        release.status = ReleaseStatus::Failed;
+                        release.status_reason = Some(format!("{failures} (within the failure threshold)"));
+                    }
+                    return Ok(("finished", self.settle(release, None, None, now).await?));
+                }
+                info!(
+                    wave = rollout.waves.len() + 1,
+                    instances = next.len(),
+                    "starting the next wave"
+                );
+                rollout.waves.push(Wave::new(next, now.millis()));
+                release.rollout = Some(rollout);
+                let claimed = self.save(release, now).await?;
+                if claimed
+                    .rollout
+                    .as_ref()
+                    .and_then(Rollout::current)
+                    .is_some_and(|w| w.claimed_ms == now.millis())
+                {
+                    Ok(("wave_started", self.send_wave(claimed, false, now).await?))
+                } else {
+                    Ok(("waiting", claimed))
+                }
+            }
         }
     }
 
-    async fn check(&self, mut release: Release, now: Timestamp) -> Result<Release, ControlError> {
+    /// The one command to the whole tag: judged when SSM says it ended.
+    async fn advance_at_once(
+        &self,
+        mut release: Release,
+        now: Timestamp,
+    ) -> Result<(&'static str, Release), ControlError> {
         let Some(command_id) = release.command_id.clone() else {
             return Err(
                 StoreError::Corrupt(format!("release {} is in progress without a command id", release.id)).into(),
             );
         };
-        let report = self.runner.report(&command_id).await?;
+        let report: CommandReport = self.runner.report(&command_id).await?;
         let verdict = judge(&report, release.deadline, now);
         let changed = verdict.instances != release.instances;
         release.instances = verdict.instances;
-        if verdict.status.is_final() {
-            release.status = verdict.status;
-            release.status_reason = verdict.reason;
-            return self.finish(release, now).await;
+        match verdict.status {
+            ReleaseStatus::Succeeded | ReleaseStatus::NoInstances => {
+                release.status = verdict.status;
+                release.status_reason = verdict.reason;
+                Ok(("finished", self.settle(release, None, None, now).await?))
+            }
+            ReleaseStatus::Failed => {
+                let failed = self.fail(release, verdict.reason.unwrap_or_default(), now).await?;
+                Ok((
+                    if failed.status == ReleaseStatus::RolledBack {
+                        "rolled_back"
+                    } else {
+                        "finished"
+                    },
+                    failed,
+                ))
+            }
+            _ if changed => Ok(("waiting", self.save(release, now).await?)),
+            _ => Ok(("waiting", release)),
         }
-        if changed {
-            release.updated_at = now;
-            self.store.record_progress(&release).await?;
-        }
-        Ok(release)
     }
 
-    async fn finish(&self, mut release: Release, now: Timestamp) -> Result<Release, ControlError> {
+    /// Sends the unsent batches of the current wave, recording each command id.
+    async fn send_wave(&self, mut release: Release, resume: bool, now: Timestamp) -> Result<Release, ControlError> {
+        loop {
+            let Some(rollout) = release.rollout.as_ref() else {
+                return Ok(release);
+            };
+            let wave_number = rollout.waves.len() - 1;
+            let Some(wave) = rollout.current() else {
+                return Ok(release);
+            };
+            let batch_number = wave.command_ids.len();
+            let Some(batch) = wave.batches().nth(batch_number).map(<[String]>::to_vec) else {
+                return Ok(release);
+            };
+            let comment = release.batch_comment(wave_number, batch_number);
+            let found = if resume {
+                self.runner
+                    .find(&comment, release.created_at.minus(COMMAND_LOOKBACK))
+                    .await?
+            } else {
+                None
+            };
+            let command_id = match found {
+                Some(id) => id,
+                None => {
+                    let command = ApplyCommand {
+                        flakeref: release.flakeref.clone(),
+                        target: CommandTarget::Instances(batch),
+                        comment,
+                    };
+                    match self.runner.send(&command).await {
+                        Ok(id) => id,
+                        // Left claimed: the reconcile takes over after the claim lapses.
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            info!(command_id = %command_id, wave = wave_number + 1, batch = batch_number + 1, "wave batch sent");
+            if let Some(wave) = release.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+                wave.command_ids.push(command_id);
+            }
+            let version = release.version;
+            release = self.save(release, now).await?;
+            if release.version != version + 1 {
+                return Ok(release); // fenced off: another writer moved it on
+            }
+        }
+    }
+
+    /// Ends a release that went wrong: an automatic rollback when one is safe
+    /// and allowed, a halted fleet when a rollback itself failed or there is
+    /// nothing to go back to, a plain failure otherwise. Never loops: a
+    /// rollback is never rolled back.
+    async fn fail(&self, mut release: Release, reason: String, now: Timestamp) -> Result<Release, ControlError> {
+        warn!(%reason, "release failed");
+        release.status_reason = Some(reason.clone());
+        if release.kind == ReleaseKind::Rollback {
+            release.status = ReleaseStatus::Halted;
+            let halt = format!("rollback {} failed: {reason}", release.id);
+            return self.settle(release, Some(halt), None, now).await;
+        }
+        if !self.settings.rollout.auto_rollback {
+            release.status = ReleaseStatus::Failed;
+            return self.settle(release, None, None, now).await;
+        }
+        let state = self.store.fleet_state(&self.settings.name).await?;
+        let good = match state.last_good_release {
+            Some(id) if id != release.id => self.store.release(&self.settings.name, &id).await?,
+            _ => {
+                self.store
+                    .last_succeeded_before(&self.settings.name, &release.id)
+                    .await?
+            }
+        };
+        let reached = release.reached_instances();
+        let Some(good) = good else {
+            release.status = ReleaseStatus::Halted;
+            let halt = format!(
+                "release {} failed and no earlier release succeeded to roll back to: {reason}",
+                release.id
+            );
+            return self.settle(release, Some(halt), None, now).await;
+        };
+        if reached.is_empty() {
+            release.status = ReleaseStatus::Failed;
+            return self.settle(release, None, None, now).await;
+        }
+        let mut rollback = self.new_release(
+            good.flakeref.clone(),
+            good.revision.clone(),
+            ReleaseKind::Rollback,
+            Some(good.id.clone()),
+            now,
+        );
+        record_release_id(&release.id);
+        rollback.status = ReleaseStatus::InProgress;
+        rollback.status_reason = Some(format!("automatic rollback of {}: {reason}", release.id));
+        rollback.rollout = Some(Rollout {
+            fleet_size: Some(reached.len()),
+            waves: vec![Wave::new(reached, now.millis())],
+            fixed: true,
+        });
+        release.status = ReleaseStatus::RolledBack;
+        let (settled, written) = self.settle_checked(release, None, Some(&rollback), now).await?;
+        if written {
+            info!(rollback = %rollback.id, to = %good.id, "automatic rollback started");
+            // Sent by this invocation; if it dies, the reconcile takes the claim over.
+            if let Err(e) = self.send_wave(rollback.clone(), false, now).await {
+                warn!(error = %e, rollback = %rollback.id, "rollback wave not sent yet; the reconcile retries");
+            }
+        }
+        Ok(settled)
+    }
+
+    async fn save(&self, mut release: Release, now: Timestamp) -> Result<Release, ControlError> {
+        let expected = release.version;
+        release.version += 1;
         release.updated_at = now;
-        if self.store.finish(&release).await? {
+        if self.store.save(&release, expected).await? {
+            Ok(release)
+        } else {
+            // Fenced off: another writer moved it on; its record is the truth.
+            self.release(&release.id).await
+        }
+    }
+
+    async fn settle(
+        &self,
+        release: Release,
+        halt: Option<String>,
+        next: Option<&Release>,
+        now: Timestamp,
+    ) -> Result<Release, ControlError> {
+        Ok(self.settle_checked(release, halt, next, now).await?.0)
+    }
+
+    /// Settles a release; says whether this write won (false: fenced off, and
+    /// the answer is the record another writer left).
+    async fn settle_checked(
+        &self,
+        mut release: Release,
+        halt: Option<String>,
+        next: Option<&Release>,
+        now: Timestamp,
+    ) -> Result<(Release, bool), ControlError> {
+        let expected = release.version;
+        release.version += 1;
+        release.updated_at = now;
+        let settlement = Settlement {
+            release: &release,
+            expected_version: expected,
+            last_good: release.status == ReleaseStatus::Succeeded,
+            halt: halt.clone(),
+            next,
+        };
+        if self.store.settle(&settlement).await? {
             info!(
                 status = release.status.as_str(),
                 reason = release.status_reason.as_deref().unwrap_or(""),
                 "release finished"
             );
-            Ok(release)
+            if let Some(halt) = halt {
+                warn!(reason = %halt, "fleet halted: no automatic action until an operator deploys or rolls back");
+            }
+            Ok((release, true))
         } else {
-            self.release(&release.id).await
+            Ok((self.release(&release.id).await?, false))
         }
+    }
+}
+
+/// The recorded outcomes with the newest report for each instance laid over them.
+fn merge_outcomes(recorded: &[InstanceOutcome], reported: Vec<InstanceOutcome>) -> Vec<InstanceOutcome> {
+    let mut merged: Vec<InstanceOutcome> = recorded.to_vec();
+    for outcome in reported {
+        match merged.iter_mut().find(|o| o.instance_id == outcome.instance_id) {
+            Some(slot) => *slot = outcome,
+            None => merged.push(outcome),
+        }
+    }
+    merged.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    merged
+}
+
+fn describe_failures(instances: &[InstanceOutcome]) -> String {
+    let failed: Vec<&InstanceOutcome> = instances.iter().filter(|i| i.is_finished() && !i.converged()).collect();
+    if failed.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = failed
+        .iter()
+        .take(5)
+        .map(|i| format!("{} {}", i.instance_id, i.detail))
+        .collect();
+    format!(
+        "{} of {} instances did not converge: {}",
+        failed.len(),
+        instances.len(),
+        names.join(", ")
+    )
+}
+
+fn progress_of(release: &Release) -> RolloutProgress {
+    let targeted = match &release.rollout {
+        Some(r) => r.targeted().count(),
+        None => release.instances.len(),
+    };
+    let succeeded = release.instances.iter().filter(|i| i.converged()).count();
+    let failed = release
+        .instances
+        .iter()
+        .filter(|i| i.is_finished() && !i.converged())
+        .count();
+    RolloutProgress {
+        release_id: release.id.clone(),
+        kind: release.kind,
+        wave: release
+            .rollout
+            .as_ref()
+            .map_or(usize::from(release.command_id.is_some()), |r| r.waves.len()),
+        targeted,
+        succeeded,
+        failed,
+        pending: targeted.saturating_sub(succeeded + failed),
     }
 }
 
@@ -407,6 +809,7 @@ mod tests {
     use crate::domain::fakes::{FixedInventory, MemoryStore, ScriptedRunner, SendBehaviour};
     use crate::domain::ports::CommandReport;
     use crate::domain::release::InstanceOutcome;
+    use crate::domain::rollout::Rate;
 
     type Controller = FleetController<MemoryStore, FixedInventory, ScriptedRunner>;
 
@@ -414,10 +817,20 @@ mod tests {
     const GOOD: &str = "AcmeCorp/infra/=0.1.41#nixosConfigurations.web";
     const NEXT: &str = "AcmeCorp/infra/=0.1.42#nixosConfigurations.web";
 
-    fn controller(has_instances: bool) -> Controller {
+    fn policy(mode: RolloutMode, auto_rollback: bool) -> RolloutPolicy {
+        RolloutPolicy {
+            mode,
+            canary: 1,
+            wave: Rate::Percent(30),
+            failure_threshold: Rate::Count(0),
+            auto_rollback,
+        }
+    }
+
+    fn with_policy(instances: usize, rollout: RolloutPolicy) -> Controller {
         FleetController::new(
             MemoryStore::default(),
-            FixedInventory(has_instances),
+            FixedInventory::of(instances),
             ScriptedRunner::default(),
             FleetSettings {
                 name: FleetName::parse("prod").unwrap(),
@@ -427,8 +840,15 @@ mod tests {
                 },
                 deploy_timeout: Duration::from_secs(600),
                 idempotency_ttl: Duration::from_secs(3600),
+                rollout,
+                takeover_after: Duration::ZERO,
             },
         )
+    }
+
+    /// All at once by tag, no automatic rollback: the plain core loop.
+    fn controller(has_instances: bool) -> Controller {
+        with_policy(usize::from(has_instances) * 3, policy(RolloutMode::AllAtOnce, false))
     }
 
     fn deploy(flakeref: &str, key: Option<&str>) -> DeployRequest {
@@ -605,5 +1025,250 @@ mod tests {
         let again = c.reconcile(later(2)).await.unwrap();
         assert_eq!(again.outcome, "idle");
         assert_eq!(c.store.releases.lock().unwrap()[&first.id], first);
+    }
+
+    fn staged(instances: usize) -> Controller {
+        with_policy(instances, policy(RolloutMode::Staged, true))
+    }
+
+    /// Reconciles, a second apart, until the fleet is free; answers the time.
+    async fn run_out(c: &Controller, mut at: Timestamp) -> Timestamp {
+        for _ in 0..100 {
+            at = at.plus(Duration::from_secs(1));
+            let report = c.reconcile(at).await.unwrap();
+            if matches!(report.outcome, "idle" | "halted") {
+                return at;
+            }
+        }
+        panic!("the fleet never came to rest");
+    }
+
+    fn stored(c: &Controller, id: &ReleaseId) -> Release {
+        c.store.releases.lock().unwrap()[id].clone()
+    }
+
+    /// How often each (release id, flakeref, instance) was sent a command.
+    fn sends(c: &Controller) -> std::collections::BTreeMap<(String, String, String), usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for (_, command) in c.runner.sent.lock().unwrap().iter() {
+            if let CommandTarget::Instances(ids) = &command.target {
+                assert!(ids.len() <= crate::domain::rollout::BATCH);
+                for id in ids {
+                    let release = command.comment.split_whitespace().nth(3).unwrap_or_default().to_owned();
+                    *counts
+                        .entry((release, command.flakeref.to_string(), id.clone()))
+                        .or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    #[tokio::test]
+    async fn a_staged_rollout_reaches_every_instance_once_in_waves() {
+        let c = staged(10);
+        let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        assert_eq!(
+            release.rollout.as_ref().unwrap().waves[0].instance_ids,
+            ["i-00"],
+            "the canary goes first, alone"
+        );
+        run_out(&c, T0).await;
+        let done = stored(&c, &release.id);
+        assert_eq!(done.status, ReleaseStatus::Succeeded);
+        let sizes: Vec<usize> = done
+            .rollout
+            .unwrap()
+            .waves
+            .iter()
+            .map(|w| w.instance_ids.len())
+            .collect();
+        assert_eq!(sizes, [1, 3, 3, 3]);
+        let counts = sends(&c);
+        assert_eq!(counts.len(), 10);
+        assert!(counts.values().all(|n| *n == 1));
+        assert_eq!(
+            c.store.fleet.lock().unwrap().last_good_release.as_ref(),
+            Some(&release.id)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_canary_rolls_back_the_instances_it_reached() {
+        let c = staged(10);
+        let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(&c, T0).await;
+        c.runner.failing.lock().unwrap().push(("i-00".into(), NEXT.into()));
+        let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
+        let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
+        assert_eq!(report.outcome, "rolled_back");
+        assert_eq!(stored(&c, &bad.id).status, ReleaseStatus::RolledBack);
+        run_out(&c, at.plus(Duration::from_secs(1))).await;
+
+        let releases = c.store.releases.lock().unwrap().clone();
+        let rollback = releases.values().find(|r| r.kind == ReleaseKind::Rollback).unwrap();
+        assert_eq!(rollback.rollback_of.as_ref(), Some(&good.id));
+        assert_eq!(rollback.flakeref, good.flakeref);
+        assert_eq!(rollback.status, ReleaseStatus::Succeeded);
+        assert_eq!(rollback.reached_instances(), ["i-00"]);
+        let counts = sends(&c);
+        assert_eq!(
+            counts.keys().filter(|(_, f, _)| f == NEXT).count(),
+            1,
+            "only the canary got the bad release"
+        );
+        let fleet = c.store.fleet.lock().unwrap().clone();
+        assert_eq!(fleet.desired_release.as_ref(), Some(&rollback.id));
+        assert!(fleet.lease.is_none() && fleet.halted.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_failing_rollback_halts_the_fleet_and_never_loops() {
+        let c = staged(4);
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(&c, T0).await;
+        c.runner
+            .failing
+            .lock()
+            .unwrap()
+            .extend([("i-00".into(), NEXT.into()), ("i-00".into(), GOOD.into())]);
+        c.deploy(deploy(NEXT, None), at).await.unwrap();
+        let at = run_out(&c, at).await;
+        let fleet = c.store.fleet.lock().unwrap().clone();
+        let halt = fleet.halted.expect("halted");
+        assert!(halt.reason.contains("rollback"), "{}", halt.reason);
+        assert_eq!(stored(&c, &halt.release_id).status, ReleaseStatus::Halted);
+        let sent = c.runner.sent_count();
+        for n in 1..5 {
+            assert_eq!(
+                c.reconcile(at.plus(Duration::from_secs(n))).await.unwrap().outcome,
+                "halted"
+            );
+        }
+        assert_eq!(c.runner.sent_count(), sent, "a halted fleet is left alone");
+        // An operator's deploy lifts the halt.
+        c.runner.failing.lock().unwrap().clear();
+        c.deploy(deploy(GOOD, None), at.plus(Duration::from_secs(10)))
+            .await
+            .unwrap();
+        assert!(c.store.fleet.lock().unwrap().halted.is_none());
+    }
+
+    #[tokio::test]
+    async fn with_no_earlier_good_release_a_failure_halts() {
+        let c = staged(3);
+        c.runner.failing.lock().unwrap().push(("i-00".into(), GOOD.into()));
+        let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        run_out(&c, T0).await;
+        assert_eq!(stored(&c, &release.id).status, ReleaseStatus::Halted);
+        assert!(c.store.fleet.lock().unwrap().halted.is_some());
+        assert_eq!(
+            c.store.releases.lock().unwrap().len(),
+            1,
+            "no rollback without a target"
+        );
+    }
+
+    #[tokio::test]
+    async fn crossing_the_failure_threshold_stops_and_rolls_back() {
+        let mut rollout = policy(RolloutMode::Staged, true);
+        rollout.failure_threshold = Rate::Percent(10);
+        let c = with_policy(10, rollout);
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(&c, T0).await;
+        // 30% of the fleet fails, all in the second wave.
+        c.runner
+            .failing
+            .lock()
+            .unwrap()
+            .extend(["i-01", "i-02", "i-03"].map(|i| (i.to_string(), NEXT.to_string())));
+        let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
+        run_out(&c, at).await;
+        let bad = stored(&c, &bad.id);
+        assert_eq!(bad.status, ReleaseStatus::RolledBack);
+        assert!(bad.status_reason.unwrap().contains("threshold"));
+        assert_eq!(bad.rollout.unwrap().waves.len(), 2, "no third wave");
+        let rolled: Vec<String> = sends(&c)
+            .keys()
+            .filter(|(_, f, _)| f == NEXT)
+            .map(|(_, _, i)| i.clone())
+            .collect();
+        assert_eq!(rolled, ["i-00", "i-01", "i-02", "i-03"]);
+    }
+
+    mod machine {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Event {
+            Tick,
+            /// The next SendCommand times out, after or before it really started.
+            FlakySend {
+                started: bool,
+            },
+            Duplicate,
+        }
+
+        fn events() -> impl Strategy<Value = Vec<Event>> {
+            prop::collection::vec(
+                prop_oneof![
+                    6 => Just(Event::Tick),
+                    1 => any::<bool>().prop_map(|started| Event::FlakySend { started }),
+                    1 => Just(Event::Duplicate),
+                ],
+                0..40,
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            /// Whatever the order of ticks, duplicates and lost sends, a rollout
+            /// ends in a final state, sends no instance the same release twice,
+            /// and loses no release.
+            #[test]
+            fn rollouts_always_end_and_never_send_twice(
+                size in 1usize..14,
+                failing in prop::collection::vec(0usize..14, 0..4),
+                first in events(),
+                second in events(),
+            ) {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async {
+                    let c = staged(size);
+                    let mut at = T0;
+                    let mut created = 0;
+                    for (flakeref, key, events) in [(GOOD, "first", &first), (NEXT, "second", &second)] {
+                        if flakeref == NEXT {
+                            c.runner.failing.lock().unwrap().extend(failing.iter().map(|i| (format!("i-{i:02}"), NEXT.to_string())));
+                        }
+                        at = at.plus(Duration::from_secs(1));
+                        if c.deploy(deploy(flakeref, Some(key)), at).await.is_ok() || c.store.releases.lock().unwrap().len() > created {
+                            created = c.store.releases.lock().unwrap().len();
+                        }
+                        for event in events.iter() {
+                            at = at.plus(Duration::from_secs(1));
+                            match event {
+                                Event::Tick => { let _ = c.reconcile(at).await; }
+                                Event::Duplicate => { let _ = c.reconcile(at).await; let _ = c.reconcile(at).await; }
+                                Event::FlakySend { started } => {
+                                    *c.runner.next.lock().unwrap() = if *started { SendBehaviour::SendThenTimeOut } else { SendBehaviour::Unavailable };
+                                    let _ = c.reconcile(at).await;
+                                    *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+                                }
+                            }
+                        }
+                        at = run_out(&c, at).await;
+                        let releases = c.store.releases.lock().unwrap().clone();
+                        prop_assert!(releases.len() >= created, "a release was lost");
+                        created = releases.len();
+                        prop_assert!(releases.values().all(|r| r.status.is_final()), "{releases:?}");
+                        prop_assert!(c.store.fleet.lock().unwrap().lease.is_none());
+                    }
+                    prop_assert!(sends(&c).values().all(|n| *n == 1), "{:?}", sends(&c));
+                    Ok(())
+                })?;
+            }
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! In-memory ports for the domain's unit tests.
 
-use super::fleet::{FleetName, FleetState, Lease, TargetTag};
+use super::fleet::{FleetName, FleetState, Halt, Lease, TargetTag};
 use super::ports::*;
-use super::release::{Release, ReleaseId, ReleaseStatus};
+use super::release::{InstanceOutcome, Release, ReleaseId, ReleaseStatus};
 use super::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -44,6 +44,7 @@ impl ReleaseStore for MemoryStore {
         }
         releases.insert(release.id.clone(), release.clone());
         fleet.desired_release = Some(release.id.clone());
+        fleet.halted = None;
         fleet.lease = Some(Lease {
             release_id: release.id.clone(),
             expires_at: release.deadline,
@@ -91,48 +92,69 @@ impl ReleaseStore for MemoryStore {
         Ok(self.fleet.lock().unwrap().clone())
     }
 
-    async fn record_command(&self, release: &Release) -> Result<bool, StoreError> {
-        self.update_if(release, |r| r.status == ReleaseStatus::Pending)
+    async fn save(&self, release: &Release, expected_version: u64) -> Result<bool, StoreError> {
+        let holds = self
+            .fleet
+            .lock()
+            .unwrap()
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.release_id == release.id);
+        Ok(holds && self.replace_if(release, expected_version))
     }
 
-    async fn record_progress(&self, release: &Release) -> Result<bool, StoreError> {
-        self.update_if(release, |r| r.status == ReleaseStatus::InProgress)
-    }
-
-    async fn finish(&self, release: &Release) -> Result<bool, StoreError> {
-        let done = self.update_if(release, |r| !r.status.is_final())?;
+    async fn settle(&self, s: &Settlement<'_>) -> Result<bool, StoreError> {
         let mut fleet = self.fleet.lock().unwrap();
-        if done && fleet.lease.as_ref().is_some_and(|l| l.release_id == release.id) {
-            fleet.lease = None;
-        }
-        Ok(done)
-    }
-}
-
-impl MemoryStore {
-    fn update_if(&self, release: &Release, condition: impl Fn(&Release) -> bool) -> Result<bool, StoreError> {
-        let mut releases = self.releases.lock().unwrap();
-        let stored = releases
-            .get_mut(&release.id)
-            .ok_or_else(|| StoreError::Corrupt("missing".into()))?;
-        if !condition(stored) {
+        if !self.replace_if(s.release, s.expected_version) {
             return Ok(false);
         }
-        // Identity never changes; only progress is written.
-        stored.status = release.status;
-        stored.status_reason = release.status_reason.clone();
-        stored.command_id = release.command_id.clone();
-        stored.instances = release.instances.clone();
-        stored.updated_at = release.updated_at;
+        if s.last_good {
+            fleet.last_good_release = Some(s.release.id.clone());
+        }
+        if let Some(reason) = &s.halt {
+            fleet.halted = Some(Halt {
+                release_id: s.release.id.clone(),
+                reason: reason.clone(),
+            });
+        }
+        if fleet.lease.as_ref().is_some_and(|l| l.release_id == s.release.id) {
+            fleet.lease = s.next.map(|n| Lease {
+                release_id: n.id.clone(),
+                expires_at: n.deadline,
+            });
+        }
+        if let Some(next) = s.next {
+            fleet.desired_release = Some(next.id.clone());
+            self.releases.lock().unwrap().insert(next.id.clone(), next.clone());
+        }
         Ok(true)
     }
 }
 
-pub struct FixedInventory(pub bool);
+impl MemoryStore {
+    fn replace_if(&self, release: &Release, expected_version: u64) -> bool {
+        let mut releases = self.releases.lock().unwrap();
+        match releases.get_mut(&release.id) {
+            Some(stored) if stored.version == expected_version => {
+                *stored = release.clone();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+pub struct FixedInventory(pub Vec<String>);
+
+impl FixedInventory {
+    pub fn of(count: usize) -> Self {
+        Self((0..count).map(|i| format!("i-{i:02}")).collect())
+    }
+}
 
 impl FleetInventory for FixedInventory {
-    async fn has_running_instances(&self, _: &TargetTag) -> Result<bool, InventoryError> {
-        Ok(self.0)
+    async fn running_instances(&self, _: &TargetTag, limit: Option<usize>) -> Result<Vec<String>, InventoryError> {
+        Ok(self.0.iter().take(limit.unwrap_or(usize::MAX)).cloned().collect())
     }
 }
 
@@ -150,7 +172,11 @@ pub enum SendBehaviour {
 pub struct ScriptedRunner {
     pub sent: Mutex<Vec<(String, ApplyCommand)>>,
     pub next: Mutex<SendBehaviour>,
+    /// Reports by command id; commands to instance ids without one are
+    /// reported finished, each instance a Success unless listed in `failing`.
     pub reports: Mutex<HashMap<String, CommandReport>>,
+    /// (instance id, flakeref) pairs whose apply fails.
+    pub failing: Mutex<Vec<(String, String)>>,
 }
 
 impl Default for ScriptedRunner {
@@ -159,6 +185,7 @@ impl Default for ScriptedRunner {
             sent: Mutex::default(),
             next: Mutex::new(SendBehaviour::Accept),
             reports: Mutex::default(),
+            failing: Mutex::default(),
         }
     }
 }
@@ -199,15 +226,37 @@ impl CommandRunner for ScriptedRunner {
     }
 
     async fn report(&self, command_id: &str) -> Result<CommandReport, RunnerError> {
-        Ok(self
-            .reports
-            .lock()
-            .unwrap()
-            .get(command_id)
-            .cloned()
-            .unwrap_or(CommandReport {
+        if let Some(report) = self.reports.lock().unwrap().get(command_id) {
+            return Ok(report.clone());
+        }
+        let sent = self.sent.lock().unwrap();
+        let Some((_, command)) = sent.iter().find(|(id, _)| id == command_id) else {
+            return Err(RunnerError::Rejected(format!("InvalidCommandId: {command_id}")));
+        };
+        let CommandTarget::Instances(ids) = &command.target else {
+            return Ok(CommandReport {
                 finished: false,
                 invocations: vec![],
-            }))
+            });
+        };
+        let failing = self.failing.lock().unwrap();
+        let invocations = ids
+            .iter()
+            .map(|id| {
+                let fails = failing.iter().any(|(i, f)| i == id && f == command.flakeref.as_str());
+                let status = if fails { "Failed" } else { "Success" };
+                InstanceOutcome {
+                    instance_id: id.clone(),
+                    status: status.into(),
+                    detail: status.into(),
+                    exit_code: Some(i32::from(fails)),
+                    output_tail: String::new(),
+                }
+            })
+            .collect();
+        Ok(CommandReport {
+            finished: true,
+            invocations,
+        })
     }
 }

@@ -66,11 +66,22 @@ fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error>
     s.serialize_str(&t.to_rfc3339())
 }
 
-/// The fleet's record: what it should run and who holds it.
+/// Why the fleet stopped acting on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Halt {
+    pub release_id: ReleaseId,
+    pub reason: String,
+}
+
+/// The fleet's record: what it should run, what last ran well, who holds it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FleetState {
     pub desired_release: Option<ReleaseId>,
+    pub last_good_release: Option<ReleaseId>,
     pub lease: Option<Lease>,
+    /// Set when a rollback failed (or there was nothing to roll back to):
+    /// no automatic action until an operator deploys or rolls back.
+    pub halted: Option<Halt>,
 }
 
 impl FleetState {
@@ -102,6 +113,7 @@ mod tests {
                 release_id: id,
                 expires_at: Timestamp::from_millis(10),
             }),
+            ..FleetState::default()
         };
         assert!(state.live_lease(Timestamp::from_millis(9)).is_some());
         assert!(state.live_lease(Timestamp::from_millis(10)).is_none());

@@ -8,4 +8,5 @@ pub mod fleet;
 pub mod ports;
 pub mod progress;
 pub mod release;
+pub mod rollout;
 pub mod time;

@@ -75,17 +75,29 @@ pub trait ReleaseStore: Send + Sync {
 
     fn fleet_state(&self, fleet: &FleetName) -> impl Future<Output = Result<FleetState, StoreError>> + Send;
 
-    /// Stores the command id and status in_progress on a pending release.
-    /// Ok(false): the release was no longer pending, nothing written.
-    fn record_command(&self, release: &Release) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Stores a release's progress if nobody wrote it since `expected_version`
+    /// and it still holds the fleet's lease (`release.version` is the new one).
+    /// Ok(false): fenced off, nothing written.
+    fn save(&self, release: &Release, expected_version: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
-    /// Stores the latest instance outcomes of an in-progress release.
-    /// Ok(false): the release had moved on, nothing written.
-    fn record_progress(&self, release: &Release) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Stores a release's final status, all or nothing, together with what it
+    /// means for the fleet. Ok(false): fenced off, nothing written.
+    fn settle(&self, settlement: &Settlement<'_>) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
 
-    /// Stores a final status and frees the fleet's lease if this release holds
-    /// it, all or nothing. Ok(false): already final, nothing written.
-    fn finish(&self, release: &Release) -> impl Future<Output = Result<bool, StoreError>> + Send;
+/// A release's final write and its consequences for the fleet.
+#[derive(Clone, Debug)]
+pub struct Settlement<'a> {
+    /// With its final status and new version.
+    pub release: &'a Release,
+    pub expected_version: u64,
+    /// It succeeded: the fleet's last good release from now on.
+    pub last_good: bool,
+    /// Halt the fleet with this reason.
+    pub halt: Option<String>,
+    /// The release that takes the lease over (an automatic rollback), recorded
+    /// in the same write; otherwise the lease is freed.
+    pub next: Option<&'a Release>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -95,15 +107,29 @@ pub enum InventoryError {
 }
 
 pub trait FleetInventory: Send + Sync {
-    /// Whether at least one running instance carries the fleet's tag.
-    fn has_running_instances(&self, tag: &TargetTag) -> impl Future<Output = Result<bool, InventoryError>> + Send;
+    /// Running instances carrying the fleet's tag: all of them, or about
+    /// `limit` from one page when the caller needs only a few.
+    fn running_instances(
+        &self,
+        tag: &TargetTag,
+        limit: Option<usize>,
+    ) -> impl Future<Output = Result<Vec<String>, InventoryError>> + Send;
+}
+
+/// Where an apply command goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandTarget {
+    /// Every instance carrying the tag, resolved by SSM.
+    Tag(TargetTag),
+    /// These instances, at most 50.
+    Instances(Vec<String>),
 }
 
 /// The apply command for one release.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApplyCommand {
     pub flakeref: Flakeref,
-    pub target: TargetTag,
+    pub target: CommandTarget,
     /// Ties the command to its release; see [`Release::command_comment`].
     pub comment: String,
 }

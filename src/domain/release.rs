@@ -2,6 +2,7 @@
 
 use super::flakeref::Flakeref;
 use super::fleet::FleetName;
+use super::rollout::Rollout;
 use super::time::Timestamp;
 use serde::Serialize;
 use std::fmt;
@@ -118,7 +119,9 @@ impl ReleaseKind {
 }
 
 /// Where a release stands. `pending` means recorded but the apply command is
-/// not yet confirmed sent; every status after `in_progress` is final.
+/// not yet confirmed sent; every status after `in_progress` is final:
+/// `rolled_back` (failed, and an automatic rollback took over the fleet) and
+/// `halted` (failed with nothing safe to go back to: the fleet waits for an operator).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReleaseStatus {
@@ -127,15 +130,19 @@ pub enum ReleaseStatus {
     Succeeded,
     Failed,
     NoInstances,
+    RolledBack,
+    Halted,
 }
 
 impl ReleaseStatus {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Pending,
         Self::InProgress,
         Self::Succeeded,
         Self::Failed,
         Self::NoInstances,
+        Self::RolledBack,
+        Self::Halted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -145,6 +152,8 @@ impl ReleaseStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::NoInstances => "no_instances",
+            Self::RolledBack => "rolled_back",
+            Self::Halted => "halted",
         }
     }
 
@@ -209,6 +218,12 @@ pub struct Release {
     #[serde(serialize_with = "rfc3339")]
     pub deadline: Timestamp,
     pub instances: Vec<InstanceOutcome>,
+    /// The waves of a staged rollout; None when the command targets the fleet tag at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// Raised by every write: the fencing number that lets only one writer move
+    /// a release on from what it read.
+    pub version: u64,
 }
 
 fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
@@ -220,6 +235,25 @@ impl Release {
     /// so a command sent before a crash can be found again.
     pub fn command_comment(&self) -> String {
         format!("flakefleet {} release {}", self.fleet, self.id)
+    }
+
+    /// The comment of one batch of one wave of a staged rollout.
+    pub fn batch_comment(&self, wave: usize, batch: usize) -> String {
+        format!(
+            "flakefleet {} release {} wave {wave} batch {batch}",
+            self.fleet, self.id
+        )
+    }
+
+    /// Every instance this release's commands were sent to, as far as recorded.
+    pub fn reached_instances(&self) -> Vec<String> {
+        let mut ids: Vec<String> = match &self.rollout {
+            Some(rollout) => rollout.targeted().cloned().collect(),
+            None => self.instances.iter().map(|i| i.instance_id.clone()).collect(),
+        };
+        ids.sort();
+        ids.dedup();
+        ids
     }
 }
 
@@ -254,7 +288,7 @@ mod tests {
     fn comment_fits_ssm_limit() {
         let fleet = FleetName::parse(&"f".repeat(32)).unwrap();
         let id = ReleaseId::generate(Timestamp::from_millis(u64::MAX), u128::MAX);
-        let comment = format!("flakefleet {fleet} release {id}");
+        let comment = format!("flakefleet {fleet} release {id} wave 9999 batch 9999");
         assert!(comment.len() <= 100, "{}", comment.len());
     }
 

@@ -3,7 +3,9 @@
 use crate::support::{Stack, GOOD};
 use flakefleet::aws::{DynamoReleaseStore, SsmCommandRunner};
 use flakefleet::domain::flakeref::Flakeref;
-use flakefleet::domain::ports::{Admission, ApplyCommand, CommandRunner, IdempotencyClaim, ReleaseStore};
+use flakefleet::domain::ports::{
+    Admission, ApplyCommand, CommandRunner, CommandTarget, IdempotencyClaim, ReleaseStore,
+};
 use flakefleet::domain::release::{IdempotencyKey, Release, ReleaseId, ReleaseKind, ReleaseStatus};
 use flakefleet::domain::time::Timestamp;
 use serde_json::json;
@@ -24,6 +26,8 @@ fn pending_release(stack: &Stack, now: Timestamp) -> Release {
         updated_at: now,
         deadline: now.plus(Duration::from_secs(600)),
         instances: vec![],
+        rollout: None,
+        version: 0,
     }
 }
 
@@ -91,7 +95,7 @@ async fn crash_after_sending_before_recording_adopts_the_sent_command() {
     let sent = runner
         .send(&ApplyCommand {
             flakeref: release.flakeref.clone(),
-            target: stack.tag.clone(),
+            target: CommandTarget::Tag(stack.tag.clone()),
             comment: release.command_comment(),
         })
         .await

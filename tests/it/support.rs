@@ -9,6 +9,7 @@ use aws_sdk_ssm::types::Command;
 use flakefleet::aws::{DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, SsmSettings};
 use flakefleet::domain::controller::{FleetController, FleetSettings};
 use flakefleet::domain::fleet::{FleetName, TargetTag};
+use flakefleet::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
 use flakefleet::AwsFleetController;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -181,15 +182,28 @@ impl Stack {
             target: self.tag.clone(),
             deploy_timeout: Duration::from_secs(600),
             idempotency_ttl: Duration::from_secs(3600),
+            // The core loop's shape: one command to the tag, no automatic rollback.
+            rollout: RolloutPolicy {
+                mode: RolloutMode::AllAtOnce,
+                canary: 1,
+                wave: Rate::Percent(25),
+                failure_threshold: Rate::Count(0),
+                auto_rollback: false,
+            },
+            takeover_after: Duration::ZERO,
         }
     }
 
     pub fn controller(&self) -> AwsFleetController {
+        self.controller_with(self.settings())
+    }
+
+    pub fn controller_with(&self, settings: FleetSettings) -> AwsFleetController {
         FleetController::new(
             DynamoReleaseStore::new(self.ddb.clone(), &self.table),
             Ec2FleetInventory::new(self.ec2.clone()),
             SsmCommandRunner::new(self.ssm.clone(), ssm_settings()),
-            self.settings(),
+            settings,
         )
     }
 
