@@ -5,5 +5,6 @@ mod crash;
 mod deploy;
 mod document;
 mod requests;
+mod rollout;
 mod support;
 mod template;

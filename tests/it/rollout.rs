@@ -1,0 +1,251 @@
+//! Staged rollouts against the local AWS: waves by instance id, judged one by
+//! one, rolled back or halted when they go wrong.
+
+use crate::support::{sample_event, Stack, GOOD, NEXT};
+use flakefleet::domain::controller::FleetSettings;
+use flakefleet::domain::rollout::{Rate, RolloutMode};
+use flakefleet::AwsFleetController;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+fn staged(stack: &Stack, threshold: Rate) -> FleetSettings {
+    let mut settings = stack.settings();
+    settings.rollout.mode = RolloutMode::Staged;
+    settings.rollout.wave = Rate::Percent(30);
+    settings.rollout.failure_threshold = threshold;
+    settings.rollout.auto_rollback = true;
+    settings
+}
+
+/// Runs the scheduled reconcile until the fleet is at rest.
+async fn run_out(stack: &Stack, controller: &AwsFleetController) -> Value {
+    let event = sample_event("eventbridge-scheduled.json");
+    for _ in 0..100 {
+        let answer = flakefleet::entry::handle(controller, event.clone(), "it")
+            .await
+            .expect("reconcile");
+        if matches!(answer["reconcile"]["outcome"].as_str(), Some("idle" | "halted")) {
+            return stack.http(controller, "GET", "/fleet", None).await.1["fleet"].clone();
+        }
+    }
+    panic!("the fleet never came to rest");
+}
+
+async fn release(stack: &Stack, controller: &AwsFleetController, id: &Value) -> Value {
+    stack
+        .http(controller, "GET", &format!("/releases/{}", id.as_str().unwrap()), None)
+        .await
+        .1["release"]
+        .clone()
+}
+
+fn wave_sizes(release: &Value) -> Vec<usize> {
+    release["rollout"]["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["instance_ids"].as_array().unwrap().len())
+        .collect()
+}
+
+/// Instance ids each command of the fleet went to, by flakeref.
+async fn sent(stack: &Stack, flakeref: &str) -> Vec<String> {
+    let mut ids: Vec<String> = stack
+        .commands()
+        .await
+        .iter()
+        .filter(|c| c.parameters().is_some_and(|p| p["flakeref"] == [flakeref.to_owned()]))
+        .flat_map(|c| c.instance_ids().to_vec())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn a_clean_staged_rollout_over_ten_instances() {
+    let stack = Stack::new(10).await;
+    let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
+    let started = stack.deploy(&controller, GOOD).await;
+    assert_eq!(wave_sizes(&started), [1], "the request sends only the canary");
+    let commands = stack.commands().await;
+    assert_eq!(commands.len(), 1);
+    assert!(
+        commands[0].targets().is_empty() && commands[0].instance_ids().len() == 1,
+        "sent by instance id"
+    );
+
+    let fleet = run_out(&stack, &controller).await;
+    let done = release(&stack, &controller, &started["id"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(wave_sizes(&done), [1, 3, 3, 3]);
+    let reached = sent(&stack, GOOD).await;
+    assert_eq!(reached, stack.instances, "every instance once");
+    assert_eq!(done["instances"].as_array().unwrap().len(), 10);
+    assert_eq!(fleet["last_good_release_id"], started["id"]);
+    assert!(fleet["rollout"].is_null() && fleet["halted"].is_null());
+}
+
+#[tokio::test]
+async fn a_failed_canary_is_rolled_back_automatically() {
+    let stack = Stack::new(10).await;
+    let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
+    let good = stack.deploy(&controller, GOOD).await;
+    run_out(&stack, &controller).await;
+    for id in &stack.instances {
+        stack.script(json!({"instance_id": id, "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 1}));
+    }
+    let bad = stack.deploy(&controller, NEXT).await;
+    let fleet = run_out(&stack, &controller).await;
+
+    let bad = release(&stack, &controller, &bad["id"]).await;
+    assert_eq!(bad["status"], "rolled_back", "{bad}");
+    assert_eq!(wave_sizes(&bad), [1], "no wave after a failed canary");
+    let canary = bad["rollout"]["waves"][0]["instance_ids"][0].as_str().unwrap();
+    assert_eq!(sent(&stack, NEXT).await, [canary]);
+
+    let rollback = &fleet["desired_release"];
+    assert_eq!(rollback["kind"], "rollback");
+    assert_eq!(rollback["rollback_of"], good["id"]);
+    assert_eq!(rollback["flakeref"], GOOD);
+    assert_eq!(rollback["status"], "succeeded");
+    assert_eq!(
+        rollback["rollout"]["waves"][0]["instance_ids"],
+        json!([canary]),
+        "only where the bad release went"
+    );
+    assert!(fleet["halted"].is_null());
+}
+
+#[tokio::test]
+async fn thirty_percent_failing_over_a_ten_percent_threshold_stops_and_rolls_back() {
+    let stack = Stack::new(10).await;
+    let controller = stack.controller_with(staged(&stack, Rate::Percent(10)));
+    stack.deploy(&controller, GOOD).await;
+    run_out(&stack, &controller).await;
+    // The canary is chosen from the first page EC2 returns; the next wave is
+    // the three lowest ids after it.
+    let canary = {
+        let page = stack
+            .ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:Name")
+                    .values(&stack.tag.value)
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("instance-state-name")
+                    .values("running")
+                    .build(),
+            )
+            .max_results(5)
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = page
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids[0].clone()
+    };
+    let second_wave: Vec<&String> = stack.instances.iter().filter(|i| **i != canary).take(3).collect();
+    for id in &second_wave {
+        stack.script(json!({"instance_id": id, "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 2}));
+    }
+    let bad = stack.deploy(&controller, NEXT).await;
+    let fleet = run_out(&stack, &controller).await;
+    let bad = release(&stack, &controller, &bad["id"]).await;
+    assert_eq!(bad["status"], "rolled_back", "{bad}");
+    assert!(bad["status_reason"].as_str().unwrap().contains("threshold"), "{bad}");
+    assert_eq!(wave_sizes(&bad), [1, 3]);
+    let reached: BTreeSet<String> = sent(&stack, NEXT).await.into_iter().collect();
+    assert_eq!(reached.len(), 4);
+    let rollback = &fleet["desired_release"];
+    assert_eq!(rollback["status"], "succeeded");
+    let rolled: BTreeSet<String> =
+        serde_json::from_value(rollback["rollout"]["waves"][0]["instance_ids"].clone()).unwrap();
+    assert_eq!(rolled, reached, "the rollback goes exactly where the bad release went");
+}
+
+#[tokio::test]
+async fn a_failing_rollback_halts_the_fleet_without_looping() {
+    let stack = Stack::new(3).await;
+    let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
+    stack.deploy(&controller, GOOD).await;
+    run_out(&stack, &controller).await;
+    for id in &stack.instances {
+        stack.script(json!({"instance_id": id, "outcome": "failed"}));
+    }
+    stack.deploy(&controller, NEXT).await;
+    let fleet = run_out(&stack, &controller).await;
+    assert!(
+        fleet["halted"]["reason"].as_str().unwrap().contains("rollback"),
+        "{fleet}"
+    );
+    let halted = release(&stack, &controller, &fleet["halted"]["release_id"]).await;
+    assert_eq!(
+        (halted["kind"].as_str(), halted["status"].as_str()),
+        (Some("rollback"), Some("halted"))
+    );
+
+    let commands = stack.commands().await.len();
+    for _ in 0..3 {
+        let answer = flakefleet::entry::handle(&controller, sample_event("eventbridge-scheduled.json"), "it")
+            .await
+            .unwrap();
+        assert_eq!(answer["reconcile"]["outcome"], "halted");
+    }
+    assert_eq!(
+        stack.commands().await.len(),
+        commands,
+        "a halted fleet gets no automatic command"
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_during_a_rollout_gets_409_with_the_active_release() {
+    let stack = Stack::new(4).await;
+    let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
+    for id in &stack.instances {
+        stack.script(json!({"instance_id": id, "outcome": "success", "delay_seconds": 30}));
+    }
+    let active = stack.deploy(&controller, GOOD).await;
+    let (status, body) = stack
+        .http(
+            &controller,
+            "POST",
+            "/releases",
+            Some(&json!({"flakeref": NEXT}).to_string()),
+        )
+        .await;
+    assert_eq!((status, &body["active_release_id"]), (409, &active["id"]));
+    let (_, fleet) = stack.http(&controller, "GET", "/fleet", None).await;
+    assert_eq!(fleet["fleet"]["rollout"]["release_id"], active["id"]);
+    assert_eq!(fleet["fleet"]["rollout"]["wave"], 1);
+}
+
+#[tokio::test]
+async fn duplicated_and_reordered_status_events_reach_the_same_end() {
+    let stack = Stack::new(6).await;
+    let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
+    let started = stack.deploy(&controller, GOOD).await;
+    let ssm = sample_event("eventbridge-ssm-status.json");
+    let schedule = sample_event("eventbridge-scheduled.json");
+    let order = [&ssm, &ssm, &schedule, &ssm, &schedule, &schedule, &ssm];
+    for _ in 0..10 {
+        for event in order {
+            flakefleet::entry::handle(&controller, (*event).clone(), "it")
+                .await
+                .unwrap();
+        }
+    }
+    let done = release(&stack, &controller, &started["id"]).await;
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(wave_sizes(&done), [1, 2, 2, 1]);
+    assert_eq!(sent(&stack, GOOD).await, stack.instances, "no instance twice");
+}
