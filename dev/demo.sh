@@ -24,8 +24,13 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 call() { # method path [body]
   curl -sS -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$url$2"
 }
-reconcile() { # what EventBridge Scheduler does every minute in AWS
-  cargo lambda invoke flakefleet --data-file events/eventbridge-scheduled.json | $py dev/show.py
+reconcile() { # what EventBridge Scheduler (every minute) and SSM status events do in AWS
+  for _ in $(seq 1 30); do
+    answer=$(cargo lambda invoke flakefleet --data-file events/eventbridge-scheduled.json)
+    outcome=$(echo "$answer" | $py -c 'import json,sys; print(json.load(sys.stdin)["reconcile"]["outcome"])')
+    case "$outcome" in idle|halted) echo "reconcile: $outcome (the fleet is at rest)"; return ;; esac
+    echo "$answer" | $py dev/show.py
+  done
 }
 
 step "Starting the local AWS (moto + SSM simulator)"
@@ -52,28 +57,37 @@ call GET /healthz; echo
 
 good='AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web'
 bad='AcmeCorp/infra/=0.1.42+rev-2222222#nixosConfigurations.web'
+fixed='AcmeCorp/infra/=0.1.43+rev-3333333#nixosConfigurations.web'
 
-step "POST /releases: deploy $good"
+step "POST /releases: deploy $good (staged: a canary, then waves of 25%)"
 call POST /releases "{\"flakeref\": \"$good\", \"revision\": \"1111111\", \"idempotency_key\": \"demo-1\"}" | $py dev/show.py
-step "Reconcile: judge every instance from ListCommandInvocations"
+step "Reconcile until the rollout is done: each wave is judged from ListCommandInvocations"
 reconcile
 
-step "Scripting the SSM simulator: release 0.1.42 fails to activate on one instance"
-first=$(echo "$instances" | head -n 1)
-$py dev/fleet.py outcome "{\"instance_id\": \"$first\", \"flakeref_contains\": \"0.1.42\", \"outcome\": \"failed\", \"exit_code\": 1, \"stderr\": \"flakefleet: activation did not take\"}"
+step "Scripting the SSM simulator: release 0.1.42 fails to activate on every host"
+for id in $instances; do
+  $py dev/fleet.py outcome "{\"instance_id\": \"$id\", \"flakeref_contains\": \"0.1.42\", \"outcome\": \"failed\", \"exit_code\": 1, \"stderr\": \"flakefleet: activation did not take\"}" >/dev/null
+done
 
 step "POST /releases: deploy $bad"
 call POST /releases "{\"flakeref\": \"$bad\", \"revision\": \"2222222\"}" | $py dev/show.py
 step "A deploy while that one is in flight is refused"
 call POST /releases "{\"flakeref\": \"$good\"}" | $py dev/show.py
-step "Reconcile"
+step "Reconcile: the canary fails, so flakefleet rolls back on its own"
+reconcile
+
+step "POST /releases: deploy the fix, $fixed"
+call POST /releases "{\"flakeref\": \"$fixed\", \"revision\": \"3333333\"}" | $py dev/show.py
 reconcile
 
 step "POST /rollback with an empty body: back to the last release that succeeded before the current one"
 call POST /rollback | $py dev/show.py
 reconcile
 
-step "GET /releases: the history, newest first (no record was changed by the rollback)"
+step "GET /fleet"
+call GET /fleet | $py dev/show.py
+
+step "GET /releases: the history, newest first (no record is ever rewritten by a rollback)"
 call GET "/releases?limit=10" | $py dev/show.py
 
 step "Done. The Lambda's log is in $run/lambda.log"

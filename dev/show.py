@@ -11,7 +11,10 @@ def release_line(r):
     for i in r.get("instances", []):
         counts[i["detail"]] = counts.get(i["detail"], 0) + 1
     per_instance = ", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "-"
-    return f"{r['id']}  {r['kind']:<8} {r['status']:<12} {r['flakeref']}{rollback}\n{'':28}instances: {per_instance}" + (
+    waves = ""
+    if r.get("rollout"):
+        waves = f"  waves: {'+'.join(str(len(w['instance_ids'])) for w in r['rollout']['waves'])}"
+    return f"{r['id']}  {r['kind']:<8} {r['status']:<12} {r['flakeref']}{rollback}\n{'':28}instances: {per_instance}{waves}" + (
         f"\n{'':28}reason: {r['status_reason']}" if r.get("status_reason") else "")
 
 
@@ -32,6 +35,17 @@ def main():
         print(f"reconcile: {rec['outcome']}")
         if rec.get("release"):
             print(release_line(rec["release"]))
+    elif "fleet" in answer and isinstance(answer["fleet"], dict):
+        fleet = answer["fleet"]
+        print(f"fleet {fleet['fleet']} (tag {fleet['target_tag']['key']}={fleet['target_tag']['value']})")
+        print(f"last good release: {fleet.get('last_good_release_id') or '-'}")
+        print(f"halted: {fleet['halted']['reason'] if fleet.get('halted') else 'no'}")
+        rollout = fleet.get("rollout")
+        print("rollout in progress: " + (f"{rollout['release_id']} wave {rollout['wave']}, "
+              f"{rollout['succeeded']} succeeded, {rollout['failed']} failed, {rollout['pending']} pending" if rollout else "none"))
+        if fleet.get("desired_release"):
+            print("desired release:")
+            print(release_line(fleet["desired_release"]))
     elif "error" in answer:
         print(f"error {answer['error']}: {answer['message']}")
     else:
