@@ -1,20 +1,177 @@
-//! Logs: JSON lines (CloudWatch-friendly) with the invocation's span fields,
-//! or plain text for a terminal with `FLAKEFLEET_LOG_FORMAT=text`.
+//! Logs and metrics. Logs: JSON lines (CloudWatch-friendly) with the
+//! invocation's span fields, or plain text with `FLAKEFLEET_LOG_FORMAT=text`.
+//! Metrics: the domain emits tracing events with target [`METRICS_TARGET`];
+//! [`EmfLayer`] writes each as a CloudWatch embedded-metric-format line, which
+//! CloudWatch Logs turns into a metric without any API call.
 
-use tracing_subscriber::EnvFilter;
+use crate::domain::controller::METRICS_TARGET;
+use serde_json::json;
+use tracing::field::{Field, Visit};
+use tracing::Subscriber;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// The CloudWatch namespace of flakefleet's metrics.
+pub const NAMESPACE: &str = "flakefleet";
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let text = std::env::var("FLAKEFLEET_LOG_FORMAT").is_ok_and(|v| v == "text");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    if text {
-        builder.init();
+    let not_metrics = filter_fn(|meta| meta.target() != METRICS_TARGET);
+    let logs = if text {
+        tracing_subscriber::fmt::layer().with_target(false).boxed()
     } else {
-        builder
+        tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
             .flatten_event(true)
-            .init();
+            .with_target(false)
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(logs.with_filter(not_metrics).with_filter(filter))
+        .with(EmfLayer::new(|line| println!("{line}")))
+        .init();
+}
+
+/// Turns metric events into EMF lines handed to `write`.
+pub struct EmfLayer<W> {
+    write: W,
+}
+
+impl<W: Fn(String) + Send + Sync + 'static> EmfLayer<W> {
+    pub fn new(write: W) -> Self {
+        Self { write }
+    }
+}
+
+impl<S: Subscriber, W: Fn(String) + Send + Sync + 'static> Layer<S> for EmfLayer<W> {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if event.metadata().target() != METRICS_TARGET {
+            return;
+        }
+        let mut fields = MetricFields::default();
+        event.record(&mut fields);
+        if let (Some(metric), Some(value)) = (fields.metric, fields.value) {
+            let now = crate::domain::time::Timestamp::now().millis();
+            (self.write)(emf_line(
+                &metric,
+                fields.unit.as_deref().unwrap_or("Count"),
+                value,
+                fields.fleet.as_deref().unwrap_or(""),
+                now,
+            ));
+        }
+    }
+}
+
+#[derive(Default)]
+struct MetricFields {
+    metric: Option<String>,
+    unit: Option<String>,
+    fleet: Option<String>,
+    value: Option<f64>,
+}
+
+impl Visit for MetricFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            "metric" => self.metric = Some(value.to_owned()),
+            "unit" => self.unit = Some(value.to_owned()),
+            "fleet" => self.fleet = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == "value" {
+            self.value = Some(value);
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.record_f64(field, value as f64);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.record_f64(field, value as f64);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record_str(field, format!("{value:?}").trim_matches('"'));
+    }
+}
+
+/// One metric as a CloudWatch embedded-metric-format JSON line, with the fleet as its dimension.
+pub fn emf_line(metric: &str, unit: &str, value: f64, fleet: &str, timestamp_ms: u64) -> String {
+    let mut line = json!({
+        "_aws": {
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [["Fleet"]],
+                "Metrics": [{ "Name": metric, "Unit": unit }],
+            }],
+        },
+        "Fleet": fleet,
+    });
+    line[metric] = json!(value);
+    line.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::controller::tests::{deploy_and_fail_canary, staged, METRIC_NAMES};
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn emf_lines_follow_the_specification() {
+        let line: serde_json::Value =
+            serde_json::from_str(&emf_line("DeploysStarted", "Count", 1.0, "prod", 42)).unwrap();
+        assert_eq!(line["_aws"]["Timestamp"], 42);
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Fleet"]]));
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "DeploysStarted"
+        );
+        assert_eq!(
+            (line["Fleet"].as_str(), line["DeploysStarted"].as_f64()),
+            (Some("prod"), Some(1.0))
+        );
+    }
+
+    #[test]
+    fn a_rollout_emits_its_metrics() {
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(EmfLayer::new(move |line| sink.lock().unwrap().push(line)));
+        tracing::subscriber::with_default(subscriber, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(deploy_and_fail_canary(&staged(3)));
+        });
+        let names: Vec<String> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        for expected in METRIC_NAMES {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        }
     }
 }

@@ -104,8 +104,10 @@ impl ReleaseStore for DynamoReleaseStore {
             .table_name(&self.table)
             .key(PARTITION_KEY, s(pk.clone()))
             .key(SORT_KEY, s(STATE_SK))
+            // An operator's deploy or rollback lifts a halt.
             .update_expression(
-                "SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now",
+                "SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now \
+                 REMOVE halted_release_id, halted_reason",
             )
             .condition_expression("attribute_not_exists(lease_expires_ms) OR lease_expires_ms <= :now")
             .expression_attribute_values(":id", s(release.id.as_str()))
@@ -505,8 +507,10 @@ fn instances_to_attr(instances: &[InstanceOutcome]) -> AttributeValue {
                 if let Some(code) = i.exit_code {
                     m.insert("exit_code".into(), AttributeValue::N(code.to_string()));
                 }
-                if !i.output_tail.is_empty() {
-                    m.insert("output_tail".into(), s(tail(&i.output_tail, OUTPUT_TAIL_CHARS)));
+                for (key, text) in [("stdout_tail", &i.stdout_tail), ("stderr_tail", &i.stderr_tail)] {
+                    if !text.is_empty() {
+                        m.insert(key.into(), s(tail(text, OUTPUT_TAIL_CHARS)));
+                    }
                 }
                 AttributeValue::M(m)
             })
@@ -531,7 +535,8 @@ fn instances_from_attr(attr: Option<&AttributeValue>) -> Result<Vec<InstanceOutc
                     .get("exit_code")
                     .and_then(|v| v.as_n().ok())
                     .and_then(|v| v.parse().ok()),
-                output_tail: opt_string(m, "output_tail").unwrap_or_default(),
+                stdout_tail: opt_string(m, "stdout_tail").unwrap_or_default(),
+                stderr_tail: opt_string(m, "stderr_tail").unwrap_or_default(),
             })
         })
         .collect()
@@ -597,7 +602,8 @@ mod tests {
                 status: "Failed".into(),
                 detail: "Failed".into(),
                 exit_code: Some(1),
-                output_tail: "boom".into(),
+                stdout_tail: "applying".into(),
+                stderr_tail: "boom".into(),
             }],
             rollout: Some(crate::domain::rollout::Rollout {
                 waves: vec![crate::domain::rollout::Wave::new(vec!["i-1".into()], 5)],

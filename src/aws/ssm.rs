@@ -11,6 +11,8 @@ use tracing::instrument;
 
 /// Output kept per instance: ListCommandInvocations gives at most 2,500 characters.
 const OUTPUT_TAIL_CHARS: usize = 1000;
+/// How many failed instances per report get their streams read one by one.
+const STREAMS_FOR_FAILURES: usize = 10;
 
 /// How the document is invoked; from configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,10 +147,11 @@ impl CommandRunner for SsmCommandRunner {
                     status: inv.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
                     detail: inv.status_details().unwrap_or_default().to_owned(),
                     exit_code: plugin.map(|p| p.response_code()),
-                    output_tail: plugin
+                    stdout_tail: plugin
                         .and_then(|p| p.output())
                         .map(|o| tail(o, OUTPUT_TAIL_CHARS))
                         .unwrap_or_default(),
+                    stderr_tail: String::new(),
                 };
                 // SSM reports -1 until the step has ended.
                 if !outcome.is_finished() {
@@ -156,6 +159,24 @@ impl CommandRunner for SsmCommandRunner {
                 }
                 invocations.push(outcome);
             }
+        }
+        // The listing mixes both streams and cuts them at 2,500 characters: for a
+        // few failed instances, read stdout and stderr apart.
+        let failed = invocations
+            .iter_mut()
+            .filter(|o| o.is_finished() && !o.converged())
+            .take(STREAMS_FOR_FAILURES);
+        for outcome in failed {
+            let streams = self
+                .client
+                .get_command_invocation()
+                .command_id(command_id)
+                .instance_id(&outcome.instance_id)
+                .send()
+                .await
+                .map_err(|e| unavailable("GetCommandInvocation", &e))?;
+            outcome.stdout_tail = tail(streams.standard_output_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
+            outcome.stderr_tail = tail(streams.standard_error_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
         }
         Ok(CommandReport { finished, invocations })
     }

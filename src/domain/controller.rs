@@ -15,6 +15,9 @@ use serde::Serialize;
 use std::time::Duration;
 use tracing::{info, warn};
 
+/// The tracing target of metric events (see `crate::telemetry`).
+pub const METRICS_TARGET: &str = "flakefleet::metrics";
+
 /// How far before a release's creation to look for a command it may have sent.
 const COMMAND_LOOKBACK: Duration = Duration::from_secs(60);
 
@@ -103,6 +106,20 @@ pub struct FleetStatus {
     pub lease: Option<Lease>,
     pub rollout: Option<RolloutProgress>,
     pub halted: Option<Halt>,
+    /// Each running instance with the release it last applied successfully,
+    /// as far back as the last [`INSTANCE_HISTORY`] releases go.
+    pub instances: Vec<InstanceRelease>,
+}
+
+/// How many recent releases `GET /fleet` reads to tell what each instance runs.
+pub const INSTANCE_HISTORY: u32 = 50;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstanceRelease {
+    pub instance_id: String,
+    /// None: no recent release reached this instance successfully.
+    pub release_id: Option<ReleaseId>,
+    pub flakeref: Option<Flakeref>,
 }
 
 pub struct FleetController<S, I, R> {
@@ -246,6 +263,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             (Some(l), _) => self.store.release(fleet, &l.release_id).await?,
             _ => None,
         };
+        let running = self.inventory.running_instances(&self.settings.target, None).await?;
+        let recent = self.store.releases(fleet, INSTANCE_HISTORY, None).await?.releases;
         Ok(FleetStatus {
             fleet: fleet.clone(),
             target_tag: self.settings.target.clone(),
@@ -254,6 +273,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             rollout: active.as_ref().map(progress_of),
             lease,
             halted,
+            instances: last_applied(&running, &recent),
         })
     }
 
@@ -302,6 +322,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         match self.store.admit(&release, claim.as_ref(), now).await? {
             Admission::Admitted => {
                 info!(kind = release.kind.as_str(), flakeref = %release.flakeref, "release recorded");
+                self.metric("DeploysStarted", "Count", 1.0);
                 self.dispatch(release, false, now).await
             }
             Admission::Busy { holder } => Err(ControlError::Busy { holder }),
@@ -686,6 +707,11 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         Ok(settled)
     }
 
+    /// One CloudWatch metric, dimensioned by fleet (written by `telemetry::EmfLayer`).
+    fn metric(&self, metric: &'static str, unit: &'static str, value: f64) {
+        info!(target: METRICS_TARGET, metric, unit, value, fleet = self.settings.name.as_str());
+    }
+
     async fn save(&self, mut release: Release, now: Timestamp) -> Result<Release, ControlError> {
         let expected = release.version;
         release.version += 1;
@@ -733,6 +759,18 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                 reason = release.status_reason.as_deref().unwrap_or(""),
                 "release finished"
             );
+            let outcome = match release.status {
+                ReleaseStatus::Succeeded => Some("DeploysSucceeded"),
+                ReleaseStatus::Failed => Some("DeploysFailed"),
+                ReleaseStatus::RolledBack => Some("DeploysRolledBack"),
+                ReleaseStatus::Halted => Some("FleetHalted"),
+                _ => None,
+            };
+            if let Some(name) = outcome {
+                self.metric(name, "Count", 1.0);
+                let duration = now.millis().saturating_sub(release.created_at.millis());
+                self.metric("RolloutDuration", "Milliseconds", duration as f64);
+            }
             if let Some(halt) = halt {
                 warn!(reason = %halt, "fleet halted: no automatic action until an operator deploys or rolls back");
             }
@@ -774,6 +812,30 @@ fn describe_failures(instances: &[InstanceOutcome]) -> String {
     )
 }
 
+/// For each running instance, the newest of `recent` (newest first) that it
+/// applied successfully.
+fn last_applied(running: &[String], recent: &[Release]) -> Vec<InstanceRelease> {
+    let mut seen: std::collections::HashMap<&str, &Release> = std::collections::HashMap::new();
+    for release in recent {
+        for outcome in release.instances.iter().filter(|o| o.converged()) {
+            seen.entry(outcome.instance_id.as_str()).or_insert(release);
+        }
+    }
+    let mut instances: Vec<InstanceRelease> = running
+        .iter()
+        .map(|id| {
+            let release = seen.get(id.as_str());
+            InstanceRelease {
+                instance_id: id.clone(),
+                release_id: release.map(|r| r.id.clone()),
+                flakeref: release.map(|r| r.flakeref.clone()),
+            }
+        })
+        .collect();
+    instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    instances
+}
+
 fn progress_of(release: &Release) -> RolloutProgress {
     let targeted = match &release.rollout {
         Some(r) => r.targeted().count(),
@@ -804,14 +866,14 @@ fn record_release_id(id: &ReleaseId) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::fakes::{FixedInventory, MemoryStore, ScriptedRunner, SendBehaviour};
     use crate::domain::ports::CommandReport;
     use crate::domain::release::InstanceOutcome;
     use crate::domain::rollout::Rate;
 
-    type Controller = FleetController<MemoryStore, FixedInventory, ScriptedRunner>;
+    pub(crate) type Controller = FleetController<MemoryStore, FixedInventory, ScriptedRunner>;
 
     const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
     const GOOD: &str = "AcmeCorp/infra/=0.1.41#nixosConfigurations.web";
@@ -876,7 +938,8 @@ mod tests {
             status: status.into(),
             detail: status.into(),
             exit_code: Some(0),
-            output_tail: String::new(),
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
         };
         c.runner.reports.lock().unwrap().insert(
             command_id.unwrap(),
@@ -1027,7 +1090,29 @@ mod tests {
         assert_eq!(c.store.releases.lock().unwrap()[&first.id], first);
     }
 
-    fn staged(instances: usize) -> Controller {
+    pub(crate) const METRIC_NAMES: [&str; 5] = [
+        "DeploysStarted",
+        "DeploysSucceeded",
+        "DeploysRolledBack",
+        "FleetHalted",
+        "RolloutDuration",
+    ];
+
+    /// A good release, then one whose canary and rollback both fail (so every
+    /// metric fires). Answers the time the fleet came to rest, halted.
+    pub(crate) async fn deploy_and_fail_canary(c: &Controller) -> Timestamp {
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(c, T0).await;
+        c.runner
+            .failing
+            .lock()
+            .unwrap()
+            .extend([("i-00".into(), NEXT.into()), ("i-00".into(), GOOD.into())]);
+        c.deploy(deploy(NEXT, None), at).await.unwrap();
+        run_out(c, at).await
+    }
+
+    pub(crate) fn staged(instances: usize) -> Controller {
         with_policy(instances, policy(RolloutMode::Staged, true))
     }
 
@@ -1120,20 +1205,24 @@ mod tests {
         let fleet = c.store.fleet.lock().unwrap().clone();
         assert_eq!(fleet.desired_release.as_ref(), Some(&rollback.id));
         assert!(fleet.lease.is_none() && fleet.halted.is_none());
+
+        // What each instance runs now: the canary the rollback, the rest the good release.
+        let status = c.status(at.plus(Duration::from_secs(100))).await.unwrap();
+        assert_eq!(status.instances.len(), 10);
+        assert_eq!(status.instances[0].release_id.as_ref(), Some(&rollback.id));
+        assert!(status.instances[1..]
+            .iter()
+            .all(|i| i.release_id.as_ref() == Some(&good.id)));
+        assert!(status
+            .instances
+            .iter()
+            .all(|i| i.flakeref.as_ref() == Some(&good.flakeref)));
     }
 
     #[tokio::test]
     async fn a_failing_rollback_halts_the_fleet_and_never_loops() {
         let c = staged(4);
-        c.deploy(deploy(GOOD, None), T0).await.unwrap();
-        let at = run_out(&c, T0).await;
-        c.runner
-            .failing
-            .lock()
-            .unwrap()
-            .extend([("i-00".into(), NEXT.into()), ("i-00".into(), GOOD.into())]);
-        c.deploy(deploy(NEXT, None), at).await.unwrap();
-        let at = run_out(&c, at).await;
+        let at = deploy_and_fail_canary(&c).await;
         let fleet = c.store.fleet.lock().unwrap().clone();
         let halt = fleet.halted.expect("halted");
         assert!(halt.reason.contains("rollback"), "{}", halt.reason);
@@ -1152,6 +1241,34 @@ mod tests {
             .await
             .unwrap();
         assert!(c.store.fleet.lock().unwrap().halted.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_rollout_past_its_deadline_is_rolled_back() {
+        let c = staged(4);
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(&c, T0).await;
+        let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
+        // The canary never answers.
+        let canary_command = bad.rollout.as_ref().unwrap().waves[0].command_ids[0].clone();
+        c.runner.reports.lock().unwrap().insert(
+            canary_command,
+            CommandReport {
+                finished: false,
+                invocations: vec![],
+            },
+        );
+        assert_eq!(
+            c.reconcile(at.plus(Duration::from_secs(599))).await.unwrap().outcome,
+            "waiting"
+        );
+        assert_eq!(
+            c.reconcile(at.plus(Duration::from_secs(600))).await.unwrap().outcome,
+            "rolled_back"
+        );
+        let bad = stored(&c, &bad.id);
+        assert_eq!(bad.status, ReleaseStatus::RolledBack);
+        assert!(bad.status_reason.unwrap().contains("deadline"));
     }
 
     #[tokio::test]

@@ -250,7 +250,8 @@ impl CommandRunner for ScriptedRunner {
                     status: status.into(),
                     detail: status.into(),
                     exit_code: Some(i32::from(fails)),
-                    output_tail: String::new(),
+                    stdout_tail: String::new(),
+                    stderr_tail: String::new(),
                 }
             })
             .collect();

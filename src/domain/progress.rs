@@ -85,7 +85,8 @@ mod tests {
             status: status.into(),
             detail: detail.into(),
             exit_code: None,
-            output_tail: String::new(),
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
         }
     }
 

@@ -176,9 +176,12 @@ pub struct InstanceOutcome {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// The last part of the step's output, as ListCommandInvocations gives it.
+    /// The end of the step's standard output.
     #[serde(skip_serializing_if = "String::is_empty")]
-    pub output_tail: String,
+    pub stdout_tail: String,
+    /// The end of the step's standard error (fetched for instances that failed).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stderr_tail: String,
 }
 
 impl InstanceOutcome {

@@ -166,9 +166,10 @@ async fn empty_rollback_picks_the_last_success_before_the_current_release() {
     let good = stack.deploy(&controller, GOOD).await;
     stack.settle(&controller).await;
     // The next release fails on one instance.
-    stack.script(
-        json!({"instance_id": stack.instances[1], "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 3}),
-    );
+    stack.script(json!({
+        "instance_id": stack.instances[1], "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 3,
+        "stdout": "activating the configuration...", "stderr": "warning: the following units failed: nginx.service",
+    }));
     let bad = stack.deploy(&controller, NEXT).await;
     let settled = stack.settle(&controller).await;
     assert_eq!(settled["release"]["status"], "failed");
@@ -184,6 +185,16 @@ async fn empty_rollback_picks_the_last_success_before_the_current_release() {
         (failed["status"].as_str(), failed["exit_code"].as_i64()),
         (Some("Failed"), Some(3))
     );
+    // stdout and stderr apart for the failure, the step's output for the rest.
+    assert_eq!(
+        failed["stderr_tail"],
+        "warning: the following units failed: nginx.service"
+    );
+    assert_eq!(failed["stdout_tail"], "activating the configuration...");
+    assert!(settled["release"]["instances"][0]["stdout_tail"]
+        .as_str()
+        .unwrap()
+        .contains("applied"));
 
     // The sample event: an empty rollback from the direct invoke.
     let answer = flakefleet::entry::handle(&controller, sample_event("invoke-rollback.json"), "it")

@@ -114,6 +114,18 @@ async fn a_failed_canary_is_rolled_back_automatically() {
         "only where the bad release went"
     );
     assert!(fleet["halted"].is_null());
+    // What each instance last applied: the canary the rollback, the others the good release.
+    let instances = fleet["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 10);
+    for instance in instances {
+        let expected = if instance["instance_id"] == canary {
+            &rollback["id"]
+        } else {
+            &good["id"]
+        };
+        assert_eq!(&instance["release_id"], expected, "{instance}");
+        assert_eq!(instance["flakeref"], GOOD);
+    }
 }
 
 #[tokio::test]
@@ -205,6 +217,13 @@ async fn a_failing_rollback_halts_the_fleet_without_looping() {
         commands,
         "a halted fleet gets no automatic command"
     );
+
+    // An operator's deploy lifts the halt.
+    stack
+        .deploy(&controller, "AcmeCorp/infra/=0.1.43#nixosConfigurations.web")
+        .await;
+    let (_, fleet) = stack.http(&controller, "GET", "/fleet", None).await;
+    assert!(fleet["fleet"]["halted"].is_null(), "{fleet}");
 }
 
 #[tokio::test]
