@@ -4,6 +4,7 @@
 use crate::aws::SsmSettings;
 use crate::domain::controller::FleetSettings;
 use crate::domain::fleet::{FleetName, TargetTag};
+use crate::domain::repair::{FleetSpec, ImageSelector};
 use crate::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
 use std::time::Duration;
 
@@ -30,27 +31,20 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let required = |var: &'static str| lookup(var).ok_or(ConfigError::Missing(var));
         let or = |var: &'static str, default: &str| lookup(var).unwrap_or_else(|| default.to_owned());
-        let secs =
-            |var: &'static str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<u64, ConfigError> {
-                let raw = or(var, &default.to_string());
-                raw.parse::<u64>()
-                    .ok()
-                    .filter(|v| range.contains(v))
-                    .ok_or_else(|| ConfigError::Invalid {
-                        var,
-                        message: format!(
-                            "{raw:?} is not a whole number of seconds from {} to {}",
-                            range.start(),
-                            range.end()
-                        ),
-                    })
-            };
+        let secs = |var: &'static str,
+                    default: u64,
+                    range: std::ops::RangeInclusive<u64>|
+         -> Result<u64, ConfigError> {
+            let raw = or(var, &default.to_string());
+            raw.parse::<u64>().ok().filter(|v| range.contains(v)).ok_or_else(|| ConfigError::Invalid {
+                var,
+                message: format!("{raw:?} is not a whole number of seconds from {} to {}", range.start(), range.end()),
+            })
+        };
 
         let fleet_name = or("FLAKEFLEET_FLEET", "default");
-        let name = FleetName::parse(&fleet_name).map_err(|e| ConfigError::Invalid {
-            var: "FLAKEFLEET_FLEET",
-            message: e.to_string(),
-        })?;
+        let name = FleetName::parse(&fleet_name)
+            .map_err(|e| ConfigError::Invalid { var: "FLAKEFLEET_FLEET", message: e.to_string() })?;
         let target = TargetTag {
             key: or("FLAKEFLEET_TARGET_TAG_KEY", "Name"),
             value: or("FLAKEFLEET_TARGET_TAG_VALUE", "FlakeHubDemo"),
@@ -113,6 +107,37 @@ impl Config {
             auto_rollback,
         };
 
+        let list = |var: &'static str, prefix: &str| -> Result<Vec<String>, ConfigError> {
+            let items: Vec<String> =
+                or(var, "").split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect();
+            match items.iter().find(|v| !v.starts_with(prefix)) {
+                Some(bad) => {
+                    Err(ConfigError::Invalid { var, message: format!("{bad:?} is not an id starting {prefix}") })
+                }
+                None => Ok(items),
+            }
+        };
+        let architecture = or("FLAKEFLEET_AMI_ARCHITECTURE", "x86_64");
+        if !["x86_64", "arm64"].contains(&architecture.as_str()) {
+            return Err(ConfigError::Invalid {
+                var: "FLAKEFLEET_AMI_ARCHITECTURE",
+                message: format!("{architecture:?} is not x86_64 or arm64"),
+            });
+        }
+        let spec = FleetSpec {
+            desired_capacity: secs("FLAKEFLEET_DESIRED_CAPACITY", 0, 0..=10_000)? as usize,
+            instance_type: or("FLAKEFLEET_INSTANCE_TYPE", "t3a.nano"),
+            subnets: list("FLAKEFLEET_SUBNET_IDS", "subnet-")?,
+            security_groups: list("FLAKEFLEET_SECURITY_GROUP_IDS", "sg-")?,
+            instance_profile: or("FLAKEFLEET_INSTANCE_PROFILE", "FlakeHubClientMachine"),
+            image: ImageSelector {
+                owner: or("FLAKEFLEET_AMI_OWNER", "535002876703"),
+                name_pattern: or("FLAKEFLEET_AMI_NAME_PATTERN", "determinate/nixos/epoch-1/24.05.*"),
+                architecture,
+            },
+            root_volume_gib: secs("FLAKEFLEET_ROOT_VOLUME_GIB", 16, 4..=16_384)? as i32,
+        };
+
         Ok(Self {
             table: required("FLAKEFLEET_TABLE")?,
             fleet: FleetSettings {
@@ -125,6 +150,7 @@ impl Config {
                     60..=2_592_000,
                 )?),
                 rollout,
+                spec,
                 takeover_after: Duration::from_secs(secs("FLAKEFLEET_TAKEOVER_SECONDS", 120, 30..=3600)?),
             },
             ssm: SsmSettings {
@@ -171,13 +197,7 @@ mod tests {
     #[test]
     fn defaults_match_the_demo() {
         let c = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d")]).unwrap();
-        assert_eq!(
-            c.fleet.target,
-            TargetTag {
-                key: "Name".into(),
-                value: "FlakeHubDemo".into()
-            }
-        );
+        assert_eq!(c.fleet.target, TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() });
         assert_eq!(c.fleet.name.as_str(), "default");
         assert_eq!(c.ssm.action, "switch");
         assert_eq!((c.ssm.max_concurrency.as_str(), c.ssm.max_errors.as_str()), ("50", "0"));
@@ -185,37 +205,41 @@ mod tests {
         assert_eq!((c.fleet.rollout.canary, c.fleet.rollout.wave), (1, Rate::Percent(25)));
         assert_eq!(c.fleet.rollout.failure_threshold, Rate::Count(0));
         assert!(c.fleet.rollout.auto_rollback);
+        assert_eq!(c.fleet.spec.desired_capacity, 0, "capacity is not managed unless asked");
+        assert_eq!(c.fleet.spec.image.owner, "535002876703");
+        assert_eq!(c.fleet.spec.image.name_pattern, "determinate/nixos/epoch-1/24.05.*");
+        assert_eq!(
+            (c.fleet.spec.image.architecture.as_str(), c.fleet.spec.instance_type.as_str()),
+            ("x86_64", "t3a.nano")
+        );
     }
 
     #[test]
     fn errors_name_the_variable() {
         let err = config(&[("FLAKEFLEET_DOCUMENT", "d")]).unwrap_err();
         assert!(err.to_string().contains("FLAKEFLEET_TABLE"), "{err}");
-        let err = config(&[
-            ("FLAKEFLEET_TABLE", "t"),
-            ("FLAKEFLEET_DOCUMENT", "d"),
-            ("FLAKEFLEET_MAX_CONCURRENCY", "0"),
-        ])
-        .unwrap_err();
+        let err =
+            config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_CONCURRENCY", "0")])
+                .unwrap_err();
         assert!(err.to_string().contains("FLAKEFLEET_MAX_CONCURRENCY"), "{err}");
-        let err = config(&[
-            ("FLAKEFLEET_TABLE", "t"),
-            ("FLAKEFLEET_DOCUMENT", "d"),
-            ("FLAKEFLEET_FLEET", "Prod"),
-        ])
-        .unwrap_err();
+        let err = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_FLEET", "Prod")])
+            .unwrap_err();
         assert!(err.to_string().contains("FLAKEFLEET_FLEET"), "{err}");
-        assert!(config(&[
-            ("FLAKEFLEET_TABLE", "t"),
-            ("FLAKEFLEET_DOCUMENT", "d"),
-            ("FLAKEFLEET_MAX_ERRORS", "10%")
-        ])
-        .is_ok());
-        assert!(config(&[
-            ("FLAKEFLEET_TABLE", "t"),
-            ("FLAKEFLEET_DOCUMENT", "d"),
-            ("FLAKEFLEET_MAX_ERRORS", "101%")
-        ])
-        .is_err());
+        assert!(config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_ERRORS", "10%")])
+            .is_ok());
+        assert!(config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_ERRORS", "101%")])
+            .is_err());
+        for (var, bad) in [
+            ("FLAKEFLEET_ROLLOUT", "yolo"),
+            ("FLAKEFLEET_WAVE_SIZE", "0"),
+            ("FLAKEFLEET_CANARY_SIZE", "51"),
+            ("FLAKEFLEET_AUTO_ROLLBACK", "yes"),
+            ("FLAKEFLEET_SUBNET_IDS", "subnet-1,vpc-2"),
+            ("FLAKEFLEET_AMI_ARCHITECTURE", "sparc"),
+            ("FLAKEFLEET_DESIRED_CAPACITY", "-1"),
+        ] {
+            let err = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), (var, bad)]).unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
     }
 }

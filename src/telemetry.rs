@@ -135,14 +135,8 @@ mod tests {
         assert_eq!(line["_aws"]["Timestamp"], 42);
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Fleet"]]));
-        assert_eq!(
-            line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
-            "DeploysStarted"
-        );
-        assert_eq!(
-            (line["Fleet"].as_str(), line["DeploysStarted"].as_f64()),
-            (Some("prod"), Some(1.0))
-        );
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "DeploysStarted");
+        assert_eq!((line["Fleet"].as_str(), line["DeploysStarted"].as_f64()), (Some("prod"), Some(1.0)));
     }
 
     #[test]
@@ -164,10 +158,7 @@ mod tests {
             .iter()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
+                v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().unwrap().to_owned()
             })
             .collect();
         for expected in METRIC_NAMES {

@@ -40,10 +40,7 @@ pub struct DynamoReleaseStore {
 
 impl DynamoReleaseStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
@@ -66,10 +63,7 @@ impl DynamoReleaseStore {
         claim: &IdempotencyClaim,
         now: Timestamp,
     ) -> Result<Option<Admission>, StoreError> {
-        let Some(item) = self
-            .get(fleet_pk(fleet), format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str()))
-            .await?
-        else {
+        let Some(item) = self.get(fleet_pk(fleet), format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())).await? else {
             return Ok(None);
         };
         // TTL deletes lazily: an expired record no longer counts.
@@ -78,10 +72,7 @@ impl DynamoReleaseStore {
         }
         let release_id =
             ReleaseId::parse(&string(&item, "release_id")?).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(Some(Admission::Replay {
-            release_id,
-            same_request: string(&item, "request")? == claim.request,
-        }))
+        Ok(Some(Admission::Replay { release_id, same_request: string(&item, "request")? == claim.request }))
     }
 }
 
@@ -91,6 +82,7 @@ impl ReleaseStore for DynamoReleaseStore {
         &self,
         release: &Release,
         claim: Option<&IdempotencyClaim>,
+        desired: bool,
         now: Timestamp,
     ) -> Result<Admission, StoreError> {
         let pk = fleet_pk(&release.fleet);
@@ -104,11 +96,14 @@ impl ReleaseStore for DynamoReleaseStore {
             .table_name(&self.table)
             .key(PARTITION_KEY, s(pk.clone()))
             .key(SORT_KEY, s(STATE_SK))
-            // An operator's deploy or rollback lifts a halt.
-            .update_expression(
+            // An operator's deploy or rollback becomes the desired release and
+            // lifts a halt; a repair only takes the lease.
+            .update_expression(if desired {
                 "SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now \
-                 REMOVE halted_release_id, halted_reason",
-            )
+                 REMOVE halted_release_id, halted_reason"
+            } else {
+                "SET lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now"
+            })
             .condition_expression("attribute_not_exists(lease_expires_ms) OR lease_expires_ms <= :now")
             .expression_attribute_values(":id", s(release.id.as_str()))
             .expression_attribute_values(":expires", n(release.deadline.millis()))
@@ -122,10 +117,7 @@ impl ReleaseStore for DynamoReleaseStore {
         if let Some(claim) = claim {
             let mut record = Item::new();
             record.insert(PARTITION_KEY.into(), s(pk.clone()));
-            record.insert(
-                SORT_KEY.into(),
-                s(format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())),
-            );
+            record.insert(SORT_KEY.into(), s(format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())));
             record.insert("release_id".into(), s(release.id.as_str()));
             record.insert("request".into(), s(claim.request.clone()));
             record.insert(TTL_ATTRIBUTE.into(), n(claim.expires_at.secs()));
@@ -140,17 +132,10 @@ impl ReleaseStore for DynamoReleaseStore {
         }
 
         for _ in 0..ADMIT_ATTEMPTS {
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(items.clone()))
-                .send()
-                .await;
+            let result = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
             match result {
                 Ok(_) => return Ok(Admission::Admitted),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|se| se.is_transaction_canceled_exception()) => {}
+                Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => {}
                 Err(e) => return Err(unavailable("TransactWriteItems", &e)),
             }
             // Cancelled: find out by reading which condition stood in the way.
@@ -161,9 +146,7 @@ impl ReleaseStore for DynamoReleaseStore {
                 }
             }
             if let Some(lease) = self.fleet_state(&release.fleet).await?.live_lease(now) {
-                return Ok(Admission::Busy {
-                    holder: lease.release_id.clone(),
-                });
+                return Ok(Admission::Busy { holder: lease.release_id.clone() });
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -173,10 +156,7 @@ impl ReleaseStore for DynamoReleaseStore {
 
     #[instrument(skip(self))]
     async fn release(&self, fleet: &FleetName, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
-        self.get(fleet_pk(fleet), release_sk(id))
-            .await?
-            .map(|item| release_from_item(&item))
-            .transpose()
+        self.get(fleet_pk(fleet), release_sk(id)).await?.map(|item| release_from_item(&item)).transpose()
     }
 
     #[instrument(skip(self))]
@@ -201,11 +181,7 @@ impl ReleaseStore for DynamoReleaseStore {
                 .exclusive_start_key(SORT_KEY, s(release_sk(after)));
         }
         let out = query.send().await.map_err(|e| unavailable("Query", &e))?;
-        let releases = out
-            .items()
-            .iter()
-            .map(release_from_item)
-            .collect::<Result<Vec<_>, _>>()?;
+        let releases = out.items().iter().map(release_from_item).collect::<Result<Vec<_>, _>>()?;
         let next = match out.last_evaluated_key() {
             Some(key) => Some(release_id_from_sk(&string(key, SORT_KEY)?)?),
             None => None,
@@ -250,9 +226,7 @@ impl ReleaseStore for DynamoReleaseStore {
         let Some(item) = self.get(fleet_pk(fleet), STATE_SK.into()).await? else {
             return Ok(FleetState::default());
         };
-        let desired_release = opt_string(&item, "desired_release_id")
-            .map(|id| parse_id(&id))
-            .transpose()?;
+        let desired_release = opt_string(&item, "desired_release_id").map(|id| parse_id(&id)).transpose()?;
         let lease = match opt_string(&item, "lease_release_id") {
             Some(id) => Some(Lease {
                 release_id: parse_id(&id)?,
@@ -260,9 +234,7 @@ impl ReleaseStore for DynamoReleaseStore {
             }),
             None => None,
         };
-        let last_good_release = opt_string(&item, "last_good_release_id")
-            .map(|id| parse_id(&id))
-            .transpose()?;
+        let last_good_release = opt_string(&item, "last_good_release_id").map(|id| parse_id(&id)).transpose()?;
         let halted = match opt_string(&item, "halted_release_id") {
             Some(id) => Some(Halt {
                 release_id: parse_id(&id)?,
@@ -270,12 +242,7 @@ impl ReleaseStore for DynamoReleaseStore {
             }),
             None => None,
         };
-        Ok(FleetState {
-            desired_release,
-            last_good_release,
-            lease,
-            halted,
-        })
+        Ok(FleetState { desired_release, last_good_release, lease, halted })
     }
 
     #[instrument(skip_all, fields(release_id = %release.id, version = release.version))]
@@ -283,26 +250,13 @@ impl ReleaseStore for DynamoReleaseStore {
         let result = self
             .client
             .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .condition_check(self.holds_lease(release)?)
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .put(self.put_release(release, expected_version)?)
-                    .build(),
-            )
+            .transact_items(TransactWriteItem::builder().condition_check(self.holds_lease(release)?).build())
+            .transact_items(TransactWriteItem::builder().put(self.put_release(release, expected_version)?).build())
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => Ok(false),
             Err(e) => Err(unavailable("TransactWriteItems", &e)),
         }
     }
@@ -347,9 +301,7 @@ impl ReleaseStore for DynamoReleaseStore {
             .client
             .transact_write_items()
             .transact_items(
-                TransactWriteItem::builder()
-                    .put(self.put_release(release, settlement.expected_version)?)
-                    .build(),
+                TransactWriteItem::builder().put(self.put_release(release, settlement.expected_version)?).build(),
             )
             .transact_items(TransactWriteItem::builder().update(fleet_update).build());
         if let Some(next) = settlement.next {
@@ -363,10 +315,7 @@ impl ReleaseStore for DynamoReleaseStore {
         }
         match transaction.send().await {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
-            {
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => {
                 // Fenced off, or the lease was lost: the release may still be
                 // settled on its own, but never change a fleet it no longer holds.
                 if settlement.next.is_some() || settlement.halt.is_some() {
@@ -383,10 +332,7 @@ impl ReleaseStore for DynamoReleaseStore {
                     .await;
                 match alone {
                     Ok(_) => Ok(true),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-                    {
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
                         Ok(false)
                     }
                     Err(e) => Err(unavailable("PutItem", &e)),
@@ -454,6 +400,9 @@ pub(crate) fn release_to_item(r: &Release) -> Item {
     if let Some(rollout) = &r.rollout {
         item.insert("rollout".into(), s(serde_json::to_string(rollout).unwrap_or_default()));
     }
+    if !r.launches.is_empty() {
+        item.insert("launches".into(), s(serde_json::to_string(&r.launches).unwrap_or_default()));
+    }
     if let Some(v) = &r.revision {
         item.insert("revision".into(), s(v.as_str()));
     }
@@ -487,6 +436,10 @@ pub(crate) fn release_from_item(item: &Item) -> Result<Release, StoreError> {
         updated_at: Timestamp::from_millis(num(item, "updated_ms")?),
         deadline: Timestamp::from_millis(num(item, "deadline_ms")?),
         instances: instances_from_attr(item.get("instances"))?,
+        launches: opt_string(item, "launches")
+            .map(|json| serde_json::from_str(&json).map_err(|_| corrupt("launches")))
+            .transpose()?
+            .unwrap_or_default(),
         rollout: opt_string(item, "rollout")
             .map(|json| serde_json::from_str(&json).map_err(|_| corrupt("rollout")))
             .transpose()?,
@@ -524,17 +477,12 @@ fn instances_from_attr(attr: Option<&AttributeValue>) -> Result<Vec<InstanceOutc
     };
     list.iter()
         .map(|v| {
-            let m = v
-                .as_m()
-                .map_err(|_| StoreError::Corrupt("instance outcome is not a map".into()))?;
+            let m = v.as_m().map_err(|_| StoreError::Corrupt("instance outcome is not a map".into()))?;
             Ok(InstanceOutcome {
                 instance_id: string(m, "instance_id")?,
                 status: string(m, "status")?,
                 detail: string(m, "detail")?,
-                exit_code: m
-                    .get("exit_code")
-                    .and_then(|v| v.as_n().ok())
-                    .and_then(|v| v.parse().ok()),
+                exit_code: m.get("exit_code").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()),
                 stdout_tail: opt_string(m, "stdout_tail").unwrap_or_default(),
                 stderr_tail: opt_string(m, "stderr_tail").unwrap_or_default(),
             })
@@ -610,6 +558,7 @@ mod tests {
                 fleet_size: Some(3),
                 fixed: false,
             }),
+            launches: vec![crate::domain::repair::Launch { slot: 2, instance_id: Some("i-9".into()), error: None }],
             version: 4,
         };
         assert_eq!(release_from_item(&release_to_item(&release)).unwrap(), release);

@@ -1,10 +1,27 @@
 //! The fleet's instances as EC2 reports them.
 
 use crate::domain::fleet::TargetTag;
-use crate::domain::ports::{FleetInventory, InventoryError};
-use aws_sdk_ec2::types::Filter;
+use crate::domain::ports::{FleetInventory, InventoryError, LaunchRequest};
+use crate::domain::release::ReleaseId;
+use crate::domain::repair::{FleetInstance, ImageSelector, InstanceState};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
+    InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, ResourceType, Tag, TagSpecification,
+    VolumeType,
+};
 use aws_sdk_ec2::Client;
+use base64::Engine;
 use tracing::instrument;
+
+/// Which of the fleet's desired instances an instance is.
+pub const SLOT_TAG: &str = "flakefleet:slot";
+/// The release an instance last applied successfully.
+pub const RELEASE_TAG: &str = "flakefleet:release";
+/// The fleet an instance was launched for.
+pub const FLEET_TAG: &str = "flakefleet:fleet";
+/// The root device of the Determinate NixOS images.
+const ROOT_DEVICE: &str = "/dev/xvda";
 
 #[derive(Clone, Debug)]
 pub struct Ec2FleetInventory {
@@ -23,12 +40,7 @@ impl FleetInventory for Ec2FleetInventory {
         let request = self
             .client
             .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name(format!("tag:{}", tag.key))
-                    .values(&tag.value)
-                    .build(),
-            )
+            .filters(Filter::builder().name(format!("tag:{}", tag.key)).values(&tag.value).build())
             .filters(Filter::builder().name("instance-state-name").values("running").build());
         let failed = |e: &dyn std::error::Error| {
             let text = super::describe("DescribeInstances", &e);
@@ -45,11 +57,7 @@ impl FleetInventory for Ec2FleetInventory {
         match limit {
             // One page answers "a few" whatever the fleet's size (MaxResults is 5 to 1,000).
             Some(limit) => {
-                let out = request
-                    .max_results(limit.clamp(5, 1000) as i32)
-                    .send()
-                    .await
-                    .map_err(|e| failed(&e))?;
+                let out = request.max_results(limit.clamp(5, 1000) as i32).send().await.map_err(|e| failed(&e))?;
                 Ok(ids_of(&out))
             }
             None => {
@@ -62,4 +70,141 @@ impl FleetInventory for Ec2FleetInventory {
             }
         }
     }
+
+    #[instrument(skip(self))]
+    async fn fleet_instances(&self, tag: &TargetTag) -> Result<Vec<FleetInstance>, InventoryError> {
+        let mut pages = self
+            .client
+            .describe_instances()
+            .filters(Filter::builder().name(format!("tag:{}", tag.key)).values(&tag.value).build())
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut instances = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable("DescribeInstances", &e))?;
+            for instance in page.reservations().iter().flat_map(|r| r.instances()) {
+                let tag_value =
+                    |key: &str| instance.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value());
+                let state = match instance.state().and_then(|s| s.name()).map(|n| n.as_str()) {
+                    Some("pending") => InstanceState::Pending,
+                    Some("running") => InstanceState::Running,
+                    _ => InstanceState::Gone,
+                };
+                instances.push(FleetInstance {
+                    id: instance.instance_id().unwrap_or_default().to_owned(),
+                    state,
+                    slot: tag_value(SLOT_TAG).and_then(|v| v.parse().ok()),
+                    release: tag_value(RELEASE_TAG).and_then(|v| ReleaseId::parse(v).ok()),
+                });
+            }
+        }
+        Ok(instances)
+    }
+
+    #[instrument(skip(self))]
+    async fn newest_image(&self, image: &ImageSelector) -> Result<Option<String>, InventoryError> {
+        let out = self
+            .client
+            .describe_images()
+            .owners(&image.owner)
+            .filters(Filter::builder().name("name").values(&image.name_pattern).build())
+            .filters(Filter::builder().name("architecture").values(&image.architecture).build())
+            .filters(Filter::builder().name("state").values("available").build())
+            .send()
+            .await
+            .map_err(|e| unavailable("DescribeImages", &e))?;
+        let newest = out
+            .images()
+            .iter()
+            .max_by(|a, b| (a.creation_date(), a.name()).cmp(&(b.creation_date(), b.name())))
+            .and_then(|i| i.image_id().map(str::to_owned));
+        Ok(newest)
+    }
+
+    #[instrument(skip_all, fields(slot = request.slot, client_token = %request.client_token))]
+    async fn launch(&self, request: &LaunchRequest) -> Result<String, InventoryError> {
+        let mut tags = vec![
+            Tag::builder().key(&request.tag.key).value(&request.tag.value).build(),
+            Tag::builder().key(FLEET_TAG).value(request.fleet.as_str()).build(),
+            Tag::builder().key(RELEASE_TAG).value(request.release.as_str()).build(),
+            Tag::builder().key(SLOT_TAG).value(request.slot.to_string()).build(),
+        ];
+        if request.tag.key != "Name" {
+            tags.push(Tag::builder().key("Name").value(format!("{}-{}", request.fleet, request.slot)).build());
+        }
+        let tagged = |kind| TagSpecification::builder().resource_type(kind).set_tags(Some(tags.clone())).build();
+        let spec = &request.spec;
+        let result = self
+            .client
+            .run_instances()
+            .image_id(&request.image_id)
+            .instance_type(InstanceType::from(spec.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .client_token(&request.client_token)
+            .set_subnet_id(request.subnet.clone())
+            .set_security_group_ids((!spec.security_groups.is_empty()).then(|| spec.security_groups.clone()))
+            .iam_instance_profile(IamInstanceProfileSpecification::builder().name(&spec.instance_profile).build())
+            .metadata_options(
+                InstanceMetadataOptionsRequest::builder()
+                    .http_tokens(HttpTokensState::Required)
+                    .http_endpoint(InstanceMetadataEndpointState::Enabled)
+                    .build(),
+            )
+            .block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(ROOT_DEVICE)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .volume_size(spec.root_volume_gib)
+                            .volume_type(VolumeType::Gp3)
+                            .encrypted(true)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            )
+            // The SDK sends user data as given: EC2 wants it base64-encoded.
+            .user_data(base64::engine::general_purpose::STANDARD.encode(&request.user_data))
+            .tag_specifications(tagged(ResourceType::Instance))
+            .tag_specifications(tagged(ResourceType::Volume))
+            .send()
+            .await;
+        match result {
+            Ok(out) => out
+                .instances()
+                .first()
+                .and_then(|i| i.instance_id())
+                .map(str::to_owned)
+                .ok_or_else(|| InventoryError::Unavailable("RunInstances answered without an instance".into())),
+            Err(e) => {
+                let text = super::describe("RunInstances", &e);
+                tracing::error!(error = %text, "EC2 refused or failed a launch");
+                let refused = matches!(&e, SdkError::ServiceError(_))
+                    && !matches!(e.code(), Some("InternalError" | "Unavailable" | "RequestLimitExceeded"));
+                Err(if refused { InventoryError::Refused(text) } else { InventoryError::Unavailable(text) })
+            }
+        }
+    }
+
+    #[instrument(skip(self, instance_ids), fields(count = instance_ids.len()))]
+    async fn tag_release(&self, instance_ids: &[String], release: &ReleaseId) -> Result<(), InventoryError> {
+        for chunk in instance_ids.chunks(1000) {
+            self.client
+                .create_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .tags(Tag::builder().key(RELEASE_TAG).value(release.as_str()).build())
+                .send()
+                .await
+                .map_err(|e| unavailable("CreateTags", &e))?;
+        }
+        Ok(())
+    }
+}
+
+fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> InventoryError {
+    let text = super::describe(operation, e);
+    tracing::error!(error = %text, "EC2 call failed");
+    InventoryError::Unavailable(text)
 }

@@ -46,10 +46,9 @@ impl CommandRunner for SsmCommandRunner {
             .send_command()
             .document_name(&self.settings.document)
             .set_targets(match &command.target {
-                CommandTarget::Tag(tag) => Some(vec![Target::builder()
-                    .key(format!("tag:{}", tag.key))
-                    .values(&tag.value)
-                    .build()]),
+                CommandTarget::Tag(tag) => {
+                    Some(vec![Target::builder().key(format!("tag:{}", tag.key)).values(&tag.value).build()])
+                }
                 CommandTarget::Instances(_) => None,
             })
             .set_instance_ids(match &command.target {
@@ -76,15 +75,8 @@ impl CommandRunner for SsmCommandRunner {
                 // A refusal by the service means no command exists; anything
                 // else (timeouts, 5xx after retries) may have started one.
                 let refused = matches!(&e, SdkError::ServiceError(_))
-                    && !matches!(
-                        e.code(),
-                        Some("InternalServerError" | "ThrottlingException" | "ServiceUnavailable")
-                    );
-                Err(if refused {
-                    RunnerError::Rejected(text)
-                } else {
-                    RunnerError::Unavailable(text)
-                })
+                    && !matches!(e.code(), Some("InternalServerError" | "ThrottlingException" | "ServiceUnavailable"));
+                Err(if refused { RunnerError::Rejected(text) } else { RunnerError::Unavailable(text) })
             }
         }
     }
@@ -92,11 +84,7 @@ impl CommandRunner for SsmCommandRunner {
     #[instrument(skip(self))]
     async fn find(&self, comment: &str, since: Timestamp) -> Result<Option<String>, RunnerError> {
         let filter = |key, value: String| {
-            CommandFilter::builder()
-                .key(key)
-                .value(value)
-                .build()
-                .map_err(|e| RunnerError::Rejected(e.to_string()))
+            CommandFilter::builder().key(key).value(value).build().map_err(|e| RunnerError::Rejected(e.to_string()))
         };
         let mut pages = self
             .client
@@ -131,13 +119,8 @@ impl CommandRunner for SsmCommandRunner {
         });
 
         let mut invocations = Vec::new();
-        let mut pages = self
-            .client
-            .list_command_invocations()
-            .command_id(command_id)
-            .details(true)
-            .into_paginator()
-            .send();
+        let mut pages =
+            self.client.list_command_invocations().command_id(command_id).details(true).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| unavailable("ListCommandInvocations", &e))?;
             for inv in page.command_invocations() {
@@ -162,10 +145,7 @@ impl CommandRunner for SsmCommandRunner {
         }
         // The listing mixes both streams and cuts them at 2,500 characters: for a
         // few failed instances, read stdout and stderr apart.
-        let failed = invocations
-            .iter_mut()
-            .filter(|o| o.is_finished() && !o.converged())
-            .take(STREAMS_FOR_FAILURES);
+        let failed = invocations.iter_mut().filter(|o| o.is_finished() && !o.converged()).take(STREAMS_FOR_FAILURES);
         for outcome in failed {
             let streams = self
                 .client

@@ -5,10 +5,11 @@ use super::flakeref::Flakeref;
 use super::fleet::{FleetName, FleetState, Halt, Lease, TargetTag};
 use super::ports::{
     Admission, ApplyCommand, CommandReport, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim,
-    InventoryError, ReleasePage, ReleaseStore, RunnerError, Settlement, StoreError,
+    InventoryError, LaunchRequest, ReleasePage, ReleaseStore, RunnerError, Settlement, StoreError,
 };
 use super::progress::judge;
 use super::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
+use super::repair::{client_token, plan_repair, subnet_for, tagged_releases, user_data, FleetSpec, Launch};
 use super::rollout::{judge_wave, next_wave, Rollout, RolloutMode, RolloutPolicy, Wave, WaveVerdict};
 use super::time::Timestamp;
 use serde::Serialize;
@@ -30,6 +31,8 @@ pub struct FleetSettings {
     /// How long an idempotency key is remembered.
     pub idempotency_ttl: Duration,
     pub rollout: RolloutPolicy,
+    /// What the reconcile keeps the fleet at.
+    pub spec: FleetSpec,
     /// How long an invocation that recorded a release (or claimed a wave) is
     /// given to send its commands before another one takes over: longer than
     /// the function's timeout, so a live sender is never doubled.
@@ -76,10 +79,24 @@ pub enum ControlError {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReconcileReport {
     pub fleet: FleetName,
-    /// `idle`, `halted`, `dispatched`, `waiting`, `wave_started`, `rolled_back` or `finished`.
+    /// `idle`, `halted`, `dispatched`, `waiting`, `wave_started`, `rolled_back`,
+    /// `finished` or `repaired`.
     pub outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release: Option<Release>,
+    /// Instances a repair launched.
+    pub launched: Vec<String>,
+    /// Instances a repair sent the fleet's release to again.
+    pub reapplied: Vec<String>,
+    /// Why the reconcile did not repair the fleet, when it had a reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+impl ReconcileReport {
+    fn of(fleet: FleetName, outcome: &'static str, release: Option<Release>) -> Self {
+        Self { fleet, outcome, release, launched: Vec::new(), reapplied: Vec::new(), skipped: None }
+    }
 }
 
 /// How the rollout holding the fleet stands.
@@ -131,12 +148,7 @@ pub struct FleetController<S, I, R> {
 
 impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I, R> {
     pub fn new(store: S, inventory: I, runner: R, settings: FleetSettings) -> Self {
-        Self {
-            store,
-            inventory,
-            runner,
-            settings,
-        }
+        Self { store, inventory, runner, settings }
     }
 
     pub fn settings(&self) -> &FleetSettings {
@@ -149,11 +161,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
 
     /// Records a release of `request.flakeref` and sends its first command.
     pub async fn deploy(&self, request: DeployRequest, now: Timestamp) -> Result<Release, ControlError> {
-        let fingerprint = format!(
-            "deploy {} {}",
-            request.flakeref,
-            request.revision.as_ref().map_or("-", Revision::as_str)
-        );
+        let fingerprint =
+            format!("deploy {} {}", request.flakeref, request.revision.as_ref().map_or("-", Revision::as_str));
         let release = self.new_release(request.flakeref, request.revision, ReleaseKind::Deploy, None, now);
         self.start(release, request.idempotency_key, fingerprint, now).await
     }
@@ -162,29 +171,21 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     /// The earlier release's record is left as it is.
     pub async fn rollback(&self, request: RollbackRequest, now: Timestamp) -> Result<Release, ControlError> {
         let fleet = &self.settings.name;
-        let fingerprint = format!(
-            "rollback {}",
-            request.target.as_ref().map_or("last-succeeded", ReleaseId::as_str)
-        );
+        let fingerprint = format!("rollback {}", request.target.as_ref().map_or("last-succeeded", ReleaseId::as_str));
         let target = match &request.target {
-            Some(id) => self
-                .store
-                .release(fleet, id)
-                .await?
-                .ok_or_else(|| ControlError::ReleaseNotFound(id.clone()))?,
+            Some(id) => {
+                self.store.release(fleet, id).await?.ok_or_else(|| ControlError::ReleaseNotFound(id.clone()))?
+            }
             None => {
                 let state = self.store.fleet_state(fleet).await?;
                 let current = state
                     .desired_release
                     .ok_or_else(|| ControlError::NoRollbackTarget("the fleet has no release yet".into()))?;
-                self.store
-                    .last_succeeded_before(fleet, &current)
-                    .await?
-                    .ok_or_else(|| {
-                        ControlError::NoRollbackTarget(format!(
-                            "no release succeeded before the current one ({current}); name one with release_id"
-                        ))
-                    })?
+                self.store.last_succeeded_before(fleet, &current).await?.ok_or_else(|| {
+                    ControlError::NoRollbackTarget(format!(
+                        "no release succeeded before the current one ({current}); name one with release_id"
+                    ))
+                })?
             }
         };
         let release = self.new_release(
@@ -204,18 +205,18 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     pub async fn reconcile(&self, now: Timestamp) -> Result<ReconcileReport, ControlError> {
         let fleet = self.settings.name.clone();
         let state = self.store.fleet_state(&fleet).await?;
-        let Some(lease) = state.lease else {
-            let outcome = if state.halted.is_some() { "halted" } else { "idle" };
-            return Ok(ReconcileReport {
-                fleet,
-                outcome,
-                release: None,
-            });
+        let Some(lease) = state.lease.clone() else {
+            if let Some(halt) = &state.halted {
+                let mut report = ReconcileReport::of(fleet, "halted", None);
+                report.skipped = Some(format!("the fleet is halted: {}", halt.reason));
+                return Ok(report);
+            }
+            return self.repair(&state, now).await;
         };
         record_release_id(&lease.release_id);
         let Some(release) = self.store.release(&fleet, &lease.release_id).await? else {
             return Err(
-                StoreError::Corrupt(format!("lease names release {} which is not stored", lease.release_id)).into(),
+                StoreError::Corrupt(format!("lease names release {} which is not stored", lease.release_id)).into()
             );
         };
         let (outcome, release) = match release.status {
@@ -226,19 +227,115 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             ReleaseStatus::InProgress => self.advance(release, now).await?,
             _ => ("idle", release),
         };
-        Ok(ReconcileReport {
-            fleet,
-            outcome,
-            release: Some(release),
-        })
+        Ok(ReconcileReport::of(fleet, outcome, Some(release)))
+    }
+
+    /// Puts the fleet's good release where it is missing (launch into free
+    /// slots) or has drifted (apply it again), under the fleet's lease so two
+    /// reconciles never repair at once.
+    async fn repair(&self, state: &FleetState, now: Timestamp) -> Result<ReconcileReport, ControlError> {
+        let fleet = self.settings.name.clone();
+        let skipped = |why: String| {
+            let mut report = ReconcileReport::of(fleet.clone(), "idle", None);
+            report.skipped = Some(why);
+            report
+        };
+        let Some(good_id) = &state.last_good_release else {
+            return Ok(skipped("no release has succeeded on this fleet yet: nothing to repair towards".into()));
+        };
+        let good = self.release(good_id).await?;
+        let instances = self.inventory.fleet_instances(&self.settings.target).await?;
+        let mut runs_good = std::collections::HashMap::new();
+        for id in tagged_releases(&instances) {
+            let flakeref = self.store.release(&fleet, &id).await?.map(|r| r.flakeref);
+            runs_good.insert(id, flakeref.as_ref() == Some(&good.flakeref));
+        }
+        let plan = plan_repair(&self.settings.spec, &instances, |id| runs_good.get(id).copied().unwrap_or(false));
+        if plan.is_empty() {
+            return Ok(ReconcileReport::of(fleet, "idle", None));
+        }
+
+        let mut repair = self.new_release(good.flakeref.clone(), good.revision.clone(), ReleaseKind::Repair, None, now);
+        repair.status = ReleaseStatus::InProgress;
+        repair.rollout = Some(Rollout {
+            fleet_size: Some(plan.reapply.len()),
+            waves: if plan.reapply.is_empty() { vec![] } else { vec![Wave::new(plan.reapply.clone(), now.millis())] },
+            fixed: true,
+        });
+        repair.launches =
+            plan.launch.iter().map(|slot| Launch { slot: *slot, instance_id: None, error: None }).collect();
+        match self.store.admit(&repair, None, false, now).await? {
+            Admission::Admitted => {}
+            Admission::Busy { holder } => return Ok(skipped(format!("release {holder} holds the fleet"))),
+            Admission::Replay { .. } => unreachable!("a repair has no idempotency key"),
+        }
+        info!(launch = plan.launch.len(), reapply = plan.reapply.len(), "repairing the fleet");
+
+        let mut launched = Vec::new();
+        if !plan.launch.is_empty() {
+            let image = match self.inventory.newest_image(&self.settings.spec.image).await {
+                Ok(Some(image)) => Ok(image),
+                Ok(None) => Err(format!("no image matches {:?}", self.settings.spec.image)),
+                Err(e) => Err(e.to_string()),
+            };
+            for launch in &mut repair.launches {
+                let result = match &image {
+                    Ok(image_id) => {
+                        let request = LaunchRequest {
+                            image_id: image_id.clone(),
+                            spec: self.settings.spec.clone(),
+                            slot: launch.slot,
+                            subnet: subnet_for(&self.settings.spec, launch.slot).map(str::to_owned),
+                            client_token: client_token(fleet.as_str(), &repair.id, launch.slot),
+                            release: good.id.clone(),
+                            user_data: user_data(&good.flakeref),
+                            tag: self.settings.target.clone(),
+                            fleet: fleet.clone(),
+                        };
+                        self.inventory.launch(&request).await.map_err(|e| e.to_string())
+                    }
+                    Err(why) => Err(why.clone()),
+                };
+                match result {
+                    Ok(id) => {
+                        info!(instance_id = %id, slot = launch.slot, "launched");
+                        launched.push(id.clone());
+                        launch.instance_id = Some(id);
+                    }
+                    Err(why) => {
+                        warn!(slot = launch.slot, error = %why, "launch failed; the next reconcile tries again");
+                        launch.error = Some(why);
+                    }
+                }
+            }
+        }
+        let launch_errors: Vec<String> = repair.launches.iter().filter_map(|l| l.error.clone()).collect();
+
+        let repair = if plan.reapply.is_empty() {
+            if launch_errors.is_empty() {
+                repair.status = ReleaseStatus::Succeeded;
+            } else {
+                repair.status = ReleaseStatus::Failed;
+                repair.status_reason = Some(format!("launch failed: {}", launch_errors.join("; ")));
+            }
+            self.settle(repair, None, None, now).await?
+        } else {
+            let saved = self.save(repair, now).await?;
+            self.send_wave(saved, false, now).await?
+        };
+        let mut report = ReconcileReport::of(fleet, "repaired", Some(repair));
+        report.launched = launched;
+        report.reapplied = plan.reapply;
+        if !launch_errors.is_empty() {
+            report.skipped =
+                Some(format!("some launches failed and are retried next time: {}", launch_errors.join("; ")));
+        }
+        Ok(report)
     }
 
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
         record_release_id(id);
-        self.store
-            .release(&self.settings.name, id)
-            .await?
-            .ok_or_else(|| ControlError::ReleaseNotFound(id.clone()))
+        self.store.release(&self.settings.name, id).await?.ok_or_else(|| ControlError::ReleaseNotFound(id.clone()))
     }
 
     pub async fn releases(&self, limit: u32, after: Option<&ReleaseId>) -> Result<ReleasePage, ControlError> {
@@ -247,12 +344,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
 
     pub async fn status(&self, now: Timestamp) -> Result<FleetStatus, ControlError> {
         let fleet = &self.settings.name;
-        let FleetState {
-            desired_release,
-            last_good_release,
-            lease,
-            halted,
-        } = self.store.fleet_state(fleet).await?;
+        let FleetState { desired_release, last_good_release, lease, halted } = self.store.fleet_state(fleet).await?;
         let lease = lease.filter(|l| l.is_live(now));
         let desired_release = match desired_release {
             Some(id) => self.store.release(fleet, &id).await?,
@@ -303,6 +395,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             deadline: now.plus(self.settings.deploy_timeout),
             instances: Vec::new(),
             rollout: staged.then(Rollout::default),
+            launches: Vec::new(),
             version: 0,
         }
     }
@@ -319,22 +412,17 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             request: fingerprint,
             expires_at: now.plus(self.settings.idempotency_ttl),
         });
-        match self.store.admit(&release, claim.as_ref(), now).await? {
+        match self.store.admit(&release, claim.as_ref(), true, now).await? {
             Admission::Admitted => {
                 info!(kind = release.kind.as_str(), flakeref = %release.flakeref, "release recorded");
                 self.metric("DeploysStarted", "Count", 1.0);
                 self.dispatch(release, false, now).await
             }
             Admission::Busy { holder } => Err(ControlError::Busy { holder }),
-            Admission::Replay {
-                same_request: false, ..
-            } => Err(ControlError::IdempotencyConflict {
+            Admission::Replay { same_request: false, .. } => Err(ControlError::IdempotencyConflict {
                 key: claim.map(|c| c.key.as_str().to_owned()).unwrap_or_default(),
             }),
-            Admission::Replay {
-                release_id,
-                same_request: true,
-            } => {
+            Admission::Replay { release_id, same_request: true } => {
                 record_release_id(&release_id);
                 info!("idempotent replay; answering with the recorded release");
                 let existing = self.release(&release_id).await?;
@@ -355,46 +443,24 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     /// attempt may have sent it already, so look first.
     async fn dispatch(&self, mut release: Release, resume: bool, now: Timestamp) -> Result<Release, ControlError> {
         let (target, comment, canary) = match &release.rollout {
-            None => (
-                CommandTarget::Tag(self.settings.target.clone()),
-                release.command_comment(),
-                None,
-            ),
+            None => (CommandTarget::Tag(self.settings.target.clone()), release.command_comment(), None),
             Some(_) => {
                 let wanted = self.settings.rollout.canary;
-                let mut running = self
-                    .inventory
-                    .running_instances(&self.settings.target, Some(wanted))
-                    .await?;
+                let mut running = self.inventory.running_instances(&self.settings.target, Some(wanted)).await?;
                 running.sort();
                 running.truncate(wanted);
-                (
-                    CommandTarget::Instances(running.clone()),
-                    release.batch_comment(0, 0),
-                    Some(running),
-                )
+                (CommandTarget::Instances(running.clone()), release.batch_comment(0, 0), Some(running))
             }
         };
-        let found = if resume {
-            self.runner
-                .find(&comment, release.created_at.minus(COMMAND_LOOKBACK))
-                .await?
-        } else {
-            None
-        };
+        let found =
+            if resume { self.runner.find(&comment, release.created_at.minus(COMMAND_LOOKBACK)).await? } else { None };
         let command_id = match found {
             Some(id) => {
                 info!(command_id = %id, "found the command an earlier attempt sent");
                 id
             }
             None if now >= release.deadline => {
-                return self
-                    .fail(
-                        release,
-                        "the deadline passed before the apply command was sent".into(),
-                        now,
-                    )
-                    .await;
+                return self.fail(release, "the deadline passed before the apply command was sent".into(), now).await;
             }
             None => {
                 let empty = match &target {
@@ -409,28 +475,18 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                     ));
                     return self.settle(release, None, None, now).await;
                 }
-                let command = ApplyCommand {
-                    flakeref: release.flakeref.clone(),
-                    target,
-                    comment,
-                };
+                let command = ApplyCommand { flakeref: release.flakeref.clone(), target, comment };
                 match self.runner.send(&command).await {
                     Ok(id) => id,
                     Err(RunnerError::Rejected(reason)) => {
                         release.status = ReleaseStatus::Failed;
                         release.status_reason = Some(format!("SSM refused the apply command: {reason}"));
                         let release = self.settle(release, None, None, now).await?;
-                        return Err(ControlError::CommandRejected {
-                            release: Box::new(release),
-                            reason,
-                        });
+                        return Err(ControlError::CommandRejected { release: Box::new(release), reason });
                     }
                     Err(RunnerError::Unavailable(reason)) => {
                         warn!(%reason, "apply command not confirmed; left pending for reconcile");
-                        return Err(ControlError::CommandUnconfirmed {
-                            release: Box::new(release),
-                            reason,
-                        });
+                        return Err(ControlError::CommandUnconfirmed { release: Box::new(release), reason });
                     }
                 }
             }
@@ -438,11 +494,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         info!(command_id = %command_id, "apply command sent");
         match (canary, release.rollout.as_mut()) {
             (Some(ids), Some(rollout)) => {
-                rollout.waves = vec![Wave {
-                    instance_ids: ids,
-                    command_ids: vec![command_id],
-                    claimed_ms: now.millis(),
-                }];
+                rollout.waves =
+                    vec![Wave { instance_ids: ids, command_ids: vec![command_id], claimed_ms: now.millis() }];
             }
             _ => release.command_id = Some(command_id),
         }
@@ -465,11 +518,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                 return Ok(("waiting", release));
             }
             release = self.send_wave(release, true, now).await?;
-            if !release
-                .rollout
-                .as_ref()
-                .is_some_and(|r| r.current().is_some_and(Wave::fully_sent))
-            {
+            if !release.rollout.as_ref().is_some_and(|r| r.current().is_some_and(Wave::fully_sent)) {
                 return Ok(("waiting", release));
             }
         }
@@ -482,6 +531,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         }
         let instances = merge_outcomes(&release.instances, invocations);
         let changed = instances != release.instances;
+        self.tag_converged(&release, &instances).await;
         release.instances = instances;
 
         let verdict = match judge_wave(&rollout, &release.instances, &self.settings.rollout) {
@@ -494,14 +544,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             WaveVerdict::Running => Ok(("waiting", release)),
             WaveVerdict::Stop(reason) => {
                 let failed = self.fail(release, reason, now).await?;
-                Ok((
-                    if failed.status == ReleaseStatus::RolledBack {
-                        "rolled_back"
-                    } else {
-                        "finished"
-                    },
-                    failed,
-                ))
+                Ok((if failed.status == ReleaseStatus::RolledBack { "rolled_back" } else { "finished" }, failed))
             }
             WaveVerdict::Passed => {
                 let running = if rollout.fixed {
@@ -516,11 +559,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                     all.dedup();
                     rollout.fleet_size = Some(all.len());
                 }
-                let next = if rollout.fixed {
-                    Vec::new()
-                } else {
-                    next_wave(&rollout, &running, &self.settings.rollout)
-                };
+                let next =
+                    if rollout.fixed { Vec::new() } else { next_wave(&rollout, &running, &self.settings.rollout) };
                 if next.is_empty() {
                     release.rollout = Some(rollout);
                     let failures = describe_failures(&release.instances);
@@ -534,20 +574,11 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                     }
                     return Ok(("finished", self.settle(release, None, None, now).await?));
                 }
-                info!(
-                    wave = rollout.waves.len() + 1,
-                    instances = next.len(),
-                    "starting the next wave"
-                );
+                info!(wave = rollout.waves.len() + 1, instances = next.len(), "starting the next wave");
                 rollout.waves.push(Wave::new(next, now.millis()));
                 release.rollout = Some(rollout);
                 let claimed = self.save(release, now).await?;
-                if claimed
-                    .rollout
-                    .as_ref()
-                    .and_then(Rollout::current)
-                    .is_some_and(|w| w.claimed_ms == now.millis())
-                {
+                if claimed.rollout.as_ref().and_then(Rollout::current).is_some_and(|w| w.claimed_ms == now.millis()) {
                     Ok(("wave_started", self.send_wave(claimed, false, now).await?))
                 } else {
                     Ok(("waiting", claimed))
@@ -564,12 +595,13 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     ) -> Result<(&'static str, Release), ControlError> {
         let Some(command_id) = release.command_id.clone() else {
             return Err(
-                StoreError::Corrupt(format!("release {} is in progress without a command id", release.id)).into(),
+                StoreError::Corrupt(format!("release {} is in progress without a command id", release.id)).into()
             );
         };
         let report: CommandReport = self.runner.report(&command_id).await?;
         let verdict = judge(&report, release.deadline, now);
         let changed = verdict.instances != release.instances;
+        self.tag_converged(&release, &verdict.instances).await;
         release.instances = verdict.instances;
         match verdict.status {
             ReleaseStatus::Succeeded | ReleaseStatus::NoInstances => {
@@ -579,14 +611,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             }
             ReleaseStatus::Failed => {
                 let failed = self.fail(release, verdict.reason.unwrap_or_default(), now).await?;
-                Ok((
-                    if failed.status == ReleaseStatus::RolledBack {
-                        "rolled_back"
-                    } else {
-                        "finished"
-                    },
-                    failed,
-                ))
+                Ok((if failed.status == ReleaseStatus::RolledBack { "rolled_back" } else { "finished" }, failed))
             }
             _ if changed => Ok(("waiting", self.save(release, now).await?)),
             _ => Ok(("waiting", release)),
@@ -609,9 +634,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             };
             let comment = release.batch_comment(wave_number, batch_number);
             let found = if resume {
-                self.runner
-                    .find(&comment, release.created_at.minus(COMMAND_LOOKBACK))
-                    .await?
+                self.runner.find(&comment, release.created_at.minus(COMMAND_LOOKBACK)).await?
             } else {
                 None
             };
@@ -649,6 +672,11 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     async fn fail(&self, mut release: Release, reason: String, now: Timestamp) -> Result<Release, ControlError> {
         warn!(%reason, "release failed");
         release.status_reason = Some(reason.clone());
+        if release.kind == ReleaseKind::Repair {
+            // The fleet's good release did not take: report it, retry next time.
+            release.status = ReleaseStatus::Failed;
+            return self.settle(release, None, None, now).await;
+        }
         if release.kind == ReleaseKind::Rollback {
             release.status = ReleaseStatus::Halted;
             let halt = format!("rollback {} failed: {reason}", release.id);
@@ -661,19 +689,13 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         let state = self.store.fleet_state(&self.settings.name).await?;
         let good = match state.last_good_release {
             Some(id) if id != release.id => self.store.release(&self.settings.name, &id).await?,
-            _ => {
-                self.store
-                    .last_succeeded_before(&self.settings.name, &release.id)
-                    .await?
-            }
+            _ => self.store.last_succeeded_before(&self.settings.name, &release.id).await?,
         };
         let reached = release.reached_instances();
         let Some(good) = good else {
             release.status = ReleaseStatus::Halted;
-            let halt = format!(
-                "release {} failed and no earlier release succeeded to roll back to: {reason}",
-                release.id
-            );
+            let halt =
+                format!("release {} failed and no earlier release succeeded to roll back to: {reason}", release.id);
             return self.settle(release, Some(halt), None, now).await;
         };
         if reached.is_empty() {
@@ -705,6 +727,25 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             }
         }
         Ok(settled)
+    }
+
+    /// Records on each instance that newly applied `release` successfully that
+    /// it runs it now, for the drift repair. Best effort: an untagged instance
+    /// only costs a needless (and harmless) re-apply later.
+    async fn tag_converged(&self, release: &Release, outcomes: &[InstanceOutcome]) {
+        let before: std::collections::HashSet<&str> =
+            release.instances.iter().filter(|o| o.converged()).map(|o| o.instance_id.as_str()).collect();
+        let fresh: Vec<String> = outcomes
+            .iter()
+            .filter(|o| o.converged() && !before.contains(o.instance_id.as_str()))
+            .map(|o| o.instance_id.clone())
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inventory.tag_release(&fresh, &release.id).await {
+            warn!(error = %e, "could not tag instances with their release");
+        }
     }
 
     /// One CloudWatch metric, dimensioned by fleet (written by `telemetry::EmfLayer`).
@@ -799,17 +840,8 @@ fn describe_failures(instances: &[InstanceOutcome]) -> String {
     if failed.is_empty() {
         return String::new();
     }
-    let names: Vec<String> = failed
-        .iter()
-        .take(5)
-        .map(|i| format!("{} {}", i.instance_id, i.detail))
-        .collect();
-    format!(
-        "{} of {} instances did not converge: {}",
-        failed.len(),
-        instances.len(),
-        names.join(", ")
-    )
+    let names: Vec<String> = failed.iter().take(5).map(|i| format!("{} {}", i.instance_id, i.detail)).collect();
+    format!("{} of {} instances did not converge: {}", failed.len(), instances.len(), names.join(", "))
 }
 
 /// For each running instance, the newest of `recent` (newest first) that it
@@ -842,18 +874,11 @@ fn progress_of(release: &Release) -> RolloutProgress {
         None => release.instances.len(),
     };
     let succeeded = release.instances.iter().filter(|i| i.converged()).count();
-    let failed = release
-        .instances
-        .iter()
-        .filter(|i| i.is_finished() && !i.converged())
-        .count();
+    let failed = release.instances.iter().filter(|i| i.is_finished() && !i.converged()).count();
     RolloutProgress {
         release_id: release.id.clone(),
         kind: release.kind,
-        wave: release
-            .rollout
-            .as_ref()
-            .map_or(usize::from(release.command_id.is_some()), |r| r.waves.len()),
+        wave: release.rollout.as_ref().map_or(usize::from(release.command_id.is_some()), |r| r.waves.len()),
         targeted,
         succeeded,
         failed,
@@ -868,41 +893,45 @@ fn record_release_id(id: &ReleaseId) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::fakes::{FixedInventory, MemoryStore, ScriptedRunner, SendBehaviour};
+    use crate::domain::fakes::{MemoryFleet, MemoryStore, ScriptedRunner, SendBehaviour};
     use crate::domain::ports::CommandReport;
     use crate::domain::release::InstanceOutcome;
     use crate::domain::rollout::Rate;
 
-    pub(crate) type Controller = FleetController<MemoryStore, FixedInventory, ScriptedRunner>;
+    pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner>;
 
     const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
     const GOOD: &str = "AcmeCorp/infra/=0.1.41#nixosConfigurations.web";
     const NEXT: &str = "AcmeCorp/infra/=0.1.42#nixosConfigurations.web";
 
     fn policy(mode: RolloutMode, auto_rollback: bool) -> RolloutPolicy {
-        RolloutPolicy {
-            mode,
-            canary: 1,
-            wave: Rate::Percent(30),
-            failure_threshold: Rate::Count(0),
-            auto_rollback,
-        }
+        RolloutPolicy { mode, canary: 1, wave: Rate::Percent(30), failure_threshold: Rate::Count(0), auto_rollback }
     }
 
     fn with_policy(instances: usize, rollout: RolloutPolicy) -> Controller {
         FleetController::new(
             MemoryStore::default(),
-            FixedInventory::of(instances),
+            MemoryFleet::of(instances),
             ScriptedRunner::default(),
             FleetSettings {
                 name: FleetName::parse("prod").unwrap(),
-                target: TargetTag {
-                    key: "Name".into(),
-                    value: "FlakeHubDemo".into(),
-                },
+                target: TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() },
                 deploy_timeout: Duration::from_secs(600),
                 idempotency_ttl: Duration::from_secs(3600),
                 rollout,
+                spec: crate::domain::repair::FleetSpec {
+                    desired_capacity: 0,
+                    instance_type: "t3a.nano".into(),
+                    subnets: vec![],
+                    security_groups: vec![],
+                    instance_profile: "FlakeHubClientMachine".into(),
+                    image: crate::domain::repair::ImageSelector {
+                        owner: "535002876703".into(),
+                        name_pattern: "determinate/nixos/epoch-1/24.05.*".into(),
+                        architecture: "x86_64".into(),
+                    },
+                    root_volume_gib: 16,
+                },
                 takeover_after: Duration::ZERO,
             },
         )
@@ -927,27 +956,30 @@ pub(crate) mod tests {
 
     /// Scripts every instance of `command_id` as `status` and reconciles.
     async fn finish_with(c: &Controller, status: &str, at: Timestamp) -> Release {
-        let command_id = c.store.fleet.lock().unwrap().lease.clone().map(|l| {
-            c.store.releases.lock().unwrap()[&l.release_id]
-                .command_id
-                .clone()
-                .unwrap()
-        });
-        let outcome = InstanceOutcome {
-            instance_id: "i-1".into(),
-            status: status.into(),
-            detail: status.into(),
-            exit_code: Some(0),
-            stdout_tail: String::new(),
-            stderr_tail: String::new(),
-        };
-        c.runner.reports.lock().unwrap().insert(
-            command_id.unwrap(),
-            CommandReport {
-                finished: true,
-                invocations: vec![outcome],
-            },
-        );
+        let command_id = c
+            .store
+            .fleet
+            .lock()
+            .unwrap()
+            .lease
+            .clone()
+            .map(|l| c.store.releases.lock().unwrap()[&l.release_id].command_id.clone().unwrap());
+        let invocations = c
+            .inventory
+            .instances
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|i| InstanceOutcome {
+                instance_id: i.id.clone(),
+                status: status.into(),
+                detail: status.into(),
+                exit_code: Some(0),
+                stdout_tail: String::new(),
+                stderr_tail: String::new(),
+            })
+            .collect();
+        c.runner.reports.lock().unwrap().insert(command_id.unwrap(), CommandReport { finished: true, invocations });
         c.reconcile(at).await.unwrap().release.unwrap()
     }
 
@@ -966,9 +998,7 @@ pub(crate) mod tests {
         let c = controller(true);
         *c.runner.next.lock().unwrap() = SendBehaviour::Reject;
         let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
-        let ControlError::CommandRejected { release, .. } = err else {
-            panic!("{err:?}")
-        };
+        let ControlError::CommandRejected { release, .. } = err else { panic!("{err:?}") };
         assert_eq!(release.status, ReleaseStatus::Failed);
         assert!(c.store.fleet.lock().unwrap().lease.is_none());
         *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
@@ -1018,56 +1048,23 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn rollback_targets_the_last_success_before_the_current_release() {
         let c = controller(true);
-        let err = c
-            .rollback(
-                RollbackRequest {
-                    target: None,
-                    idempotency_key: None,
-                },
-                T0,
-            )
-            .await
-            .unwrap_err();
+        let err = c.rollback(RollbackRequest { target: None, idempotency_key: None }, T0).await.unwrap_err();
         assert!(matches!(err, ControlError::NoRollbackTarget(_)));
 
         let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
-        assert_eq!(
-            finish_with(&c, "Success", later(1)).await.status,
-            ReleaseStatus::Succeeded
-        );
+        assert_eq!(finish_with(&c, "Success", later(1)).await.status, ReleaseStatus::Succeeded);
         c.deploy(deploy(NEXT, None), later(2)).await.unwrap();
         assert_eq!(finish_with(&c, "Failed", later(3)).await.status, ReleaseStatus::Failed);
 
-        let rollback = c
-            .rollback(
-                RollbackRequest {
-                    target: None,
-                    idempotency_key: None,
-                },
-                later(4),
-            )
-            .await
-            .unwrap();
+        let rollback = c.rollback(RollbackRequest { target: None, idempotency_key: None }, later(4)).await.unwrap();
         assert_eq!(rollback.kind, ReleaseKind::Rollback);
         assert_eq!(rollback.rollback_of.as_ref(), Some(&good.id));
         assert_eq!(rollback.flakeref, good.flakeref);
-        assert_eq!(
-            c.store.releases.lock().unwrap()[&good.id].status,
-            ReleaseStatus::Succeeded
-        );
+        assert_eq!(c.store.releases.lock().unwrap()[&good.id].status, ReleaseStatus::Succeeded);
 
         // Once the rollback succeeds, the release before it is again the good one.
         finish_with(&c, "Success", later(5)).await;
-        let again = c
-            .rollback(
-                RollbackRequest {
-                    target: None,
-                    idempotency_key: None,
-                },
-                later(6),
-            )
-            .await
-            .unwrap();
+        let again = c.rollback(RollbackRequest { target: None, idempotency_key: None }, later(6)).await.unwrap();
         assert_eq!(again.rollback_of.as_ref(), Some(&good.id));
     }
 
@@ -1090,24 +1087,15 @@ pub(crate) mod tests {
         assert_eq!(c.store.releases.lock().unwrap()[&first.id], first);
     }
 
-    pub(crate) const METRIC_NAMES: [&str; 5] = [
-        "DeploysStarted",
-        "DeploysSucceeded",
-        "DeploysRolledBack",
-        "FleetHalted",
-        "RolloutDuration",
-    ];
+    pub(crate) const METRIC_NAMES: [&str; 5] =
+        ["DeploysStarted", "DeploysSucceeded", "DeploysRolledBack", "FleetHalted", "RolloutDuration"];
 
     /// A good release, then one whose canary and rollback both fail (so every
     /// metric fires). Answers the time the fleet came to rest, halted.
     pub(crate) async fn deploy_and_fail_canary(c: &Controller) -> Timestamp {
         c.deploy(deploy(GOOD, None), T0).await.unwrap();
         let at = run_out(c, T0).await;
-        c.runner
-            .failing
-            .lock()
-            .unwrap()
-            .extend([("i-00".into(), NEXT.into()), ("i-00".into(), GOOD.into())]);
+        c.runner.failing.lock().unwrap().extend([("i-00".into(), NEXT.into()), ("i-00".into(), GOOD.into())]);
         c.deploy(deploy(NEXT, None), at).await.unwrap();
         run_out(c, at).await
     }
@@ -1140,9 +1128,7 @@ pub(crate) mod tests {
                 assert!(ids.len() <= crate::domain::rollout::BATCH);
                 for id in ids {
                     let release = command.comment.split_whitespace().nth(3).unwrap_or_default().to_owned();
-                    *counts
-                        .entry((release, command.flakeref.to_string(), id.clone()))
-                        .or_insert(0) += 1;
+                    *counts.entry((release, command.flakeref.to_string(), id.clone())).or_insert(0) += 1;
                 }
             }
         }
@@ -1153,29 +1139,16 @@ pub(crate) mod tests {
     async fn a_staged_rollout_reaches_every_instance_once_in_waves() {
         let c = staged(10);
         let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
-        assert_eq!(
-            release.rollout.as_ref().unwrap().waves[0].instance_ids,
-            ["i-00"],
-            "the canary goes first, alone"
-        );
+        assert_eq!(release.rollout.as_ref().unwrap().waves[0].instance_ids, ["i-00"], "the canary goes first, alone");
         run_out(&c, T0).await;
         let done = stored(&c, &release.id);
         assert_eq!(done.status, ReleaseStatus::Succeeded);
-        let sizes: Vec<usize> = done
-            .rollout
-            .unwrap()
-            .waves
-            .iter()
-            .map(|w| w.instance_ids.len())
-            .collect();
+        let sizes: Vec<usize> = done.rollout.unwrap().waves.iter().map(|w| w.instance_ids.len()).collect();
         assert_eq!(sizes, [1, 3, 3, 3]);
         let counts = sends(&c);
         assert_eq!(counts.len(), 10);
         assert!(counts.values().all(|n| *n == 1));
-        assert_eq!(
-            c.store.fleet.lock().unwrap().last_good_release.as_ref(),
-            Some(&release.id)
-        );
+        assert_eq!(c.store.fleet.lock().unwrap().last_good_release.as_ref(), Some(&release.id));
     }
 
     #[tokio::test]
@@ -1197,11 +1170,7 @@ pub(crate) mod tests {
         assert_eq!(rollback.status, ReleaseStatus::Succeeded);
         assert_eq!(rollback.reached_instances(), ["i-00"]);
         let counts = sends(&c);
-        assert_eq!(
-            counts.keys().filter(|(_, f, _)| f == NEXT).count(),
-            1,
-            "only the canary got the bad release"
-        );
+        assert_eq!(counts.keys().filter(|(_, f, _)| f == NEXT).count(), 1, "only the canary got the bad release");
         let fleet = c.store.fleet.lock().unwrap().clone();
         assert_eq!(fleet.desired_release.as_ref(), Some(&rollback.id));
         assert!(fleet.lease.is_none() && fleet.halted.is_none());
@@ -1210,13 +1179,8 @@ pub(crate) mod tests {
         let status = c.status(at.plus(Duration::from_secs(100))).await.unwrap();
         assert_eq!(status.instances.len(), 10);
         assert_eq!(status.instances[0].release_id.as_ref(), Some(&rollback.id));
-        assert!(status.instances[1..]
-            .iter()
-            .all(|i| i.release_id.as_ref() == Some(&good.id)));
-        assert!(status
-            .instances
-            .iter()
-            .all(|i| i.flakeref.as_ref() == Some(&good.flakeref)));
+        assert!(status.instances[1..].iter().all(|i| i.release_id.as_ref() == Some(&good.id)));
+        assert!(status.instances.iter().all(|i| i.flakeref.as_ref() == Some(&good.flakeref)));
     }
 
     #[tokio::test]
@@ -1229,17 +1193,12 @@ pub(crate) mod tests {
         assert_eq!(stored(&c, &halt.release_id).status, ReleaseStatus::Halted);
         let sent = c.runner.sent_count();
         for n in 1..5 {
-            assert_eq!(
-                c.reconcile(at.plus(Duration::from_secs(n))).await.unwrap().outcome,
-                "halted"
-            );
+            assert_eq!(c.reconcile(at.plus(Duration::from_secs(n))).await.unwrap().outcome, "halted");
         }
         assert_eq!(c.runner.sent_count(), sent, "a halted fleet is left alone");
         // An operator's deploy lifts the halt.
         c.runner.failing.lock().unwrap().clear();
-        c.deploy(deploy(GOOD, None), at.plus(Duration::from_secs(10)))
-            .await
-            .unwrap();
+        c.deploy(deploy(GOOD, None), at.plus(Duration::from_secs(10))).await.unwrap();
         assert!(c.store.fleet.lock().unwrap().halted.is_none());
     }
 
@@ -1251,21 +1210,9 @@ pub(crate) mod tests {
         let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
         // The canary never answers.
         let canary_command = bad.rollout.as_ref().unwrap().waves[0].command_ids[0].clone();
-        c.runner.reports.lock().unwrap().insert(
-            canary_command,
-            CommandReport {
-                finished: false,
-                invocations: vec![],
-            },
-        );
-        assert_eq!(
-            c.reconcile(at.plus(Duration::from_secs(599))).await.unwrap().outcome,
-            "waiting"
-        );
-        assert_eq!(
-            c.reconcile(at.plus(Duration::from_secs(600))).await.unwrap().outcome,
-            "rolled_back"
-        );
+        c.runner.reports.lock().unwrap().insert(canary_command, CommandReport { finished: false, invocations: vec![] });
+        assert_eq!(c.reconcile(at.plus(Duration::from_secs(599))).await.unwrap().outcome, "waiting");
+        assert_eq!(c.reconcile(at.plus(Duration::from_secs(600))).await.unwrap().outcome, "rolled_back");
         let bad = stored(&c, &bad.id);
         assert_eq!(bad.status, ReleaseStatus::RolledBack);
         assert!(bad.status_reason.unwrap().contains("deadline"));
@@ -1279,11 +1226,7 @@ pub(crate) mod tests {
         run_out(&c, T0).await;
         assert_eq!(stored(&c, &release.id).status, ReleaseStatus::Halted);
         assert!(c.store.fleet.lock().unwrap().halted.is_some());
-        assert_eq!(
-            c.store.releases.lock().unwrap().len(),
-            1,
-            "no rollback without a target"
-        );
+        assert_eq!(c.store.releases.lock().unwrap().len(), 1, "no rollback without a target");
     }
 
     #[tokio::test]
@@ -1294,23 +1237,60 @@ pub(crate) mod tests {
         c.deploy(deploy(GOOD, None), T0).await.unwrap();
         let at = run_out(&c, T0).await;
         // 30% of the fleet fails, all in the second wave.
-        c.runner
-            .failing
-            .lock()
-            .unwrap()
-            .extend(["i-01", "i-02", "i-03"].map(|i| (i.to_string(), NEXT.to_string())));
+        c.runner.failing.lock().unwrap().extend(["i-01", "i-02", "i-03"].map(|i| (i.to_string(), NEXT.to_string())));
         let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
         run_out(&c, at).await;
         let bad = stored(&c, &bad.id);
         assert_eq!(bad.status, ReleaseStatus::RolledBack);
         assert!(bad.status_reason.unwrap().contains("threshold"));
         assert_eq!(bad.rollout.unwrap().waves.len(), 2, "no third wave");
-        let rolled: Vec<String> = sends(&c)
-            .keys()
-            .filter(|(_, f, _)| f == NEXT)
-            .map(|(_, _, i)| i.clone())
-            .collect();
+        let rolled: Vec<String> = sends(&c).keys().filter(|(_, f, _)| f == NEXT).map(|(_, _, i)| i.clone()).collect();
         assert_eq!(rolled, ["i-00", "i-01", "i-02", "i-03"]);
+    }
+
+    #[tokio::test]
+    async fn repair_launches_into_free_slots_with_stable_tokens_and_reapplies_drift() {
+        let mut c = staged(2);
+        c.settings.spec.desired_capacity = 4;
+        let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(&c, T0).await;
+        let launches = c.inventory.launches.lock().unwrap().clone();
+        assert_eq!(launches.iter().map(|l| l.slot).collect::<Vec<_>>(), [2, 3]);
+        assert!(launches.iter().all(|l| l.release == good.id && l.user_data.contains(&format!("'{GOOD}'"))));
+        assert_ne!(launches[0].client_token, launches[1].client_token);
+        assert_eq!(c.reconcile(at).await.unwrap().outcome, "idle", "whole: nothing to do");
+
+        // A host drifts back to no known release: it gets the good release again.
+        c.inventory.instances.lock().unwrap()[0].release = None;
+        let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
+        assert_eq!((report.outcome, report.reapplied.as_slice()), ("repaired", ["i-00".to_string()].as_slice()));
+        run_out(&c, at.plus(Duration::from_secs(1))).await;
+        let repair = c
+            .store
+            .releases
+            .lock()
+            .unwrap()
+            .values()
+            .find(|r| r.kind == ReleaseKind::Repair && !r.instances.is_empty())
+            .cloned()
+            .unwrap();
+        assert_eq!((repair.status, repair.flakeref.as_str()), (ReleaseStatus::Succeeded, GOOD));
+        assert_eq!(c.store.fleet.lock().unwrap().desired_release.as_ref(), Some(&good.id), "a repair is not a deploy");
+    }
+
+    #[tokio::test]
+    async fn a_halted_fleet_or_one_without_a_good_release_is_not_repaired() {
+        let mut c = staged(1);
+        c.settings.spec.desired_capacity = 3;
+        let report = c.reconcile(T0).await.unwrap();
+        assert!(report.skipped.unwrap().contains("no release has succeeded"));
+        assert!(c.inventory.launches.lock().unwrap().is_empty());
+
+        let at = deploy_and_fail_canary(&c).await;
+        let report = c.reconcile(at).await.unwrap();
+        assert_eq!(report.outcome, "halted");
+        assert!(report.skipped.unwrap().contains("halted"));
+        assert!(c.inventory.launches.lock().unwrap().len() <= 2, "launched only before the halt");
     }
 
     mod machine {

@@ -3,6 +3,7 @@
 use super::fleet::{FleetName, FleetState, Halt, Lease, TargetTag};
 use super::ports::*;
 use super::release::{InstanceOutcome, Release, ReleaseId, ReleaseStatus};
+use super::repair::{FleetInstance, ImageSelector, InstanceState};
 use super::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -19,41 +20,33 @@ impl ReleaseStore for MemoryStore {
         &self,
         release: &Release,
         claim: Option<&IdempotencyClaim>,
+        desired: bool,
         now: Timestamp,
     ) -> Result<Admission, StoreError> {
         let mut claims = self.claims.lock().unwrap();
         if let Some(c) = claim {
             if let Some((id, request, expires)) = claims.get(c.key.as_str()) {
                 if *expires > now {
-                    return Ok(Admission::Replay {
-                        release_id: id.clone(),
-                        same_request: *request == c.request,
-                    });
+                    return Ok(Admission::Replay { release_id: id.clone(), same_request: *request == c.request });
                 }
             }
         }
         let mut fleet = self.fleet.lock().unwrap();
         if let Some(lease) = fleet.live_lease(now) {
-            return Ok(Admission::Busy {
-                holder: lease.release_id.clone(),
-            });
+            return Ok(Admission::Busy { holder: lease.release_id.clone() });
         }
         let mut releases = self.releases.lock().unwrap();
         if releases.contains_key(&release.id) {
             return Err(StoreError::Unavailable("duplicate id".into()));
         }
         releases.insert(release.id.clone(), release.clone());
-        fleet.desired_release = Some(release.id.clone());
-        fleet.halted = None;
-        fleet.lease = Some(Lease {
-            release_id: release.id.clone(),
-            expires_at: release.deadline,
-        });
+        if desired {
+            fleet.desired_release = Some(release.id.clone());
+            fleet.halted = None;
+        }
+        fleet.lease = Some(Lease { release_id: release.id.clone(), expires_at: release.deadline });
         if let Some(c) = claim {
-            claims.insert(
-                c.key.as_str().to_owned(),
-                (release.id.clone(), c.request.clone(), c.expires_at),
-            );
+            claims.insert(c.key.as_str().to_owned(), (release.id.clone(), c.request.clone(), c.expires_at));
         }
         Ok(Admission::Admitted)
     }
@@ -73,19 +66,12 @@ impl ReleaseStore for MemoryStore {
             .take(limit as usize)
             .cloned()
             .collect();
-        Ok(ReleasePage {
-            next: releases.last().map(|r| r.id.clone()),
-            releases,
-        })
+        Ok(ReleasePage { next: releases.last().map(|r| r.id.clone()), releases })
     }
 
     async fn last_succeeded_before(&self, _: &FleetName, before: &ReleaseId) -> Result<Option<Release>, StoreError> {
         let releases = self.releases.lock().unwrap();
-        Ok(releases
-            .values()
-            .rev()
-            .find(|r| &r.id < before && r.status == ReleaseStatus::Succeeded)
-            .cloned())
+        Ok(releases.values().rev().find(|r| &r.id < before && r.status == ReleaseStatus::Succeeded).cloned())
     }
 
     async fn fleet_state(&self, _: &FleetName) -> Result<FleetState, StoreError> {
@@ -93,13 +79,7 @@ impl ReleaseStore for MemoryStore {
     }
 
     async fn save(&self, release: &Release, expected_version: u64) -> Result<bool, StoreError> {
-        let holds = self
-            .fleet
-            .lock()
-            .unwrap()
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.release_id == release.id);
+        let holds = self.fleet.lock().unwrap().lease.as_ref().is_some_and(|l| l.release_id == release.id);
         Ok(holds && self.replace_if(release, expected_version))
     }
 
@@ -112,16 +92,10 @@ impl ReleaseStore for MemoryStore {
             fleet.last_good_release = Some(s.release.id.clone());
         }
         if let Some(reason) = &s.halt {
-            fleet.halted = Some(Halt {
-                release_id: s.release.id.clone(),
-                reason: reason.clone(),
-            });
+            fleet.halted = Some(Halt { release_id: s.release.id.clone(), reason: reason.clone() });
         }
         if fleet.lease.as_ref().is_some_and(|l| l.release_id == s.release.id) {
-            fleet.lease = s.next.map(|n| Lease {
-                release_id: n.id.clone(),
-                expires_at: n.deadline,
-            });
+            fleet.lease = s.next.map(|n| Lease { release_id: n.id.clone(), expires_at: n.deadline });
         }
         if let Some(next) = s.next {
             fleet.desired_release = Some(next.id.clone());
@@ -144,17 +118,61 @@ impl MemoryStore {
     }
 }
 
-pub struct FixedInventory(pub Vec<String>);
+/// A fleet of instances in memory: launches add to it, tags are kept.
+#[derive(Default)]
+pub struct MemoryFleet {
+    pub instances: Mutex<Vec<FleetInstance>>,
+    pub launches: Mutex<Vec<LaunchRequest>>,
+    pub image: Option<String>,
+}
 
-impl FixedInventory {
+impl MemoryFleet {
     pub fn of(count: usize) -> Self {
-        Self((0..count).map(|i| format!("i-{i:02}")).collect())
+        let instances = (0..count)
+            .map(|i| FleetInstance {
+                id: format!("i-{i:02}"),
+                state: InstanceState::Running,
+                slot: Some(i),
+                release: None,
+            })
+            .collect();
+        Self { instances: Mutex::new(instances), launches: Mutex::default(), image: Some("ami-nixos".into()) }
     }
 }
 
-impl FleetInventory for FixedInventory {
+impl FleetInventory for MemoryFleet {
     async fn running_instances(&self, _: &TargetTag, limit: Option<usize>) -> Result<Vec<String>, InventoryError> {
-        Ok(self.0.iter().take(limit.unwrap_or(usize::MAX)).cloned().collect())
+        let instances = self.instances.lock().unwrap();
+        let running = instances.iter().filter(|i| i.state == InstanceState::Running).map(|i| i.id.clone());
+        Ok(running.take(limit.unwrap_or(usize::MAX)).collect())
+    }
+
+    async fn fleet_instances(&self, _: &TargetTag) -> Result<Vec<FleetInstance>, InventoryError> {
+        Ok(self.instances.lock().unwrap().clone())
+    }
+
+    async fn newest_image(&self, _: &ImageSelector) -> Result<Option<String>, InventoryError> {
+        Ok(self.image.clone())
+    }
+
+    async fn launch(&self, request: &LaunchRequest) -> Result<String, InventoryError> {
+        let mut instances = self.instances.lock().unwrap();
+        let id = format!("i-new{:02}", instances.len());
+        instances.push(FleetInstance {
+            id: id.clone(),
+            state: InstanceState::Running,
+            slot: Some(request.slot),
+            release: Some(request.release.clone()),
+        });
+        self.launches.lock().unwrap().push(request.clone());
+        Ok(id)
+    }
+
+    async fn tag_release(&self, instance_ids: &[String], release: &ReleaseId) -> Result<(), InventoryError> {
+        for instance in self.instances.lock().unwrap().iter_mut().filter(|i| instance_ids.contains(&i.id)) {
+            instance.release = Some(release.clone());
+        }
+        Ok(())
     }
 }
 
@@ -216,13 +234,7 @@ impl CommandRunner for ScriptedRunner {
     }
 
     async fn find(&self, comment: &str, _: Timestamp) -> Result<Option<String>, RunnerError> {
-        Ok(self
-            .sent
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(_, c)| c.comment == comment)
-            .map(|(id, _)| id.clone()))
+        Ok(self.sent.lock().unwrap().iter().find(|(_, c)| c.comment == comment).map(|(id, _)| id.clone()))
     }
 
     async fn report(&self, command_id: &str) -> Result<CommandReport, RunnerError> {
@@ -234,10 +246,7 @@ impl CommandRunner for ScriptedRunner {
             return Err(RunnerError::Rejected(format!("InvalidCommandId: {command_id}")));
         };
         let CommandTarget::Instances(ids) = &command.target else {
-            return Ok(CommandReport {
-                finished: false,
-                invocations: vec![],
-            });
+            return Ok(CommandReport { finished: false, invocations: vec![] });
         };
         let failing = self.failing.lock().unwrap();
         let invocations = ids
@@ -255,9 +264,6 @@ impl CommandRunner for ScriptedRunner {
                 }
             })
             .collect();
-        Ok(CommandReport {
-            finished: true,
-            invocations,
-        })
+        Ok(CommandReport { finished: true, invocations })
     }
 }

@@ -109,10 +109,7 @@ mod tests {
         let id = ReleaseId::generate(Timestamp::from_millis(1), 1);
         let state = FleetState {
             desired_release: Some(id.clone()),
-            lease: Some(Lease {
-                release_id: id,
-                expires_at: Timestamp::from_millis(10),
-            }),
+            lease: Some(Lease { release_id: id, expires_at: Timestamp::from_millis(10) }),
             ..FleetState::default()
         };
         assert!(state.live_lease(Timestamp::from_millis(9)).is_some());

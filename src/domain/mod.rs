@@ -8,5 +8,6 @@ pub mod fleet;
 pub mod ports;
 pub mod progress;
 pub mod release;
+pub mod repair;
 pub mod rollout;
 pub mod time;

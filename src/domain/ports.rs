@@ -4,6 +4,7 @@
 use super::flakeref::Flakeref;
 use super::fleet::{FleetName, FleetState, TargetTag};
 use super::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId};
+use super::repair::{FleetInstance, FleetSpec, ImageSelector};
 use super::time::Timestamp;
 use std::future::Future;
 
@@ -45,10 +46,12 @@ pub struct ReleasePage {
 pub trait ReleaseStore: Send + Sync {
     /// Records `release` (status pending), takes the fleet's lease until
     /// `release.deadline` and records the claim, all or nothing.
+    /// A repair (`desired: false`) takes the lease but leaves the desired release as it is.
     fn admit(
         &self,
         release: &Release,
         claim: Option<&IdempotencyClaim>,
+        desired: bool,
         now: Timestamp,
     ) -> impl Future<Output = Result<Admission, StoreError>> + Send;
 
@@ -104,6 +107,25 @@ pub struct Settlement<'a> {
 pub enum InventoryError {
     #[error("instance inventory unavailable: {0}")]
     Unavailable(String),
+    /// EC2 refused the request (a missing instance profile, a bad subnet, ...).
+    #[error("EC2 refused: {0}")]
+    Refused(String),
+}
+
+/// Everything RunInstances needs for one instance of the fleet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchRequest {
+    pub image_id: String,
+    pub spec: FleetSpec,
+    pub slot: usize,
+    pub subnet: Option<String>,
+    pub client_token: String,
+    /// The release the instance comes up on, tagged on create.
+    pub release: ReleaseId,
+    /// Plain text; the adapter encodes it.
+    pub user_data: String,
+    pub tag: TargetTag,
+    pub fleet: FleetName,
 }
 
 pub trait FleetInventory: Send + Sync {
@@ -114,6 +136,28 @@ pub trait FleetInventory: Send + Sync {
         tag: &TargetTag,
         limit: Option<usize>,
     ) -> impl Future<Output = Result<Vec<String>, InventoryError>> + Send;
+
+    /// Every instance carrying the fleet's tag, whatever its state, with its slot and release tags.
+    fn fleet_instances(
+        &self,
+        tag: &TargetTag,
+    ) -> impl Future<Output = Result<Vec<FleetInstance>, InventoryError>> + Send;
+
+    /// The id of the newest image matching the selector.
+    fn newest_image(
+        &self,
+        image: &ImageSelector,
+    ) -> impl Future<Output = Result<Option<String>, InventoryError>> + Send;
+
+    /// Launches one instance; answers its id.
+    fn launch(&self, request: &LaunchRequest) -> impl Future<Output = Result<String, InventoryError>> + Send;
+
+    /// Records on the instances the release they applied successfully.
+    fn tag_release(
+        &self,
+        instance_ids: &[String],
+        release: &ReleaseId,
+    ) -> impl Future<Output = Result<(), InventoryError>> + Send;
 }
 
 /// Where an apply command goes.

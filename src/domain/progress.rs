@@ -22,18 +22,12 @@ pub fn judge(report: &CommandReport, deadline: Timestamp, now: Timestamp) -> Ver
     let not_converged: Vec<&InstanceOutcome> = instances.iter().filter(|i| i.is_finished() && !i.converged()).collect();
 
     let (status, reason) = if report.finished && instances.is_empty() {
-        (
-            ReleaseStatus::NoInstances,
-            Some("the command reached no instance carrying the fleet tag".to_owned()),
-        )
+        (ReleaseStatus::NoInstances, Some("the command reached no instance carrying the fleet tag".to_owned()))
     } else if report.finished && unfinished == 0 {
         if not_converged.is_empty() {
             (ReleaseStatus::Succeeded, None)
         } else {
-            (
-                ReleaseStatus::Failed,
-                Some(describe_failures(&not_converged, instances.len())),
-            )
+            (ReleaseStatus::Failed, Some(describe_failures(&not_converged, instances.len())))
         }
     } else if now >= deadline {
         let reason = format!(
@@ -50,11 +44,7 @@ pub fn judge(report: &CommandReport, deadline: Timestamp, now: Timestamp) -> Ver
     } else {
         (ReleaseStatus::InProgress, None)
     };
-    Verdict {
-        status,
-        reason,
-        instances,
-    }
+    Verdict { status, reason, instances }
 }
 
 fn describe_failures(failed: &[&InstanceOutcome], total: usize) -> String {
@@ -97,10 +87,7 @@ mod tests {
     fn all_success_after_the_command_ends_is_success() {
         let report = CommandReport {
             finished: true,
-            invocations: vec![
-                outcome("i-2", "Success", "Success"),
-                outcome("i-1", "Success", "Success"),
-            ],
+            invocations: vec![outcome("i-2", "Success", "Success"), outcome("i-1", "Success", "Success")],
         };
         let v = judge(&report, DEADLINE, T);
         assert_eq!(v.status, ReleaseStatus::Succeeded);
@@ -129,10 +116,7 @@ mod tests {
     fn running_until_the_command_ends_then_failed_at_the_deadline() {
         let report = CommandReport {
             finished: false,
-            invocations: vec![
-                outcome("i-1", "Success", "Success"),
-                outcome("i-2", "InProgress", "In Progress"),
-            ],
+            invocations: vec![outcome("i-1", "Success", "Success"), outcome("i-2", "InProgress", "In Progress")],
         };
         assert_eq!(judge(&report, DEADLINE, T).status, ReleaseStatus::InProgress);
         let late = judge(&report, DEADLINE, DEADLINE);
@@ -142,20 +126,14 @@ mod tests {
 
     #[test]
     fn unknown_status_is_not_success() {
-        let report = CommandReport {
-            finished: true,
-            invocations: vec![outcome("i-1", "Sucess", "?")],
-        };
+        let report = CommandReport { finished: true, invocations: vec![outcome("i-1", "Sucess", "?")] };
         assert_eq!(judge(&report, DEADLINE, T).status, ReleaseStatus::InProgress);
         assert_eq!(judge(&report, DEADLINE, DEADLINE).status, ReleaseStatus::Failed);
     }
 
     #[test]
     fn a_finished_command_with_no_invocations_reached_no_instance() {
-        let report = CommandReport {
-            finished: true,
-            invocations: vec![],
-        };
+        let report = CommandReport { finished: true, invocations: vec![] };
         assert_eq!(judge(&report, DEADLINE, T).status, ReleaseStatus::NoInstances);
     }
 }

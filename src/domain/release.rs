@@ -2,6 +2,7 @@
 
 use super::flakeref::Flakeref;
 use super::fleet::FleetName;
+use super::repair::Launch;
 use super::rollout::Rollout;
 use super::time::Timestamp;
 use serde::Serialize;
@@ -24,10 +25,7 @@ pub struct ReleaseIdError;
 impl ReleaseId {
     pub fn generate(now: Timestamp, random: u128) -> Self {
         let value: u128 = (u128::from(now.millis() & 0xFFFF_FFFF_FFFF) << 80) | (random & ((1u128 << 80) - 1));
-        let text = (0..26)
-            .rev()
-            .map(|i| CROCKFORD[((value >> (i * 5)) & 0x1F) as usize] as char)
-            .collect();
+        let text = (0..26).rev().map(|i| CROCKFORD[((value >> (i * 5)) & 0x1F) as usize] as char).collect();
         Self(text)
     }
 
@@ -82,10 +80,8 @@ pub struct IdempotencyKeyError;
 
 impl IdempotencyKey {
     pub fn parse(raw: &str) -> Result<Self, IdempotencyKeyError> {
-        let valid = (1..=128).contains(&raw.len())
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._:/+=-".contains(&b));
+        let valid =
+            (1..=128).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:/+=-".contains(&b));
         valid.then(|| Self(raw.to_owned())).ok_or(IdempotencyKeyError)
     }
 
@@ -99,6 +95,8 @@ impl IdempotencyKey {
 pub enum ReleaseKind {
     Deploy,
     Rollback,
+    /// The reconcile putting the fleet's good release back where it is missing or drifted.
+    Repair,
 }
 
 impl ReleaseKind {
@@ -106,6 +104,7 @@ impl ReleaseKind {
         match self {
             Self::Deploy => "deploy",
             Self::Rollback => "rollback",
+            Self::Repair => "repair",
         }
     }
 
@@ -113,6 +112,7 @@ impl ReleaseKind {
         match raw {
             "deploy" => Some(Self::Deploy),
             "rollback" => Some(Self::Rollback),
+            "repair" => Some(Self::Repair),
             _ => None,
         }
     }
@@ -224,6 +224,9 @@ pub struct Release {
     /// The waves of a staged rollout; None when the command targets the fleet tag at once.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// For a repair: the instances it asked EC2 to launch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub launches: Vec<Launch>,
     /// Raised by every write: the fencing number that lets only one writer move
     /// a release on from what it read.
     pub version: u64,
@@ -242,10 +245,7 @@ impl Release {
 
     /// The comment of one batch of one wave of a staged rollout.
     pub fn batch_comment(&self, wave: usize, batch: usize) -> String {
-        format!(
-            "flakefleet {} release {} wave {wave} batch {batch}",
-            self.fleet, self.id
-        )
+        format!("flakefleet {} release {} wave {wave} batch {batch}", self.fleet, self.id)
     }
 
     /// Every instance this release's commands were sent to, as far as recorded.

@@ -96,11 +96,7 @@ pub struct Wave {
 
 impl Wave {
     pub fn new(instance_ids: Vec<String>, claimed_ms: u64) -> Self {
-        Self {
-            instance_ids,
-            command_ids: Vec::new(),
-            claimed_ms,
-        }
+        Self { instance_ids, command_ids: Vec::new(), claimed_ms }
     }
 
     pub fn batches(&self) -> impl Iterator<Item = &[String]> {
@@ -139,24 +135,16 @@ pub fn judge_wave(rollout: &Rollout, outcomes: &[InstanceOutcome], policy: &Roll
         return WaveVerdict::Running;
     };
     let in_wave: HashSet<&str> = wave.instance_ids.iter().map(String::as_str).collect();
-    let wave_outcomes: Vec<&InstanceOutcome> = outcomes
-        .iter()
-        .filter(|o| in_wave.contains(o.instance_id.as_str()))
-        .collect();
+    let wave_outcomes: Vec<&InstanceOutcome> =
+        outcomes.iter().filter(|o| in_wave.contains(o.instance_id.as_str())).collect();
     let failed_overall = outcomes.iter().filter(|o| o.is_finished() && !o.converged()).count();
-    let failed_in_wave = wave_outcomes
-        .iter()
-        .filter(|o| o.is_finished() && !o.converged())
-        .count();
+    let failed_in_wave = wave_outcomes.iter().filter(|o| o.is_finished() && !o.converged()).count();
     let finished = wave.fully_sent()
         && wave_outcomes.len() == wave.instance_ids.len()
         && wave_outcomes.iter().all(|o| o.is_finished());
 
     if rollout.waves.len() == 1 && failed_in_wave > 0 {
-        return WaveVerdict::Stop(format!(
-            "the first wave failed on {failed_in_wave} of {} instances",
-            in_wave.len()
-        ));
+        return WaveVerdict::Stop(format!("the first wave failed on {failed_in_wave} of {} instances", in_wave.len()));
     }
     let total = rollout.fleet_size.unwrap_or(in_wave.len());
     let allowed = policy.failure_threshold.floor_of(total);
@@ -229,21 +217,15 @@ mod tests {
 
     #[test]
     fn a_canary_failure_stops_at_once() {
-        let rollout = Rollout {
-            waves: vec![sent(&["i-1"])],
-            ..Rollout::default()
-        };
+        let rollout = Rollout { waves: vec![sent(&["i-1"])], ..Rollout::default() };
         let v = judge_wave(&rollout, &[outcome("i-1", "Failed")], &policy("50%"));
         assert!(matches!(v, WaveVerdict::Stop(r) if r.contains("first wave")));
     }
 
     #[test]
     fn waves_pass_only_when_every_instance_answered() {
-        let rollout = Rollout {
-            waves: vec![sent(&["i-0"]), sent(&["i-1", "i-2"])],
-            fleet_size: Some(10),
-            fixed: false,
-        };
+        let rollout =
+            Rollout { waves: vec![sent(&["i-0"]), sent(&["i-1", "i-2"])], fleet_size: Some(10), fixed: false };
         let mut outcomes = vec![outcome("i-0", "Success"), outcome("i-1", "Success")];
         assert_eq!(judge_wave(&rollout, &outcomes, &policy("0")), WaveVerdict::Running);
         outcomes.push(outcome("i-2", "InProgress"));
@@ -254,37 +236,19 @@ mod tests {
 
     #[test]
     fn the_threshold_counts_failures_across_waves() {
-        let rollout = Rollout {
-            waves: vec![sent(&["i-0"]), sent(&["i-1", "i-2", "i-3"])],
-            fleet_size: Some(10),
-            fixed: false,
-        };
-        let outcomes = [
-            outcome("i-0", "Success"),
-            outcome("i-1", "Failed"),
-            outcome("i-2", "Success"),
-        ];
+        let rollout =
+            Rollout { waves: vec![sent(&["i-0"]), sent(&["i-1", "i-2", "i-3"])], fleet_size: Some(10), fixed: false };
+        let outcomes = [outcome("i-0", "Success"), outcome("i-1", "Failed"), outcome("i-2", "Success")];
         // 10% of 10 tolerates one failure.
         assert_eq!(judge_wave(&rollout, &outcomes, &policy("10%")), WaveVerdict::Running);
-        let outcomes = [
-            outcome("i-0", "Success"),
-            outcome("i-1", "Failed"),
-            outcome("i-2", "TimedOut"),
-        ];
-        assert!(matches!(
-            judge_wave(&rollout, &outcomes, &policy("10%")),
-            WaveVerdict::Stop(_)
-        ));
+        let outcomes = [outcome("i-0", "Success"), outcome("i-1", "Failed"), outcome("i-2", "TimedOut")];
+        assert!(matches!(judge_wave(&rollout, &outcomes, &policy("10%")), WaveVerdict::Stop(_)));
     }
 
     #[test]
     fn next_waves_cover_the_rest_of_the_fleet_once() {
         let running: Vec<String> = (0..10).map(|i| format!("i-{i}")).collect();
-        let mut rollout = Rollout {
-            waves: vec![sent(&["i-4"])],
-            fleet_size: Some(10),
-            fixed: false,
-        };
+        let mut rollout = Rollout { waves: vec![sent(&["i-4"])], fleet_size: Some(10), fixed: false };
         let mut seen = vec!["i-4".to_string()];
         loop {
             let wave = next_wave(&rollout, &running, &policy("0"));

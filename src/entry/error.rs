@@ -19,12 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            details: None,
-        }
+        Self { status, code, message: message.into(), details: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -32,11 +27,7 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(
-            500,
-            "internal_error",
-            "flakefleet could not complete the request; the cause is in its log",
-        )
+        Self::new(500, "internal_error", "flakefleet could not complete the request; the cause is in its log")
     }
 
     pub fn body(&self) -> Value {
@@ -63,16 +54,12 @@ impl From<ControlError> for ApiError {
             ControlError::IdempotencyConflict { .. } => Self::new(409, "idempotency_conflict", message),
             ControlError::ReleaseNotFound(_) => Self::new(404, "release_not_found", message),
             ControlError::NoRollbackTarget(_) => Self::new(409, "no_rollback_target", message),
-            ControlError::CommandRejected { release, .. } => Self {
-                details: Some(json!({ "release": release })),
-                ..Self::new(502, "command_rejected", message)
-            },
+            ControlError::CommandRejected { release, .. } => {
+                Self { details: Some(json!({ "release": release })), ..Self::new(502, "command_rejected", message) }
+            }
             ControlError::CommandUnconfirmed { release, reason } => {
                 tracing::error!(%reason, "apply command unconfirmed");
-                Self {
-                    details: Some(json!({ "release": release })),
-                    ..Self::new(503, "command_unconfirmed", message)
-                }
+                Self { details: Some(json!({ "release": release })), ..Self::new(503, "command_unconfirmed", message) }
             }
             ControlError::Store(_) | ControlError::Inventory(_) | ControlError::Runner(_) => {
                 tracing::error!(error = %message, "request failed");

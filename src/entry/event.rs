@@ -9,11 +9,7 @@ pub enum Trigger {
     /// A function URL request (HTTP API payload 2.0).
     FunctionUrl(Box<LambdaFunctionUrlRequest>),
     /// An EventBridge event: a schedule or an SSM status change.
-    EventBridge {
-        source: String,
-        detail_type: String,
-        detail: Value,
-    },
+    EventBridge { source: String, detail_type: String, detail: Value },
     /// A direct invoke: `{"action": ..., ...}`, also what EventBridge
     /// Scheduler delivers as its `Input`.
     Invoke { action: String, fields: Map<String, Value> },
@@ -31,13 +27,9 @@ pub fn classify(event: Value) -> Result<Trigger, UnknownEvent> {
         return Err(UnknownEvent(format!("the event is not a JSON object; {EXPECTED}")));
     };
     if map.get("requestContext").and_then(|c| c.get("http")).is_some() {
-        return serde_json::from_value(Value::Object(map))
-            .map(|r| Trigger::FunctionUrl(Box::new(r)))
-            .map_err(|e| {
-                UnknownEvent(format!(
-                    "the event looks like a function URL request but does not decode: {e}"
-                ))
-            });
+        return serde_json::from_value(Value::Object(map)).map(|r| Trigger::FunctionUrl(Box::new(r))).map_err(|e| {
+            UnknownEvent(format!("the event looks like a function URL request but does not decode: {e}"))
+        });
     }
     if map.contains_key("detail-type") && map.contains_key("source") {
         let text = |v: Option<Value>, key: &str| match v {
@@ -46,20 +38,14 @@ pub fn classify(event: Value) -> Result<Trigger, UnknownEvent> {
         };
         let source = text(map.remove("source"), "source")?;
         let detail_type = text(map.remove("detail-type"), "detail-type")?;
-        return Ok(Trigger::EventBridge {
-            source,
-            detail_type,
-            detail: map.remove("detail").unwrap_or(Value::Null),
-        });
+        return Ok(Trigger::EventBridge { source, detail_type, detail: map.remove("detail").unwrap_or(Value::Null) });
     }
     match map.remove("action") {
         Some(Value::String(action)) => Ok(Trigger::Invoke { action, fields: map }),
         Some(_) => Err(UnknownEvent(format!("\"action\" must be a string; {EXPECTED}"))),
         None => {
             let keys: Vec<&str> = map.keys().map(String::as_str).take(10).collect();
-            Err(UnknownEvent(format!(
-                "unrecognised event with keys {keys:?}; {EXPECTED}"
-            )))
+            Err(UnknownEvent(format!("unrecognised event with keys {keys:?}; {EXPECTED}")))
         }
     }
 }
@@ -91,15 +77,9 @@ mod tests {
     #[test]
     fn unknown_shapes_say_what_was_expected() {
         let err = classify(json!({"hello": 1})).unwrap_err();
-        assert!(
-            err.0.contains("requestContext.http") && err.0.contains("\"hello\""),
-            "{err}"
-        );
+        assert!(err.0.contains("requestContext.http") && err.0.contains("\"hello\""), "{err}");
         assert!(classify(json!([1])).unwrap_err().0.contains("not a JSON object"));
-        assert!(classify(json!({"requestContext": {"http": {}}}))
-            .unwrap_err()
-            .0
-            .contains("does not decode"));
+        assert!(classify(json!({"requestContext": {"http": {}}})).unwrap_err().0.contains("does not decode"));
     }
 
     fn arb_json() -> impl Strategy<Value = Value> {

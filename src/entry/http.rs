@@ -10,18 +10,8 @@ use serde_json::{json, Value};
 
 /// Turns a request into an operation, or the error that answers it.
 pub fn decode_request(request: &LambdaFunctionUrlRequest) -> Result<Operation, ApiError> {
-    let method = request
-        .request_context
-        .http
-        .method
-        .as_deref()
-        .unwrap_or("GET")
-        .to_ascii_uppercase();
-    let raw_path = request
-        .raw_path
-        .as_deref()
-        .or(request.request_context.http.path.as_deref())
-        .unwrap_or("/");
+    let method = request.request_context.http.method.as_deref().unwrap_or("GET").to_ascii_uppercase();
+    let raw_path = request.raw_path.as_deref().or(request.request_context.http.path.as_deref()).unwrap_or("/");
     let path = match raw_path.trim_end_matches('/') {
         "" => "/",
         p => p,
@@ -31,8 +21,17 @@ pub fn decode_request(request: &LambdaFunctionUrlRequest) -> Result<Operation, A
     let allowed: &[&str] = match segments.as_slice() {
         ["healthz"] | ["fleet"] | ["releases", _] => &["GET"],
         ["releases"] => &["GET", "POST"],
-        ["rollback"] => &["POST"],
-        _ => return Err(ApiError::new(404, "not_found", format!("no route {path}; routes are GET /healthz, GET /fleet, GET|POST /releases, GET /releases/{{id}}, POST /rollback"))),
+        ["rollback"] | ["reconcile"] => &["POST"],
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "not_found",
+                format!(
+                    "no route {path}; routes are GET /healthz, GET /fleet, GET|POST /releases, GET /releases/{{id}}, \
+                     POST /rollback, POST /reconcile"
+                ),
+            ))
+        }
     };
     if !allowed.contains(&method.as_str()) {
         return Err(ApiError {
@@ -48,15 +47,12 @@ pub fn decode_request(request: &LambdaFunctionUrlRequest) -> Result<Operation, A
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["healthz"]) => Ok(Operation::Health),
         ("GET", ["fleet"]) => Ok(Operation::FleetStatus),
+        ("POST", ["reconcile"]) => Ok(Operation::Reconcile),
         ("GET", ["releases", id]) => Ok(Operation::GetRelease(release_id(id)?)),
         ("GET", ["releases"]) => {
             let query = &request.query_string_parameters;
             let limit = page_limit(query.get("limit").map(String::as_str))?;
-            let after = query
-                .get("cursor")
-                .filter(|c| !c.is_empty())
-                .map(|c| release_id(c))
-                .transpose()?;
+            let after = query.get("cursor").filter(|c| !c.is_empty()).map(|c| release_id(c)).transpose()?;
             Ok(Operation::ListReleases { limit, after })
         }
         ("POST", ["releases"]) => {
@@ -77,25 +73,15 @@ pub fn decode_request(request: &LambdaFunctionUrlRequest) -> Result<Operation, A
 /// non-JSON bodies.
 fn json_body(request: &LambdaFunctionUrlRequest) -> Result<Option<Value>, ApiError> {
     let raw = request.body.as_deref().unwrap_or("");
-    let too_large = || {
-        ApiError::new(
-            413,
-            "body_too_large",
-            format!("the body is over the limit of {MAX_BODY_BYTES} bytes"),
-        )
-    };
+    let too_large =
+        || ApiError::new(413, "body_too_large", format!("the body is over the limit of {MAX_BODY_BYTES} bytes"));
     let bytes = if request.is_base64_encoded {
         if raw.len() > MAX_BODY_BYTES.div_ceil(3) * 4 {
             return Err(too_large());
         }
-        base64::engine::general_purpose::STANDARD
-            .decode(raw.trim())
-            .map_err(|e| {
-                ApiError::bad_request(
-                    "invalid_body",
-                    format!("the body is marked base64 but does not decode: {e}"),
-                )
-            })?
+        base64::engine::general_purpose::STANDARD.decode(raw.trim()).map_err(|e| {
+            ApiError::bad_request("invalid_body", format!("the body is marked base64 but does not decode: {e}"))
+        })?
     } else {
         raw.as_bytes().to_vec()
     };
@@ -141,50 +127,29 @@ mod tests {
 
     #[test]
     fn routes_and_methods() {
-        assert!(matches!(
-            decode_request(&request("GET", "/healthz", None, false)),
-            Ok(Operation::Health)
-        ));
+        assert!(matches!(decode_request(&request("GET", "/healthz", None, false)), Ok(Operation::Health)));
         assert!(matches!(
             decode_request(&request("GET", "/releases/", None, false)),
             Ok(Operation::ListReleases { limit: 20, after: None })
         ));
-        assert!(matches!(
-            decode_request(&request("post", "/rollback", None, false)),
-            Ok(Operation::Rollback(_))
-        ));
+        assert!(matches!(decode_request(&request("post", "/rollback", None, false)), Ok(Operation::Rollback(_))));
         assert_eq!(error_of("GET", "/nope", None, false).status, 404);
         assert_eq!(error_of("DELETE", "/releases", None, false).status, 405);
         assert_eq!(error_of("POST", "/releases/x", None, false).status, 405);
-        assert_eq!(
-            error_of("GET", "/releases/not-an-id", None, false).code,
-            "invalid_release_id"
-        );
+        assert_eq!(error_of("GET", "/releases/not-an-id", None, false).code, "invalid_release_id");
     }
 
     #[test]
     fn bodies() {
         let ok = r#"{"flakeref": "a/b/=1.2.3#nixosConfigurations.x", "revision": "abcdef1"}"#;
-        assert!(matches!(
-            decode_request(&request("POST", "/releases", Some(ok), false)),
-            Ok(Operation::Deploy(_))
-        ));
+        assert!(matches!(decode_request(&request("POST", "/releases", Some(ok), false)), Ok(Operation::Deploy(_))));
         let b64 = base64::engine::general_purpose::STANDARD.encode(ok);
-        assert!(matches!(
-            decode_request(&request("POST", "/releases", Some(&b64), true)),
-            Ok(Operation::Deploy(_))
-        ));
+        assert!(matches!(decode_request(&request("POST", "/releases", Some(&b64), true)), Ok(Operation::Deploy(_))));
         assert_eq!(error_of("POST", "/releases", Some("{"), false).code, "invalid_json");
         assert_eq!(error_of("POST", "/releases", Some("!!"), true).code, "invalid_body");
         assert_eq!(error_of("POST", "/releases", None, false).code, "invalid_json");
-        assert_eq!(
-            error_of("POST", "/releases", Some(r#"{"flakeRef": "x"}"#), false).code,
-            "invalid_json"
-        );
-        assert_eq!(
-            error_of("POST", "/releases", Some(r#"{"flakeref": "a/b/0.1#x"}"#), false).code,
-            "invalid_flakeref"
-        );
+        assert_eq!(error_of("POST", "/releases", Some(r#"{"flakeRef": "x"}"#), false).code, "invalid_json");
+        assert_eq!(error_of("POST", "/releases", Some(r#"{"flakeref": "a/b/0.1#x"}"#), false).code, "invalid_flakeref");
         let big = format!(r#"{{"flakeref": "{}"}}"#, "a".repeat(MAX_BODY_BYTES));
         assert_eq!(error_of("POST", "/releases", Some(&big), false).status, 413);
     }

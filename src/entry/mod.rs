@@ -38,10 +38,7 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
             HandlerError::Failed(api) => api.message.clone(),
             other => other.to_string(),
         };
-        Self {
-            error_type: error_type.into(),
-            error_message,
-        }
+        Self { error_type: error_type.into(), error_message }
     }
 }
 
@@ -56,12 +53,7 @@ where
     I: FleetInventory,
     R: CommandRunner,
 {
-    let span = info_span!(
-        "invocation",
-        request_id,
-        trigger = field::Empty,
-        release_id = field::Empty
-    );
+    let span = info_span!("invocation", request_id, trigger = field::Empty, release_id = field::Empty);
     async move {
         let now = Timestamp::now();
         match classify(event)? {
@@ -136,10 +128,7 @@ fn invoke_operation(action: &str, fields: Map<String, Value>) -> Result<Operatio
         "rollback" => decode::<RollbackBody>(Value::Object(fields), ROLLBACK_SHAPE)?.into_operation(),
         "status" | "reconcile" if !fields.is_empty() => {
             let keys: Vec<&String> = fields.keys().collect();
-            Err(ApiError::bad_request(
-                "invalid_json",
-                format!("action {action:?} takes no other fields, got {keys:?}"),
-            ))
+            Err(ApiError::bad_request("invalid_json", format!("action {action:?} takes no other fields, got {keys:?}")))
         }
         "status" => Ok(Operation::FleetStatus),
         "reconcile" => Ok(Operation::Reconcile),

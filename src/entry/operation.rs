@@ -75,10 +75,7 @@ impl DeployBody {
 impl RollbackBody {
     pub fn into_operation(self) -> Result<Operation, ApiError> {
         let target = self.release_id.map(|id| release_id(&id)).transpose()?;
-        Ok(Operation::Rollback(RollbackRequest {
-            target,
-            idempotency_key: idempotency_key(self.idempotency_key)?,
-        }))
+        Ok(Operation::Rollback(RollbackRequest { target, idempotency_key: idempotency_key(self.idempotency_key)? }))
     }
 }
 
@@ -94,16 +91,12 @@ pub fn release_id(raw: &str) -> Result<ReleaseId, ApiError> {
 pub fn page_limit(raw: Option<&str>) -> Result<u32, ApiError> {
     match raw {
         None => Ok(DEFAULT_PAGE),
-        Some(raw) => raw
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_query",
-                    format!("limit must be a whole number from 1 to {MAX_PAGE}, got {raw:?}"),
-                )
-            }),
+        Some(raw) => raw.parse::<u32>().ok().filter(|n| (1..=MAX_PAGE).contains(n)).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be a whole number from 1 to {MAX_PAGE}, got {raw:?}"),
+            )
+        }),
     }
 }
 

@@ -27,6 +27,7 @@ fn pending_release(stack: &Stack, now: Timestamp) -> Release {
         deadline: now.plus(Duration::from_secs(600)),
         instances: vec![],
         rollout: None,
+        launches: vec![],
         version: 0,
     }
 }
@@ -50,10 +51,7 @@ async fn crash_after_recording_before_sending_is_finished_by_the_retry() {
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
     assert_eq!(
-        store(&stack)
-            .admit(&release, Some(&claim("ci-run-7", now)), now)
-            .await
-            .unwrap(),
+        store(&stack).admit(&release, Some(&claim("ci-run-7", now)), true, now).await.unwrap(),
         Admission::Admitted
     );
 
@@ -75,11 +73,9 @@ async fn crash_after_recording_is_finished_by_the_reconcile() {
     let stack = Stack::new(1).await;
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
-    store(&stack).admit(&release, None, now).await.unwrap();
+    store(&stack).admit(&release, None, true, now).await.unwrap();
     let controller = stack.controller();
-    let answer = flakefleet::entry::handle(&controller, json!({"action": "reconcile"}), "it")
-        .await
-        .unwrap();
+    let answer = flakefleet::entry::handle(&controller, json!({"action": "reconcile"}), "it").await.unwrap();
     assert_eq!(answer["reconcile"]["outcome"], "dispatched");
     assert_eq!(stack.commands().await.len(), 1);
     assert_eq!(stack.settle(&controller).await["release"]["status"], "succeeded");
@@ -90,7 +86,7 @@ async fn crash_after_sending_before_recording_adopts_the_sent_command() {
     let stack = Stack::new(2).await;
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
-    store(&stack).admit(&release, None, now).await.unwrap();
+    store(&stack).admit(&release, None, true, now).await.unwrap();
     let runner = SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings());
     let sent = runner
         .send(&ApplyCommand {
@@ -102,9 +98,7 @@ async fn crash_after_sending_before_recording_adopts_the_sent_command() {
         .unwrap();
 
     let controller = stack.controller();
-    let answer = flakefleet::entry::handle(&controller, json!({"action": "reconcile"}), "it")
-        .await
-        .unwrap();
+    let answer = flakefleet::entry::handle(&controller, json!({"action": "reconcile"}), "it").await.unwrap();
     assert_eq!(answer["reconcile"]["release"]["command_id"], sent.as_str(), "{answer}");
     assert_eq!(stack.commands().await.len(), 1, "no second command");
     assert_eq!(stack.settle(&controller).await["release"]["status"], "succeeded");
@@ -116,17 +110,14 @@ async fn a_recorded_release_is_never_overwritten() {
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
     let store = store(&stack);
-    store.admit(&release, None, now).await.unwrap();
+    store.admit(&release, None, true, now).await.unwrap();
     // The same id again (a retry that regenerated nothing) is refused while the lease is held...
     let mut copy = release.clone();
     copy.flakeref = Flakeref::parse("Evil/infra/=6.6.6#nixosConfigurations.web").unwrap();
-    assert!(matches!(
-        store.admit(&copy, None, now).await.unwrap(),
-        Admission::Busy { .. }
-    ));
+    assert!(matches!(store.admit(&copy, None, true, now).await.unwrap(), Admission::Busy { .. }));
     // ...and after it lapsed, the condition on the release item still holds.
     let later = now.plus(Duration::from_secs(601));
-    assert!(store.admit(&copy, None, later).await.is_err());
+    assert!(store.admit(&copy, None, true, later).await.is_err());
     let stored = store.release(&stack.fleet, &release.id).await.unwrap().unwrap();
     assert_eq!(stored.flakeref.as_str(), GOOD);
 }

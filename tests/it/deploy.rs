@@ -47,14 +47,9 @@ async fn deploy_records_a_release_and_sends_one_command_to_the_tagged_fleet() {
     let instances = settled["release"]["instances"].as_array().unwrap();
     let ids: Vec<&str> = instances.iter().map(|i| i["instance_id"].as_str().unwrap()).collect();
     assert_eq!(ids, stack.instances.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(instances
-        .iter()
-        .all(|i| i["status"] == "Success" && i["exit_code"] == 0));
+    assert!(instances.iter().all(|i| i["status"] == "Success" && i["exit_code"] == 0));
     let (_, fleet) = stack.http(&controller, "GET", "/fleet", None).await;
-    assert!(
-        fleet["fleet"]["lease"].is_null(),
-        "the lease is freed once the release is judged"
-    );
+    assert!(fleet["fleet"]["lease"].is_null(), "the lease is freed once the release is judged");
 }
 
 #[tokio::test]
@@ -64,33 +59,16 @@ async fn list_is_newest_first_with_a_cursor() {
     let mut ids = Vec::new();
     for n in 0..3 {
         let flakeref = format!("AcmeCorp/infra/=0.1.{n}#nixosConfigurations.web");
-        ids.push(
-            stack.deploy(&controller, &flakeref).await["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
+        ids.push(stack.deploy(&controller, &flakeref).await["id"].as_str().unwrap().to_owned());
         stack.settle(&controller).await;
     }
     let (status, page) = stack.http(&controller, "GET", "/releases?limit=2", None).await;
     assert_eq!(status, 200);
-    let listed: Vec<&str> = page["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let listed: Vec<&str> = page["releases"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(listed, [ids[2].as_str(), ids[1].as_str()]);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (_, rest) = stack
-        .http(&controller, "GET", &format!("/releases?limit=2&cursor={cursor}"), None)
-        .await;
-    let listed: Vec<&str> = rest["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let (_, rest) = stack.http(&controller, "GET", &format!("/releases?limit=2&cursor={cursor}"), None).await;
+    let listed: Vec<&str> = rest["releases"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(listed, [ids[0].as_str()]);
     assert!(rest["next_cursor"].is_null());
 }
@@ -105,13 +83,9 @@ async fn rollback_is_a_new_release_with_the_old_flakeref() {
     stack.settle(&controller).await;
 
     // By id, as a direct invoke.
-    let answer = flakefleet::entry::handle(
-        &controller,
-        json!({"action": "rollback", "release_id": good["id"]}),
-        "it",
-    )
-    .await
-    .unwrap();
+    let answer = flakefleet::entry::handle(&controller, json!({"action": "rollback", "release_id": good["id"]}), "it")
+        .await
+        .unwrap();
     let rollback = &answer["release"];
     assert_eq!(rollback["kind"], "rollback");
     assert_eq!(rollback["rollback_of"], good["id"]);
@@ -119,35 +93,18 @@ async fn rollback_is_a_new_release_with_the_old_flakeref() {
     assert_ne!(rollback["id"], good["id"]);
     let commands = stack.commands().await;
     assert_eq!(commands.len(), 3);
-    let newest = commands
-        .iter()
-        .find(|c| c.command_id() == rollback["command_id"].as_str())
-        .unwrap();
+    let newest = commands.iter().find(|c| c.command_id() == rollback["command_id"].as_str()).unwrap();
     assert_eq!(newest.parameters().unwrap()["flakeref"], vec![GOOD.to_owned()]);
     stack.settle(&controller).await;
 
     // The old records are untouched.
-    let (_, old) = stack
-        .http(
-            &controller,
-            "GET",
-            &format!("/releases/{}", good["id"].as_str().unwrap()),
-            None,
-        )
-        .await;
+    let (_, old) = stack.http(&controller, "GET", &format!("/releases/{}", good["id"].as_str().unwrap()), None).await;
     assert_eq!(old["release"]["kind"], "deploy");
     assert_eq!(old["release"]["status"], "succeeded");
     assert_eq!(old["release"]["command_id"], good["command_id"]);
     assert_eq!(
-        stack
-            .http(
-                &controller,
-                "GET",
-                &format!("/releases/{}", next["id"].as_str().unwrap()),
-                None
-            )
-            .await
-            .1["release"]["status"],
+        stack.http(&controller, "GET", &format!("/releases/{}", next["id"].as_str().unwrap()), None).await.1["release"]
+            ["status"],
         "succeeded"
     );
 }
@@ -157,11 +114,7 @@ async fn empty_rollback_picks_the_last_success_before_the_current_release() {
     let stack = Stack::new(2).await;
     let controller = stack.controller();
     let (status, body) = stack.http(&controller, "POST", "/rollback", None).await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (409, Some("no_rollback_target")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"].as_str()), (409, Some("no_rollback_target")), "{body}");
 
     let good = stack.deploy(&controller, GOOD).await;
     stack.settle(&controller).await;
@@ -174,32 +127,18 @@ async fn empty_rollback_picks_the_last_success_before_the_current_release() {
     let settled = stack.settle(&controller).await;
     assert_eq!(settled["release"]["status"], "failed");
     assert!(
-        settled["release"]["status_reason"]
-            .as_str()
-            .unwrap()
-            .contains("1 of 2 instances did not converge"),
+        settled["release"]["status_reason"].as_str().unwrap().contains("1 of 2 instances did not converge"),
         "{settled}"
     );
     let failed = &settled["release"]["instances"][1];
-    assert_eq!(
-        (failed["status"].as_str(), failed["exit_code"].as_i64()),
-        (Some("Failed"), Some(3))
-    );
+    assert_eq!((failed["status"].as_str(), failed["exit_code"].as_i64()), (Some("Failed"), Some(3)));
     // stdout and stderr apart for the failure, the step's output for the rest.
-    assert_eq!(
-        failed["stderr_tail"],
-        "warning: the following units failed: nginx.service"
-    );
+    assert_eq!(failed["stderr_tail"], "warning: the following units failed: nginx.service");
     assert_eq!(failed["stdout_tail"], "activating the configuration...");
-    assert!(settled["release"]["instances"][0]["stdout_tail"]
-        .as_str()
-        .unwrap()
-        .contains("applied"));
+    assert!(settled["release"]["instances"][0]["stdout_tail"].as_str().unwrap().contains("applied"));
 
     // The sample event: an empty rollback from the direct invoke.
-    let answer = flakefleet::entry::handle(&controller, sample_event("invoke-rollback.json"), "it")
-        .await
-        .unwrap();
+    let answer = flakefleet::entry::handle(&controller, sample_event("invoke-rollback.json"), "it").await.unwrap();
     assert_eq!(answer["release"]["rollback_of"], good["id"], "{answer}");
     assert_eq!(answer["release"]["flakeref"], GOOD);
     assert_ne!(answer["release"]["rollback_of"], bad["id"]);
@@ -239,22 +178,16 @@ async fn ssm_status_events_and_the_status_action_drive_and_show_progress() {
     stack.script(json!({"instance_id": stack.instances[0], "outcome": "success", "delay_seconds": 1}));
     let release = stack.deploy(&controller, GOOD).await;
     let event = sample_event("eventbridge-ssm-status.json");
-    let first = flakefleet::entry::handle(&controller, event.clone(), "it")
-        .await
-        .unwrap();
+    let first = flakefleet::entry::handle(&controller, event.clone(), "it").await.unwrap();
     assert_eq!(first["reconcile"]["outcome"], "waiting");
     assert_eq!(first["reconcile"]["release"]["instances"][0]["status"], "InProgress");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let second = flakefleet::entry::handle(&controller, event.clone(), "it")
-        .await
-        .unwrap();
+    let second = flakefleet::entry::handle(&controller, event.clone(), "it").await.unwrap();
     assert_eq!(second["reconcile"]["outcome"], "finished");
     // Delivered twice: nothing changes.
     let third = flakefleet::entry::handle(&controller, event, "it").await.unwrap();
     assert_eq!(third["reconcile"]["outcome"], "idle");
-    let status = flakefleet::entry::handle(&controller, sample_event("invoke-status.json"), "it")
-        .await
-        .unwrap();
+    let status = flakefleet::entry::handle(&controller, sample_event("invoke-status.json"), "it").await.unwrap();
     assert_eq!(status["fleet"]["desired_release"]["id"], release["id"]);
     assert_eq!(status["fleet"]["desired_release"]["status"], "succeeded");
 }

@@ -27,18 +27,13 @@ case "$1" in
 esac
 "#,
             dir = dir.display(),
-            switch = if activation_works {
-                format!("echo {TARGET} > \"{}/current\"", dir.display())
-            } else {
-                "true".into()
-            },
+            switch =
+                if activation_works { format!("echo {TARGET} > \"{}/current\"", dir.display()) } else { "true".into() },
         );
         let readlink = format!("#!/usr/bin/env bash\ncat \"{}/current\"\n", dir.display());
-        for (name, body) in [
-            ("fh", fh.as_str()),
-            ("readlink", readlink.as_str()),
-            ("systemctl", "#!/usr/bin/env bash\n"),
-        ] {
+        for (name, body) in
+            [("fh", fh.as_str()), ("readlink", readlink.as_str()), ("systemctl", "#!/usr/bin/env bash\n")]
+        {
             let path = dir.join("bin").join(name);
             std::fs::write(&path, body).unwrap();
             Command::new("chmod").arg("+x").arg(&path).status().unwrap();
@@ -48,10 +43,7 @@ esac
 
     fn run(&self, flakeref: &str) -> Output {
         let content = &template()["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
-        let script = content["mainSteps"][0]["inputs"]["runCommand"][0]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap().to_owned();
         let path = format!("{}:/usr/bin:/bin", self.dir.join("bin").display());
         Command::new("bash")
             .arg("-c")
@@ -94,10 +86,7 @@ fn applies_and_checks_the_activation() {
     let host = Host::new(true);
     let out = host.run(GOOD);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(
-        host.calls(),
-        format!("fh resolve {GOOD}\nfh apply nixos {GOOD} switch\n")
-    );
+    assert_eq!(host.calls(), format!("fh resolve {GOOD}\nfh apply nixos {GOOD} switch\n"));
     assert!(text(&out.stdout).contains(TARGET));
 }
 

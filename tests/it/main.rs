@@ -4,6 +4,7 @@
 mod crash;
 mod deploy;
 mod document;
+mod repair;
 mod requests;
 mod rollout;
 mod support;

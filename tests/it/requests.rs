@@ -19,11 +19,7 @@ async fn a_replayed_idempotency_key_returns_the_same_release_and_sends_nothing()
     let other = json!({"flakeref": NEXT, "idempotency_key": "run-42-1"}).to_string();
     let items = stack.item_count().await;
     let (status, err) = stack.http(&controller, "POST", "/releases", Some(&other)).await;
-    assert_eq!(
-        (status, err["error"].as_str()),
-        (409, Some("idempotency_conflict")),
-        "{err}"
-    );
+    assert_eq!((status, err["error"].as_str()), (409, Some("idempotency_conflict")), "{err}");
     assert_eq!(stack.item_count().await, items);
 
     // Still the same answer after the release finished.
@@ -50,17 +46,10 @@ async fn of_twenty_concurrent_deploys_exactly_one_is_accepted() {
     assert_eq!(accepted.len(), 1, "{answers:?}");
     assert_eq!(busy.len(), 19, "{answers:?}");
     let winner = accepted[0].1["release"]["id"].as_str().unwrap();
-    assert!(busy
-        .iter()
-        .all(|(_, b)| b["error"] == "deploy_in_flight" && b["active_release_id"] == winner));
+    assert!(busy.iter().all(|(_, b)| b["error"] == "deploy_in_flight" && b["active_release_id"] == winner));
 
     let (_, page) = stack.http(&controller, "GET", "/releases", None).await;
-    let ids: Vec<&str> = page["releases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["id"].as_str().unwrap())
-        .collect();
+    let ids: Vec<&str> = page["releases"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(ids, [winner]);
     assert_eq!(stack.commands().await.len(), 1);
 }
@@ -71,24 +60,12 @@ async fn a_deploy_while_one_is_in_flight_is_refused_with_the_active_release() {
     let controller = stack.controller();
     stack.script(json!({"instance_id": stack.instances[0], "outcome": "success", "delay_seconds": 30}));
     let first = stack.deploy(&controller, GOOD).await;
-    let (status, body) = stack
-        .http(
-            &controller,
-            "POST",
-            "/releases",
-            Some(&json!({"flakeref": NEXT}).to_string()),
-        )
-        .await;
+    let (status, body) =
+        stack.http(&controller, "POST", "/releases", Some(&json!({"flakeref": NEXT}).to_string())).await;
     assert_eq!(status, 409);
     assert_eq!(body["active_release_id"], first["id"]);
-    let (status, body) = stack
-        .http(
-            &controller,
-            "POST",
-            "/rollback",
-            Some(&json!({"release_id": first["id"]}).to_string()),
-        )
-        .await;
+    let (status, body) =
+        stack.http(&controller, "POST", "/rollback", Some(&json!({"release_id": first["id"]}).to_string())).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("deploy_in_flight")));
 }
 
@@ -112,28 +89,15 @@ async fn invalid_flakerefs_are_refused_and_change_nothing() {
         long.as_str(),
     ];
     for flakeref in hostile {
-        let (status, body) = stack
-            .http(
-                &controller,
-                "POST",
-                "/releases",
-                Some(&json!({"flakeref": flakeref}).to_string()),
-            )
-            .await;
+        let (status, body) =
+            stack.http(&controller, "POST", "/releases", Some(&json!({"flakeref": flakeref}).to_string())).await;
         assert_eq!(status, 400, "{flakeref:?}: {body}");
         assert_eq!(body["error"], "invalid_flakeref");
-        assert!(
-            body["message"].as_str().unwrap().contains("<org>/<flake>/=") || flakeref.len() > 512,
-            "{body}"
-        );
+        assert!(body["message"].as_str().unwrap().contains("<org>/<flake>/=") || flakeref.len() > 512, "{body}");
     }
-    let answer = flakefleet::entry::handle(&controller, json!({"action": "deploy", "flakeref": "a/b/c;d"}), "it")
-        .await
-        .unwrap();
-    assert_eq!(
-        (answer["status"].as_u64(), answer["error"].as_str()),
-        (Some(400), Some("invalid_flakeref"))
-    );
+    let answer =
+        flakefleet::entry::handle(&controller, json!({"action": "deploy", "flakeref": "a/b/c;d"}), "it").await.unwrap();
+    assert_eq!((answer["status"].as_u64(), answer["error"].as_str()), (Some(400), Some("invalid_flakeref")));
     assert_eq!(stack.item_count().await, 0, "nothing written");
     assert!(stack.commands().await.is_empty(), "nothing sent");
 }
@@ -146,46 +110,22 @@ async fn routes_methods_and_malformed_bodies() {
         ("GET", "/nowhere", None, 404, "not_found"),
         ("DELETE", "/releases", None, 405, "method_not_allowed"),
         ("PUT", "/rollback", None, 405, "method_not_allowed"),
-        (
-            "GET",
-            "/releases/01JDZZZZZZZZZZZZZZZZZZZZZZ",
-            None,
-            404,
-            "release_not_found",
-        ),
+        ("GET", "/releases/01JDZZZZZZZZZZZZZZZZZZZZZZ", None, 404, "release_not_found"),
         ("GET", "/releases?limit=0", None, 400, "invalid_query"),
         ("POST", "/releases", Some("{\"flakeref\": "), 400, "invalid_json"),
         ("POST", "/releases", Some("[]"), 400, "invalid_json"),
-        (
-            "POST",
-            "/releases",
-            Some("{\"flakeref\": \"AcmeCorp/infra/=0.1.2#web\", \"extra\": 1}"),
-            400,
-            "invalid_json",
-        ),
-        (
-            "POST",
-            "/rollback",
-            Some("{\"release_id\": \"yesterday\"}"),
-            400,
-            "invalid_release_id",
-        ),
+        ("POST", "/releases", Some("{\"flakeref\": \"AcmeCorp/infra/=0.1.2#web\", \"extra\": 1}"), 400, "invalid_json"),
+        ("POST", "/rollback", Some("{\"release_id\": \"yesterday\"}"), 400, "invalid_release_id"),
     ];
     for (method, path, body, status, code) in cases {
         let (got, answer) = stack.http(&controller, method, path, body).await;
-        assert_eq!(
-            (got, answer["error"].as_str()),
-            (status, Some(code)),
-            "{method} {path}: {answer}"
-        );
+        assert_eq!((got, answer["error"].as_str()), (status, Some(code)), "{method} {path}: {answer}");
         assert!(!answer["message"].as_str().unwrap().is_empty());
     }
 
     // Base64 bodies: decoded when valid, refused when not.
     let mut event = sample_event("function-url-deploy.json");
-    event["body"] = base64::engine::general_purpose::STANDARD
-        .encode(json!({"flakeref": GOOD}).to_string())
-        .into();
+    event["body"] = base64::engine::general_purpose::STANDARD.encode(json!({"flakeref": GOOD}).to_string()).into();
     event["isBase64Encoded"] = true.into();
     let (status, _) = stack.raw_http(&controller, event.clone()).await;
     assert_eq!(status, 202);
@@ -205,9 +145,7 @@ async fn routes_methods_and_malformed_bodies() {
 async fn unknown_events_and_actions_say_what_was_expected() {
     let stack = Stack::new(0).await;
     let controller = stack.controller();
-    let err = flakefleet::entry::handle(&controller, json!({"Records": []}), "it")
-        .await
-        .unwrap_err();
+    let err = flakefleet::entry::handle(&controller, json!({"Records": []}), "it").await.unwrap_err();
     assert!(err.to_string().contains("expected a function URL request"), "{err}");
     let err = flakefleet::entry::handle(
         &controller,
@@ -216,19 +154,10 @@ async fn unknown_events_and_actions_say_what_was_expected() {
     )
     .await
     .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("unsupported EventBridge event aws.s3/Object Created"),
-        "{err}"
-    );
-    let answer = flakefleet::entry::handle(&controller, json!({"action": "explode"}), "it")
-        .await
-        .unwrap();
+    assert!(err.to_string().contains("unsupported EventBridge event aws.s3/Object Created"), "{err}");
+    let answer = flakefleet::entry::handle(&controller, json!({"action": "explode"}), "it").await.unwrap();
     assert_eq!(answer["error"], "unknown_action");
-    assert!(answer["message"]
-        .as_str()
-        .unwrap()
-        .contains("deploy, rollback, status, reconcile"));
+    assert!(answer["message"].as_str().unwrap().contains("deploy, rollback, status, reconcile"));
 }
 
 #[tokio::test]
@@ -240,22 +169,8 @@ async fn a_failing_store_answers_500_with_an_opaque_message() {
         flakefleet::aws::SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings()),
         stack.settings(),
     );
-    let (status, body) = stack
-        .http(
-            &broken,
-            "POST",
-            "/releases",
-            Some(&json!({"flakeref": GOOD}).to_string()),
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"].as_str()),
-        (500, Some("internal_error")),
-        "{body}"
-    );
-    assert!(
-        !body["message"].as_str().unwrap().contains("no-such-table"),
-        "the cause stays in the log: {body}"
-    );
+    let (status, body) = stack.http(&broken, "POST", "/releases", Some(&json!({"flakeref": GOOD}).to_string())).await;
+    assert_eq!((status, body["error"].as_str()), (500, Some("internal_error")), "{body}");
+    assert!(!body["message"].as_str().unwrap().contains("no-such-table"), "the cause stays in the log: {body}");
     assert!(stack.commands().await.is_empty());
 }

@@ -21,9 +21,7 @@ fn staged(stack: &Stack, threshold: Rate) -> FleetSettings {
 async fn run_out(stack: &Stack, controller: &AwsFleetController) -> Value {
     let event = sample_event("eventbridge-scheduled.json");
     for _ in 0..100 {
-        let answer = flakefleet::entry::handle(controller, event.clone(), "it")
-            .await
-            .expect("reconcile");
+        let answer = flakefleet::entry::handle(controller, event.clone(), "it").await.expect("reconcile");
         if matches!(answer["reconcile"]["outcome"].as_str(), Some("idle" | "halted")) {
             return stack.http(controller, "GET", "/fleet", None).await.1["fleet"].clone();
         }
@@ -32,11 +30,7 @@ async fn run_out(stack: &Stack, controller: &AwsFleetController) -> Value {
 }
 
 async fn release(stack: &Stack, controller: &AwsFleetController, id: &Value) -> Value {
-    stack
-        .http(controller, "GET", &format!("/releases/{}", id.as_str().unwrap()), None)
-        .await
-        .1["release"]
-        .clone()
+    stack.http(controller, "GET", &format!("/releases/{}", id.as_str().unwrap()), None).await.1["release"].clone()
 }
 
 fn wave_sizes(release: &Value) -> Vec<usize> {
@@ -69,10 +63,7 @@ async fn a_clean_staged_rollout_over_ten_instances() {
     assert_eq!(wave_sizes(&started), [1], "the request sends only the canary");
     let commands = stack.commands().await;
     assert_eq!(commands.len(), 1);
-    assert!(
-        commands[0].targets().is_empty() && commands[0].instance_ids().len() == 1,
-        "sent by instance id"
-    );
+    assert!(commands[0].targets().is_empty() && commands[0].instance_ids().len() == 1, "sent by instance id");
 
     let fleet = run_out(&stack, &controller).await;
     let done = release(&stack, &controller, &started["id"]).await;
@@ -108,21 +99,13 @@ async fn a_failed_canary_is_rolled_back_automatically() {
     assert_eq!(rollback["rollback_of"], good["id"]);
     assert_eq!(rollback["flakeref"], GOOD);
     assert_eq!(rollback["status"], "succeeded");
-    assert_eq!(
-        rollback["rollout"]["waves"][0]["instance_ids"],
-        json!([canary]),
-        "only where the bad release went"
-    );
+    assert_eq!(rollback["rollout"]["waves"][0]["instance_ids"], json!([canary]), "only where the bad release went");
     assert!(fleet["halted"].is_null());
     // What each instance last applied: the canary the rollback, the others the good release.
     let instances = fleet["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 10);
     for instance in instances {
-        let expected = if instance["instance_id"] == canary {
-            &rollback["id"]
-        } else {
-            &good["id"]
-        };
+        let expected = if instance["instance_id"] == canary { &rollback["id"] } else { &good["id"] };
         assert_eq!(&instance["release_id"], expected, "{instance}");
         assert_eq!(instance["flakeref"], GOOD);
     }
@@ -140,18 +123,8 @@ async fn thirty_percent_failing_over_a_ten_percent_threshold_stops_and_rolls_bac
         let page = stack
             .ec2
             .describe_instances()
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("tag:Name")
-                    .values(&stack.tag.value)
-                    .build(),
-            )
-            .filters(
-                aws_sdk_ec2::types::Filter::builder()
-                    .name("instance-state-name")
-                    .values("running")
-                    .build(),
-            )
+            .filters(aws_sdk_ec2::types::Filter::builder().name("tag:Name").values(&stack.tag.value).build())
+            .filters(aws_sdk_ec2::types::Filter::builder().name("instance-state-name").values("running").build())
             .max_results(5)
             .send()
             .await
@@ -195,33 +168,20 @@ async fn a_failing_rollback_halts_the_fleet_without_looping() {
     }
     stack.deploy(&controller, NEXT).await;
     let fleet = run_out(&stack, &controller).await;
-    assert!(
-        fleet["halted"]["reason"].as_str().unwrap().contains("rollback"),
-        "{fleet}"
-    );
+    assert!(fleet["halted"]["reason"].as_str().unwrap().contains("rollback"), "{fleet}");
     let halted = release(&stack, &controller, &fleet["halted"]["release_id"]).await;
-    assert_eq!(
-        (halted["kind"].as_str(), halted["status"].as_str()),
-        (Some("rollback"), Some("halted"))
-    );
+    assert_eq!((halted["kind"].as_str(), halted["status"].as_str()), (Some("rollback"), Some("halted")));
 
     let commands = stack.commands().await.len();
     for _ in 0..3 {
-        let answer = flakefleet::entry::handle(&controller, sample_event("eventbridge-scheduled.json"), "it")
-            .await
-            .unwrap();
+        let answer =
+            flakefleet::entry::handle(&controller, sample_event("eventbridge-scheduled.json"), "it").await.unwrap();
         assert_eq!(answer["reconcile"]["outcome"], "halted");
     }
-    assert_eq!(
-        stack.commands().await.len(),
-        commands,
-        "a halted fleet gets no automatic command"
-    );
+    assert_eq!(stack.commands().await.len(), commands, "a halted fleet gets no automatic command");
 
     // An operator's deploy lifts the halt.
-    stack
-        .deploy(&controller, "AcmeCorp/infra/=0.1.43#nixosConfigurations.web")
-        .await;
+    stack.deploy(&controller, "AcmeCorp/infra/=0.1.43#nixosConfigurations.web").await;
     let (_, fleet) = stack.http(&controller, "GET", "/fleet", None).await;
     assert!(fleet["fleet"]["halted"].is_null(), "{fleet}");
 }
@@ -234,14 +194,8 @@ async fn a_deploy_during_a_rollout_gets_409_with_the_active_release() {
         stack.script(json!({"instance_id": id, "outcome": "success", "delay_seconds": 30}));
     }
     let active = stack.deploy(&controller, GOOD).await;
-    let (status, body) = stack
-        .http(
-            &controller,
-            "POST",
-            "/releases",
-            Some(&json!({"flakeref": NEXT}).to_string()),
-        )
-        .await;
+    let (status, body) =
+        stack.http(&controller, "POST", "/releases", Some(&json!({"flakeref": NEXT}).to_string())).await;
     assert_eq!((status, &body["active_release_id"]), (409, &active["id"]));
     let (_, fleet) = stack.http(&controller, "GET", "/fleet", None).await;
     assert_eq!(fleet["fleet"]["rollout"]["release_id"], active["id"]);
@@ -258,9 +212,7 @@ async fn duplicated_and_reordered_status_events_reach_the_same_end() {
     let order = [&ssm, &ssm, &schedule, &ssm, &schedule, &schedule, &ssm];
     for _ in 0..10 {
         for event in order {
-            flakefleet::entry::handle(&controller, (*event).clone(), "it")
-                .await
-                .unwrap();
+            flakefleet::entry::handle(&controller, (*event).clone(), "it").await.unwrap();
         }
     }
     let done = release(&stack, &controller, &started["id"]).await;

@@ -9,6 +9,7 @@ use aws_sdk_ssm::types::Command;
 use flakefleet::aws::{DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, SsmSettings};
 use flakefleet::domain::controller::{FleetController, FleetSettings};
 use flakefleet::domain::fleet::{FleetName, TargetTag};
+use flakefleet::domain::repair::{FleetSpec, ImageSelector};
 use flakefleet::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
 use flakefleet::AwsFleetController;
 use serde_json::{json, Value};
@@ -17,6 +18,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub const DOCUMENT: &str = "ApplyNixosDocument";
+/// The demo's instance profile, created in moto's IAM by [`Stack::new`].
+pub const PROFILE: &str = "FlakeHubClientMachine";
 pub const GOOD: &str = "AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web";
 pub const NEXT: &str = "AcmeCorp/infra/=0.1.42+rev-2222222#nixosConfigurations.web";
 
@@ -36,6 +39,23 @@ pub fn sample_event(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The demo's fleet spec, with capacity left alone.
+pub fn default_spec() -> FleetSpec {
+    FleetSpec {
+        desired_capacity: 0,
+        instance_type: "t3a.nano".into(),
+        subnets: vec![],
+        security_groups: vec![],
+        instance_profile: PROFILE.into(),
+        image: ImageSelector {
+            owner: "535002876703".into(),
+            name_pattern: "determinate/nixos/epoch-1/24.05.*".into(),
+            architecture: "x86_64".into(),
+        },
+        root_volume_gib: 16,
+    }
+}
+
 /// The document settings the tests run with (the template's defaults).
 pub fn ssm_settings() -> SsmSettings {
     SsmSettings {
@@ -51,6 +71,7 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// One test's slice of the local AWS.
 pub struct Stack {
+    pub sdk: aws_config::SdkConfig,
     pub ssm: aws_sdk_ssm::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub ddb: aws_sdk_dynamodb::Client,
@@ -63,32 +84,22 @@ pub struct Stack {
 impl Stack {
     /// A new table, and `instances` running instances carrying a tag of their own.
     pub async fn new(instances: i32) -> Self {
-        let unique = format!(
-            "{}-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst),
-            fastrand::u32(..)
-        );
+        let unique = format!("{}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst), fastrand::u32(..));
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_ssm::config::Credentials::new(
-                "testing", "testing", None, None, "tests",
-            ))
+            .credentials_provider(aws_sdk_ssm::config::Credentials::new("testing", "testing", None, None, "tests"))
             .endpoint_url(endpoint("FLAKEFLEET_TEST_MOTO_URL"))
             .load()
             .await;
-        let ssm_config = aws_sdk_ssm::config::Builder::from(&sdk)
-            .endpoint_url(endpoint("FLAKEFLEET_TEST_SSM_URL"))
-            .build();
+        let ssm_config =
+            aws_sdk_ssm::config::Builder::from(&sdk).endpoint_url(endpoint("FLAKEFLEET_TEST_SSM_URL")).build();
         let stack = Self {
+            sdk: sdk.clone(),
             ssm: aws_sdk_ssm::Client::from_conf(ssm_config),
             ec2: aws_sdk_ec2::Client::new(&sdk),
             ddb: aws_sdk_dynamodb::Client::new(&sdk),
             table: format!("flakefleet-it-{unique}"),
-            tag: TargetTag {
-                key: "Name".into(),
-                value: format!("it-{unique}"),
-            },
+            tag: TargetTag { key: "Name".into(), value: format!("it-{unique}") },
             fleet: FleetName::parse("it").unwrap(),
             instances: Vec::new(),
         };
@@ -105,11 +116,8 @@ impl Stack {
     async fn create_table_from_template(&self) {
         let template = template();
         let props = &template["Resources"]["ReleasesTable"]["Properties"];
-        let mut create = self
-            .ddb
-            .create_table()
-            .table_name(&self.table)
-            .billing_mode(props["BillingMode"].as_str().unwrap().into());
+        let mut create =
+            self.ddb.create_table().table_name(&self.table).billing_mode(props["BillingMode"].as_str().unwrap().into());
         for def in props["AttributeDefinitions"].as_sequence().unwrap() {
             create = create.attribute_definitions(
                 AttributeDefinition::builder()
@@ -156,24 +164,29 @@ impl Stack {
             .tag_specifications(
                 aws_sdk_ec2::types::TagSpecification::builder()
                     .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                    .tags(
-                        aws_sdk_ec2::types::Tag::builder()
-                            .key(&self.tag.key)
-                            .value(&self.tag.value)
-                            .build(),
-                    )
+                    .tags(aws_sdk_ec2::types::Tag::builder().key(&self.tag.key).value(&self.tag.value).build())
                     .build(),
             )
             .send()
             .await
             .expect("RunInstances");
-        let mut ids: Vec<String> = out
-            .instances()
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_owned))
-            .collect();
+        let mut ids: Vec<String> = out.instances().iter().filter_map(|i| i.instance_id().map(str::to_owned)).collect();
         ids.sort();
         ids
+    }
+
+    /// The demo's instance profile in moto's IAM (shared by the tests).
+    pub async fn create_instance_profile(&self) {
+        self.create_instance_profile_named(PROFILE).await;
+    }
+
+    pub async fn create_instance_profile_named(&self, name: &str) {
+        let iam = aws_sdk_iam::Client::new(&self.sdk);
+        match iam.create_instance_profile().instance_profile_name(name).send().await {
+            Ok(_) => {}
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_entity_already_exists_exception()) => {}
+            Err(e) => panic!("CreateInstanceProfile: {}", aws_sdk_iam::error::DisplayErrorContext(e)),
+        }
     }
 
     pub fn settings(&self) -> FleetSettings {
@@ -190,6 +203,7 @@ impl Stack {
                 failure_threshold: Rate::Count(0),
                 auto_rollback: false,
             },
+            spec: default_spec(),
             takeover_after: Duration::ZERO,
         }
     }
@@ -246,14 +260,8 @@ impl Stack {
     }
 
     pub async fn deploy(&self, controller: &AwsFleetController, flakeref: &str) -> Value {
-        let (status, body) = self
-            .http(
-                controller,
-                "POST",
-                "/releases",
-                Some(&json!({ "flakeref": flakeref }).to_string()),
-            )
-            .await;
+        let (status, body) =
+            self.http(controller, "POST", "/releases", Some(&json!({ "flakeref": flakeref }).to_string())).await;
         assert_eq!(status, 202, "{body}");
         body["release"].clone()
     }
@@ -263,9 +271,7 @@ impl Stack {
     pub async fn settle(&self, controller: &AwsFleetController) -> Value {
         let event = sample_event("eventbridge-scheduled.json");
         for _ in 0..50 {
-            let answer = flakefleet::entry::handle(controller, event.clone(), "it")
-                .await
-                .expect("reconcile");
+            let answer = flakefleet::entry::handle(controller, event.clone(), "it").await.expect("reconcile");
             let outcome = answer["reconcile"]["outcome"].as_str().unwrap().to_owned();
             if outcome == "finished" || outcome == "idle" {
                 return answer["reconcile"].clone();
@@ -293,14 +299,7 @@ impl Stack {
 
     /// Every item in this test's table.
     pub async fn item_count(&self) -> usize {
-        self.ddb
-            .scan()
-            .table_name(&self.table)
-            .send()
-            .await
-            .expect("Scan")
-            .items()
-            .len()
+        self.ddb.scan().table_name(&self.table).send().await.expect("Scan").items().len()
     }
 
     /// Scripts the simulator: `rule` as in dev/README.md.

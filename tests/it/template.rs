@@ -13,26 +13,15 @@ fn table_keys_match_the_store() {
     let t = template();
     let props = &t["Resources"]["ReleasesTable"]["Properties"];
     let key = |kind: &str| {
-        props["KeySchema"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .find(|k| k["KeyType"] == kind)
-            .unwrap()["AttributeName"]
+        props["KeySchema"].as_sequence().unwrap().iter().find(|k| k["KeyType"] == kind).unwrap()["AttributeName"]
             .as_str()
             .unwrap()
             .to_owned()
     };
     assert_eq!(key("HASH"), PARTITION_KEY);
     assert_eq!(key("RANGE"), SORT_KEY);
-    assert_eq!(
-        props["TimeToLiveSpecification"]["AttributeName"].as_str(),
-        Some(TTL_ATTRIBUTE)
-    );
-    assert_eq!(
-        props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
-        Some(true)
-    );
+    assert_eq!(props["TimeToLiveSpecification"]["AttributeName"].as_str(), Some(TTL_ATTRIBUTE));
+    assert_eq!(props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(), Some(true));
 }
 
 #[test]
@@ -55,10 +44,7 @@ fn the_document_validates_flakerefs_with_the_same_regex() {
     let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
     assert!(script.contains(&format!("pattern='{FLAKEREF_PATTERN}'")));
     assert!(script.contains("set -euf -o pipefail"));
-    assert!(
-        !script.contains("{{"),
-        "parameters must arrive as environment variables"
-    );
+    assert!(!script.contains("{{"), "parameters must arrive as environment variables");
 }
 
 #[test]
@@ -81,9 +67,6 @@ fn the_function_gets_exactly_the_configuration_the_code_reads() {
     .unwrap();
     let read = read.into_inner();
     // FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS keeps its default in the template.
-    let expected: BTreeSet<String> = read
-        .into_iter()
-        .filter(|v| v != "FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS")
-        .collect();
+    let expected: BTreeSet<String> = read.into_iter().filter(|v| v != "FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS").collect();
     assert_eq!(given, expected);
 }

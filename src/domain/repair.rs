@@ -1,0 +1,215 @@
+//! Keeping the fleet whole: which slots need an instance, and which running
+//! instances have drifted from the release the fleet should run. Pure rules.
+
+use super::release::ReleaseId;
+use std::collections::BTreeSet;
+
+/// What EC2 should launch for the fleet; from configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetSpec {
+    /// Instances the fleet should have; 0 leaves capacity alone (drift is still repaired).
+    pub desired_capacity: usize,
+    pub instance_type: String,
+    /// Launches are spread across these, slot by slot.
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub instance_profile: String,
+    pub image: ImageSelector,
+    pub root_volume_gib: i32,
+}
+
+/// The newest image matching all three wins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSelector {
+    pub owner: String,
+    pub name_pattern: String,
+    pub architecture: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceState {
+    Pending,
+    Running,
+    /// Stopping, stopped, shutting down, terminated: not part of the fleet's count.
+    Gone,
+}
+
+/// One instance carrying the fleet tag, as EC2 reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FleetInstance {
+    pub id: String,
+    pub state: InstanceState,
+    /// Its `flakefleet:slot` tag: which of the desired instances it is.
+    pub slot: Option<usize>,
+    /// Its `flakefleet:release` tag: the release it last applied successfully.
+    pub release: Option<ReleaseId>,
+}
+
+/// One launch a repair asked EC2 for, as recorded on the repair release.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Launch {
+    pub slot: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepairPlan {
+    /// Free slots to launch an instance into, lowest first.
+    pub launch: Vec<usize>,
+    /// Running instances to apply the fleet's release to again.
+    pub reapply: Vec<String>,
+}
+
+impl RepairPlan {
+    pub fn is_empty(&self) -> bool {
+        self.launch.is_empty() && self.reapply.is_empty()
+    }
+}
+
+/// Plans a repair. `runs_target(release)` says whether an instance tagged with
+/// that release runs the fleet's target flakeref (a rollback to the same
+/// flakeref is no drift).
+pub fn plan_repair(
+    spec: &FleetSpec,
+    instances: &[FleetInstance],
+    runs_target: impl Fn(&ReleaseId) -> bool,
+) -> RepairPlan {
+    let live: Vec<&FleetInstance> = instances.iter().filter(|i| i.state != InstanceState::Gone).collect();
+    let missing = spec.desired_capacity.saturating_sub(live.len());
+    let occupied: BTreeSet<usize> = live.iter().filter_map(|i| i.slot).collect();
+    let launch = (0..).filter(|s| !occupied.contains(s)).take(missing).collect();
+    let mut reapply: Vec<String> = live
+        .iter()
+        .filter(|i| i.state == InstanceState::Running && !i.release.as_ref().is_some_and(&runs_target))
+        .map(|i| i.id.clone())
+        .collect();
+    reapply.sort();
+    RepairPlan { launch, reapply }
+}
+
+/// A ClientToken for RunInstances (at most 64 characters) from fleet, repair
+/// release and slot: a retried reconcile asks for the same launch, and EC2
+/// starts nothing new.
+pub fn client_token(fleet: &str, release: &ReleaseId, slot: usize) -> String {
+    format!("ff-{:016x}-{}-{slot}", fnv1a(fleet.as_bytes()), release)
+}
+
+/// User data for a new instance: log in to FlakeHub with the instance role and
+/// apply exactly this flakeref. NixOS runs user data on every boot, so a pinned
+/// exact ref keeps a rebooted host on its release. The flakeref is checked
+/// against the grammar, so it is safe inside single quotes.
+pub fn user_data(flakeref: &super::flakeref::Flakeref) -> String {
+    format!(
+        "#!/usr/bin/env bash\n\
+         # flakefleet: bring this host up on one exact release. Log: /var/log/flakefleet-user-data.log\n\
+         set -euo pipefail\n\
+         exec > >(tee -a /var/log/flakefleet-user-data.log) 2>&1\n\
+         echo \"flakefleet: $(date -u +%FT%TZ) applying {flakeref}\"\n\
+         determinate-nixd login aws\n\
+         fh apply nixos '{flakeref}'\n\
+         echo \"flakefleet: $(date -u +%FT%TZ) done\"\n"
+    )
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// Spreads slots across subnets.
+pub fn subnet_for(spec: &FleetSpec, slot: usize) -> Option<&str> {
+    (!spec.subnets.is_empty()).then(|| spec.subnets[slot % spec.subnets.len()].as_str())
+}
+
+/// Groups instances by the release their tag names, for looking those releases up once.
+pub fn tagged_releases(instances: &[FleetInstance]) -> Vec<ReleaseId> {
+    let mut ids: Vec<ReleaseId> = instances.iter().filter_map(|i| i.release.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::flakeref::Flakeref;
+    use crate::domain::time::Timestamp;
+
+    fn spec(capacity: usize) -> FleetSpec {
+        FleetSpec {
+            desired_capacity: capacity,
+            instance_type: "t3a.nano".into(),
+            subnets: vec!["subnet-a".into(), "subnet-b".into()],
+            security_groups: vec![],
+            instance_profile: "FlakeHubClientMachine".into(),
+            image: ImageSelector {
+                owner: "535002876703".into(),
+                name_pattern: "determinate/nixos/epoch-1/24.05.*".into(),
+                architecture: "x86_64".into(),
+            },
+            root_volume_gib: 10,
+        }
+    }
+
+    fn instance(id: &str, state: InstanceState, slot: Option<usize>, release: Option<&ReleaseId>) -> FleetInstance {
+        FleetInstance { id: id.into(), state, slot, release: release.cloned() }
+    }
+
+    #[test]
+    fn launches_into_free_slots_up_to_the_capacity() {
+        let good = ReleaseId::generate(Timestamp::from_millis(1), 1);
+        let instances = [
+            instance("i-1", InstanceState::Running, Some(1), Some(&good)),
+            instance("i-0", InstanceState::Gone, Some(0), Some(&good)),
+        ];
+        let plan = plan_repair(&spec(3), &instances, |r| r == &good);
+        assert_eq!(plan, RepairPlan { launch: vec![0, 2], reapply: vec![] });
+        // Pending instances count, and never more than the capacity.
+        let instances = [
+            instance("i-1", InstanceState::Running, Some(1), Some(&good)),
+            instance("i-2", InstanceState::Pending, None, None),
+            instance("i-3", InstanceState::Running, Some(7), Some(&good)),
+        ];
+        assert!(plan_repair(&spec(3), &instances, |r| r == &good).launch.is_empty());
+        assert!(plan_repair(&spec(0), &instances, |r| r == &good).launch.is_empty());
+    }
+
+    #[test]
+    fn reapplies_to_running_instances_off_the_target() {
+        let good = ReleaseId::generate(Timestamp::from_millis(2), 1);
+        let old = ReleaseId::generate(Timestamp::from_millis(1), 1);
+        let instances = [
+            instance("i-b", InstanceState::Running, Some(0), Some(&old)),
+            instance("i-a", InstanceState::Running, Some(1), None),
+            instance("i-c", InstanceState::Running, Some(2), Some(&good)),
+            instance("i-d", InstanceState::Pending, Some(3), None),
+        ];
+        let plan = plan_repair(&spec(4), &instances, |r| r == &good);
+        assert_eq!(plan.reapply, ["i-a", "i-b"]);
+    }
+
+    #[test]
+    fn tokens_fit_and_differ_by_release_and_slot() {
+        let r1 = ReleaseId::generate(Timestamp::from_millis(1), 1);
+        let r2 = ReleaseId::generate(Timestamp::from_millis(2), 1);
+        let t = client_token(&"f".repeat(32), &r1, 9999);
+        assert!(t.len() <= 64, "{}", t.len());
+        assert_eq!(client_token("prod", &r1, 1), client_token("prod", &r1, 1));
+        assert_ne!(client_token("prod", &r1, 1), client_token("prod", &r1, 2));
+        assert_ne!(client_token("prod", &r1, 1), client_token("prod", &r2, 1));
+        assert_ne!(client_token("prod", &r1, 1), client_token("stg", &r1, 1));
+    }
+
+    #[test]
+    fn user_data_pins_the_exact_flakeref_and_stays_small() {
+        let flakeref = Flakeref::parse("AcmeCorp/infra/=0.1.42+rev-abc#nixosConfigurations.web").unwrap();
+        let script = user_data(&flakeref);
+        assert!(script.contains("fh apply nixos 'AcmeCorp/infra/=0.1.42+rev-abc#nixosConfigurations.web'"));
+        assert!(script.contains("determinate-nixd login aws"));
+        assert!(script.starts_with("#!/usr/bin/env bash\n"));
+        assert!(script.len() < 16 * 1024);
+        assert_eq!(subnet_for(&spec(3), 3), Some("subnet-b"));
+    }
+}

@@ -1,0 +1,225 @@
+//! Keeping the fleet whole against moto: launches into missing slots with
+//! pinned user data, re-applies to drifted instances, never launches twice.
+
+use crate::support::{Stack, GOOD, NEXT, PROFILE};
+use aws_sdk_ec2::types::{Filter, HttpTokensState, Tag};
+use base64::Engine;
+use flakefleet::domain::controller::FleetSettings;
+use flakefleet::AwsFleetController;
+use serde_json::Value;
+
+fn with_capacity(stack: &Stack, capacity: usize) -> FleetSettings {
+    let mut settings = stack.settings();
+    settings.spec.desired_capacity = capacity;
+    settings
+}
+
+async fn reconcile(stack: &Stack, controller: &AwsFleetController) -> Value {
+    let (status, body) = stack.http(controller, "POST", "/reconcile", None).await;
+    assert_eq!(status, 200, "{body}");
+    body["reconcile"].clone()
+}
+
+/// The fleet's instances that are pending or running.
+async fn live(stack: &Stack) -> Vec<aws_sdk_ec2::types::Instance> {
+    let out = stack
+        .ec2
+        .describe_instances()
+        .filters(Filter::builder().name("tag:Name").values(&stack.tag.value).build())
+        .filters(Filter::builder().name("instance-state-name").values("pending").values("running").build())
+        .send()
+        .await
+        .unwrap();
+    out.reservations().iter().flat_map(|r| r.instances().to_vec()).collect()
+}
+
+fn tag<'a>(instance: &'a aws_sdk_ec2::types::Instance, key: &str) -> Option<&'a str> {
+    instance.tags().iter().find(|t| t.key() == Some(key)).and_then(|t| t.value())
+}
+
+#[tokio::test]
+async fn missing_instances_are_launched_on_the_exact_good_release() {
+    let stack = Stack::new(1).await;
+    stack.create_instance_profile().await;
+    let controller = stack.controller_with(with_capacity(&stack, 3));
+    let answer = reconcile(&stack, &controller).await;
+    assert!(answer["skipped"].as_str().unwrap().contains("no release has succeeded"), "{answer}");
+
+    let good = stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    let answer = reconcile(&stack, &controller).await;
+    assert_eq!(answer["outcome"], "repaired", "{answer}");
+    let launched: Vec<String> = serde_json::from_value(answer["launched"].clone()).unwrap();
+    assert_eq!(launched.len(), 2);
+    assert_eq!(answer["release"]["kind"], "repair");
+    assert_eq!(answer["release"]["status"], "succeeded");
+
+    for id in &launched {
+        let out = stack.ec2.describe_instances().instance_ids(id).send().await.unwrap();
+        let instance = &out.reservations()[0].instances()[0];
+        assert_eq!(tag(instance, "Name"), Some(stack.tag.value.as_str()));
+        assert_eq!(tag(instance, "flakefleet:release"), good["id"].as_str());
+        assert_eq!(tag(instance, "flakefleet:fleet"), Some("it"));
+        assert!(tag(instance, "flakefleet:slot").is_some());
+        assert_eq!(instance.metadata_options().and_then(|m| m.http_tokens()), Some(&HttpTokensState::Required));
+        assert!(instance.iam_instance_profile().and_then(|p| p.arn()).unwrap().ends_with(&format!("/{PROFILE}")));
+        let user_data = stack
+            .ec2
+            .describe_instance_attribute()
+            .instance_id(id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let encoded = user_data.user_data().and_then(|v| v.value()).unwrap();
+        let script = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap();
+        assert!(script.contains(&format!("fh apply nixos '{GOOD}'")), "{script}");
+        assert!(script.contains("determinate-nixd login aws"));
+    }
+    assert_eq!(live(&stack).await.len(), 3);
+
+    let again = reconcile(&stack, &controller).await;
+    assert_eq!((again["outcome"].as_str(), again["launched"].as_array().unwrap().len()), (Some("idle"), 0));
+}
+
+#[tokio::test]
+async fn an_instance_on_an_older_release_is_reapplied() {
+    let stack = Stack::new(2).await;
+    let controller = stack.controller_with(with_capacity(&stack, 2));
+    let good = stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    let next = stack.deploy(&controller, NEXT).await;
+    stack.settle(&controller).await;
+    assert_eq!(reconcile(&stack, &controller).await["outcome"], "idle");
+
+    // One host went back to the older release (say, a hand-run switch).
+    let drifted = &stack.instances[1];
+    stack
+        .ec2
+        .create_tags()
+        .resources(drifted)
+        .tags(Tag::builder().key("flakefleet:release").value(good["id"].as_str().unwrap()).build())
+        .send()
+        .await
+        .unwrap();
+    let answer = reconcile(&stack, &controller).await;
+    assert_eq!(answer["reapplied"], serde_json::json!([drifted]), "{answer}");
+    assert_eq!(answer["release"]["flakeref"], NEXT);
+    let settled = stack.settle(&controller).await;
+    assert_eq!(settled["release"]["kind"], "repair");
+    assert_eq!(settled["release"]["status"], "succeeded");
+    let repair_command = stack
+        .commands()
+        .await
+        .into_iter()
+        .find(|c| c.instance_ids() == [drifted.clone()])
+        .expect("sent by instance id");
+    assert_eq!(repair_command.parameters().unwrap()["flakeref"], vec![NEXT.to_owned()]);
+    // Tagged with the release it applied, so the next reconcile has nothing to do.
+    assert_eq!(reconcile(&stack, &controller).await["outcome"], "idle");
+    // The fleet's desired release is still the deploy, not the repair.
+    let (_, fleet) = stack.http(&controller, "GET", "/fleet", None).await;
+    assert_eq!(fleet["fleet"]["desired_release"]["id"], next["id"]);
+}
+
+#[tokio::test]
+async fn a_terminated_instance_is_replaced() {
+    let stack = Stack::new(2).await;
+    stack.create_instance_profile().await;
+    let controller = stack.controller_with(with_capacity(&stack, 2));
+    stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    stack.ec2.terminate_instances().instance_ids(&stack.instances[0]).send().await.unwrap();
+    let answer = reconcile(&stack, &controller).await;
+    assert_eq!(answer["launched"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(live(&stack).await.len(), 2);
+}
+
+#[tokio::test]
+async fn two_reconciles_at_once_launch_once() {
+    let stack = Stack::new(1).await;
+    stack.create_instance_profile().await;
+    let controller = stack.controller_with(with_capacity(&stack, 4));
+    stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    let (a, b) = tokio::join!(reconcile(&stack, &controller), reconcile(&stack, &controller));
+    let launched = a["launched"].as_array().unwrap().len() + b["launched"].as_array().unwrap().len();
+    assert_eq!(launched, 3, "{a}\n{b}");
+    assert_eq!(live(&stack).await.len(), 4);
+}
+
+#[tokio::test]
+async fn launch_failures_are_reported_and_retried_not_crashed() {
+    let stack = Stack::new(1).await;
+    // No image matching this pattern, and an instance profile IAM does not know yet.
+    let profile = format!("missing-{}", stack.tag.value);
+    let mut settings = with_capacity(&stack, 2);
+    settings.spec.image.name_pattern = "determinate/nixos/epoch-9/*".into();
+    let controller = stack.controller_with(settings);
+    stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    let answer = reconcile(&stack, &controller).await;
+    assert!(answer["skipped"].as_str().unwrap().contains("no image matches"), "{answer}");
+    assert_eq!(answer["release"]["status"], "failed");
+
+    // The image exists but the instance profile does not: EC2 refuses, and that is said.
+    let mut settings = with_capacity(&stack, 2);
+    settings.spec.instance_profile = profile.clone();
+    let controller = stack.controller_with(settings);
+    let answer = reconcile(&stack, &controller).await;
+    assert_eq!(answer["launched"].as_array().unwrap().len(), 0, "{answer}");
+    let reason = answer["release"]["status_reason"].as_str().unwrap();
+    assert!(reason.contains("RunInstances"), "{reason}");
+
+    // Fixed: the next reconcile launches.
+    stack.create_instance_profile_named(&profile).await;
+    assert_eq!(reconcile(&stack, &controller).await["launched"].as_array().unwrap().len(), 1);
+}
+
+/// moto ignores ClientToken, so the idempotent retry is proven at the SDK
+/// boundary: RunInstances first fails with a 500, the SDK retries, and every
+/// attempt carries the same deterministic token.
+#[tokio::test]
+async fn a_retried_launch_carries_the_same_client_token() {
+    use aws_sdk_ec2::config::retry::RetryConfig;
+    use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
+    use aws_sdk_ec2::types::Instance;
+    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use flakefleet::aws::Ec2FleetInventory;
+    use flakefleet::domain::flakeref::Flakeref;
+    use flakefleet::domain::fleet::{FleetName, TargetTag};
+    use flakefleet::domain::ports::{FleetInventory, LaunchRequest};
+    use flakefleet::domain::release::ReleaseId;
+    use flakefleet::domain::repair::{client_token, user_data};
+    use flakefleet::domain::time::Timestamp;
+
+    let release = ReleaseId::generate(Timestamp::now(), 7);
+    let token = client_token("it", &release, 1);
+    let expected = token.clone();
+    let rule = mock!(aws_sdk_ec2::Client::run_instances)
+        .match_requests(move |req| req.client_token() == Some(expected.as_str()))
+        .sequence()
+        .http_status(500, None)
+        .output(|| {
+            RunInstancesOutput::builder().instances(Instance::builder().instance_id("i-0launched").build()).build()
+        })
+        .build();
+    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&rule], |config| config.retry_config(
+        RetryConfig::standard().with_max_attempts(3).with_initial_backoff(std::time::Duration::from_millis(1))
+    ));
+    let stack_settings = crate::support::default_spec();
+    let request = LaunchRequest {
+        image_id: "ami-0f1a7e5eed0000001".into(),
+        spec: stack_settings,
+        slot: 1,
+        subnet: None,
+        client_token: token,
+        release: release.clone(),
+        user_data: user_data(&Flakeref::parse(GOOD).unwrap()),
+        tag: TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() },
+        fleet: FleetName::parse("it").unwrap(),
+    };
+    let id = Ec2FleetInventory::new(client).launch(&request).await.expect("the retry succeeds");
+    assert_eq!(id, "i-0launched");
+    assert_eq!(rule.num_calls(), 2, "one failed attempt and one retry, both with the same token");
+}
