@@ -255,6 +255,12 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             return Ok(ReconcileReport::of(fleet, "idle", None));
         }
 
+        // No image, nothing to launch: said, with no release recorded each minute.
+        let image = if plan.launch.is_empty() { Err(String::new()) } else { self.image().await };
+        if let (Err(why), true) = (&image, plan.reapply.is_empty()) {
+            return Ok(skipped(format!("{} instances missing but {why}", plan.launch.len())));
+        }
+
         let mut repair = self.new_release(good.flakeref.clone(), good.revision.clone(), ReleaseKind::Repair, None, now);
         repair.status = ReleaseStatus::InProgress;
         repair.rollout = Some(Rollout {
@@ -271,54 +277,10 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         }
         info!(launch = plan.launch.len(), reapply = plan.reapply.len(), "repairing the fleet");
 
-        let mut launched = Vec::new();
-        if !plan.launch.is_empty() {
-            let image = match self.inventory.newest_image(&self.settings.spec.image).await {
-                Ok(Some(image)) => Ok(image),
-                Ok(None) => Err(format!("no image matches {:?}", self.settings.spec.image)),
-                Err(e) => Err(e.to_string()),
-            };
-            for launch in &mut repair.launches {
-                let result = match &image {
-                    Ok(image_id) => {
-                        let request = LaunchRequest {
-                            image_id: image_id.clone(),
-                            spec: self.settings.spec.clone(),
-                            slot: launch.slot,
-                            subnet: subnet_for(&self.settings.spec, launch.slot).map(str::to_owned),
-                            client_token: client_token(fleet.as_str(), &repair.id, launch.slot),
-                            release: good.id.clone(),
-                            user_data: user_data(&good.flakeref),
-                            tag: self.settings.target.clone(),
-                            fleet: fleet.clone(),
-                        };
-                        self.inventory.launch(&request).await.map_err(|e| e.to_string())
-                    }
-                    Err(why) => Err(why.clone()),
-                };
-                match result {
-                    Ok(id) => {
-                        info!(instance_id = %id, slot = launch.slot, "launched");
-                        launched.push(id.clone());
-                        launch.instance_id = Some(id);
-                    }
-                    Err(why) => {
-                        warn!(slot = launch.slot, error = %why, "launch failed; the next reconcile tries again");
-                        launch.error = Some(why);
-                    }
-                }
-            }
-        }
+        let launched = self.launch_missing(&mut repair, image).await;
         let launch_errors: Vec<String> = repair.launches.iter().filter_map(|l| l.error.clone()).collect();
-
         let repair = if plan.reapply.is_empty() {
-            if launch_errors.is_empty() {
-                repair.status = ReleaseStatus::Succeeded;
-            } else {
-                repair.status = ReleaseStatus::Failed;
-                repair.status_reason = Some(format!("launch failed: {}", launch_errors.join("; ")));
-            }
-            self.settle(repair, None, None, now).await?
+            self.settle_launches(repair, now).await?
         } else {
             let saved = self.save(repair, now).await?;
             self.send_wave(saved, false, now).await?
@@ -331,6 +293,66 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                 Some(format!("some launches failed and are retried next time: {}", launch_errors.join("; ")));
         }
         Ok(report)
+    }
+
+    /// The newest image for launches, or why there is none.
+    async fn image(&self) -> Result<String, String> {
+        match self.inventory.newest_image(&self.settings.spec.image).await {
+            Ok(Some(image)) => Ok(image),
+            Ok(None) => Err(format!("no image matches {:?}", self.settings.spec.image)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Launches every recorded slot of a repair not yet launched or failed.
+    /// Tokens come from the repair's id and the slot, so doing this again
+    /// after a crash asks EC2 for the same instances. Answers the new ids.
+    async fn launch_missing(&self, repair: &mut Release, image: Result<String, String>) -> Vec<String> {
+        let mut launched = Vec::new();
+        let fleet = self.settings.name.clone();
+        for launch in repair.launches.iter_mut().filter(|l| l.instance_id.is_none() && l.error.is_none()) {
+            let result = match &image {
+                Ok(image_id) => {
+                    let request = LaunchRequest {
+                        image_id: image_id.clone(),
+                        spec: self.settings.spec.clone(),
+                        slot: launch.slot,
+                        subnet: subnet_for(&self.settings.spec, launch.slot).map(str::to_owned),
+                        client_token: client_token(fleet.as_str(), &repair.id, launch.slot),
+                        release: repair.id.clone(),
+                        user_data: user_data(&repair.flakeref),
+                        tag: self.settings.target.clone(),
+                        fleet: fleet.clone(),
+                    };
+                    self.inventory.launch(&request).await.map_err(|e| e.to_string())
+                }
+                Err(why) => Err(why.clone()),
+            };
+            match result {
+                Ok(id) => {
+                    info!(instance_id = %id, slot = launch.slot, "launched");
+                    launched.push(id.clone());
+                    launch.instance_id = Some(id);
+                }
+                Err(why) => {
+                    warn!(slot = launch.slot, error = %why, "launch failed; the next reconcile tries again");
+                    launch.error = Some(why);
+                }
+            }
+        }
+        launched
+    }
+
+    /// Ends a repair that had only launches to do.
+    async fn settle_launches(&self, mut repair: Release, now: Timestamp) -> Result<Release, ControlError> {
+        let errors: Vec<String> = repair.launches.iter().filter_map(|l| l.error.clone()).collect();
+        if errors.is_empty() {
+            repair.status = ReleaseStatus::Succeeded;
+        } else {
+            repair.status = ReleaseStatus::Failed;
+            repair.status_reason = Some(format!("launch failed: {}", errors.join("; ")));
+        }
+        self.settle(repair, None, None, now).await
     }
 
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
@@ -509,6 +531,18 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             return self.advance_at_once(release, now).await;
         }
         let mut release = release;
+        if release.launches.iter().any(|l| l.instance_id.is_none() && l.error.is_none()) {
+            // A repair that stopped mid-launch: its claim lapses like a wave's.
+            if now < release.created_at.plus(self.settings.takeover_after) {
+                return Ok(("waiting", release));
+            }
+            let image = self.image().await;
+            self.launch_missing(&mut release, image).await;
+            if release.rollout.as_ref().is_none_or(|r| r.waves.is_empty()) {
+                return Ok(("finished", self.settle_launches(release, now).await?));
+            }
+            release = self.save(release, now).await?;
+        }
         let rollout = release.rollout.clone().unwrap_or_default();
         let Some(wave) = rollout.current() else {
             return Err(StoreError::Corrupt(format!("release {} is in progress without a wave", release.id)).into());
@@ -1256,7 +1290,9 @@ pub(crate) mod tests {
         let at = run_out(&c, T0).await;
         let launches = c.inventory.launches.lock().unwrap().clone();
         assert_eq!(launches.iter().map(|l| l.slot).collect::<Vec<_>>(), [2, 3]);
-        assert!(launches.iter().all(|l| l.release == good.id && l.user_data.contains(&format!("'{GOOD}'"))));
+        assert!(launches.iter().all(|l| stored(&c, &l.release).kind == ReleaseKind::Repair
+            && stored(&c, &l.release).flakeref == good.flakeref
+            && l.user_data.contains(&format!("'{GOOD}'"))));
         assert_ne!(launches[0].client_token, launches[1].client_token);
         assert_eq!(c.reconcile(at).await.unwrap().outcome, "idle", "whole: nothing to do");
 
@@ -1276,6 +1312,26 @@ pub(crate) mod tests {
             .unwrap();
         assert_eq!((repair.status, repair.flakeref.as_str()), (ReleaseStatus::Succeeded, GOOD));
         assert_eq!(c.store.fleet.lock().unwrap().desired_release.as_ref(), Some(&good.id), "a repair is not a deploy");
+    }
+
+    #[tokio::test]
+    async fn a_repair_that_stopped_mid_launch_is_finished_with_the_same_tokens() {
+        let mut c = staged(1);
+        c.settings.spec.desired_capacity = 2;
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(&c, T0).await;
+        // A repair recorded its launch, then its invocation died before EC2 answered.
+        let mut repair = c.new_release(Flakeref::parse(GOOD).unwrap(), None, ReleaseKind::Repair, None, at);
+        repair.status = ReleaseStatus::InProgress;
+        repair.rollout = Some(Rollout { fixed: true, ..Rollout::default() });
+        repair.launches = vec![Launch { slot: 5, instance_id: None, error: None }];
+        assert_eq!(c.store.admit(&repair, None, false, at).await.unwrap(), Admission::Admitted);
+        let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
+        assert_eq!(report.outcome, "finished");
+        let launches = c.inventory.launches.lock().unwrap().clone();
+        let last = launches.last().unwrap();
+        assert_eq!((last.slot, last.client_token.clone()), (5, client_token("prod", &repair.id, 5)));
+        assert_eq!(stored(&c, &repair.id).status, ReleaseStatus::Succeeded);
     }
 
     #[tokio::test]
