@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, locally: start the local AWS, run the Lambda under
 # `cargo lambda watch`, create a fleet of three instances, then deploy a good
-# release, deploy a bad one, roll back, and list what happened.
+# release, deploy a bad one (rolled back on its own), deploy a fix, roll back,
+# list what happened, and replace an instance that died.
 # Set KEEP_RUNNING=1 to leave everything up afterwards (stop with `make local-aws-stop`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,5 +90,12 @@ call GET /fleet | $py dev/show.py
 
 step "GET /releases: the history, newest first (no record is ever rewritten by a rollback)"
 call GET "/releases?limit=10" | $py dev/show.py
+
+victim=$(echo "$instances" | tail -n 1)
+step "An instance dies"
+$py dev/fleet.py terminate "$victim"
+step "POST /reconcile: the fleet is kept at 3; the replacement boots on exactly the current good release"
+call POST /reconcile | $py dev/show.py
+reconcile
 
 step "Done. The Lambda's log is in $run/lambda.log"

@@ -6,6 +6,7 @@ instances in moto; and scripts the SSM simulator's outcomes.
   fleet.py table NAME                 create the releases table if missing
   fleet.py instances N KEY=VALUE      run N instances of the NixOS image with that tag; prints their ids
   fleet.py outcome JSON               add an outcome rule to the SSM simulator
+  fleet.py terminate ID               terminate an instance (an instance dying)
 """
 
 import json
@@ -73,9 +74,14 @@ def outcome(rule_json):
     print(f"SSM simulator: {rule}")
 
 
+def terminate(instance_id):
+    client("ec2").terminate_instances(InstanceIds=[instance_id])
+    print(f"terminated {instance_id}")
+
+
 if __name__ == "__main__":
     commands = {"table": lambda a: table(a[0]), "instances": lambda a: instances(int(a[0]), a[1]),
-                "outcome": lambda a: outcome(a[0])}
+                "outcome": lambda a: outcome(a[0]), "terminate": lambda a: terminate(a[0])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

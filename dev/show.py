@@ -12,7 +12,7 @@ def release_line(r):
         counts[i["detail"]] = counts.get(i["detail"], 0) + 1
     per_instance = ", ".join(f"{n} {d}" for d, n in sorted(counts.items())) or "-"
     waves = ""
-    if r.get("rollout"):
+    if r.get("rollout") and r["rollout"]["waves"]:
         waves = f"  waves: {'+'.join(str(len(w['instance_ids'])) for w in r['rollout']['waves'])}"
     return f"{r['id']}  {r['kind']:<8} {r['status']:<12} {r['flakeref']}{rollback}\n{'':28}instances: {per_instance}{waves}" + (
         f"\n{'':28}reason: {r['status_reason']}" if r.get("status_reason") else "")
@@ -33,6 +33,12 @@ def main():
     elif "reconcile" in answer:
         rec = answer["reconcile"]
         print(f"reconcile: {rec['outcome']}")
+        if rec.get("launched"):
+            print(f"  launched: {' '.join(rec['launched'])}")
+        if rec.get("reapplied"):
+            print(f"  reapplied: {' '.join(rec['reapplied'])}")
+        if rec.get("skipped"):
+            print(f"  skipped: {rec['skipped']}")
         if rec.get("release"):
             print(release_line(rec["release"]))
     elif "fleet" in answer and isinstance(answer["fleet"], dict):
