@@ -23,8 +23,8 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked --all-targets
 
-echo "== cfn-lint template.yaml"
-.dev/venv/bin/cfn-lint template.yaml
+echo "== template.yaml: cfn-lint, before and after the SAM transform"
+.dev/venv/bin/python dev/lint-template.py
 echo "== nix-instantiate --parse flake.nix (parse only: evaluating needs the network)"
 nix-instantiate --option build-users-group "" --parse flake.nix >/dev/null
 echo "== all checks passed"

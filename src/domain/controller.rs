@@ -205,6 +205,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     pub async fn reconcile(&self, now: Timestamp) -> Result<ReconcileReport, ControlError> {
         let fleet = self.settings.name.clone();
         let state = self.store.fleet_state(&fleet).await?;
+        // A gauge for the halted-fleet alarm, written on every pass.
+        self.metric("FleetIsHalted", "None", if state.halted.is_some() { 1.0 } else { 0.0 });
         let Some(lease) = state.lease.clone() else {
             if let Some(halt) = &state.halted {
                 let mut report = ReconcileReport::of(fleet, "halted", None);
@@ -1121,8 +1123,8 @@ pub(crate) mod tests {
         assert_eq!(c.store.releases.lock().unwrap()[&first.id], first);
     }
 
-    pub(crate) const METRIC_NAMES: [&str; 5] =
-        ["DeploysStarted", "DeploysSucceeded", "DeploysRolledBack", "FleetHalted", "RolloutDuration"];
+    pub(crate) const METRIC_NAMES: [&str; 6] =
+        ["DeploysStarted", "DeploysSucceeded", "DeploysRolledBack", "FleetHalted", "RolloutDuration", "FleetIsHalted"];
 
     /// A good release, then one whose canary and rollback both fail (so every
     /// metric fires). Answers the time the fleet came to rest, halted.
