@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs the pinned tools,
 # starts a local AWS of its own (ports 5155/5156, apart from the demo's),
-# runs every Rust test against it, then lints the template and parses the flake.
+# runs every Rust test against it, then lints the template (before and after
+# the SAM transform) and the workflows, and parses the flake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,8 @@ cargo test --locked --all-targets
 
 echo "== template.yaml: cfn-lint, before and after the SAM transform"
 .dev/venv/bin/python dev/lint-template.py
+echo "== actionlint .github/workflows"
+.dev/venv/bin/actionlint .github/workflows/*.yml
 echo "== nix-instantiate --parse flake.nix (parse only: evaluating needs the network)"
 nix-instantiate --option build-users-group "" --parse flake.nix >/dev/null
 echo "== all checks passed"
