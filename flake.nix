@@ -27,7 +27,7 @@
           doCheck = false;
           postInstall = ''
             mkdir -p $out/lambda
-            cp $out/bin/flakefleet $out/lambda/bootstrap
+            cp $out/bin/flakefleet-lambda $out/lambda/bootstrap
           '';
         };
       });

@@ -11,7 +11,7 @@ dev/setup.sh
 export PATH="$PWD/.dev/venv/bin:$PATH"
 set -a; . dev/local.env; set +a
 export MOTO_PORT=5055 SSM_SIM_PORT=5056
-url=http://127.0.0.1:9000/lambda-url/flakefleet
+url=http://127.0.0.1:9000/lambda-url/flakefleet-lambda
 run=.dev/run-$MOTO_PORT
 py=.dev/venv/bin/python
 
@@ -22,17 +22,6 @@ cleanup() {
 if [ "${KEEP_RUNNING:-0}" != 1 ]; then trap cleanup EXIT; fi
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-call() { # method path [body]
-  curl -sS -X "$1" -H 'content-type: application/json' ${3:+--data "$3"} "$url$2"
-}
-reconcile() { # what EventBridge Scheduler (every minute) and SSM status events do in AWS
-  for _ in $(seq 1 30); do
-    answer=$(cargo lambda invoke flakefleet --data-file events/eventbridge-scheduled.json)
-    outcome=$(echo "$answer" | $py -c 'import json,sys; print(json.load(sys.stdin)["reconcile"]["outcome"])')
-    case "$outcome" in idle|halted) echo "reconcile: $outcome (the fleet is at rest)"; return ;; esac
-    echo "$answer" | $py dev/show.py
-  done
-}
 
 step "Starting the local AWS (moto + SSM simulator)"
 dev/local-aws.sh start
@@ -54,48 +43,55 @@ for _ in $(seq 1 900); do
   if ! kill -0 "$watch_pid" 2>/dev/null; then echo "cargo lambda watch stopped; see $run/lambda.log" >&2; exit 1; fi
   sleep 1
 done
-call GET /healthz; echo
+curl -fsS "$url/healthz"; echo
 
 good='AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web'
 bad='AcmeCorp/infra/=0.1.42+rev-2222222#nixosConfigurations.web'
 fixed='AcmeCorp/infra/=0.1.43+rev-3333333#nixosConfigurations.web'
 
-step "POST /releases: deploy $good (staged: a canary, then waves of 25%)"
-call POST /releases "{\"flakeref\": \"$good\", \"revision\": \"1111111\", \"idempotency_key\": \"demo-1\"}" | $py dev/show.py
-step "Reconcile until the rollout is done: each wave is judged from ListCommandInvocations"
-reconcile
+# The operator CLI, signing with the local credentials from dev/local.env.
+# --drive runs a reconcile on each poll, as EventBridge does every minute in AWS.
+cargo build --quiet --bin flakefleet
+export FLAKEFLEET_URL=$url
+cli() { target/debug/flakefleet "$@"; }
+
+step "flakefleet deploy $good --wait (staged: a canary, then waves)"
+cli deploy "$good" --revision 1111111 --idempotency-key demo-1 --wait --drive --interval 1
 
 step "Scripting the SSM simulator: release 0.1.42 fails to activate on every host"
 for id in $instances; do
   $py dev/fleet.py outcome "{\"instance_id\": \"$id\", \"flakeref_contains\": \"0.1.42\", \"outcome\": \"failed\", \"exit_code\": 1, \"stderr\": \"flakefleet: activation did not take\"}" >/dev/null
 done
 
-step "POST /releases: deploy $bad"
-call POST /releases "{\"flakeref\": \"$bad\", \"revision\": \"2222222\"}" | $py dev/show.py
-step "A deploy while that one is in flight is refused"
-call POST /releases "{\"flakeref\": \"$good\"}" | $py dev/show.py
-step "Reconcile: the canary fails, so flakefleet rolls back on its own"
-reconcile
+step "flakefleet deploy $bad (no --wait)"
+bad_id=$(cli --json deploy "$bad" --revision 2222222 | $py -c 'import json,sys; print(json.load(sys.stdin)["release"]["id"])')
+echo "release $bad_id recorded; its canary is running"
+step "Another deploy while it is in flight is refused"
+cli deploy "$good" || echo "(exit $?)"
+step "Waiting on $bad_id: the canary fails, and flakefleet rolls back on its own"
+set +e
+cli show "$bad_id" >/dev/null
+cli reconcile
+cli show "$bad_id"
+set -e
+step "flakefleet fleet: the automatic rollback is the desired release now"
+cli reconcile >/dev/null
+cli fleet
 
-step "POST /releases: deploy the fix, $fixed"
-call POST /releases "{\"flakeref\": \"$fixed\", \"revision\": \"3333333\"}" | $py dev/show.py
-reconcile
+step "flakefleet deploy the fix, $fixed --wait"
+cli deploy "$fixed" --revision 3333333 --wait --drive --interval 1
 
-step "POST /rollback with an empty body: back to the last release that succeeded before the current one"
-call POST /rollback | $py dev/show.py
-reconcile
+step "flakefleet rollback --wait: back to the last release that succeeded before the current one"
+cli rollback --wait --drive --interval 1
 
-step "GET /fleet"
-call GET /fleet | $py dev/show.py
-
-step "GET /releases: the history, newest first (no record is ever rewritten by a rollback)"
-call GET "/releases?limit=10" | $py dev/show.py
+step "flakefleet releases: the history, newest first (no record is ever rewritten by a rollback)"
+cli releases
 
 victim=$(echo "$instances" | tail -n 1)
 step "An instance dies"
 $py dev/fleet.py terminate "$victim"
-step "POST /reconcile: the fleet is kept at 3; the replacement boots on exactly the current good release"
-call POST /reconcile | $py dev/show.py
-reconcile
+step "flakefleet reconcile: the fleet is kept at 3; the replacement boots on exactly the current good release"
+cli reconcile
+cli fleet
 
 step "Done. The Lambda's log is in $run/lambda.log"

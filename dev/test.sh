@@ -21,6 +21,26 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== the Lambda under cargo lambda watch, for the CLI tests"
+cargo build --locked --bins
+watch_port=${TEST_WATCH_PORT:-9155}
+run=.dev/run-$MOTO_PORT
+set -a; . dev/test-lambda.env; set +a
+.dev/venv/bin/python dev/fleet.py table "$FLAKEFLEET_TABLE"
+.dev/venv/bin/python dev/fleet.py instances 3 "Name=$FLAKEFLEET_TARGET_TAG_VALUE" >/dev/null
+set -m
+PATH="$PWD/.dev/venv/bin:$PATH" cargo lambda watch --env-file dev/test-lambda.env --ignore-changes \
+  --invoke-port "$watch_port" >"$run/lambda.log" 2>&1 &
+watch_pid=$!
+set +m
+trap 'kill -- "-$watch_pid" 2>/dev/null || true; dev/local-aws.sh stop' EXIT
+export FLAKEFLEET_TEST_FUNCTION_URL="http://127.0.0.1:$watch_port/lambda-url/flakefleet-lambda"
+for _ in $(seq 1 600); do
+  if curl -fs -o /dev/null "$FLAKEFLEET_TEST_FUNCTION_URL/healthz"; then break; fi
+  if ! kill -0 "$watch_pid" 2>/dev/null; then echo "cargo lambda watch stopped; its log:" >&2; cat "$run/lambda.log" >&2; exit 1; fi
+  sleep 1
+done
+
 echo "== cargo test"
 cargo test --locked --all-targets
 

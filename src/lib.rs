@@ -4,6 +4,7 @@
 //! SSM to the domain's ports; `entry` is the Lambda's thin shell.
 
 pub mod aws;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod entry;

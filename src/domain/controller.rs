@@ -9,7 +9,9 @@ use super::ports::{
 };
 use super::progress::judge;
 use super::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
-use super::repair::{client_token, plan_repair, subnet_for, tagged_releases, user_data, FleetSpec, Launch};
+use super::repair::{
+    client_token, plan_repair, subnet_for, tagged_releases, user_data, FleetSpec, InstanceState, Launch,
+};
 use super::rollout::{judge_wave, next_wave, Rollout, RolloutMode, RolloutPolicy, Wave, WaveVerdict};
 use super::time::Timestamp;
 use serde::Serialize;
@@ -123,13 +125,10 @@ pub struct FleetStatus {
     pub lease: Option<Lease>,
     pub rollout: Option<RolloutProgress>,
     pub halted: Option<Halt>,
-    /// Each running instance with the release it last applied successfully,
-    /// as far back as the last [`INSTANCE_HISTORY`] releases go.
+    /// Each pending or running instance with the release it last applied
+    /// successfully (its `flakefleet:release` tag).
     pub instances: Vec<InstanceRelease>,
 }
-
-/// How many recent releases `GET /fleet` reads to tell what each instance runs.
-pub const INSTANCE_HISTORY: u32 = 50;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InstanceRelease {
@@ -379,8 +378,24 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             (Some(l), _) => self.store.release(fleet, &l.release_id).await?,
             _ => None,
         };
-        let running = self.inventory.running_instances(&self.settings.target, None).await?;
-        let recent = self.store.releases(fleet, INSTANCE_HISTORY, None).await?.releases;
+        let mut instances: Vec<InstanceRelease> = Vec::new();
+        let mut flakerefs = std::collections::HashMap::new();
+        for instance in self.inventory.fleet_instances(&self.settings.target).await? {
+            if instance.state == InstanceState::Gone {
+                continue;
+            }
+            let flakeref = match &instance.release {
+                Some(id) if !flakerefs.contains_key(id) => {
+                    let flakeref = self.store.release(fleet, id).await?.map(|r| r.flakeref);
+                    flakerefs.insert(id.clone(), flakeref.clone());
+                    flakeref
+                }
+                Some(id) => flakerefs[id].clone(),
+                None => None,
+            };
+            instances.push(InstanceRelease { instance_id: instance.id, release_id: instance.release, flakeref });
+        }
+        instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         Ok(FleetStatus {
             fleet: fleet.clone(),
             target_tag: self.settings.target.clone(),
@@ -389,7 +404,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             rollout: active.as_ref().map(progress_of),
             lease,
             halted,
-            instances: last_applied(&running, &recent),
+            instances,
         })
     }
 
@@ -826,7 +841,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         let settlement = Settlement {
             release: &release,
             expected_version: expected,
-            last_good: release.status == ReleaseStatus::Succeeded,
+            // A repair puts the good release back; it is not a release of its own.
+            last_good: release.status == ReleaseStatus::Succeeded && release.kind != ReleaseKind::Repair,
             halt: halt.clone(),
             next,
         };
@@ -878,30 +894,6 @@ fn describe_failures(instances: &[InstanceOutcome]) -> String {
     }
     let names: Vec<String> = failed.iter().take(5).map(|i| format!("{} {}", i.instance_id, i.detail)).collect();
     format!("{} of {} instances did not converge: {}", failed.len(), instances.len(), names.join(", "))
-}
-
-/// For each running instance, the newest of `recent` (newest first) that it
-/// applied successfully.
-fn last_applied(running: &[String], recent: &[Release]) -> Vec<InstanceRelease> {
-    let mut seen: std::collections::HashMap<&str, &Release> = std::collections::HashMap::new();
-    for release in recent {
-        for outcome in release.instances.iter().filter(|o| o.converged()) {
-            seen.entry(outcome.instance_id.as_str()).or_insert(release);
-        }
-    }
-    let mut instances: Vec<InstanceRelease> = running
-        .iter()
-        .map(|id| {
-            let release = seen.get(id.as_str());
-            InstanceRelease {
-                instance_id: id.clone(),
-                release_id: release.map(|r| r.id.clone()),
-                flakeref: release.map(|r| r.flakeref.clone()),
-            }
-        })
-        .collect();
-    instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-    instances
 }
 
 fn progress_of(release: &Release) -> RolloutProgress {

@@ -304,18 +304,23 @@ impl Stack {
 
     /// Scripts the simulator: `rule` as in dev/README.md.
     pub fn script(&self, rule: Value) {
-        let url = endpoint("FLAKEFLEET_TEST_SSM_URL");
-        let addr = url.trim_start_matches("http://");
-        let body = json!({ "rules": [rule] }).to_string();
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            stream,
-            "POST /_sim/outcomes HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        script_simulator(rule);
     }
+}
+
+/// Adds an outcome rule to the SSM simulator (see dev/README.md).
+pub fn script_simulator(rule: Value) {
+    let url = endpoint("FLAKEFLEET_TEST_SSM_URL");
+    let addr = url.trim_start_matches("http://");
+    let body = json!({ "rules": [rule] }).to_string();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /_sim/outcomes HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }

@@ -1,0 +1,180 @@
+//! `flakefleet`: the operator CLI. Calls a deployment's function URL with
+//! SigV4-signed requests; tables for people, `--json` for scripts.
+//! Exit codes: 0 done; 1 the release failed, was rolled back or halted;
+//! 2 the request was refused or could not be made.
+
+use clap::{Parser, Subcommand};
+use flakefleet::cli::{outcome, render, FunctionUrl};
+use serde_json::{json, Value};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "flakefleet", version, about = "Deploy, inspect and roll back a NixOS fleet through flakefleet")]
+struct Cli {
+    /// The function URL (the stack's FunctionUrl output).
+    #[arg(long, env = "FLAKEFLEET_URL", global = true)]
+    url: Option<String>,
+    /// AWS region to sign for (default: the SDK's, e.g. AWS_REGION).
+    #[arg(long, global = true)]
+    region: Option<String>,
+    /// Print the API's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Deploy an exact FlakeHub release: <org>/<flake>/=<version>#<attribute path>.
+    Deploy {
+        flakeref: String,
+        /// The git commit it was built from.
+        #[arg(long)]
+        revision: Option<String>,
+        /// Makes a retried deploy return the same release.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// List releases, newest first.
+    Releases {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Show one release with its per-instance outcomes.
+    Show { release_id: String },
+    /// Apply an earlier release again (default: the last good one before the current release).
+    Rollback {
+        release_id: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// The fleet: desired and last good release, rollout in progress, halted, instances.
+    Fleet,
+    /// Run one reconcile now.
+    Reconcile,
+}
+
+#[derive(clap::Args)]
+struct Wait {
+    /// Wait for the release's outcome; exit 1 unless it succeeded.
+    #[arg(long)]
+    wait: bool,
+    /// Seconds between polls while waiting.
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
+    /// Also run a reconcile on each poll (for a local stack without the EventBridge schedule).
+    #[arg(long)]
+    drive: bool,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Some(url) = cli.url.clone() else {
+        eprintln!("flakefleet: set --url or FLAKEFLEET_URL to the function URL (the stack's FunctionUrl output)");
+        return ExitCode::from(2);
+    };
+    let client = match FunctionUrl::new(&url, cli.region.clone()).await {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("flakefleet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&cli, &client).await {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("flakefleet: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: &Cli, client: &FunctionUrl) -> Result<ExitCode, String> {
+    let call = |method: &'static str, path: String, body: Option<Value>| async move {
+        let (status, answer) = client.call(method, &path, body.as_ref()).await.map_err(|e| e.to_string())?;
+        if (200..300).contains(&status) {
+            Ok(answer)
+        } else {
+            Err(format!(
+                "{status} {}: {}",
+                answer["error"].as_str().unwrap_or("error"),
+                answer["message"].as_str().unwrap_or("")
+            ))
+        }
+    };
+    let print = |answer: &Value, table: fn(&Value) -> String, field: &str| {
+        if cli.json {
+            println!("{answer}");
+        } else {
+            print!("{}", table(if field.is_empty() { answer } else { &answer[field] }));
+        }
+    };
+
+    let started = match &cli.command {
+        Command::Deploy { flakeref, revision, idempotency_key, wait } => {
+            let body = json!({ "flakeref": flakeref, "revision": revision, "idempotency_key": idempotency_key });
+            let body =
+                Value::Object(body.as_object().unwrap().clone().into_iter().filter(|(_, v)| !v.is_null()).collect());
+            (call("POST", "/releases".into(), Some(body)).await?, wait)
+        }
+        Command::Rollback { release_id, wait } => {
+            let body = release_id.as_ref().map(|id| json!({ "release_id": id }));
+            (call("POST", "/rollback".into(), body).await?, wait)
+        }
+        Command::Releases { limit, cursor } => {
+            let query = match cursor {
+                Some(c) => format!("/releases?limit={limit}&cursor={c}"),
+                None => format!("/releases?limit={limit}"),
+            };
+            print(&call("GET", query, None).await?, render::releases, "");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Show { release_id } => {
+            print(&call("GET", format!("/releases/{release_id}"), None).await?, render::release, "release");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Fleet => {
+            print(&call("GET", "/fleet".into(), None).await?, render::fleet, "fleet");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Reconcile => {
+            print(&call("POST", "/reconcile".into(), None).await?, render::reconcile, "reconcile");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+
+    let (answer, wait) = started;
+    let release = answer["release"].clone();
+    if !wait.wait {
+        print(&answer, render::release, "release");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !cli.json {
+        eprintln!("{}", render::progress(&release));
+    }
+    let id = release["id"].as_str().unwrap_or_default().to_owned();
+    let mut last = render::progress(&release);
+    let mut current = release;
+    while outcome(current["status"].as_str().unwrap_or_default()).is_none() {
+        tokio::time::sleep(Duration::from_secs(wait.interval)).await;
+        if wait.drive {
+            call("POST", "/reconcile".into(), None).await?;
+        }
+        current = call("GET", format!("/releases/{id}"), None).await?["release"].clone();
+        let line = render::progress(&current);
+        if line != last && !cli.json {
+            eprintln!("{line}");
+        }
+        last = line;
+    }
+    print(&json!({ "release": current }), render::release, "release");
+    let ok = outcome(current["status"].as_str().unwrap_or_default()) == Some(true);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

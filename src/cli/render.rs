@@ -1,0 +1,219 @@
+//! Plain-text tables of the API's JSON, for people.
+
+use serde_json::Value;
+use std::fmt::Write;
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A table with aligned columns; the last column is never padded.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let padded: Vec<String> = cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| if i == last { c } else { format!("{c:<width$}", width = widths[i]) })
+            .collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+    out
+}
+
+/// Instance outcomes counted by SSM status detail, e.g. `2 Success, 1 Failed`.
+pub fn counts(release: &Value) -> String {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for instance in release["instances"].as_array().into_iter().flatten() {
+        let detail = text(&instance["detail"]);
+        match counts.iter_mut().find(|(d, _)| *d == detail) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((detail, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return "-".into();
+    }
+    counts.iter().map(|(d, n)| format!("{n} {d}")).collect::<Vec<_>>().join(", ")
+}
+
+pub fn releases(page: &Value) -> String {
+    let rows: Vec<Vec<String>> = page["releases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                text(&r["id"]),
+                text(&r["kind"]),
+                text(&r["status"]),
+                text(&r["created_at"]),
+                counts(r),
+                text(&r["flakeref"]),
+            ]
+        })
+        .collect();
+    let mut out = table(&["ID", "KIND", "STATUS", "CREATED", "INSTANCES", "FLAKEREF"], &rows);
+    if let Some(next) = page["next_cursor"].as_str() {
+        let _ = writeln!(out, "more: --cursor {next}");
+    }
+    out
+}
+
+pub fn release(release: &Value) -> String {
+    let mut out = String::new();
+    for key in [
+        "id",
+        "kind",
+        "status",
+        "status_reason",
+        "flakeref",
+        "revision",
+        "rollback_of",
+        "command_id",
+        "created_at",
+        "updated_at",
+        "deadline",
+    ] {
+        if !release[key].is_null() {
+            let _ = writeln!(out, "{:<14}{}", format!("{key}:"), text(&release[key]));
+        }
+    }
+    if let Some(waves) = release["rollout"]["waves"].as_array().filter(|w| !w.is_empty()) {
+        let sizes: Vec<String> =
+            waves.iter().map(|w| w["instance_ids"].as_array().map_or(0, Vec::len).to_string()).collect();
+        let _ = writeln!(out, "{:<14}{}", "waves:", sizes.join(" + "));
+    }
+    let rows: Vec<Vec<String>> = release["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let tail = [&i["stderr_tail"], &i["stdout_tail"]]
+                .iter()
+                .find_map(|t| t.as_str().filter(|s| !s.is_empty()))
+                .map(|s| s.lines().last().unwrap_or_default().to_owned())
+                .unwrap_or_default();
+            vec![text(&i["instance_id"]), text(&i["status"]), text(&i["detail"]), text(&i["exit_code"]), tail]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["INSTANCE", "STATUS", "DETAIL", "EXIT", "OUTPUT"], &rows));
+    }
+    out
+}
+
+pub fn fleet(fleet: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "fleet:        {} (tag {}={})",
+        text(&fleet["fleet"]),
+        text(&fleet["target_tag"]["key"]),
+        text(&fleet["target_tag"]["value"])
+    );
+    let desired = &fleet["desired_release"];
+    let _ = writeln!(
+        out,
+        "desired:      {} {} ({})",
+        text(&desired["id"]),
+        text(&desired["flakeref"]),
+        text(&desired["status"])
+    );
+    let _ = writeln!(out, "last good:    {}", text(&fleet["last_good_release_id"]));
+    let rollout = &fleet["rollout"];
+    if rollout.is_null() {
+        let _ = writeln!(out, "rollout:      none");
+    } else {
+        let _ = writeln!(
+            out,
+            "rollout:      {} wave {}: {} succeeded, {} failed, {} pending",
+            text(&rollout["release_id"]),
+            text(&rollout["wave"]),
+            text(&rollout["succeeded"]),
+            text(&rollout["failed"]),
+            text(&rollout["pending"])
+        );
+    }
+    match fleet["halted"]["reason"].as_str() {
+        Some(reason) => {
+            let _ = writeln!(out, "HALTED:       {reason}");
+        }
+        None => {
+            let _ = writeln!(out, "halted:       no");
+        }
+    }
+    let rows: Vec<Vec<String>> = fleet["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| vec![text(&i["instance_id"]), text(&i["release_id"]), text(&i["flakeref"])])
+        .collect();
+    if !rows.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["INSTANCE", "RELEASE", "FLAKEREF"], &rows));
+    }
+    out
+}
+
+pub fn reconcile(report: &Value) -> String {
+    let mut out = format!("reconcile: {}\n", text(&report["outcome"]));
+    for key in ["launched", "reapplied"] {
+        if let Some(ids) = report[key].as_array().filter(|a| !a.is_empty()) {
+            let ids: Vec<String> = ids.iter().map(text).collect();
+            let _ = writeln!(out, "{key}: {}", ids.join(" "));
+        }
+    }
+    if let Some(why) = report["skipped"].as_str() {
+        let _ = writeln!(out, "skipped: {why}");
+    }
+    if !report["release"].is_null() {
+        let r = &report["release"];
+        let _ =
+            writeln!(out, "release: {} {} {} ({})", text(&r["id"]), text(&r["kind"]), text(&r["status"]), counts(r));
+    }
+    out
+}
+
+/// One line of progress while waiting on a release.
+pub fn progress(release: &Value) -> String {
+    let waves = release["rollout"]["waves"].as_array().map(Vec::len).unwrap_or(0);
+    let wave = if waves > 0 { format!(", wave {waves}") } else { String::new() };
+    format!("{} {}{wave}: {}", text(&release["id"]), text(&release["status"]), counts(release))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tables_align_and_count() {
+        let page = json!({"releases": [
+            {"id": "01A", "kind": "deploy", "status": "succeeded", "created_at": "t", "flakeref": "a/b/=1.0.0#x",
+             "instances": [{"detail": "Success"}, {"detail": "Success"}, {"detail": "Failed"}]},
+            {"id": "01B", "kind": "rollback", "status": "in_progress", "created_at": "t", "flakeref": "a/b/=0.9.0#x", "instances": []}
+        ], "next_cursor": "01B"});
+        let out = releases(&page);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "ID   KIND      STATUS       CREATED  INSTANCES            FLAKEREF");
+        assert!(lines[1].contains("2 Success, 1 Failed"), "{out}");
+        assert_eq!(lines[3], "more: --cursor 01B");
+    }
+}
