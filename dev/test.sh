@@ -44,6 +44,11 @@ done
 echo "== cargo test"
 cargo test --locked --all-targets
 
+echo "== cargo lambda build --release (x86_64; arm64 needs a standard library this machine cannot fetch)"
+PATH="$PWD/.dev/venv/bin:$PATH" cargo lambda build --release --locked --bin flakefleet-lambda
+test -x target/lambda/flakefleet-lambda/bootstrap
+ls -l target/lambda/flakefleet-lambda/bootstrap
+
 echo "== template.yaml: cfn-lint, before and after the SAM transform"
 .dev/venv/bin/python dev/lint-template.py
 echo "== actionlint .github/workflows"
