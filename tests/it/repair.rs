@@ -186,7 +186,7 @@ async fn a_retried_launch_carries_the_same_client_token() {
     use aws_sdk_ec2::config::retry::RetryConfig;
     use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
     use aws_sdk_ec2::types::Instance;
-    use aws_smithy_mocks::{mock, mock_client, RuleMode};
+    use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, RuleMode};
     use flakefleet::aws::Ec2FleetInventory;
     use flakefleet::domain::flakeref::Flakeref;
     use flakefleet::domain::fleet::{FleetName, TargetTag};
@@ -206,9 +206,19 @@ async fn a_retried_launch_carries_the_same_client_token() {
             RunInstancesOutput::builder().instances(Instance::builder().instance_id("i-0launched").build()).build()
         })
         .build();
-    let client = mock_client!(aws_sdk_ec2, RuleMode::MatchAny, [&rule], |config| config.retry_config(
-        RetryConfig::standard().with_max_attempts(3).with_initial_backoff(std::time::Duration::from_millis(1))
-    ));
+    // What mock_client! builds, without the SDK's test-util feature (which
+    // would compile aws-sdk-ec2 a second time for the tests).
+    let config = aws_sdk_ec2::Config::builder()
+        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
+        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "mock"))
+        .http_client(create_mock_http_client())
+        .interceptor(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&rule))
+        .retry_config(
+            RetryConfig::standard().with_max_attempts(3).with_initial_backoff(std::time::Duration::from_millis(1)),
+        )
+        .build();
+    let client = aws_sdk_ec2::Client::from_conf(config);
     let stack_settings = crate::support::default_spec();
     let request = LaunchRequest {
         image_id: "ami-0f1a7e5eed0000001".into(),
