@@ -7,6 +7,7 @@ instances in moto; and scripts the SSM simulator's outcomes.
   fleet.py instances N KEY=VALUE      run N instances of the NixOS image with that tag; prints their ids
   fleet.py outcome JSON               add an outcome rule to the SSM simulator
   fleet.py terminate ID               terminate an instance (an instance dying)
+  fleet.py profile NAME               create an instance profile in IAM (if missing)
 """
 
 import json
@@ -21,6 +22,7 @@ MOTO = os.environ.get("AWS_ENDPOINT_URL", "http://127.0.0.1:5055")
 SIM = os.environ.get("AWS_ENDPOINT_URL_SSM", "http://127.0.0.1:5056")
 REGION = os.environ.get("AWS_REGION", "us-east-1")
 NIXOS_OWNER = "535002876703"
+PROFILE = "FlakeHubClientMachine"
 
 
 def client(service):
@@ -44,12 +46,8 @@ def table(name):
 
 def instances(count, tag):
     key, value = tag.split("=", 1)
-    ec2, iam = client("ec2"), client("iam")
-    profile = "FlakeHubClientMachine"
-    try:
-        iam.create_instance_profile(InstanceProfileName=profile)
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
+    ec2 = client("ec2")
+    create_profile(PROFILE)
     images = ec2.describe_images(Owners=[NIXOS_OWNER], Filters=[
         {"Name": "name", "Values": ["determinate/nixos/epoch-1/24.05.*"]},
         {"Name": "architecture", "Values": ["x86_64"]},
@@ -57,7 +55,7 @@ def instances(count, tag):
     image = max(images, key=lambda i: i["Name"])
     out = ec2.run_instances(
         ImageId=image["ImageId"], InstanceType="t3a.nano", MinCount=count, MaxCount=count,
-        IamInstanceProfile={"Name": profile}, MetadataOptions={"HttpTokens": "required"},
+        IamInstanceProfile={"Name": PROFILE}, MetadataOptions={"HttpTokens": "required"},
         TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": key, "Value": value}]}],
     )
     ids = [i["InstanceId"] for i in out["Instances"]]
@@ -74,6 +72,14 @@ def outcome(rule_json):
     print(f"SSM simulator: {rule}")
 
 
+def create_profile(name):
+    iam = client("iam")
+    try:
+        iam.create_instance_profile(InstanceProfileName=name)
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+
+
 def terminate(instance_id):
     client("ec2").terminate_instances(InstanceIds=[instance_id])
     print(f"terminated {instance_id}")
@@ -81,7 +87,8 @@ def terminate(instance_id):
 
 if __name__ == "__main__":
     commands = {"table": lambda a: table(a[0]), "instances": lambda a: instances(int(a[0]), a[1]),
-                "outcome": lambda a: outcome(a[0]), "terminate": lambda a: terminate(a[0])}
+                "outcome": lambda a: outcome(a[0]), "terminate": lambda a: terminate(a[0]),
+                "profile": lambda a: create_profile(a[0])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

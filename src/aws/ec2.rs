@@ -4,7 +4,6 @@ use crate::domain::fleet::TargetTag;
 use crate::domain::ports::{FleetInventory, InventoryError, LaunchRequest};
 use crate::domain::release::ReleaseId;
 use crate::domain::repair::{FleetInstance, ImageSelector, InstanceState};
-use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, ResourceType, Tag, TagSpecification,
@@ -181,9 +180,7 @@ impl FleetInventory for Ec2FleetInventory {
             Err(e) => {
                 let text = super::describe("RunInstances", &e);
                 tracing::error!(error = %text, "EC2 refused or failed a launch");
-                let refused = matches!(&e, SdkError::ServiceError(_))
-                    && !matches!(e.code(), Some("InternalError" | "Unavailable" | "RequestLimitExceeded"));
-                Err(if refused { InventoryError::Refused(text) } else { InventoryError::Unavailable(text) })
+                Err(if super::refused(&e) { InventoryError::Refused(text) } else { InventoryError::Unavailable(text) })
             }
         }
     }

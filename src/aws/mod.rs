@@ -8,10 +8,20 @@ pub use dynamodb::DynamoReleaseStore;
 pub use ec2::Ec2FleetInventory;
 pub use ssm::{SsmCommandRunner, SsmSettings};
 
+use aws_sdk_dynamodb::config::http::HttpResponse;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use std::error::Error;
 
 /// Renders any SDK error with its service code and message, never a bare
 /// "service error".
 pub(crate) fn describe<E: Error>(operation: &str, err: &E) -> String {
     format!("{operation}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(err))
+}
+
+/// Whether the service refused a request outright (a 4xx other than
+/// throttling), so nothing was done. Server errors after the SDK's retries,
+/// timeouts and transport failures leave open whether something happened.
+pub(crate) fn refused<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> bool {
+    let throttled = e.code().is_some_and(|c| c.contains("Throttl") || c == "RequestLimitExceeded");
+    matches!(e, SdkError::ServiceError(service) if service.raw().status().is_client_error()) && !throttled
 }

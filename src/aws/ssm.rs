@@ -4,7 +4,6 @@ use super::dynamodb::tail;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandRunner, CommandTarget, RunnerError};
 use crate::domain::release::InstanceOutcome;
 use crate::domain::time::Timestamp;
-use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, CommandStatus, Target};
 use aws_sdk_ssm::Client;
 use tracing::instrument;
@@ -74,9 +73,7 @@ impl CommandRunner for SsmCommandRunner {
                 tracing::error!(error = %text, "SSM call failed");
                 // A refusal by the service means no command exists; anything
                 // else (timeouts, 5xx after retries) may have started one.
-                let refused = matches!(&e, SdkError::ServiceError(_))
-                    && !matches!(e.code(), Some("InternalServerError" | "ThrottlingException" | "ServiceUnavailable"));
-                Err(if refused { RunnerError::Rejected(text) } else { RunnerError::Unavailable(text) })
+                Err(if super::refused(&e) { RunnerError::Rejected(text) } else { RunnerError::Unavailable(text) })
             }
         }
     }

@@ -174,3 +174,25 @@ async fn a_failing_store_answers_500_with_an_opaque_message() {
     assert!(!body["message"].as_str().unwrap().contains("no-such-table"), "the cause stays in the log: {body}");
     assert!(stack.commands().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_command_ssm_refuses_fails_the_release_and_frees_the_fleet() {
+    let stack = Stack::new(1).await;
+    let mut ssm = crate::support::ssm_settings();
+    ssm.document = "NoSuchDocument".into();
+    let refusing = flakefleet::domain::controller::FleetController::new(
+        flakefleet::aws::DynamoReleaseStore::new(stack.ddb.clone(), &stack.table),
+        flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
+        flakefleet::aws::SsmCommandRunner::new(stack.ssm.clone(), ssm),
+        stack.settings(),
+    );
+    let (status, body) = stack.http(&refusing, "POST", "/releases", Some(&json!({"flakeref": GOOD}).to_string())).await;
+    assert_eq!((status, body["error"].as_str()), (502, Some("command_rejected")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("InvalidDocument"), "{body}");
+    assert_eq!(body["release"]["status"], "failed");
+    // Recorded, and the fleet is free for the next deploy.
+    let controller = stack.controller();
+    let (_, page) = stack.http(&controller, "GET", "/releases", None).await;
+    assert_eq!(page["releases"][0]["id"], body["release"]["id"]);
+    assert_eq!(stack.deploy(&controller, NEXT).await["status"], "in_progress");
+}

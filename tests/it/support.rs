@@ -71,7 +71,6 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// One test's slice of the local AWS.
 pub struct Stack {
-    pub sdk: aws_config::SdkConfig,
     pub ssm: aws_sdk_ssm::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub ddb: aws_sdk_dynamodb::Client,
@@ -94,7 +93,6 @@ impl Stack {
         let ssm_config =
             aws_sdk_ssm::config::Builder::from(&sdk).endpoint_url(endpoint("FLAKEFLEET_TEST_SSM_URL")).build();
         let stack = Self {
-            sdk: sdk.clone(),
             ssm: aws_sdk_ssm::Client::from_conf(ssm_config),
             ec2: aws_sdk_ec2::Client::new(&sdk),
             ddb: aws_sdk_dynamodb::Client::new(&sdk),
@@ -180,13 +178,17 @@ impl Stack {
         self.create_instance_profile_named(PROFILE).await;
     }
 
+    /// Creates an instance profile in moto's IAM with the project's own
+    /// script (boto3), which `make test` installs.
     pub async fn create_instance_profile_named(&self, name: &str) {
-        let iam = aws_sdk_iam::Client::new(&self.sdk);
-        match iam.create_instance_profile().instance_profile_name(name).send().await {
-            Ok(_) => {}
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_entity_already_exists_exception()) => {}
-            Err(e) => panic!("CreateInstanceProfile: {}", aws_sdk_iam::error::DisplayErrorContext(e)),
-        }
+        let root = env!("CARGO_MANIFEST_DIR");
+        let status = std::process::Command::new(format!("{root}/.dev/venv/bin/python"))
+            .args([&format!("{root}/dev/fleet.py"), "profile", name])
+            .current_dir(root)
+            .env("AWS_ENDPOINT_URL", endpoint("FLAKEFLEET_TEST_MOTO_URL"))
+            .status()
+            .expect("dev/fleet.py runs (make test installs .dev/venv)");
+        assert!(status.success(), "dev/fleet.py profile {name} failed");
     }
 
     pub fn settings(&self) -> FleetSettings {
