@@ -86,12 +86,7 @@ impl ReleaseStore for DynamoReleaseStore {
         now: Timestamp,
     ) -> Result<Admission, StoreError> {
         let pk = fleet_pk(&release.fleet);
-        let put_release = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(release_to_item(release)))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let put_release = self.put_new_release(release)?;
         let take_lease = Update::builder()
             .table_name(&self.table)
             .key(PARTITION_KEY, s(pk.clone()))
@@ -305,12 +300,7 @@ impl ReleaseStore for DynamoReleaseStore {
             )
             .transact_items(TransactWriteItem::builder().update(fleet_update).build());
         if let Some(next) = settlement.next {
-            let put_next = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(release_to_item(next)))
-                .condition_expression("attribute_not_exists(pk)")
-                .build()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let put_next = self.put_new_release(next)?;
             transaction = transaction.transact_items(TransactWriteItem::builder().put(put_next).build());
         }
         match transaction.send().await {
@@ -344,6 +334,16 @@ impl ReleaseStore for DynamoReleaseStore {
 }
 
 impl DynamoReleaseStore {
+    /// A new release item, never written over an existing one.
+    fn put_new_release(&self, release: &Release) -> Result<Put, StoreError> {
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(release_to_item(release)))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     /// The release item, written only over the version it was read at.
     fn put_release(&self, release: &Release, expected_version: u64) -> Result<Put, StoreError> {
         Put::builder()
