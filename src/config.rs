@@ -1,6 +1,8 @@
 //! Configuration from environment variables, read and checked once at start-up.
 //! Every variable is documented in README.md and set by template.yaml.
 
+use crate::auth::iam::IamAllowlist;
+use crate::auth::oidc::{OidcPolicy, GITHUB_ISSUER};
 use crate::aws::SsmSettings;
 use crate::domain::controller::FleetSettings;
 use crate::domain::fleet::{FleetName, TargetTag};
@@ -13,6 +15,15 @@ pub struct Config {
     pub table: String,
     pub fleet: FleetSettings,
     pub ssm: SsmSettings,
+    pub auth: AuthSettings,
+}
+
+/// Who may call the function URL; see `crate::auth`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthSettings {
+    Iam(IamAllowlist),
+    GithubOidc { policy: OidcPolicy, jwks_url: String },
+    None,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +150,7 @@ impl Config {
         };
 
         Ok(Self {
+            auth: auth_settings(&lookup)?,
             table: required("FLAKEFLEET_TABLE")?,
             fleet: FleetSettings {
                 name,
@@ -161,6 +173,84 @@ impl Config {
                 delivery_timeout_secs: secs("FLAKEFLEET_DELIVERY_TIMEOUT_SECONDS", 600, 30..=2_592_000)? as i32,
             },
         })
+    }
+}
+
+fn auth_settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuthSettings, ConfigError> {
+    let invalid = |var: &'static str, message: String| ConfigError::Invalid { var, message };
+    let items = |var: &str| -> Vec<String> {
+        lookup(var).unwrap_or_default().split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
+    };
+    let digits = |var: &'static str| -> Result<String, ConfigError> {
+        let raw = lookup(var).ok_or(ConfigError::Missing(var))?;
+        if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid(var, format!("{raw:?} is not a numeric GitHub id (see the repository's API JSON)")));
+        }
+        Ok(raw)
+    };
+    let secure = |var: &'static str, url: &str| -> Result<(), ConfigError> {
+        if url.starts_with("https://") || crate::https::is_loopback(url) {
+            Ok(())
+        } else {
+            Err(invalid(var, format!("{url:?} must be an https URL (plain http only on 127.0.0.1)")))
+        }
+    };
+    match lookup("FLAKEFLEET_AUTH").as_deref().unwrap_or("iam") {
+        "iam" => {
+            let list = |var: &'static str| {
+                IamAllowlist::parse_list(&lookup(var).unwrap_or_default()).map_err(|m| invalid(var, m))
+            };
+            Ok(AuthSettings::Iam(IamAllowlist {
+                readers: list("FLAKEFLEET_READERS")?,
+                writers: list("FLAKEFLEET_WRITERS")?,
+            }))
+        }
+        "github-oidc" => {
+            let issuer = lookup("FLAKEFLEET_OIDC_ISSUER").unwrap_or_else(|| GITHUB_ISSUER.into());
+            secure("FLAKEFLEET_OIDC_ISSUER", &issuer)?;
+            let jwks_url = lookup("FLAKEFLEET_OIDC_JWKS_URL")
+                .unwrap_or_else(|| format!("{}/.well-known/jwks", issuer.trim_end_matches('/')));
+            secure("FLAKEFLEET_OIDC_JWKS_URL", &jwks_url)?;
+            let audience =
+                lookup("FLAKEFLEET_OIDC_AUDIENCE").ok_or(ConfigError::Missing("FLAKEFLEET_OIDC_AUDIENCE"))?;
+            // GitHub's default audience is the owner's URL and STS's is shared by every
+            // AWS role: a token minted for either must not deploy here.
+            if audience == "sts.amazonaws.com" || audience.starts_with("https://github.com/") {
+                return Err(invalid(
+                    "FLAKEFLEET_OIDC_AUDIENCE",
+                    format!("{audience:?} is shared with other services; choose one unique to this deployment"),
+                ));
+            }
+            Ok(AuthSettings::GithubOidc {
+                policy: OidcPolicy {
+                    issuer,
+                    audience,
+                    repository_id: digits("FLAKEFLEET_OIDC_REPOSITORY_ID")?,
+                    repository_owner_id: digits("FLAKEFLEET_OIDC_REPOSITORY_OWNER_ID")?,
+                    refs: items("FLAKEFLEET_OIDC_REFS"),
+                    environments: items("FLAKEFLEET_OIDC_ENVIRONMENTS"),
+                    workflow_refs: items("FLAKEFLEET_OIDC_WORKFLOW_REFS"),
+                },
+                jwks_url,
+            })
+        }
+        "none" => {
+            // Only where every AWS call goes to an emulator on this machine.
+            let endpoints =
+                ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_SSM"];
+            let local = lookup("AWS_ENDPOINT_URL").is_some()
+                && endpoints.iter().all(|var| lookup(var).is_none_or(|url| crate::https::is_loopback(&url)));
+            if !local {
+                return Err(invalid(
+                    "FLAKEFLEET_AUTH",
+                    "none lets anyone deploy, so it is accepted only with AWS_ENDPOINT_URL on 127.0.0.1 \
+                     (local emulators); use iam or github-oidc"
+                        .into(),
+                ));
+            }
+            Ok(AuthSettings::None)
+        }
+        other => Err(invalid("FLAKEFLEET_AUTH", format!("{other:?} is not iam, github-oidc or none"))),
     }
 }
 
@@ -206,12 +296,46 @@ mod tests {
         assert_eq!(c.fleet.rollout.failure_threshold, Rate::Count(0));
         assert!(c.fleet.rollout.auto_rollback);
         assert_eq!(c.fleet.spec.desired_capacity, 0, "capacity is not managed unless asked");
+        assert_eq!(c.auth, AuthSettings::Iam(IamAllowlist::default()), "IAM, and nobody named yet");
         assert_eq!(c.fleet.spec.image.owner, "535002876703");
         assert_eq!(c.fleet.spec.image.name_pattern, "determinate/nixos/epoch-1/24.05.*");
         assert_eq!(
             (c.fleet.spec.image.architecture.as_str(), c.fleet.spec.instance_type.as_str()),
             ("x86_64", "t3a.nano")
         );
+    }
+
+    #[test]
+    fn auth_modes() {
+        let base = [("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d")];
+        let with = |extra: &[(&'static str, &'static str)]| config(&[&base[..], extra].concat());
+        let oidc = [
+            ("FLAKEFLEET_AUTH", "github-oidc"),
+            ("FLAKEFLEET_OIDC_AUDIENCE", "flakefleet-prod"),
+            ("FLAKEFLEET_OIDC_REPOSITORY_ID", "123"),
+            ("FLAKEFLEET_OIDC_REPOSITORY_OWNER_ID", "456"),
+            ("FLAKEFLEET_OIDC_REFS", "refs/heads/main"),
+        ];
+        let AuthSettings::GithubOidc { policy, jwks_url } = with(&oidc).unwrap().auth else { panic!("not oidc") };
+        assert_eq!(jwks_url, "https://token.actions.githubusercontent.com/.well-known/jwks");
+        assert_eq!((policy.refs, policy.environments), (vec!["refs/heads/main".to_owned()], vec![]));
+        for (var, bad) in [
+            ("FLAKEFLEET_OIDC_AUDIENCE", "sts.amazonaws.com"),
+            ("FLAKEFLEET_OIDC_AUDIENCE", "https://github.com/acme"),
+            ("FLAKEFLEET_OIDC_REPOSITORY_ID", "acme/fleet"),
+            ("FLAKEFLEET_OIDC_ISSUER", "http://token.example.com"),
+            ("FLAKEFLEET_OIDC_JWKS_URL", "http://10.0.0.1/jwks"),
+        ] {
+            let err = with(&[&oidc[..], &[(var, bad)]].concat()).unwrap_err();
+            assert!(err.to_string().contains(var), "{err}");
+        }
+        let err = with(&oidc[..2]).unwrap_err();
+        assert!(err.to_string().contains("FLAKEFLEET_OIDC_REPOSITORY_ID"), "{err}");
+
+        let local = [("FLAKEFLEET_AUTH", "none"), ("AWS_ENDPOINT_URL", "http://127.0.0.1:5055")];
+        assert_eq!(with(&local).unwrap().auth, AuthSettings::None);
+        let leaky = [&local[..], &[("AWS_ENDPOINT_URL_SSM", "https://ssm.us-east-1.amazonaws.com")]].concat();
+        assert!(with(&leaky).is_err(), "none with a real AWS endpoint");
     }
 
     #[test]
@@ -230,6 +354,9 @@ mod tests {
         assert!(config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_ERRORS", "101%")])
             .is_err());
         for (var, bad) in [
+            ("FLAKEFLEET_AUTH", "open"),
+            ("FLAKEFLEET_AUTH", "none"),
+            ("FLAKEFLEET_WRITERS", "arn:aws:iam::123456789012:role/*"),
             ("FLAKEFLEET_ROLLOUT", "yolo"),
             ("FLAKEFLEET_WAVE_SIZE", "0"),
             ("FLAKEFLEET_CANARY_SIZE", "51"),

@@ -3,25 +3,48 @@
 //! `domain` holds the rules and knows no AWS; `aws` adapts DynamoDB, EC2 and
 //! SSM to the domain's ports; `entry` is the Lambda's thin shell.
 
+pub mod auth;
 pub mod aws;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod entry;
+pub mod https;
 pub mod telemetry;
 
-use aws::{DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner};
+use auth::jwks::JwksCache;
+use auth::oidc::OidcVerifier;
+use auth::Gate;
+use aws::{DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner};
+use config::AuthSettings;
 use domain::controller::FleetController;
 
 /// The controller wired to AWS.
 pub type AwsFleetController = FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner>;
 
-/// Builds the controller from loaded SDK configuration: called once per process.
-pub fn aws_controller(sdk: &aws_config::SdkConfig, config: config::Config) -> AwsFleetController {
-    FleetController::new(
-        DynamoReleaseStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table),
+/// How far apart JWKS fetches are, at least, however many unknown kids arrive.
+pub const JWKS_MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Builds the controller and the function URL's gate from loaded SDK
+/// configuration: called once per process.
+pub fn aws_service(
+    sdk: &aws_config::SdkConfig,
+    config: config::Config,
+) -> Result<(AwsFleetController, Gate<DynamoTokenLedger>), String> {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let gate = match config.auth {
+        AuthSettings::Iam(allowlist) => Gate::Iam(allowlist),
+        AuthSettings::None => Gate::Open,
+        AuthSettings::GithubOidc { policy, jwks_url } => Gate::GithubOidc {
+            verifier: OidcVerifier::new(policy, JwksCache::new(jwks_url, https::client()?, JWKS_MIN_REFETCH)),
+            ledger: DynamoTokenLedger::new(dynamodb.clone(), &config.table),
+        },
+    };
+    let controller = FleetController::new(
+        DynamoReleaseStore::new(dynamodb, config.table),
         Ec2FleetInventory::new(aws_sdk_ec2::Client::new(sdk)),
         SsmCommandRunner::new(aws_sdk_ssm::Client::new(sdk), config.ssm),
         config.fleet,
-    )
+    );
+    Ok((controller, gate))
 }

@@ -5,7 +5,11 @@
 //! sort by creation) or `IDEMPOTENCY#<key>` (expires through TTL on
 //! `expires_at`). Writes that matter are conditional, so an acknowledged
 //! release is never overwritten.
+//!
+//! Used GitHub token ids live apart from the fleets, one item each:
+//! `pk = TOKEN#<jti>`, `sk = TOKEN`, expiring with the token.
 
+use crate::auth::{LedgerError, TokenLedger};
 use crate::domain::flakeref::Flakeref;
 use crate::domain::fleet::{FleetName, FleetState, Halt, Lease};
 use crate::domain::ports::{Admission, IdempotencyClaim, ReleasePage, ReleaseStore, Settlement, StoreError};
@@ -24,6 +28,7 @@ pub const TTL_ATTRIBUTE: &str = "expires_at";
 const STATE_SK: &str = "STATE";
 const RELEASE_PREFIX: &str = "RELEASE#";
 const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#";
+const TOKEN_PREFIX: &str = "TOKEN#";
 /// How many times `admit` re-reads and retries when a transaction lost a race
 /// without a clear winner (DynamoDB's TransactionConflict).
 const ADMIT_ATTEMPTS: usize = 5;
@@ -523,6 +528,39 @@ fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> StoreError {
     let text = super::describe(operation, e);
     tracing::error!(error = %text, "DynamoDB call failed");
     StoreError::Unavailable(text)
+}
+
+/// The token ledger of `FLAKEFLEET_AUTH=github-oidc`, on the same table.
+#[derive(Clone, Debug)]
+pub struct DynamoTokenLedger {
+    client: Client,
+    table: String,
+}
+
+impl DynamoTokenLedger {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+}
+
+impl TokenLedger for DynamoTokenLedger {
+    async fn record_first_use(&self, jti: &str, expires_at: Timestamp) -> Result<bool, LedgerError> {
+        let written = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item(PARTITION_KEY, s(format!("{TOKEN_PREFIX}{jti}")))
+            .item(SORT_KEY, s(TOKEN_PREFIX.trim_end_matches('#')))
+            .item(TTL_ATTRIBUTE, n(expires_at.secs()))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(LedgerError(super::describe("PutItem", &e))),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ pub mod dynamodb;
 pub mod ec2;
 pub mod ssm;
 
-pub use dynamodb::DynamoReleaseStore;
+pub use dynamodb::{DynamoReleaseStore, DynamoTokenLedger};
 pub use ec2::Ec2FleetInventory;
 pub use ssm::{SsmCommandRunner, SsmSettings};
 

@@ -3,13 +3,12 @@
 
 pub mod render;
 
+use crate::https::HttpsClient;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use serde_json::Value;
 use std::time::SystemTime;
 
@@ -33,7 +32,7 @@ pub struct FunctionUrl {
     base: String,
     region: String,
     credentials: SharedCredentialsProvider,
-    http: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    http: HttpsClient,
 }
 
 impl FunctionUrl {
@@ -44,13 +43,7 @@ impl FunctionUrl {
         let credentials = sdk
             .credentials_provider()
             .ok_or_else(|| CallError::Credentials("the default chain found no provider".into()))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(rustls::crypto::aws_lc_rs::default_provider())
-            .map_err(|e| CallError::Transport { url: base.into(), reason: format!("no TLS roots: {e}") })?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        let http = crate::https::client().map_err(|reason| CallError::Transport { url: base.into(), reason })?;
         Ok(Self { base: base.trim_end_matches('/').to_owned(), region, credentials, http })
     }
 

@@ -1,6 +1,7 @@
 //! Errors at the edge: every failure becomes one HTTP status and one
 //! `{"error": "<code>", "message": "<what to fix>"}` body, mapped here once.
 
+use crate::auth::AuthError;
 use crate::domain::controller::ControlError;
 use serde_json::{json, Value};
 
@@ -40,6 +41,16 @@ impl ApiError {
 
     pub fn is_server_error(&self) -> bool {
         self.status >= 500
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unauthenticated(m) => Self::new(401, "unauthenticated", m),
+            AuthError::Forbidden(m) => Self::new(403, "forbidden", m),
+            AuthError::Unavailable(m) => Self::new(503, "auth_unavailable", m),
+        }
     }
 }
 

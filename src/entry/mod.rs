@@ -6,6 +6,7 @@ pub mod event;
 pub mod http;
 pub mod operation;
 
+use crate::auth::{Access, Gate, TokenLedger};
 use crate::domain::controller::FleetController;
 use crate::domain::ports::{CommandRunner, FleetInventory, ReleaseStore};
 use crate::domain::time::Timestamp;
@@ -43,8 +44,11 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 }
 
 /// Handles one invocation, in one span that carries the release id once known.
-pub async fn handle<S, I, R>(
+/// Function URL requests pass `gate` first; other triggers are authorised by
+/// Lambda's own `lambda:InvokeFunction` permission.
+pub async fn handle<S, I, R, L>(
     controller: &FleetController<S, I, R>,
+    gate: &Gate<L>,
     event: Value,
     request_id: &str,
 ) -> Result<Value, HandlerError>
@@ -52,8 +56,10 @@ where
     S: ReleaseStore,
     I: FleetInventory,
     R: CommandRunner,
+    L: TokenLedger,
 {
-    let span = info_span!("invocation", request_id, trigger = field::Empty, release_id = field::Empty);
+    let span =
+        info_span!("invocation", request_id, trigger = field::Empty, caller = field::Empty, release_id = field::Empty);
     async move {
         let now = Timestamp::now();
         match classify(event)? {
@@ -61,10 +67,18 @@ where
                 tracing::Span::current().record("trigger", "function_url");
                 let method = request.request_context.http.method.clone().unwrap_or_default();
                 let path = request.raw_path.clone().unwrap_or_default();
-                let answer = match http::decode_request(&request) {
-                    Ok(operation) => run(controller, operation, now).await,
-                    Err(e) => Err(e),
-                };
+                let answer = async {
+                    // Authenticate before decoding, so strangers learn nothing
+                    // about routes or bodies; use the token only for a request
+                    // that will run, so bad input changes nothing.
+                    let caller = gate.authenticate(&request, now).await?;
+                    tracing::Span::current().record("caller", caller.principal.as_str());
+                    gate.authorize(&caller, Access::of_method(&method))?;
+                    let operation = http::decode_request(&request)?;
+                    gate.consume(&caller).await?;
+                    run(controller, operation, now).await
+                }
+                .await;
                 let (status, body) = answer.unwrap_or_else(|e| (e.status, e.body()));
                 info!(%method, %path, status, "request answered");
                 Ok(http::response(status, &body))

@@ -1,6 +1,6 @@
 //! A crash between any two steps of a deploy loses nothing and sends nothing twice.
 
-use crate::support::{Stack, GOOD};
+use crate::support::{gate, Stack, GOOD};
 use flakefleet::aws::{DynamoReleaseStore, SsmCommandRunner};
 use flakefleet::domain::flakeref::Flakeref;
 use flakefleet::domain::ports::{
@@ -75,7 +75,7 @@ async fn crash_after_recording_is_finished_by_the_reconcile() {
     let release = pending_release(&stack, now);
     store(&stack).admit(&release, None, true, now).await.unwrap();
     let controller = stack.controller();
-    let answer = flakefleet::entry::handle(&controller, json!({"action": "reconcile"}), "it").await.unwrap();
+    let answer = flakefleet::entry::handle(&controller, &gate(), json!({"action": "reconcile"}), "it").await.unwrap();
     assert_eq!(answer["reconcile"]["outcome"], "dispatched");
     assert_eq!(stack.commands().await.len(), 1);
     assert_eq!(stack.settle(&controller).await["release"]["status"], "succeeded");
@@ -98,7 +98,7 @@ async fn crash_after_sending_before_recording_adopts_the_sent_command() {
         .unwrap();
 
     let controller = stack.controller();
-    let answer = flakefleet::entry::handle(&controller, json!({"action": "reconcile"}), "it").await.unwrap();
+    let answer = flakefleet::entry::handle(&controller, &gate(), json!({"action": "reconcile"}), "it").await.unwrap();
     assert_eq!(answer["reconcile"]["release"]["command_id"], sent.as_str(), "{answer}");
     assert_eq!(stack.commands().await.len(), 1, "no second command");
     assert_eq!(stack.settle(&controller).await["release"]["status"], "succeeded");

@@ -1,6 +1,6 @@
 //! The core loop end to end: deploy, read, judge, roll back.
 
-use crate::support::{sample_event, Stack, DOCUMENT, GOOD, NEXT};
+use crate::support::{gate, sample_event, Stack, DOCUMENT, GOOD, NEXT};
 use serde_json::json;
 
 #[tokio::test]
@@ -83,9 +83,10 @@ async fn rollback_is_a_new_release_with_the_old_flakeref() {
     stack.settle(&controller).await;
 
     // By id, as a direct invoke.
-    let answer = flakefleet::entry::handle(&controller, json!({"action": "rollback", "release_id": good["id"]}), "it")
-        .await
-        .unwrap();
+    let answer =
+        flakefleet::entry::handle(&controller, &gate(), json!({"action": "rollback", "release_id": good["id"]}), "it")
+            .await
+            .unwrap();
     let rollback = &answer["release"];
     assert_eq!(rollback["kind"], "rollback");
     assert_eq!(rollback["rollback_of"], good["id"]);
@@ -138,7 +139,8 @@ async fn empty_rollback_picks_the_last_success_before_the_current_release() {
     assert!(settled["release"]["instances"][0]["stdout_tail"].as_str().unwrap().contains("applied"));
 
     // The sample event: an empty rollback from the direct invoke.
-    let answer = flakefleet::entry::handle(&controller, sample_event("invoke-rollback.json"), "it").await.unwrap();
+    let answer =
+        flakefleet::entry::handle(&controller, &gate(), sample_event("invoke-rollback.json"), "it").await.unwrap();
     assert_eq!(answer["release"]["rollback_of"], good["id"], "{answer}");
     assert_eq!(answer["release"]["flakeref"], GOOD);
     assert_ne!(answer["release"]["rollback_of"], bad["id"]);
@@ -178,16 +180,17 @@ async fn ssm_status_events_and_the_status_action_drive_and_show_progress() {
     stack.script(json!({"instance_id": stack.instances[0], "outcome": "success", "delay_seconds": 1}));
     let release = stack.deploy(&controller, GOOD).await;
     let event = sample_event("eventbridge-ssm-status.json");
-    let first = flakefleet::entry::handle(&controller, event.clone(), "it").await.unwrap();
+    let first = flakefleet::entry::handle(&controller, &gate(), event.clone(), "it").await.unwrap();
     assert_eq!(first["reconcile"]["outcome"], "waiting");
     assert_eq!(first["reconcile"]["release"]["instances"][0]["status"], "InProgress");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let second = flakefleet::entry::handle(&controller, event.clone(), "it").await.unwrap();
+    let second = flakefleet::entry::handle(&controller, &gate(), event.clone(), "it").await.unwrap();
     assert_eq!(second["reconcile"]["outcome"], "finished");
     // Delivered twice: nothing changes.
-    let third = flakefleet::entry::handle(&controller, event, "it").await.unwrap();
+    let third = flakefleet::entry::handle(&controller, &gate(), event, "it").await.unwrap();
     assert_eq!(third["reconcile"]["outcome"], "idle");
-    let status = flakefleet::entry::handle(&controller, sample_event("invoke-status.json"), "it").await.unwrap();
+    let status =
+        flakefleet::entry::handle(&controller, &gate(), sample_event("invoke-status.json"), "it").await.unwrap();
     assert_eq!(status["fleet"]["desired_release"]["id"], release["id"]);
     assert_eq!(status["fleet"]["desired_release"]["status"], "succeeded");
 }

@@ -1,6 +1,6 @@
 //! What callers can get wrong, and what two callers at once get.
 
-use crate::support::{sample_event, Stack, GOOD, NEXT};
+use crate::support::{gate, sample_event, Stack, GOOD, NEXT};
 use base64::Engine;
 use serde_json::json;
 
@@ -96,7 +96,9 @@ async fn invalid_flakerefs_are_refused_and_change_nothing() {
         assert!(body["message"].as_str().unwrap().contains("<org>/<flake>/=") || flakeref.len() > 512, "{body}");
     }
     let answer =
-        flakefleet::entry::handle(&controller, json!({"action": "deploy", "flakeref": "a/b/c;d"}), "it").await.unwrap();
+        flakefleet::entry::handle(&controller, &gate(), json!({"action": "deploy", "flakeref": "a/b/c;d"}), "it")
+            .await
+            .unwrap();
     assert_eq!((answer["status"].as_u64(), answer["error"].as_str()), (Some(400), Some("invalid_flakeref")));
     assert_eq!(stack.item_count().await, 0, "nothing written");
     assert!(stack.commands().await.is_empty(), "nothing sent");
@@ -145,17 +147,18 @@ async fn routes_methods_and_malformed_bodies() {
 async fn unknown_events_and_actions_say_what_was_expected() {
     let stack = Stack::new(0).await;
     let controller = stack.controller();
-    let err = flakefleet::entry::handle(&controller, json!({"Records": []}), "it").await.unwrap_err();
+    let err = flakefleet::entry::handle(&controller, &gate(), json!({"Records": []}), "it").await.unwrap_err();
     assert!(err.to_string().contains("expected a function URL request"), "{err}");
     let err = flakefleet::entry::handle(
         &controller,
+        &gate(),
         json!({"source": "aws.s3", "detail-type": "Object Created", "detail": {}}),
         "it",
     )
     .await
     .unwrap_err();
     assert!(err.to_string().contains("unsupported EventBridge event aws.s3/Object Created"), "{err}");
-    let answer = flakefleet::entry::handle(&controller, json!({"action": "explode"}), "it").await.unwrap();
+    let answer = flakefleet::entry::handle(&controller, &gate(), json!({"action": "explode"}), "it").await.unwrap();
     assert_eq!(answer["error"], "unknown_action");
     assert!(answer["message"].as_str().unwrap().contains("deploy, rollback, status, reconcile"));
 }

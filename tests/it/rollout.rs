@@ -1,7 +1,7 @@
 //! Staged rollouts against the local AWS: waves by instance id, judged one by
 //! one, rolled back or halted when they go wrong.
 
-use crate::support::{sample_event, Stack, GOOD, NEXT};
+use crate::support::{gate, sample_event, Stack, GOOD, NEXT};
 use flakefleet::domain::controller::FleetSettings;
 use flakefleet::domain::rollout::{Rate, RolloutMode};
 use flakefleet::AwsFleetController;
@@ -21,7 +21,7 @@ fn staged(stack: &Stack, threshold: Rate) -> FleetSettings {
 async fn run_out(stack: &Stack, controller: &AwsFleetController) -> Value {
     let event = sample_event("eventbridge-scheduled.json");
     for _ in 0..100 {
-        let answer = flakefleet::entry::handle(controller, event.clone(), "it").await.expect("reconcile");
+        let answer = flakefleet::entry::handle(controller, &gate(), event.clone(), "it").await.expect("reconcile");
         if matches!(answer["reconcile"]["outcome"].as_str(), Some("idle" | "halted")) {
             return stack.http(controller, "GET", "/fleet", None).await.1["fleet"].clone();
         }
@@ -174,8 +174,9 @@ async fn a_failing_rollback_halts_the_fleet_without_looping() {
 
     let commands = stack.commands().await.len();
     for _ in 0..3 {
-        let answer =
-            flakefleet::entry::handle(&controller, sample_event("eventbridge-scheduled.json"), "it").await.unwrap();
+        let answer = flakefleet::entry::handle(&controller, &gate(), sample_event("eventbridge-scheduled.json"), "it")
+            .await
+            .unwrap();
         assert_eq!(answer["reconcile"]["outcome"], "halted");
     }
     assert_eq!(stack.commands().await.len(), commands, "a halted fleet gets no automatic command");
@@ -212,7 +213,7 @@ async fn duplicated_and_reordered_status_events_reach_the_same_end() {
     let order = [&ssm, &ssm, &schedule, &ssm, &schedule, &schedule, &ssm];
     for _ in 0..10 {
         for event in order {
-            flakefleet::entry::handle(&controller, (*event).clone(), "it").await.unwrap();
+            flakefleet::entry::handle(&controller, &gate(), (*event).clone(), "it").await.unwrap();
         }
     }
     let done = release(&stack, &controller, &started["id"]).await;

@@ -6,7 +6,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_ssm::types::Command;
-use flakefleet::aws::{DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, SsmSettings};
+use flakefleet::auth::iam::IamAllowlist;
+use flakefleet::auth::Gate;
+use flakefleet::aws::{DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner, SsmSettings};
 use flakefleet::domain::controller::{FleetController, FleetSettings};
 use flakefleet::domain::fleet::{FleetName, TargetTag};
 use flakefleet::domain::repair::{FleetSpec, ImageSelector};
@@ -18,10 +20,17 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 pub const DOCUMENT: &str = "ApplyNixosDocument";
+/// The role that signed events/function-url-deploy.json: the tests' writer.
+pub const DEPLOY_ROLE: &str = "arn:aws:iam::123456789012:role/flakefleet-deploy";
 /// The demo's instance profile, created in moto's IAM by [`Stack::new`].
 pub const PROFILE: &str = "FlakeHubClientMachine";
 pub const GOOD: &str = "AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web";
 pub const NEXT: &str = "AcmeCorp/infra/=0.1.42+rev-2222222#nixosConfigurations.web";
+
+/// The IAM gate with the sample event's signer as the one writer.
+pub fn gate() -> Gate<DynamoTokenLedger> {
+    Gate::Iam(IamAllowlist { readers: Vec::new(), writers: IamAllowlist::parse_list(DEPLOY_ROLE).unwrap() })
+}
 
 fn endpoint(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
@@ -252,7 +261,7 @@ impl Stack {
     }
 
     pub async fn raw_http(&self, controller: &AwsFleetController, event: Value) -> (u16, Value) {
-        let response = flakefleet::entry::handle(controller, event, "it")
+        let response = flakefleet::entry::handle(controller, &gate(), event, "it")
             .await
             .expect("function URL requests always get a response");
         let status = response["statusCode"].as_u64().unwrap() as u16;
@@ -273,7 +282,7 @@ impl Stack {
     pub async fn settle(&self, controller: &AwsFleetController) -> Value {
         let event = sample_event("eventbridge-scheduled.json");
         for _ in 0..50 {
-            let answer = flakefleet::entry::handle(controller, event.clone(), "it").await.expect("reconcile");
+            let answer = flakefleet::entry::handle(controller, &gate(), event.clone(), "it").await.expect("reconcile");
             let outcome = answer["reconcile"]["outcome"].as_str().unwrap().to_owned();
             if outcome == "finished" || outcome == "idle" {
                 return answer["reconcile"].clone();
