@@ -9,7 +9,9 @@ use serde_json::json;
 use tracing::field::{Field, Visit};
 use tracing::Subscriber;
 use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -23,18 +25,28 @@ pub fn init() {
     let logs = if text {
         tracing_subscriber::fmt::layer().with_target(false).boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .flatten_event(true)
-            .with_target(false)
-            .boxed()
+        json_logs(std::io::stdout).boxed()
     };
     tracing_subscriber::registry()
         .with(logs.with_filter(not_metrics).with_filter(filter))
         .with(EmfLayer::new(|line| println!("{line}")))
         .init();
+}
+
+/// The Lambda's log lines: one JSON object per event with the current span's
+/// fields (request id, trigger, caller, release id), written to `writer`.
+pub fn json_logs<S, W>(writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .flatten_event(true)
+        .with_target(false)
+        .with_writer(writer)
 }
 
 /// Turns metric events into EMF lines handed to `write`.
