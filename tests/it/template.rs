@@ -56,17 +56,23 @@ fn the_function_gets_exactly_the_configuration_the_code_reads() {
         .keys()
         .map(|k| k.as_str().unwrap().to_owned())
         .collect();
+    // Every variable read in either deployable auth mode (none is for local use only).
     let read = RefCell::new(BTreeSet::new());
-    Config::from_lookup(|name| {
-        read.borrow_mut().insert(name.to_owned());
-        match name {
-            "FLAKEFLEET_TABLE" | "FLAKEFLEET_DOCUMENT" => Some("x".into()),
-            _ => None,
-        }
-    })
-    .unwrap();
+    for mode in ["iam", "github-oidc"] {
+        Config::from_lookup(|name| {
+            read.borrow_mut().insert(name.to_owned());
+            match name {
+                "FLAKEFLEET_TABLE" | "FLAKEFLEET_DOCUMENT" | "FLAKEFLEET_OIDC_AUDIENCE" => Some("x".into()),
+                "FLAKEFLEET_OIDC_REPOSITORY_ID" | "FLAKEFLEET_OIDC_REPOSITORY_OWNER_ID" => Some("1".into()),
+                "FLAKEFLEET_AUTH" => Some(mode.into()),
+                _ => None,
+            }
+        })
+        .unwrap();
+    }
     let read = read.into_inner();
-    // FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS keeps its default in the template.
-    let expected: BTreeSet<String> = read.into_iter().filter(|v| v != "FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS").collect();
+    // These keep their defaults in the template: the idempotency window and GitHub's issuer.
+    let defaults = ["FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS", "FLAKEFLEET_OIDC_ISSUER", "FLAKEFLEET_OIDC_JWKS_URL"];
+    let expected: BTreeSet<String> = read.into_iter().filter(|v| !defaults.contains(&v.as_str())).collect();
     assert_eq!(given, expected);
 }
