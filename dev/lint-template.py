@@ -9,10 +9,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import yaml
 from samtranslator.translator.transform import transform
+
+
+EXPANDED = ".dev/template.expanded.json"
 
 
 class OfflinePolicies:
@@ -32,9 +34,11 @@ def main():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = "s3://flakefleet-artifacts/bootstrap.zip"
     expanded = transform(template, {}, OfflinePolicies())
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as out:
+    # Kept for checkov, which then sees the role SAM generates (dev/test.sh).
+    os.makedirs(".dev", exist_ok=True)
+    with open(EXPANDED, "w") as out:
         json.dump(expanded, out, indent=1)
-    for path in ("template.yaml", out.name):
+    for path in ("template.yaml", EXPANDED):
         print(f"cfn-lint {path if path == 'template.yaml' else 'template.yaml expanded by aws-sam-translator'}")
         result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "cfn-lint"), path])
         if result.returncode != 0:

@@ -14,6 +14,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# checkov pins versions cfn-lint's dependencies disagree with: a venv of its own.
+checkov_venv=.dev/checkov-venv
+checkov_stamp=$checkov_venv/.requirements.sha256
+checkov_want=$(sha256sum dev/checkov-requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$checkov_stamp" 2>/dev/null)" != "$checkov_want" ]; then
+  echo "== installing checkov into $checkov_venv"
+  python3 -m venv "$checkov_venv"
+  "$checkov_venv/bin/pip" install --quiet --disable-pip-version-check -r dev/checkov-requirements.txt
+  echo "$checkov_want" > "$checkov_stamp"
+fi
+
 # nix-instantiate (Debian's nix-bin) parses flake.nix; it cannot evaluate it here.
 if ! command -v nix-instantiate >/dev/null; then
   sudo=""

@@ -3,8 +3,8 @@
 # starts a local AWS of its own (ports 5155/5156, apart from the demo's) and
 # the Lambda under `cargo lambda watch` (port 9155) for the CLI's tests, runs
 # fmt, clippy and every Rust test, builds the release bootstrap, lints the
-# template (before and after the SAM transform) and the workflows, and parses
-# the flake.
+# template (cfn-lint and checkov, before and after the SAM transform) and the
+# workflows, and parses the flake.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +64,10 @@ cargo test --locked --all-targets
 
 echo "== template.yaml: cfn-lint, before and after the SAM transform"
 .dev/venv/bin/python dev/lint-template.py
+echo "== checkov on template.yaml and on its SAM expansion (skips carry their reasons inline)"
+for t in template.yaml .dev/template.expanded.json; do
+  .dev/checkov-venv/bin/checkov --file "$t" --framework cloudformation --compact --quiet --skip-download
+done
 echo "== actionlint .github/workflows"
 .dev/venv/bin/actionlint .github/workflows/*.yml
 echo "== nix-instantiate --parse flake.nix (parse only: evaluating needs the network)"
