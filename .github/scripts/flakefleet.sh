@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
-# Calls flakefleet's function URL with a SigV4-signed request (curl --aws-sigv4,
-# credentials from the job's assumed role) and waits for a release's outcome.
+# Calls flakefleet's function URL and waits for a release's outcome.
 #   flakefleet.sh request METHOD PATH [JSON BODY]   prints the answer, fails on an HTTP error
 #   flakefleet.sh wait RELEASE_ID                   polls until the release is final;
 #                                                   fails unless it succeeded
-# Needs FUNCTION_URL, AWS_REGION and the AWS_* credentials in the environment.
+# FLAKEFLEET_AUTH=iam (default): SigV4-signed with curl --aws-sigv4; needs
+#   AWS_REGION and the AWS_* credentials of the job's assumed role.
+# FLAKEFLEET_AUTH=github-oidc: a fresh GitHub OIDC token for every request
+#   (flakefleet accepts each token once), requested with FLAKEFLEET_AUDIENCE;
+#   needs `permissions: id-token: write`.
+# Both need FUNCTION_URL. Tokens and keys are never printed.
 set -euo pipefail
+
+oidc_token() {
+  curl --fail -sS -G -H "Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN" \
+    --data-urlencode "audience=$FLAKEFLEET_AUDIENCE" "$ACTIONS_ID_TOKEN_REQUEST_URL" | jq -r .value
+}
 
 request() {
   local method=$1 path=$2 body=${3:-}
-  local args=(--fail-with-body -sS -X "$method" --aws-sigv4 "aws:amz:$AWS_REGION:lambda"
-    --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" -H 'content-type: application/json')
-  if [ -n "${AWS_SESSION_TOKEN:-}" ]; then args+=(-H "x-amz-security-token: $AWS_SESSION_TOKEN"); fi
+  local args=(--fail-with-body -sS -X "$method" -H 'content-type: application/json')
+  case "${FLAKEFLEET_AUTH:-iam}" in
+    iam)
+      args+=(--aws-sigv4 "aws:amz:$AWS_REGION:lambda" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
+      if [ -n "${AWS_SESSION_TOKEN:-}" ]; then args+=(-H "x-amz-security-token: $AWS_SESSION_TOKEN"); fi
+      ;;
+    github-oidc)
+      local token
+      token=$(oidc_token)
+      args+=(-H "authorization: Bearer $token")
+      ;;
+    *) echo "::error::FLAKEFLEET_AUTH is ${FLAKEFLEET_AUTH}; expected iam or github-oidc" >&2; return 2 ;;
+  esac
   if [ -n "$body" ]; then args+=(--data "$body"); fi
   curl "${args[@]}" "${FUNCTION_URL%/}$path"
 }

@@ -11,3 +11,4 @@ mod requests;
 mod rollout;
 mod support;
 mod template;
+mod workflow;
