@@ -317,4 +317,34 @@ mod tests {
         assert!(key_id("not a token").is_err());
         assert!(key_id(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
+        /// Arbitrary bearer values, and well-formed tokens with arbitrary
+        /// headers, claims and signatures: no panic, and nothing verifies.
+        #[test]
+        fn hostile_tokens_never_verify(
+            raw in "\\PC{0,300}",
+            alg in proptest::prop_oneof![
+                proptest::strategy::Just("RS256"), proptest::strategy::Just("none"),
+                proptest::strategy::Just("HS256"), proptest::strategy::Just("PS256"),
+            ],
+            payload in "\\PC{0,200}",
+            signature in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            use base64::Engine;
+            let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+            let key = DecodingKey::from_rsa_components("sXch", "AQAB").unwrap();
+            let structured = format!(
+                "{}.{}.{}",
+                b64(json!({"alg": alg, "kid": "k"}).to_string().as_bytes()),
+                b64(payload.as_bytes()),
+                b64(&signature)
+            );
+            for token in [raw.as_str(), structured.as_str()] {
+                let verified = key_id(token).and_then(|_| verify_signature(token, &key));
+                proptest::prop_assert!(verified.is_err());
+            }
+        }
+    }
 }
