@@ -36,7 +36,7 @@ pub fn aws_service(
         AuthSettings::Iam(allowlist) => Gate::Iam(allowlist),
         AuthSettings::None => Gate::Open,
         AuthSettings::GithubOidc { policy, jwks_url } => Gate::GithubOidc {
-            verifier: OidcVerifier::new(policy, JwksCache::new(jwks_url, https::client()?, JWKS_MIN_REFETCH)),
+            verifier: Box::new(OidcVerifier::new(policy, JwksCache::new(jwks_url, https::client()?, JWKS_MIN_REFETCH))),
             ledger: DynamoTokenLedger::new(dynamodb.clone(), &config.table),
         },
     };

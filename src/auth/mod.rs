@@ -83,7 +83,7 @@ pub trait TokenLedger: Send + Sync {
 pub enum Gate<L> {
     Iam(IamAllowlist),
     GithubOidc {
-        verifier: OidcVerifier,
+        verifier: Box<OidcVerifier>,
         ledger: L,
     },
     /// `FLAKEFLEET_AUTH=none`: local emulators only (checked by `Config`).

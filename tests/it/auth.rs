@@ -98,13 +98,7 @@ impl Issuer {
     }
 
     fn gate(&self, stack: &Stack) -> Gate<DynamoTokenLedger> {
-        Gate::GithubOidc {
-            verifier: OidcVerifier::new(
-                self.policy(),
-                JwksCache::new(self.jwks_url(), flakefleet::https::client().unwrap(), Duration::from_secs(30)),
-            ),
-            ledger: DynamoTokenLedger::new(stack.ddb.clone(), &stack.table),
-        }
+        oidc_gate(self.policy(), &self.jwks_url(), Duration::from_secs(30), stack.ddb.clone(), &stack.table)
     }
 
     /// The claims GitHub would send for a run on main, with `overrides` applied.
@@ -120,6 +114,17 @@ impl Issuer {
         claims.as_object_mut().unwrap().extend(overrides.as_object().unwrap().clone());
         claims
     }
+}
+
+fn oidc_gate(
+    policy: OidcPolicy,
+    jwks_url: &str,
+    min_refetch: Duration,
+    ddb: aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Gate<DynamoTokenLedger> {
+    let jwks = JwksCache::new(jwks_url, flakefleet::https::client().unwrap(), min_refetch);
+    Gate::GithubOidc { verifier: Box::new(OidcVerifier::new(policy, jwks)), ledger: DynamoTokenLedger::new(ddb, table) }
 }
 
 /// A compact JWS over `header` and `claims`, RS256-signed with the test key.
@@ -267,13 +272,8 @@ async fn without_keys_every_token_is_refused() {
     // A port nothing listens on.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let issuer = Issuer::start().await;
-    let gate = Gate::GithubOidc {
-        verifier: OidcVerifier::new(
-            issuer.policy(),
-            JwksCache::new(format!("http://{closed}/jwks"), flakefleet::https::client().unwrap(), Duration::ZERO),
-        ),
-        ledger: DynamoTokenLedger::new(stack.ddb.clone(), &stack.table),
-    };
+    let jwks = format!("http://{closed}/jwks");
+    let gate = oidc_gate(issuer.policy(), &jwks, Duration::ZERO, stack.ddb.clone(), &stack.table);
     let (status, body) =
         call(&stack, &gate, bearer_request("POST", "/releases", &token(&issuer.claims(json!({}))))).await;
     assert_eq!((status, body["error"].as_str()), (503, Some("auth_unavailable")), "{body}");
@@ -330,13 +330,7 @@ async fn tokens_and_credentials_never_reach_the_log() {
     let ddb =
         aws_sdk_dynamodb::Client::from_conf(stack.ddb.config().to_builder().credentials_provider(credentials).build());
     let issuer = Issuer::start().await;
-    let gate = Gate::GithubOidc {
-        verifier: OidcVerifier::new(
-            issuer.policy(),
-            JwksCache::new(issuer.jwks_url(), flakefleet::https::client().unwrap(), Duration::from_secs(30)),
-        ),
-        ledger: DynamoTokenLedger::new(ddb, &stack.table),
-    };
+    let gate = oidc_gate(issuer.policy(), &issuer.jwks_url(), Duration::from_secs(30), ddb, &stack.table);
     let good = token(&issuer.claims(json!({})));
     let forbidden = token(&issuer.claims(json!({"ref": "refs/heads/feature"})));
     assert_eq!(call(&stack, &gate, bearer_request("POST", "/releases", &good)).await.0, 202);
