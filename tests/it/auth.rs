@@ -3,7 +3,7 @@
 //! through the DynamoDB ledger in moto; IAM identities against allowlists.
 //! Every refusal must leave the table and the fleet untouched.
 
-use crate::support::{sample_event, Stack, DEPLOY_ROLE, GOOD};
+use crate::support::{sample_event, serve_http, Stack, DEPLOY_ROLE, GOOD};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair, KeySize};
 use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ISSUER_PATH: &str = "/issuer";
 const AUDIENCE: &str = "flakefleet-it";
@@ -57,25 +56,12 @@ impl Issuer {
         let hits = Arc::new(AtomicUsize::new(0));
         let keys = Arc::new(Mutex::new(json!({ "keys": [jwk(KID)] })));
         let (counter, set) = (hits.clone(), keys.clone());
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => request.extend_from_slice(&buf[..n]),
-                    }
-                }
-                counter.fetch_add(1, Ordering::SeqCst);
-                let ok = request.starts_with(format!("GET {ISSUER_PATH}/.well-known/jwks ").as_bytes());
-                let body = if ok { set.lock().unwrap().to_string() } else { "not found".into() };
-                let status = if ok { "200 OK" } else { "404 Not Found" };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
+        serve_http(listener, move |head| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            if head.starts_with(&format!("GET {ISSUER_PATH}/.well-known/jwks ")) {
+                (200, set.lock().unwrap().to_string())
+            } else {
+                (404, "{}".into())
             }
         });
         Self { url, hits, keys }

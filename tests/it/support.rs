@@ -335,3 +335,28 @@ pub fn script_simulator(rule: Value) {
     stream.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Serves HTTP/1.1 on `listener` (one request per connection, bodies ignored):
+/// `answer` gets each request's head and returns the status and a JSON body.
+/// For what the tests stand in for outside AWS: an OIDC issuer, a GitHub runner.
+pub fn serve_http(listener: tokio::net::TcpListener, mut answer: impl FnMut(&str) -> (u16, String) + Send + 'static) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let (status, body) = answer(&String::from_utf8_lossy(&head));
+            let response = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(response.as_bytes()).await;
+        }
+    });
+}

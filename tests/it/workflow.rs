@@ -3,8 +3,8 @@
 //! each request gets a fresh token with the configured audience, and no token
 //! reaches the job's output.
 
+use crate::support::serve_http;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn github_oidc_mode_sends_a_fresh_token_with_every_request() {
@@ -12,36 +12,19 @@ async fn github_oidc_mode_sends_a_fresh_token_with_every_request() {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let log = seen.clone();
-    tokio::spawn(async move {
-        let mut issued = 0;
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => request.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&request).to_string();
-            let line = head.lines().next().unwrap_or("").to_owned();
-            let authorization = head
-                .lines()
-                .find_map(|l| l.to_ascii_lowercase().starts_with("authorization:").then(|| l[14..].trim().to_owned()))
-                .unwrap_or_default();
-            log.lock().unwrap().push(format!("{line} | {authorization}"));
-            let body = if line.starts_with("GET /token") {
-                issued += 1;
-                format!(r#"{{"value": "header.payload.signature-{issued}"}}"#)
-            } else {
-                r#"{"release": {"id": "01JDQ7Z6J3W9C7Q4V1R2N8K5TB", "status": "succeeded", "instances": []}}"#
-                    .to_owned()
-            };
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
+    let mut issued = 0;
+    serve_http(listener, move |head| {
+        let line = head.lines().next().unwrap_or("").to_owned();
+        let authorization = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().starts_with("authorization:").then(|| l[14..].trim().to_owned()))
+            .unwrap_or_default();
+        log.lock().unwrap().push(format!("{line} | {authorization}"));
+        if line.starts_with("GET /token") {
+            issued += 1;
+            (200, format!(r#"{{"value": "header.payload.signature-{issued}"}}"#))
+        } else {
+            (200, r#"{"release": {"id": "01JDQ7Z6J3W9C7Q4V1R2N8K5TB", "status": "succeeded", "instances": []}}"#.into())
         }
     });
 
