@@ -25,7 +25,7 @@ trap cleanup EXIT
 echo "== cargo lambda build --release (x86_64; arm64 needs a standard library this machine cannot fetch), in the background"
 set -m
 (PATH="$PWD/.dev/venv/bin:$PATH" CARGO_TARGET_DIR=target/lambda-release \
-  cargo lambda build --release --locked --bin flakefleet-lambda >"$run/release-build.log" 2>&1) &
+  cargo lambda build --release --locked --no-default-features --bin flakefleet-lambda >"$run/release-build.log" 2>&1) &
 release_pid=$!
 pids+=("$release_pid")
 set +m

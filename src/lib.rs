@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod aws;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -15,7 +16,7 @@ pub mod telemetry;
 use auth::jwks::JwksCache;
 use auth::oidc::OidcVerifier;
 use auth::Gate;
-use aws::{DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner};
+use aws::{CallCounter, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner};
 use config::AuthSettings;
 use domain::controller::FleetController;
 
@@ -26,12 +27,19 @@ pub type AwsFleetController = FleetController<DynamoReleaseStore, Ec2FleetInvent
 pub const JWKS_MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Builds the controller and the function URL's gate from loaded SDK
-/// configuration: called once per process.
+/// configuration: called once per process. Every client counts its calls in `calls`.
 pub fn aws_service(
     sdk: &aws_config::SdkConfig,
     config: config::Config,
+    calls: &CallCounter,
 ) -> Result<(AwsFleetController, Gate<DynamoTokenLedger>), String> {
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(calls.clone()).build(),
+    );
+    let ec2 =
+        aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(sdk).interceptor(calls.clone()).build());
+    let ssm =
+        aws_sdk_ssm::Client::from_conf(aws_sdk_ssm::config::Builder::from(sdk).interceptor(calls.clone()).build());
     let gate = match config.auth {
         AuthSettings::Iam(allowlist) => Gate::Iam(allowlist),
         AuthSettings::None => Gate::Open,
@@ -42,8 +50,8 @@ pub fn aws_service(
     };
     let controller = FleetController::new(
         DynamoReleaseStore::new(dynamodb, config.table),
-        Ec2FleetInventory::new(aws_sdk_ec2::Client::new(sdk)),
-        SsmCommandRunner::new(aws_sdk_ssm::Client::new(sdk), config.ssm),
+        Ec2FleetInventory::new(ec2),
+        SsmCommandRunner::new(ssm, config.ssm),
         config.fleet,
     );
     Ok((controller, gate))

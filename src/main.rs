@@ -12,14 +12,19 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     flakefleet::telemetry::init();
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let calls = flakefleet::aws::CallCounter::default();
     let (controller, gate) =
-        flakefleet::aws_service(&sdk, config).inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
+        flakefleet::aws_service(&sdk, config, &calls).inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
     if matches!(gate, flakefleet::auth::Gate::Open) {
         tracing::warn!("FLAKEFLEET_AUTH=none: every caller may deploy (local emulators only)");
     }
-    let (controller, gate) = (&controller, &gate);
+    let (controller, gate, calls) = (&controller, &gate, &calls);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        handle(controller, gate, event.payload, &event.context.request_id).await
+        let request_id = event.context.request_id;
+        let answer = handle(controller, gate, event.payload, &request_id).await;
+        // One invocation at a time per process: the count is this invocation's.
+        tracing::info!(%request_id, aws_calls = %calls.take_summary(), "invocation done");
+        answer
     }))
     .await
 }

@@ -2,6 +2,7 @@
 //! one binary so the SDK is linked once.
 
 mod auth;
+mod calls;
 mod cli;
 mod crash;
 mod deploy;

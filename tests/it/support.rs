@@ -8,7 +8,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_ssm::types::Command;
 use flakefleet::auth::iam::IamAllowlist;
 use flakefleet::auth::Gate;
-use flakefleet::aws::{DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner, SsmSettings};
+use flakefleet::aws::{
+    CallCounter, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner, SsmSettings,
+};
 use flakefleet::domain::controller::{FleetController, FleetSettings};
 use flakefleet::domain::fleet::{FleetName, TargetTag};
 use flakefleet::domain::repair::{FleetSpec, ImageSelector};
@@ -221,6 +223,19 @@ impl Stack {
 
     pub fn controller(&self) -> AwsFleetController {
         self.controller_with(self.settings())
+    }
+
+    /// A controller whose clients count their calls in `calls`, as the Lambda's do.
+    pub fn counted_controller(&self, calls: &CallCounter) -> AwsFleetController {
+        let ddb = self.ddb.config().to_builder().interceptor(calls.clone()).build();
+        let ec2 = self.ec2.config().to_builder().interceptor(calls.clone()).build();
+        let ssm = self.ssm.config().to_builder().interceptor(calls.clone()).build();
+        FleetController::new(
+            DynamoReleaseStore::new(aws_sdk_dynamodb::Client::from_conf(ddb), &self.table),
+            Ec2FleetInventory::new(aws_sdk_ec2::Client::from_conf(ec2)),
+            SsmCommandRunner::new(aws_sdk_ssm::Client::from_conf(ssm), ssm_settings()),
+            self.settings(),
+        )
     }
 
     pub fn controller_with(&self, settings: FleetSettings) -> AwsFleetController {
