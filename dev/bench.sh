@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `make bench`: builds the Lambda's release bootstrap, starts a local AWS of
+# its own (ports 5355/5356), and measures binary size, cold start, deploy
+# requests at fleet sizes 10 to 5,000 and the demo's `aws ssm send-command`
+# side by side (examples/bench.rs). Prints Markdown; the numbers in
+# docs/performance.md come from it. Timings are this machine's, never asserted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev/setup.sh
+bench_venv=.dev/bench-venv
+stamp=$bench_venv/.requirements.sha256
+want=$(sha256sum dev/bench-requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "== installing awscli into $bench_venv" >&2
+  python3 -m venv "$bench_venv"
+  "$bench_venv/bin/pip" install --quiet --disable-pip-version-check -r dev/bench-requirements.txt
+  echo "$want" > "$stamp"
+fi
+
+export MOTO_PORT=${BENCH_MOTO_PORT:-5355} SSM_SIM_PORT=${BENCH_SSM_SIM_PORT:-5356}
+trap 'dev/local-aws.sh stop' EXIT
+dev/local-aws.sh start >&2
+export AWS_ENDPOINT_URL="http://127.0.0.1:$MOTO_PORT" AWS_ENDPOINT_URL_SSM="http://127.0.0.1:$SSM_SIM_PORT"
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+
+echo "== cargo lambda build --release (the same build and directory as make test)" >&2
+PATH="$PWD/.dev/venv/bin:$PATH" CARGO_TARGET_DIR=target/lambda-release \
+  cargo lambda build --release --locked --no-default-features --bin flakefleet-lambda >&2
+bootstrap=target/lambda-release/lambda/flakefleet-lambda/bootstrap
+cargo build --locked --example bench >&2
+
+echo "## flakefleet benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"
+echo
+echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'))," \
+  "$(free -g | awk '/Mem:/ {print $2}') GiB; $(rustc --version)."
+echo
+echo "### Binary (x86_64; arm64 cannot be built here)"
+echo
+.dev/venv/bin/python - "$bootstrap" <<'PY'
+import os, sys, zipfile, io
+path = sys.argv[1]
+buf = io.BytesIO()
+with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+    z.write(path, "bootstrap")
+print("| bootstrap | stripped | zipped |\n|---|---:|---:|")
+print(f"| {path} | {os.path.getsize(path) / 1e6:.2f} MB | {len(buf.getvalue()) / 1e6:.2f} MB |")
+PY
+echo
+target/debug/examples/bench "$bootstrap" .dev/venv/bin/python "$bench_venv/bin/aws"

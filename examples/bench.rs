@@ -1,0 +1,324 @@
+//! `make bench` (dev/bench.sh): measures the release `bootstrap` as Lambda
+//! would run it, against the local AWS, and prints Markdown tables for
+//! docs/performance.md. Timings are wall-clock on this machine; AWS call
+//! counts come from the Lambda's own log (its SDK interceptor).
+//!
+//! Each Lambda process is driven through a minimal Lambda Runtime API served
+//! here on 127.0.0.1: the process is spawned, asks for its first event (init
+//! done), answers it (first event handled), and so on.
+//!
+//! Arguments: <bootstrap> <python with boto3> <aws cli>. Environment:
+//! AWS_ENDPOINT_URL (moto) and AWS_ENDPOINT_URL_SSM (the simulator).
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+const DEPLOY_ROLE: &str = "arn:aws:iam::123456789012:role/flakefleet-deploy";
+const RELEASE: &str = "AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web";
+
+type Pending = (Value, oneshot::Sender<Value>);
+
+/// The Runtime API one Lambda process talks to.
+struct RuntimeApi {
+    port: u16,
+    events: mpsc::Sender<Pending>,
+    first_poll: Arc<Mutex<Option<Instant>>>,
+}
+
+impl RuntimeApi {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (events, queue) = mpsc::channel::<Pending>(16);
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let waiting: Arc<Mutex<Option<oneshot::Sender<Value>>>> = Arc::default();
+        let first_poll: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let polled = first_poll.clone();
+        tokio::spawn(async move {
+            let mut seq = 0u64;
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (head, body) = read_request(&mut socket).await;
+                let line = head.lines().next().unwrap_or("").to_owned();
+                if line.starts_with("GET /2018-06-01/runtime/invocation/next") {
+                    polled.lock().unwrap().get_or_insert_with(Instant::now);
+                    let (queue, waiting) = (queue.clone(), waiting.clone());
+                    seq += 1;
+                    let id = format!("bench-{seq}");
+                    tokio::spawn(async move {
+                        let Some((event, reply)) = queue.lock().await.recv().await else { return };
+                        *waiting.lock().unwrap() = Some(reply);
+                        let deadline = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .unwrap()
+                            .as_millis()
+                            + 60_000;
+                        let body = event.to_string();
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: {id}\r\n\
+                             lambda-runtime-deadline-ms: {deadline}\r\n\
+                             lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:bench\r\n\
+                             lambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\n\
+                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = socket.write_all(response.as_bytes()).await;
+                    });
+                } else {
+                    // .../response, .../error, /init/error: hand the answer to whoever waits.
+                    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let answer = if line.contains("/response ") { answer } else { json!({ "lambda_error": answer }) };
+                    if let Some(reply) = waiting.lock().unwrap().take() {
+                        let _ = reply.send(answer);
+                    }
+                    let _ = socket.write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+                }
+            }
+        });
+        Self { port, events, first_poll }
+    }
+}
+
+async fn read_request(socket: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return (String::from_utf8_lossy(&data).into(), Vec::new()),
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
+    let length = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0usize);
+    while data.len() < head_end + length {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+    (head, data[head_end..].to_vec())
+}
+
+/// One Lambda process: the release bootstrap, its log, its Runtime API.
+struct Lambda {
+    child: Child,
+    api: RuntimeApi,
+    spawned: Instant,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Lambda {
+    async fn start(bootstrap: &str, env: &[(&str, String)]) -> Self {
+        let api = RuntimeApi::start().await;
+        let spawned = Instant::now();
+        let mut child = Command::new(bootstrap)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", api.port))
+            .env("AWS_LAMBDA_FUNCTION_NAME", "flakefleet-bench")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/flakefleet-bench")
+            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", std::env::var("AWS_ENDPOINT_URL").unwrap())
+            .env("AWS_ENDPOINT_URL_SSM", std::env::var("AWS_ENDPOINT_URL_SSM").unwrap())
+            .env("FLAKEFLEET_DOCUMENT", "ApplyNixosDocument")
+            .env("FLAKEFLEET_WRITERS", DEPLOY_ROLE)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the bootstrap starts");
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let lines = log.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        Self { child, api, spawned, log }
+    }
+
+    /// Sends one event; answers the response and how long it took from the event's hand-over.
+    async fn invoke(&self, event: Value) -> (Value, Duration) {
+        let (reply, answer) = oneshot::channel();
+        let sent = Instant::now();
+        self.api.events.send((event, reply)).await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(120), answer).await.expect("an answer").unwrap();
+        (answer, sent.elapsed())
+    }
+
+    fn init_time(&self) -> Duration {
+        self.api.first_poll.lock().unwrap().expect("the runtime polled") - self.spawned
+    }
+
+    /// The `aws_calls` of the n-th invocation's "invocation done" line.
+    async fn calls(&self, n: usize) -> String {
+        for _ in 0..100 {
+            let log = self.log.lock().unwrap().clone();
+            let done: Vec<Value> = log
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|l| l["message"] == "invocation done")
+                .collect();
+            if let Some(line) = done.get(n) {
+                return line["aws_calls"].as_str().unwrap_or("?").to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        "?".into()
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Lambda {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn function_url(method: &str, path: &str, body: Option<Value>) -> Value {
+    let mut event: Value =
+        serde_json::from_str(&std::fs::read_to_string("events/function-url-deploy.json").unwrap()).unwrap();
+    event["rawPath"] = path.into();
+    event["requestContext"]["http"]["method"] = method.into();
+    event["requestContext"]["http"]["path"] = path.into();
+    event["body"] = body.map_or(Value::Null, |b| b.to_string().into());
+    event
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(out.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, bootstrap, python, aws] = args.as_slice() else {
+        panic!("usage: bench <bootstrap> <python with boto3> <aws cli>");
+    };
+    let table = "flakefleet-bench";
+    run(python, &["dev/fleet.py", "table", table]);
+
+    println!("### Cold start and one deploy request per fleet size\n");
+    println!("Each row is a fresh process of the release `bootstrap`: init is spawn to its first poll of the");
+    println!("Runtime API (configuration read, SDK config loaded, clients built); first event is spawn to the");
+    println!("answer of `GET /healthz` (no AWS call); then `POST /releases` to a fleet of N instances in moto.\n");
+    println!("| instances | init ms | first event ms | deploy request ms | AWS calls of the deploy | peak RSS MiB |");
+    println!("|---:|---:|---:|---:|---|---:|");
+    for size in [10usize, 100, 1000, 5000] {
+        let tag = format!("bench-{size}");
+        let mut created = 0;
+        while created < size {
+            let batch = (size - created).min(1000);
+            run(python, &["dev/fleet.py", "instances", &batch.to_string(), &format!("Name={tag}")]);
+            created += batch;
+        }
+        let fleet = format!("size-{size}");
+        let env = [
+            ("FLAKEFLEET_TABLE", table.to_owned()),
+            ("FLAKEFLEET_FLEET", fleet),
+            ("FLAKEFLEET_TARGET_TAG_VALUE", tag),
+        ];
+        let lambda = Lambda::start(bootstrap, &env).await;
+        let (health, _) = lambda.invoke(function_url("GET", "/healthz", None)).await;
+        assert_eq!(health["statusCode"], 200, "{health}");
+        let first_event = lambda.spawned.elapsed();
+        let (answer, deploy) = lambda.invoke(function_url("POST", "/releases", Some(json!({ "flakeref": RELEASE })))).await;
+        assert_eq!(answer["statusCode"], 202, "{answer}");
+        let calls = lambda.calls(1).await;
+        println!(
+            "| {size} | {} | {} | {} | {calls} | {:.1} |",
+            ms(lambda.init_time()),
+            ms(first_event),
+            ms(deploy),
+            lambda.peak_rss_kib() as f64 / 1024.0
+        );
+    }
+
+    println!("\n### The demo's deploy path against flakefleet's, same emulator\n");
+    println!("`aws ssm send-command` (awscli, as the demo's workflow runs it) against the SSM simulator, and a");
+    println!("flakefleet deploy request (records the release, takes the lease, sends the command, records it)");
+    println!("handled by a warm release `bootstrap`, to a fleet of 10. Five runs each; medians.\n");
+    let tag = "bench-10";
+    let sim = std::env::var("AWS_ENDPOINT_URL_SSM").unwrap();
+    let mut demo = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        run(
+            aws,
+            &[
+                "ssm",
+                "send-command",
+                "--endpoint-url",
+                &sim,
+                "--region",
+                "us-east-1",
+                "--document-name",
+                "ApplyNixosDocument",
+                "--targets",
+                &format!("Key=tag:Name,Values={tag}"),
+                "--parameters",
+                &format!("flakeref={RELEASE},action=switch"),
+                "--output",
+                "json",
+            ],
+        );
+        demo.push(started.elapsed());
+    }
+    let mut ours = Vec::new();
+    for run_no in 0..5 {
+        let env = [
+            ("FLAKEFLEET_TABLE", table.to_owned()),
+            ("FLAKEFLEET_FLEET", format!("side-{run_no}")),
+            ("FLAKEFLEET_TARGET_TAG_VALUE", tag.to_owned()),
+        ];
+        let lambda = Lambda::start(bootstrap, &env).await;
+        lambda.invoke(function_url("GET", "/healthz", None)).await;
+        let (answer, took) = lambda.invoke(function_url("POST", "/releases", Some(json!({ "flakeref": RELEASE })))).await;
+        assert_eq!(answer["statusCode"], 202, "{answer}");
+        ours.push(took);
+    }
+    let (demo, ours) = (median(demo), median(ours));
+    println!("| path | median ms |");
+    println!("|---|---:|");
+    println!("| `aws ssm send-command` (awscli process) | {} |", ms(demo));
+    println!("| flakefleet `POST /releases` (warm process, first AWS calls of the process) | {} |", ms(ours));
+    println!("\nflakefleet takes {:.2}x the demo's time (target: at most 0.25x).", ours.as_secs_f64() / demo.as_secs_f64());
+}
