@@ -23,7 +23,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         let request_id = event.context.request_id;
         let answer = handle(controller, gate, event.payload, &request_id).await;
         // One invocation at a time per process: the count is this invocation's.
-        tracing::info!(%request_id, aws_calls = %calls.take_summary(), "invocation done");
+        let (aws_calls, aws_ms) = calls.take_summary();
+        tracing::info!(%request_id, %aws_calls, aws_ms, "invocation done");
         answer
     }))
     .await
