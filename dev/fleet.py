@@ -4,7 +4,8 @@ template.yaml), the fleet's instance profile and a small fleet of tagged
 instances in moto; and scripts the SSM simulator's outcomes.
 
   fleet.py table NAME                 create the releases table if missing
-  fleet.py instances N KEY=VALUE      run N instances of the NixOS image with that tag; prints their ids
+  fleet.py instances N KEY=VALUE [K] run N instances of the NixOS image with that tag, K to a
+                                     reservation (default all in one); prints their ids
   fleet.py outcome JSON               add an outcome rule to the SSM simulator
   fleet.py terminate ID               terminate an instance (an instance dying)
   fleet.py profile NAME               create an instance profile in IAM (if missing)
@@ -44,7 +45,11 @@ def table(name):
     print(f"table {name} created (TTL on {ttl['AttributeName']})")
 
 
-def instances(count, tag):
+def instances(count, tag, per_reservation=None):
+    """Launches `count` instances, `per_reservation` to a RunInstances call (all
+    in one by default). moto pages DescribeInstances by reservation, EC2 by
+    instance: one instance per reservation makes moto's pages EC2's."""
+    per_reservation = per_reservation or count
     key, value = tag.split("=", 1)
     ec2 = client("ec2")
     create_profile(PROFILE)
@@ -53,12 +58,15 @@ def instances(count, tag):
         {"Name": "architecture", "Values": ["x86_64"]},
     ])["Images"]
     image = max(images, key=lambda i: i["Name"])
-    out = ec2.run_instances(
-        ImageId=image["ImageId"], InstanceType="t3a.nano", MinCount=count, MaxCount=count,
-        IamInstanceProfile={"Name": PROFILE}, MetadataOptions={"HttpTokens": "required"},
-        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": key, "Value": value}]}],
-    )
-    ids = [i["InstanceId"] for i in out["Instances"]]
+    ids = []
+    while len(ids) < count:
+        n = min(per_reservation, count - len(ids))
+        out = ec2.run_instances(
+            ImageId=image["ImageId"], InstanceType="t3a.nano", MinCount=n, MaxCount=n,
+            IamInstanceProfile={"Name": PROFILE}, MetadataOptions={"HttpTokens": "required"},
+            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": key, "Value": value}]}],
+        )
+        ids += [i["InstanceId"] for i in out["Instances"]]
     print(f"{count} instances tagged {key}={value} on {image['Name']}", file=sys.stderr)
     print("\n".join(ids))
 
@@ -86,7 +94,7 @@ def terminate(instance_id):
 
 
 if __name__ == "__main__":
-    commands = {"table": lambda a: table(a[0]), "instances": lambda a: instances(int(a[0]), a[1]),
+    commands = {"table": lambda a: table(a[0]), "instances": lambda a: instances(int(a[0]), a[1], int(a[2]) if len(a) > 2 else None),
                 "outcome": lambda a: outcome(a[0]), "terminate": lambda a: terminate(a[0]),
                 "profile": lambda a: create_profile(a[0])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:

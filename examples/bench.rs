@@ -324,11 +324,7 @@ fn fresh_emulators(python: &str, table: &str, fleets: &[(usize, &str)]) {
     run("bash", &["dev/local-aws.sh", "start"]);
     run(python, &["dev/fleet.py", "table", table]);
     for (size, tag) in fleets {
-        let mut created = 0;
-        while created < *size {
-            let batch = (size - created).min(1000);
-            run(python, &["dev/fleet.py", "instances", &batch.to_string(), &format!("Name={tag}")]);
-            created += batch;
-        }
+        // One instance per reservation, so moto pages DescribeInstances as EC2 does.
+        run(python, &["dev/fleet.py", "instances", &size.to_string(), &format!("Name={tag}"), "1"]);
     }
 }
