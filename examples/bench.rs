@@ -316,6 +316,62 @@ async fn main() {
             lambda.peak_rss_kib() as f64 / 1024.0
         );
     }
+
+    println!("\n### Rollout convergence: 100 instances, each apply 10 s\n");
+    println!("A staged rollout (canary of 1, then waves) to 100 instances in the simulator, every apply taking");
+    println!("10 s; the reconcile invoked every second, as SSM's status-change events would. Target: within 4x");
+    println!("one apply (40 s).\n");
+    println!("| wave size | waves | time to succeeded | x one apply | invocations | AWS calls in all |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (wave, waves) in [("25%", 5), ("50%", 3)] {
+        let (elapsed, invocations, calls) = convergence(bootstrap, python, table, wave).await;
+        println!(
+            "| {wave} | {waves} | {:.1} s | {:.1} | {invocations} | {calls} |",
+            elapsed.as_secs_f64(),
+            elapsed.as_secs_f64() / 10.0
+        );
+    }
+}
+
+/// A staged rollout to 100 instances whose apply takes 10 s (the demo's
+/// "subsequent deploy"), the reconcile invoked every second as SSM's
+/// status-change events would: how long until the release is final.
+async fn convergence(bootstrap: &str, python: &str, table: &str, wave: &str) -> (Duration, usize, u64) {
+    fresh_emulators(python, table, &[(100, "bench-conv")]);
+    run(python, &["dev/fleet.py", "outcome", r#"{"outcome": "success", "delay_seconds": 10}"#]);
+    let env = [
+        ("FLAKEFLEET_TABLE", table.to_owned()),
+        ("FLAKEFLEET_FLEET", "conv".to_owned()),
+        ("FLAKEFLEET_TARGET_TAG_VALUE", "bench-conv".to_owned()),
+        ("FLAKEFLEET_WAVE_SIZE", wave.to_owned()),
+    ];
+    let lambda = Lambda::start(bootstrap, &env).await;
+    let started = Instant::now();
+    let (deployed, _) = lambda.invoke(function_url("POST", "/releases", Some(json!({ "flakeref": RELEASE })))).await;
+    assert_eq!(deployed["statusCode"], 202, "{deployed}");
+    let schedule: Value =
+        serde_json::from_str(&std::fs::read_to_string("events/eventbridge-scheduled.json").unwrap()).unwrap();
+    let mut invocations = 1;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (answer, _) = lambda.invoke(schedule.clone()).await;
+        invocations += 1;
+        if matches!(answer["reconcile"]["outcome"].as_str(), Some("finished" | "idle")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "no convergence: {answer}");
+    }
+    let elapsed = started.elapsed();
+    let release: Value = serde_json::from_str(deployed["body"].as_str().unwrap()).unwrap();
+    let id = release["release"]["id"].as_str().unwrap();
+    let (release, _) = lambda.invoke(function_url("GET", &format!("/releases/{id}"), None)).await;
+    let release: Value = serde_json::from_str(release["body"].as_str().unwrap()).unwrap();
+    assert_eq!(release["release"]["status"], "succeeded", "{release}");
+    let mut calls = 0;
+    for n in 0..invocations {
+        calls += lambda.calls(n).await.0.split(' ').next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
+    }
+    (elapsed, invocations, calls)
 }
 
 /// Restarts moto and the simulator empty, then creates the table and the fleets.
