@@ -119,8 +119,7 @@ impl Config {
         };
 
         let list = |var: &'static str, prefix: &str| -> Result<Vec<String>, ConfigError> {
-            let items: Vec<String> =
-                or(var, "").split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect();
+            let items = comma_separated(&or(var, ""));
             match items.iter().find(|v| !v.starts_with(prefix)) {
                 Some(bad) => {
                     Err(ConfigError::Invalid { var, message: format!("{bad:?} is not an id starting {prefix}") })
@@ -178,9 +177,7 @@ impl Config {
 
 fn auth_settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuthSettings, ConfigError> {
     let invalid = |var: &'static str, message: String| ConfigError::Invalid { var, message };
-    let items = |var: &str| -> Vec<String> {
-        lookup(var).unwrap_or_default().split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
-    };
+    let items = |var: &str| comma_separated(&lookup(var).unwrap_or_default());
     let digits = |var: &'static str| -> Result<String, ConfigError> {
         let raw = lookup(var).ok_or(ConfigError::Missing(var))?;
         if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
@@ -252,6 +249,11 @@ fn auth_settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuthSetting
         }
         other => Err(invalid("FLAKEFLEET_AUTH", format!("{other:?} is not iam, github-oidc or none"))),
     }
+}
+
+/// `a, b,,c` → `["a", "b", "c"]`.
+fn comma_separated(raw: &str) -> Vec<String> {
+    raw.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
 }
 
 /// SSM's MaxConcurrency / MaxErrors: a count or a percentage.

@@ -2,8 +2,6 @@
 //! Lambda runs and put the signer in `requestContext.authorizer.iam`; this
 //! module decides whether that signer was named by the operator.
 
-use std::fmt;
-
 /// One allowlist entry: an account, a role (any session of it) or a user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
@@ -73,16 +71,6 @@ impl Principal {
                     && segments.next().is_some_and(|session| !session.is_empty())
                     && segments.next().is_none()
             }
-        }
-    }
-}
-
-impl fmt::Display for Principal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Account(account) => write!(f, "account {account}"),
-            Self::Role { partition, account, name } => write!(f, "arn:{partition}:iam::{account}:role/{name}"),
-            Self::User(arn) => f.write_str(arn),
         }
     }
 }
