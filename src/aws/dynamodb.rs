@@ -2,9 +2,16 @@
 //!
 //! Every key starts with the fleet: `pk = FLEET#<fleet>`, and `sk` is
 //! `STATE` (desired release and lease), `RELEASE#<id>` (one per release, ids
-//! sort by creation) or `IDEMPOTENCY#<key>` (expires through TTL on
+//! sort by creation), `PART#<id>#<n>` (the per-instance records of a release
+//! too large for one item) or `IDEMPOTENCY#<key>` (expires through TTL on
 //! `expires_at`). Writes that matter are conditional, so an acknowledged
 //! release is never overwritten.
+//!
+//! What grows with the fleet (per-instance outcomes, wave instance ids,
+//! launches) is one JSON body: on the release item while it is under
+//! [`INLINE_BODY_BYTES`], otherwise split over part items written in the same
+//! transaction as the release item and stamped with its version, so a reader
+//! never mixes two writes.
 //!
 //! Used GitHub token ids live apart from the fleets, one item each:
 //! `pk = TOKEN#<jti>`, `sk = TOKEN`, expiring with the token.
@@ -14,9 +21,13 @@ use crate::domain::flakeref::Flakeref;
 use crate::domain::fleet::{FleetName, FleetState, Halt, Lease};
 use crate::domain::ports::{Admission, IdempotencyClaim, ReleasePage, ReleaseStore, Settlement, StoreError};
 use crate::domain::release::{InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
+use crate::domain::repair::Launch;
+use crate::domain::rollout::Rollout;
 use crate::domain::time::Timestamp;
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tracing::instrument;
 
@@ -29,11 +40,23 @@ const STATE_SK: &str = "STATE";
 const RELEASE_PREFIX: &str = "RELEASE#";
 const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#";
 const TOKEN_PREFIX: &str = "TOKEN#";
+const PART_PREFIX: &str = "PART#";
 /// How many times `admit` re-reads and retries when a transaction lost a race
 /// without a clear winner (DynamoDB's TransactionConflict).
 const ADMIT_ATTEMPTS: usize = 5;
 /// Output kept per instance, so a release item stays far below 400 KB.
 const OUTPUT_TAIL_CHARS: usize = 1000;
+/// A body up to this size stays on the release item (400 KB at most).
+pub const INLINE_BODY_BYTES: usize = 96 * 1024;
+/// Bytes of body per part item, under the 400 KB item limit with keys and version.
+const PART_BYTES: usize = 360 * 1024;
+/// One transaction writes at most 4 MB: the body of one release must fit with
+/// the release item and, for a settlement, the next release.
+const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Parts per release at most, within a transaction's 100 items.
+const MAX_PARTS: usize = 40;
+/// How often a read retries when a writer replaced the parts between its two reads.
+const READ_ATTEMPTS: usize = 3;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -41,11 +64,19 @@ type Item = HashMap<String, AttributeValue>;
 pub struct DynamoReleaseStore {
     client: Client,
     table: String,
+    inline_body_bytes: usize,
 }
 
 impl DynamoReleaseStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), inline_body_bytes: INLINE_BODY_BYTES }
+    }
+
+    /// Moves bodies larger than `bytes` to part items (tests use a small
+    /// value to exercise parts without thousands of instances).
+    pub fn with_inline_body_bytes(mut self, bytes: usize) -> Self {
+        self.inline_body_bytes = bytes;
+        self
     }
 
     async fn get(&self, pk: String, sk: String) -> Result<Option<Item>, StoreError> {
@@ -110,10 +141,9 @@ impl ReleaseStore for DynamoReleaseStore {
             .expression_attribute_values(":now", n(now.millis()))
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut items = vec![
-            TransactWriteItem::builder().put(put_release).build(),
-            TransactWriteItem::builder().update(take_lease).build(),
-        ];
+        let mut items: Vec<TransactWriteItem> =
+            put_release.into_iter().map(|put| TransactWriteItem::builder().put(put).build()).collect();
+        items.push(TransactWriteItem::builder().update(take_lease).build());
         if let Some(claim) = claim {
             let mut record = Item::new();
             record.insert(PARTITION_KEY.into(), s(pk.clone()));
@@ -156,7 +186,10 @@ impl ReleaseStore for DynamoReleaseStore {
 
     #[instrument(skip(self))]
     async fn release(&self, fleet: &FleetName, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
-        self.get(fleet_pk(fleet), release_sk(id)).await?.map(|item| release_from_item(&item)).transpose()
+        match self.get(fleet_pk(fleet), release_sk(id)).await? {
+            Some(item) => Ok(Some(self.complete(item).await?)),
+            None => Ok(None),
+        }
     }
 
     #[instrument(skip(self))]
@@ -181,7 +214,10 @@ impl ReleaseStore for DynamoReleaseStore {
                 .exclusive_start_key(SORT_KEY, s(release_sk(after)));
         }
         let out = query.send().await.map_err(|e| unavailable("Query", &e))?;
-        let releases = out.items().iter().map(release_from_item).collect::<Result<Vec<_>, _>>()?;
+        let mut releases = Vec::with_capacity(out.items().len());
+        for item in out.items() {
+            releases.push(self.complete(item.clone()).await?);
+        }
         let next = match out.last_evaluated_key() {
             Some(key) => Some(release_id_from_sk(&string(key, SORT_KEY)?)?),
             None => None,
@@ -212,9 +248,8 @@ impl ReleaseStore for DynamoReleaseStore {
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| unavailable("Query", &e))?;
             for item in page.items() {
-                let release = release_from_item(item)?;
-                if &release.id != before {
-                    return Ok(Some(release));
+                if string(item, "id")? != before.as_str() {
+                    return Ok(Some(self.complete(item.clone()).await?));
                 }
             }
         }
@@ -247,13 +282,9 @@ impl ReleaseStore for DynamoReleaseStore {
 
     #[instrument(skip_all, fields(release_id = %release.id, version = release.version))]
     async fn save(&self, release: &Release, expected_version: u64) -> Result<bool, StoreError> {
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().condition_check(self.holds_lease(release)?).build())
-            .transact_items(TransactWriteItem::builder().put(self.put_release(release, expected_version)?).build())
-            .send()
-            .await;
+        let mut items = vec![TransactWriteItem::builder().condition_check(self.holds_lease(release)?).build()];
+        items.extend(self.put_release(release, expected_version)?.into_iter().map(put_item));
+        let result = self.client.transact_write_items().set_transact_items(Some(items)).send().await;
         match result {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => Ok(false),
@@ -297,18 +328,13 @@ impl ReleaseStore for DynamoReleaseStore {
             .set_expression_attribute_values(Some(values))
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut transaction = self
-            .client
-            .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder().put(self.put_release(release, settlement.expected_version)?).build(),
-            )
-            .transact_items(TransactWriteItem::builder().update(fleet_update).build());
+        let put_release = self.put_release(release, settlement.expected_version)?;
+        let mut items: Vec<TransactWriteItem> = put_release.clone().into_iter().map(put_item).collect();
+        items.push(TransactWriteItem::builder().update(fleet_update).build());
         if let Some(next) = settlement.next {
-            let put_next = self.put_new_release(next)?;
-            transaction = transaction.transact_items(TransactWriteItem::builder().put(put_next).build());
+            items.extend(self.put_new_release(next)?.into_iter().map(put_item));
         }
-        match transaction.send().await {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => {
                 // Fenced off, or the lease was lost: the release may still be
@@ -316,21 +342,13 @@ impl ReleaseStore for DynamoReleaseStore {
                 if settlement.next.is_some() || settlement.halt.is_some() {
                     return Ok(false);
                 }
-                let alone = self
-                    .client
-                    .put_item()
-                    .set_table_name(Some(self.table.clone()))
-                    .set_item(Some(release_to_item(release)))
-                    .condition_expression("version = :expected")
-                    .expression_attribute_values(":expected", n(settlement.expected_version))
-                    .send()
-                    .await;
-                match alone {
+                let alone = put_release.into_iter().map(put_item).collect();
+                match self.client.transact_write_items().set_transact_items(Some(alone)).send().await {
                     Ok(_) => Ok(true),
-                    Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                    Err(e) if e.as_service_error().is_some_and(|se| se.is_transaction_canceled_exception()) => {
                         Ok(false)
                     }
-                    Err(e) => Err(unavailable("PutItem", &e)),
+                    Err(e) => Err(unavailable("TransactWriteItems", &e)),
                 }
             }
             Err(e) => Err(unavailable("TransactWriteItems", &e)),
@@ -339,25 +357,87 @@ impl ReleaseStore for DynamoReleaseStore {
 }
 
 impl DynamoReleaseStore {
-    /// A new release item, never written over an existing one.
-    fn put_new_release(&self, release: &Release) -> Result<Put, StoreError> {
-        Put::builder()
+    /// A new release item, never written over an existing one, and its parts.
+    fn put_new_release(&self, release: &Release) -> Result<Vec<Put>, StoreError> {
+        let (head, parts) = release_items(release, self.inline_body_bytes)?;
+        let head = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(release_to_item(release)))
+            .set_item(Some(head))
             .condition_expression("attribute_not_exists(pk)")
             .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with_parts(head, parts)
     }
 
-    /// The release item, written only over the version it was read at.
-    fn put_release(&self, release: &Release, expected_version: u64) -> Result<Put, StoreError> {
-        Put::builder()
+    /// The release item, written only over the version it was read at, and its parts.
+    fn put_release(&self, release: &Release, expected_version: u64) -> Result<Vec<Put>, StoreError> {
+        let (head, parts) = release_items(release, self.inline_body_bytes)?;
+        let head = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(release_to_item(release)))
+            .set_item(Some(head))
             .condition_expression("version = :expected")
             .expression_attribute_values(":expected", n(expected_version))
             .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.with_parts(head, parts)
+    }
+
+    /// Part items need no condition: the release item's condition decides the
+    /// whole transaction.
+    fn with_parts(&self, head: Put, parts: Vec<Item>) -> Result<Vec<Put>, StoreError> {
+        let mut puts = vec![head];
+        for part in parts {
+            puts.push(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(part))
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        Ok(puts)
+    }
+
+    /// The release an item names, with its parts read when its body was split.
+    async fn complete(&self, mut head: Item) -> Result<Release, StoreError> {
+        for _ in 0..READ_ATTEMPTS {
+            let Some(count) = head.get("parts").and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<usize>().ok())
+            else {
+                return release_from_item(&head, None);
+            };
+            let version = num(&head, "version")?;
+            let id = string(&head, "id")?;
+            let pk = string(&head, PARTITION_KEY)?;
+            let mut body = Vec::new();
+            let mut current = true;
+            let mut pages = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":prefix", s(format!("{PART_PREFIX}{id}#")))
+                .consistent_read(true)
+                .into_paginator()
+                .send();
+            let mut seen = 0;
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| unavailable("Query", &e))?;
+                for part in page.items().iter().take(count.saturating_sub(seen)) {
+                    current &= num(part, "version")? == version;
+                    let data = part.get("data").and_then(|v| v.as_b().ok()).ok_or_else(|| corrupt_part(&id))?;
+                    body.extend_from_slice(data.as_ref());
+                    seen += 1;
+                }
+            }
+            if current && seen == count {
+                return release_from_item(&head, Some(&body));
+            }
+            // A writer replaced the release between the two reads: read both again.
+            let sk = string(&head, SORT_KEY)?;
+            head = self.get(pk, sk).await?.ok_or_else(|| corrupt_part(&id))?;
+        }
+        Err(StoreError::Unavailable("the release kept changing while it was read; try again".into()))
     }
 
     fn holds_lease(&self, release: &Release) -> Result<ConditionCheck, StoreError> {
@@ -370,6 +450,14 @@ impl DynamoReleaseStore {
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
+}
+
+fn put_item(put: Put) -> TransactWriteItem {
+    TransactWriteItem::builder().put(put).build()
+}
+
+fn corrupt_part(id: &str) -> StoreError {
+    StoreError::Corrupt(format!("release {id} names parts that are missing or unreadable"))
 }
 
 fn fleet_pk(fleet: &FleetName) -> String {
@@ -388,7 +476,28 @@ fn parse_id(raw: &str) -> Result<ReleaseId, StoreError> {
     ReleaseId::parse(raw).map_err(|_| StoreError::Corrupt(format!("stored release id {raw:?} is malformed")))
 }
 
-pub(crate) fn release_to_item(r: &Release) -> Item {
+/// The per-instance side of a release, as stored.
+#[derive(Serialize)]
+struct BodyRef<'a> {
+    instances: &'a [InstanceOutcome],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollout: Option<&'a Rollout>,
+    #[serde(skip_serializing_if = "<[Launch]>::is_empty")]
+    launches: &'a [Launch],
+}
+
+#[derive(Deserialize)]
+struct Body {
+    #[serde(default)]
+    instances: Vec<InstanceOutcome>,
+    #[serde(default)]
+    rollout: Option<Rollout>,
+    #[serde(default)]
+    launches: Vec<Launch>,
+}
+
+/// The release item, and the part items when its body is over `inline_bytes`.
+pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, Vec<Item>), StoreError> {
     let mut item = Item::new();
     item.insert(PARTITION_KEY.into(), s(fleet_pk(&r.fleet)));
     item.insert(SORT_KEY.into(), s(release_sk(&r.id)));
@@ -400,14 +509,7 @@ pub(crate) fn release_to_item(r: &Release) -> Item {
     item.insert("created_ms".into(), n(r.created_at.millis()));
     item.insert("updated_ms".into(), n(r.updated_at.millis()));
     item.insert("deadline_ms".into(), n(r.deadline.millis()));
-    item.insert("instances".into(), instances_to_attr(&r.instances));
     item.insert("version".into(), n(r.version));
-    if let Some(rollout) = &r.rollout {
-        item.insert("rollout".into(), s(serde_json::to_string(rollout).unwrap_or_default()));
-    }
-    if !r.launches.is_empty() {
-        item.insert("launches".into(), s(serde_json::to_string(&r.launches).unwrap_or_default()));
-    }
     if let Some(v) = &r.revision {
         item.insert("revision".into(), s(v.as_str()));
     }
@@ -420,11 +522,56 @@ pub(crate) fn release_to_item(r: &Release) -> Item {
     if let Some(v) = &r.command_id {
         item.insert("command_id".into(), s(v.clone()));
     }
-    item
+    let instances: Vec<InstanceOutcome> = r
+        .instances
+        .iter()
+        .map(|i| InstanceOutcome {
+            stdout_tail: tail(&i.stdout_tail, OUTPUT_TAIL_CHARS),
+            stderr_tail: tail(&i.stderr_tail, OUTPUT_TAIL_CHARS),
+            ..i.clone()
+        })
+        .collect();
+    let body =
+        serde_json::to_string(&BodyRef { instances: &instances, rollout: r.rollout.as_ref(), launches: &r.launches })
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if body.len() <= inline_bytes {
+        item.insert("body".into(), s(body));
+        return Ok((item, Vec::new()));
+    }
+    if body.len() > MAX_BODY_BYTES {
+        return Err(StoreError::Corrupt(format!(
+            "release {} records {} bytes of per-instance state, more than the {MAX_BODY_BYTES} bytes one \
+             DynamoDB transaction can write (about 30,000 instances)",
+            r.id,
+            body.len()
+        )));
+    }
+    let chunk = PART_BYTES.min(inline_bytes.max(1)).max(body.len().div_ceil(MAX_PARTS));
+    let parts: Vec<Item> = body
+        .as_bytes()
+        .chunks(chunk)
+        .enumerate()
+        .map(|(index, chunk)| {
+            Item::from([
+                (PARTITION_KEY.to_owned(), s(fleet_pk(&r.fleet))),
+                (SORT_KEY.to_owned(), s(format!("{PART_PREFIX}{}#{index:03}", r.id))),
+                ("data".to_owned(), AttributeValue::B(Blob::new(chunk))),
+                ("version".to_owned(), n(r.version)),
+            ])
+        })
+        .collect();
+    item.insert("parts".into(), n(parts.len() as u64));
+    Ok((item, parts))
 }
 
-pub(crate) fn release_from_item(item: &Item) -> Result<Release, StoreError> {
+/// A release from its item and, when the body was split, the parts joined.
+pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Release, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("release item has an invalid {what}"));
+    let body: Body = match (parts, opt_string(item, "body")) {
+        (Some(bytes), _) => serde_json::from_slice(bytes).map_err(|_| corrupt("body"))?,
+        (None, Some(text)) => serde_json::from_str(&text).map_err(|_| corrupt("body"))?,
+        (None, None) => Body { instances: Vec::new(), rollout: None, launches: Vec::new() },
+    };
     Ok(Release {
         id: parse_id(&string(item, "id")?)?,
         fleet: FleetName::parse(&string(item, "fleet")?).map_err(|_| corrupt("fleet"))?,
@@ -440,59 +587,11 @@ pub(crate) fn release_from_item(item: &Item) -> Result<Release, StoreError> {
         created_at: Timestamp::from_millis(num(item, "created_ms")?),
         updated_at: Timestamp::from_millis(num(item, "updated_ms")?),
         deadline: Timestamp::from_millis(num(item, "deadline_ms")?),
-        instances: instances_from_attr(item.get("instances"))?,
-        launches: opt_string(item, "launches")
-            .map(|json| serde_json::from_str(&json).map_err(|_| corrupt("launches")))
-            .transpose()?
-            .unwrap_or_default(),
-        rollout: opt_string(item, "rollout")
-            .map(|json| serde_json::from_str(&json).map_err(|_| corrupt("rollout")))
-            .transpose()?,
+        instances: body.instances,
+        launches: body.launches,
+        rollout: body.rollout,
         version: num(item, "version")?,
     })
-}
-
-fn instances_to_attr(instances: &[InstanceOutcome]) -> AttributeValue {
-    AttributeValue::L(
-        instances
-            .iter()
-            .map(|i| {
-                let mut m = Item::from([
-                    ("instance_id".to_owned(), s(i.instance_id.clone())),
-                    ("status".to_owned(), s(i.status.clone())),
-                    ("detail".to_owned(), s(i.detail.clone())),
-                ]);
-                if let Some(code) = i.exit_code {
-                    m.insert("exit_code".into(), AttributeValue::N(code.to_string()));
-                }
-                for (key, text) in [("stdout_tail", &i.stdout_tail), ("stderr_tail", &i.stderr_tail)] {
-                    if !text.is_empty() {
-                        m.insert(key.into(), s(tail(text, OUTPUT_TAIL_CHARS)));
-                    }
-                }
-                AttributeValue::M(m)
-            })
-            .collect(),
-    )
-}
-
-fn instances_from_attr(attr: Option<&AttributeValue>) -> Result<Vec<InstanceOutcome>, StoreError> {
-    let Some(AttributeValue::L(list)) = attr else {
-        return Ok(Vec::new());
-    };
-    list.iter()
-        .map(|v| {
-            let m = v.as_m().map_err(|_| StoreError::Corrupt("instance outcome is not a map".into()))?;
-            Ok(InstanceOutcome {
-                instance_id: string(m, "instance_id")?,
-                status: string(m, "status")?,
-                detail: string(m, "detail")?,
-                exit_code: m.get("exit_code").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()),
-                stdout_tail: opt_string(m, "stdout_tail").unwrap_or_default(),
-                stderr_tail: opt_string(m, "stderr_tail").unwrap_or_default(),
-            })
-        })
-        .collect()
 }
 
 /// The last `max` characters of `text`, on a character boundary.
@@ -599,7 +698,15 @@ mod tests {
             launches: vec![crate::domain::repair::Launch { slot: 2, instance_id: Some("i-9".into()), error: None }],
             version: 4,
         };
-        assert_eq!(release_from_item(&release_to_item(&release)).unwrap(), release);
+        let (head, parts) = release_items(&release, INLINE_BODY_BYTES).unwrap();
+        assert!(parts.is_empty());
+        assert_eq!(release_from_item(&head, None).unwrap(), release);
+
+        // Split over parts, joined back.
+        let (head, parts) = release_items(&release, 10).unwrap();
+        assert!(parts.len() > 1 && !head.contains_key("body"));
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p["data"].as_b().unwrap().as_ref().to_vec()).collect();
+        assert_eq!(release_from_item(&head, Some(&joined)).unwrap(), release);
     }
 
     #[test]

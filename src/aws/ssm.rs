@@ -127,15 +127,17 @@ impl CommandRunner for SsmCommandRunner {
                     status: inv.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
                     detail: inv.status_details().unwrap_or_default().to_owned(),
                     exit_code: plugin.map(|p| p.response_code()),
-                    stdout_tail: plugin
-                        .and_then(|p| p.output())
-                        .map(|o| tail(o, OUTPUT_TAIL_CHARS))
-                        .unwrap_or_default(),
+                    stdout_tail: String::new(),
                     stderr_tail: String::new(),
                 };
                 // SSM reports -1 until the step has ended.
                 if !outcome.is_finished() {
                     outcome.exit_code = None;
+                }
+                // Output explains a failure; a success's output is left in SSM.
+                if outcome.is_finished() && !outcome.converged() {
+                    outcome.stdout_tail =
+                        plugin.and_then(|p| p.output()).map(|o| tail(o, OUTPUT_TAIL_CHARS)).unwrap_or_default();
                 }
                 invocations.push(outcome);
             }

@@ -38,6 +38,13 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Instance outcomes counted by SSM status detail, e.g. `2 Success, 1 Failed`.
 pub fn counts(release: &Value) -> String {
+    // Listings carry the counts; a single release its outcomes.
+    if let Some(listed) = release["instance_counts"].as_object() {
+        if listed.is_empty() {
+            return "-".into();
+        }
+        return listed.iter().map(|(d, n)| format!("{n} {d}")).collect::<Vec<_>>().join(", ");
+    }
     let mut counts: Vec<(String, usize)> = Vec::new();
     for instance in release["instances"].as_array().into_iter().flatten() {
         let detail = text(&instance["detail"]);
@@ -207,13 +214,15 @@ mod tests {
     fn tables_align_and_count() {
         let page = json!({"releases": [
             {"id": "01A", "kind": "deploy", "status": "succeeded", "created_at": "t", "flakeref": "a/b/=1.0.0#x",
-             "instances": [{"detail": "Success"}, {"detail": "Success"}, {"detail": "Failed"}]},
+             "instance_counts": {"Failed": 1, "Success": 2}},
             {"id": "01B", "kind": "rollback", "status": "in_progress", "created_at": "t", "flakeref": "a/b/=0.9.0#x", "instances": []}
         ], "next_cursor": "01B"});
         let out = releases(&page);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "ID   KIND      STATUS       CREATED  INSTANCES            FLAKEREF");
-        assert!(lines[1].contains("2 Success, 1 Failed"), "{out}");
+        assert!(lines[1].contains("1 Failed, 2 Success"), "{out}");
+        let one = json!({"instances": [{"detail": "Success"}, {"detail": "Success"}, {"detail": "Failed"}]});
+        assert_eq!(counts(&one), "2 Success, 1 Failed");
         assert_eq!(lines[3], "more: --cursor 01B");
     }
 }

@@ -8,7 +8,9 @@ use super::ports::{
     InventoryError, LaunchRequest, ReleasePage, ReleaseStore, RunnerError, Settlement, StoreError,
 };
 use super::progress::judge;
-use super::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision};
+use super::release::{
+    trim_outputs, IdempotencyKey, InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus, Revision,
+};
 use super::repair::{
     client_token, plan_repair, subnet_for, tagged_releases, user_data, FleetSpec, InstanceState, Launch,
 };
@@ -23,6 +25,8 @@ pub const METRICS_TARGET: &str = "flakefleet::metrics";
 
 /// How far before a release's creation to look for a command it may have sent.
 const COMMAND_LOOKBACK: Duration = Duration::from_secs(60);
+/// Batches of a wave sent between two writes of their command ids.
+const BATCHES_PER_SAVE: usize = 10;
 
 #[derive(Clone, Debug)]
 pub struct FleetSettings {
@@ -650,7 +654,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             );
         };
         let report: CommandReport = self.runner.report(&command_id).await?;
-        let verdict = judge(&report, release.deadline, now);
+        let mut verdict = judge(&report, release.deadline, now);
+        trim_outputs(&mut verdict.instances);
         let changed = verdict.instances != release.instances;
         self.tag_converged(&release, &verdict.instances).await;
         release.instances = verdict.instances;
@@ -669,8 +674,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         }
     }
 
-    /// Sends the unsent batches of the current wave, recording each command id.
+    /// Sends the unsent batches of the current wave, recording their command ids.
     async fn send_wave(&self, mut release: Release, resume: bool, now: Timestamp) -> Result<Release, ControlError> {
+        let mut unsaved = 0;
         loop {
             let Some(rollout) = release.rollout.as_ref() else {
                 return Ok(release);
@@ -699,19 +705,34 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                     };
                     match self.runner.send(&command).await {
                         Ok(id) => id,
-                        // Left claimed: the reconcile takes over after the claim lapses.
-                        Err(e) => return Err(e.into()),
+                        Err(e) => {
+                            // Left claimed: the reconcile takes over after the claim
+                            // lapses. Record what went out so it need not search for it.
+                            if unsaved > 0 {
+                                self.save(release, now).await?;
+                            }
+                            return Err(e.into());
+                        }
                     }
                 }
             };
             info!(command_id = %command_id, wave = wave_number + 1, batch = batch_number + 1, "wave batch sent");
+            let mut last = false;
             if let Some(wave) = release.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
                 wave.command_ids.push(command_id);
+                last = wave.fully_sent();
             }
-            let version = release.version;
-            release = self.save(release, now).await?;
-            if release.version != version + 1 {
-                return Ok(release); // fenced off: another writer moved it on
+            unsaved += 1;
+            // Command ids are written every few batches rather than after each:
+            // a release of 10,000 instances is rewritten whole on every save, and
+            // a batch sent but not recorded is found by its comment after a crash.
+            if last || unsaved == BATCHES_PER_SAVE {
+                let version = release.version;
+                release = self.save(release, now).await?;
+                unsaved = 0;
+                if release.version != version + 1 {
+                    return Ok(release); // fenced off: another writer moved it on
+                }
             }
         }
     }
@@ -874,16 +895,16 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     }
 }
 
-/// The recorded outcomes with the newest report for each instance laid over them.
+/// The recorded outcomes with the newest report for each instance laid over
+/// them, sorted by instance id, output trimmed.
 fn merge_outcomes(recorded: &[InstanceOutcome], reported: Vec<InstanceOutcome>) -> Vec<InstanceOutcome> {
-    let mut merged: Vec<InstanceOutcome> = recorded.to_vec();
+    let mut merged: std::collections::BTreeMap<String, InstanceOutcome> =
+        recorded.iter().map(|o| (o.instance_id.clone(), o.clone())).collect();
     for outcome in reported {
-        match merged.iter_mut().find(|o| o.instance_id == outcome.instance_id) {
-            Some(slot) => *slot = outcome,
-            None => merged.push(outcome),
-        }
+        merged.insert(outcome.instance_id.clone(), outcome);
     }
-    merged.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    let mut merged: Vec<InstanceOutcome> = merged.into_values().collect();
+    trim_outputs(&mut merged);
     merged
 }
 

@@ -5,7 +5,7 @@ use super::fleet::FleetName;
 use super::repair::Launch;
 use super::rollout::Rollout;
 use super::time::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -167,20 +167,20 @@ impl ReleaseStatus {
 }
 
 /// How one instance answered a release's command, as SSM reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceOutcome {
     pub instance_id: String,
     /// SSM's invocation `Status` (Pending, InProgress, Delayed, Success, ...).
     pub status: String,
     /// SSM's `StatusDetails`, which tells Undeliverable and timeouts apart.
     pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// The end of the step's standard output.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    /// The end of the step's standard output (kept for instances that did not converge).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stdout_tail: String,
     /// The end of the step's standard error (fetched for instances that failed).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr_tail: String,
 }
 
@@ -193,6 +193,25 @@ impl InstanceOutcome {
 
     pub fn converged(&self) -> bool {
         self.status == "Success"
+    }
+}
+
+/// Failed instances whose output a release keeps; SSM keeps all of it.
+pub const OUTPUTS_KEPT: usize = 50;
+
+/// Keeps output only where it explains something: for at most [`OUTPUTS_KEPT`]
+/// instances that did not converge. A release of 10,000 instances then stays
+/// small enough to store and read on every reconcile.
+pub fn trim_outputs(instances: &mut [InstanceOutcome]) {
+    let mut kept = 0;
+    for outcome in instances {
+        let explains = !outcome.converged() && kept < OUTPUTS_KEPT;
+        if explains {
+            kept += usize::from(!outcome.stdout_tail.is_empty() || !outcome.stderr_tail.is_empty());
+        } else {
+            outcome.stdout_tail.clear();
+            outcome.stderr_tail.clear();
+        }
     }
 }
 
@@ -293,6 +312,25 @@ mod tests {
         let id = ReleaseId::generate(Timestamp::from_millis(u64::MAX), u128::MAX);
         let comment = format!("flakefleet {fleet} release {id} wave 9999 batch 9999");
         assert!(comment.len() <= 100, "{}", comment.len());
+    }
+
+    #[test]
+    fn output_is_kept_for_a_bounded_number_of_failures_only() {
+        let outcome = |n: usize, status: &str| InstanceOutcome {
+            instance_id: format!("i-{n:05}"),
+            status: status.into(),
+            detail: status.into(),
+            exit_code: Some(i32::from(status != "Success")),
+            stdout_tail: "out".into(),
+            stderr_tail: "err".into(),
+        };
+        let mut instances: Vec<InstanceOutcome> =
+            (0..200).map(|n| outcome(n, if n % 2 == 0 { "Success" } else { "Failed" })).collect();
+        trim_outputs(&mut instances);
+        assert!(instances.iter().filter(|i| i.converged()).all(|i| i.stdout_tail.is_empty()));
+        let with_output = instances.iter().filter(|i| !i.stdout_tail.is_empty()).count();
+        assert_eq!(with_output, OUTPUTS_KEPT);
+        assert!(instances[..2 * OUTPUTS_KEPT].iter().filter(|i| !i.converged()).all(|i| i.stderr_tail == "err"));
     }
 
     #[test]

@@ -133,10 +133,12 @@ async fn empty_rollback_picks_the_last_success_before_the_current_release() {
     );
     let failed = &settled["release"]["instances"][1];
     assert_eq!((failed["status"].as_str(), failed["exit_code"].as_i64()), (Some("Failed"), Some(3)));
-    // stdout and stderr apart for the failure, the step's output for the rest.
+    // stdout and stderr apart for the failure; a success's output stays in SSM.
     assert_eq!(failed["stderr_tail"], "warning: the following units failed: nginx.service");
     assert_eq!(failed["stdout_tail"], "activating the configuration...");
-    assert!(settled["release"]["instances"][0]["stdout_tail"].as_str().unwrap().contains("applied"));
+    let converged = &settled["release"]["instances"][0];
+    assert_eq!((converged["status"].as_str(), converged["exit_code"].as_i64()), (Some("Success"), Some(0)));
+    assert!(converged.get("stdout_tail").is_none(), "{converged}");
 
     // The sample event: an empty rollback from the direct invoke.
     let answer =

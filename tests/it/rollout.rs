@@ -76,6 +76,45 @@ async fn a_clean_staged_rollout_over_ten_instances() {
     assert!(fleet["rollout"].is_null() && fleet["halted"].is_null());
 }
 
+/// Bodies over the inline limit go to part items written with the release
+/// item; every read joins them back. A tiny limit makes ten instances spill.
+#[tokio::test]
+async fn releases_too_large_for_one_item_are_split_and_joined() {
+    let stack = Stack::new(10).await;
+    let big = stack.controller_with(staged(&stack, Rate::Count(0)));
+    let split = stack.controller_storing_inline(staged(&stack, Rate::Count(0)), 300);
+    let good = stack.deploy(&split, GOOD).await;
+    run_out(&stack, &split).await;
+    for id in &stack.instances {
+        stack.script(json!({"instance_id": id, "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 1}));
+    }
+    let bad = stack.deploy(&split, NEXT).await;
+    let fleet = run_out(&stack, &split).await;
+
+    let parts: Vec<String> = stack.sort_keys().await.into_iter().filter(|k| k.starts_with("PART#")).collect();
+    let good_id = good["id"].as_str().unwrap();
+    assert!(parts.iter().filter(|k| k.contains(good_id)).count() > 2, "{parts:?}");
+    // The same records read through a store that would have kept them inline.
+    let good = release(&stack, &split, &good["id"]).await;
+    assert_eq!(good, release(&stack, &big, &good["id"]).await);
+    assert_eq!(good["status"], "succeeded", "{good}");
+    assert_eq!(wave_sizes(&good), [1, 3, 3, 3]);
+    assert_eq!(good["instances"].as_array().unwrap().len(), 10);
+    assert!(good["instances"].as_array().unwrap().iter().all(|i| i["status"] == "Success"));
+    let bad = release(&stack, &split, &bad["id"]).await;
+    assert_eq!(bad["status"], "rolled_back", "{bad}");
+    assert_eq!(bad["instances"][0]["exit_code"], 1);
+    assert_eq!(fleet["desired_release"]["kind"], "rollback");
+    assert_eq!(fleet["desired_release"]["status"], "succeeded");
+    let listed = stack.http(&split, "GET", "/releases", None).await.1;
+    // Listings count outcomes instead of listing them.
+    let summary = &listed["releases"][2];
+    assert_eq!(summary["id"], good["id"]);
+    assert_eq!(summary["instance_counts"], json!({"Success": 10}), "{summary}");
+    assert_eq!(summary["waves"], 4);
+    assert!(summary.get("instances").is_none() && summary.get("rollout").is_none());
+}
+
 #[tokio::test]
 async fn a_failed_canary_is_rolled_back_automatically() {
     let stack = Stack::new(10).await;

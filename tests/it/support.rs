@@ -239,8 +239,13 @@ impl Stack {
     }
 
     pub fn controller_with(&self, settings: FleetSettings) -> AwsFleetController {
+        self.controller_storing_inline(settings, flakefleet::aws::dynamodb::INLINE_BODY_BYTES)
+    }
+
+    /// A controller whose store moves release bodies over `inline_bytes` to part items.
+    pub fn controller_storing_inline(&self, settings: FleetSettings, inline_bytes: usize) -> AwsFleetController {
         FleetController::new(
-            DynamoReleaseStore::new(self.ddb.clone(), &self.table),
+            DynamoReleaseStore::new(self.ddb.clone(), &self.table).with_inline_body_bytes(inline_bytes),
             Ec2FleetInventory::new(self.ec2.clone()),
             SsmCommandRunner::new(self.ssm.clone(), ssm_settings()),
             settings,
@@ -325,7 +330,13 @@ impl Stack {
 
     /// Every item in this test's table.
     pub async fn item_count(&self) -> usize {
-        self.ddb.scan().table_name(&self.table).send().await.expect("Scan").items().len()
+        self.sort_keys().await.len()
+    }
+
+    /// The sort key of every item in this test's table.
+    pub async fn sort_keys(&self) -> Vec<String> {
+        let out = self.ddb.scan().table_name(&self.table).send().await.expect("Scan");
+        out.items().iter().filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned()).collect()
     }
 
     /// Scripts the simulator: `rule` as in dev/README.md.
