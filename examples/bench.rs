@@ -160,7 +160,8 @@ impl Lambda {
         let (reply, answer) = oneshot::channel();
         let sent = Instant::now();
         self.api.events.send((event, reply)).await.unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(120), answer).await.expect("an answer").unwrap();
+        // Generous: moto answers a 1,000-instance DescribeInstances page in seconds.
+        let answer = tokio::time::timeout(Duration::from_secs(900), answer).await.expect("an answer").unwrap();
         (answer, sent.elapsed())
     }
 
@@ -186,6 +187,15 @@ impl Lambda {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         ("?".into(), f64::NAN)
+    }
+
+    /// A number field of the first log line with this message.
+    fn logged(&self, message: &str, field: &str) -> Option<f64> {
+        let log = self.log.lock().unwrap().clone();
+        log.iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["message"] == message)
+            .and_then(|l| l[field].as_f64())
     }
 
     fn peak_rss_kib(&self) -> u64 {
@@ -237,7 +247,27 @@ async fn main() {
         panic!("usage: bench <bootstrap> <python with boto3> <aws cli>");
     };
     let table = "flakefleet-bench";
+    // BENCH_ONLY=reconcile (or side, sizes, convergence) runs one section.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let runs = |section: &str| only.is_empty() || only == section;
+    if runs("side") {
+        side_by_side(bootstrap, python, aws, table).await;
+    }
+    if runs("sizes") {
+        deploy_by_size(bootstrap, python, table).await;
+    }
+    if runs("warm") {
+        warm_up_table(bootstrap, python, table).await;
+    }
+    if runs("convergence") {
+        convergence_table(bootstrap, python, table).await;
+    }
+    if runs("reconcile") {
+        reconcile_table(bootstrap, python, table).await;
+    }
+}
 
+async fn side_by_side(bootstrap: &str, python: &str, aws: &str, table: &str) {
     // Side by side first, while the emulators hold only these 10 instances.
     fresh_emulators(python, table, &[(10, "bench-10")]);
     println!("### The demo's deploy path against flakefleet's, same emulator\n");
@@ -282,11 +312,13 @@ async fn main() {
         "\nflakefleet's whole request takes {:.2}x the demo's call (target: at most 0.25x).\n",
         ours.as_secs_f64() / demo.as_secs_f64()
     );
+}
 
+async fn deploy_by_size(bootstrap: &str, python: &str, table: &str) {
     println!("### Cold start and one deploy request per fleet size\n");
     println!("Each row: the emulators restarted holding only a fleet of N instances, then a fresh process of");
-    println!("the release `bootstrap`. Init is spawn to its first poll of the Runtime API (configuration read,");
-    println!("SDK config loaded, clients built; no connection opened); first event is spawn to the answer of");
+    println!("the release `bootstrap` with `FLAKEFLEET_WARM_CONNECTIONS=false`. Init is spawn to its first poll of");
+    println!("the Runtime API (configuration read, SDK config loaded, clients built; no connection opened); first event is spawn to the answer of");
     println!("`GET /healthz` (no AWS call); then one `POST /releases`, its AWS calls and the part of its time");
     println!("spent waiting on the emulators. Peak RSS is the process's high-water mark.\n");
     println!("| instances | init ms | first event ms | deploy request ms | waiting on AWS ms | flakefleet's own ms | AWS calls of the deploy | peak RSS MiB |");
@@ -298,6 +330,8 @@ async fn main() {
             ("FLAKEFLEET_TABLE", table.to_owned()),
             ("FLAKEFLEET_FLEET", format!("size-{size}")),
             ("FLAKEFLEET_TARGET_TAG_VALUE", tag),
+            // Init without the warm-up; the warm-up is measured on its own.
+            ("FLAKEFLEET_WARM_CONNECTIONS", "false".to_owned()),
         ];
         let lambda = Lambda::start(bootstrap, &env).await;
         let (health, _) = lambda.invoke(function_url("GET", "/healthz", None)).await;
@@ -316,14 +350,16 @@ async fn main() {
             lambda.peak_rss_kib() as f64 / 1024.0
         );
     }
+}
 
+async fn convergence_table(bootstrap: &str, python: &str, table: &str) {
     println!("\n### Rollout convergence: 100 instances, each apply 10 s\n");
     println!("A staged rollout (canary of 1, then waves) to 100 instances in the simulator, every apply taking");
     println!("10 s; the reconcile invoked every second, as SSM's status-change events would. Target: within 4x");
     println!("one apply (40 s).\n");
     println!("| wave size | waves | time to succeeded | x one apply | invocations | AWS calls in all |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (wave, waves) in [("25%", 5), ("50%", 3)] {
+    for (wave, waves) in [("50%", 3), ("25%", 5)] {
         let (elapsed, invocations, calls) = convergence(bootstrap, python, table, wave).await;
         println!(
             "| {wave} | {waves} | {:.1} s | {:.1} | {invocations} | {calls} |",
@@ -372,6 +408,134 @@ async fn convergence(bootstrap: &str, python: &str, table: &str, wave: &str) -> 
         calls += lambda.calls(n).await.0.split(' ').next().and_then(|t| t.parse::<u64>().ok()).unwrap_or(0);
     }
     (elapsed, invocations, calls)
+}
+
+/// Init and the first deploy request of fresh processes, with and without
+/// opening the three services' connections during init.
+async fn warm_up_table(bootstrap: &str, python: &str, table: &str) {
+    println!("\n### Connection warm-up during init\n");
+    println!("Five fresh processes each way against 10 instances. Warm-up is one cheap call per service at");
+    println!("once (GetItem of a key that does not exist, DescribeInstances of a made-up id, ListCommands of one),");
+    println!("counted apart from the first invocation. Locally there is no TLS, so this shows its cost more");
+    println!("than its gain: against AWS each first connection also pays a TLS handshake.\n");
+    println!("| warm-up | init ms (median) | of which warm-up ms | first deploy request ms (median) | its waiting on AWS ms |");
+    println!("|---|---:|---:|---:|---:|");
+    fresh_emulators(python, table, &[(10, "bench-warm")]);
+    for warm in ["false", "true"] {
+        let (mut init, mut warm_ms, mut deploy, mut waiting) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for run_no in 0..5 {
+            let env = [
+                ("FLAKEFLEET_TABLE", table.to_owned()),
+                ("FLAKEFLEET_FLEET", format!("warm-{warm}-{run_no}")),
+                ("FLAKEFLEET_TARGET_TAG_VALUE", "bench-warm".to_owned()),
+                ("FLAKEFLEET_WARM_CONNECTIONS", warm.to_owned()),
+            ];
+            let lambda = Lambda::start(bootstrap, &env).await;
+            let (answer, took) =
+                lambda.invoke(function_url("POST", "/releases", Some(json!({ "flakeref": RELEASE })))).await;
+            assert_eq!(answer["statusCode"], 202, "{answer}");
+            init.push(lambda.init_time());
+            deploy.push(took);
+            waiting.push(Duration::from_secs_f64(lambda.calls(0).await.1 / 1000.0));
+            warm_ms
+                .push(Duration::from_secs_f64(lambda.logged("connections warmed", "warm_ms").unwrap_or(0.0) / 1000.0));
+        }
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            if warm == "true" { "on (default)" } else { "off" },
+            ms(median(init)),
+            ms(median(warm_ms)),
+            ms(median(deploy)),
+            ms(median(waiting))
+        );
+    }
+}
+
+/// The reconcile alone driving a default staged rollout (canary, then waves)
+/// across `size` instances whose applies succeed at once, then one idle
+/// reconcile: the repair check over the whole fleet.
+async fn reconcile_table(bootstrap: &str, python: &str, table: &str) {
+    println!("\n### Reconcile of large fleets\n");
+    println!("Per fleet size: the emulators restarted holding only that fleet (one instance per reservation),");
+    println!("a fresh release `bootstrap` with the defaults (staged: canary 1, then 50% waves) and");
+    println!("`FLAKEFLEET_DESIRED_CAPACITY` = the fleet's size; one `POST /releases`, then the scheduled");
+    println!("reconcile every second until the release is final, then one more reconcile, the idle repair check.");
+    println!("Only invocations that did something are listed (\"waiting\" ones cost one GetItem, one release read).");
+    println!("Own ms is the invocation's time minus its time waiting on the emulators. Peak RSS is the");
+    println!("process's high-water mark over the whole run.\n");
+    let sizes: Vec<usize> = std::env::var("BENCH_RECONCILE_SIZES")
+        .unwrap_or_else(|_| "1000,10000".into())
+        .split(',')
+        .map(|n| n.trim().parse().expect("BENCH_RECONCILE_SIZES: comma-separated sizes"))
+        .collect();
+    for size in sizes {
+        let tag = format!("bench-rec-{size}");
+        fresh_emulators(python, table, &[(size, &tag)]);
+        let env = [
+            ("FLAKEFLEET_TABLE", table.to_owned()),
+            ("FLAKEFLEET_FLEET", format!("rec-{size}")),
+            ("FLAKEFLEET_TARGET_TAG_VALUE", tag),
+            ("FLAKEFLEET_DESIRED_CAPACITY", size.to_string()),
+        ];
+        let lambda = Lambda::start(bootstrap, &env).await;
+        let schedule: Value =
+            serde_json::from_str(&std::fs::read_to_string("events/eventbridge-scheduled.json").unwrap()).unwrap();
+        println!("#### {size} instances\n");
+        println!("| invocation | outcome | ms | waiting on AWS ms | own ms | AWS calls |");
+        println!("|---|---|---:|---:|---:|---|");
+        let started = Instant::now();
+        let (answer, took) =
+            lambda.invoke(function_url("POST", "/releases", Some(json!({ "flakeref": RELEASE })))).await;
+        assert_eq!(answer["statusCode"], 202, "{answer}");
+        let (calls, aws_ms) = lambda.calls(0).await;
+        println!("| `POST /releases` | 202 | {} | {aws_ms:.1} | {:.1} | {calls} |", ms(took), ms_f(took) - aws_ms);
+        let (mut invocation, mut finished, mut totals) = (1, false, std::collections::BTreeMap::<String, u64>::new());
+        add_calls(&mut totals, &calls);
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (answer, took) = lambda.invoke(schedule.clone()).await;
+            let (calls, aws_ms) = lambda.calls(invocation).await;
+            invocation += 1;
+            add_calls(&mut totals, &calls);
+            let outcome = answer["reconcile"]["outcome"].as_str().unwrap_or("?").to_owned();
+            if outcome != "waiting" {
+                println!(
+                    "| reconcile {invocation} | {outcome} | {} | {aws_ms:.1} | {:.1} | {calls} |",
+                    ms(took),
+                    ms_f(took) - aws_ms
+                );
+            }
+            if finished {
+                break;
+            }
+            finished = matches!(outcome.as_str(), "finished" | "rolled_back");
+            assert!(outcome != "idle", "the rollout ended unseen: {answer}");
+            assert!(started.elapsed() < Duration::from_secs(3600), "no end: {answer}");
+        }
+        let list = |m: &std::collections::BTreeMap<String, u64>| {
+            m.iter().map(|(op, n)| format!("{op} {n}")).collect::<Vec<_>>().join(", ")
+        };
+        println!(
+            "\n{size} instances: {invocation} invocations in {:.1} s; AWS calls in all: {}; peak RSS {:.1} MiB.\n",
+            started.elapsed().as_secs_f64(),
+            list(&totals),
+            lambda.peak_rss_kib() as f64 / 1024.0
+        );
+    }
+}
+
+fn ms_f(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Adds an `aws_calls` summary ("12 (DynamoDB.GetItem 2, ...)") to running totals.
+fn add_calls(totals: &mut std::collections::BTreeMap<String, u64>, calls: &str) {
+    let inner = calls.split_once('(').map_or("", |(_, rest)| rest.trim_end_matches(')'));
+    for part in inner.split(", ").filter(|p| !p.is_empty()) {
+        if let Some((op, n)) = part.rsplit_once(' ') {
+            *totals.entry(op.to_owned()).or_default() += n.parse::<u64>().unwrap_or(0);
+        }
+    }
 }
 
 /// Restarts moto and the simulator empty, then creates the table and the fleets.

@@ -16,6 +16,8 @@ pub struct Config {
     pub fleet: FleetSettings,
     pub ssm: SsmSettings,
     pub auth: AuthSettings,
+    /// Open each service's connection during init (`FLAKEFLEET_WARM_CONNECTIONS`).
+    pub warm_connections: bool,
 }
 
 /// Who may call the function URL; see `crate::auth`.
@@ -100,20 +102,16 @@ impl Config {
                     message: format!("{raw:?} is not a count (e.g. 2) or a percentage (e.g. 25%) of at least {min}"),
                 })
         };
-        let auto_rollback = match or("FLAKEFLEET_AUTO_ROLLBACK", "true").as_str() {
-            "true" => true,
-            "false" => false,
-            other => {
-                return Err(ConfigError::Invalid {
-                    var: "FLAKEFLEET_AUTO_ROLLBACK",
-                    message: format!("{other:?} is not true or false"),
-                })
-            }
+        let flag = |var: &'static str, default: &str| match or(var, default).as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(ConfigError::Invalid { var, message: format!("{other:?} is not true or false") }),
         };
+        let auto_rollback = flag("FLAKEFLEET_AUTO_ROLLBACK", "true")?;
         let rollout = RolloutPolicy {
             mode,
             canary: secs("FLAKEFLEET_CANARY_SIZE", 1, 1..=50)? as usize,
-            wave: rate("FLAKEFLEET_WAVE_SIZE", "25%", 1)?,
+            wave: rate("FLAKEFLEET_WAVE_SIZE", "50%", 1)?,
             failure_threshold: rate("FLAKEFLEET_FAILURE_THRESHOLD", "0", 0)?,
             auto_rollback,
         };
@@ -149,6 +147,7 @@ impl Config {
         };
 
         Ok(Self {
+            warm_connections: flag("FLAKEFLEET_WARM_CONNECTIONS", "true")?,
             auth: auth_settings(&lookup)?,
             table: required("FLAKEFLEET_TABLE")?,
             fleet: FleetSettings {
@@ -294,7 +293,7 @@ mod tests {
         assert_eq!(c.ssm.action, "switch");
         assert_eq!((c.ssm.max_concurrency.as_str(), c.ssm.max_errors.as_str()), ("50", "0"));
         assert_eq!(c.fleet.rollout.mode, RolloutMode::Staged);
-        assert_eq!((c.fleet.rollout.canary, c.fleet.rollout.wave), (1, Rate::Percent(25)));
+        assert_eq!((c.fleet.rollout.canary, c.fleet.rollout.wave), (1, Rate::Percent(50)));
         assert_eq!(c.fleet.rollout.failure_threshold, Rate::Count(0));
         assert!(c.fleet.rollout.auto_rollback);
         assert_eq!(c.fleet.spec.desired_capacity, 0, "capacity is not managed unless asked");

@@ -26,13 +26,20 @@ pub type AwsFleetController = FleetController<DynamoReleaseStore, Ec2FleetInvent
 /// How far apart JWKS fetches are, at least, however many unknown kids arrive.
 pub const JWKS_MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The Lambda's parts, built once per process.
+pub struct Service {
+    pub controller: AwsFleetController,
+    pub gate: Gate<DynamoTokenLedger>,
+    pub connections: aws::Connections,
+}
+
 /// Builds the controller and the function URL's gate from loaded SDK
 /// configuration: called once per process. Every client counts its calls in `calls`.
 pub fn aws_service(
     sdk: &aws_config::SdkConfig,
     config: config::Config,
     calls: &CallCounter,
-) -> Result<(AwsFleetController, Gate<DynamoTokenLedger>), String> {
+) -> Result<Service, String> {
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(calls.clone()).build(),
     );
@@ -48,11 +55,12 @@ pub fn aws_service(
             ledger: DynamoTokenLedger::new(dynamodb.clone(), &config.table),
         },
     };
+    let connections = aws::Connections::new(dynamodb.clone(), ec2.clone(), ssm.clone(), &config.table);
     let controller = FleetController::new(
         DynamoReleaseStore::new(dynamodb, config.table),
         Ec2FleetInventory::new(ec2),
         SsmCommandRunner::new(ssm, config.ssm),
         config.fleet,
     );
-    Ok((controller, gate))
+    Ok(Service { controller, gate, connections })
 }

@@ -13,12 +13,21 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = Config::from_env().inspect_err(|e| tracing::error!(error = %e, "invalid configuration"))?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let calls = flakefleet::aws::CallCounter::default();
-    let (controller, gate) =
+    let warm = config.warm_connections;
+    let service =
         flakefleet::aws_service(&sdk, config, &calls).inspect_err(|e| tracing::error!(error = %e, "cannot start"))?;
-    if matches!(gate, flakefleet::auth::Gate::Open) {
+    if matches!(service.gate, flakefleet::auth::Gate::Open) {
         tracing::warn!("FLAKEFLEET_AUTH=none: every caller may deploy (local emulators only)");
     }
-    let (controller, gate, calls) = (&controller, &gate, &calls);
+    if warm {
+        let started = std::time::Instant::now();
+        service.connections.warm().await;
+        // Counted apart, so the first invocation's count is its own.
+        let (aws_calls, aws_ms) = calls.take_summary();
+        let warm_ms = started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(%aws_calls, aws_ms, warm_ms, "connections warmed");
+    }
+    let (controller, gate, calls) = (&service.controller, &service.gate, &calls);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let request_id = event.context.request_id;
         let answer = handle(controller, gate, event.payload, &request_id).await;

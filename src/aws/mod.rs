@@ -4,11 +4,13 @@ pub mod calls;
 pub mod dynamodb;
 pub mod ec2;
 pub mod ssm;
+pub mod warm;
 
 pub use calls::CallCounter;
 pub use dynamodb::{DynamoReleaseStore, DynamoTokenLedger};
 pub use ec2::Ec2FleetInventory;
 pub use ssm::{SsmCommandRunner, SsmSettings};
+pub use warm::Connections;
 
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};

@@ -581,7 +581,13 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
         let rollout = release.rollout.clone().unwrap_or_default();
         let wave = rollout.current().cloned().unwrap_or_default();
         let mut invocations = Vec::new();
-        for command_id in &wave.command_ids {
+        let finished: std::collections::HashSet<&str> =
+            release.instances.iter().filter(|o| o.is_finished()).map(|o| o.instance_id.as_str()).collect();
+        for (command_id, batch) in wave.command_ids.iter().zip(wave.batches()) {
+            // A batch whose every instance has a final outcome has nothing more to say.
+            if batch.iter().all(|id| finished.contains(id.as_str())) {
+                continue;
+            }
             invocations.extend(self.runner.report(command_id).await?.invocations);
         }
         let instances = merge_outcomes(&release.instances, invocations);

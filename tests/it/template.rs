@@ -71,8 +71,13 @@ fn the_function_gets_exactly_the_configuration_the_code_reads() {
         .unwrap();
     }
     let read = read.into_inner();
-    // These keep their defaults in the template: the idempotency window and GitHub's issuer.
-    let defaults = ["FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS", "FLAKEFLEET_OIDC_ISSUER", "FLAKEFLEET_OIDC_JWKS_URL"];
+    // These keep their defaults in the template: the idempotency window, GitHub's issuer, the warm-up.
+    let defaults = [
+        "FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS",
+        "FLAKEFLEET_OIDC_ISSUER",
+        "FLAKEFLEET_OIDC_JWKS_URL",
+        "FLAKEFLEET_WARM_CONNECTIONS",
+    ];
     let expected: BTreeSet<String> = read.into_iter().filter(|v| !defaults.contains(&v.as_str())).collect();
     assert_eq!(given, expected);
 }
