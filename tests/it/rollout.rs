@@ -115,6 +115,36 @@ async fn releases_too_large_for_one_item_are_split_and_joined() {
     assert!(summary.get("instances").is_none() && summary.get("rollout").is_none());
 }
 
+/// Parts carry the version of the write that made them: a reader never joins
+/// a part of another write to a release item (it reads again, then gives up).
+#[tokio::test]
+async fn a_part_of_another_write_is_never_joined() {
+    let stack = Stack::new(4).await;
+    let split = stack.controller_storing_inline(staged(&stack, Rate::Count(0)), 200);
+    let deployed = stack.deploy(&split, GOOD).await;
+    run_out(&stack, &split).await;
+    let id = deployed["id"].as_str().unwrap();
+    let path = format!("/releases/{id}");
+    let (status, whole) = stack.http(&split, "GET", &path, None).await;
+    assert_eq!(status, 200);
+
+    let pk = aws_sdk_dynamodb::types::AttributeValue::S(format!("FLEET#{}", stack.fleet));
+    let sk = aws_sdk_dynamodb::types::AttributeValue::S(format!("PART#{id}#001"));
+    let part = stack.ddb.get_item().table_name(&stack.table).key("pk", pk.clone()).key("sk", sk.clone());
+    let part = part.send().await.unwrap().item.expect("a second part");
+    let version: u64 = part["version"].as_n().unwrap().parse().unwrap();
+    let stale = |v: u64| {
+        let mut item = part.clone();
+        item.insert("version".into(), aws_sdk_dynamodb::types::AttributeValue::N(v.to_string()));
+        stack.ddb.put_item().table_name(&stack.table).set_item(Some(item)).send()
+    };
+    stale(version - 1).await.unwrap();
+    let (status, body) = stack.http(&split, "GET", &path, None).await;
+    assert_eq!((status, body["error"].as_str()), (500, Some("internal_error")), "{body}");
+    stale(version).await.unwrap();
+    assert_eq!(stack.http(&split, "GET", &path, None).await, (200, whole));
+}
+
 #[tokio::test]
 async fn a_failed_canary_is_rolled_back_automatically() {
     let stack = Stack::new(10).await;
