@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# `make bench`: builds the Lambda's release bootstrap, starts a local AWS of
-# its own (ports 5355/5356), and measures binary size, cold start, deploy
-# requests at fleet sizes 10 to 5,000 and the demo's `aws ssm send-command`
-# side by side (examples/bench.rs). Prints Markdown; the numbers in
-# docs/performance.md come from it. Timings are this machine's, never asserted.
+# `make bench`: builds the Lambda's release bootstrap (x86_64 to run, arm64 for
+# its size), starts a local AWS of its own (ports 5355/5356), and measures
+# binary size, the demo's `aws ssm send-command` side by side, cold start and
+# deploy requests at fleet sizes 10 to 5,000, the connection warm-up, rollout
+# convergence, and reconciles of 1,000 and 10,000 instances (examples/bench.rs;
+# BENCH_ONLY and BENCH_RECONCILE_SIZES narrow it). Prints Markdown; the numbers
+# in docs/performance.md come from it. Timings are this machine's, never asserted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -257,9 +257,9 @@ async fn main() {
         panic!("usage: bench <bootstrap> <python with boto3> <aws cli>");
     };
     let table = "flakefleet-bench";
-    // BENCH_ONLY=reconcile (or side, sizes, convergence) runs one section.
+    // BENCH_ONLY=side,sizes,warm,convergence,reconcile (any of them) runs those sections.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
-    let runs = |section: &str| only.is_empty() || only == section;
+    let runs = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
     if runs("side") {
         side_by_side(bootstrap, python, aws, table).await;
     }
