@@ -452,7 +452,7 @@ async fn warm_up_table(bootstrap: &str, python: &str, table: &str) {
         }
         println!(
             "| {} | {} | {} | {} | {} |",
-            if warm == "true" { "on (default)" } else { "off" },
+            if warm == "true" { "on" } else { "off (default)" },
             ms(median(init)),
             ms(median(warm_ms)),
             ms(median(deploy)),

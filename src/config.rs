@@ -147,7 +147,7 @@ impl Config {
         };
 
         Ok(Self {
-            warm_connections: flag("FLAKEFLEET_WARM_CONNECTIONS", "true")?,
+            warm_connections: flag("FLAKEFLEET_WARM_CONNECTIONS", "false")?,
             auth: auth_settings(&lookup)?,
             table: required("FLAKEFLEET_TABLE")?,
             fleet: FleetSettings {
