@@ -29,6 +29,18 @@ async fn run_out(stack: &Stack, controller: &AwsFleetController) -> Value {
     panic!("the fleet never came to rest");
 }
 
+/// GOOD deployed to the whole fleet, then NEXT, which fails on every instance,
+/// both run out: the good release, the bad one as the request answered, the fleet.
+async fn good_then_failing(stack: &Stack, controller: &AwsFleetController) -> (Value, Value, Value) {
+    let good = stack.deploy(controller, GOOD).await;
+    run_out(stack, controller).await;
+    for id in &stack.instances {
+        stack.script(json!({"instance_id": id, "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 1}));
+    }
+    let bad = stack.deploy(controller, NEXT).await;
+    (good, bad, run_out(stack, controller).await)
+}
+
 async fn release(stack: &Stack, controller: &AwsFleetController, id: &Value) -> Value {
     stack.http(controller, "GET", &format!("/releases/{}", id.as_str().unwrap()), None).await.1["release"].clone()
 }
@@ -83,13 +95,7 @@ async fn releases_too_large_for_one_item_are_split_and_joined() {
     let stack = Stack::new(10).await;
     let big = stack.controller_with(staged(&stack, Rate::Count(0)));
     let split = stack.controller_storing_inline(staged(&stack, Rate::Count(0)), 300);
-    let good = stack.deploy(&split, GOOD).await;
-    run_out(&stack, &split).await;
-    for id in &stack.instances {
-        stack.script(json!({"instance_id": id, "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 1}));
-    }
-    let bad = stack.deploy(&split, NEXT).await;
-    let fleet = run_out(&stack, &split).await;
+    let (good, bad, fleet) = good_then_failing(&stack, &split).await;
 
     let parts: Vec<String> = stack.sort_keys().await.into_iter().filter(|k| k.starts_with("PART#")).collect();
     let good_id = good["id"].as_str().unwrap();
@@ -149,13 +155,7 @@ async fn a_part_of_another_write_is_never_joined() {
 async fn a_failed_canary_is_rolled_back_automatically() {
     let stack = Stack::new(10).await;
     let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
-    let good = stack.deploy(&controller, GOOD).await;
-    run_out(&stack, &controller).await;
-    for id in &stack.instances {
-        stack.script(json!({"instance_id": id, "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 1}));
-    }
-    let bad = stack.deploy(&controller, NEXT).await;
-    let fleet = run_out(&stack, &controller).await;
+    let (good, bad, fleet) = good_then_failing(&stack, &controller).await;
 
     let bad = release(&stack, &controller, &bad["id"]).await;
     assert_eq!(bad["status"], "rolled_back", "{bad}");
