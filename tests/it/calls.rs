@@ -38,3 +38,16 @@ async fn a_deploy_request_makes_four_calls_whatever_the_fleet_size() {
         assert_eq!(calls.take(), expected, "a rollback in a fleet of {size}");
     }
 }
+
+#[tokio::test]
+async fn the_warm_up_makes_one_call_per_service() {
+    let stack = Stack::new(1).await;
+    let calls = CallCounter::default();
+    let ddb = aws_sdk_dynamodb::Client::from_conf(stack.ddb.config().to_builder().interceptor(calls.clone()).build());
+    let ec2 = aws_sdk_ec2::Client::from_conf(stack.ec2.config().to_builder().interceptor(calls.clone()).build());
+    let ssm = aws_sdk_ssm::Client::from_conf(stack.ssm.config().to_builder().interceptor(calls.clone()).build());
+    flakefleet::aws::Connections::new(ddb, ec2, ssm, &stack.table).warm().await;
+    let expected = counts(&[("DynamoDB.GetItem", 1), ("EC2.DescribeInstances", 1), ("SSM.ListCommands", 1)]);
+    assert_eq!(calls.take(), expected);
+    assert_eq!(stack.item_count().await, 0, "the warm-up writes nothing");
+}
