@@ -178,60 +178,41 @@ async fn launch_failures_are_reported_and_retried_not_crashed() {
     assert_eq!(reconcile(&stack, &controller).await["launched"].as_array().unwrap().len(), 1);
 }
 
-/// moto ignores ClientToken, so the idempotent retry is proven at the SDK
-/// boundary: RunInstances first fails with a 500, the SDK retries, and every
-/// attempt carries the same deterministic token.
+/// A launch carries the deterministic ClientToken of its fleet, repair and
+/// slot, so EC2 answers a retried RunInstances (the SDK's, or the next
+/// reconcile's) with the first launch. moto does not deduplicate by token, but
+/// it records it on the instance, where DescribeInstances shows it.
 #[tokio::test]
-async fn a_retried_launch_carries_the_same_client_token() {
-    use aws_sdk_ec2::config::retry::RetryConfig;
-    use aws_sdk_ec2::operation::run_instances::RunInstancesOutput;
-    use aws_sdk_ec2::types::Instance;
-    use aws_smithy_mocks::{create_mock_http_client, mock, MockResponseInterceptor, RuleMode};
+async fn a_launch_carries_the_fleets_client_token() {
     use flakefleet::aws::Ec2FleetInventory;
     use flakefleet::domain::flakeref::Flakeref;
-    use flakefleet::domain::fleet::{FleetName, TargetTag};
     use flakefleet::domain::ports::{FleetInventory, LaunchRequest};
     use flakefleet::domain::release::ReleaseId;
     use flakefleet::domain::repair::{client_token, user_data};
     use flakefleet::domain::time::Timestamp;
 
+    let stack = Stack::new(0).await;
+    stack.create_instance_profile().await;
+    let inventory = Ec2FleetInventory::new(stack.ec2.clone());
+    let spec = crate::support::default_spec();
+    let image = inventory.newest_image(&spec.image).await.unwrap().expect("the NixOS image is in moto");
     let release = ReleaseId::generate(Timestamp::now(), 7);
-    let token = client_token("it", &release, 1);
-    let expected = token.clone();
-    let rule = mock!(aws_sdk_ec2::Client::run_instances)
-        .match_requests(move |req| req.client_token() == Some(expected.as_str()))
-        .sequence()
-        .http_status(500, None)
-        .output(|| {
-            RunInstancesOutput::builder().instances(Instance::builder().instance_id("i-0launched").build()).build()
-        })
-        .build();
-    // What mock_client! builds, without the SDK's test-util feature (which
-    // would compile aws-sdk-ec2 a second time for the tests).
-    let config = aws_sdk_ec2::Config::builder()
-        .behavior_version(aws_sdk_ec2::config::BehaviorVersion::latest())
-        .region(aws_sdk_ec2::config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new("testing", "testing", None, None, "mock"))
-        .http_client(create_mock_http_client())
-        .interceptor(MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny).with_rule(&rule))
-        .retry_config(
-            RetryConfig::standard().with_max_attempts(3).with_initial_backoff(std::time::Duration::from_millis(1)),
-        )
-        .build();
-    let client = aws_sdk_ec2::Client::from_conf(config);
-    let stack_settings = crate::support::default_spec();
+    let token = client_token(stack.fleet.as_str(), &release, 1);
     let request = LaunchRequest {
-        image_id: "ami-0f1a7e5eed0000001".into(),
-        spec: stack_settings,
+        image_id: image,
+        spec,
         slot: 1,
         subnet: None,
-        client_token: token,
+        client_token: token.clone(),
         release: release.clone(),
         user_data: user_data(&Flakeref::parse(GOOD).unwrap()),
-        tag: TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() },
-        fleet: FleetName::parse("it").unwrap(),
+        tag: stack.tag.clone(),
+        fleet: stack.fleet.clone(),
     };
-    let id = Ec2FleetInventory::new(client).launch(&request).await.expect("the retry succeeds");
-    assert_eq!(id, "i-0launched");
-    assert_eq!(rule.num_calls(), 2, "one failed attempt and one retry, both with the same token");
+    let id = inventory.launch(&request).await.expect("launched");
+    let described = stack.ec2.describe_instances().instance_ids(&id).send().await.unwrap();
+    let instance = &described.reservations()[0].instances()[0];
+    assert_eq!(instance.client_token(), Some(token.as_str()));
+    assert_eq!(token, client_token(stack.fleet.as_str(), &release, 1), "the same launch asks with the same token");
+    assert_ne!(token, client_token(stack.fleet.as_str(), &release, 2), "another slot is another launch");
 }
