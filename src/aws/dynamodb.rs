@@ -44,8 +44,6 @@ const PART_PREFIX: &str = "PART#";
 /// How many times `admit` re-reads and retries when a transaction lost a race
 /// without a clear winner (DynamoDB's TransactionConflict).
 const ADMIT_ATTEMPTS: usize = 5;
-/// Output kept per instance, so a release item stays far below 400 KB.
-const OUTPUT_TAIL_CHARS: usize = 1000;
 /// A body up to this size stays on the release item (400 KB at most).
 pub const INLINE_BODY_BYTES: usize = 96 * 1024;
 /// Bytes of body per part item, under the 400 KB item limit with keys and version.
@@ -522,17 +520,10 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
     if let Some(v) = &r.command_id {
         item.insert("command_id".into(), s(v.clone()));
     }
-    let instances: Vec<InstanceOutcome> = r
-        .instances
-        .iter()
-        .map(|i| InstanceOutcome {
-            stdout_tail: tail(&i.stdout_tail, OUTPUT_TAIL_CHARS),
-            stderr_tail: tail(&i.stderr_tail, OUTPUT_TAIL_CHARS),
-            ..i.clone()
-        })
-        .collect();
+    // Outputs arrive cut to their tails (aws/ssm.rs) and trimmed to a few
+    // failures (domain::release::trim_outputs): stored as they are.
     let body =
-        serde_json::to_string(&BodyRef { instances: &instances, rollout: r.rollout.as_ref(), launches: &r.launches })
+        serde_json::to_string(&BodyRef { instances: &r.instances, rollout: r.rollout.as_ref(), launches: &r.launches })
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if body.len() <= inline_bytes {
         item.insert("body".into(), s(body));
@@ -594,7 +585,7 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
     })
 }
 
-/// The last `max` characters of `text`, on a character boundary.
+/// The last `max` characters of `text`, on a character boundary (SSM output as kept).
 pub(crate) fn tail(text: &str, max: usize) -> String {
     let count = text.chars().count();
     text.chars().skip(count.saturating_sub(max)).collect()
