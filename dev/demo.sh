@@ -78,6 +78,9 @@ step "flakefleet fleet: the automatic rollback is the desired release now"
 cli reconcile >/dev/null
 cli fleet
 
+step "A flake that is not on FLAKEFLEET_ALLOWED_FLAKES is refused (403, nothing recorded)"
+cli deploy 'attacker/evil/=1.0.0#nixosConfigurations.x' || echo "(exit $?)"
+
 step "flakefleet deploy the fix, $fixed --wait"
 cli deploy "$fixed" --revision 3333333 --wait --drive --interval 1
 

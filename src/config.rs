@@ -5,6 +5,7 @@ use crate::auth::iam::IamAllowlist;
 use crate::auth::oidc::{OidcPolicy, GITHUB_ISSUER};
 use crate::aws::SsmSettings;
 use crate::domain::controller::FleetSettings;
+use crate::domain::flakeref::FlakeAllowlist;
 use crate::domain::fleet::{FleetName, TargetTag};
 use crate::domain::repair::{FleetSpec, ImageSelector};
 use crate::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
@@ -146,6 +147,9 @@ impl Config {
             root_volume_gib: secs("FLAKEFLEET_ROOT_VOLUME_GIB", 16, 4..=16_384)? as i32,
         };
 
+        let allowed_flakes = FlakeAllowlist::parse(&required("FLAKEFLEET_ALLOWED_FLAKES")?)
+            .map_err(|e| ConfigError::Invalid { var: "FLAKEFLEET_ALLOWED_FLAKES", message: e.to_string() })?;
+
         Ok(Self {
             warm_connections: flag("FLAKEFLEET_WARM_CONNECTIONS", "false")?,
             auth: auth_settings(&lookup)?,
@@ -162,6 +166,7 @@ impl Config {
                 rollout,
                 spec,
                 takeover_after: Duration::from_secs(secs("FLAKEFLEET_TAKEOVER_SECONDS", 120, 30..=3600)?),
+                allowed_flakes,
             },
             ssm: SsmSettings {
                 document: required("FLAKEFLEET_DOCUMENT")?,
@@ -217,6 +222,24 @@ fn auth_settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuthSetting
                     format!("{audience:?} is shared with other services; choose one unique to this deployment"),
                 ));
             }
+            // Every job of a trusted ref can mint a token, the publishing job with its
+            // third-party actions too: only the deploying job's environment (or
+            // workflow) may deploy. `-` turns the environment pin off for a
+            // workflow pin alone.
+            let environments = match lookup("FLAKEFLEET_OIDC_ENVIRONMENTS").as_deref() {
+                None => vec![DEFAULT_ENVIRONMENT.to_owned()],
+                Some("-") => Vec::new(),
+                Some(raw) => comma_separated(raw),
+            };
+            let workflow_refs = items("FLAKEFLEET_OIDC_WORKFLOW_REFS");
+            if environments.is_empty() && workflow_refs.is_empty() {
+                return Err(invalid(
+                    "FLAKEFLEET_OIDC_ENVIRONMENTS",
+                    "pins no environment, and FLAKEFLEET_OIDC_WORKFLOW_REFS no workflow: any job of the \
+                     repository could deploy; name the deploy job's environment or workflow"
+                        .into(),
+                ));
+            }
             Ok(AuthSettings::GithubOidc {
                 policy: OidcPolicy {
                     issuer,
@@ -224,30 +247,99 @@ fn auth_settings(lookup: &impl Fn(&str) -> Option<String>) -> Result<AuthSetting
                     repository_id: digits("FLAKEFLEET_OIDC_REPOSITORY_ID")?,
                     repository_owner_id: digits("FLAKEFLEET_OIDC_REPOSITORY_OWNER_ID")?,
                     refs: items("FLAKEFLEET_OIDC_REFS"),
-                    environments: items("FLAKEFLEET_OIDC_ENVIRONMENTS"),
-                    workflow_refs: items("FLAKEFLEET_OIDC_WORKFLOW_REFS"),
+                    environments,
+                    workflow_refs,
                 },
                 jwks_url,
             })
         }
         "none" => {
-            // Only where every AWS call goes to an emulator on this machine.
-            let endpoints =
-                ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_SSM"];
-            let local = lookup("AWS_ENDPOINT_URL").is_some()
-                && endpoints.iter().all(|var| lookup(var).is_none_or(|url| crate::https::is_loopback(&url)));
-            if !local {
-                return Err(invalid(
-                    "FLAKEFLEET_AUTH",
-                    "none lets anyone deploy, so it is accepted only with AWS_ENDPOINT_URL on 127.0.0.1 \
-                     (local emulators); use iam or github-oidc"
-                        .into(),
-                ));
-            }
+            local_only(lookup)?;
             Ok(AuthSettings::None)
         }
         other => Err(invalid("FLAKEFLEET_AUTH", format!("{other:?} is not iam, github-oidc or none"))),
     }
+}
+
+/// The GitHub environment the shipped deploy workflows run in.
+pub const DEFAULT_ENVIRONMENT: &str = "production";
+
+/// `FLAKEFLEET_AUTH=none` lets anyone deploy: only where every AWS call goes
+/// to an emulator on this machine, and invocations come from a local runtime.
+fn local_only(lookup: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    let refuse = |why: String| {
+        Err(ConfigError::Invalid {
+            var: "FLAKEFLEET_AUTH",
+            message: format!(
+                "none lets anyone deploy, so it runs only against local emulators: {why}; use iam or github-oidc"
+            ),
+        })
+    };
+    let endpoints = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_SSM"];
+    if lookup("AWS_ENDPOINT_URL").is_none() {
+        return refuse("AWS_ENDPOINT_URL is not set".into());
+    }
+    if let Some(var) = endpoints.iter().find(|var| lookup(var).is_some_and(|url| !crate::https::is_loopback(&url))) {
+        return refuse(format!("{var} is not on 127.0.0.1"));
+    }
+    // The SDK ignores every configured endpoint when told to, from the
+    // environment or from the profile, and would then call AWS itself.
+    if lookup("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return refuse("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS is true".into());
+    }
+    let profile = lookup("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    let config_file = lookup("AWS_CONFIG_FILE").or_else(|| lookup("HOME").map(|home| format!("{home}/.aws/config")));
+    if let Some(path) = config_file {
+        match std::fs::read_to_string(&path) {
+            Ok(text) if profile_ignores_endpoints(&text, &profile) => {
+                return refuse(format!("profile {profile:?} in {path} sets ignore_configured_endpoint_urls"));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return refuse(format!("cannot read {path} to check ignore_configured_endpoint_urls: {e}")),
+        }
+    }
+    // Invocations must come from a runtime on this machine (cargo lambda watch), not Lambda's.
+    // Lambda's is `127.0.0.1:9001`; cargo lambda watch's `http://[::]:PORT/.rt/NAME`
+    // (the unspecified address, which as a destination is this machine).
+    match lookup("AWS_LAMBDA_RUNTIME_API") {
+        Some(api) => {
+            let url = if api.contains("://") { api.clone() } else { format!("http://{api}") };
+            let this_machine = ["http://[::]", "http://0.0.0.0"]
+                .iter()
+                .any(|any| url.strip_prefix(any).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])));
+            if crate::https::is_loopback(&url) || this_machine {
+                Ok(())
+            } else {
+                refuse(format!("AWS_LAMBDA_RUNTIME_API {api:?} is not on this machine"))
+            }
+        }
+        None => Ok(()),
+    }
+}
+
+/// Whether `profile`'s section of an AWS config file turns
+/// `ignore_configured_endpoint_urls` on (stricter than the SDK: any
+/// spelling of true, in `[default]` or `[profile NAME]`).
+fn profile_ignores_endpoints(config: &str, profile: &str) -> bool {
+    let wanted = if profile == "default" {
+        vec!["default".to_owned(), "profile default".to_owned()]
+    } else {
+        vec![format!("profile {profile}")]
+    };
+    let mut in_section = false;
+    for line in config.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_section = wanted.iter().any(|w| w == section.trim());
+        } else if in_section {
+            if let Some((key, value)) = line.split_once('=') {
+                if key.trim() == "ignore_configured_endpoint_urls" && value.trim().eq_ignore_ascii_case("true") {
+                    return true;
+                }
+            }
+        }
+    }
+    false
 }
 
 /// `a, b,,c` → `["a", "b", "c"]`.
@@ -280,8 +372,11 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// With the one required setting every test would otherwise repeat.
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut map: HashMap<String, String> =
+            HashMap::from([("FLAKEFLEET_ALLOWED_FLAKES".into(), "AcmeCorp/infra".into())]);
+        map.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -319,7 +414,24 @@ mod tests {
         ];
         let AuthSettings::GithubOidc { policy, jwks_url } = with(&oidc).unwrap().auth else { panic!("not oidc") };
         assert_eq!(jwks_url, "https://token.actions.githubusercontent.com/.well-known/jwks");
-        assert_eq!((policy.refs, policy.environments), (vec!["refs/heads/main".to_owned()], vec![]));
+        assert_eq!(
+            (policy.refs, policy.environments),
+            (vec!["refs/heads/main".to_owned()], vec!["production".to_owned()]),
+            "only the deploy job's environment, by default"
+        );
+        let workflow_only = [
+            ("FLAKEFLEET_OIDC_ENVIRONMENTS", "-"),
+            ("FLAKEFLEET_OIDC_WORKFLOW_REFS", "acme/fleet/.github/workflows/deploy.yml@refs/heads/main"),
+        ];
+        let AuthSettings::GithubOidc { policy, .. } = with(&[&oidc[..], &workflow_only].concat()).unwrap().auth else {
+            panic!("not oidc")
+        };
+        assert!(policy.environments.is_empty());
+        let err = with(&[&oidc[..], &[("FLAKEFLEET_OIDC_ENVIRONMENTS", "-")]].concat()).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { var: "FLAKEFLEET_OIDC_ENVIRONMENTS", .. }),
+            "no pin at all: {err}"
+        );
         for (var, bad) in [
             ("FLAKEFLEET_OIDC_AUDIENCE", "sts.amazonaws.com"),
             ("FLAKEFLEET_OIDC_AUDIENCE", "https://github.com/acme"),
@@ -337,6 +449,46 @@ mod tests {
         assert_eq!(with(&local).unwrap().auth, AuthSettings::None);
         let leaky = [&local[..], &[("AWS_ENDPOINT_URL_SSM", "https://ssm.us-east-1.amazonaws.com")]].concat();
         assert!(with(&leaky).is_err(), "none with a real AWS endpoint");
+        for api in ["127.0.0.1:9001", "http://[::]:9155/.rt/flakefleet-lambda", "http://127.0.0.1:9000/.rt/f"] {
+            let runtime = [&local[..], &[("AWS_LAMBDA_RUNTIME_API", api)]].concat();
+            assert_eq!(with(&runtime).unwrap().auth, AuthSettings::None, "a runtime on this machine: {api}");
+        }
+        for refused in [
+            [("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")],
+            [("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", " TRUE")],
+            [("AWS_LAMBDA_RUNTIME_API", "10.1.2.3:9001")],
+            [("AWS_LAMBDA_RUNTIME_API", "http://[::].evil.example:9001")],
+            [("AWS_LAMBDA_RUNTIME_API", "0.0.0.0.evil.example:9001")],
+        ] {
+            let err = with(&[&local[..], &refused].concat()).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { var: "FLAKEFLEET_AUTH", .. }), "{refused:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn none_is_refused_when_the_profile_ignores_configured_endpoints() {
+        let dir = std::env::temp_dir().join(format!("flakefleet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("config");
+        std::fs::write(
+            &file,
+            "[default]\nregion = us-east-1\n\n[profile local]\nignore_configured_endpoint_urls = true\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let base = [
+            ("FLAKEFLEET_TABLE", "t"),
+            ("FLAKEFLEET_DOCUMENT", "d"),
+            ("FLAKEFLEET_AUTH", "none"),
+            ("AWS_ENDPOINT_URL", "http://127.0.0.1:5055"),
+            ("AWS_CONFIG_FILE", path),
+        ];
+        assert_eq!(config(&base).unwrap().auth, AuthSettings::None, "the default profile leaves endpoints alone");
+        let err = config(&[&base[..], &[("AWS_PROFILE", "local")]].concat()).unwrap_err();
+        assert!(err.to_string().contains("ignore_configured_endpoint_urls"), "{err}");
+        std::fs::write(&file, "[default]\nignore_configured_endpoint_urls=true\n").unwrap();
+        assert!(config(&base).is_err(), "[default] too");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -354,7 +506,15 @@ mod tests {
             .is_ok());
         assert!(config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_MAX_ERRORS", "101%")])
             .is_err());
+        let err = Config::from_lookup(|k| match k {
+            "FLAKEFLEET_TABLE" | "FLAKEFLEET_DOCUMENT" => Some("x".into()),
+            _ => None,
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Missing("FLAKEFLEET_ALLOWED_FLAKES")), "the allowlist is required: {err}");
         for (var, bad) in [
+            ("FLAKEFLEET_ALLOWED_FLAKES", " , "),
+            ("FLAKEFLEET_ALLOWED_FLAKES", "AcmeCorp/*"),
             ("FLAKEFLEET_AUTH", "open"),
             ("FLAKEFLEET_AUTH", "none"),
             ("FLAKEFLEET_WRITERS", "arn:aws:iam::123456789012:role/*"),

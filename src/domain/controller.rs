@@ -1,7 +1,7 @@
 //! The fleet's controller: admits releases, rolls them out, judges them and
 //! rolls back bad ones, through the ports only.
 
-use super::flakeref::Flakeref;
+use super::flakeref::{FlakeAllowlist, Flakeref};
 use super::fleet::{FleetName, FleetState, Halt, Lease, TargetTag};
 use super::ports::{
     Admission, ApplyCommand, CommandReport, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim,
@@ -43,6 +43,8 @@ pub struct FleetSettings {
     /// given to send its commands before another one takes over: longer than
     /// the function's timeout, so a live sender is never doubled.
     pub takeover_after: Duration,
+    /// The only flakes deploys, rollbacks and repairs may put on the fleet.
+    pub allowed_flakes: FlakeAllowlist,
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +67,8 @@ pub enum ControlError {
     Busy { holder: ReleaseId },
     #[error("idempotency_key {key:?} was first used with a different request; use a new key for a new request")]
     IdempotencyConflict { key: String },
+    #[error("flake {flake} is not on this fleet's allowlist ({allowed}); add it to FLAKEFLEET_ALLOWED_FLAKES (the AllowedFlakes parameter) to deploy it")]
+    FlakeNotAllowed { flake: String, allowed: String },
     #[error("no release {0} on this fleet")]
     ReleaseNotFound(ReleaseId),
     #[error("nothing to roll back to: {0}")]
@@ -164,6 +168,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
 
     /// Records a release of `request.flakeref` and sends its first command.
     pub async fn deploy(&self, request: DeployRequest, now: Timestamp) -> Result<Release, ControlError> {
+        self.check_allowed(&request.flakeref)?;
         let fingerprint =
             format!("deploy {} {}", request.flakeref, request.revision.as_ref().map_or("-", Revision::as_str));
         let release = self.new_release(request.flakeref, request.revision, ReleaseKind::Deploy, None, now);
@@ -191,6 +196,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
                 })?
             }
         };
+        self.check_allowed(&target.flakeref)?;
         let release = self.new_release(
             target.flakeref.clone(),
             target.revision.clone(),
@@ -249,6 +255,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             return Ok(skipped("no release has succeeded on this fleet yet: nothing to repair towards".into()));
         };
         let good = self.release(good_id).await?;
+        if let Err(refused) = self.check_allowed(&good.flakeref) {
+            return Ok(skipped(format!("the last good release {good_id} cannot be repaired towards: {refused}")));
+        }
         let instances = self.inventory.fleet_instances(&self.settings.target).await?;
         let mut runs_good = std::collections::HashMap::new();
         for id in tagged_releases(&instances) {
@@ -358,6 +367,17 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             repair.status_reason = Some(format!("launch failed: {}", errors.join("; ")));
         }
         self.settle(repair, None, None, now).await
+    }
+
+    /// Admission: only flakes on the allowlist reach the fleet.
+    fn check_allowed(&self, flakeref: &Flakeref) -> Result<(), ControlError> {
+        if self.settings.allowed_flakes.permits(flakeref) {
+            return Ok(());
+        }
+        Err(ControlError::FlakeNotAllowed {
+            flake: flakeref.flake().to_owned(),
+            allowed: self.settings.allowed_flakes.to_string(),
+        })
     }
 
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
@@ -988,6 +1008,7 @@ pub(crate) mod tests {
                     root_volume_gib: 16,
                 },
                 takeover_after: Duration::ZERO,
+                allowed_flakes: FlakeAllowlist::parse("AcmeCorp/infra").unwrap(),
             },
         )
     }

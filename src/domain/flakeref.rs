@@ -55,6 +55,59 @@ impl Flakeref {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// `<org>/<flake>`: the part a [`FlakeAllowlist`] names.
+    pub fn flake(&self) -> &str {
+        // The grammar guarantees two slashes before the version.
+        let version = self.0.find("/=").expect("a parsed flakeref has /=");
+        &self.0[..version]
+    }
+}
+
+/// The flakes a fleet may run, as exact `<org>/<flake>` names (case and
+/// all: the stricter reading when FlakeHub's own matching is not the
+/// question). Whoever can deploy a
+/// flake gains root on every host: an allowlist keeps a writer, or a
+/// compromised CI job, from deploying a flake of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlakeAllowlist(Vec<String>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlakeAllowlistError {
+    #[error("no flake is allowed; name at least one <org>/<flake>, e.g. AcmeCorp/infra")]
+    Empty,
+    #[error("{0:?} is not <org>/<flake> (letters, digits, _ . - and one slash; no wildcards)")]
+    Malformed(String),
+}
+
+static FLAKE_NAME_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,38}/[A-Za-z0-9][A-Za-z0-9._-]{0,99}$").unwrap());
+
+impl FlakeAllowlist {
+    /// Comma-separated `<org>/<flake>` names; at least one.
+    pub fn parse(raw: &str) -> Result<Self, FlakeAllowlistError> {
+        let mut flakes = Vec::new();
+        for item in raw.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            if !FLAKE_NAME_RE.is_match(item) {
+                return Err(FlakeAllowlistError::Malformed(item.to_owned()));
+            }
+            flakes.push(item.to_owned());
+        }
+        if flakes.is_empty() {
+            return Err(FlakeAllowlistError::Empty);
+        }
+        Ok(Self(flakes))
+    }
+
+    pub fn permits(&self, flakeref: &Flakeref) -> bool {
+        self.0.iter().any(|allowed| allowed == flakeref.flake())
+    }
+}
+
+impl fmt::Display for FlakeAllowlist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(", "))
+    }
 }
 
 impl fmt::Display for Flakeref {
@@ -101,6 +154,27 @@ mod tests {
         }
         let long = format!("org/flake/=0.1.2#{}", "a".repeat(10_000));
         assert_eq!(Flakeref::parse(&long), Err(FlakerefError::TooLong(long.len())));
+    }
+
+    #[test]
+    fn the_allowlist_matches_whole_flake_names_only() {
+        let allowed = FlakeAllowlist::parse(" AcmeCorp/infra , AcmeCorp/edge").unwrap();
+        let permits = |raw: &str| allowed.permits(&Flakeref::parse(raw).unwrap());
+        assert!(permits("AcmeCorp/infra/=0.1.42+rev-4f2a9c1#nixosConfigurations.web"));
+        assert!(permits("AcmeCorp/edge/=1.0.0#x"));
+        for refused in [
+            "AcmeCorp/infra2/=1.0.0#x",
+            "AcmeCorp/inf/=1.0.0#x",
+            "attacker/infra/=1.0.0#x",
+            "AcmeCorpX/infra/=1.0.0#x",
+            "acmecorp/infra/=1.0.0#x",
+        ] {
+            assert!(!permits(refused), "{refused}");
+        }
+        assert_eq!(FlakeAllowlist::parse(" , "), Err(FlakeAllowlistError::Empty));
+        for bad in ["AcmeCorp/*", "AcmeCorp", "AcmeCorp/infra/=1.0.0", "*/*", "a/b;c"] {
+            assert!(matches!(FlakeAllowlist::parse(bad), Err(FlakeAllowlistError::Malformed(_))), "{bad}");
+        }
     }
 
     proptest! {

@@ -63,6 +63,7 @@ impl From<ControlError> for ApiError {
                 ..Self::new(409, "deploy_in_flight", message)
             },
             ControlError::IdempotencyConflict { .. } => Self::new(409, "idempotency_conflict", message),
+            ControlError::FlakeNotAllowed { .. } => Self::new(403, "flake_not_allowed", message),
             ControlError::ReleaseNotFound(_) => Self::new(404, "release_not_found", message),
             ControlError::NoRollbackTarget(_) => Self::new(409, "no_rollback_target", message),
             ControlError::CommandRejected { release, .. } => {

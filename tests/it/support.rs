@@ -12,6 +12,7 @@ use flakefleet::aws::{
     CallCounter, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner, SsmSettings,
 };
 use flakefleet::domain::controller::{FleetController, FleetSettings};
+use flakefleet::domain::flakeref::FlakeAllowlist;
 use flakefleet::domain::fleet::{FleetName, TargetTag};
 use flakefleet::domain::repair::{FleetSpec, ImageSelector};
 use flakefleet::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
@@ -26,6 +27,9 @@ pub const DOCUMENT: &str = "ApplyNixosDocument";
 pub const DEPLOY_ROLE: &str = "arn:aws:iam::123456789012:role/flakefleet-deploy";
 /// The demo's instance profile, created in moto's IAM by [`Stack::new`].
 pub const PROFILE: &str = "FlakeHubClientMachine";
+/// The flakes the tests' fleets may run: GOOD's and NEXT's, and the seed
+/// demo's, which events/function-url-deploy.json deploys.
+pub const ALLOWED_FLAKES: &str = "AcmeCorp/infra, DeterminateSystems/flakehub-deploy-demo";
 pub const GOOD: &str = "AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web";
 pub const NEXT: &str = "AcmeCorp/infra/=0.1.42+rev-2222222#nixosConfigurations.web";
 
@@ -218,6 +222,7 @@ impl Stack {
             },
             spec: default_spec(),
             takeover_after: Duration::ZERO,
+            allowed_flakes: FlakeAllowlist::parse(ALLOWED_FLAKES).unwrap(),
         }
     }
 
