@@ -24,7 +24,8 @@ class OfflinePolicies:
         sys.exit("template.yaml refers to an AWS managed policy by name; use inline statements")
 
 
-def main():
+def expand(path):
+    """Writes template.yaml as CloudFormation sees it after the SAM transform."""
     # The translator fills in AWS::Region; any region will do for linting.
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     with open("template.yaml") as f:
@@ -34,10 +35,19 @@ def main():
         if resource["Type"] == "AWS::Serverless::Function":
             resource["Properties"]["CodeUri"] = "s3://flakefleet-artifacts/bootstrap.zip"
     expanded = transform(template, {}, OfflinePolicies())
-    # Kept for checkov, which then sees the role SAM generates (dev/test.sh).
-    os.makedirs(".dev", exist_ok=True)
-    with open(EXPANDED, "w") as out:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as out:
         json.dump(expanded, out, indent=1)
+
+
+def main():
+    # `--expand-to PATH`: only the expansion (the template tests read the
+    # permissions SAM generates from it).
+    if len(sys.argv) == 3 and sys.argv[1] == "--expand-to":
+        expand(sys.argv[2])
+        return
+    # Kept for checkov, which then sees the role SAM generates (dev/test.sh).
+    expand(EXPANDED)
     for path in ("template.yaml", EXPANDED):
         print(f"cfn-lint {path if path == 'template.yaml' else 'template.yaml expanded by aws-sam-translator'}")
         result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "cfn-lint"), path])

@@ -63,6 +63,7 @@ fn the_function_gets_exactly_the_configuration_the_code_reads() {
             read.borrow_mut().insert(name.to_owned());
             match name {
                 "FLAKEFLEET_TABLE" | "FLAKEFLEET_DOCUMENT" | "FLAKEFLEET_OIDC_AUDIENCE" => Some("x".into()),
+                "FLAKEFLEET_ALLOWED_FLAKES" => Some("AcmeCorp/infra".into()),
                 "FLAKEFLEET_OIDC_REPOSITORY_ID" | "FLAKEFLEET_OIDC_REPOSITORY_OWNER_ID" => Some("1".into()),
                 "FLAKEFLEET_AUTH" => Some(mode.into()),
                 _ => None,
@@ -162,7 +163,7 @@ fn the_function_role_grants_only_what_the_code_uses() {
 }
 
 #[test]
-fn the_github_deploy_role_trusts_one_repository_and_may_only_call_the_url() {
+fn the_github_deploy_role_trusts_one_environment_and_may_only_call_the_url() {
     let t = template();
     let role = &t["Resources"]["GitHubDeployRole"]["Properties"];
     let trust = &role["AssumeRolePolicyDocument"]["Statement"][0];
@@ -171,10 +172,294 @@ fn the_github_deploy_role_trusts_one_repository_and_may_only_call_the_url() {
     assert_eq!(condition["token.actions.githubusercontent.com:aud"].as_str(), Some("sts.amazonaws.com"));
     let subjects = strings(&condition["token.actions.githubusercontent.com:sub"]);
     assert!(subjects.contains(&"repo:${GitHubRepository}:environment:${GitHubEnvironment}".to_owned()));
-    assert!(subjects.contains(&"repo:${GitHubRepository}:ref:refs/heads/${GitHubBranch}".to_owned()));
-    assert!(subjects.iter().all(|s| !s.contains('*')), "{subjects:?}");
-    let allowed = &role["Policies"][0]["PolicyDocument"]["Statement"];
-    assert_eq!(allowed.as_sequence().unwrap().len(), 1);
-    assert_eq!(strings(&allowed[0]["Action"]), ["lambda:InvokeFunctionUrl", "lambda:InvokeFunction"]);
-    assert_eq!(allowed[0]["Resource"]["Fn::GetAtt"][0].as_str(), Some("FlakefleetFunction"));
+    assert!(subjects.contains(&"repository_id:${GitHubRepositoryId}:environment:${GitHubEnvironment}".to_owned()));
+    assert!(subjects.iter().all(|s| !s.contains('*') && !s.contains(":ref:")), "{subjects:?}");
+    assert_eq!(t["Parameters"]["GitHubEnvironment"]["Default"].as_str(), Some("production"));
+    // The stack refuses a deploy role without an environment.
+    let rule = &t["Rules"]["GitHubDeployRoleNeedsAnEnvironment"];
+    assert_eq!(
+        rule["Assertions"][0]["Assert"]["Fn::Not"][0]["Fn::Equals"][0]["Ref"].as_str(),
+        Some("GitHubEnvironment")
+    );
+    let rule = &t["Rules"]["GitHubOidcNeedsAJobPin"];
+    let pinned: Vec<&str> = rule["Assertions"][0]["Assert"]["Fn::Not"][0]["Fn::And"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|e| e["Fn::Equals"][0]["Ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(pinned, ["OidcEnvironments", "OidcWorkflowRefs"]);
+
+    let allowed = role["Policies"][0]["PolicyDocument"]["Statement"].as_sequence().unwrap();
+    assert_eq!(allowed.len(), 2);
+    for statement in allowed {
+        assert_eq!(statement["Resource"]["Fn::GetAtt"][0].as_str(), Some("FlakefleetFunction"));
+        match statement["Action"].as_str().unwrap() {
+            "lambda:InvokeFunctionUrl" => {
+                assert_eq!(
+                    statement["Condition"]["StringEquals"]["lambda:FunctionUrlAuthType"].as_str(),
+                    Some("AWS_IAM")
+                )
+            }
+            "lambda:InvokeFunction" => {
+                assert_eq!(statement["Condition"]["Bool"]["lambda:InvokedViaFunctionUrl"].as_str(), Some("true"))
+            }
+            other => panic!("the deploy role may not {other}"),
+        }
+    }
+}
+
+#[test]
+fn the_flake_allowlist_is_required_and_reaches_the_function() {
+    let t = template();
+    let parameter = &t["Parameters"]["AllowedFlakes"];
+    assert!(parameter.get("Default").is_none(), "no default: every stack names its flakes");
+    let pattern = regex::Regex::new(parameter["AllowedPattern"].as_str().unwrap()).unwrap();
+    for ok in ["AcmeCorp/infra", "AcmeCorp/infra,AcmeCorp/edge", "a/b, c/d.e"] {
+        assert!(pattern.is_match(ok), "{ok}");
+    }
+    for bad in ["", " ", "AcmeCorp/*", "AcmeCorp", "*", "AcmeCorp/infra,", "a/b;c"] {
+        assert!(!pattern.is_match(bad), "{bad:?}");
+        assert!(flakefleet::domain::flakeref::FlakeAllowlist::parse(bad).is_err() || bad.ends_with(','), "{bad:?}");
+    }
+    let env = &t["Resources"]["FlakefleetFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["FLAKEFLEET_ALLOWED_FLAKES"]["Ref"].as_str(), Some("AllowedFlakes"));
+}
+
+/// template.yaml after the SAM transform, as CloudFormation sees it: the
+/// permissions SAM generates for the schedule and the event rule are there.
+fn expanded_template() -> serde_json::Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let path = std::env::temp_dir().join(format!("flakefleet-expanded-{}.json", std::process::id()));
+    let status = std::process::Command::new(format!("{root}/.dev/venv/bin/python"))
+        .args([&format!("{root}/dev/lint-template.py"), "--expand-to", path.to_str().unwrap()])
+        .current_dir(root)
+        .status()
+        .expect("dev/lint-template.py runs (make test installs .dev/venv)");
+    assert!(status.success(), "the SAM transform failed");
+    let expanded = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let _ = std::fs::remove_file(path);
+    expanded
+}
+
+fn json_strings(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(items) => items.iter().flat_map(json_strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether an action pattern (`lambda:InvokeFunction`, `lambda:*`, `*`) covers InvokeFunction.
+fn covers_invoke_function(action: &str) -> bool {
+    let action = action.to_ascii_lowercase();
+    ["lambda:invokefunction", "lambda:*", "lambda:invoke*", "lambda:invokef*", "*"].contains(&action.as_str())
+}
+
+/// The services whose triggers carry the template's own fixed payload (the
+/// schedule's `{"action": "reconcile"}`, SSM status events): direct invokes by design.
+const TRIGGER_SERVICES: [&str; 2] = ["scheduler.amazonaws.com", "events.amazonaws.com"];
+
+/// Who may invoke the function directly, which skips the function URL's
+/// allowlist: every grant of lambda:InvokeFunction the stack makes, in an
+/// identity policy or in the function's resource policy, is conditioned on
+/// `lambda:InvokedViaFunctionUrl`, or goes to the stack's own schedule or
+/// event rule.
+#[test]
+fn no_principal_the_stack_creates_may_invoke_the_function_directly() {
+    let t = expanded_template();
+    let mut grants = 0;
+    for (name, resource) in t["Resources"].as_object().unwrap() {
+        let props = &resource["Properties"];
+        match resource["Type"].as_str().unwrap() {
+            "AWS::Lambda::Permission" => {
+                if !covers_invoke_function(props["Action"].as_str().unwrap()) {
+                    continue;
+                }
+                grants += 1;
+                let via_url = props["InvokedViaFunctionUrl"] == serde_json::json!(true);
+                let trigger = TRIGGER_SERVICES.contains(&props["Principal"].as_str().unwrap_or(""))
+                    && props["SourceArn"]["Fn::GetAtt"][0].as_str().is_some_and(|r| t["Resources"].get(r).is_some());
+                assert!(via_url || trigger, "{name} lets {} invoke the function directly", props["Principal"]);
+            }
+            "AWS::IAM::Role" | "AWS::IAM::Policy" | "AWS::IAM::RolePolicy" | "AWS::IAM::ManagedPolicy" => {
+                let trusted: Vec<String> = props["AssumeRolePolicyDocument"]["Statement"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|s| json_strings(&s["Principal"]["Service"]))
+                    .collect();
+                let documents: Vec<&serde_json::Value> = match props["Policies"].as_array() {
+                    Some(policies) => policies.iter().map(|p| &p["PolicyDocument"]).collect(),
+                    None => vec![&props["PolicyDocument"]],
+                };
+                for document in documents {
+                    // A document written as a JSON string inside Fn::Sub.
+                    let parsed;
+                    let document = match document["Fn::Sub"].as_str() {
+                        Some(text) => {
+                            parsed = serde_json::from_str::<serde_json::Value>(text).unwrap();
+                            &parsed
+                        }
+                        None => document,
+                    };
+                    for statement in document["Statement"].as_array().into_iter().flatten() {
+                        if !json_strings(&statement["Action"]).iter().any(|a| covers_invoke_function(a)) {
+                            continue;
+                        }
+                        grants += 1;
+                        let via_url = statement["Condition"]["Bool"]["lambda:InvokedViaFunctionUrl"] == "true";
+                        let trigger =
+                            !trusted.is_empty() && trusted.iter().all(|s| TRIGGER_SERVICES.contains(&s.as_str()));
+                        assert!(via_url || trigger, "{name} may invoke the function directly: {statement}");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // The public URL's permission, the deploy role's, the schedule's role and the event rule's.
+    assert_eq!(grants, 4, "a grant of InvokeFunction went unseen");
+}
+
+/// A job of a shipped workflow, as GitHub would describe it in its OIDC token.
+struct Job {
+    workflow: String,
+    name: String,
+    environment: Option<String>,
+    /// `permissions: id-token: write`: it can mint tokens.
+    mints_tokens: bool,
+    /// It calls the function URL (the deploy script).
+    deploys: bool,
+}
+
+fn shipped_jobs() -> Vec<Job> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/.github/workflows");
+    let mut jobs = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let workflow: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        for (name, job) in workflow["jobs"].as_mapping().unwrap() {
+            let steps = serde_yaml::to_string(&job["steps"]).unwrap();
+            jobs.push(Job {
+                workflow: path.file_name().unwrap().to_string_lossy().into_owned(),
+                name: name.as_str().unwrap().to_owned(),
+                environment: job["environment"].as_str().map(str::to_owned),
+                mints_tokens: job["permissions"]["id-token"].as_str() == Some("write")
+                    || (job["permissions"].is_null() && workflow["permissions"]["id-token"].as_str() == Some("write")),
+                deploys: steps.contains("flakefleet.sh"),
+            });
+        }
+    }
+    assert!(
+        jobs.iter().any(|j| j.deploys) && jobs.iter().any(|j| j.mints_tokens && !j.deploys),
+        "the workflows changed shape"
+    );
+    jobs
+}
+
+/// `${Param}` in a Fn::Sub string, from the template's parameter defaults and `given`.
+fn substitute(text: &str, t: &serde_yaml::Value, given: &[(&str, &str)]) -> String {
+    let mut out = text.to_owned();
+    for (name, param) in t["Parameters"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let value = given
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| (*v).to_owned())
+            .or_else(|| param["Default"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        out = out.replace(&format!("${{{name}}}"), &value);
+    }
+    out
+}
+
+/// With the template's defaults, the deploy role (iam mode) and the token
+/// policy (github-oidc mode) trust the subject each shipped job sends if and
+/// only if that job deploys: the publishing job, which mints tokens and runs
+/// third-party actions, gets neither.
+#[test]
+fn the_deploy_trust_admits_exactly_the_jobs_that_deploy() {
+    let t = template();
+    let repo = "acme/fleet";
+    let given = [("GitHubRepository", repo)];
+    let condition = &t["Resources"]["GitHubDeployRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+        ["Condition"]["StringEquals"];
+    // Default: GitHubRepositoryId is empty, so the If takes its second branch.
+    let subject = &condition["token.actions.githubusercontent.com:sub"]["Fn::If"];
+    assert_eq!(subject[0].as_str(), Some("HasGitHubRepositoryId"));
+    assert_eq!(t["Parameters"]["GitHubRepositoryId"]["Default"].as_str(), Some(""));
+    let trusted_sub = substitute(subject[2]["Fn::Sub"].as_str().unwrap(), &t, &given);
+    let with_id = substitute(subject[1]["Fn::Sub"].as_str().unwrap(), &t, &[("GitHubRepositoryId", "123")]);
+    assert_eq!(
+        with_id, "repository_id:123:environment:production",
+        "GitHub's subject with include_claim_keys [repository_id, context]"
+    );
+
+    let default = |name: &str| t["Parameters"][name]["Default"].as_str().unwrap_or("").to_owned();
+    let list = |raw: String| -> Vec<String> {
+        raw.split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
+    };
+    let policy = flakefleet::auth::oidc::OidcPolicy {
+        issuer: "https://token.actions.githubusercontent.com".into(),
+        audience: "flakefleet-prod".into(),
+        repository_id: "1".into(),
+        repository_owner_id: "2".into(),
+        refs: list(default("OidcRefs")),
+        environments: list(default("OidcEnvironments")),
+        workflow_refs: list(default("OidcWorkflowRefs")),
+    };
+    let now = flakefleet::domain::time::Timestamp::from_millis(1_800_000_000_000);
+
+    for job in shipped_jobs().iter().filter(|j| j.mints_tokens) {
+        // GitHub's default subject: the environment when the job declares one, else the ref.
+        let sub = match &job.environment {
+            Some(env) => format!("repo:{repo}:environment:{env}"),
+            None => format!("repo:{repo}:ref:refs/heads/main"),
+        };
+        let iam_trusts = sub == trusted_sub;
+        let claims: flakefleet::auth::oidc::GithubClaims = serde_json::from_value(serde_json::json!({
+            "iss": policy.issuer, "aud": policy.audience, "exp": now.secs() + 300, "iat": now.secs(),
+            "jti": format!("{}-{}", job.workflow, job.name), "repository_id": "1", "repository_owner_id": "2",
+            "repository": repo, "ref": "refs/heads/main", "environment": job.environment,
+            "job_workflow_ref": format!("{repo}/.github/workflows/{}@refs/heads/main", job.workflow),
+        }))
+        .unwrap();
+        let oidc_trusts = flakefleet::auth::oidc::check_claims(&claims, &policy, now).is_ok();
+        assert_eq!(iam_trusts, job.deploys, "iam: {}/{} sends {sub}; trusted: {trusted_sub}", job.workflow, job.name);
+        assert_eq!(oidc_trusts, job.deploys, "github-oidc: {}/{}", job.workflow, job.name);
+    }
+}
+
+/// Third-party actions run with the job's token: each is pinned to a full
+/// commit, with the version it was in a comment (for people and Dependabot).
+#[test]
+fn workflows_pin_every_action_to_a_commit() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/.github");
+    let mut files = Vec::new();
+    for dir in ["workflows", "actions"] {
+        let mut stack = vec![std::path::PathBuf::from(format!("{root}/{dir}"))];
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            } else if path.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    let pinned = regex::Regex::new(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[0-9a-f]{40} # \S.*$").unwrap();
+    let mut seen = 0;
+    for file in files {
+        for line in std::fs::read_to_string(&file).unwrap().lines() {
+            let Some(uses) = line.trim().trim_start_matches("- ").strip_prefix("uses:") else { continue };
+            let uses = uses.trim();
+            if uses.starts_with("./") {
+                continue;
+            }
+            seen += 1;
+            assert!(pinned.is_match(uses), "{}: {uses:?} is not pinned to a commit with its version", file.display());
+        }
+    }
+    assert!(seen >= 5, "found only {seen} actions");
 }
