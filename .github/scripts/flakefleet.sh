@@ -8,31 +8,49 @@
 # FLAKEFLEET_AUTH=github-oidc: a fresh GitHub OIDC token for every request
 #   (flakefleet accepts each token once), requested with FLAKEFLEET_AUDIENCE;
 #   needs `permissions: id-token: write`.
-# Both need FUNCTION_URL. Tokens and keys are never printed.
+# Both need FUNCTION_URL. Tokens and keys are never printed, and never put on
+# curl's command line (which other processes on the runner can read): they
+# reach curl as a config on its standard input, written by bash's printf.
 set -euo pipefail
 
-oidc_token() {
-  curl --fail -sS -G -H "Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN" \
-    --data-urlencode "audience=$FLAKEFLEET_AUDIENCE" "$ACTIONS_ID_TOKEN_REQUEST_URL" | jq -r .value
+# One curl config line, `name = "value"`, quoted as curl's config format wants.
+config_line() {
+  local value=${2//\\/\\\\}
+  printf '%s = "%s"\n' "$1" "${value//\"/\\\"}"
 }
 
-request() {
-  local method=$1 path=$2 body=${3:-}
-  local args=(--fail-with-body -sS -X "$method" -H 'content-type: application/json')
+oidc_token() {
+  config_line header "Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN" |
+    curl --config - --fail -sS -G --data-urlencode "audience=$FLAKEFLEET_AUDIENCE" "$ACTIONS_ID_TOKEN_REQUEST_URL" |
+    jq -r .value
+}
+
+# The secret half of a request's curl config.
+credentials() {
   case "${FLAKEFLEET_AUTH:-iam}" in
     iam)
-      args+=(--aws-sigv4 "aws:amz:$AWS_REGION:lambda" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY")
-      if [ -n "${AWS_SESSION_TOKEN:-}" ]; then args+=(-H "x-amz-security-token: $AWS_SESSION_TOKEN"); fi
+      config_line aws-sigv4 "aws:amz:$AWS_REGION:lambda"
+      config_line user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"
+      if [ -n "${AWS_SESSION_TOKEN:-}" ]; then config_line header "x-amz-security-token: $AWS_SESSION_TOKEN"; fi
       ;;
     github-oidc)
       local token
       token=$(oidc_token)
-      args+=(-H "authorization: Bearer $token")
+      config_line header "authorization: Bearer $token"
       ;;
+  esac
+}
+
+request() {
+  local method=$1 path=$2 body=${3:-} config
+  case "${FLAKEFLEET_AUTH:-iam}" in
+    iam | github-oidc) ;;
     *) echo "::error::FLAKEFLEET_AUTH is ${FLAKEFLEET_AUTH}; expected iam or github-oidc" >&2; return 2 ;;
   esac
+  config=$(credentials)
+  local args=(--config - --fail-with-body -sS -X "$method" -H 'content-type: application/json')
   if [ -n "$body" ]; then args+=(--data "$body"); fi
-  curl "${args[@]}" "${FUNCTION_URL%/}$path"
+  printf '%s\n' "$config" | curl "${args[@]}" "${FUNCTION_URL%/}$path"
 }
 
 wait_for() {

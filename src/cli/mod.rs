@@ -25,6 +25,33 @@ pub enum CallError {
     Transport { url: String, reason: String },
     #[error("{status} from flakefleet but not JSON: {body}")]
     NotJson { status: u16, body: String },
+    #[error("{0} is not https: the request's signature and session token would travel in clear text and could be replayed; use the https function URL (plain http only on 127.0.0.1)")]
+    Insecure(String),
+}
+
+/// Removes what a terminal would act on from text that came from hosts or the
+/// API: control characters (C0, DEL, C1: escape sequences, bells, carriage
+/// returns) and the bidirectional controls that reorder what is shown.
+/// Newlines and tabs stay.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|&c| {
+            c == '\n'
+                || c == '\t'
+                || !(c.is_control()
+                    || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+        })
+        .collect()
+}
+
+/// [`printable`] over every string of a JSON answer, keys included.
+pub fn printable_json(value: Value) -> Value {
+    match value {
+        Value::String(s) => Value::String(printable(&s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(printable_json).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (printable(&k), printable_json(v))).collect()),
+        other => other,
+    }
 }
 
 /// A client of one deployment's function URL.
@@ -38,6 +65,9 @@ pub struct FunctionUrl {
 impl FunctionUrl {
     /// `base` is the function URL (https in AWS; http for `cargo lambda watch`).
     pub async fn new(base: &str, region: Option<String>) -> Result<Self, CallError> {
+        if !base.starts_with("https://") && !crate::https::is_loopback(base) {
+            return Err(CallError::Insecure(printable(base)));
+        }
         let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
         let region = region.or_else(|| sdk.region().map(|r| r.to_string())).ok_or(CallError::NoRegion)?;
         let credentials = sdk
@@ -79,9 +109,10 @@ impl FunctionUrl {
         let response = self.http.request(request).await.map_err(|e| transport(e.to_string()))?;
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
-        serde_json::from_slice(&bytes).map(|json| (status, json)).map_err(|_| CallError::NotJson {
+        // Everything printed from here on came through this one place.
+        serde_json::from_slice(&bytes).map(|json| (status, printable_json(json))).map_err(|_| CallError::NotJson {
             status,
-            body: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+            body: printable(&String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>()),
         })
     }
 }
@@ -92,5 +123,38 @@ pub fn outcome(status: &str) -> Option<bool> {
         "pending" | "in_progress" => None,
         "succeeded" => Some(true),
         _ => Some(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn host_output_cannot_drive_the_terminal() {
+        let hostile = "ok\u{1b}]0;owned\u{7}\u{1b}[2J\r\u{9b}31m\u{202E}txt.exe\u{7f}\tend\nnext";
+        assert_eq!(printable(hostile), "ok]0;owned[2J31mtxt.exe\tend\nnext");
+        let answer = json!({"release": {"instances": [{"stderr_tail": hostile, "\u{1b}[1mkey": 1}]}});
+        let clean = printable_json(answer).to_string();
+        assert!(!clean.chars().any(|c| c.is_control()), "{clean}");
+        assert!(!clean.contains("\\u001b"), "not even escaped: {clean}");
+    }
+
+    #[tokio::test]
+    async fn plain_http_is_refused_unless_it_is_loopback() {
+        for url in [
+            "http://abc.lambda-url.us-east-1.on.aws/",
+            "http://127.0.0.1.evil.example/",
+            "ftp://x",
+            "abc.lambda-url.us-east-1.on.aws",
+        ] {
+            let err = FunctionUrl::new(url, Some("us-east-1".into())).await.err().expect(url);
+            assert!(matches!(err, CallError::Insecure(_)), "{url}: {err}");
+        }
+        assert!(!matches!(
+            FunctionUrl::new("http://127.0.0.1:9000/lambda-url/f", Some("us-east-1".into())).await,
+            Err(CallError::Insecure(_))
+        ));
     }
 }

@@ -28,6 +28,22 @@ fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(out)))
 }
 
+#[test]
+fn plain_http_urls_are_refused_before_anything_is_signed() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flakefleet"))
+        .args(["--url", "http://abc123.lambda-url.us-east-1.on.aws", "fleet"])
+        .env("AWS_ACCESS_KEY_ID", "AKIDCLITEST")
+        .env("AWS_SECRET_ACCESS_KEY", "cli-secret-never-printed")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not https"), "{stderr}");
+    assert!(!stderr.contains("cli-secret-never-printed") && !stdout(&out).contains("AKIDCLITEST"));
+}
+
 /// One story, in order, since the CLI's stack has one fleet.
 #[test]
 fn deploy_wait_fail_roll_back_and_inspect_with_the_cli() {
@@ -48,12 +64,23 @@ fn deploy_wait_fail_roll_back_and_inspect_with_the_cli() {
     // flakefleet rolls back, and --wait exits 1.
     let fleet = json(&cli(&["--json", "fleet"]));
     for instance in fleet["fleet"]["instances"].as_array().unwrap() {
-        let rule = serde_json::json!({"instance_id": instance["instance_id"], "flakeref_contains": "1.0.1", "outcome": "failed"});
+        // A host's output may carry terminal escape sequences.
+        let rule = serde_json::json!({"instance_id": instance["instance_id"], "flakeref_contains": "1.0.1", "outcome": "failed",
+            "stderr": "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31mactivation failed"});
         crate::support::script_simulator(rule);
     }
     let out = cli(&["--json", "deploy", bad, "--wait", "--drive", "--interval", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert_eq!(json(&out)["release"]["status"], "rolled_back");
+
+    // What the host printed is shown, without what a terminal would act on.
+    let bad_id = json(&out)["release"]["id"].as_str().unwrap().to_owned();
+    for args in [vec!["show", bad_id.as_str()], vec!["--json", "show", bad_id.as_str()]] {
+        let shown = stdout(&cli(&args));
+        assert!(shown.contains("activation failed"), "{shown}");
+        assert!(!shown.contains('\u{1b}') && !shown.contains('\u{9b}') && !shown.contains('\u{7}'), "{shown:?}");
+        assert!(!shown.contains("\\u001b"), "not even JSON-escaped: {shown}");
+    }
 
     let releases = json(&cli(&["--json", "releases", "--limit", "5"]));
     let kinds: Vec<&str> =
