@@ -3,7 +3,7 @@
 # its size), starts a local AWS of its own (ports 5355/5356), and measures
 # binary size, the demo's `aws ssm send-command` side by side, cold start and
 # deploy requests at fleet sizes 10 to 5,000, the connection warm-up, rollout
-# convergence, and reconciles of 1,000 and 10,000 instances (examples/bench.rs;
+# convergence, reconciles of 1,000 and 10,000 instances, and a flood of 401s (examples/bench.rs;
 # BENCH_ONLY and BENCH_RECONCILE_SIZES narrow it). Prints Markdown; the numbers
 # in docs/performance.md come from it. Timings are this machine's, never asserted.
 set -euo pipefail

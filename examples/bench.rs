@@ -138,6 +138,7 @@ impl Lambda {
             .env("AWS_ENDPOINT_URL", std::env::var("AWS_ENDPOINT_URL").unwrap())
             .env("AWS_ENDPOINT_URL_SSM", std::env::var("AWS_ENDPOINT_URL_SSM").unwrap())
             .env("FLAKEFLEET_DOCUMENT", "ApplyNixosDocument")
+            .env("FLAKEFLEET_ALLOWED_FLAKES", "AcmeCorp/infra")
             .env("FLAKEFLEET_WRITERS", DEPLOY_ROLE)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
@@ -257,7 +258,7 @@ async fn main() {
         panic!("usage: bench <bootstrap> <python with boto3> <aws cli>");
     };
     let table = "flakefleet-bench";
-    // BENCH_ONLY=side,sizes,warm,convergence,reconcile (any of them) runs those sections.
+    // BENCH_ONLY=side,sizes,warm,convergence,reconcile,flood (any of them) runs those sections.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let runs = |section: &str| only.is_empty() || only.split(',').any(|s| s.trim() == section);
     if runs("side") {
@@ -275,6 +276,96 @@ async fn main() {
     if runs("reconcile") {
         reconcile_table(bootstrap, python, table).await;
     }
+    if runs("flood") {
+        flood(bootstrap, python, table).await;
+    }
+}
+
+/// github-oidc mode puts the URL on the internet: how fast one execution
+/// answers junk with 401, and how a bounded flood delays a reconcile queued
+/// behind it on that execution.
+async fn flood(bootstrap: &str, python: &str, table: &str) {
+    fresh_emulators(python, table, &[(3, "bench-flood")]);
+    let lambda = Lambda::start(
+        bootstrap,
+        &[
+            ("FLAKEFLEET_TABLE", table.to_owned()),
+            ("FLAKEFLEET_FLEET", "flood".to_owned()),
+            ("FLAKEFLEET_TARGET_TAG_VALUE", "bench-flood".to_owned()),
+            ("FLAKEFLEET_AUTH", "github-oidc".to_owned()),
+            ("FLAKEFLEET_OIDC_AUDIENCE", "flakefleet-bench".to_owned()),
+            ("FLAKEFLEET_OIDC_REPOSITORY_ID", "1".to_owned()),
+            ("FLAKEFLEET_OIDC_REPOSITORY_OWNER_ID", "2".to_owned()),
+            // Never fetched: a request without a token is refused before any key is needed.
+            ("FLAKEFLEET_OIDC_JWKS_URL", "http://127.0.0.1:9/jwks".to_owned()),
+        ],
+    )
+    .await;
+    let mut junk = function_url("POST", "/releases", Some(json!({ "flakeref": RELEASE })));
+    junk["requestContext"]["authorizer"] = Value::Null;
+    if let Some(headers) = junk["headers"].as_object_mut() {
+        headers.retain(|name, _| !name.eq_ignore_ascii_case("authorization"));
+    }
+    let reconcile = json!({"action": "reconcile"});
+    lambda.invoke(reconcile.clone()).await;
+    let mut per_401 = Vec::new();
+    for _ in 0..2_000 {
+        let (answer, took) = lambda.invoke(junk.clone()).await;
+        assert_eq!(answer["statusCode"], 401, "{answer}");
+        per_401.push(took);
+    }
+    let mut alone = Vec::new();
+    for _ in 0..20 {
+        alone.push(lambda.invoke(reconcile.clone()).await.1);
+    }
+    let (d401, alone) = (median(per_401), median(alone));
+    let capacity = 1.0 / d401.as_secs_f64();
+    println!("### A flood of unauthenticated requests (github-oidc mode)\n");
+    println!("One warm release `bootstrap` behind the bench's Runtime API, as one Lambda execution. A request");
+    println!("without a token is answered 401 in a median {} ms from hand-over to answer (2,000 requests),", ms(d401));
+    println!(
+        "so one execution absorbs about {capacity:.0} such requests a second; a reconcile alone takes {} ms.",
+        ms(alone)
+    );
+    println!("Then a 3 s flood at a share of that capacity, with one scheduled reconcile queued 1 s in:\n");
+    println!("| flood (req/s) | share of one execution | reconcile answered after (ms) | 401s answered |");
+    println!("|---:|---:|---:|---:|");
+    for share in [0.25, 0.5, 0.9, 1.5] {
+        let rate = capacity * share;
+        let gap = Duration::from_secs_f64(1.0 / rate);
+        let started = Instant::now();
+        let lambda = &lambda;
+        let sender = async {
+            let mut answered = 0usize;
+            let mut inflight = futures::stream::FuturesUnordered::new();
+            let mut next = Instant::now();
+            // Sends on schedule while polling what is in flight, so each request is handed over when due.
+            while started.elapsed() < Duration::from_secs(3) {
+                if Instant::now() >= next {
+                    inflight.push(lambda.invoke(junk.clone()));
+                    next += gap;
+                    continue;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next.into()) => {}
+                    Some((answer, _)) = futures::StreamExt::next(&mut inflight), if !inflight.is_empty() => {
+                        answered += usize::from(answer["statusCode"] == 401);
+                    }
+                }
+            }
+            while let Some((answer, _)) = futures::StreamExt::next(&mut inflight).await {
+                answered += usize::from(answer["statusCode"] == 401);
+            }
+            answered
+        };
+        let scheduled = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            lambda.invoke(reconcile.clone()).await.1
+        };
+        let (answered, waited) = tokio::join!(sender, scheduled);
+        println!("| {rate:.0} | {:.0}% | {} | {answered} |", share * 100.0, ms(waited));
+    }
+    println!();
 }
 
 async fn side_by_side(bootstrap: &str, python: &str, aws: &str, table: &str) {
