@@ -318,33 +318,188 @@ mod tests {
         assert!(key_id(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
     }
 
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(10_000))]
-        /// Arbitrary bearer values, and well-formed tokens with arbitrary
-        /// headers, claims and signatures: no panic, and nothing verifies.
-        #[test]
-        fn hostile_tokens_never_verify(
-            raw in "\\PC{0,300}",
-            alg in proptest::prop_oneof![
-                proptest::strategy::Just("RS256"), proptest::strategy::Just("none"),
-                proptest::strategy::Just("HS256"), proptest::strategy::Just("PS256"),
-            ],
-            payload in "\\PC{0,200}",
-            signature in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
-        ) {
-            use base64::Engine;
-            let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-            let key = DecodingKey::from_rsa_components("sXch", "AQAB").unwrap();
-            let structured = format!(
-                "{}.{}.{}",
-                b64(json!({"alg": alg, "kid": "k"}).to_string().as_bytes()),
-                b64(payload.as_bytes()),
-                b64(&signature)
-            );
-            for token in [raw.as_str(), structured.as_str()] {
-                let verified = key_id(token).and_then(|_| verify_signature(token, &key));
-                proptest::prop_assert!(verified.is_err());
+    mod tokens {
+        //! Real RS256 tokens signed with a 2048-bit key, verified the way
+        //! `OidcVerifier::verify` does (kid → key → signature → claims), then
+        //! mutated the ways an attacker would.
+        use super::*;
+        use aws_lc_rs::rsa::{KeyPair, KeySize};
+        use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+        use base64::Engine;
+        use proptest::prelude::*;
+        use std::sync::LazyLock;
+
+        const KID: &str = "github-2026-11";
+        static KEY: LazyLock<KeyPair> = LazyLock::new(|| KeyPair::generate(KeySize::Rsa2048).expect("RSA key"));
+
+        fn b64(bytes: &[u8]) -> String {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        }
+
+        fn unb64(text: &str) -> Vec<u8> {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).unwrap()
+        }
+
+        fn sign(header: &Value, claims: &Value) -> String {
+            let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+            let mut signature = vec![0; KEY.public_modulus_len()];
+            KEY.sign(&RSA_PKCS1_SHA256, &aws_lc_rs::rand::SystemRandom::new(), input.as_bytes(), &mut signature)
+                .unwrap();
+            format!("{input}.{}", b64(&signature))
+        }
+
+        /// What the verifier does, with the published key set holding `KEY` under `KID`.
+        fn verify(token: &str) -> Result<VerifiedToken, AuthError> {
+            let kid = key_id(token)?;
+            if kid != KID {
+                return Err(AuthError::Unauthenticated(format!("no published key {kid:?}")));
             }
+            let public = KEY.public_key();
+            let key = DecodingKey::from_rsa_raw_components(
+                public.modulus().big_endian_without_leading_zero(),
+                public.exponent().big_endian_without_leading_zero(),
+            );
+            check_claims(&verify_signature(token, &key)?, &policy(), Timestamp::from_millis(NOW * 1000))
+        }
+
+        /// Valid claims for the test policy, with what varies from token to token varied.
+        fn valid_claims() -> impl Strategy<Value = Value> {
+            ("[a-f0-9-]{8,64}", 0u64..240, proptest::option::of("[a-z]{1,12}"), "[a-z]{1,8}/[a-z]{1,8}").prop_map(
+                |(jti, age, environment, repository)| {
+                    json!({
+                        "iss": GITHUB_ISSUER, "aud": "flakefleet-prod", "exp": NOW - age + 300, "iat": NOW - age,
+                        "nbf": NOW - age, "jti": jti, "repository_id": "123", "repository_owner_id": "456",
+                        "repository": repository, "ref": "refs/heads/main", "environment": environment,
+                    })
+                },
+            )
+        }
+
+        #[derive(Clone, Debug)]
+        enum Tamper {
+            /// One byte of the signed payload changed.
+            PayloadByte { at: usize, xor: u8 },
+            /// A claim swapped for one that would pass the policy's own checks elsewhere.
+            Claim(&'static str, Value),
+            /// The header's algorithm changed, signature kept.
+            Alg(&'static str),
+            /// `alg: none` and no signature at all.
+            Unsigned,
+            /// Another key id, or none.
+            Kid(Option<&'static str>),
+            /// One byte of the signature changed.
+            SignatureByte { at: usize, xor: u8 },
+            /// The signature cut short, or grown.
+            SignatureLength(isize),
+            /// HS256, keyed with the public key's DER (algorithm confusion).
+            HmacWithPublicKey,
+        }
+
+        fn tamper() -> impl Strategy<Value = Tamper> {
+            prop_oneof![
+                (any::<usize>(), 1u8..=255).prop_map(|(at, xor)| Tamper::PayloadByte { at, xor }),
+                prop::sample::select(vec![
+                    ("repository_id", json!("124")),
+                    ("repository_owner_id", json!("457")),
+                    ("aud", json!("other-deployment")),
+                    ("iss", json!("https://token.actions.githubusercontent.com.evil.example")),
+                    ("ref", json!("refs/heads/feature")),
+                    ("exp", json!(NOW + 86_400)),
+                ])
+                .prop_map(|(claim, value)| Tamper::Claim(claim, value)),
+                prop::sample::select(vec!["none", "HS256", "RS384", "RS512", "PS256", "ES256", "rs256", "EdDSA"])
+                    .prop_map(Tamper::Alg),
+                Just(Tamper::Unsigned),
+                prop::sample::select(vec![None, Some("github-2026-10"), Some(""), Some("github-2026-11 ")])
+                    .prop_map(Tamper::Kid),
+                (any::<usize>(), 1u8..=255).prop_map(|(at, xor)| Tamper::SignatureByte { at, xor }),
+                prop_oneof![-256isize..0, 1isize..64].prop_map(Tamper::SignatureLength),
+                Just(Tamper::HmacWithPublicKey),
+            ]
+        }
+
+        fn apply(tamper: &Tamper, token: &str, claims: &Value) -> String {
+            let parts: Vec<&str> = token.split('.').collect();
+            let header = json!({"alg": "RS256", "typ": "JWT", "kid": KID});
+            let with_header = |h: Value| format!("{}.{}.{}", b64(h.to_string().as_bytes()), parts[1], parts[2]);
+            match tamper {
+                Tamper::PayloadByte { at, xor } => {
+                    let mut payload = unb64(parts[1]);
+                    let at = at % payload.len();
+                    payload[at] ^= xor;
+                    format!("{}.{}.{}", parts[0], b64(&payload), parts[2])
+                }
+                Tamper::Claim(claim, value) => {
+                    let mut changed = claims.clone();
+                    changed[*claim] = value.clone();
+                    format!("{}.{}.{}", parts[0], b64(changed.to_string().as_bytes()), parts[2])
+                }
+                Tamper::Alg(alg) => with_header(json!({"alg": alg, "typ": "JWT", "kid": KID})),
+                Tamper::Unsigned => {
+                    format!("{}.{}.", b64(json!({"alg": "none", "kid": KID}).to_string().as_bytes()), parts[1])
+                }
+                Tamper::Kid(None) => with_header(json!({"alg": "RS256", "typ": "JWT"})),
+                Tamper::Kid(Some(kid)) => with_header(json!({"alg": "RS256", "typ": "JWT", "kid": kid})),
+                Tamper::SignatureByte { at, xor } => {
+                    let mut signature = unb64(parts[2]);
+                    let at = at % signature.len();
+                    signature[at] ^= xor;
+                    format!("{}.{}.{}", parts[0], parts[1], b64(&signature))
+                }
+                Tamper::SignatureLength(delta) => {
+                    let mut signature = unb64(parts[2]);
+                    if *delta < 0 {
+                        signature.truncate(signature.len().saturating_sub(delta.unsigned_abs()));
+                    } else {
+                        signature.extend(std::iter::repeat_n(0xA5, *delta as usize));
+                    }
+                    format!("{}.{}.{}", parts[0], parts[1], b64(&signature))
+                }
+                Tamper::HmacWithPublicKey => {
+                    let public =
+                        aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(KEY.public_key())
+                            .unwrap();
+                    let hs = json!({"alg": "HS256", "typ": "JWT", "kid": KID});
+                    let input = format!("{}.{}", b64(hs.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+                    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, public.as_ref());
+                    let _ = header;
+                    format!("{input}.{}", b64(aws_lc_rs::hmac::sign(&key, input.as_bytes()).as_ref()))
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+            /// A valid token verifies, to the caller it names; every
+            /// tampering with its payload, header, key id or signature is
+            /// refused as unauthenticated.
+            #[test]
+            fn every_tampering_with_a_valid_token_is_refused(claims in valid_claims(), tamper in tamper()) {
+                let header = json!({"alg": "RS256", "typ": "JWT", "kid": KID});
+                let token = sign(&header, &claims);
+                let verified = verify(&token);
+                prop_assert!(verified.is_ok(), "the valid token was refused: {:?}", verified);
+                prop_assert_eq!(
+                    verified.unwrap().principal,
+                    format!("{}@refs/heads/main", claims["repository"].as_str().unwrap())
+                );
+                let tampered = apply(&tamper, &token, &claims);
+                prop_assert!(tampered != token);
+                let refused = verify(&tampered);
+                prop_assert!(matches!(refused, Err(AuthError::Unauthenticated(_))), "{:?} verified: {:?}", tamper, refused);
+            }
+        }
+
+        /// Arbitrary bearer values never panic and never verify.
+        #[test]
+        fn arbitrary_bearer_values_never_verify() {
+            let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(10_000));
+            runner
+                .run(&"\\PC{0,300}", |raw| {
+                    prop_assert!(verify(&raw).is_err());
+                    Ok(())
+                })
+                .unwrap();
         }
     }
 }
