@@ -85,12 +85,7 @@ where
             }
             Trigger::EventBridge { source, detail_type, detail } => {
                 tracing::Span::current().record("trigger", "eventbridge");
-                let known = matches!(
-                    (source.as_str(), detail_type.as_str()),
-                    ("aws.events", "Scheduled Event")
-                        | ("aws.ssm", "EC2 Command Invocation Status-change Notification" | "EC2 Command Status-change Notification")
-                );
-                if !known {
+                if !event::is_reconcile_trigger(&source, &detail_type) {
                     return Err(HandlerError::UnsupportedEvent { event_source: source, detail_type });
                 }
                 // SSM notifications are hints: the record is what SSM lists.
