@@ -121,12 +121,7 @@ class Simulator:
                     raise SsmError("InvalidParameters", f"parameter {name} is required")
                 continue
             for value in values:
-                if "allowedPattern" in spec and not re.search(spec["allowedPattern"], value):
-                    raise SsmError("InvalidParameters", f"parameter {name} fails its allowedPattern")
-                if "allowedValues" in spec and value not in spec["allowedValues"]:
-                    raise SsmError("InvalidParameters", f"parameter {name} is not one of {spec['allowedValues']}")
-                if "maxChars" in spec and len(value) > int(spec["maxChars"]):
-                    raise SsmError("InvalidParameters", f"parameter {name} is over {spec['maxChars']} characters")
+                check_parameter(name, spec, value)
 
     # ---- SSM operations ----------------------------------------------------
     def SendCommand(self, body):
@@ -320,6 +315,19 @@ class Simulator:
         page = rows[start : start + size]
         token = {"NextToken": str(start + size)} if start + size < len(rows) else {}
         return page, token
+
+
+def check_parameter(name, spec, value):
+    """SendCommand's check of one parameter value against its declaration.
+    re.search, as SSM's own matcher reads the pattern (a `$` that also matches
+    before one trailing newline); tests/it/document.rs compares it with the
+    Rust validator and the host script's bash check."""
+    if "allowedPattern" in spec and not re.search(spec["allowedPattern"], value):
+        raise SsmError("InvalidParameters", f"parameter {name} fails its allowedPattern")
+    if "allowedValues" in spec and value not in spec["allowedValues"]:
+        raise SsmError("InvalidParameters", f"parameter {name} is not one of {spec['allowedValues']}")
+    if "maxChars" in spec and len(value) > int(spec["maxChars"]):
+        raise SsmError("InvalidParameters", f"parameter {name} is over {spec['maxChars']} characters")
 
 
 def _limit(raw, total):

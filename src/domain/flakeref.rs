@@ -267,4 +267,106 @@ pub(crate) mod tests {
             prop_assert_eq!(Flakeref::parse(&hostile), Err(expected), "{:?} of {:?}", mutation, valid);
         }
     }
+
+    /// The corpus the three engines are compared on: valid references across
+    /// the grammar, every kind of mutation of them, and the edge cases where
+    /// regex engines are known to differ.
+    fn engine_corpus() -> Vec<String> {
+        use proptest::strategy::ValueTree;
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        let mut corpus = Vec::new();
+        for _ in 0..400 {
+            let valid = valid_flakeref().new_tree(&mut runner).unwrap().current();
+            let hostile = mutation().new_tree(&mut runner).unwrap().current().apply(&valid);
+            corpus.extend([valid, hostile]);
+        }
+        let good = "AcmeCorp/infra/=0.1.42+rev-4f2a9c1#nixosConfigurations.web";
+        corpus.extend([
+            format!("{good}\n"),
+            format!("{good}\r\n"),
+            format!("\n{good}"),
+            format!("{good}\u{2028}"),
+            format!("{good}#x"),
+            good.replace("0.1.42", "00.1.42"),
+            // Matches the pattern but is over maxChars / FLAKEREF_MAX_LEN.
+            format!(
+                "{}/{}/=123456789.123456789.123456789-{}+{}#{}",
+                "o".repeat(39),
+                "f".repeat(100),
+                "p".repeat(64),
+                "b".repeat(128),
+                "a".repeat(200)
+            ),
+        ]);
+        corpus
+    }
+
+    /// One regex, three engines: the Rust validator, the bash check in the
+    /// SSM document's script (the `pattern=` line of template.yaml, run with
+    /// bash) and the simulator's SendCommand check (dev/ssm_sim.py's own
+    /// function, with the document's allowedPattern and maxChars) agree on
+    /// every input, except where documented below, and each difference is safe.
+    #[test]
+    fn the_rust_bash_and_ssm_checks_agree() {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let template: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(format!("{root}/template.yaml")).unwrap()).unwrap();
+        let content = &template["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
+        let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
+        let pattern_line = script.lines().map(str::trim).find(|l| l.starts_with("pattern='")).unwrap();
+        let spec = serde_json::to_string(&content["parameters"]["flakeref"]).unwrap();
+        // Environment variables and bash strings cannot hold NUL, so no agent can pass one to the script.
+        let corpus: Vec<String> = engine_corpus().into_iter().filter(|s| !s.contains('\0')).collect();
+        let input: Vec<u8> = corpus.iter().flat_map(|s| s.bytes().chain([0])).collect();
+        let run = |program: &str, args: &[&str]| -> Vec<bool> {
+            use std::io::Write;
+            let mut child = std::process::Command::new(program)
+                .args(args)
+                .current_dir(root)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{program}: {e} (make test installs .dev/venv)"));
+            child.stdin.take().unwrap().write_all(&input).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{program} failed");
+            out.stdout.iter().map(|b| *b == b'1').collect()
+        };
+        let bash = run(
+            "bash",
+            &["-c", &format!("{pattern_line}\nwhile IFS= read -r -d '' f; do if [[ \"$f\" =~ $pattern ]]; then printf 1; else printf 0; fi; done")],
+        );
+        let ssm = run(
+            &format!("{root}/.dev/venv/bin/python"),
+            &[
+                "-c",
+                "import json, sys; sys.path.insert(0, 'dev'); import ssm_sim\n\
+                 spec = json.loads(sys.argv[1])\n\
+                 for value in sys.stdin.buffer.read().split(b'\\0')[:-1]:\n\
+                 \x20   try: ssm_sim.check_parameter('flakeref', spec, value.decode()); print(1, end='')\n\
+                 \x20   except ssm_sim.SsmError: print(0, end='')",
+                &spec,
+            ],
+        );
+        assert_eq!((bash.len(), ssm.len()), (corpus.len(), corpus.len()));
+        let (mut accepted, mut differences) = (0, Vec::new());
+        for ((value, bash), ssm) in corpus.iter().zip(bash).zip(ssm) {
+            let rust = Flakeref::parse(value).is_ok();
+            accepted += usize::from(rust);
+            if rust == bash && rust == ssm {
+                continue;
+            }
+            let trimmed = value.strip_suffix('\n').is_some_and(|v| Flakeref::parse(v).is_ok());
+            // Documented: (1) SSM's `$` also matches before one trailing newline, so it
+            // accepts a valid reference plus "\n" that Rust never sends and bash refuses
+            // on the host. (2) bash has no length check: it accepts references that
+            // match the pattern but are over 512 characters, which Rust never sends
+            // and SSM's maxChars refuses.
+            let safe = (trimmed && !rust && !bash && ssm) || (value.len() > FLAKEREF_MAX_LEN && !rust && bash && !ssm);
+            assert!(safe, "the engines disagree on {value:?}: rust {rust}, bash {bash}, ssm {ssm}");
+            differences.push(value.clone());
+        }
+        assert!(accepted >= 400, "the corpus must hold valid references: {accepted}");
+        assert_eq!(differences.len(), 2, "the two documented differences, nothing else: {differences:?}");
+    }
 }
