@@ -185,9 +185,16 @@ async fn ssm_status_events_and_the_status_action_drive_and_show_progress() {
     let first = flakefleet::entry::handle(&controller, &gate(), event.clone(), "it").await.unwrap();
     assert_eq!(first["reconcile"]["outcome"], "waiting");
     assert_eq!(first["reconcile"]["release"]["instances"][0]["status"], "InProgress");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let second = flakefleet::entry::handle(&controller, &gate(), event.clone(), "it").await.unwrap();
-    assert_eq!(second["reconcile"]["outcome"], "finished");
+    // Further events until the apply ends, polled against a deadline rather than a fixed sleep.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let second = loop {
+        let answer = flakefleet::entry::handle(&controller, &gate(), event.clone(), "it").await.unwrap();
+        if answer["reconcile"]["outcome"] != "waiting" || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(second["reconcile"]["outcome"], "finished", "{second}");
     // Delivered twice: nothing changes.
     let third = flakefleet::entry::handle(&controller, &gate(), event, "it").await.unwrap();
     assert_eq!(third["reconcile"]["outcome"], "idle");

@@ -148,6 +148,13 @@ async fn two_reconciles_at_once_launch_once() {
     let launched = a["launched"].as_array().unwrap().len() + b["launched"].as_array().unwrap().len();
     assert_eq!(launched, 3, "{a}\n{b}");
     assert_eq!(live(&stack).await.len(), 4);
+    // They overlapped, and the lease decided: one repaired, the other was refused by the
+    // lease or found it held. One after the other, the second would find nothing to do.
+    let (winner, other) = if a["outcome"] == "repaired" { (&a, &b) } else { (&b, &a) };
+    assert_eq!(winner["outcome"], "repaired", "{a}\n{b}");
+    let refused = other["skipped"].as_str().is_some_and(|why| why.contains("holds the fleet"));
+    let saw_the_lease = other["release"]["id"] == winner["release"]["id"];
+    assert!(refused || saw_the_lease, "the second reconcile did not meet the first's lease: {other}");
 }
 
 #[tokio::test]
