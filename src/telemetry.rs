@@ -137,7 +137,9 @@ pub fn emf_line(metric: &str, unit: &str, value: f64, fleet: &str, timestamp_ms:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::controller::tests::{deploy_and_fail_canary, staged, METRIC_NAMES};
+    use crate::domain::controller::tests::{
+        deploy_and_fail_canary, deploy_and_fail_without_rollback, staged, METRIC_NAMES,
+    };
     use std::sync::{Arc, Mutex};
 
     #[test]
@@ -151,30 +153,59 @@ mod tests {
         assert_eq!((line["Fleet"].as_str(), line["DeploysStarted"].as_f64()), (Some("prod"), Some(1.0)));
     }
 
-    #[test]
-    fn a_rollout_emits_its_metrics() {
+    /// Every metric line a scenario writes, as (name, value), in order.
+    fn metrics_of(scenario: impl std::future::Future<Output = crate::domain::time::Timestamp>) -> Vec<(String, f64)> {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         let subscriber =
             tracing_subscriber::registry().with(EmfLayer::new(move |line| sink.lock().unwrap().push(line)));
         tracing::subscriber::with_default(subscriber, || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(deploy_and_fail_canary(&staged(3)));
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(scenario);
         });
-        let names: Vec<String> = lines
-            .lock()
-            .unwrap()
+        let lines = lines.lock().unwrap().clone();
+        lines
             .iter()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().unwrap().to_owned()
+                let name = v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().unwrap().to_owned();
+                let value = v[&name].as_f64().unwrap();
+                (name, value)
             })
-            .collect();
+            .collect()
+    }
+
+    fn total(metrics: &[(String, f64)], name: &str) -> f64 {
+        metrics.iter().filter(|(n, _)| n == name).map(|(_, v)| v).sum()
+    }
+
+    #[test]
+    fn a_rollout_emits_its_metrics() {
+        // A good release, a bad one whose canary fails, and its automatic rollback, which fails too.
+        let c = staged(3);
+        let metrics = metrics_of(deploy_and_fail_canary(&c));
         for expected in METRIC_NAMES {
-            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+            assert!(metrics.iter().any(|(n, _)| n == expected), "{expected} missing from {metrics:?}");
         }
+        assert_eq!(total(&metrics, "DeploysStarted"), 2.0, "the two requested; the automatic rollback is not a request");
+        assert_eq!(total(&metrics, "DeploysSucceeded"), 1.0);
+        assert_eq!(total(&metrics, "DeploysRolledBack"), 1.0);
+        assert_eq!(total(&metrics, "FleetHalted"), 1.0, "the failed rollback halts the fleet");
+        assert_eq!(total(&metrics, "DeploysFailed"), 0.0, "a rolled-back release is counted as rolled back");
+        // The gauge says 0 until the fleet halts, and 1 from then on.
+        let gauge: Vec<f64> = metrics.iter().filter(|(n, _)| n == "FleetIsHalted").map(|(_, v)| *v).collect();
+        let first_halted = gauge.iter().position(|v| *v == 1.0).expect("the gauge never says halted");
+        assert!(first_halted > 0 && gauge[..first_halted].iter().all(|v| *v == 0.0), "{gauge:?}");
+        assert!(gauge[first_halted..].iter().all(|v| *v == 1.0), "{gauge:?}");
+        let durations = metrics.iter().filter(|(n, _)| n == "RolloutDuration").count();
+        assert_eq!(durations, 3, "one duration per release that ended: {metrics:?}");
+    }
+
+    #[test]
+    fn a_failed_release_without_rollback_counts_as_failed() {
+        let metrics = metrics_of(deploy_and_fail_without_rollback(3));
+        assert_eq!(total(&metrics, "DeploysFailed"), 1.0, "{metrics:?}");
+        assert_eq!(total(&metrics, "DeploysRolledBack"), 0.0);
+        assert_eq!(total(&metrics, "DeploysSucceeded"), 1.0);
+        assert!(metrics.iter().filter(|(n, _)| n == "FleetIsHalted").all(|(_, v)| *v == 0.0), "no halt: {metrics:?}");
     }
 }

@@ -1180,6 +1180,20 @@ pub(crate) mod tests {
         with_policy(instances, policy(RolloutMode::Staged, true))
     }
 
+    /// A good release, then one whose canary fails on a fleet without
+    /// automatic rollback: the bad release ends `failed`. Answers the time
+    /// the fleet came to rest.
+    pub(crate) async fn deploy_and_fail_without_rollback(instances: usize) -> Timestamp {
+        let c = with_policy(instances, policy(RolloutMode::Staged, false));
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(&c, T0).await;
+        c.runner.failing.lock().unwrap().push(("i-00".into(), NEXT.into()));
+        c.deploy(deploy(NEXT, None), at).await.unwrap();
+        let at = run_out(&c, at).await;
+        assert_eq!(c.store.releases.lock().unwrap().values().filter(|r| r.status == ReleaseStatus::Failed).count(), 1);
+        at
+    }
+
     /// Reconciles, a second apart, until the fleet is free; answers the time.
     async fn run_out(c: &Controller, mut at: Timestamp) -> Timestamp {
         for _ in 0..100 {
