@@ -186,7 +186,11 @@ mod tests {
         for expected in METRIC_NAMES {
             assert!(metrics.iter().any(|(n, _)| n == expected), "{expected} missing from {metrics:?}");
         }
-        assert_eq!(total(&metrics, "DeploysStarted"), 2.0, "the two requested; the automatic rollback is not a request");
+        assert_eq!(
+            total(&metrics, "DeploysStarted"),
+            2.0,
+            "the two requested; the automatic rollback is not a request"
+        );
         assert_eq!(total(&metrics, "DeploysSucceeded"), 1.0);
         assert_eq!(total(&metrics, "DeploysRolledBack"), 1.0);
         assert_eq!(total(&metrics, "FleetHalted"), 1.0, "the failed rollback halts the fleet");

@@ -3,20 +3,22 @@
 
 use crate::support::{Stack, GOOD, NEXT};
 use flakefleet::aws::CallCounter;
+use flakefleet::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
 use std::collections::BTreeMap;
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(op, n)| (op.to_string(), *n)).collect()
 }
 
+/// The all-at-once mode (the stack's default settings): one command to the tag.
 #[tokio::test]
-async fn a_deploy_request_makes_four_calls_whatever_the_fleet_size() {
+async fn an_all_at_once_deploy_request_makes_four_calls_whatever_the_fleet_size() {
     for size in [10, 100] {
         let stack = Stack::new(size).await;
         let calls = CallCounter::default();
         let controller = stack.counted_controller(&calls);
         stack.deploy(&controller, GOOD).await;
-        // Record and take the lease; one page of instances for the canary; send; record the command.
+        // Record and take the lease; one page of instances; send to the tag; record the command.
         let expected =
             counts(&[("DynamoDB.TransactWriteItems", 2), ("EC2.DescribeInstances", 1), ("SSM.SendCommand", 1)]);
         assert_eq!(calls.take(), expected, "a fleet of {size}");
@@ -50,4 +52,65 @@ async fn the_warm_up_makes_one_call_per_service() {
     let expected = counts(&[("DynamoDB.GetItem", 1), ("EC2.DescribeInstances", 1), ("SSM.ListCommands", 1)]);
     assert_eq!(calls.take(), expected);
     assert_eq!(stack.item_count().await, 0, "the warm-up writes nothing");
+}
+
+/// The default staged rollout (a canary of 1, then waves of 50%) of 10
+/// instances: the deploy request, then each reconcile until the release is
+/// final, every call counted.
+#[tokio::test]
+async fn a_staged_rollout_costs_these_calls_step_by_step() {
+    let stack = Stack::new(10).await;
+    let calls = CallCounter::default();
+    let mut settings = stack.settings();
+    settings.rollout = RolloutPolicy {
+        mode: RolloutMode::Staged,
+        canary: 1,
+        wave: Rate::Percent(50),
+        failure_threshold: Rate::Count(0),
+        auto_rollback: true,
+    };
+    let controller = stack.counted_controller_with(&calls, settings);
+    let release = stack.deploy(&controller, GOOD).await;
+    assert_eq!(release["rollout"]["waves"][0]["instance_ids"].as_array().unwrap().len(), 1, "the canary: {release}");
+    let mut steps = vec![("deploy".to_owned(), calls.take())];
+    for _ in 0..20 {
+        let (status, body) = stack.http(&controller, "POST", "/reconcile", None).await;
+        assert_eq!(status, 200, "{body}");
+        let outcome = body["reconcile"]["outcome"].as_str().unwrap().to_owned();
+        steps.push((outcome.clone(), calls.take()));
+        if outcome == "finished" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let step = |outcome: &str, pairs: &[(&str, u64)]| (outcome.to_owned(), counts(pairs));
+    // The simulator answers at once, so each reconcile judges one wave (the command's
+    // status and its invocations), tags the converged instances, lists the fleet and
+    // sends the next wave; the last one settles the release instead.
+    let judge_and_send = [
+        ("DynamoDB.GetItem", 2),
+        ("DynamoDB.TransactWriteItems", 2),
+        ("EC2.CreateTags", 1),
+        ("EC2.DescribeInstances", 1),
+        ("SSM.ListCommandInvocations", 1),
+        ("SSM.ListCommands", 1),
+        ("SSM.SendCommand", 1),
+    ];
+    let expected = vec![
+        step("deploy", &[("DynamoDB.TransactWriteItems", 2), ("EC2.DescribeInstances", 1), ("SSM.SendCommand", 1)]),
+        step("wave_started", &judge_and_send),
+        step("wave_started", &judge_and_send),
+        step(
+            "finished",
+            &[
+                ("DynamoDB.GetItem", 2),
+                ("DynamoDB.TransactWriteItems", 1),
+                ("EC2.CreateTags", 1),
+                ("EC2.DescribeInstances", 1),
+                ("SSM.ListCommandInvocations", 1),
+                ("SSM.ListCommands", 1),
+            ],
+        ),
+    ];
+    assert_eq!(steps, expected, "{steps:#?}");
 }

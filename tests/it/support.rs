@@ -232,6 +232,11 @@ impl Stack {
 
     /// A controller whose clients count their calls in `calls`, as the Lambda's do.
     pub fn counted_controller(&self, calls: &CallCounter) -> AwsFleetController {
+        self.counted_controller_with(calls, self.settings())
+    }
+
+    /// The same, with other settings.
+    pub fn counted_controller_with(&self, calls: &CallCounter, settings: FleetSettings) -> AwsFleetController {
         let ddb = self.ddb.config().to_builder().interceptor(calls.clone()).build();
         let ec2 = self.ec2.config().to_builder().interceptor(calls.clone()).build();
         let ssm = self.ssm.config().to_builder().interceptor(calls.clone()).build();
@@ -239,7 +244,7 @@ impl Stack {
             DynamoReleaseStore::new(aws_sdk_dynamodb::Client::from_conf(ddb), &self.table),
             Ec2FleetInventory::new(aws_sdk_ec2::Client::from_conf(ec2)),
             SsmCommandRunner::new(aws_sdk_ssm::Client::from_conf(ssm), ssm_settings()),
-            self.settings(),
+            settings,
         )
     }
 
