@@ -1099,7 +1099,11 @@ pub(crate) mod tests {
     async fn an_unsent_command_is_sent_by_the_reconcile_or_failed_at_the_deadline() {
         let c = controller(true);
         *c.runner.next.lock().unwrap() = SendBehaviour::Unavailable;
-        assert!(c.deploy(deploy(GOOD, None), T0).await.is_err());
+        let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
+        assert!(
+            matches!(&err, ControlError::CommandUnconfirmed { release, .. } if release.status == ReleaseStatus::Pending),
+            "{err}"
+        );
         // Still unavailable: the reconcile reports it and the release stays pending.
         let err = c.reconcile(later(1)).await.unwrap_err();
         assert!(

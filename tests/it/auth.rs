@@ -10,7 +10,7 @@ use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 use base64::Engine;
 use flakefleet::auth::iam::IamAllowlist;
 use flakefleet::auth::jwks::JwksCache;
-use flakefleet::auth::oidc::{OidcPolicy, OidcVerifier};
+use flakefleet::auth::oidc::{verify_signature, OidcPolicy, OidcVerifier};
 use flakefleet::auth::{AuthError, Gate};
 use flakefleet::aws::DynamoTokenLedger;
 use flakefleet::domain::time::Timestamp;
@@ -33,8 +33,18 @@ fn key() -> &'static KeyPair {
     KEY.get_or_init(|| KeyPair::generate(KeySize::Rsa2048).expect("RSA key"))
 }
 
+/// A second key, the one the issuer rotates to.
+fn rotated_key() -> &'static KeyPair {
+    static KEY: OnceLock<KeyPair> = OnceLock::new();
+    KEY.get_or_init(|| KeyPair::generate(KeySize::Rsa2048).expect("RSA key"))
+}
+
 fn jwk(kid: &str) -> Value {
-    let public = key().public_key();
+    jwk_of(key(), kid)
+}
+
+fn jwk_of(key: &KeyPair, kid: &str) -> Value {
+    let public = key.public_key();
     json!({
         "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
         "n": b64(public.modulus().big_endian_without_leading_zero()),
@@ -115,9 +125,13 @@ fn oidc_gate(
 
 /// A compact JWS over `header` and `claims`, RS256-signed with the test key.
 fn rs256(header: Value, claims: &Value) -> String {
+    rs256_with(key(), header, claims)
+}
+
+fn rs256_with(key: &KeyPair, header: Value, claims: &Value) -> String {
     let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
-    let mut signature = vec![0; key().public_modulus_len()];
-    key().sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut signature).unwrap();
+    let mut signature = vec![0; key.public_modulus_len()];
+    key.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), input.as_bytes(), &mut signature).unwrap();
     format!("{input}.{}", b64(&signature))
 }
 
@@ -234,21 +248,28 @@ async fn unknown_kids_refetch_the_keys_at_most_once_per_interval() {
     let issuer = Issuer::start().await;
     let cache = JwksCache::new(issuer.jwks_url(), flakefleet::https::client().unwrap(), Duration::from_secs(30));
     let at = |secs: u64| Timestamp::from_millis(1_795_700_000_000 + secs * 1000);
-    assert!(cache.key(KID, at(0)).await.is_ok());
-    assert!(cache.key(KID, at(10)).await.is_ok());
+    // The key returned is the one published under that kid: it verifies what that key signed, and nothing else.
+    let claims = issuer.claims(json!({}));
+    let signed_by = |key: &KeyPair| rs256_with(key, json!({"alg": "RS256", "kid": "k"}), &claims);
+    let verifies = |returned: &jsonwebtoken::DecodingKey, token: &str| verify_signature(token, returned).is_ok();
+    let first = cache.key(KID, at(0)).await.unwrap();
+    assert!(verifies(&first, &signed_by(key())) && !verifies(&first, &signed_by(rotated_key())));
+    assert!(verifies(&cache.key(KID, at(10)).await.unwrap(), &signed_by(key())));
     assert_eq!(issuer.hits.load(Ordering::SeqCst), 1, "known kids come from the cache");
 
     let unknown = cache.key("rotated", at(31)).await.err();
     assert!(matches!(unknown, Some(AuthError::Unauthenticated(_))), "{unknown:?}");
     assert_eq!(issuer.hits.load(Ordering::SeqCst), 2, "an unknown kid refetches once");
     for i in 0..200 {
-        assert!(cache.key(&format!("flood-{i}"), at(32 + i % 20)).await.is_err());
+        let refused = cache.key(&format!("flood-{i}"), at(32 + i % 20)).await.err();
+        assert!(matches!(refused, Some(AuthError::Unauthenticated(_))), "{refused:?}");
     }
     assert_eq!(issuer.hits.load(Ordering::SeqCst), 2, "a flood of unknown kids does not reach the issuer");
 
     // The issuer rotates: the new kid is found on the next allowed refetch.
-    *issuer.keys.lock().unwrap() = json!({ "keys": [jwk(KID), jwk("rotated")] });
-    assert!(cache.key("rotated", at(62)).await.is_ok());
+    *issuer.keys.lock().unwrap() = json!({ "keys": [jwk(KID), jwk_of(rotated_key(), "rotated")] });
+    let rotated = cache.key("rotated", at(62)).await.unwrap();
+    assert!(verifies(&rotated, &signed_by(rotated_key())) && !verifies(&rotated, &signed_by(key())));
     assert_eq!(issuer.hits.load(Ordering::SeqCst), 3);
 }
 
