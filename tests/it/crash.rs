@@ -1,12 +1,13 @@
 //! A crash between any two steps of a deploy loses nothing and sends nothing twice.
 
 use crate::support::{gate, Stack, GOOD};
+use flakefleet::aws::dynamodb::INLINE_BODY_BYTES;
 use flakefleet::aws::{DynamoReleaseStore, SsmCommandRunner};
 use flakefleet::domain::flakeref::Flakeref;
 use flakefleet::domain::ports::{
     Admission, ApplyCommand, CommandRunner, CommandTarget, IdempotencyClaim, ReleaseStore, StoreError,
 };
-use flakefleet::domain::release::{IdempotencyKey, Release, ReleaseId, ReleaseKind, ReleaseStatus};
+use flakefleet::domain::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus};
 use flakefleet::domain::time::Timestamp;
 use serde_json::json;
 use std::time::Duration;
@@ -126,4 +127,85 @@ async fn a_recorded_release_is_never_overwritten() {
     );
     let stored = store.release(&stack.fleet, &release.id).await.unwrap().unwrap();
     assert_eq!(stored.flakeref.as_str(), GOOD);
+}
+
+/// The release body's byte length as stored inline, read back raw from the table.
+async fn stored_body_len(stack: &Stack, release: &Release) -> Option<usize> {
+    let item = stack
+        .ddb
+        .get_item()
+        .table_name(&stack.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("FLEET#{}", stack.fleet.as_str())))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("RELEASE#{}", release.id.as_str())))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    item.get("body").map(|b| b.as_s().unwrap().len())
+}
+
+fn with_outcomes(release: &Release, n: usize) -> Release {
+    let mut release = release.clone();
+    release.instances = (0..n)
+        .map(|i| InstanceOutcome {
+            instance_id: format!("i-{i:017x}"),
+            status: "Success".into(),
+            detail: "Success".into(),
+            exit_code: Some(0),
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        })
+        .collect();
+    release
+}
+
+/// At the store's real inline limit (96 KiB, far below DynamoDB's 400 KB item):
+/// a body one outcome under it stays in the release item, one outcome over it
+/// moves to part items, both read back whole; past the 3 MiB a transaction can
+/// carry, the write is refused with a message and nothing changes.
+#[tokio::test]
+async fn bodies_split_exactly_at_the_real_inline_limit() {
+    let stack = Stack::new(0).await;
+    let store = store(&stack);
+    let now = Timestamp::now();
+    let mut current = pending_release(&stack, now);
+    store.admit(&current, None, true, now).await.unwrap();
+    // Saves `current` with `n` outcomes as its next version.
+    async fn save(store: &DynamoReleaseStore, current: &mut Release, n: usize) -> Result<bool, StoreError> {
+        let mut next = with_outcomes(current, n);
+        next.version = current.version + 1;
+        let saved = store.save(&next, current.version).await;
+        if matches!(saved, Ok(true)) {
+            *current = next;
+        }
+        saved
+    }
+    // The body grows by the same number of bytes with every outcome: measure it.
+    assert!(save(&store, &mut current, 1).await.unwrap());
+    let a = stored_body_len(&stack, &current).await.unwrap();
+    assert!(save(&store, &mut current, 2).await.unwrap());
+    let per = stored_body_len(&stack, &current).await.unwrap() - a;
+    let base = a - per;
+    let under = (INLINE_BODY_BYTES - base) / per;
+
+    assert!(save(&store, &mut current, under).await.unwrap());
+    let len = stored_body_len(&stack, &current).await.expect("inline");
+    assert!(len <= INLINE_BODY_BYTES && len + per > INLINE_BODY_BYTES, "{len} bytes inline");
+    assert!(!stack.sort_keys().await.iter().any(|k| k.starts_with("PART#")));
+    assert_eq!(store.release(&stack.fleet, &current.id).await.unwrap().unwrap(), current);
+
+    assert!(save(&store, &mut current, under + 1).await.unwrap());
+    assert_eq!(stored_body_len(&stack, &current).await, None, "one outcome more moves the body to parts");
+    assert!(stack.sort_keys().await.iter().any(|k| k.starts_with("PART#")));
+    assert_eq!(store.release(&stack.fleet, &current.id).await.unwrap().unwrap(), current);
+    let split = current.clone();
+
+    let too_big = (3 * 1024 * 1024 - base) / per + 1;
+    let refused = save(&store, &mut current, too_big).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Corrupt(m)) if m.contains("more than the 3145728 bytes")),
+        "{refused:?}"
+    );
+    assert_eq!(store.release(&stack.fleet, &split.id).await.unwrap().unwrap(), split, "nothing changed");
 }
