@@ -1117,6 +1117,45 @@ pub(crate) mod tests {
         assert!(c.store.fleet.lock().unwrap().lease.is_none());
     }
 
+    /// The takeover window: a release recorded by an invocation that may still be
+    /// sending is left to it; only after the window does a reconcile send in its
+    /// place, and then once.
+    #[tokio::test]
+    async fn a_live_sender_is_never_doubled_inside_the_takeover_window() {
+        let mut c = controller(true);
+        c.settings.takeover_after = Duration::from_secs(120);
+        *c.runner.next.lock().unwrap() = SendBehaviour::Unavailable;
+        let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
+        let ControlError::CommandUnconfirmed { release, .. } = err else { panic!("{err}") };
+        *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+        for at in [later(1), later(60), later(119)] {
+            let report = c.reconcile(at).await.unwrap();
+            assert_eq!((report.outcome, c.runner.sent_count()), ("waiting", 0), "at {at:?}");
+        }
+        let report = c.reconcile(later(121)).await.unwrap();
+        assert_eq!(report.outcome, "dispatched");
+        assert_eq!(report.release.unwrap().id, release.id);
+        assert_eq!(c.runner.sent_count(), 1);
+        assert_eq!(c.reconcile(later(122)).await.unwrap().outcome, "waiting", "in progress now, not sent again");
+        assert_eq!(c.runner.sent_count(), 1);
+    }
+
+    /// Keys are remembered for the idempotency window (24 hours by default), then forgotten.
+    #[tokio::test]
+    async fn an_idempotency_key_expires_after_its_window() {
+        let c = controller(true);
+        let ttl = c.settings.idempotency_ttl.as_secs();
+        let first = c.deploy(deploy(GOOD, Some("run-1")), T0).await.unwrap();
+        let at = finish_with(&c, "Success", later(1)).await.updated_at;
+        let replay = c.deploy(deploy(GOOD, Some("run-1")), T0.plus(Duration::from_secs(ttl - 1))).await.unwrap();
+        assert_eq!(replay.id, first.id, "inside the window: the same release");
+        assert_eq!(c.runner.sent_count(), 1);
+        let after = T0.plus(Duration::from_secs(ttl + 1)).max(at);
+        let again = c.deploy(deploy(GOOD, Some("run-1")), after).await.unwrap();
+        assert_ne!(again.id, first.id, "past the window the key is free: a new release");
+        assert_eq!(c.runner.sent_count(), 2);
+    }
+
     #[tokio::test]
     async fn a_key_reused_for_another_request_is_a_conflict() {
         let c = controller(true);

@@ -98,9 +98,15 @@ fn json_body(request: &LambdaFunctionUrlRequest) -> Result<Option<Value>, ApiErr
 
 /// A function URL response with a JSON body.
 pub fn response(status: u16, body: &Value) -> Value {
+    let mut headers = json!({ "content-type": "application/json" });
+    // A 405 names the methods the route takes in an Allow header too (RFC 9110 §15.5.6).
+    if let (405, Some(allow)) = (status, body["allow"].as_array()) {
+        let methods: Vec<&str> = allow.iter().filter_map(Value::as_str).collect();
+        headers["allow"] = methods.join(", ").into();
+    }
     json!({
         "statusCode": status,
-        "headers": { "content-type": "application/json" },
+        "headers": headers,
         "body": body.to_string(),
         "isBase64Encoded": false,
         "cookies": [],

@@ -108,12 +108,14 @@ async fn invalid_flakerefs_are_refused_and_change_nothing() {
 async fn routes_methods_and_malformed_bodies() {
     let stack = Stack::new(1).await;
     let controller = stack.controller();
-    let cases: [(&str, &str, Option<&str>, u16, &str); 9] = [
+    let cases: [(&str, &str, Option<&str>, u16, &str); 11] = [
         ("GET", "/nowhere", None, 404, "not_found"),
         ("DELETE", "/releases", None, 405, "method_not_allowed"),
         ("PUT", "/rollback", None, 405, "method_not_allowed"),
         ("GET", "/releases/01JDZZZZZZZZZZZZZZZZZZZZZZ", None, 404, "release_not_found"),
         ("GET", "/releases?limit=0", None, 400, "invalid_query"),
+        ("GET", "/releases?limit=101", None, 400, "invalid_query"),
+        ("GET", "/releases?limit=ten", None, 400, "invalid_query"),
         ("POST", "/releases", Some("{\"flakeref\": "), 400, "invalid_json"),
         ("POST", "/releases", Some("[]"), 400, "invalid_json"),
         ("POST", "/releases", Some("{\"flakeref\": \"AcmeCorp/infra/=0.1.2#web\", \"extra\": 1}"), 400, "invalid_json"),
@@ -141,6 +143,78 @@ async fn routes_methods_and_malformed_bodies() {
 
     let (status, body) = stack.http(&controller, "GET", "/healthz", None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = stack.http(&controller, "GET", "/releases?limit=100", None).await;
+    assert_eq!(status, 200, "100 is the largest page: {body}");
+
+    // A 405 says which methods the route takes, in the body and in an Allow header.
+    for (method, path, allow) in
+        [("DELETE", "/releases", "GET, POST"), ("PUT", "/rollback", "POST"), ("POST", "/fleet", "GET")]
+    {
+        let mut event = sample_event("function-url-deploy.json");
+        event["rawPath"] = path.into();
+        event["requestContext"]["http"]["method"] = method.into();
+        let response = flakefleet::entry::handle(&controller, &gate(), event, "it").await.unwrap();
+        assert_eq!(response["statusCode"], 405);
+        assert_eq!(response["headers"]["allow"], allow, "{method} {path}");
+        let body: serde_json::Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            body["allow"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect::<Vec<_>>().join(", "),
+            allow
+        );
+    }
+}
+
+/// SSM unreachable when the request sends: 503 command_unconfirmed, the
+/// release recorded pending; the next reconcile sends it, once.
+#[tokio::test]
+async fn an_unreachable_ssm_answers_503_and_the_reconcile_sends_later() {
+    let stack = Stack::new(1).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let nowhere = aws_sdk_ssm::Client::from_conf(
+        stack.ssm.config().to_builder().endpoint_url(format!("http://{closed}")).build(),
+    );
+    let unreachable = flakefleet::domain::controller::FleetController::new(
+        flakefleet::aws::DynamoReleaseStore::new(stack.ddb.clone(), &stack.table),
+        flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
+        flakefleet::aws::SsmCommandRunner::new(nowhere, crate::support::ssm_settings()),
+        stack.settings(),
+    );
+    let (status, body) =
+        stack.http(&unreachable, "POST", "/releases", Some(&json!({"flakeref": GOOD}).to_string())).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("command_unconfirmed")), "{body}");
+    assert_eq!(body["release"]["status"], "pending", "{body}");
+    assert!(stack.commands().await.is_empty());
+    let controller = stack.controller();
+    let (_, stored) =
+        stack.http(&controller, "GET", &format!("/releases/{}", body["release"]["id"].as_str().unwrap()), None).await;
+    assert_eq!(stored["release"]["status"], "pending", "recorded before the send");
+    let settled = stack.settle(&controller).await;
+    assert_eq!(settled["release"]["id"], body["release"]["id"]);
+    assert_eq!(settled["release"]["status"], "succeeded", "{settled}");
+    assert_eq!(stack.commands().await.len(), 1);
+}
+
+/// A rollback's idempotency key: a retry returns the same rollback and sends nothing more.
+#[tokio::test]
+async fn a_replayed_rollback_key_returns_the_same_rollback() {
+    let stack = Stack::new(1).await;
+    let controller = stack.controller();
+    let good = stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    stack.deploy(&controller, NEXT).await;
+    stack.settle(&controller).await;
+    let sent = stack.commands().await.len();
+    let body = json!({"release_id": good["id"], "idempotency_key": "rollback-run-7-1"}).to_string();
+    let (s1, first) = stack.http(&controller, "POST", "/rollback", Some(&body)).await;
+    let (s2, second) = stack.http(&controller, "POST", "/rollback", Some(&body)).await;
+    assert_eq!((s1, s2), (202, 202), "{first} {second}");
+    assert_eq!(first["release"]["id"], second["release"]["id"]);
+    assert_eq!(first["release"]["rollback_of"], good["id"]);
+    assert_eq!(stack.commands().await.len(), sent + 1, "one rollback command");
+    // The same key for another rollback is a conflict.
+    let other = json!({"idempotency_key": "rollback-run-7-1"}).to_string();
+    let (status, err) = stack.http(&controller, "POST", "/rollback", Some(&other)).await;
+    assert_eq!((status, err["error"].as_str()), (409, Some("idempotency_conflict")), "{err}");
 }
 
 #[tokio::test]
@@ -198,4 +272,31 @@ async fn a_command_ssm_refuses_fails_the_release_and_frees_the_fleet() {
     let (_, page) = stack.http(&controller, "GET", "/releases", None).await;
     assert_eq!(page["releases"][0]["id"], body["release"]["id"]);
     assert_eq!(stack.deploy(&controller, NEXT).await["status"], "in_progress");
+}
+
+/// DynamoDB deletes expired items lazily (up to days later), so the store must
+/// treat a key past its window as free even while the item is still there.
+#[tokio::test]
+async fn an_expired_idempotency_key_is_free_again_though_dynamodb_still_holds_it() {
+    use flakefleet::domain::controller::DeployRequest;
+    use flakefleet::domain::flakeref::Flakeref;
+    use flakefleet::domain::release::IdempotencyKey;
+    use flakefleet::domain::time::Timestamp;
+    let stack = Stack::new(1).await;
+    let controller = stack.controller();
+    let request = || DeployRequest {
+        flakeref: Flakeref::parse(GOOD).unwrap(),
+        revision: None,
+        idempotency_key: Some(IdempotencyKey::parse("run-9-1").unwrap()),
+    };
+    let now = Timestamp::now();
+    let first = controller.deploy(request(), now).await.unwrap();
+    stack.settle(&controller).await;
+    let ttl = stack.settings().idempotency_ttl;
+    let inside = controller.deploy(request(), now.plus(ttl - std::time::Duration::from_secs(1))).await.unwrap();
+    assert_eq!(inside.id, first.id);
+    assert!(stack.sort_keys().await.iter().any(|k| k.starts_with("IDEMPOTENCY#")), "the key's item is still stored");
+    let after = controller.deploy(request(), now.plus(ttl + std::time::Duration::from_secs(1))).await.unwrap();
+    assert_ne!(after.id, first.id, "past its window the key starts a new release");
+    assert_eq!(stack.commands().await.len(), 2);
 }

@@ -226,17 +226,39 @@ async fn thirty_percent_failing_over_a_ten_percent_threshold_stops_and_rolls_bac
     assert_eq!(rolled, reached, "the rollback goes exactly where the bad release went");
 }
 
+/// GOOD, then NEXT whose canary fails and whose automatic rollback fails too:
+/// the fleet halts. Answers GOOD as deployed and the fleet.
+async fn halt(stack: &Stack, controller: &AwsFleetController) -> (Value, Value) {
+    let good = stack.deploy(controller, GOOD).await;
+    run_out(stack, controller).await;
+    for id in &stack.instances {
+        stack.script(json!({"instance_id": id, "outcome": "failed"}));
+    }
+    stack.deploy(controller, NEXT).await;
+    (good, run_out(stack, controller).await)
+}
+
+#[tokio::test]
+async fn an_operators_rollback_lifts_a_halt() {
+    let stack = Stack::new(2).await;
+    let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
+    let (good, fleet) = halt(&stack, &controller).await;
+    assert!(!fleet["halted"].is_null(), "{fleet}");
+    let sent = stack.commands().await.len();
+    let (status, body) =
+        stack.http(&controller, "POST", "/rollback", Some(&json!({"release_id": good["id"]}).to_string())).await;
+    assert_eq!(status, 202, "{body}");
+    let (_, fleet) = stack.http(&controller, "GET", "/fleet", None).await;
+    assert!(fleet["fleet"]["halted"].is_null(), "the rollback lifted the halt: {fleet}");
+    assert_eq!(fleet["fleet"]["desired_release"]["id"], body["release"]["id"]);
+    assert_eq!(stack.commands().await.len(), sent + 1, "and its first wave went out");
+}
+
 #[tokio::test]
 async fn a_failing_rollback_halts_the_fleet_without_looping() {
     let stack = Stack::new(3).await;
     let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
-    stack.deploy(&controller, GOOD).await;
-    run_out(&stack, &controller).await;
-    for id in &stack.instances {
-        stack.script(json!({"instance_id": id, "outcome": "failed"}));
-    }
-    stack.deploy(&controller, NEXT).await;
-    let fleet = run_out(&stack, &controller).await;
+    let (_, fleet) = halt(&stack, &controller).await;
     assert!(fleet["halted"]["reason"].as_str().unwrap().contains("rollback"), "{fleet}");
     let halted = release(&stack, &controller, &fleet["halted"]["release_id"]).await;
     assert_eq!((halted["kind"].as_str(), halted["status"].as_str()), (Some("rollback"), Some("halted")));
