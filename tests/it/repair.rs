@@ -77,6 +77,18 @@ async fn missing_instances_are_launched_on_the_exact_good_release() {
         let script = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).unwrap()).unwrap();
         assert!(script.contains(&format!("fh apply nixos '{GOOD}'")), "{script}");
         assert!(script.contains("determinate-nixd login aws"));
+        // The root volume: encrypted gp3 of the configured size.
+        let volumes = stack
+            .ec2
+            .describe_volumes()
+            .filters(Filter::builder().name("attachment.instance-id").values(id).build())
+            .send()
+            .await
+            .unwrap();
+        let root = volumes.volumes().first().unwrap_or_else(|| panic!("{id} has no volume"));
+        assert_eq!(root.volume_type().map(|t| t.as_str()), Some("gp3"), "{root:?}");
+        assert_eq!(root.encrypted(), Some(true), "{root:?}");
+        assert_eq!(root.size(), Some(16), "{root:?}");
     }
     assert_eq!(live(&stack).await.len(), 3);
 
