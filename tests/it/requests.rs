@@ -60,13 +60,15 @@ async fn a_deploy_while_one_is_in_flight_is_refused_with_the_active_release() {
     let controller = stack.controller();
     stack.script(json!({"instance_id": stack.instances[0], "outcome": "success", "delay_seconds": 30}));
     let first = stack.deploy(&controller, GOOD).await;
+    let (items, sent) = (stack.sort_keys().await, stack.commands().await.len());
     let (status, body) =
         stack.http(&controller, "POST", "/releases", Some(&json!({"flakeref": NEXT}).to_string())).await;
-    assert_eq!(status, 409);
+    assert_eq!((status, body["error"].as_str()), (409, Some("deploy_in_flight")), "{body}");
     assert_eq!(body["active_release_id"], first["id"]);
     let (status, body) =
         stack.http(&controller, "POST", "/rollback", Some(&json!({"release_id": first["id"]}).to_string())).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("deploy_in_flight")));
+    assert_eq!((stack.sort_keys().await, stack.commands().await.len()), (items, sent), "nothing written or sent");
 }
 
 #[tokio::test]
@@ -126,6 +128,8 @@ async fn routes_methods_and_malformed_bodies() {
         assert_eq!((got, answer["error"].as_str()), (status, Some(code)), "{method} {path}: {answer}");
         assert!(!answer["message"].as_str().unwrap().is_empty());
     }
+    assert_eq!(stack.item_count().await, 0, "a refused request writes nothing");
+    assert!(stack.commands().await.is_empty(), "a refused request sends nothing");
 
     // Base64 bodies: decoded when valid, refused when not.
     let mut event = sample_event("function-url-deploy.json");
@@ -133,6 +137,7 @@ async fn routes_methods_and_malformed_bodies() {
     event["isBase64Encoded"] = true.into();
     let (status, _) = stack.raw_http(&controller, event.clone()).await;
     assert_eq!(status, 202);
+    let (items, sent) = (stack.item_count().await, stack.commands().await.len());
     event["body"] = "not base64!".into();
     let (status, body) = stack.raw_http(&controller, event.clone()).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_body")));
@@ -140,6 +145,7 @@ async fn routes_methods_and_malformed_bodies() {
     event["body"] = json!({"flakeref": "x".repeat(20_000)}).to_string().into();
     let (status, body) = stack.raw_http(&controller, event).await;
     assert_eq!((status, body["error"].as_str()), (413, Some("body_too_large")));
+    assert_eq!((stack.item_count().await, stack.commands().await.len()), (items, sent), "nothing written or sent");
 
     let (status, body) = stack.http(&controller, "GET", "/healthz", None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
