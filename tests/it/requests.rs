@@ -228,6 +228,7 @@ async fn unknown_events_and_actions_say_what_was_expected() {
     let stack = Stack::new(0).await;
     let controller = stack.controller();
     let err = flakefleet::entry::handle(&controller, &gate(), json!({"Records": []}), "it").await.unwrap_err();
+    assert!(matches!(err, flakefleet::entry::HandlerError::UnknownEvent(_)), "{err}");
     assert!(err.to_string().contains("expected a function URL request"), "{err}");
     let err = flakefleet::entry::handle(
         &controller,
@@ -237,10 +238,13 @@ async fn unknown_events_and_actions_say_what_was_expected() {
     )
     .await
     .unwrap_err();
+    assert!(matches!(err, flakefleet::entry::HandlerError::UnsupportedEvent { .. }), "{err}");
     assert!(err.to_string().contains("unsupported EventBridge event aws.s3/Object Created"), "{err}");
     let answer = flakefleet::entry::handle(&controller, &gate(), json!({"action": "explode"}), "it").await.unwrap();
-    assert_eq!(answer["error"], "unknown_action");
+    assert_eq!((answer["status"].as_u64(), answer["error"].as_str()), (Some(400), Some("unknown_action")));
     assert!(answer["message"].as_str().unwrap().contains("deploy, rollback, status, reconcile"));
+    assert_eq!(stack.item_count().await, 0, "nothing written");
+    assert!(stack.commands().await.is_empty(), "nothing sent");
 }
 
 #[tokio::test]
