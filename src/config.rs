@@ -4,11 +4,11 @@
 use crate::auth::iam::IamAllowlist;
 use crate::auth::oidc::{OidcPolicy, GITHUB_ISSUER};
 use crate::aws::SsmSettings;
-use crate::domain::controller::FleetSettings;
-use crate::domain::flakeref::FlakeAllowlist;
-use crate::domain::fleet::{FleetName, TargetTag};
-use crate::domain::repair::{FleetSpec, ImageSelector};
-use crate::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
+use crate::domain::model::flakeref::FlakeAllowlist;
+use crate::domain::model::fleet::FleetSettings;
+use crate::domain::model::fleet::{FleetSpec, ImageSelector};
+use crate::domain::model::ids::{FleetName, TargetTag};
+use crate::domain::model::rollout::{Rate, RolloutMode, RolloutPolicy};
 use std::time::Duration;
 
 #[derive(Clone, Debug)]

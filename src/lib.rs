@@ -18,7 +18,7 @@ use auth::oidc::OidcVerifier;
 use auth::Gate;
 use aws::{CallCounter, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner};
 use config::AuthSettings;
-use domain::controller::FleetController;
+use domain::usecases::FleetController;
 
 /// The controller wired to AWS.
 pub type AwsFleetController = FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner>;

@@ -4,7 +4,7 @@
 //! [`EmfLayer`] writes each as a CloudWatch embedded-metric-format line, which
 //! CloudWatch Logs turns into a metric without any API call.
 
-use crate::domain::controller::METRICS_TARGET;
+use crate::domain::executor::METRICS_TARGET;
 use serde_json::json;
 use tracing::field::{Field, Visit};
 use tracing::Subscriber;
@@ -68,7 +68,7 @@ impl<S: Subscriber, W: Fn(String) + Send + Sync + 'static> Layer<S> for EmfLayer
         let mut fields = MetricFields::default();
         event.record(&mut fields);
         if let (Some(metric), Some(value)) = (fields.metric, fields.value) {
-            let now = crate::domain::time::Timestamp::now().millis();
+            let now = crate::domain::model::time::Timestamp::now().millis();
             (self.write)(emf_line(
                 &metric,
                 fields.unit.as_deref().unwrap_or("Count"),
@@ -137,7 +137,7 @@ pub fn emf_line(metric: &str, unit: &str, value: f64, fleet: &str, timestamp_ms:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::controller::tests::{
+    use crate::domain::usecases::tests::{
         deploy_and_fail_canary, deploy_and_fail_without_rollback, staged, METRIC_NAMES,
     };
     use std::sync::{Arc, Mutex};
@@ -154,7 +154,9 @@ mod tests {
     }
 
     /// Every metric line a scenario writes, as (name, value), in order.
-    fn metrics_of(scenario: impl std::future::Future<Output = crate::domain::time::Timestamp>) -> Vec<(String, f64)> {
+    fn metrics_of(
+        scenario: impl std::future::Future<Output = crate::domain::model::time::Timestamp>,
+    ) -> Vec<(String, f64)> {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         let subscriber =

@@ -4,7 +4,7 @@
 //! per interval. Without keys younger than an hour, every token is refused.
 
 use super::AuthError;
-use crate::domain::time::Timestamp;
+use crate::domain::model::time::Timestamp;
 use crate::https::HttpsClient;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};

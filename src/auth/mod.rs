@@ -13,7 +13,7 @@ pub mod iam;
 pub mod jwks;
 pub mod oidc;
 
-use crate::domain::time::Timestamp;
+use crate::domain::model::time::Timestamp;
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use iam::{IamAllowlist, IamIdentity};
 use oidc::OidcVerifier;

@@ -5,7 +5,7 @@
 
 use super::jwks::JwksCache;
 use super::AuthError;
-use crate::domain::time::Timestamp;
+use crate::domain::model::time::Timestamp;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;

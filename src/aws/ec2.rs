@@ -1,9 +1,9 @@
 //! The fleet's instances as EC2 reports them.
 
-use crate::domain::fleet::TargetTag;
+use crate::domain::model::fleet::{FleetInstance, ImageSelector, InstanceState};
+use crate::domain::model::ids::ReleaseId;
+use crate::domain::model::ids::TargetTag;
 use crate::domain::ports::{FleetInventory, InventoryError, LaunchRequest};
-use crate::domain::release::ReleaseId;
-use crate::domain::repair::{FleetInstance, ImageSelector, InstanceState};
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, ResourceType, Tag, TagSpecification,
@@ -180,7 +180,9 @@ impl FleetInventory for Ec2FleetInventory {
             Err(e) => {
                 let text = super::describe("RunInstances", &e);
                 tracing::error!(error = %text, "EC2 refused or failed a launch");
-                Err(if super::refused(&e) { InventoryError::Refused(text) } else { InventoryError::Unavailable(text) })
+                // Refused or not, the launch is recorded as failed and retried
+                // with the same client token by the next reconcile.
+                Err(InventoryError::Unavailable(text))
             }
         }
     }

@@ -1,10 +1,9 @@
 //! Apply commands through SSM Run Command, with the project's own document.
 
-use super::dynamodb::tail;
+use crate::domain::model::outcome::{InstanceOutcome, InvocationState};
+use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandRunner, CommandTarget, RunnerError};
-use crate::domain::release::InstanceOutcome;
-use crate::domain::time::Timestamp;
-use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, CommandStatus, Target};
+use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, CommandInvocationStatus, CommandStatus, Target};
 use aws_sdk_ssm::Client;
 use tracing::instrument;
 
@@ -124,7 +123,7 @@ impl CommandRunner for SsmCommandRunner {
                 let plugin = inv.command_plugins().first();
                 let mut outcome = InstanceOutcome {
                     instance_id: inv.instance_id().unwrap_or_default().to_owned(),
-                    status: inv.status().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                    status: inv.status().map_or(InvocationState::Unknown(String::new()), invocation_state),
                     detail: inv.status_details().unwrap_or_default().to_owned(),
                     exit_code: plugin.map(|p| p.response_code()),
                     stdout_tail: String::new(),
@@ -161,8 +160,52 @@ impl CommandRunner for SsmCommandRunner {
     }
 }
 
+/// SSM's invocation status as the domain knows it; anything new stays unknown.
+fn invocation_state(status: &CommandInvocationStatus) -> InvocationState {
+    match status {
+        CommandInvocationStatus::Pending => InvocationState::Pending,
+        CommandInvocationStatus::InProgress => InvocationState::InProgress,
+        CommandInvocationStatus::Delayed => InvocationState::Delayed,
+        CommandInvocationStatus::Cancelling => InvocationState::Cancelling,
+        CommandInvocationStatus::Success => InvocationState::Success,
+        CommandInvocationStatus::Failed => InvocationState::Failed,
+        CommandInvocationStatus::TimedOut => InvocationState::TimedOut,
+        CommandInvocationStatus::Cancelled => InvocationState::Cancelled,
+        other => InvocationState::Unknown(other.as_str().to_owned()),
+    }
+}
+
+/// The last `max` characters of `text`, on a character boundary (SSM output as kept).
+fn tail(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    text.chars().skip(count.saturating_sub(max)).collect()
+}
+
 fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> RunnerError {
     let text = super::describe(operation, e);
     tracing::error!(error = %text, "SSM call failed");
     RunnerError::Unavailable(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_keeps_the_end_on_char_boundaries() {
+        assert_eq!(tail("héllo", 3), "llo");
+        assert_eq!(tail("hé", 10), "hé");
+    }
+
+    #[test]
+    fn every_ssm_status_maps_by_name_and_new_ones_stay_unknown() {
+        for status in CommandInvocationStatus::values() {
+            let state = invocation_state(&CommandInvocationStatus::from(*status));
+            assert_eq!(state.as_str(), *status);
+            assert!(!matches!(state, InvocationState::Unknown(_)), "{status}");
+        }
+        let new = invocation_state(&CommandInvocationStatus::from("Paused"));
+        assert_eq!(new, InvocationState::Unknown("Paused".into()));
+        assert!(!new.is_finished());
+    }
 }

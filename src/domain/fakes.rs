@@ -1,10 +1,11 @@
 //! In-memory ports for the domain's unit tests.
 
-use super::fleet::{FleetName, FleetState, Halt, Lease, TargetTag};
+use super::model::fleet::{FleetInstance, FleetState, Halt, ImageSelector, InstanceState, Lease};
+use super::model::ids::{FleetName, ReleaseId, TargetTag};
+use super::model::outcome::InstanceOutcome;
+use super::model::release::{Release, ReleaseStatus};
+use super::model::time::Timestamp;
 use super::ports::*;
-use super::release::{InstanceOutcome, Release, ReleaseId, ReleaseStatus};
-use super::repair::{FleetInstance, ImageSelector, InstanceState};
-use super::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
@@ -22,22 +23,23 @@ impl ReleaseStore for MemoryStore {
         claim: Option<&IdempotencyClaim>,
         desired: bool,
         now: Timestamp,
-    ) -> Result<Admission, StoreError> {
+    ) -> Result<Admitted, StoreError> {
         let mut claims = self.claims.lock().unwrap();
-        if let Some(c) = claim {
-            if let Some((id, request, expires)) = claims.get(c.key.as_str()) {
-                if *expires > now {
-                    return Ok(Admission::Replay { release_id: id.clone(), same_request: *request == c.request });
-                }
-            }
-        }
         let mut fleet = self.fleet.lock().unwrap();
-        if let Some(lease) = fleet.live_lease(now) {
-            return Ok(Admission::Busy { holder: lease.release_id.clone() });
-        }
         let mut releases = self.releases.lock().unwrap();
+        // Every condition is checked, as one DynamoDB transaction reports each.
+        let mut conflicts = Vec::new();
         if releases.contains_key(&release.id) {
-            return Err(StoreError::Unavailable("duplicate id".into()));
+            conflicts.push(AdmitConflict::IdTaken);
+        }
+        if let Some(lease) = fleet.live_lease(now) {
+            conflicts.push(AdmitConflict::LeaseHeld { holder: lease.release_id.clone() });
+        }
+        if let Some((id, request, _)) = claim.and_then(|c| claims.get(c.key.as_str())).filter(|(_, _, e)| *e > now) {
+            conflicts.push(AdmitConflict::KeyUsed { release_id: id.clone(), request: request.clone() });
+        }
+        if !conflicts.is_empty() {
+            return Ok(Admitted::Refused(conflicts));
         }
         releases.insert(release.id.clone(), release.clone());
         if desired {
@@ -48,7 +50,7 @@ impl ReleaseStore for MemoryStore {
         if let Some(c) = claim {
             claims.insert(c.key.as_str().to_owned(), (release.id.clone(), c.request.clone(), c.expires_at));
         }
-        Ok(Admission::Admitted)
+        Ok(Admitted::Yes)
     }
 
     async fn release(&self, _: &FleetName, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
@@ -78,44 +80,52 @@ impl ReleaseStore for MemoryStore {
         Ok(self.fleet.lock().unwrap().clone())
     }
 
-    async fn save(&self, release: &Release, expected_version: u64) -> Result<bool, StoreError> {
-        let holds = self.fleet.lock().unwrap().lease.as_ref().is_some_and(|l| l.release_id == release.id);
-        Ok(holds && self.replace_if(release, expected_version))
+    async fn save(&self, release: &Release, expected_version: u64) -> Result<Written, StoreError> {
+        let fleet = self.fleet.lock().unwrap();
+        let mut releases = self.releases.lock().unwrap();
+        if releases.get(&release.id).is_none_or(|r| r.version != expected_version) {
+            return Ok(Written::Fenced(Fence::StaleVersion));
+        }
+        if !holds_lease(&fleet, &release.id) {
+            return Ok(Written::Fenced(Fence::LeaseLost));
+        }
+        releases.insert(release.id.clone(), release.clone());
+        Ok(Written::Yes)
     }
 
-    async fn settle(&self, s: &Settlement<'_>) -> Result<bool, StoreError> {
+    async fn settle(&self, s: &Settlement) -> Result<Written, StoreError> {
         let mut fleet = self.fleet.lock().unwrap();
-        if !self.replace_if(s.release, s.expected_version) {
-            return Ok(false);
+        let mut releases = self.releases.lock().unwrap();
+        let release = &s.release;
+        if releases.get(&release.id).is_none_or(|r| r.version != s.expected_version) {
+            return Ok(Written::Fenced(Fence::StaleVersion));
         }
-        if s.last_good {
-            fleet.last_good_release = Some(s.release.id.clone());
+        if let Some(change) = &s.fleet {
+            if !holds_lease(&fleet, &release.id) {
+                return Ok(Written::Fenced(Fence::LeaseLost));
+            }
+            if change.next.as_ref().is_some_and(|n| releases.contains_key(&n.id)) {
+                return Ok(Written::Fenced(Fence::AlreadyExists));
+            }
+            if change.last_good {
+                fleet.last_good_release = Some(release.id.clone());
+            }
+            if let Some(reason) = &change.halt {
+                fleet.halted = Some(Halt { release_id: release.id.clone(), reason: reason.clone() });
+            }
+            fleet.lease = change.next.as_ref().map(|n| Lease { release_id: n.id.clone(), expires_at: n.deadline });
+            if let Some(next) = &change.next {
+                fleet.desired_release = Some(next.id.clone());
+                releases.insert(next.id.clone(), next.clone());
+            }
         }
-        if let Some(reason) = &s.halt {
-            fleet.halted = Some(Halt { release_id: s.release.id.clone(), reason: reason.clone() });
-        }
-        if fleet.lease.as_ref().is_some_and(|l| l.release_id == s.release.id) {
-            fleet.lease = s.next.map(|n| Lease { release_id: n.id.clone(), expires_at: n.deadline });
-        }
-        if let Some(next) = s.next {
-            fleet.desired_release = Some(next.id.clone());
-            self.releases.lock().unwrap().insert(next.id.clone(), next.clone());
-        }
-        Ok(true)
+        releases.insert(release.id.clone(), release.clone());
+        Ok(Written::Yes)
     }
 }
 
-impl MemoryStore {
-    fn replace_if(&self, release: &Release, expected_version: u64) -> bool {
-        let mut releases = self.releases.lock().unwrap();
-        match releases.get_mut(&release.id) {
-            Some(stored) if stored.version == expected_version => {
-                *stored = release.clone();
-                true
-            }
-            _ => false,
-        }
-    }
+fn holds_lease(fleet: &FleetState, id: &ReleaseId) -> bool {
+    fleet.lease.as_ref().is_some_and(|l| &l.release_id == id)
 }
 
 /// A fleet of instances in memory: launches add to it, tags are kept.
@@ -265,5 +275,36 @@ impl CommandRunner for ScriptedRunner {
             })
             .collect();
         Ok(CommandReport { finished: true, invocations })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::flakeref::Flakeref;
+    use crate::domain::model::release::ReleaseKind;
+
+    #[tokio::test]
+    async fn the_memory_store_keeps_the_store_contract() {
+        let now = Timestamp::from_millis(1_800_000_000_000);
+        let template = Release {
+            id: ReleaseId::generate(now, 0),
+            fleet: FleetName::parse("prod").unwrap(),
+            flakeref: Flakeref::parse("AcmeCorp/infra/=0.1.0#nixosConfigurations.web").unwrap(),
+            revision: None,
+            kind: ReleaseKind::Deploy,
+            rollback_of: None,
+            status: ReleaseStatus::Pending,
+            status_reason: None,
+            command_id: None,
+            created_at: now,
+            updated_at: now,
+            deadline: now,
+            instances: vec![],
+            rollout: None,
+            launches: vec![],
+            version: 0,
+        };
+        crate::domain::contract::check(&MemoryStore::default(), &template, now).await;
     }
 }

@@ -1,13 +1,20 @@
 //! Releases, fleets and their rules, in plain Rust: no AWS types here.
+//!
+//! Layers, each using only those below it:
+//! - `model`: the values (ids, flakeref, time, release, rollout, outcome, fleet);
+//! - `ports`: the traits through which the domain reaches the world;
+//! - `planner`: every decision, pure;
+//! - `executor`: carries the planner's steps out through the ports;
+//! - `usecases`: deploy, rollback, reconcile and the read models.
 
-pub mod controller;
+/// The release store's contract, run against every store by the tests.
+#[doc(hidden)]
+pub mod contract;
+pub mod error;
+pub mod executor;
 #[cfg(test)]
 mod fakes;
-pub mod flakeref;
-pub mod fleet;
+pub mod model;
+pub mod planner;
 pub mod ports;
-pub mod progress;
-pub mod release;
-pub mod repair;
-pub mod rollout;
-pub mod time;
+pub mod usecases;

@@ -1,11 +1,12 @@
 //! The narrow interfaces through which the domain reaches the world. Each has
 //! one AWS adapter in `crate::aws` and may have in-memory fakes in tests.
 
-use super::flakeref::Flakeref;
-use super::fleet::{FleetName, FleetState, TargetTag};
-use super::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId};
-use super::repair::{FleetInstance, FleetSpec, ImageSelector};
-use super::time::Timestamp;
+use super::model::flakeref::Flakeref;
+use super::model::fleet::{FleetInstance, FleetSpec, FleetState, ImageSelector};
+use super::model::ids::{FleetName, IdempotencyKey, ReleaseId, TargetTag};
+use super::model::outcome::InstanceOutcome;
+use super::model::release::Release;
+use super::model::time::Timestamp;
 use std::future::Future;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -27,13 +28,44 @@ pub struct IdempotencyClaim {
 
 /// What the store says to a new release.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Admission {
-    /// Recorded, the fleet's lease taken and the release made the desired one.
-    Admitted,
-    /// The idempotency key was seen before; nothing was written.
-    Replay { release_id: ReleaseId, same_request: bool },
-    /// Another release holds the fleet; nothing was written.
-    Busy { holder: ReleaseId },
+pub enum Admitted {
+    /// Recorded, the fleet's lease taken (and for a deploy or rollback, the
+    /// release made the desired one).
+    Yes,
+    /// Nothing was written; each condition that stood in the way, as the store
+    /// read it. Which one counts is the domain's rule (`planner::lease::admission`).
+    Refused(Vec<AdmitConflict>),
+}
+
+/// One condition of an admission that did not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdmitConflict {
+    /// The idempotency key is recorded, for this release and request.
+    KeyUsed { release_id: ReleaseId, request: String },
+    /// A live lease: another release holds the fleet.
+    LeaseHeld { holder: ReleaseId },
+    /// A release with this id is recorded already.
+    IdTaken,
+}
+
+/// The answer to a conditional write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    Yes,
+    /// Nothing was written, because of this condition.
+    Fenced(Fence),
+}
+
+/// Which condition fenced a write off, as the store reports it (DynamoDB:
+/// the transaction's `CancellationReasons`), never guessed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fence {
+    /// Someone wrote the release since the version this writer read.
+    StaleVersion,
+    /// The release no longer holds the fleet's lease.
+    LeaseLost,
+    /// The new release to record exists already.
+    AlreadyExists,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,16 +76,17 @@ pub struct ReleasePage {
 }
 
 pub trait ReleaseStore: Send + Sync {
-    /// Records `release` (status pending), takes the fleet's lease until
-    /// `release.deadline` and records the claim, all or nothing.
-    /// A repair (`desired: false`) takes the lease but leaves the desired release as it is.
+    /// Records `release`, takes the fleet's lease until `release.deadline`
+    /// (if no live lease binds at `now`) and records the claim (if its key is
+    /// free), all or nothing. A repair (`desired: false`) takes the lease but
+    /// leaves the desired release and any halt as they are.
     fn admit(
         &self,
         release: &Release,
         claim: Option<&IdempotencyClaim>,
         desired: bool,
         now: Timestamp,
-    ) -> impl Future<Output = Result<Admission, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Admitted, StoreError>> + Send;
 
     fn release(
         &self,
@@ -80,36 +113,44 @@ pub trait ReleaseStore: Send + Sync {
 
     /// Stores a release's progress if nobody wrote it since `expected_version`
     /// and it still holds the fleet's lease (`release.version` is the new one).
-    /// Ok(false): fenced off, nothing written.
-    fn save(&self, release: &Release, expected_version: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn save(
+        &self,
+        release: &Release,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<Written, StoreError>> + Send;
 
-    /// Stores a release's final status, all or nothing, together with what it
-    /// means for the fleet. Ok(false): fenced off, nothing written.
-    fn settle(&self, settlement: &Settlement<'_>) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Stores a release's final status if nobody wrote it since
+    /// `expected_version`, all or nothing with `fleet`'s changes; those are
+    /// made only while the release holds the fleet's lease.
+    fn settle(&self, settlement: &Settlement) -> impl Future<Output = Result<Written, StoreError>> + Send;
 }
 
 /// A release's final write and its consequences for the fleet.
-#[derive(Clone, Debug)]
-pub struct Settlement<'a> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settlement {
     /// With its final status and new version.
-    pub release: &'a Release,
+    pub release: Release,
     pub expected_version: u64,
+    /// None: the release alone, the fleet left as it is.
+    pub fleet: Option<FleetChange>,
+}
+
+/// What a settled release changes on the fleet, under its lease.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FleetChange {
     /// It succeeded: the fleet's last good release from now on.
     pub last_good: bool,
     /// Halt the fleet with this reason.
     pub halt: Option<String>,
-    /// The release that takes the lease over (an automatic rollback), recorded
-    /// in the same write; otherwise the lease is freed.
-    pub next: Option<&'a Release>,
+    /// The release that takes the lease over and becomes the desired one (an
+    /// automatic rollback), recorded in the same write; otherwise the lease is freed.
+    pub next: Option<Release>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum InventoryError {
     #[error("instance inventory unavailable: {0}")]
     Unavailable(String),
-    /// EC2 refused the request (a missing instance profile, a bad subnet, ...).
-    #[error("EC2 refused: {0}")]
-    Refused(String),
 }
 
 /// Everything RunInstances needs for one instance of the fleet.

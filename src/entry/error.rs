@@ -2,7 +2,7 @@
 //! `{"error": "<code>", "message": "<what to fix>"}` body, mapped here once.
 
 use crate::auth::AuthError;
-use crate::domain::controller::ControlError;
+use crate::domain::error::ControlError;
 use serde_json::{json, Value};
 
 /// Largest request body accepted, in bytes (after base64 decoding, too).
@@ -63,7 +63,7 @@ impl From<ControlError> for ApiError {
                 ..Self::new(409, "deploy_in_flight", message)
             },
             ControlError::IdempotencyConflict { .. } => Self::new(409, "idempotency_conflict", message),
-            ControlError::FlakeNotAllowed { .. } => Self::new(403, "flake_not_allowed", message),
+            ControlError::FlakeNotAllowed(_) => Self::new(403, "flake_not_allowed", message),
             ControlError::ReleaseNotFound(_) => Self::new(404, "release_not_found", message),
             ControlError::NoRollbackTarget(_) => Self::new(409, "no_rollback_target", message),
             ControlError::CommandRejected { release, .. } => {

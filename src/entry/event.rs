@@ -66,7 +66,7 @@ pub fn classify(event: Value) -> Result<Trigger, UnknownEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::flakeref::tests::{mutation, Mutation};
+    use crate::domain::model::flakeref::tests::{mutation, Mutation};
     use proptest::prelude::*;
     use serde_json::json;
 

@@ -116,7 +116,7 @@ pub fn response(status: u16, body: &Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::flakeref::tests::{mutation, valid_flakeref, Mutation};
+    use crate::domain::model::flakeref::tests::{mutation, valid_flakeref, Mutation};
     use proptest::prelude::*;
 
     fn request(method: &str, path: &str, body: Option<&str>, base64: bool) -> LambdaFunctionUrlRequest {

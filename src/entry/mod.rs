@@ -7,9 +7,9 @@ pub mod http;
 pub mod operation;
 
 use crate::auth::{Access, Gate, TokenLedger};
-use crate::domain::controller::FleetController;
+use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{CommandRunner, FleetInventory, ReleaseStore};
-use crate::domain::time::Timestamp;
+use crate::domain::usecases::FleetController;
 use error::ApiError;
 use event::{classify, Trigger, UnknownEvent};
 use operation::{decode, perform, DeployBody, Operation, RollbackBody, DEPLOY_SHAPE, ROLLBACK_SHAPE};

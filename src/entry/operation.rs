@@ -2,11 +2,12 @@
 //! answer is encoded to.
 
 use super::error::ApiError;
-use crate::domain::controller::{DeployRequest, FleetController, RollbackRequest};
-use crate::domain::flakeref::Flakeref;
+use crate::domain::model::flakeref::Flakeref;
+use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
+use crate::domain::model::release::Release;
+use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{CommandRunner, FleetInventory, ReleaseStore};
-use crate::domain::release::{IdempotencyKey, Release, ReleaseId, Revision};
-use crate::domain::time::Timestamp;
+use crate::domain::usecases::{DeployRequest, FleetController, RollbackRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! nothing is sent.
 
 use crate::support::{gate, Stack, GOOD};
-use flakefleet::domain::flakeref::FlakeAllowlist;
+use flakefleet::domain::model::flakeref::FlakeAllowlist;
 use flakefleet::AwsFleetController;
 use serde_json::{json, Value};
 

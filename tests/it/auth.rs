@@ -13,7 +13,7 @@ use flakefleet::auth::jwks::JwksCache;
 use flakefleet::auth::oidc::{verify_signature, OidcPolicy, OidcVerifier};
 use flakefleet::auth::{AuthError, Gate};
 use flakefleet::aws::DynamoTokenLedger;
-use flakefleet::domain::time::Timestamp;
+use flakefleet::domain::model::time::Timestamp;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -3,7 +3,7 @@
 
 use crate::support::{Stack, GOOD, NEXT};
 use flakefleet::aws::CallCounter;
-use flakefleet::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
+use flakefleet::domain::model::rollout::{Rate, RolloutMode, RolloutPolicy};
 use std::collections::BTreeMap;
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {

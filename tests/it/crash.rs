@@ -3,16 +3,19 @@
 use crate::support::{gate, Stack, GOOD};
 use flakefleet::aws::dynamodb::INLINE_BODY_BYTES;
 use flakefleet::aws::{DynamoReleaseStore, SsmCommandRunner};
-use flakefleet::domain::flakeref::Flakeref;
+use flakefleet::domain::model::flakeref::Flakeref;
+use flakefleet::domain::model::ids::{IdempotencyKey, ReleaseId};
+use flakefleet::domain::model::outcome::InstanceOutcome;
+use flakefleet::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
+use flakefleet::domain::model::time::Timestamp;
 use flakefleet::domain::ports::{
-    Admission, ApplyCommand, CommandRunner, CommandTarget, IdempotencyClaim, ReleaseStore, StoreError,
+    AdmitConflict, Admitted, ApplyCommand, CommandRunner, CommandTarget, IdempotencyClaim, ReleaseStore, StoreError,
+    Written,
 };
-use flakefleet::domain::release::{IdempotencyKey, InstanceOutcome, Release, ReleaseId, ReleaseKind, ReleaseStatus};
-use flakefleet::domain::time::Timestamp;
 use serde_json::json;
 use std::time::Duration;
 
-fn pending_release(stack: &Stack, now: Timestamp) -> Release {
+pub(crate) fn pending_release(stack: &Stack, now: Timestamp) -> Release {
     Release {
         id: ReleaseId::generate(now, fastrand::u128(..)),
         fleet: stack.fleet.clone(),
@@ -33,7 +36,7 @@ fn pending_release(stack: &Stack, now: Timestamp) -> Release {
     }
 }
 
-fn store(stack: &Stack) -> DynamoReleaseStore {
+pub(crate) fn store(stack: &Stack) -> DynamoReleaseStore {
     DynamoReleaseStore::new(stack.ddb.clone(), &stack.table)
 }
 
@@ -51,10 +54,7 @@ async fn crash_after_recording_before_sending_is_finished_by_the_retry() {
     let stack = Stack::new(2).await;
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
-    assert_eq!(
-        store(&stack).admit(&release, Some(&claim("ci-run-7", now)), true, now).await.unwrap(),
-        Admission::Admitted
-    );
+    assert_eq!(store(&stack).admit(&release, Some(&claim("ci-run-7", now)), true, now).await.unwrap(), Admitted::Yes);
 
     // The caller never got an answer, so it retries with the same key.
     let controller = stack.controller();
@@ -115,16 +115,14 @@ async fn a_recorded_release_is_never_overwritten() {
     // The same id again (a retry that regenerated nothing) is refused while the lease is held...
     let mut copy = release.clone();
     copy.flakeref = Flakeref::parse("Evil/infra/=6.6.6#nixosConfigurations.web").unwrap();
-    assert!(matches!(store.admit(&copy, None, true, now).await.unwrap(), Admission::Busy { .. }));
-    // ...and after it lapsed, the condition on the release item still holds.
+    // (DynamoDB's CancellationReasons name both conditions that failed)...
+    let refused = store.admit(&copy, None, true, now).await.unwrap();
+    let holder = AdmitConflict::LeaseHeld { holder: release.id.clone() };
+    assert_eq!(refused, Admitted::Refused(vec![AdmitConflict::IdTaken, holder]));
+    // ...and after it lapsed, the condition on the release item still holds, and says so.
     let later = now.plus(Duration::from_secs(601));
-    // Today the adapter cannot tell which condition failed, so it says it cannot record
-    // (a 500, nothing written); reading CancellationReasons is the planner issue's work.
-    let refused = store.admit(&copy, None, true, later).await;
-    assert!(
-        matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("without a conflicting record")),
-        "{refused:?}"
-    );
+    let refused = store.admit(&copy, None, true, later).await.unwrap();
+    assert_eq!(refused, Admitted::Refused(vec![AdmitConflict::IdTaken]));
     let stored = store.release(&stack.fleet, &release.id).await.unwrap().unwrap();
     assert_eq!(stored.flakeref.as_str(), GOOD);
 }
@@ -175,11 +173,11 @@ async fn bodies_split_exactly_at_the_real_inline_limit() {
     async fn save(store: &DynamoReleaseStore, current: &mut Release, n: usize) -> Result<bool, StoreError> {
         let mut next = with_outcomes(current, n);
         next.version = current.version + 1;
-        let saved = store.save(&next, current.version).await;
-        if matches!(saved, Ok(true)) {
+        let saved = store.save(&next, current.version).await?;
+        if saved == Written::Yes {
             *current = next;
         }
-        saved
+        Ok(saved == Written::Yes)
     }
     // The body grows by the same number of bytes with every outcome: measure it.
     assert!(save(&store, &mut current, 1).await.unwrap());

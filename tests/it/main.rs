@@ -11,6 +11,7 @@ mod document;
 mod repair;
 mod requests;
 mod rollout;
+mod store;
 mod support;
 mod template;
 mod workflow;

@@ -4,7 +4,7 @@
 use crate::support::{Stack, GOOD, NEXT, PROFILE};
 use aws_sdk_ec2::types::{Filter, HttpTokensState, Tag};
 use base64::Engine;
-use flakefleet::domain::controller::FleetSettings;
+use flakefleet::domain::model::fleet::FleetSettings;
 use flakefleet::AwsFleetController;
 use serde_json::Value;
 
@@ -204,11 +204,11 @@ async fn launch_failures_are_reported_and_retried_not_crashed() {
 #[tokio::test]
 async fn a_launch_carries_the_fleets_client_token() {
     use flakefleet::aws::Ec2FleetInventory;
-    use flakefleet::domain::flakeref::Flakeref;
+    use flakefleet::domain::model::flakeref::Flakeref;
+    use flakefleet::domain::model::ids::ReleaseId;
+    use flakefleet::domain::model::time::Timestamp;
+    use flakefleet::domain::planner::repair::{client_token, user_data};
     use flakefleet::domain::ports::{FleetInventory, LaunchRequest};
-    use flakefleet::domain::release::ReleaseId;
-    use flakefleet::domain::repair::{client_token, user_data};
-    use flakefleet::domain::time::Timestamp;
 
     let stack = Stack::new(0).await;
     stack.create_instance_profile().await;

@@ -179,7 +179,7 @@ async fn an_unreachable_ssm_answers_503_and_the_reconcile_sends_later() {
     let nowhere = aws_sdk_ssm::Client::from_conf(
         stack.ssm.config().to_builder().endpoint_url(format!("http://{closed}")).build(),
     );
-    let unreachable = flakefleet::domain::controller::FleetController::new(
+    let unreachable = flakefleet::domain::usecases::FleetController::new(
         flakefleet::aws::DynamoReleaseStore::new(stack.ddb.clone(), &stack.table),
         flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
         flakefleet::aws::SsmCommandRunner::new(nowhere, crate::support::ssm_settings()),
@@ -250,7 +250,7 @@ async fn unknown_events_and_actions_say_what_was_expected() {
 #[tokio::test]
 async fn a_failing_store_answers_500_with_an_opaque_message() {
     let stack = Stack::new(1).await;
-    let broken = flakefleet::domain::controller::FleetController::new(
+    let broken = flakefleet::domain::usecases::FleetController::new(
         flakefleet::aws::DynamoReleaseStore::new(stack.ddb.clone(), "no-such-table"),
         flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
         flakefleet::aws::SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings()),
@@ -267,7 +267,7 @@ async fn a_command_ssm_refuses_fails_the_release_and_frees_the_fleet() {
     let stack = Stack::new(1).await;
     let mut ssm = crate::support::ssm_settings();
     ssm.document = "NoSuchDocument".into();
-    let refusing = flakefleet::domain::controller::FleetController::new(
+    let refusing = flakefleet::domain::usecases::FleetController::new(
         flakefleet::aws::DynamoReleaseStore::new(stack.ddb.clone(), &stack.table),
         flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
         flakefleet::aws::SsmCommandRunner::new(stack.ssm.clone(), ssm),
@@ -288,10 +288,10 @@ async fn a_command_ssm_refuses_fails_the_release_and_frees_the_fleet() {
 /// treat a key past its window as free even while the item is still there.
 #[tokio::test]
 async fn an_expired_idempotency_key_is_free_again_though_dynamodb_still_holds_it() {
-    use flakefleet::domain::controller::DeployRequest;
-    use flakefleet::domain::flakeref::Flakeref;
-    use flakefleet::domain::release::IdempotencyKey;
-    use flakefleet::domain::time::Timestamp;
+    use flakefleet::domain::model::flakeref::Flakeref;
+    use flakefleet::domain::model::ids::IdempotencyKey;
+    use flakefleet::domain::model::time::Timestamp;
+    use flakefleet::domain::usecases::DeployRequest;
     let stack = Stack::new(1).await;
     let controller = stack.controller();
     let request = || DeployRequest {

@@ -2,8 +2,8 @@
 //! one, rolled back or halted when they go wrong.
 
 use crate::support::{gate, sample_event, Stack, GOOD, NEXT};
-use flakefleet::domain::controller::FleetSettings;
-use flakefleet::domain::rollout::{Rate, RolloutMode};
+use flakefleet::domain::model::fleet::FleetSettings;
+use flakefleet::domain::model::rollout::{Rate, RolloutMode};
 use flakefleet::AwsFleetController;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

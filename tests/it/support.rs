@@ -11,11 +11,12 @@ use flakefleet::auth::Gate;
 use flakefleet::aws::{
     CallCounter, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner, SsmSettings,
 };
-use flakefleet::domain::controller::{FleetController, FleetSettings};
-use flakefleet::domain::flakeref::FlakeAllowlist;
-use flakefleet::domain::fleet::{FleetName, TargetTag};
-use flakefleet::domain::repair::{FleetSpec, ImageSelector};
-use flakefleet::domain::rollout::{Rate, RolloutMode, RolloutPolicy};
+use flakefleet::domain::model::flakeref::FlakeAllowlist;
+use flakefleet::domain::model::fleet::FleetSettings;
+use flakefleet::domain::model::fleet::{FleetSpec, ImageSelector};
+use flakefleet::domain::model::ids::{FleetName, TargetTag};
+use flakefleet::domain::model::rollout::{Rate, RolloutMode, RolloutPolicy};
+use flakefleet::domain::usecases::FleetController;
 use flakefleet::AwsFleetController;
 use serde_json::{json, Value};
 use std::io::{Read, Write};

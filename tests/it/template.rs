@@ -4,7 +4,7 @@
 use crate::support::template;
 use flakefleet::aws::dynamodb::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use flakefleet::config::Config;
-use flakefleet::domain::flakeref::{FLAKEREF_MAX_LEN, FLAKEREF_PATTERN};
+use flakefleet::domain::model::flakeref::{FLAKEREF_MAX_LEN, FLAKEREF_PATTERN};
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
@@ -220,7 +220,10 @@ fn the_flake_allowlist_is_required_and_reaches_the_function() {
     }
     for bad in ["", " ", "AcmeCorp/*", "AcmeCorp", "*", "AcmeCorp/infra,", "a/b;c"] {
         assert!(!pattern.is_match(bad), "{bad:?}");
-        assert!(flakefleet::domain::flakeref::FlakeAllowlist::parse(bad).is_err() || bad.ends_with(','), "{bad:?}");
+        assert!(
+            flakefleet::domain::model::flakeref::FlakeAllowlist::parse(bad).is_err() || bad.ends_with(','),
+            "{bad:?}"
+        );
     }
     let env = &t["Resources"]["FlakefleetFunction"]["Properties"]["Environment"]["Variables"];
     assert_eq!(env["FLAKEFLEET_ALLOWED_FLAKES"]["Ref"].as_str(), Some("AllowedFlakes"));
@@ -410,7 +413,7 @@ fn the_deploy_trust_admits_exactly_the_jobs_that_deploy() {
         environments: list(default("OidcEnvironments")),
         workflow_refs: list(default("OidcWorkflowRefs")),
     };
-    let now = flakefleet::domain::time::Timestamp::from_millis(1_800_000_000_000);
+    let now = flakefleet::domain::model::time::Timestamp::from_millis(1_800_000_000_000);
 
     for job in shipped_jobs().iter().filter(|j| j.mints_tokens) {
         // GitHub's default subject: the environment when the job declares one, else the ref.

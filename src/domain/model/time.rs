@@ -37,11 +37,11 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(self.0)).to_string()
     }
+}
 
-    pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        let t = humantime::parse_rfc3339(s).ok()?;
-        Some(Self(t.duration_since(UNIX_EPOCH).ok()?.as_millis() as u64))
-    }
+/// For `#[serde(serialize_with = "rfc3339")]`: the API shows times as RFC 3339.
+pub fn rfc3339<S: serde::Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339())
 }
 
 impl fmt::Display for Timestamp {
@@ -55,9 +55,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rfc3339_round_trips() {
+    fn rfc3339_in_utc_with_millis() {
         let t = Timestamp::from_millis(1_795_704_924_123);
         assert_eq!(t.to_rfc3339(), "2026-11-26T14:55:24.123Z");
-        assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        assert_eq!(t.to_string(), t.to_rfc3339());
     }
 }

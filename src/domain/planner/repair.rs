@@ -1,59 +1,11 @@
-//! Keeping the fleet whole: which slots need an instance, and which running
-//! instances have drifted from the release the fleet should run. Pure rules.
+//! Keeping the fleet whole: which slots need an instance, which running
+//! instances have drifted from the release the fleet should run, and how a
+//! launch is asked for. Pure rules.
 
-use super::release::ReleaseId;
+use crate::domain::model::flakeref::Flakeref;
+use crate::domain::model::fleet::{FleetInstance, FleetSpec, InstanceState};
+use crate::domain::model::ids::ReleaseId;
 use std::collections::BTreeSet;
-
-/// What EC2 should launch for the fleet; from configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FleetSpec {
-    /// Instances the fleet should have; 0 leaves capacity alone (drift is still repaired).
-    pub desired_capacity: usize,
-    pub instance_type: String,
-    /// Launches are spread across these, slot by slot.
-    pub subnets: Vec<String>,
-    pub security_groups: Vec<String>,
-    pub instance_profile: String,
-    pub image: ImageSelector,
-    pub root_volume_gib: i32,
-}
-
-/// The newest image matching all three wins.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ImageSelector {
-    pub owner: String,
-    pub name_pattern: String,
-    pub architecture: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InstanceState {
-    Pending,
-    Running,
-    /// Stopping, stopped, shutting down, terminated: not part of the fleet's count.
-    Gone,
-}
-
-/// One instance carrying the fleet tag, as EC2 reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FleetInstance {
-    pub id: String,
-    pub state: InstanceState,
-    /// Its `flakefleet:slot` tag: which of the desired instances it is.
-    pub slot: Option<usize>,
-    /// Its `flakefleet:release` tag: the release it last applied successfully.
-    pub release: Option<ReleaseId>,
-}
-
-/// One launch a repair asked EC2 for, as recorded on the repair release.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Launch {
-    pub slot: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepairPlan {
@@ -101,7 +53,7 @@ pub fn client_token(fleet: &str, release: &ReleaseId, slot: usize) -> String {
 /// apply exactly this flakeref. NixOS runs user data on every boot, so a pinned
 /// exact ref keeps a rebooted host on its release. The flakeref is checked
 /// against the grammar, so it is safe inside single quotes.
-pub fn user_data(flakeref: &super::flakeref::Flakeref) -> String {
+pub fn user_data(flakeref: &Flakeref) -> String {
     format!(
         "#!/usr/bin/env bash\n\
          # flakefleet: bring this host up on one exact release. Log: /var/log/flakefleet-user-data.log\n\
@@ -134,8 +86,8 @@ pub fn tagged_releases(instances: &[FleetInstance]) -> Vec<ReleaseId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::flakeref::Flakeref;
-    use crate::domain::time::Timestamp;
+    use crate::domain::model::fleet::ImageSelector;
+    use crate::domain::model::time::Timestamp;
 
     fn spec(capacity: usize) -> FleetSpec {
         FleetSpec {

@@ -102,6 +102,21 @@ impl FlakeAllowlist {
     pub fn permits(&self, flakeref: &Flakeref) -> bool {
         self.0.iter().any(|allowed| allowed == flakeref.flake())
     }
+
+    /// Only flakes on the allowlist reach the fleet.
+    pub fn check(&self, flakeref: &Flakeref) -> Result<(), FlakeNotAllowed> {
+        if self.permits(flakeref) {
+            return Ok(());
+        }
+        Err(FlakeNotAllowed { flake: flakeref.flake().to_owned(), allowed: self.to_string() })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("flake {flake} is not on this fleet's allowlist ({allowed}); add it to FLAKEFLEET_ALLOWED_FLAKES (the AllowedFlakes parameter) to deploy it")]
+pub struct FlakeNotAllowed {
+    pub flake: String,
+    pub allowed: String,
 }
 
 impl fmt::Display for FlakeAllowlist {

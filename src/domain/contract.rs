@@ -1,0 +1,93 @@
+//! What every release store must do, as one scenario run against each: the
+//! in-memory store in unit tests, DynamoDB (on the local AWS) in `tests/it`.
+//! Both then follow one lease and claim model, and the planner's reading of
+//! their answers (`planner::lease`) holds for either.
+
+use super::model::ids::{IdempotencyKey, ReleaseId};
+use super::model::release::{Release, ReleaseStatus};
+use super::model::time::Timestamp;
+use super::planner::lease::{self, Admission};
+use super::ports::{AdmitConflict, Admitted, Fence, IdempotencyClaim, ReleaseStore, Settlement, Written};
+use std::time::Duration;
+
+/// Runs the scenario on `store`, which must hold nothing of `template.fleet`.
+/// `template`: a pending release of that fleet; copies get fresh ids. Panics
+/// with the step that broke the contract.
+pub async fn check<S: ReleaseStore>(store: &S, template: &Release, now: Timestamp) {
+    let fleet = &template.fleet;
+    let copy = |n: u128, at: Timestamp| Release {
+        id: ReleaseId::generate(at, n),
+        created_at: at,
+        updated_at: at,
+        deadline: at.plus(Duration::from_secs(600)),
+        ..template.clone()
+    };
+    let claim = |key: &str, request: &str| IdempotencyClaim {
+        key: IdempotencyKey::parse(key).unwrap(),
+        request: request.into(),
+        expires_at: now.plus(Duration::from_secs(3600)),
+    };
+
+    // Admission: the first takes the lease; the next is busy; a used key replays.
+    let a = copy(1, now);
+    assert_eq!(store.admit(&a, Some(&claim("k1", "deploy a")), true, now).await.unwrap(), Admitted::Yes, "admit a");
+    let b = copy(2, now);
+    let busy = store.admit(&b, Some(&claim("k2", "deploy b")), true, now).await.unwrap();
+    assert_eq!(busy, Admitted::Refused(vec![AdmitConflict::LeaseHeld { holder: a.id.clone() }]), "b while a holds");
+    for (request, same) in [("deploy a", true), ("deploy b", false)] {
+        let answer = store.admit(&b, Some(&claim("k1", request)), true, now).await.unwrap();
+        let replay = Admission::Replay { release_id: a.id.clone(), same_request: same };
+        assert_eq!(lease::admission(answer, Some(request)), replay, "k1 again with {request:?}");
+    }
+    assert_eq!(store.release(fleet, &b.id).await.unwrap(), None, "a refused release is not recorded");
+    assert_eq!(store.fleet_state(fleet).await.unwrap().desired_release.as_ref(), Some(&a.id));
+
+    // Progress: fenced by version.
+    let mut a1 = a.clone();
+    a1.status = ReleaseStatus::InProgress;
+    a1.version = 1;
+    assert_eq!(store.save(&a1, 7).await.unwrap(), Written::Fenced(Fence::StaleVersion), "save over a wrong version");
+    assert_eq!(store.save(&a1, 0).await.unwrap(), Written::Yes, "save a");
+    assert_eq!(store.release(fleet, &a.id).await.unwrap().as_ref(), Some(&a1));
+
+    // Settling frees the lease and names the good release.
+    let mut done = a1.clone();
+    done.status = ReleaseStatus::Succeeded;
+    done.version = 2;
+    let stale = Settlement { expected_version: 0, ..lease::settlement(done.clone(), None, None) };
+    assert_eq!(store.settle(&stale).await.unwrap(), Written::Fenced(Fence::StaleVersion), "settle a stale a");
+    let settled = Settlement { expected_version: 1, ..lease::settlement(done.clone(), None, None) };
+    assert_eq!(store.settle(&settled).await.unwrap(), Written::Yes, "settle a");
+    let state = store.fleet_state(fleet).await.unwrap();
+    assert_eq!((state.lease, state.last_good_release.as_ref()), (None, Some(&a.id)), "a settled");
+
+    // A hand-over to a release that exists is refused whole.
+    let c = copy(3, now);
+    assert_eq!(store.admit(&c, None, true, now).await.unwrap(), Admitted::Yes, "admit c");
+    let mut c_failed = c.clone();
+    c_failed.status = ReleaseStatus::RolledBack;
+    c_failed.version = 1;
+    let handover = Settlement { expected_version: 0, ..lease::settlement(c_failed, None, Some(done.clone())) };
+    assert_eq!(store.settle(&handover).await.unwrap(), Written::Fenced(Fence::AlreadyExists), "hand c to a");
+    assert_eq!(store.release(fleet, &c.id).await.unwrap().unwrap().status, ReleaseStatus::Pending, "c untouched");
+
+    // c's lease lapses and d takes the fleet: c can no longer change it.
+    let later = c.deadline;
+    let d = copy(4, later);
+    assert_eq!(store.admit(&d, None, true, later).await.unwrap(), Admitted::Yes, "admit d after c lapsed");
+    let mut c1 = c.clone();
+    c1.version = 1;
+    assert_eq!(store.save(&c1, 0).await.unwrap(), Written::Fenced(Fence::LeaseLost), "save c without its lease");
+    let mut c_done = c.clone();
+    c_done.status = ReleaseStatus::Succeeded;
+    c_done.version = 1;
+    let late = Settlement { expected_version: 0, ..lease::settlement(c_done.clone(), None, None) };
+    assert_eq!(store.settle(&late).await.unwrap(), Written::Fenced(Fence::LeaseLost), "settle c without its lease");
+    let alone = lease::settle_without_lease(&late).expect("a plain settlement may go alone");
+    assert_eq!(store.settle(&alone).await.unwrap(), Written::Yes, "settle c alone");
+    assert_eq!(store.release(fleet, &c.id).await.unwrap().unwrap().status, ReleaseStatus::Succeeded);
+    let state = store.fleet_state(fleet).await.unwrap();
+    assert_eq!(state.lease.map(|l| l.release_id), Some(d.id.clone()), "d still holds the fleet");
+    assert_eq!(state.last_good_release, Some(a.id.clone()), "c alone names no good release");
+    assert_eq!(state.desired_release, Some(d.id), "d is still the desired release");
+}

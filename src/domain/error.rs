@@ -1,0 +1,31 @@
+//! The domain's one error type, mapped once to an HTTP status or a Lambda
+//! error in `crate::entry::error`.
+
+use super::model::flakeref::FlakeNotAllowed;
+use super::model::ids::ReleaseId;
+use super::model::release::Release;
+use super::ports::{InventoryError, RunnerError, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("release {holder} is still in flight on this fleet; wait for its outcome (GET /releases/{holder}) and try again")]
+    Busy { holder: ReleaseId },
+    #[error("idempotency_key {key:?} was first used with a different request; use a new key for a new request")]
+    IdempotencyConflict { key: String },
+    #[error(transparent)]
+    FlakeNotAllowed(#[from] FlakeNotAllowed),
+    #[error("no release {0} on this fleet")]
+    ReleaseNotFound(ReleaseId),
+    #[error("nothing to roll back to: {0}")]
+    NoRollbackTarget(String),
+    #[error("release {} is recorded as failed: SSM refused its apply command: {reason}", release.id)]
+    CommandRejected { release: Box<Release>, reason: String },
+    #[error("release {} is recorded but its apply command could not be confirmed; the next reconcile retries it", release.id)]
+    CommandUnconfirmed { release: Box<Release>, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+}

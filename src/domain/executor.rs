@@ -1,0 +1,420 @@
+//! The executor: the only code in the domain that touches the ports. It
+//! carries out the planner's steps, one method per kind, and decides nothing
+//! the planner has not: versions are raised, metrics emitted and the span's
+//! release id recorded here, once.
+
+use super::error::ControlError;
+use super::model::fleet::{FleetSettings, FleetState};
+use super::model::ids::{FleetName, ReleaseId};
+use super::model::release::{Release, ReleaseStatus};
+use super::model::rollout::Claim;
+use super::model::time::Timestamp;
+use super::planner::lease::{self, Admission};
+use super::planner::repair::{client_token, subnet_for, user_data};
+use super::planner::{Need, Observed, Outcome, Pass, Step};
+use super::ports::{
+    ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, LaunchRequest, ReleasePage,
+    ReleaseStore, RunnerError, Settlement, StoreError, Written,
+};
+use std::collections::HashMap;
+use tracing::{info, warn};
+
+/// The tracing target of metric events (see `crate::telemetry`).
+pub const METRICS_TARGET: &str = "flakefleet::metrics";
+
+/// Batches of a wave sent between two writes of their command ids.
+const BATCHES_PER_SAVE: usize = 10;
+
+/// What to do after a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Rest { outcome: Outcome, skipped: Option<String> },
+}
+
+/// The ports of one fleet, borrowed for one invocation.
+pub struct Executor<'a, S, I, R> {
+    pub store: &'a S,
+    pub inventory: &'a I,
+    pub runner: &'a R,
+    pub settings: &'a FleetSettings,
+}
+
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R> {
+    fn fleet(&self) -> &FleetName {
+        &self.settings.name
+    }
+
+    /// Carries out one step; `seen` learns what it did.
+    pub async fn execute(&self, step: Step, seen: &mut Observed, pass: &Pass) -> Result<Flow, ControlError> {
+        match step {
+            Step::Observe(need) => self.observe(need, seen).await?,
+            Step::Rest { outcome, skipped } => return Ok(Flow::Rest { outcome, skipped }),
+            Step::SendFirst(command) => self.send_first(&command, seen).await?,
+            Step::Record { release, then } => {
+                seen.holder = Some(self.record(*release, pass.now()).await?);
+                seen.dirty = false;
+                if let Some(outcome) = then {
+                    return Ok(Flow::Rest { outcome, skipped: None });
+                }
+            }
+            Step::Settle { settlement, outcome } => {
+                seen.holder = Some(self.settle(*settlement, pass).await?);
+                return Ok(Flow::Rest { outcome, skipped: None });
+            }
+            Step::SendWave { resume } => {
+                let holder = seen.holder.take().ok_or_else(no_holder)?;
+                let sent = self.send_wave(holder, resume, pass.now()).await;
+                seen.wave_sent = true;
+                seen.holder = Some(sent?);
+            }
+            Step::Launch { image } => self.launch(&image, seen).await?,
+            Step::Tag(instance_ids) => {
+                let holder = seen.holder.as_ref().ok_or_else(no_holder)?;
+                // Best effort: an untagged instance only costs a harmless re-apply later.
+                if let Err(e) = self.inventory.tag_release(&instance_ids, &holder.id).await {
+                    warn!(error = %e, "could not tag instances with their release");
+                }
+                seen.tagged = true;
+            }
+            Step::StartRepair { repair, plan } => {
+                match self.admit(&repair, None, false, pass.now()).await? {
+                    Admission::Admitted => {}
+                    Admission::Busy { holder } => {
+                        let skipped = Some(format!("release {holder} holds the fleet"));
+                        return Ok(Flow::Rest { outcome: Outcome::Idle, skipped });
+                    }
+                    other => return Err(StoreError::Unavailable(format!("a repair was refused: {other:?}")).into()),
+                }
+                info!(launch = plan.launch.len(), reapply = plan.reapply.len(), "repairing the fleet");
+                seen.holder = Some(*repair);
+                seen.created_here = true;
+                seen.started_repair = Some(plan);
+            }
+            Step::Corrupt(what) => return Err(StoreError::Corrupt(what).into()),
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Reads what the planner asked for.
+    async fn observe(&self, need: Need, seen: &mut Observed) -> Result<(), ControlError> {
+        let target = &self.settings.target;
+        match need {
+            Need::FleetState => {
+                let state = self.store.fleet_state(self.fleet()).await?;
+                // A gauge for the halted-fleet alarm, written on every pass.
+                self.metric("FleetIsHalted", "None", if state.halted.is_some() { 1.0 } else { 0.0 });
+                seen.fleet = Some(state);
+            }
+            Need::Holder(id) => {
+                record_release_id(&id);
+                let holder = self.store.release(self.fleet(), &id).await?;
+                let what = || StoreError::Corrupt(format!("lease names release {id} which is not stored"));
+                seen.holder = Some(holder.ok_or_else(what)?);
+            }
+            Need::SentBefore { comment, since } => {
+                let found = self.runner.find(&comment, since).await?;
+                if let Some(id) = &found {
+                    info!(command_id = %id, "found the command an earlier attempt sent");
+                }
+                seen.sent_before = Some(found);
+            }
+            Need::Canary(size) => {
+                let mut running = self.inventory.running_instances(target, Some(size)).await?;
+                running.sort();
+                running.truncate(size);
+                seen.canary = Some(running);
+            }
+            Need::AnyRunning => {
+                seen.any_running = Some(!self.inventory.running_instances(target, Some(1)).await?.is_empty());
+            }
+            Need::Report(command_id) => seen.report = Some(self.runner.report(&command_id).await?),
+            Need::WaveReports(command_ids) => {
+                let mut invocations = Vec::new();
+                for command_id in &command_ids {
+                    invocations.extend(self.runner.report(command_id).await?.invocations);
+                }
+                seen.wave_reports = Some(invocations);
+            }
+            Need::Running => seen.running = Some(self.inventory.running_instances(target, None).await?),
+            Need::RollbackTarget(failed) => seen.rollback_target = Some(self.rollback_target(&failed).await?),
+            Need::GoodRelease(id) => seen.good = Some(self.release(&id).await?),
+            Need::FleetInstances => seen.instances = Some(self.inventory.fleet_instances(target).await?),
+            Need::TaggedReleases(ids) => {
+                let mut flakerefs = HashMap::new();
+                for id in ids {
+                    if let Some(release) = self.store.release(self.fleet(), &id).await? {
+                        flakerefs.insert(id, release.flakeref);
+                    }
+                }
+                seen.tagged_flakerefs = Some(flakerefs);
+            }
+            Need::Image => {
+                seen.image = Some(match self.inventory.newest_image(&self.settings.spec.image).await {
+                    Ok(Some(image)) => Ok(image),
+                    Ok(None) => Err(format!("no image matches {:?}", self.settings.spec.image)),
+                    Err(e) => Err(e.to_string()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The fleet's last good release (unless it is the failed one), or the
+    /// newest success before the failed release.
+    async fn rollback_target(&self, failed: &ReleaseId) -> Result<Option<Release>, ControlError> {
+        let state = self.store.fleet_state(self.fleet()).await?;
+        Ok(match state.last_good_release {
+            Some(id) if &id != failed => self.store.release(self.fleet(), &id).await?,
+            _ => self.store.last_succeeded_before(self.fleet(), failed).await?,
+        })
+    }
+
+    async fn send_first(&self, command: &ApplyCommand, seen: &mut Observed) -> Result<(), ControlError> {
+        match self.runner.send(command).await {
+            Ok(id) => {
+                info!(command_id = %id, "apply command sent");
+                seen.first_send = Some(Ok(id));
+                Ok(())
+            }
+            Err(RunnerError::Rejected(reason)) => {
+                seen.first_send = Some(Err(reason));
+                Ok(())
+            }
+            Err(RunnerError::Unavailable(reason)) => {
+                warn!(%reason, "apply command not confirmed; left pending for reconcile");
+                let release = Box::new(seen.holder.clone().ok_or_else(no_holder)?);
+                Err(ControlError::CommandUnconfirmed { release, reason })
+            }
+        }
+    }
+
+    /// Launches every slot of the holder not yet launched or failed. Tokens
+    /// come from the release's id and the slot, so doing this again after a
+    /// crash asks EC2 for the same instances.
+    async fn launch(&self, image: &Result<String, String>, seen: &mut Observed) -> Result<(), ControlError> {
+        let mut repair = seen.holder.take().ok_or_else(no_holder)?;
+        let fleet = self.fleet();
+        for launch in repair.launches.iter_mut().filter(|l| l.instance_id.is_none() && l.error.is_none()) {
+            let result = match image {
+                Ok(image_id) => {
+                    let request = LaunchRequest {
+                        image_id: image_id.clone(),
+                        spec: self.settings.spec.clone(),
+                        slot: launch.slot,
+                        subnet: subnet_for(&self.settings.spec, launch.slot).map(str::to_owned),
+                        client_token: client_token(fleet.as_str(), &repair.id, launch.slot),
+                        release: repair.id.clone(),
+                        user_data: user_data(&repair.flakeref),
+                        tag: self.settings.target.clone(),
+                        fleet: fleet.clone(),
+                    };
+                    self.inventory.launch(&request).await.map_err(|e| e.to_string())
+                }
+                Err(why) => Err(why.clone()),
+            };
+            match result {
+                Ok(id) => {
+                    info!(instance_id = %id, slot = launch.slot, "launched");
+                    seen.launched_ids.push(id.clone());
+                    launch.instance_id = Some(id);
+                }
+                Err(why) => {
+                    warn!(slot = launch.slot, error = %why, "launch failed; the next reconcile tries again");
+                    launch.error = Some(why);
+                }
+            }
+        }
+        seen.holder = Some(repair);
+        seen.launched = true;
+        seen.dirty = true;
+        Ok(())
+    }
+
+    /// Sends the unsent batches of the release's current wave, recording
+    /// their command ids. `resume`: look for each batch's command first.
+    async fn send_wave(&self, mut release: Release, resume: bool, now: Timestamp) -> Result<Release, ControlError> {
+        let mut unsaved = 0;
+        loop {
+            let Some((wave_number, batch_number, batch)) = next_batch(&release) else {
+                return Ok(release);
+            };
+            let comment = release.batch_comment(wave_number, batch_number);
+            let since = release.created_at.minus(super::planner::COMMAND_LOOKBACK);
+            let found = if resume { self.runner.find(&comment, since).await? } else { None };
+            let command_id = match found {
+                Some(id) => id,
+                None => {
+                    let target = CommandTarget::Instances(batch);
+                    let command = ApplyCommand { flakeref: release.flakeref.clone(), target, comment };
+                    match self.runner.send(&command).await {
+                        Ok(id) => id,
+                        Err(e) => {
+                            // Left claimed: the reconcile takes over after the claim
+                            // lapses. Record what went out so it need not search for it.
+                            if unsaved > 0 {
+                                self.record(release, now).await?;
+                            }
+                            return Err(e.into());
+                        }
+                    }
+                }
+            };
+            info!(command_id = %command_id, wave = wave_number + 1, batch = batch_number + 1, "wave batch sent");
+            let mut last = false;
+            if let Some(wave) = release.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+                wave.command_ids.push(command_id);
+                last = wave.fully_sent();
+            }
+            unsaved += 1;
+            // Command ids are written every few batches rather than after each:
+            // a release of 10,000 instances is rewritten whole on every save, and
+            // a batch sent but not recorded is found by its comment after a crash.
+            if last || unsaved == BATCHES_PER_SAVE {
+                let version = release.version;
+                release = self.record(release, now).await?;
+                unsaved = 0;
+                if release.version != version + 1 {
+                    return Ok(release); // fenced off: another writer moved it on
+                }
+            }
+        }
+    }
+
+    /// Admits a new release: recorded, holding the fleet.
+    pub async fn admit(
+        &self,
+        release: &Release,
+        claim: Option<&IdempotencyClaim>,
+        desired: bool,
+        now: Timestamp,
+    ) -> Result<Admission, ControlError> {
+        record_release_id(&release.id);
+        let answer = self.store.admit(release, claim, desired, now).await?;
+        let admission = lease::admission(answer, claim.map(|c| c.request.as_str()));
+        if admission == Admission::Admitted && desired {
+            info!(kind = release.kind.as_str(), flakeref = %release.flakeref, "release recorded");
+            self.metric("DeploysStarted", "Count", 1.0);
+        }
+        Ok(admission)
+    }
+
+    /// Stores a release's progress; when fenced off, another writer moved it
+    /// on and its record is the truth.
+    async fn record(&self, mut release: Release, now: Timestamp) -> Result<Release, ControlError> {
+        let expected = stamp(&mut release, now);
+        match self.store.save(&release, expected).await? {
+            Written::Yes => Ok(release),
+            Written::Fenced(_) => self.release(&release.id).await,
+        }
+    }
+
+    /// Settles a release; a lost lease settles it alone where the lease
+    /// model allows. Answers the release as stored.
+    async fn settle(&self, mut settlement: Settlement, pass: &Pass) -> Result<Release, ControlError> {
+        stamp(&mut settlement.release, pass.now());
+        let mut written = self.store.settle(&settlement).await?;
+        if written == Written::Fenced(super::ports::Fence::LeaseLost) {
+            if let Some(alone) = lease::settle_without_lease(&settlement) {
+                settlement = alone;
+                written = self.store.settle(&settlement).await?;
+            }
+        }
+        if written != Written::Yes {
+            return self.release(&settlement.release.id).await;
+        }
+        let release = &settlement.release;
+        info!(
+            status = release.status.as_str(),
+            reason = release.status_reason.as_deref().unwrap_or(""),
+            "release finished"
+        );
+        self.settled_metrics(release, pass.now());
+        let change = settlement.fleet.unwrap_or_default();
+        if let Some(halt) = &change.halt {
+            warn!(reason = %halt, "fleet halted: no automatic action until an operator deploys or rolls back");
+        }
+        if let Some(rollback) = change.next {
+            info!(rollback = %rollback.id, to = ?rollback.rollback_of, "automatic rollback started");
+            // Sent by this invocation, which claimed its wave; if it dies, the
+            // reconcile takes the claim over.
+            if let Err(e) = self.send_wave(rollback.clone(), false, pass.now()).await {
+                warn!(error = %e, rollback = %rollback.id, "rollback wave not sent yet; the reconcile retries");
+            }
+        }
+        Ok(settlement.release)
+    }
+
+    fn settled_metrics(&self, release: &Release, now: Timestamp) {
+        let name = match release.status {
+            ReleaseStatus::Succeeded => "DeploysSucceeded",
+            ReleaseStatus::Failed => "DeploysFailed",
+            ReleaseStatus::RolledBack => "DeploysRolledBack",
+            ReleaseStatus::Halted => "FleetHalted",
+            _ => return,
+        };
+        self.metric(name, "Count", 1.0);
+        let duration = now.millis().saturating_sub(release.created_at.millis());
+        self.metric("RolloutDuration", "Milliseconds", duration as f64);
+    }
+
+    /// One CloudWatch metric, dimensioned by fleet (written by `telemetry::EmfLayer`).
+    fn metric(&self, metric: &'static str, unit: &'static str, value: f64) {
+        info!(target: METRICS_TARGET, metric, unit, value, fleet = self.fleet().as_str());
+    }
+
+    pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
+        record_release_id(id);
+        self.store.release(self.fleet(), id).await?.ok_or_else(|| ControlError::ReleaseNotFound(id.clone()))
+    }
+
+    pub async fn find_release(&self, id: &ReleaseId) -> Result<Option<Release>, ControlError> {
+        Ok(self.store.release(self.fleet(), id).await?)
+    }
+
+    pub async fn releases(&self, limit: u32, after: Option<&ReleaseId>) -> Result<ReleasePage, ControlError> {
+        Ok(self.store.releases(self.fleet(), limit, after).await?)
+    }
+
+    pub async fn fleet_state(&self) -> Result<FleetState, ControlError> {
+        Ok(self.store.fleet_state(self.fleet()).await?)
+    }
+
+    pub async fn last_succeeded_before(&self, id: &ReleaseId) -> Result<Option<Release>, ControlError> {
+        Ok(self.store.last_succeeded_before(self.fleet(), id).await?)
+    }
+
+    pub async fn fleet_instances(&self) -> Result<Vec<super::model::fleet::FleetInstance>, ControlError> {
+        Ok(self.inventory.fleet_instances(&self.settings.target).await?)
+    }
+}
+
+/// The wave number, batch number and instances of the release's next unsent batch.
+fn next_batch(release: &Release) -> Option<(usize, usize, Vec<String>)> {
+    let rollout = release.rollout.as_ref()?;
+    let wave = rollout.current()?;
+    let batch_number = wave.command_ids.len();
+    let batch = wave.batches().nth(batch_number)?.to_vec();
+    Some((rollout.waves.len() - 1, batch_number, batch))
+}
+
+/// Raises a release's version for a write; answers the version it was read at.
+fn stamp(release: &mut Release, now: Timestamp) -> u64 {
+    let expected = release.version;
+    release.version += 1;
+    release.updated_at = now;
+    expected
+}
+
+fn no_holder() -> ControlError {
+    StoreError::Corrupt("a step on a release was planned without one".into()).into()
+}
+
+pub fn record_release_id(id: &ReleaseId) {
+    tracing::Span::current().record("release_id", id.as_str());
+}
+
+/// A fresh claim token for one invocation.
+pub fn invocation_claim(now: Timestamp) -> Claim {
+    Claim::new(format!("{:016x}", fastrand::u64(..)), now)
+}

@@ -1,0 +1,174 @@
+//! Releases: what was asked for, when, and how it went on each instance.
+
+use super::flakeref::Flakeref;
+use super::ids::{FleetName, ReleaseId, Revision};
+use super::outcome::InstanceOutcome;
+use super::rollout::Rollout;
+use super::time::{rfc3339, Timestamp};
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseKind {
+    Deploy,
+    Rollback,
+    /// The reconcile putting the fleet's good release back where it is missing or drifted.
+    Repair,
+}
+
+impl ReleaseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deploy => "deploy",
+            Self::Rollback => "rollback",
+            Self::Repair => "repair",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "deploy" => Some(Self::Deploy),
+            "rollback" => Some(Self::Rollback),
+            "repair" => Some(Self::Repair),
+            _ => None,
+        }
+    }
+}
+
+/// Where a release stands. `pending` means recorded but the apply command is
+/// not yet confirmed sent; every status after `in_progress` is final:
+/// `rolled_back` (failed, and an automatic rollback took over the fleet) and
+/// `halted` (failed with nothing safe to go back to: the fleet waits for an operator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseStatus {
+    Pending,
+    InProgress,
+    Succeeded,
+    Failed,
+    NoInstances,
+    RolledBack,
+    Halted,
+}
+
+impl ReleaseStatus {
+    pub const ALL: [Self; 7] = [
+        Self::Pending,
+        Self::InProgress,
+        Self::Succeeded,
+        Self::Failed,
+        Self::NoInstances,
+        Self::RolledBack,
+        Self::Halted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InProgress => "in_progress",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::NoInstances => "no_instances",
+            Self::RolledBack => "rolled_back",
+            Self::Halted => "halted",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == raw)
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending | Self::InProgress)
+    }
+}
+
+/// One launch a repair asked EC2 for, as recorded on the repair release.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Launch {
+    pub slot: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One request to put a flakeref on the fleet. Its identity (id, fleet,
+/// flakeref, kind, creation time) never changes once recorded; only its
+/// progress does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Release {
+    pub id: ReleaseId,
+    pub fleet: FleetName,
+    pub flakeref: Flakeref,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<Revision>,
+    pub kind: ReleaseKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<ReleaseId>,
+    pub status: ReleaseStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub command_id: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
+    pub created_at: Timestamp,
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: Timestamp,
+    /// When the fleet's lease taken for this release runs out.
+    #[serde(serialize_with = "rfc3339")]
+    pub deadline: Timestamp,
+    pub instances: Vec<InstanceOutcome>,
+    /// The waves of a staged rollout; None when the command targets the fleet tag at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// For a repair: the instances it asked EC2 to launch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub launches: Vec<Launch>,
+    /// Raised by every write: the fencing number that lets only one writer move
+    /// a release on from what it read.
+    pub version: u64,
+}
+
+impl Release {
+    /// The SSM `Comment` that ties a command to its release (at most 100 characters),
+    /// so a command sent before a crash can be found again.
+    pub fn command_comment(&self) -> String {
+        format!("flakefleet {} release {}", self.fleet, self.id)
+    }
+
+    /// The comment of one batch of one wave of a staged rollout.
+    pub fn batch_comment(&self, wave: usize, batch: usize) -> String {
+        format!("flakefleet {} release {} wave {wave} batch {batch}", self.fleet, self.id)
+    }
+
+    /// Every instance this release's commands were sent to, as far as recorded.
+    pub fn reached_instances(&self) -> Vec<String> {
+        let mut ids: Vec<String> = match &self.rollout {
+            Some(rollout) => rollout.targeted().cloned().collect(),
+            None => self.instances.iter().map(|i| i.instance_id.clone()).collect(),
+        };
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comment_fits_ssm_limit() {
+        let fleet = FleetName::parse(&"f".repeat(32)).unwrap();
+        let id = ReleaseId::generate(Timestamp::from_millis(u64::MAX), u128::MAX);
+        let comment = format!("flakefleet {fleet} release {id} wave 9999 batch 9999");
+        assert!(comment.len() <= 100, "{}", comment.len());
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in ReleaseStatus::ALL {
+            assert_eq!(ReleaseStatus::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Staged rollouts as recorded: a canary, then waves. The rules that judge
+//! them live in the planner.
+
+use super::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// SendCommand takes at most 50 InstanceIds.
+pub const BATCH: usize = 50;
+
+/// A count or a percentage of the fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rate {
+    Count(usize),
+    Percent(usize),
+}
+
+impl Rate {
+    pub fn parse(raw: &str) -> Option<Self> {
+        let (digits, percent) = match raw.strip_suffix('%') {
+            Some(d) => (d, true),
+            None => (raw, false),
+        };
+        if digits.is_empty() || digits.len() > 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: usize = digits.parse().ok()?;
+        match percent {
+            true if n <= 100 => Some(Self::Percent(n)),
+            true => None,
+            false => Some(Self::Count(n)),
+        }
+    }
+
+    /// How many instances of `total` this rate allows, rounding down.
+    pub fn floor_of(self, total: usize) -> usize {
+        match self {
+            Self::Count(n) => n,
+            Self::Percent(p) => total * p / 100,
+        }
+    }
+
+    /// How many instances of `total` this rate names, rounding up, at least one.
+    pub fn ceil_of(self, total: usize) -> usize {
+        match self {
+            Self::Count(n) => n,
+            Self::Percent(p) => (total * p).div_ceil(100),
+        }
+        .max(1)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RolloutMode {
+    /// One command to every instance carrying the fleet tag.
+    AllAtOnce,
+    /// A canary, then waves sent by instance id.
+    Staged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutPolicy {
+    pub mode: RolloutMode,
+    /// Instances in the canary wave (1 to 50).
+    pub canary: usize,
+    pub wave: Rate,
+    /// Failures tolerated across the rollout before it stops; the canary tolerates none.
+    pub failure_threshold: Rate,
+    /// Whether a failed deploy puts the last good release back by itself.
+    pub auto_rollback: bool,
+}
+
+/// Who claims a piece of work, and when: a token unique to one invocation
+/// (so two invocations in the same millisecond never both think they won),
+/// and the time its claim starts to lapse from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub by: String,
+    pub at: Timestamp,
+}
+
+impl Claim {
+    pub fn new(by: impl Into<String>, at: Timestamp) -> Self {
+        Self { by: by.into(), at }
+    }
+}
+
+/// The waves of one release, as recorded on it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub waves: Vec<Wave>,
+    /// Running instances when the rollout was planned past its canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_size: Option<usize>,
+    /// No waves beyond those recorded (an automatic rollback reaches only the
+    /// instances the bad release reached).
+    #[serde(default)]
+    pub fixed: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wave {
+    pub instance_ids: Vec<String>,
+    /// One per batch of at most [`BATCH`] instances, in order, once sent.
+    pub command_ids: Vec<String>,
+    /// When the wave was claimed for sending (ms since the epoch). Another
+    /// invocation finishes sending it only after the claimer must have died.
+    #[serde(default)]
+    pub claimed_ms: u64,
+    /// The invocation that claimed it: the one that wins the write sends.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub claimed_by: String,
+}
+
+impl Wave {
+    pub fn new(instance_ids: Vec<String>, claim: &Claim) -> Self {
+        Self { instance_ids, command_ids: Vec::new(), claimed_ms: claim.at.millis(), claimed_by: claim.by.clone() }
+    }
+
+    pub fn claimed_by(&self, claim: &Claim) -> bool {
+        !claim.by.is_empty() && self.claimed_by == claim.by
+    }
+
+    pub fn batches(&self) -> impl Iterator<Item = &[String]> {
+        self.instance_ids.chunks(BATCH)
+    }
+
+    pub fn fully_sent(&self) -> bool {
+        self.command_ids.len() == self.instance_ids.len().div_ceil(BATCH)
+    }
+}
+
+impl Rollout {
+    pub fn targeted(&self) -> impl Iterator<Item = &String> {
+        self.waves.iter().flat_map(|w| w.instance_ids.iter())
+    }
+
+    pub fn current(&self) -> Option<&Wave> {
+        self.waves.last()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(Rate::parse("10%").unwrap().floor_of(9), 0);
+        assert_eq!(Rate::parse("10%").unwrap().ceil_of(9), 1);
+        assert_eq!(Rate::parse("30%").unwrap().ceil_of(10), 3);
+        assert_eq!(Rate::parse("2").unwrap().floor_of(100), 2);
+        for bad in ["", "%", "101%", "-1", "1.5", "ten"] {
+            assert_eq!(Rate::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn batches_are_at_most_fifty() {
+        let wave = Wave::new((0..120).map(|i| format!("i-{i}")).collect(), &Claim::new("a", Timestamp::from_millis(0)));
+        let sizes: Vec<usize> = wave.batches().map(<[String]>::len).collect();
+        assert_eq!(sizes, [50, 50, 20]);
+        assert!(!wave.fully_sent());
+    }
+
+    #[test]
+    fn a_claim_is_won_by_its_token_not_its_time() {
+        let at = Timestamp::from_millis(7);
+        let wave = Wave::new(vec!["i-1".into()], &Claim::new("one", at));
+        assert!(wave.claimed_by(&Claim::new("one", at)));
+        assert!(!wave.claimed_by(&Claim::new("two", at)), "same millisecond, other invocation");
+        assert!(!Wave::default().claimed_by(&Claim::new("", at)));
+    }
+}

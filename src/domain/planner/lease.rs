@@ -1,0 +1,147 @@
+//! The one model of who may write what: a release holds the fleet through its
+//! lease, a caller's key through its claim, and every write of a release is
+//! fenced by its version. The stores only report which condition failed; what
+//! that means is decided here, alike for DynamoDB and the in-memory store.
+
+use crate::domain::model::ids::ReleaseId;
+use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
+use crate::domain::ports::{AdmitConflict, Admitted, FleetChange, Settlement};
+
+/// What admitting a new release came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// The idempotency key was seen before; nothing was written.
+    Replay {
+        release_id: ReleaseId,
+        same_request: bool,
+    },
+    /// Another release holds the fleet; nothing was written.
+    Busy {
+        holder: ReleaseId,
+    },
+    /// A release with the new id exists (ids are random: a retry with a new id succeeds).
+    IdTaken,
+}
+
+/// Reads the store's answer. A replay wins over a busy fleet, so a retried
+/// request gets its first answer even while its release still holds the fleet.
+pub fn admission(answer: Admitted, request: Option<&str>) -> Admission {
+    let Admitted::Refused(conflicts) = answer else {
+        return Admission::Admitted;
+    };
+    let replay = conflicts.iter().find_map(|c| match c {
+        AdmitConflict::KeyUsed { release_id, request: first } => {
+            Some(Admission::Replay { release_id: release_id.clone(), same_request: Some(first.as_str()) == request })
+        }
+        _ => None,
+    });
+    let busy = conflicts.iter().find_map(|c| match c {
+        AdmitConflict::LeaseHeld { holder } => Some(Admission::Busy { holder: holder.clone() }),
+        _ => None,
+    });
+    replay.or(busy).unwrap_or(Admission::IdTaken)
+}
+
+/// A release's final write (over the version it was read at), with what it
+/// means for the fleet. A repair puts the good release back; it is not a good
+/// release of its own.
+pub fn settlement(release: Release, halt: Option<String>, next: Option<Release>) -> Settlement {
+    let expected_version = release.version;
+    let last_good = release.status == ReleaseStatus::Succeeded && release.kind != ReleaseKind::Repair;
+    Settlement { release, expected_version, fleet: Some(FleetChange { last_good, halt, next }) }
+}
+
+/// After a settlement lost the fleet's lease (it lapsed and another release
+/// took it): the release alone may still be settled, but a fleet it no longer
+/// holds is never halted or handed to its rollback.
+pub fn settle_without_lease(settlement: &Settlement) -> Option<Settlement> {
+    let change = settlement.fleet.as_ref()?;
+    if change.halt.is_some() || change.next.is_some() {
+        return None;
+    }
+    Some(Settlement { fleet: None, ..settlement.clone() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::flakeref::Flakeref;
+    use crate::domain::model::ids::FleetName;
+    use crate::domain::model::time::Timestamp;
+
+    fn id(n: u64) -> ReleaseId {
+        ReleaseId::generate(Timestamp::from_millis(n), 0)
+    }
+
+    fn release(kind: ReleaseKind, status: ReleaseStatus) -> Release {
+        let now = Timestamp::from_millis(1);
+        Release {
+            id: id(1),
+            fleet: FleetName::parse("prod").unwrap(),
+            flakeref: Flakeref::parse("AcmeCorp/infra/=0.1.0#nixosConfigurations.web").unwrap(),
+            revision: None,
+            kind,
+            rollback_of: None,
+            status,
+            status_reason: None,
+            command_id: None,
+            created_at: now,
+            updated_at: now,
+            deadline: now,
+            instances: vec![],
+            rollout: None,
+            launches: vec![],
+            version: 3,
+        }
+    }
+
+    #[test]
+    fn admission_table() {
+        let key = |n, request: &str| AdmitConflict::KeyUsed { release_id: id(n), request: request.into() };
+        let lease = |n| AdmitConflict::LeaseHeld { holder: id(n) };
+        let table = [
+            (Admitted::Yes, Admission::Admitted),
+            (Admitted::Refused(vec![lease(2)]), Admission::Busy { holder: id(2) }),
+            (Admitted::Refused(vec![key(3, "deploy a")]), Admission::Replay { release_id: id(3), same_request: true }),
+            (Admitted::Refused(vec![key(3, "deploy b")]), Admission::Replay { release_id: id(3), same_request: false }),
+            // Both conditions failed: the replay wins.
+            (
+                Admitted::Refused(vec![lease(2), key(3, "deploy a")]),
+                Admission::Replay { release_id: id(3), same_request: true },
+            ),
+            (Admitted::Refused(vec![AdmitConflict::IdTaken]), Admission::IdTaken),
+            (Admitted::Refused(vec![]), Admission::IdTaken),
+        ];
+        for (answer, expected) in table {
+            assert_eq!(admission(answer.clone(), Some("deploy a")), expected, "{answer:?}");
+        }
+    }
+
+    #[test]
+    fn settlements_expect_the_version_read_and_name_the_good_release() {
+        let s = settlement(release(ReleaseKind::Deploy, ReleaseStatus::Succeeded), None, None);
+        assert_eq!(s.expected_version, 3);
+        assert!(s.fleet.unwrap().last_good);
+        for (kind, status) in [
+            (ReleaseKind::Repair, ReleaseStatus::Succeeded),
+            (ReleaseKind::Deploy, ReleaseStatus::Failed),
+            (ReleaseKind::Rollback, ReleaseStatus::Halted),
+        ] {
+            assert!(!settlement(release(kind, status), None, None).fleet.unwrap().last_good, "{kind:?} {status:?}");
+        }
+    }
+
+    #[test]
+    fn without_the_lease_a_release_settles_alone_but_never_halts_or_hands_over() {
+        let plain = settlement(release(ReleaseKind::Deploy, ReleaseStatus::Succeeded), None, None);
+        let alone = settle_without_lease(&plain).unwrap();
+        assert_eq!((&alone.fleet, &alone.release), (&None, &plain.release));
+        let halting = settlement(release(ReleaseKind::Rollback, ReleaseStatus::Halted), Some("why".into()), None);
+        assert_eq!(settle_without_lease(&halting), None);
+        let next = release(ReleaseKind::Rollback, ReleaseStatus::InProgress);
+        let handing = settlement(release(ReleaseKind::Deploy, ReleaseStatus::RolledBack), None, Some(next));
+        assert_eq!(settle_without_lease(&handing), None);
+        assert_eq!(settle_without_lease(&alone), None, "already alone: nothing more to drop");
+    }
+}

@@ -1,0 +1,581 @@
+//! The planner: every rule of a rollout, a rollback and a repair, in one pure
+//! function. [`plan`] looks at what is known on this pass (the fleet's record,
+//! the release holding it, what has been observed so far) and answers one
+//! [`Step`]: observe something first, act, or rest. It reads no clock, calls
+//! no port and knows no AWS; the executor carries steps out and the use cases
+//! loop plan → execute → plan until it rests.
+//!
+//! Where a rule lives: when to send, wait or take over (`plan_first_command`,
+//! `plan_wave`), when a wave passes or stops (`judge`), what a failure leads to
+//! (`plan_failure`), what to repair (`plan_repair_step`, `repair`), and what a
+//! lost lease or a refused admission means (`lease`).
+
+pub mod judge;
+pub mod lease;
+pub mod repair;
+
+use crate::domain::model::flakeref::Flakeref;
+use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState};
+use crate::domain::model::ids::{ReleaseId, Revision};
+use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome};
+use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
+use crate::domain::model::rollout::{Claim, Rollout, RolloutMode, Wave};
+use crate::domain::model::time::Timestamp;
+use crate::domain::ports::{ApplyCommand, CommandReport, CommandTarget, Settlement};
+use judge::{batches_to_report, judge_command, judge_wave, merge_outcomes, newly_converged, next_wave, WaveVerdict};
+use repair::{plan_repair, tagged_releases, RepairPlan};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// How far before a release's creation to look for a command it may have sent.
+pub const COMMAND_LOOKBACK: Duration = Duration::from_secs(60);
+
+/// What one reconcile pass came to; serialised as the API has always shown it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Idle,
+    Halted,
+    Dispatched,
+    Waiting,
+    WaveStarted,
+    RolledBack,
+    Finished,
+    Repaired,
+}
+
+/// Something the planner needs to know before it can decide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Need {
+    FleetState,
+    /// The release the lease names.
+    Holder(ReleaseId),
+    /// A command an earlier attempt may have sent, by its comment.
+    SentBefore {
+        comment: String,
+        since: Timestamp,
+    },
+    /// Up to this many running instances of the fleet, sorted: the canary.
+    Canary(usize),
+    /// Whether any running instance carries the fleet's tag.
+    AnyRunning,
+    /// The report of the one command sent to the fleet's tag.
+    Report(String),
+    /// The reports of these batches of the current wave.
+    WaveReports(Vec<String>),
+    /// Every running instance of the fleet.
+    Running,
+    /// The release to roll back to when this one fails: the fleet's last good
+    /// release, or the newest success before it.
+    RollbackTarget(ReleaseId),
+    /// The fleet's last good release, for a repair.
+    GoodRelease(ReleaseId),
+    FleetInstances,
+    /// The flakerefs of the releases instances are tagged with.
+    TaggedReleases(Vec<ReleaseId>),
+    /// The newest image for launches.
+    Image,
+}
+
+/// The next thing to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    Observe(Need),
+    /// Nothing more on this pass.
+    Rest {
+        outcome: Outcome,
+        skipped: Option<String>,
+    },
+    /// Send the holder's first command: the canary, or the one command to the tag.
+    SendFirst(ApplyCommand),
+    /// Send the unsent batches of the holder's current wave. `resume`: an
+    /// earlier invocation may have sent some, so look for each before sending.
+    SendWave {
+        resume: bool,
+    },
+    /// Launch the holder's slots not yet launched, from this image (or record why not).
+    Launch {
+        image: Result<String, String>,
+    },
+    /// Tag these instances with the holder's id: they applied it.
+    Tag(Vec<String>),
+    /// Store the holder's progress; then rest with the outcome, or plan again.
+    Record {
+        release: Box<Release>,
+        then: Option<Outcome>,
+    },
+    /// The holder's final write.
+    Settle {
+        settlement: Box<Settlement>,
+        outcome: Outcome,
+    },
+    /// Record a repair release under the fleet's lease, then drive it.
+    StartRepair {
+        repair: Box<Release>,
+        plan: RepairPlan,
+    },
+    /// The record contradicts itself.
+    Corrupt(String),
+}
+
+/// What this pass knows; `None` is "not observed yet".
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub fleet: Option<FleetState>,
+    /// The release holding the fleet (or being admitted): the one steps act on.
+    pub holder: Option<Release>,
+    /// This pass recorded the holder: no earlier attempt can have sent its command.
+    pub created_here: bool,
+    pub sent_before: Option<Option<String>>,
+    pub canary: Option<Vec<String>>,
+    pub any_running: Option<bool>,
+    /// What the first command's send answered: its id, or the service's refusal.
+    pub first_send: Option<Result<String, String>>,
+    pub report: Option<CommandReport>,
+    pub wave_reports: Option<Vec<InstanceOutcome>>,
+    pub running: Option<Vec<String>>,
+    pub rollback_target: Option<Option<Release>>,
+    pub good: Option<Release>,
+    pub instances: Option<Vec<FleetInstance>>,
+    pub tagged_flakerefs: Option<HashMap<ReleaseId, Flakeref>>,
+    pub image: Option<Result<String, String>>,
+    /// Done on this pass already.
+    pub tagged: bool,
+    pub launched: bool,
+    pub wave_sent: bool,
+    /// The holder has changes not yet stored.
+    pub dirty: bool,
+    /// What this pass did, for its report.
+    pub started_repair: Option<RepairPlan>,
+    pub launched_ids: Vec<String>,
+}
+
+/// What identifies this pass: when it runs, the claim it makes, and the id
+/// any release it creates gets.
+#[derive(Clone, Debug)]
+pub struct Pass {
+    pub claim: Claim,
+    pub fresh_id: ReleaseId,
+}
+
+impl Pass {
+    pub fn now(&self) -> Timestamp {
+        self.claim.at
+    }
+}
+
+/// The next step, from what is known.
+pub fn plan(seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    if let Some(holder) = &seen.holder {
+        return plan_release(holder, seen, settings, pass);
+    }
+    let Some(fleet) = &seen.fleet else {
+        return Step::Observe(Need::FleetState);
+    };
+    if let Some(lease) = &fleet.lease {
+        return Step::Observe(Need::Holder(lease.release_id.clone()));
+    }
+    if let Some(halt) = &fleet.halted {
+        return rest_because(Outcome::Halted, format!("the fleet is halted: {}", halt.reason));
+    }
+    plan_repair_step(fleet, seen, settings, pass)
+}
+
+/// A new release of `flakeref` for this fleet: pending, holding the fleet until its deadline.
+pub fn new_release(
+    settings: &FleetSettings,
+    id: ReleaseId,
+    flakeref: Flakeref,
+    revision: Option<Revision>,
+    kind: ReleaseKind,
+    rollback_of: Option<ReleaseId>,
+    now: Timestamp,
+) -> Release {
+    Release {
+        id,
+        fleet: settings.name.clone(),
+        flakeref,
+        revision,
+        kind,
+        rollback_of,
+        status: ReleaseStatus::Pending,
+        status_reason: None,
+        command_id: None,
+        created_at: now,
+        updated_at: now,
+        deadline: now.plus(settings.deploy_timeout),
+        instances: Vec::new(),
+        rollout: (settings.rollout.mode == RolloutMode::Staged).then(Rollout::default),
+        launches: Vec::new(),
+        version: 0,
+    }
+}
+
+fn rest(outcome: Outcome) -> Step {
+    Step::Rest { outcome, skipped: None }
+}
+
+fn rest_because(outcome: Outcome, why: String) -> Step {
+    Step::Rest { outcome, skipped: Some(why) }
+}
+
+fn settle(release: Release, outcome: Outcome) -> Step {
+    Step::Settle { settlement: Box::new(lease::settlement(release, None, None)), outcome }
+}
+
+fn plan_release(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    match release.status {
+        ReleaseStatus::Pending => plan_first_command(release, seen, settings, pass),
+        ReleaseStatus::InProgress if release.rollout.is_none() => plan_at_once(release, seen, settings, pass),
+        ReleaseStatus::InProgress => plan_staged(release, seen, settings, pass),
+        _ => rest(Outcome::Idle),
+    }
+}
+
+/// A pending release: its first command is not confirmed sent.
+fn plan_first_command(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    let now = pass.now();
+    let resume = !seen.created_here;
+    // Another invocation recorded it and may still be sending: leave it the window.
+    if resume && now < release.created_at.plus(settings.takeover_after) {
+        return rest(Outcome::Waiting);
+    }
+    if let Some(answer) = &seen.first_send {
+        return match answer {
+            Ok(command_id) => record_first(release, command_id, seen, pass),
+            Err(reason) => {
+                let mut failed = release.clone();
+                failed.status = ReleaseStatus::Failed;
+                failed.status_reason = Some(format!("SSM refused the apply command: {reason}"));
+                settle(failed, Outcome::Dispatched)
+            }
+        };
+    }
+    let (target, comment) = match &release.rollout {
+        None => (CommandTarget::Tag(settings.target.clone()), release.command_comment()),
+        Some(_) => match &seen.canary {
+            Some(canary) => (CommandTarget::Instances(canary.clone()), release.batch_comment(0, 0)),
+            None => return Step::Observe(Need::Canary(settings.rollout.canary)),
+        },
+    };
+    if resume {
+        match &seen.sent_before {
+            None => {
+                let since = release.created_at.minus(COMMAND_LOOKBACK);
+                return Step::Observe(Need::SentBefore { comment, since });
+            }
+            Some(Some(command_id)) => return record_first(release, command_id, seen, pass),
+            Some(None) => {}
+        }
+    }
+    if now >= release.deadline {
+        let reason = "the deadline passed before the apply command was sent".to_owned();
+        return with_outcome(plan_failure(release.clone(), reason, seen, settings, pass), Outcome::Dispatched);
+    }
+    let empty = match &target {
+        CommandTarget::Instances(ids) => ids.is_empty(),
+        CommandTarget::Tag(_) => match seen.any_running {
+            Some(any) => !any,
+            None => return Step::Observe(Need::AnyRunning),
+        },
+    };
+    if empty {
+        let mut none = release.clone();
+        none.status = ReleaseStatus::NoInstances;
+        none.status_reason =
+            Some(format!("no running instance carries the fleet tag {}; nothing was sent", settings.target));
+        return settle(none, Outcome::Dispatched);
+    }
+    Step::SendFirst(ApplyCommand { flakeref: release.flakeref.clone(), target, comment })
+}
+
+/// The holder's first command is out (sent now, or found): record it.
+fn record_first(release: &Release, command_id: &str, seen: &Observed, pass: &Pass) -> Step {
+    Step::Record { release: Box::new(first_sent(release, command_id, seen, pass)), then: Some(Outcome::Dispatched) }
+}
+
+fn with_outcome(step: Step, outcome: Outcome) -> Step {
+    match step {
+        Step::Settle { settlement, .. } => Step::Settle { settlement, outcome },
+        other => other,
+    }
+}
+
+/// The release with its first command recorded: in progress from now on.
+fn first_sent(release: &Release, command_id: &str, seen: &Observed, pass: &Pass) -> Release {
+    let mut sent = release.clone();
+    match sent.rollout.as_mut() {
+        Some(rollout) => {
+            let mut canary = Wave::new(seen.canary.clone().unwrap_or_default(), &pass.claim);
+            canary.command_ids.push(command_id.to_owned());
+            rollout.waves = vec![canary];
+        }
+        None => sent.command_id = Some(command_id.to_owned()),
+    }
+    sent.status = ReleaseStatus::InProgress;
+    sent
+}
+
+/// The one command to the whole tag: judged when SSM says it ended.
+fn plan_at_once(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    let Some(command_id) = &release.command_id else {
+        return Step::Corrupt(format!("release {} is in progress without a command id", release.id));
+    };
+    let Some(report) = &seen.report else {
+        return Step::Observe(Need::Report(command_id.clone()));
+    };
+    let mut verdict = judge_command(report, release.deadline, pass.now());
+    trim_outputs(&mut verdict.instances);
+    let fresh = newly_converged(&release.instances, &verdict.instances);
+    if !fresh.is_empty() && !seen.tagged {
+        return Step::Tag(fresh);
+    }
+    let changed = verdict.instances != release.instances;
+    let mut next = release.clone();
+    next.instances = verdict.instances;
+    match verdict.status {
+        ReleaseStatus::Succeeded | ReleaseStatus::NoInstances => {
+            next.status = verdict.status;
+            next.status_reason = verdict.reason;
+            settle(next, Outcome::Finished)
+        }
+        ReleaseStatus::Failed => plan_failure(next, verdict.reason.unwrap_or_default(), seen, settings, pass),
+        _ if changed => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
+        _ => rest(Outcome::Waiting),
+    }
+}
+
+/// A staged release (and every repair): launches, then waves.
+fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    let now = pass.now();
+    let rollout = release.rollout.clone().unwrap_or_default();
+    if release.launches.iter().any(|l| l.instance_id.is_none() && l.error.is_none()) {
+        // A repair that stopped mid-launch: its claim lapses like a wave's.
+        if !seen.created_here && now < release.created_at.plus(settings.takeover_after) {
+            return rest(Outcome::Waiting);
+        }
+        return match &seen.image {
+            Some(image) => Step::Launch { image: image.clone() },
+            None => Step::Observe(Need::Image),
+        };
+    }
+    if rollout.waves.is_empty() && !release.launches.is_empty() {
+        return settle(launches_settled(release), Outcome::Finished);
+    }
+    if seen.dirty {
+        return Step::Record { release: Box::new(release.clone()), then: None };
+    }
+    let Some(wave) = rollout.current() else {
+        return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
+    };
+    if !wave.fully_sent() {
+        if seen.wave_sent {
+            return rest(Outcome::Waiting);
+        }
+        if wave.claimed_by(&pass.claim) {
+            return Step::SendWave { resume: false };
+        }
+        if now.millis() < wave.claimed_ms + settings.takeover_after.as_millis() as u64 {
+            return rest(Outcome::Waiting);
+        }
+        return Step::SendWave { resume: true };
+    }
+    if seen.wave_sent && wave.claimed_by(&pass.claim) {
+        return rest(Outcome::WaveStarted);
+    }
+    plan_wave(release, &rollout, seen, settings, pass)
+}
+
+/// A repair that only launched: it succeeded if every launch did.
+fn launches_settled(release: &Release) -> Release {
+    let mut settled = release.clone();
+    let errors: Vec<&str> = release.launches.iter().filter_map(|l| l.error.as_deref()).collect();
+    if errors.is_empty() {
+        settled.status = ReleaseStatus::Succeeded;
+    } else {
+        settled.status = ReleaseStatus::Failed;
+        settled.status_reason = Some(format!("launch failed: {}", errors.join("; ")));
+    }
+    settled
+}
+
+/// The current wave is out: judge it, then stop, wait, start the next or finish.
+fn plan_wave(release: &Release, rollout: &Rollout, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    let batches = batches_to_report(rollout, &release.instances);
+    let reported: &[InstanceOutcome] = match &seen.wave_reports {
+        Some(reports) => reports,
+        None if batches.is_empty() => &[],
+        None => return Step::Observe(Need::WaveReports(batches)),
+    };
+    let merged = merge_outcomes(&release.instances, reported);
+    let fresh = newly_converged(&release.instances, &merged);
+    if !fresh.is_empty() && !seen.tagged {
+        return Step::Tag(fresh);
+    }
+    let changed = merged != release.instances;
+    let mut next = release.clone();
+    next.instances = merged;
+    let verdict = match judge_wave(rollout, &next.instances, &settings.rollout) {
+        WaveVerdict::Passed => WaveVerdict::Passed,
+        _ if pass.now() >= release.deadline => WaveVerdict::Stop(format!("the deadline {} passed", release.deadline)),
+        other => other,
+    };
+    match verdict {
+        WaveVerdict::Running if changed => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
+        WaveVerdict::Running => rest(Outcome::Waiting),
+        WaveVerdict::Stop(reason) => plan_failure(next, reason, seen, settings, pass),
+        WaveVerdict::Passed => plan_next_wave(next, rollout, seen, settings, pass),
+    }
+}
+
+/// After a passed wave: the next one, or the end of the rollout.
+fn plan_next_wave(
+    mut release: Release,
+    rollout: &Rollout,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Step {
+    let running: &[String] = match (&seen.running, rollout.fixed) {
+        (_, true) => &[],
+        (Some(running), false) => running,
+        (None, false) => return Step::Observe(Need::Running),
+    };
+    let mut rollout = rollout.clone();
+    if rollout.fleet_size.is_none() {
+        let mut all: Vec<&String> = running.iter().chain(rollout.targeted()).collect();
+        all.sort();
+        all.dedup();
+        rollout.fleet_size = Some(all.len());
+    }
+    let next = if rollout.fixed { Vec::new() } else { next_wave(&rollout, running, &settings.rollout) };
+    if next.is_empty() {
+        release.rollout = Some(rollout);
+        let failures = describe_failures(&release.instances);
+        if failures.is_empty() {
+            release.status = ReleaseStatus::Succeeded;
+            release.status_reason = None;
+        } else {
+            // Within the threshold: the rollout went on, but not every instance converged.
+            release.status = ReleaseStatus::Failed;
+            release.status_reason = Some(format!("{failures} (within the failure threshold)"));
+        }
+        return settle(release, Outcome::Finished);
+    }
+    rollout.waves.push(Wave::new(next, &pass.claim));
+    release.rollout = Some(rollout);
+    // Recorded first: the write that wins the claim is the one that sends.
+    Step::Record { release: Box::new(release), then: None }
+}
+
+/// Ends a release that went wrong: an automatic rollback when one is safe and
+/// allowed, a halted fleet when a rollback itself failed or there is nothing
+/// to go back to, a plain failure otherwise. Never loops: a rollback is never
+/// rolled back.
+fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    release.status_reason = Some(reason.clone());
+    let halt = |mut release: Release, why: String| {
+        release.status = ReleaseStatus::Halted;
+        Step::Settle { settlement: Box::new(lease::settlement(release, Some(why), None)), outcome: Outcome::Finished }
+    };
+    let failed = |mut release: Release| {
+        release.status = ReleaseStatus::Failed;
+        settle(release, Outcome::Finished)
+    };
+    match release.kind {
+        // The fleet's good release did not take: report it, retry next time.
+        ReleaseKind::Repair => return failed(release),
+        ReleaseKind::Rollback => {
+            let why = format!("rollback {} failed: {reason}", release.id);
+            return halt(release, why);
+        }
+        ReleaseKind::Deploy if !settings.rollout.auto_rollback => return failed(release),
+        ReleaseKind::Deploy => {}
+    }
+    let Some(target) = &seen.rollback_target else {
+        return Step::Observe(Need::RollbackTarget(release.id.clone()));
+    };
+    let Some(good) = target else {
+        let why = format!("release {} failed and no earlier release succeeded to roll back to: {reason}", release.id);
+        return halt(release, why);
+    };
+    let reached = release.reached_instances();
+    if reached.is_empty() {
+        return failed(release);
+    }
+    let mut rollback = new_release(
+        settings,
+        pass.fresh_id.clone(),
+        good.flakeref.clone(),
+        good.revision.clone(),
+        ReleaseKind::Rollback,
+        Some(good.id.clone()),
+        pass.now(),
+    );
+    rollback.status = ReleaseStatus::InProgress;
+    rollback.status_reason = Some(format!("automatic rollback of {}: {reason}", release.id));
+    // It reaches only the instances the bad release reached.
+    rollback.rollout =
+        Some(Rollout { fleet_size: Some(reached.len()), waves: vec![Wave::new(reached, &pass.claim)], fixed: true });
+    release.status = ReleaseStatus::RolledBack;
+    Step::Settle {
+        settlement: Box::new(lease::settlement(release, None, Some(rollback))),
+        outcome: Outcome::RolledBack,
+    }
+}
+
+/// A free fleet: put its good release where it is missing (launch into free
+/// slots) or has drifted (apply it again).
+fn plan_repair_step(fleet: &FleetState, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    let Some(good_id) = &fleet.last_good_release else {
+        let why = "no release has succeeded on this fleet yet: nothing to repair towards";
+        return rest_because(Outcome::Idle, why.into());
+    };
+    let Some(good) = &seen.good else {
+        return Step::Observe(Need::GoodRelease(good_id.clone()));
+    };
+    if let Err(refused) = settings.allowed_flakes.check(&good.flakeref) {
+        return rest_because(
+            Outcome::Idle,
+            format!("the last good release {good_id} cannot be repaired towards: {refused}"),
+        );
+    }
+    let Some(instances) = &seen.instances else {
+        return Step::Observe(Need::FleetInstances);
+    };
+    let Some(flakerefs) = &seen.tagged_flakerefs else {
+        return Step::Observe(Need::TaggedReleases(tagged_releases(instances)));
+    };
+    let repair = plan_repair(&settings.spec, instances, |id| flakerefs.get(id) == Some(&good.flakeref));
+    if repair.is_empty() {
+        return rest(Outcome::Idle);
+    }
+    let image = match (&seen.image, repair.launch.is_empty()) {
+        (_, true) => Err(String::new()),
+        (Some(image), false) => image.clone(),
+        (None, false) => return Step::Observe(Need::Image),
+    };
+    if let (Err(why), true) = (&image, repair.reapply.is_empty()) {
+        // No image, nothing to launch: said, with no release recorded each minute.
+        return rest_because(Outcome::Idle, format!("{} instances missing but {why}", repair.launch.len()));
+    }
+    let mut release = new_release(
+        settings,
+        pass.fresh_id.clone(),
+        good.flakeref.clone(),
+        good.revision.clone(),
+        ReleaseKind::Repair,
+        None,
+        pass.now(),
+    );
+    release.status = ReleaseStatus::InProgress;
+    let waves = if repair.reapply.is_empty() { vec![] } else { vec![Wave::new(repair.reapply.clone(), &pass.claim)] };
+    release.rollout = Some(Rollout { fleet_size: Some(repair.reapply.len()), waves, fixed: true });
+    release.launches =
+        repair.launch.iter().map(|slot| Launch { slot: *slot, instance_id: None, error: None }).collect();
+    Step::StartRepair { repair: Box::new(release), plan: repair }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,537 @@
+//! The planner's rules as tables: (what is known, now) → the next step. No
+//! tokio, no fakes: plain values in, one step out.
+
+use super::*;
+use crate::domain::model::flakeref::FlakeAllowlist;
+use crate::domain::model::fleet::{FleetSpec, Halt, ImageSelector, InstanceState, Lease};
+use crate::domain::model::ids::{FleetName, TargetTag};
+use crate::domain::model::outcome::tests::outcome;
+use crate::domain::model::rollout::{Rate, RolloutPolicy, BATCH};
+
+const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+const GOOD: &str = "AcmeCorp/infra/=0.1.41#nixosConfigurations.web";
+const NEXT: &str = "AcmeCorp/infra/=0.1.42#nixosConfigurations.web";
+
+fn secs(n: u64) -> Timestamp {
+    T0.plus(Duration::from_secs(n))
+}
+
+fn settings(mode: RolloutMode) -> FleetSettings {
+    FleetSettings {
+        name: FleetName::parse("prod").unwrap(),
+        target: TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() },
+        deploy_timeout: Duration::from_secs(600),
+        idempotency_ttl: Duration::from_secs(3600),
+        rollout: RolloutPolicy {
+            mode,
+            canary: 1,
+            wave: Rate::Percent(30),
+            failure_threshold: Rate::Count(0),
+            auto_rollback: true,
+        },
+        spec: FleetSpec {
+            desired_capacity: 3,
+            instance_type: "t3a.nano".into(),
+            subnets: vec![],
+            security_groups: vec![],
+            instance_profile: "FlakeHubClientMachine".into(),
+            image: ImageSelector { owner: "1".into(), name_pattern: "nixos-*".into(), architecture: "x86_64".into() },
+            root_volume_gib: 16,
+        },
+        takeover_after: Duration::from_secs(120),
+        allowed_flakes: FlakeAllowlist::parse("AcmeCorp/infra").unwrap(),
+    }
+}
+
+fn id(n: u64) -> ReleaseId {
+    ReleaseId::generate(Timestamp::from_millis(n), 0)
+}
+
+/// This pass, at `at`, claiming as "me".
+fn pass(at: Timestamp) -> Pass {
+    Pass { claim: Claim::new("me", at), fresh_id: id(99) }
+}
+
+fn release(settings: &FleetSettings, flakeref: &str, kind: ReleaseKind) -> Release {
+    new_release(settings, id(1), Flakeref::parse(flakeref).unwrap(), None, kind, None, T0)
+}
+
+/// A staged release whose waves (of these instances each) are all sent,
+/// the last claimed by `by` at T0.
+fn staged(waves: &[&[&str]], by: &str) -> Release {
+    let mut r = release(&settings(RolloutMode::Staged), NEXT, ReleaseKind::Deploy);
+    r.status = ReleaseStatus::InProgress;
+    let rollout = r.rollout.as_mut().unwrap();
+    for ids in waves {
+        let mut wave = Wave::new(ids.iter().map(|s| s.to_string()).collect(), &Claim::new(by, T0));
+        wave.command_ids = (0..ids.len().div_ceil(BATCH)).map(|b| format!("cmd-{}-{b}", rollout.waves.len())).collect();
+        rollout.waves.push(wave);
+    }
+    r
+}
+
+fn holding(release: Release) -> Observed {
+    Observed { holder: Some(release), ..Observed::default() }
+}
+
+/// A step in a few words, for tables.
+fn brief(step: &Step) -> String {
+    match step {
+        Step::Observe(need) => format!("observe {need:?}"),
+        Step::Rest { outcome, skipped: None } => format!("rest {outcome:?}"),
+        Step::Rest { outcome, skipped: Some(why) } => format!("rest {outcome:?}: {why}"),
+        Step::SendFirst(command) => format!("send {:?} {}", command.target, command.comment),
+        Step::SendWave { resume } => format!("send wave{}", if *resume { " resuming" } else { "" }),
+        Step::Launch { image } => format!("launch {image:?}"),
+        Step::Tag(ids) => format!("tag {ids:?}"),
+        Step::Record { release, then } => format!("record {} then {then:?}", release.status.as_str()),
+        Step::Settle { settlement, outcome } => {
+            let change = settlement.fleet.clone().unwrap_or_default();
+            let mut text = format!("settle {} as {outcome:?}", settlement.release.status.as_str());
+            if change.halt.is_some() {
+                text.push_str(" halting");
+            }
+            if let Some(next) = &change.next {
+                text.push_str(&format!(" handing over to a {}", next.kind.as_str()));
+            }
+            text
+        }
+        Step::StartRepair { plan, .. } => format!("repair launch {:?} reapply {:?}", plan.launch, plan.reapply),
+        Step::Corrupt(what) => format!("corrupt: {what}"),
+    }
+}
+
+fn check(table: Vec<(&str, Observed, Timestamp, &str)>, settings: &FleetSettings) {
+    for (case, seen, at, expected) in table {
+        let step = brief(&plan(&seen, settings, &pass(at)));
+        assert!(step.starts_with(expected), "{case}: got {step:?}, expected {expected:?}");
+    }
+}
+
+#[test]
+fn a_free_fleet_is_read_then_repaired_towards_its_good_release() {
+    let s = settings(RolloutMode::Staged);
+    let good = release(&s, GOOD, ReleaseKind::Deploy);
+    let fleet = |f: &dyn Fn(&mut FleetState)| {
+        let mut state = FleetState { last_good_release: Some(good.id.clone()), ..FleetState::default() };
+        f(&mut state);
+        Some(state)
+    };
+    let instance = |n: usize, tagged: Option<ReleaseId>| FleetInstance {
+        id: format!("i-{n}"),
+        state: InstanceState::Running,
+        slot: Some(n),
+        release: tagged,
+    };
+    let knows = |instances: Vec<FleetInstance>, image: Option<Result<String, String>>| Observed {
+        fleet: fleet(&|_| {}),
+        good: Some(good.clone()),
+        tagged_flakerefs: Some(HashMap::from([(good.id.clone(), good.flakeref.clone())])),
+        instances: Some(instances),
+        image,
+        ..Observed::default()
+    };
+    let whole = vec![
+        instance(0, Some(good.id.clone())),
+        instance(1, Some(good.id.clone())),
+        instance(2, Some(good.id.clone())),
+    ];
+    let mut drifted = whole.clone();
+    drifted[1].release = Some(id(7));
+    let lease = Lease { release_id: id(5), expires_at: secs(600) };
+    check(
+        vec![
+            ("nothing known", Observed::default(), T0, "observe FleetState"),
+            (
+                "held",
+                Observed { fleet: fleet(&|f| f.lease = Some(lease.clone())), ..Observed::default() },
+                T0,
+                "observe Holder",
+            ),
+            (
+                "halted",
+                Observed {
+                    fleet: fleet(&|f| f.halted = Some(Halt { release_id: id(5), reason: "rollback failed".into() })),
+                    ..Observed::default()
+                },
+                T0,
+                "rest Halted: the fleet is halted: rollback failed",
+            ),
+            (
+                "never succeeded",
+                Observed { fleet: Some(FleetState::default()), ..Observed::default() },
+                T0,
+                "rest Idle: no release has succeeded",
+            ),
+            (
+                "good release unread",
+                Observed { fleet: fleet(&|_| {}), ..Observed::default() },
+                T0,
+                "observe GoodRelease",
+            ),
+            (
+                "instances unread",
+                Observed { fleet: fleet(&|_| {}), good: Some(good.clone()), ..Observed::default() },
+                T0,
+                "observe FleetInstances",
+            ),
+            ("whole", knows(whole.clone(), None), T0, "rest Idle"),
+            ("one missing, image unread", knows(whole[..2].to_vec(), None), T0, "observe Image"),
+            (
+                "one missing, no image",
+                knows(whole[..2].to_vec(), Some(Err("no image matches".into()))),
+                T0,
+                "rest Idle: 1 instances missing but no image matches",
+            ),
+            ("one missing", knows(whole[..2].to_vec(), Some(Ok("ami-1".into()))), T0, "repair launch [2] reapply []"),
+            ("one drifted", knows(drifted.clone(), None), T0, "repair launch [] reapply [\"i-1\"]"),
+            (
+                "drifted and one missing without image: reapply, record the launch failure",
+                knows(drifted[..2].to_vec(), Some(Err("no image".into()))),
+                T0,
+                "repair launch [2] reapply [\"i-1\"]",
+            ),
+        ],
+        &s,
+    );
+    let mut outside = s.clone();
+    outside.allowed_flakes = FlakeAllowlist::parse("Other/flake").unwrap();
+    check(vec![("not allowed", knows(drifted, None), T0, "rest Idle: the last good release")], &outside);
+}
+
+#[test]
+fn a_repair_release_is_claimed_by_this_pass_and_reaches_only_drifted_instances() {
+    let s = settings(RolloutMode::Staged);
+    let good = release(&s, GOOD, ReleaseKind::Deploy);
+    let seen = Observed {
+        fleet: Some(FleetState { last_good_release: Some(good.id.clone()), ..FleetState::default() }),
+        good: Some(good.clone()),
+        tagged_flakerefs: Some(HashMap::new()),
+        image: Some(Ok("ami-1".into())),
+        instances: Some(vec![FleetInstance {
+            id: "i-1".into(),
+            state: InstanceState::Running,
+            slot: Some(0),
+            release: None,
+        }]),
+        ..Observed::default()
+    };
+    let Step::StartRepair { repair, .. } = plan(&seen, &s, &pass(T0)) else { panic!() };
+    assert_eq!(
+        (repair.kind, repair.status, &repair.flakeref),
+        (ReleaseKind::Repair, ReleaseStatus::InProgress, &good.flakeref)
+    );
+    let rollout = repair.rollout.unwrap();
+    assert!(rollout.fixed);
+    assert!(rollout.waves[0].claimed_by(&Claim::new("me", T0)));
+    assert_eq!(rollout.waves[0].instance_ids, ["i-1"]);
+    let slots: Vec<(usize, bool)> = repair.launches.iter().map(|l| (l.slot, l.instance_id.is_none())).collect();
+    assert_eq!(slots, [(1, true), (2, true)], "free slots, not yet launched");
+}
+
+#[test]
+fn a_pending_release_is_sent_once_and_taken_over_only_after_the_window() {
+    let s = settings(RolloutMode::AllAtOnce);
+    let pending = release(&s, NEXT, ReleaseKind::Deploy);
+    let here = |f: fn(&mut Observed)| {
+        let mut seen = Observed { holder: Some(pending.clone()), created_here: true, ..Observed::default() };
+        f(&mut seen);
+        seen
+    };
+    let elsewhere = |f: fn(&mut Observed)| {
+        let mut seen = holding(pending.clone());
+        f(&mut seen);
+        seen
+    };
+    check(
+        vec![
+            ("recorded here: look for instances", here(|_| {}), T0, "observe AnyRunning"),
+            (
+                "recorded here",
+                here(|o| o.any_running = Some(true)),
+                T0,
+                "send Tag(TargetTag { key: \"Name\", value: \"FlakeHubDemo\" }) flakefleet prod release",
+            ),
+            ("no instance", here(|o| o.any_running = Some(false)), T0, "settle no_instances as Dispatched"),
+            ("sent", here(|o| o.first_send = Some(Ok("cmd-1".into()))), T0, "record in_progress then Some(Dispatched)"),
+            (
+                "refused",
+                here(|o| o.first_send = Some(Err("InvalidDocument".into()))),
+                T0,
+                "settle failed as Dispatched",
+            ),
+            ("elsewhere, inside the window", elsewhere(|_| {}), secs(119), "rest Waiting"),
+            ("elsewhere, after the window", elsewhere(|_| {}), secs(120), "observe SentBefore"),
+            (
+                "elsewhere, found",
+                elsewhere(|o| o.sent_before = Some(Some("cmd-9".into()))),
+                secs(120),
+                "record in_progress",
+            ),
+            ("elsewhere, never sent", elsewhere(|o| o.sent_before = Some(None)), secs(120), "observe AnyRunning"),
+            (
+                "never sent, past the deadline: a failure, with nothing reached",
+                elsewhere(|o| o.sent_before = Some(None)),
+                secs(600),
+                "observe RollbackTarget",
+            ),
+        ],
+        &s,
+    );
+    let mut seen = elsewhere(|o| o.sent_before = Some(None));
+    seen.rollback_target = Some(Some(release(&s, GOOD, ReleaseKind::Deploy)));
+    let step = plan(&seen, &s, &pass(secs(600)));
+    assert_eq!(brief(&step), "settle failed as Dispatched", "nothing reached: nothing to roll back");
+    let Step::Settle { settlement, .. } = step else { panic!() };
+    assert!(settlement.release.status_reason.unwrap().contains("deadline passed before the apply command was sent"));
+}
+
+#[test]
+fn a_staged_release_starts_with_its_canary() {
+    let s = settings(RolloutMode::Staged);
+    let pending = release(&s, NEXT, ReleaseKind::Deploy);
+    let seen = Observed { holder: Some(pending.clone()), created_here: true, ..Observed::default() };
+    assert_eq!(plan(&seen, &s, &pass(T0)), Step::Observe(Need::Canary(1)));
+    let seen = Observed { canary: Some(vec!["i-0".into()]), ..seen };
+    assert!(brief(&plan(&seen, &s, &pass(T0))).starts_with("send Instances([\"i-0\"]) flakefleet prod release"));
+    let seen = Observed { first_send: Some(Ok("cmd-1".into())), ..seen };
+    let Step::Record { release, .. } = plan(&seen, &s, &pass(T0)) else { panic!() };
+    let canary = &release.rollout.unwrap().waves[0];
+    assert_eq!(
+        (canary.instance_ids.as_slice(), canary.command_ids.as_slice()),
+        (["i-0".to_string()].as_slice(), ["cmd-1".to_string()].as_slice())
+    );
+    assert!(canary.claimed_by(&Claim::new("me", T0)));
+    let empty = Observed { canary: Some(vec![]), first_send: None, ..seen };
+    assert_eq!(brief(&plan(&empty, &s, &pass(T0))), "settle no_instances as Dispatched");
+}
+
+#[test]
+fn a_wave_is_sent_by_its_claimer_or_taken_over_after_the_window() {
+    let s = settings(RolloutMode::Staged);
+    let mut unsent = staged(&[&["i-0"], &["i-1", "i-2"]], "other");
+    unsent.rollout.as_mut().unwrap().waves[1].command_ids.clear();
+    let mine = {
+        let mut r = unsent.clone();
+        r.rollout.as_mut().unwrap().waves[1].claimed_by = "me".into();
+        r
+    };
+    let sent_now = Observed { wave_sent: true, ..holding(mine.clone()) };
+    check(
+        vec![
+            ("claimed by this pass", holding(mine.clone()), T0, "send wave"),
+            ("claimed by another, inside the window", holding(unsent.clone()), secs(119), "rest Waiting"),
+            ("claimed by another, after", holding(unsent.clone()), secs(120), "send wave resuming"),
+            ("sent but not all of it (fenced off)", sent_now, T0, "rest Waiting"),
+        ],
+        &s,
+    );
+    let mut sent = mine;
+    sent.rollout.as_mut().unwrap().waves[1].command_ids = vec!["c".into()];
+    let seen = Observed { wave_sent: true, ..holding(sent) };
+    assert_eq!(brief(&plan(&seen, &s, &pass(T0))), "rest WaveStarted");
+}
+
+#[test]
+fn a_sent_wave_is_judged_from_what_its_unfinished_batches_report() {
+    let s = settings(RolloutMode::Staged);
+    let mut canary_done = staged(&[&["i-0"], &["i-1", "i-2"]], "other");
+    canary_done.instances = vec![outcome("i-0", "Success")];
+    let reports = |list: &[(&str, &str)]| {
+        let mut seen = holding(canary_done.clone());
+        seen.wave_reports = Some(list.iter().map(|(i, st)| outcome(i, st)).collect());
+        seen.tagged = true;
+        seen
+    };
+    let mut untagged = reports(&[("i-1", "Success"), ("i-2", "InProgress")]);
+    untagged.tagged = false;
+    let mut passed = reports(&[("i-1", "Success"), ("i-2", "Success")]);
+    passed.running = Some((0..5).map(|i| format!("i-{i}")).collect());
+    let mut last = reports(&[("i-1", "Success"), ("i-2", "Success")]);
+    last.running = Some((0..3).map(|i| format!("i-{i}")).collect());
+    check(
+        vec![
+            (
+                "only the second wave's batch is asked",
+                holding(canary_done.clone()),
+                secs(1),
+                "observe WaveReports([\"cmd-1-0\"])",
+            ),
+            ("fresh successes are tagged first", untagged, secs(1), "tag [\"i-1\"]"),
+            (
+                "still running, news recorded",
+                reports(&[("i-1", "Success"), ("i-2", "InProgress")]),
+                secs(1),
+                "record in_progress then Some(Waiting)",
+            ),
+            ("still running, no news", reports(&[]), secs(1), "rest Waiting"),
+            ("running at the deadline", reports(&[]), secs(600), "observe RollbackTarget"),
+            ("a failure over the threshold", reports(&[("i-1", "Failed")]), secs(1), "observe RollbackTarget"),
+            (
+                "passed: the fleet is read",
+                reports(&[("i-1", "Success"), ("i-2", "Success")]),
+                secs(1),
+                "observe Running",
+            ),
+            ("passed: the next wave is recorded before it is sent", passed, secs(1), "record in_progress then None"),
+            ("passed, the fleet reached", last, secs(1), "settle succeeded as Finished"),
+        ],
+        &s,
+    );
+}
+
+#[test]
+fn failures_roll_back_halt_or_fail_by_kind_policy_and_history() {
+    let s = settings(RolloutMode::Staged);
+    let good = release(&s, GOOD, ReleaseKind::Deploy);
+    let failing = |kind: ReleaseKind| {
+        let mut r = staged(&[&["i-0"]], "other");
+        r.kind = kind;
+        r.instances = vec![outcome("i-0", "Failed")];
+        r
+    };
+    let with_target =
+        |kind, target: Option<Release>| Observed { rollback_target: Some(target), ..holding(failing(kind)) };
+    let mut no_auto = s.clone();
+    no_auto.rollout.auto_rollback = false;
+    check(
+        vec![
+            (
+                "a deploy with a good release before it",
+                with_target(ReleaseKind::Deploy, Some(good.clone())),
+                secs(1),
+                "settle rolled_back as RolledBack handing over to a rollback",
+            ),
+            (
+                "a deploy with nothing before it",
+                with_target(ReleaseKind::Deploy, None),
+                secs(1),
+                "settle halted as Finished halting",
+            ),
+            (
+                "a rollback never rolls back",
+                holding(failing(ReleaseKind::Rollback)),
+                secs(1),
+                "settle halted as Finished halting",
+            ),
+            (
+                "a repair is retried next time",
+                holding(failing(ReleaseKind::Repair)),
+                secs(1),
+                "settle failed as Finished",
+            ),
+        ],
+        &s,
+    );
+    check(
+        vec![("no automatic rollback", holding(failing(ReleaseKind::Deploy)), secs(1), "settle failed as Finished")],
+        &no_auto,
+    );
+
+    let Step::Settle { settlement, .. } =
+        plan(&with_target(ReleaseKind::Deploy, Some(good.clone())), &s, &pass(secs(1)))
+    else {
+        panic!()
+    };
+    let rollback = settlement.fleet.unwrap().next.unwrap();
+    assert_eq!((rollback.id, rollback.rollback_of, rollback.flakeref), (id(99), Some(good.id), good.flakeref));
+    let rollout = rollback.rollout.unwrap();
+    assert_eq!((rollout.fixed, rollout.waves[0].instance_ids.as_slice()), (true, ["i-0".to_string()].as_slice()));
+    assert!(rollout.waves[0].claimed_by(&Claim::new("me", secs(1))), "this pass sends it");
+}
+
+#[test]
+fn a_command_to_the_whole_tag_is_judged_when_ssm_says_it_ended() {
+    let s = settings(RolloutMode::AllAtOnce);
+    let mut sent = release(&s, NEXT, ReleaseKind::Deploy);
+    sent.status = ReleaseStatus::InProgress;
+    let report = |finished, list: &[(&str, &str)]| Observed {
+        report: Some(CommandReport { finished, invocations: list.iter().map(|(i, st)| outcome(i, st)).collect() }),
+        tagged: true,
+        ..holding(Release { command_id: Some("cmd-1".into()), ..sent.clone() })
+    };
+    check(
+        vec![
+            ("no command id", holding(sent.clone()), T0, "corrupt: release"),
+            (
+                "unread",
+                holding(Release { command_id: Some("cmd-1".into()), ..sent.clone() }),
+                T0,
+                "observe Report(\"cmd-1\")",
+            ),
+            (
+                "all succeeded",
+                report(true, &[("i-1", "Success"), ("i-2", "Success")]),
+                T0,
+                "settle succeeded as Finished",
+            ),
+            (
+                "one failed: the rollback target is read",
+                report(true, &[("i-1", "Failed")]),
+                T0,
+                "observe RollbackTarget",
+            ),
+            ("running", report(false, &[("i-1", "InProgress")]), T0, "record in_progress then Some(Waiting)"),
+            ("reached none", report(true, &[]), T0, "settle no_instances as Finished"),
+        ],
+        &s,
+    );
+}
+
+#[test]
+fn a_repair_that_stopped_mid_launch_is_finished_after_the_window() {
+    let s = settings(RolloutMode::Staged);
+    let mut repair = release(&s, GOOD, ReleaseKind::Repair);
+    repair.status = ReleaseStatus::InProgress;
+    repair.rollout = Some(Rollout { fixed: true, ..Rollout::default() });
+    repair.launches = vec![Launch { slot: 2, instance_id: None, error: None }];
+    let mut launched = repair.clone();
+    launched.launches[0].instance_id = Some("i-9".into());
+    let mut failed = repair.clone();
+    failed.launches[0].error = Some("InsufficientInstanceCapacity".into());
+    check(
+        vec![
+            ("inside the window", holding(repair.clone()), secs(119), "rest Waiting"),
+            ("after it", holding(repair.clone()), secs(120), "observe Image"),
+            (
+                "image known",
+                Observed { image: Some(Ok("ami-1".into())), ..holding(repair) },
+                secs(120),
+                "launch Ok(\"ami-1\")",
+            ),
+            ("launched", holding(launched), secs(120), "settle succeeded as Finished"),
+            ("failed", holding(failed), secs(120), "settle failed as Finished"),
+        ],
+        &s,
+    );
+}
+
+#[test]
+fn final_releases_rest() {
+    let s = settings(RolloutMode::Staged);
+    for status in ReleaseStatus::ALL.into_iter().filter(|s| s.is_final()) {
+        let r = Release { status, ..release(&s, NEXT, ReleaseKind::Deploy) };
+        assert_eq!(plan(&holding(r), &s, &pass(T0)), rest(Outcome::Idle), "{status:?}");
+    }
+}
+
+#[test]
+fn outcomes_keep_the_api_names() {
+    let names: Vec<String> = [
+        Outcome::Idle,
+        Outcome::Halted,
+        Outcome::Dispatched,
+        Outcome::Waiting,
+        Outcome::WaveStarted,
+        Outcome::RolledBack,
+        Outcome::Finished,
+        Outcome::Repaired,
+    ]
+    .iter()
+    .map(|o| serde_json::to_value(o).unwrap().as_str().unwrap().to_owned())
+    .collect();
+    assert_eq!(
+        names,
+        ["idle", "halted", "dispatched", "waiting", "wave_started", "rolled_back", "finished", "repaired"]
+    );
+}

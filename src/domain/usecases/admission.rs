@@ -1,0 +1,124 @@
+//! Admission: a deploy or a rollback is recorded under the fleet's lease and
+//! its first command sent, or refused with nothing written.
+
+use super::{new_pass, FleetController};
+use crate::domain::error::ControlError;
+use crate::domain::model::flakeref::Flakeref;
+use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
+use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
+use crate::domain::model::time::Timestamp;
+use crate::domain::planner::lease::Admission;
+use crate::domain::planner::{new_release, Observed, Pass};
+use crate::domain::ports::{CommandRunner, FleetInventory, IdempotencyClaim, ReleaseStore, StoreError};
+use tracing::info;
+
+#[derive(Clone, Debug)]
+pub struct DeployRequest {
+    pub flakeref: Flakeref,
+    pub revision: Option<Revision>,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RollbackRequest {
+    /// None: the last release that succeeded before the fleet's current one.
+    pub target: Option<ReleaseId>,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I, R> {
+    /// Records a release of `request.flakeref` and sends its first command.
+    pub async fn deploy(&self, request: DeployRequest, now: Timestamp) -> Result<Release, ControlError> {
+        self.settings.allowed_flakes.check(&request.flakeref)?;
+        let fingerprint =
+            format!("deploy {} {}", request.flakeref, request.revision.as_ref().map_or("-", Revision::as_str));
+        let pass = new_pass(now);
+        let release = new_release(
+            &self.settings,
+            pass.fresh_id.clone(),
+            request.flakeref,
+            request.revision,
+            ReleaseKind::Deploy,
+            None,
+            now,
+        );
+        self.start(release, request.idempotency_key, fingerprint, &pass).await
+    }
+
+    /// Records a new release that applies an earlier release's flakeref again.
+    /// The earlier release's record is left as it is.
+    pub async fn rollback(&self, request: RollbackRequest, now: Timestamp) -> Result<Release, ControlError> {
+        let fingerprint = format!("rollback {}", request.target.as_ref().map_or("last-succeeded", ReleaseId::as_str));
+        let target = self.rollback_target(request.target.as_ref()).await?;
+        self.settings.allowed_flakes.check(&target.flakeref)?;
+        let pass = new_pass(now);
+        let release = new_release(
+            &self.settings,
+            pass.fresh_id.clone(),
+            target.flakeref,
+            target.revision,
+            ReleaseKind::Rollback,
+            Some(target.id),
+            now,
+        );
+        self.start(release, request.idempotency_key, fingerprint, &pass).await
+    }
+
+    /// The named release, or the last success before the fleet's current one.
+    async fn rollback_target(&self, named: Option<&ReleaseId>) -> Result<Release, ControlError> {
+        let executor = self.executor();
+        if let Some(id) = named {
+            return executor.release(id).await;
+        }
+        let current = executor
+            .fleet_state()
+            .await?
+            .desired_release
+            .ok_or_else(|| ControlError::NoRollbackTarget("the fleet has no release yet".into()))?;
+        executor.last_succeeded_before(&current).await?.ok_or_else(|| {
+            ControlError::NoRollbackTarget(format!(
+                "no release succeeded before the current one ({current}); name one with release_id"
+            ))
+        })
+    }
+
+    async fn start(
+        &self,
+        release: Release,
+        key: Option<IdempotencyKey>,
+        fingerprint: String,
+        pass: &Pass,
+    ) -> Result<Release, ControlError> {
+        let now = pass.now();
+        let claim = key.map(|key| IdempotencyClaim {
+            key,
+            request: fingerprint,
+            expires_at: now.plus(self.settings.idempotency_ttl),
+        });
+        let executor = self.executor();
+        match executor.admit(&release, claim.as_ref(), true, now).await? {
+            Admission::Admitted => {
+                let seen = Observed { holder: Some(release), created_here: true, ..Observed::default() };
+                Ok(self.drive(seen, pass).await?.holder.unwrap_or_else(|| unreachable!("a driven release stays held")))
+            }
+            Admission::Busy { holder } => Err(ControlError::Busy { holder }),
+            Admission::Replay { same_request: false, .. } => Err(ControlError::IdempotencyConflict {
+                key: claim.map(|c| c.key.as_str().to_owned()).unwrap_or_default(),
+            }),
+            Admission::Replay { release_id, same_request: true } => {
+                info!("idempotent replay; answering with the recorded release");
+                let existing = executor.release(&release_id).await?;
+                if existing.status != ReleaseStatus::Pending {
+                    return Ok(existing);
+                }
+                // The first attempt stopped before its command was confirmed:
+                // the planner takes over once that attempt cannot be alive.
+                let seen = Observed { holder: Some(existing), ..Observed::default() };
+                Ok(self.drive(seen, pass).await?.holder.unwrap_or_else(|| unreachable!("a driven release stays held")))
+            }
+            Admission::IdTaken => {
+                Err(StoreError::Unavailable(format!("release id {} is recorded already; try again", release.id)).into())
+            }
+        }
+    }
+}

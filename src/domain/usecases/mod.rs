@@ -1,0 +1,48 @@
+//! The use cases, thin: admission (`deploy`, `rollback`), the `reconcile`
+//! loop, and the read models. Each builds what the planner needs, loops
+//! plan → execute until the planner rests, and answers.
+
+mod admission;
+mod read;
+mod reconcile;
+
+pub use admission::{DeployRequest, RollbackRequest};
+pub use read::{FleetStatus, InstanceRelease, RolloutProgress};
+pub use reconcile::ReconcileReport;
+
+use super::executor::{invocation_claim, Executor};
+use super::model::fleet::FleetSettings;
+use super::model::ids::ReleaseId;
+use super::model::time::Timestamp;
+use super::planner::Pass;
+use super::ports::{CommandRunner, FleetInventory, ReleaseStore};
+
+/// One fleet's ports and settings: what every use case runs against.
+pub struct FleetController<S, I, R> {
+    pub(crate) store: S,
+    pub(crate) inventory: I,
+    pub(crate) runner: R,
+    pub(crate) settings: FleetSettings,
+}
+
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I, R> {
+    pub fn new(store: S, inventory: I, runner: R, settings: FleetSettings) -> Self {
+        Self { store, inventory, runner, settings }
+    }
+
+    pub fn settings(&self) -> &FleetSettings {
+        &self.settings
+    }
+
+    fn executor(&self) -> Executor<'_, S, I, R> {
+        Executor { store: &self.store, inventory: &self.inventory, runner: &self.runner, settings: &self.settings }
+    }
+}
+
+/// One invocation's pass: its claim token and the id of any release it creates.
+fn new_pass(now: Timestamp) -> Pass {
+    Pass { claim: invocation_claim(now), fresh_id: ReleaseId::generate(now, fastrand::u128(..)) }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

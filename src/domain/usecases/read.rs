@@ -1,0 +1,124 @@
+//! The read models: the fleet as `GET /fleet` shows it, and release lookups.
+
+use super::FleetController;
+use crate::domain::error::ControlError;
+use crate::domain::executor::record_release_id;
+use crate::domain::model::flakeref::Flakeref;
+use crate::domain::model::fleet::{FleetState, Halt, InstanceState, Lease};
+use crate::domain::model::ids::{FleetName, ReleaseId, TargetTag};
+use crate::domain::model::release::{Release, ReleaseKind};
+use crate::domain::model::time::Timestamp;
+use crate::domain::ports::{CommandRunner, FleetInventory, ReleasePage, ReleaseStore};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// How the rollout holding the fleet stands.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolloutProgress {
+    pub release_id: ReleaseId,
+    pub kind: ReleaseKind,
+    /// 1-based; 1 is the canary. Zero before the first wave is sent.
+    pub wave: usize,
+    pub targeted: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub pending: usize,
+}
+
+impl RolloutProgress {
+    fn of(release: &Release) -> Self {
+        let targeted = match &release.rollout {
+            Some(r) => r.targeted().count(),
+            None => release.instances.len(),
+        };
+        let succeeded = release.instances.iter().filter(|i| i.converged()).count();
+        let failed = release.instances.iter().filter(|i| i.failed()).count();
+        Self {
+            release_id: release.id.clone(),
+            kind: release.kind,
+            wave: release.rollout.as_ref().map_or(usize::from(release.command_id.is_some()), |r| r.waves.len()),
+            targeted,
+            succeeded,
+            failed,
+            pending: targeted.saturating_sub(succeeded + failed),
+        }
+    }
+}
+
+/// The fleet as `GET /fleet` and `{"action": "status"}` show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FleetStatus {
+    pub fleet: FleetName,
+    pub target_tag: TargetTag,
+    pub desired_release: Option<Release>,
+    pub last_good_release_id: Option<ReleaseId>,
+    /// The release holding the fleet, while its lease is live.
+    pub lease: Option<Lease>,
+    pub rollout: Option<RolloutProgress>,
+    pub halted: Option<Halt>,
+    /// Each pending or running instance with the release it last applied
+    /// successfully (its `flakefleet:release` tag).
+    pub instances: Vec<InstanceRelease>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct InstanceRelease {
+    pub instance_id: String,
+    /// None: no recent release reached this instance successfully.
+    pub release_id: Option<ReleaseId>,
+    pub flakeref: Option<Flakeref>,
+}
+
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I, R> {
+    pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
+        record_release_id(id);
+        self.executor().release(id).await
+    }
+
+    pub async fn releases(&self, limit: u32, after: Option<&ReleaseId>) -> Result<ReleasePage, ControlError> {
+        self.executor().releases(limit, after).await
+    }
+
+    pub async fn status(&self, now: Timestamp) -> Result<FleetStatus, ControlError> {
+        let executor = self.executor();
+        let FleetState { desired_release, last_good_release, lease, halted } = executor.fleet_state().await?;
+        let lease = lease.filter(|l| l.is_live(now));
+        let desired_release = match desired_release {
+            Some(id) => executor.find_release(&id).await?,
+            None => None,
+        };
+        let active = match (&lease, &desired_release) {
+            (Some(l), Some(d)) if l.release_id == d.id => Some(d.clone()),
+            (Some(l), _) => executor.find_release(&l.release_id).await?,
+            _ => None,
+        };
+        let mut instances: Vec<InstanceRelease> = Vec::new();
+        let mut flakerefs: HashMap<ReleaseId, Option<Flakeref>> = HashMap::new();
+        for instance in executor.fleet_instances().await? {
+            if instance.state == InstanceState::Gone {
+                continue;
+            }
+            let flakeref = match &instance.release {
+                Some(id) if !flakerefs.contains_key(id) => {
+                    let flakeref = executor.find_release(id).await?.map(|r| r.flakeref);
+                    flakerefs.insert(id.clone(), flakeref.clone());
+                    flakeref
+                }
+                Some(id) => flakerefs[id].clone(),
+                None => None,
+            };
+            instances.push(InstanceRelease { instance_id: instance.id, release_id: instance.release, flakeref });
+        }
+        instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        Ok(FleetStatus {
+            fleet: self.settings.name.clone(),
+            target_tag: self.settings.target.clone(),
+            desired_release,
+            last_good_release_id: last_good_release,
+            rollout: active.as_ref().map(RolloutProgress::of),
+            lease,
+            halted,
+            instances,
+        })
+    }
+}

@@ -1,0 +1,568 @@
+//! The use cases against the in-memory ports: the rollout, rollback and
+//! repair rules end to end, as a caller sees them.
+
+use super::*;
+use crate::domain::error::ControlError;
+use crate::domain::fakes::{MemoryFleet, MemoryStore, ScriptedRunner, SendBehaviour};
+use crate::domain::model::flakeref::{FlakeAllowlist, Flakeref};
+use crate::domain::model::fleet::{FleetSpec, ImageSelector};
+use crate::domain::model::ids::{FleetName, IdempotencyKey, TargetTag};
+use crate::domain::model::outcome::InstanceOutcome;
+use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
+use crate::domain::model::rollout::{Rate, Rollout, RolloutMode, RolloutPolicy};
+use crate::domain::planner::repair::client_token;
+use crate::domain::planner::{new_release, Outcome};
+use crate::domain::ports::{Admitted, CommandReport, CommandTarget, ReleaseStore};
+use std::time::Duration;
+
+pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner>;
+
+const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
+const GOOD: &str = "AcmeCorp/infra/=0.1.41#nixosConfigurations.web";
+const NEXT: &str = "AcmeCorp/infra/=0.1.42#nixosConfigurations.web";
+
+fn policy(mode: RolloutMode, auto_rollback: bool) -> RolloutPolicy {
+    RolloutPolicy { mode, canary: 1, wave: Rate::Percent(30), failure_threshold: Rate::Count(0), auto_rollback }
+}
+
+fn with_policy(instances: usize, rollout: RolloutPolicy) -> Controller {
+    FleetController::new(
+        MemoryStore::default(),
+        MemoryFleet::of(instances),
+        ScriptedRunner::default(),
+        FleetSettings {
+            name: FleetName::parse("prod").unwrap(),
+            target: TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() },
+            deploy_timeout: Duration::from_secs(600),
+            idempotency_ttl: Duration::from_secs(3600),
+            rollout,
+            spec: FleetSpec {
+                desired_capacity: 0,
+                instance_type: "t3a.nano".into(),
+                subnets: vec![],
+                security_groups: vec![],
+                instance_profile: "FlakeHubClientMachine".into(),
+                image: ImageSelector {
+                    owner: "535002876703".into(),
+                    name_pattern: "determinate/nixos/epoch-1/24.05.*".into(),
+                    architecture: "x86_64".into(),
+                },
+                root_volume_gib: 16,
+            },
+            takeover_after: Duration::ZERO,
+            allowed_flakes: FlakeAllowlist::parse("AcmeCorp/infra").unwrap(),
+        },
+    )
+}
+
+/// All at once by tag, no automatic rollback: the plain core loop.
+fn controller(has_instances: bool) -> Controller {
+    with_policy(usize::from(has_instances) * 3, policy(RolloutMode::AllAtOnce, false))
+}
+
+fn deploy(flakeref: &str, key: Option<&str>) -> DeployRequest {
+    DeployRequest {
+        flakeref: Flakeref::parse(flakeref).unwrap(),
+        revision: None,
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
+    }
+}
+
+fn later(secs: u64) -> Timestamp {
+    T0.plus(Duration::from_secs(secs))
+}
+
+/// Scripts every instance of `command_id` as `status` and reconciles.
+async fn finish_with(c: &Controller, status: &str, at: Timestamp) -> Release {
+    let command_id = c
+        .store
+        .fleet
+        .lock()
+        .unwrap()
+        .lease
+        .clone()
+        .map(|l| c.store.releases.lock().unwrap()[&l.release_id].command_id.clone().unwrap());
+    let invocations = c
+        .inventory
+        .instances
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|i| InstanceOutcome {
+            instance_id: i.id.clone(),
+            status: status.into(),
+            detail: status.into(),
+            exit_code: Some(0),
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        })
+        .collect();
+    c.runner.reports.lock().unwrap().insert(command_id.unwrap(), CommandReport { finished: true, invocations });
+    c.reconcile(at).await.unwrap().release.unwrap()
+}
+
+#[tokio::test]
+async fn a_busy_fleet_refuses_and_sends_nothing() {
+    let c = controller(true);
+    let first = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let err = c.deploy(deploy(NEXT, None), later(1)).await.unwrap_err();
+    assert!(matches!(err, ControlError::Busy { holder } if holder == first.id));
+    assert_eq!(c.runner.sent_count(), 1);
+    assert_eq!(c.store.releases.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_command_fails_the_release_and_frees_the_fleet() {
+    let c = controller(true);
+    *c.runner.next.lock().unwrap() = SendBehaviour::Reject;
+    let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
+    let ControlError::CommandRejected { release, .. } = err else { panic!("{err:?}") };
+    assert_eq!(release.status, ReleaseStatus::Failed);
+    assert!(c.store.fleet.lock().unwrap().lease.is_none());
+    *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+    assert!(c.deploy(deploy(NEXT, None), later(1)).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_ambiguous_send_is_adopted_not_repeated() {
+    let c = controller(true);
+    *c.runner.next.lock().unwrap() = SendBehaviour::SendThenTimeOut;
+    let err = c.deploy(deploy(GOOD, Some("k1")), T0).await.unwrap_err();
+    assert!(matches!(err, ControlError::CommandUnconfirmed { .. }));
+    *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+    // The client's retry finds the command the first attempt started.
+    let release = c.deploy(deploy(GOOD, Some("k1")), later(1)).await.unwrap();
+    assert_eq!(release.status, ReleaseStatus::InProgress);
+    assert_eq!(release.command_id.as_deref(), Some("cmd-1"));
+    assert_eq!(c.runner.sent_count(), 1);
+}
+
+#[tokio::test]
+async fn an_unsent_command_is_sent_by_the_reconcile_or_failed_at_the_deadline() {
+    let c = controller(true);
+    *c.runner.next.lock().unwrap() = SendBehaviour::Unavailable;
+    let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
+    assert!(
+        matches!(&err, ControlError::CommandUnconfirmed { release, .. } if release.status == ReleaseStatus::Pending),
+        "{err}"
+    );
+    // Still unavailable: the reconcile reports it and the release stays pending.
+    let err = c.reconcile(later(1)).await.unwrap_err();
+    assert!(
+        matches!(err, ControlError::CommandUnconfirmed { release, .. } if release.status == ReleaseStatus::Pending)
+    );
+    let report = c.reconcile(later(601)).await.unwrap();
+    let release = report.release.unwrap();
+    assert_eq!(release.status, ReleaseStatus::Failed);
+    assert!(release.status_reason.unwrap().contains("deadline"));
+    assert_eq!(c.runner.sent_count(), 0);
+    assert!(c.store.fleet.lock().unwrap().lease.is_none());
+}
+
+/// The takeover window: a release recorded by an invocation that may still be
+/// sending is left to it; only after the window does a reconcile send in its
+/// place, and then once.
+#[tokio::test]
+async fn a_live_sender_is_never_doubled_inside_the_takeover_window() {
+    let mut c = controller(true);
+    c.settings.takeover_after = Duration::from_secs(120);
+    *c.runner.next.lock().unwrap() = SendBehaviour::Unavailable;
+    let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
+    let ControlError::CommandUnconfirmed { release, .. } = err else { panic!("{err}") };
+    *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+    for at in [later(1), later(60), later(119)] {
+        let report = c.reconcile(at).await.unwrap();
+        assert_eq!((report.outcome, c.runner.sent_count()), (Outcome::Waiting, 0), "at {at:?}");
+    }
+    let report = c.reconcile(later(121)).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Dispatched);
+    assert_eq!(report.release.unwrap().id, release.id);
+    assert_eq!(c.runner.sent_count(), 1);
+    assert_eq!(c.reconcile(later(122)).await.unwrap().outcome, Outcome::Waiting, "in progress now, not sent again");
+    assert_eq!(c.runner.sent_count(), 1);
+}
+
+/// Keys are remembered for the idempotency window (24 hours by default), then forgotten.
+#[tokio::test]
+async fn an_idempotency_key_expires_after_its_window() {
+    let c = controller(true);
+    let ttl = c.settings.idempotency_ttl.as_secs();
+    let first = c.deploy(deploy(GOOD, Some("run-1")), T0).await.unwrap();
+    let at = finish_with(&c, "Success", later(1)).await.updated_at;
+    let replay = c.deploy(deploy(GOOD, Some("run-1")), T0.plus(Duration::from_secs(ttl - 1))).await.unwrap();
+    assert_eq!(replay.id, first.id, "inside the window: the same release");
+    assert_eq!(c.runner.sent_count(), 1);
+    let after = T0.plus(Duration::from_secs(ttl + 1)).max(at);
+    let again = c.deploy(deploy(GOOD, Some("run-1")), after).await.unwrap();
+    assert_ne!(again.id, first.id, "past the window the key is free: a new release");
+    assert_eq!(c.runner.sent_count(), 2);
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_request_is_a_conflict() {
+    let c = controller(true);
+    c.deploy(deploy(GOOD, Some("k1")), T0).await.unwrap();
+    let err = c.deploy(deploy(NEXT, Some("k1")), later(1)).await.unwrap_err();
+    assert!(matches!(err, ControlError::IdempotencyConflict { .. }));
+}
+
+#[tokio::test]
+async fn rollback_targets_the_last_success_before_the_current_release() {
+    let c = controller(true);
+    let err = c.rollback(RollbackRequest { target: None, idempotency_key: None }, T0).await.unwrap_err();
+    assert!(matches!(err, ControlError::NoRollbackTarget(_)));
+
+    let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    assert_eq!(finish_with(&c, "Success", later(1)).await.status, ReleaseStatus::Succeeded);
+    c.deploy(deploy(NEXT, None), later(2)).await.unwrap();
+    assert_eq!(finish_with(&c, "Failed", later(3)).await.status, ReleaseStatus::Failed);
+
+    let rollback = c.rollback(RollbackRequest { target: None, idempotency_key: None }, later(4)).await.unwrap();
+    assert_eq!(rollback.kind, ReleaseKind::Rollback);
+    assert_eq!(rollback.rollback_of.as_ref(), Some(&good.id));
+    assert_eq!(rollback.flakeref, good.flakeref);
+    assert_eq!(c.store.releases.lock().unwrap()[&good.id].status, ReleaseStatus::Succeeded);
+
+    // Once the rollback succeeds, the release before it is again the good one.
+    finish_with(&c, "Success", later(5)).await;
+    let again = c.rollback(RollbackRequest { target: None, idempotency_key: None }, later(6)).await.unwrap();
+    assert_eq!(again.rollback_of.as_ref(), Some(&good.id));
+}
+
+#[tokio::test]
+async fn no_instances_is_recorded_and_frees_the_fleet() {
+    let c = controller(false);
+    let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    assert_eq!(release.status, ReleaseStatus::NoInstances);
+    assert_eq!(c.runner.sent_count(), 0);
+    assert!(c.store.fleet.lock().unwrap().lease.is_none());
+}
+
+#[tokio::test]
+async fn reconcile_twice_changes_nothing_more() {
+    let c = controller(true);
+    c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let first = finish_with(&c, "Success", later(1)).await;
+    let again = c.reconcile(later(2)).await.unwrap();
+    assert_eq!(again.outcome, Outcome::Idle);
+    assert_eq!(c.store.releases.lock().unwrap()[&first.id], first);
+}
+
+pub(crate) const METRIC_NAMES: [&str; 6] =
+    ["DeploysStarted", "DeploysSucceeded", "DeploysRolledBack", "FleetHalted", "RolloutDuration", "FleetIsHalted"];
+
+/// A good release, then one whose canary and rollback both fail (so every
+/// metric fires). Answers the time the fleet came to rest, halted.
+pub(crate) async fn deploy_and_fail_canary(c: &Controller) -> Timestamp {
+    c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let at = run_out(c, T0).await;
+    c.runner.failing.lock().unwrap().extend([("i-00".into(), NEXT.into()), ("i-00".into(), GOOD.into())]);
+    c.deploy(deploy(NEXT, None), at).await.unwrap();
+    run_out(c, at).await
+}
+
+pub(crate) fn staged(instances: usize) -> Controller {
+    with_policy(instances, policy(RolloutMode::Staged, true))
+}
+
+/// A good release, then one whose canary fails on a fleet without
+/// automatic rollback: the bad release ends `failed`. Answers the time
+/// the fleet came to rest.
+pub(crate) async fn deploy_and_fail_without_rollback(instances: usize) -> Timestamp {
+    let c = with_policy(instances, policy(RolloutMode::Staged, false));
+    c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let at = run_out(&c, T0).await;
+    c.runner.failing.lock().unwrap().push(("i-00".into(), NEXT.into()));
+    c.deploy(deploy(NEXT, None), at).await.unwrap();
+    let at = run_out(&c, at).await;
+    assert_eq!(c.store.releases.lock().unwrap().values().filter(|r| r.status == ReleaseStatus::Failed).count(), 1);
+    at
+}
+
+/// Reconciles, a second apart, until the fleet is free; answers the time.
+async fn run_out(c: &Controller, mut at: Timestamp) -> Timestamp {
+    for _ in 0..100 {
+        at = at.plus(Duration::from_secs(1));
+        let report = c.reconcile(at).await.unwrap();
+        if matches!(report.outcome, Outcome::Idle | Outcome::Halted) {
+            return at;
+        }
+    }
+    panic!("the fleet never came to rest");
+}
+
+fn stored(c: &Controller, id: &ReleaseId) -> Release {
+    c.store.releases.lock().unwrap()[id].clone()
+}
+
+/// How often each (release id, flakeref, instance) was sent a command.
+fn sends(c: &Controller) -> std::collections::BTreeMap<(String, String, String), usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (_, command) in c.runner.sent.lock().unwrap().iter() {
+        if let CommandTarget::Instances(ids) = &command.target {
+            assert!(ids.len() <= crate::domain::model::rollout::BATCH);
+            for id in ids {
+                let release = command.comment.split_whitespace().nth(3).unwrap_or_default().to_owned();
+                *counts.entry((release, command.flakeref.to_string(), id.clone())).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[tokio::test]
+async fn a_staged_rollout_reaches_every_instance_once_in_waves() {
+    let c = staged(10);
+    let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    assert_eq!(release.rollout.as_ref().unwrap().waves[0].instance_ids, ["i-00"], "the canary goes first, alone");
+    run_out(&c, T0).await;
+    let done = stored(&c, &release.id);
+    assert_eq!(done.status, ReleaseStatus::Succeeded);
+    let sizes: Vec<usize> = done.rollout.unwrap().waves.iter().map(|w| w.instance_ids.len()).collect();
+    assert_eq!(sizes, [1, 3, 3, 3]);
+    let counts = sends(&c);
+    assert_eq!(counts.len(), 10);
+    assert!(counts.values().all(|n| *n == 1));
+    assert_eq!(c.store.fleet.lock().unwrap().last_good_release.as_ref(), Some(&release.id));
+}
+
+#[tokio::test]
+async fn a_failed_canary_rolls_back_the_instances_it_reached() {
+    let c = staged(10);
+    let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let at = run_out(&c, T0).await;
+    c.runner.failing.lock().unwrap().push(("i-00".into(), NEXT.into()));
+    let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
+    let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
+    assert_eq!(report.outcome, Outcome::RolledBack);
+    assert_eq!(stored(&c, &bad.id).status, ReleaseStatus::RolledBack);
+    run_out(&c, at.plus(Duration::from_secs(1))).await;
+
+    let releases = c.store.releases.lock().unwrap().clone();
+    let rollback = releases.values().find(|r| r.kind == ReleaseKind::Rollback).unwrap();
+    assert_eq!(rollback.rollback_of.as_ref(), Some(&good.id));
+    assert_eq!(rollback.flakeref, good.flakeref);
+    assert_eq!(rollback.status, ReleaseStatus::Succeeded);
+    assert_eq!(rollback.reached_instances(), ["i-00"]);
+    let counts = sends(&c);
+    assert_eq!(counts.keys().filter(|(_, f, _)| f == NEXT).count(), 1, "only the canary got the bad release");
+    let fleet = c.store.fleet.lock().unwrap().clone();
+    assert_eq!(fleet.desired_release.as_ref(), Some(&rollback.id));
+    assert!(fleet.lease.is_none() && fleet.halted.is_none());
+
+    // What each instance runs now: the canary the rollback, the rest the good release.
+    let status = c.status(at.plus(Duration::from_secs(100))).await.unwrap();
+    assert_eq!(status.instances.len(), 10);
+    assert_eq!(status.instances[0].release_id.as_ref(), Some(&rollback.id));
+    assert!(status.instances[1..].iter().all(|i| i.release_id.as_ref() == Some(&good.id)));
+    assert!(status.instances.iter().all(|i| i.flakeref.as_ref() == Some(&good.flakeref)));
+}
+
+#[tokio::test]
+async fn a_failing_rollback_halts_the_fleet_and_never_loops() {
+    let c = staged(4);
+    let at = deploy_and_fail_canary(&c).await;
+    let fleet = c.store.fleet.lock().unwrap().clone();
+    let halt = fleet.halted.expect("halted");
+    assert!(halt.reason.contains("rollback"), "{}", halt.reason);
+    assert_eq!(stored(&c, &halt.release_id).status, ReleaseStatus::Halted);
+    let sent = c.runner.sent_count();
+    for n in 1..5 {
+        assert_eq!(c.reconcile(at.plus(Duration::from_secs(n))).await.unwrap().outcome, Outcome::Halted);
+    }
+    assert_eq!(c.runner.sent_count(), sent, "a halted fleet is left alone");
+    // An operator's deploy lifts the halt.
+    c.runner.failing.lock().unwrap().clear();
+    c.deploy(deploy(GOOD, None), at.plus(Duration::from_secs(10))).await.unwrap();
+    assert!(c.store.fleet.lock().unwrap().halted.is_none());
+}
+
+#[tokio::test]
+async fn a_rollout_past_its_deadline_is_rolled_back() {
+    let c = staged(4);
+    c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let at = run_out(&c, T0).await;
+    let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
+    // The canary never answers.
+    let canary_command = bad.rollout.as_ref().unwrap().waves[0].command_ids[0].clone();
+    c.runner.reports.lock().unwrap().insert(canary_command, CommandReport { finished: false, invocations: vec![] });
+    assert_eq!(c.reconcile(at.plus(Duration::from_secs(599))).await.unwrap().outcome, Outcome::Waiting);
+    assert_eq!(c.reconcile(at.plus(Duration::from_secs(600))).await.unwrap().outcome, Outcome::RolledBack);
+    let bad = stored(&c, &bad.id);
+    assert_eq!(bad.status, ReleaseStatus::RolledBack);
+    assert!(bad.status_reason.unwrap().contains("deadline"));
+}
+
+#[tokio::test]
+async fn with_no_earlier_good_release_a_failure_halts() {
+    let c = staged(3);
+    c.runner.failing.lock().unwrap().push(("i-00".into(), GOOD.into()));
+    let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    run_out(&c, T0).await;
+    assert_eq!(stored(&c, &release.id).status, ReleaseStatus::Halted);
+    assert!(c.store.fleet.lock().unwrap().halted.is_some());
+    assert_eq!(c.store.releases.lock().unwrap().len(), 1, "no rollback without a target");
+}
+
+#[tokio::test]
+async fn crossing_the_failure_threshold_stops_and_rolls_back() {
+    let mut rollout = policy(RolloutMode::Staged, true);
+    rollout.failure_threshold = Rate::Percent(10);
+    let c = with_policy(10, rollout);
+    c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let at = run_out(&c, T0).await;
+    // 30% of the fleet fails, all in the second wave.
+    c.runner.failing.lock().unwrap().extend(["i-01", "i-02", "i-03"].map(|i| (i.to_string(), NEXT.to_string())));
+    let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
+    run_out(&c, at).await;
+    let bad = stored(&c, &bad.id);
+    assert_eq!(bad.status, ReleaseStatus::RolledBack);
+    assert!(bad.status_reason.unwrap().contains("threshold"));
+    assert_eq!(bad.rollout.unwrap().waves.len(), 2, "no third wave");
+    let rolled: Vec<String> = sends(&c).keys().filter(|(_, f, _)| f == NEXT).map(|(_, _, i)| i.clone()).collect();
+    assert_eq!(rolled, ["i-00", "i-01", "i-02", "i-03"]);
+}
+
+#[tokio::test]
+async fn repair_launches_into_free_slots_with_stable_tokens_and_reapplies_drift() {
+    let mut c = staged(2);
+    c.settings.spec.desired_capacity = 4;
+    let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let at = run_out(&c, T0).await;
+    let launches = c.inventory.launches.lock().unwrap().clone();
+    assert_eq!(launches.iter().map(|l| l.slot).collect::<Vec<_>>(), [2, 3]);
+    assert!(launches.iter().all(|l| stored(&c, &l.release).kind == ReleaseKind::Repair
+        && stored(&c, &l.release).flakeref == good.flakeref
+        && l.user_data.contains(&format!("'{GOOD}'"))));
+    assert_ne!(launches[0].client_token, launches[1].client_token);
+    assert_eq!(c.reconcile(at).await.unwrap().outcome, Outcome::Idle, "whole: nothing to do");
+
+    // A host drifts back to no known release: it gets the good release again.
+    c.inventory.instances.lock().unwrap()[0].release = None;
+    let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
+    assert_eq!((report.outcome, report.reapplied.as_slice()), (Outcome::Repaired, ["i-00".to_string()].as_slice()));
+    run_out(&c, at.plus(Duration::from_secs(1))).await;
+    let repair = c
+        .store
+        .releases
+        .lock()
+        .unwrap()
+        .values()
+        .find(|r| r.kind == ReleaseKind::Repair && !r.instances.is_empty())
+        .cloned()
+        .unwrap();
+    assert_eq!((repair.status, repair.flakeref.as_str()), (ReleaseStatus::Succeeded, GOOD));
+    assert_eq!(c.store.fleet.lock().unwrap().desired_release.as_ref(), Some(&good.id), "a repair is not a deploy");
+}
+
+#[tokio::test]
+async fn a_repair_that_stopped_mid_launch_is_finished_with_the_same_tokens() {
+    let mut c = staged(1);
+    c.settings.spec.desired_capacity = 2;
+    c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let at = run_out(&c, T0).await;
+    // A repair recorded its launch, then its invocation died before EC2 answered.
+    let id = crate::domain::model::ids::ReleaseId::generate(at, 1);
+    let mut repair = new_release(&c.settings, id, Flakeref::parse(GOOD).unwrap(), None, ReleaseKind::Repair, None, at);
+    repair.status = ReleaseStatus::InProgress;
+    repair.rollout = Some(Rollout { fixed: true, ..Rollout::default() });
+    repair.launches = vec![Launch { slot: 5, instance_id: None, error: None }];
+    assert_eq!(c.store.admit(&repair, None, false, at).await.unwrap(), Admitted::Yes);
+    let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Finished);
+    let launches = c.inventory.launches.lock().unwrap().clone();
+    let last = launches.last().unwrap();
+    assert_eq!((last.slot, last.client_token.clone()), (5, client_token("prod", &repair.id, 5)));
+    assert_eq!(stored(&c, &repair.id).status, ReleaseStatus::Succeeded);
+}
+
+#[tokio::test]
+async fn a_halted_fleet_or_one_without_a_good_release_is_not_repaired() {
+    let mut c = staged(1);
+    c.settings.spec.desired_capacity = 3;
+    let report = c.reconcile(T0).await.unwrap();
+    assert!(report.skipped.unwrap().contains("no release has succeeded"));
+    assert!(c.inventory.launches.lock().unwrap().is_empty());
+
+    let at = deploy_and_fail_canary(&c).await;
+    let report = c.reconcile(at).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Halted);
+    assert!(report.skipped.unwrap().contains("halted"));
+    assert!(c.inventory.launches.lock().unwrap().len() <= 2, "launched only before the halt");
+}
+
+mod machine {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Event {
+        Tick,
+        /// The next SendCommand times out, after or before it really started.
+        FlakySend {
+            started: bool,
+        },
+        Duplicate,
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Event>> {
+        prop::collection::vec(
+            prop_oneof![
+                6 => Just(Event::Tick),
+                1 => any::<bool>().prop_map(|started| Event::FlakySend { started }),
+                1 => Just(Event::Duplicate),
+            ],
+            0..40,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Whatever the order of ticks, duplicates and lost sends, a rollout
+        /// ends in a final state, sends no instance the same release twice,
+        /// and loses no release.
+        #[test]
+        fn rollouts_always_end_and_never_send_twice(
+            size in 1usize..14,
+            failing in prop::collection::vec(0usize..14, 0..4),
+            first in events(),
+            second in events(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let c = staged(size);
+                let mut at = T0;
+                let mut created = 0;
+                for (flakeref, key, events) in [(GOOD, "first", &first), (NEXT, "second", &second)] {
+                    if flakeref == NEXT {
+                        c.runner.failing.lock().unwrap().extend(failing.iter().map(|i| (format!("i-{i:02}"), NEXT.to_string())));
+                    }
+                    at = at.plus(Duration::from_secs(1));
+                    if c.deploy(deploy(flakeref, Some(key)), at).await.is_ok() || c.store.releases.lock().unwrap().len() > created {
+                        created = c.store.releases.lock().unwrap().len();
+                    }
+                    for event in events.iter() {
+                        at = at.plus(Duration::from_secs(1));
+                        match event {
+                            Event::Tick => { let _ = c.reconcile(at).await; }
+                            Event::Duplicate => { let _ = c.reconcile(at).await; let _ = c.reconcile(at).await; }
+                            Event::FlakySend { started } => {
+                                *c.runner.next.lock().unwrap() = if *started { SendBehaviour::SendThenTimeOut } else { SendBehaviour::Unavailable };
+                                let _ = c.reconcile(at).await;
+                                *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+                            }
+                        }
+                    }
+                    at = run_out(&c, at).await;
+                    let releases = c.store.releases.lock().unwrap().clone();
+                    prop_assert!(releases.len() >= created, "a release was lost");
+                    created = releases.len();
+                    prop_assert!(releases.values().all(|r| r.status.is_final()), "{releases:?}");
+                    prop_assert!(c.store.fleet.lock().unwrap().lease.is_none());
+                }
+                prop_assert!(sends(&c).values().all(|n| *n == 1), "{:?}", sends(&c));
+                Ok(())
+            })?;
+        }
+    }
+}
