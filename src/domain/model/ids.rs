@@ -122,6 +122,17 @@ pub struct TargetTag {
     pub value: String,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tag keys are 1 to 128 characters, values up to 256")]
+pub struct TargetTagError;
+
+impl TargetTag {
+    pub fn new(key: String, value: String) -> Result<Self, TargetTagError> {
+        let valid = (1..=128).contains(&key.len()) && value.len() <= 256;
+        valid.then_some(Self { key, value }).ok_or(TargetTagError)
+    }
+}
+
 impl fmt::Display for TargetTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.key, self.value)

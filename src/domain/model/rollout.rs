@@ -31,6 +31,13 @@ impl Rate {
         }
     }
 
+    /// The number as written: a count, or a percentage.
+    pub fn value(self) -> usize {
+        match self {
+            Self::Count(n) | Self::Percent(n) => n,
+        }
+    }
+
     /// How many instances of `total` this rate allows, rounding down.
     pub fn floor_of(self, total: usize) -> usize {
         match self {
@@ -46,6 +53,16 @@ impl Rate {
             Self::Percent(p) => (total * p).div_ceil(100),
         }
         .max(1)
+    }
+}
+
+/// As written: `2` or `25%` (the form SSM's MaxConcurrency and MaxErrors take too).
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Percent(p) => write!(f, "{p}%"),
+        }
     }
 }
 
@@ -151,6 +168,9 @@ mod tests {
         assert_eq!(Rate::parse("2").unwrap().floor_of(100), 2);
         for bad in ["", "%", "101%", "-1", "1.5", "ten"] {
             assert_eq!(Rate::parse(bad), None, "{bad}");
+        }
+        for written in ["0", "50", "25%", "100%"] {
+            assert_eq!(Rate::parse(written).unwrap().to_string(), written);
         }
     }
 

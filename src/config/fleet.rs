@@ -1,0 +1,63 @@
+//! The fleet: its name and tag, how releases roll out, and what the
+//! reconcile keeps it at.
+
+use super::vars::{invalid, Vars};
+use super::ConfigError;
+use crate::domain::model::flakeref::FlakeAllowlist;
+use crate::domain::model::fleet::{FleetSettings, FleetSpec, ImageSelector};
+use crate::domain::model::ids::{FleetName, TargetTag};
+use crate::domain::model::rollout::{RolloutMode, RolloutPolicy};
+use std::time::Duration;
+
+pub(super) fn settings(vars: &Vars) -> Result<FleetSettings, ConfigError> {
+    let name = FleetName::parse(&vars.or("FLAKEFLEET_FLEET", "default"))
+        .map_err(|e| invalid("FLAKEFLEET_FLEET", e.to_string()))?;
+    let target = TargetTag::new(
+        vars.or("FLAKEFLEET_TARGET_TAG_KEY", "Name"),
+        vars.or("FLAKEFLEET_TARGET_TAG_VALUE", "FlakeHubDemo"),
+    )
+    .map_err(|e| invalid("FLAKEFLEET_TARGET_TAG_KEY", e.to_string()))?;
+    let allowed_flakes = FlakeAllowlist::parse(&vars.required("FLAKEFLEET_ALLOWED_FLAKES")?)
+        .map_err(|e| invalid("FLAKEFLEET_ALLOWED_FLAKES", e.to_string()))?;
+    let seconds = |var, default, range| vars.number(var, default, range).map(Duration::from_secs);
+    Ok(FleetSettings {
+        name,
+        target,
+        deploy_timeout: seconds("FLAKEFLEET_DEPLOY_TIMEOUT_SECONDS", 3600, 60..=86_400)?,
+        idempotency_ttl: seconds("FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS", 86_400, 60..=2_592_000)?,
+        rollout: rollout(vars)?,
+        spec: spec(vars)?,
+        takeover_after: seconds("FLAKEFLEET_TAKEOVER_SECONDS", 120, 30..=3600)?,
+        allowed_flakes,
+    })
+}
+
+fn rollout(vars: &Vars) -> Result<RolloutPolicy, ConfigError> {
+    let mode = match vars.choice("FLAKEFLEET_ROLLOUT", "staged", &["staged", "all-at-once"])?.as_str() {
+        "staged" => RolloutMode::Staged,
+        _ => RolloutMode::AllAtOnce,
+    };
+    Ok(RolloutPolicy {
+        mode,
+        canary: vars.number("FLAKEFLEET_CANARY_SIZE", 1, 1..=50)? as usize,
+        wave: vars.rate("FLAKEFLEET_WAVE_SIZE", "50%", 1)?,
+        failure_threshold: vars.rate("FLAKEFLEET_FAILURE_THRESHOLD", "0", 0)?,
+        auto_rollback: vars.flag("FLAKEFLEET_AUTO_ROLLBACK", "true")?,
+    })
+}
+
+fn spec(vars: &Vars) -> Result<FleetSpec, ConfigError> {
+    Ok(FleetSpec {
+        desired_capacity: vars.number("FLAKEFLEET_DESIRED_CAPACITY", 0, 0..=10_000)? as usize,
+        instance_type: vars.or("FLAKEFLEET_INSTANCE_TYPE", "t3a.nano"),
+        subnets: vars.ids("FLAKEFLEET_SUBNET_IDS", "subnet-")?,
+        security_groups: vars.ids("FLAKEFLEET_SECURITY_GROUP_IDS", "sg-")?,
+        instance_profile: vars.or("FLAKEFLEET_INSTANCE_PROFILE", "FlakeHubClientMachine"),
+        image: ImageSelector {
+            owner: vars.or("FLAKEFLEET_AMI_OWNER", "535002876703"),
+            name_pattern: vars.or("FLAKEFLEET_AMI_NAME_PATTERN", "determinate/nixos/epoch-1/24.05.*"),
+            architecture: vars.choice("FLAKEFLEET_AMI_ARCHITECTURE", "x86_64", &["x86_64", "arm64"])?,
+        },
+        root_volume_gib: vars.number("FLAKEFLEET_ROOT_VOLUME_GIB", 16, 4..=16_384)? as i32,
+    })
+}

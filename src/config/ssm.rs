@@ -1,0 +1,16 @@
+//! How the SSM document is invoked.
+
+use super::vars::Vars;
+use super::ConfigError;
+use crate::aws::SsmSettings;
+
+pub(super) fn settings(vars: &Vars) -> Result<SsmSettings, ConfigError> {
+    Ok(SsmSettings {
+        document: vars.required("FLAKEFLEET_DOCUMENT")?,
+        action: vars.choice("FLAKEFLEET_APPLY_ACTION", "switch", &["switch", "boot", "test", "dry-activate"])?,
+        // SSM's MaxConcurrency and MaxErrors: a count or a percentage, as given.
+        max_concurrency: vars.rate("FLAKEFLEET_MAX_CONCURRENCY", "50", 1)?.to_string(),
+        max_errors: vars.rate("FLAKEFLEET_MAX_ERRORS", "0", 0)?.to_string(),
+        delivery_timeout_secs: vars.number("FLAKEFLEET_DELIVERY_TIMEOUT_SECONDS", 600, 30..=2_592_000)? as i32,
+    })
+}
