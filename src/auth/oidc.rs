@@ -140,6 +140,22 @@ pub fn verify_signature(token: &str, key: &DecodingKey) -> Result<GithubClaims, 
 /// Issuer, audience and times make a token valid (401 otherwise); the pinned
 /// repository, owner, ref, environment and workflow give it the right (403).
 pub fn check_claims(claims: &GithubClaims, policy: &OidcPolicy, now: Timestamp) -> Result<VerifiedToken, AuthError> {
+    let jti = check_validity(claims, policy, now)?;
+    check_trust(claims, policy)?;
+    Ok(VerifiedToken {
+        principal: format!(
+            "{}@{}",
+            claims.repository.as_deref().unwrap_or("github"),
+            claims.git_ref.as_deref().unwrap_or("?")
+        ),
+        jti: jti.to_owned(),
+        expires_at: Timestamp::from_millis(claims.exp.saturating_add(LEEWAY_SECS).saturating_mul(1000)),
+    })
+}
+
+/// Whether the token is one for this deployment, now: issuer, audience,
+/// times and a usable id (answered). Failing any is a 401.
+fn check_validity<'c>(claims: &'c GithubClaims, policy: &OidcPolicy, now: Timestamp) -> Result<&'c str, AuthError> {
     let invalid = |m: String| Err(AuthError::Unauthenticated(m));
     let now = now.secs();
     if claims.iss != policy.issuer {
@@ -170,7 +186,12 @@ pub fn check_claims(claims: &GithubClaims, policy: &OidcPolicy, now: Timestamp) 
         }
         _ => return invalid("the token has no usable id (jti)".into()),
     };
+    Ok(jti)
+}
 
+/// Whether the job that minted the token may deploy: repository, owner, ref,
+/// environment and workflow. Failing any is a 403.
+fn check_trust(claims: &GithubClaims, policy: &OidcPolicy) -> Result<(), AuthError> {
     let forbidden = |m: String| Err(AuthError::Forbidden(m));
     let id = |v: &Option<Value>| match v {
         Some(Value::String(s)) => Some(s.clone()),
@@ -203,15 +224,7 @@ pub fn check_claims(claims: &GithubClaims, policy: &OidcPolicy, now: Timestamp) 
             policy.workflow_refs.join(", ")
         ));
     }
-    Ok(VerifiedToken {
-        principal: format!(
-            "{}@{}",
-            claims.repository.as_deref().unwrap_or("github"),
-            claims.git_ref.as_deref().unwrap_or("?")
-        ),
-        jti: jti.to_owned(),
-        expires_at: Timestamp::from_millis(claims.exp.saturating_add(LEEWAY_SECS).saturating_mul(1000)),
-    })
+    Ok(())
 }
 
 #[cfg(test)]

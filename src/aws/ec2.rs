@@ -41,11 +41,6 @@ impl FleetInventory for Ec2FleetInventory {
             .describe_instances()
             .filters(Filter::builder().name(format!("tag:{}", tag.key)).values(&tag.value).build())
             .filters(Filter::builder().name("instance-state-name").values("running").build());
-        let failed = |e: &dyn std::error::Error| {
-            let text = super::describe("DescribeInstances", &e);
-            tracing::error!(error = %text, "EC2 call failed");
-            InventoryError::Unavailable(text)
-        };
         let ids_of = |out: &aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput| -> Vec<String> {
             out.reservations()
                 .iter()
@@ -56,14 +51,18 @@ impl FleetInventory for Ec2FleetInventory {
         match limit {
             // One page answers "a few" whatever the fleet's size (MaxResults is 5 to 1,000).
             Some(limit) => {
-                let out = request.max_results(limit.clamp(5, 1000) as i32).send().await.map_err(|e| failed(&e))?;
+                let out = request
+                    .max_results(limit.clamp(5, 1000) as i32)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("DescribeInstances", &e))?;
                 Ok(ids_of(&out))
             }
             None => {
                 let mut ids = Vec::new();
                 let mut pages = request.max_results(1000).into_paginator().send();
                 while let Some(page) = pages.next().await {
-                    ids.extend(ids_of(&page.map_err(|e| failed(&e))?));
+                    ids.extend(ids_of(&page.map_err(|e| unavailable("DescribeInstances", &e))?));
                 }
                 Ok(ids)
             }
@@ -178,8 +177,7 @@ impl FleetInventory for Ec2FleetInventory {
                 .map(str::to_owned)
                 .ok_or_else(|| InventoryError::Unavailable("RunInstances answered without an instance".into())),
             Err(e) => {
-                let text = super::describe("RunInstances", &e);
-                tracing::error!(error = %text, "EC2 refused or failed a launch");
+                let text = super::logged_failure("EC2", "RunInstances", &e);
                 // Refused or not, the launch is recorded as failed and retried
                 // with the same client token by the next reconcile.
                 Err(InventoryError::Unavailable(text))
@@ -203,7 +201,5 @@ impl FleetInventory for Ec2FleetInventory {
 }
 
 fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> InventoryError {
-    let text = super::describe(operation, e);
-    tracing::error!(error = %text, "EC2 call failed");
-    InventoryError::Unavailable(text)
+    InventoryError::Unavailable(crate::aws::logged_failure("EC2", operation, e))
 }

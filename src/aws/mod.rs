@@ -22,6 +22,14 @@ pub(crate) fn describe<E: Error>(operation: &str, err: &E) -> String {
     format!("{operation}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(err))
 }
 
+/// Describes a failed call (service code and message) and logs it once, as
+/// an error of `service`; answers the description for the adapter's error.
+pub(crate) fn logged_failure<E: Error>(service: &'static str, operation: &str, err: &E) -> String {
+    let text = describe(operation, err);
+    tracing::error!(service, error = %text, "AWS call failed");
+    text
+}
+
 /// Whether the service refused a request outright (a 4xx other than
 /// throttling), so nothing was done. Server errors after the SDK's retries,
 /// timeouts and transport failures leave open whether something happened.

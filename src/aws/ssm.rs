@@ -68,8 +68,7 @@ impl CommandRunner for SsmCommandRunner {
                 .map(str::to_owned)
                 .ok_or_else(|| RunnerError::Unavailable("SendCommand answered without a command id".into())),
             Err(e) => {
-                let text = super::describe("SendCommand", &e);
-                tracing::error!(error = %text, "SSM call failed");
+                let text = super::logged_failure("SSM", "SendCommand", &e);
                 // A refusal by the service means no command exists; anything
                 // else (timeouts, 5xx after retries) may have started one.
                 Err(if super::refused(&e) { RunnerError::Rejected(text) } else { RunnerError::Unavailable(text) })
@@ -182,9 +181,7 @@ fn tail(text: &str, max: usize) -> String {
 }
 
 fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> RunnerError {
-    let text = super::describe(operation, e);
-    tracing::error!(error = %text, "SSM call failed");
-    RunnerError::Unavailable(text)
+    RunnerError::Unavailable(crate::aws::logged_failure("SSM", operation, e))
 }
 
 #[cfg(test)]

@@ -97,84 +97,95 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: &Cli, client: &FunctionUrl) -> Result<ExitCode, String> {
-    let call = |method: &'static str, path: String, body: Option<Value>| async move {
-        let (status, answer) = client.call(method, &path, body.as_ref()).await.map_err(|e| e.to_string())?;
-        if (200..300).contains(&status) {
-            Ok(answer)
-        } else {
-            Err(format!(
-                "{status} {}: {}",
-                answer["error"].as_str().unwrap_or("error"),
-                answer["message"].as_str().unwrap_or("")
-            ))
-        }
-    };
-    let print = |answer: &Value, table: fn(&Value) -> String, field: &str| {
-        if cli.json {
-            println!("{answer}");
-        } else {
-            print!("{}", table(if field.is_empty() { answer } else { &answer[field] }));
-        }
-    };
-
-    let started = match &cli.command {
+    let session = Session { cli, client };
+    let (answer, wait) = match &cli.command {
         Command::Deploy { flakeref, revision, idempotency_key, wait } => {
             let body = json!({ "flakeref": flakeref, "revision": revision, "idempotency_key": idempotency_key });
             let body =
                 Value::Object(body.as_object().unwrap().clone().into_iter().filter(|(_, v)| !v.is_null()).collect());
-            (call("POST", "/releases".into(), Some(body)).await?, wait)
+            (session.call("POST", "/releases".into(), Some(body)).await?, wait)
         }
         Command::Rollback { release_id, wait } => {
             let body = release_id.as_ref().map(|id| json!({ "release_id": id }));
-            (call("POST", "/rollback".into(), body).await?, wait)
+            (session.call("POST", "/rollback".into(), body).await?, wait)
         }
         Command::Releases { limit, cursor } => {
             let query = match cursor {
                 Some(c) => format!("/releases?limit={limit}&cursor={c}"),
                 None => format!("/releases?limit={limit}"),
             };
-            print(&call("GET", query, None).await?, render::releases, "");
+            session.print(&session.call("GET", query, None).await?, render::releases, "");
             return Ok(ExitCode::SUCCESS);
         }
         Command::Show { release_id } => {
-            print(&call("GET", format!("/releases/{release_id}"), None).await?, render::release, "release");
+            let answer = session.call("GET", format!("/releases/{release_id}"), None).await?;
+            session.print(&answer, render::release, "release");
             return Ok(ExitCode::SUCCESS);
         }
         Command::Fleet => {
-            print(&call("GET", "/fleet".into(), None).await?, render::fleet, "fleet");
+            session.print(&session.call("GET", "/fleet".into(), None).await?, render::fleet, "fleet");
             return Ok(ExitCode::SUCCESS);
         }
         Command::Reconcile => {
-            print(&call("POST", "/reconcile".into(), None).await?, render::reconcile, "reconcile");
+            session.print(&session.call("POST", "/reconcile".into(), None).await?, render::reconcile, "reconcile");
             return Ok(ExitCode::SUCCESS);
         }
     };
-
-    let (answer, wait) = started;
-    let release = answer["release"].clone();
     if !wait.wait {
-        print(&answer, render::release, "release");
+        session.print(&answer, render::release, "release");
         return Ok(ExitCode::SUCCESS);
     }
-    if !cli.json {
-        eprintln!("{}", render::progress(&release));
-    }
-    let id = release["id"].as_str().unwrap_or_default().to_owned();
-    let mut last = render::progress(&release);
-    let mut current = release;
-    while outcome(current["status"].as_str().unwrap_or_default()).is_none() {
-        tokio::time::sleep(Duration::from_secs(wait.interval)).await;
-        if wait.drive {
-            call("POST", "/reconcile".into(), None).await?;
+    session.wait_for_outcome(answer["release"].clone(), wait).await
+}
+
+/// One command's calls to the function URL and what it prints.
+struct Session<'a> {
+    cli: &'a Cli,
+    client: &'a FunctionUrl,
+}
+
+impl Session<'_> {
+    /// The answer of a 2xx; otherwise the API's error code and message.
+    async fn call(&self, method: &'static str, path: String, body: Option<Value>) -> Result<Value, String> {
+        let (status, answer) = self.client.call(method, &path, body.as_ref()).await.map_err(|e| e.to_string())?;
+        if (200..300).contains(&status) {
+            return Ok(answer);
         }
-        current = call("GET", format!("/releases/{id}"), None).await?["release"].clone();
-        let line = render::progress(&current);
-        if line != last && !cli.json {
-            eprintln!("{line}");
-        }
-        last = line;
+        let code = answer["error"].as_str().unwrap_or("error");
+        Err(format!("{status} {code}: {}", answer["message"].as_str().unwrap_or("")))
     }
-    print(&json!({ "release": current }), render::release, "release");
-    let ok = outcome(current["status"].as_str().unwrap_or_default()) == Some(true);
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+
+    fn print(&self, answer: &Value, table: fn(&Value) -> String, field: &str) {
+        if self.cli.json {
+            println!("{answer}");
+        } else {
+            print!("{}", table(if field.is_empty() { answer } else { &answer[field] }));
+        }
+    }
+
+    /// Polls the release (reconciling first with `--drive`) until it is final,
+    /// printing each change of progress; exit 1 unless it succeeded.
+    async fn wait_for_outcome(&self, release: Value, wait: &Wait) -> Result<ExitCode, String> {
+        if !self.cli.json {
+            eprintln!("{}", render::progress(&release));
+        }
+        let id = release["id"].as_str().unwrap_or_default().to_owned();
+        let mut last = render::progress(&release);
+        let mut current = release;
+        while outcome(current["status"].as_str().unwrap_or_default()).is_none() {
+            tokio::time::sleep(Duration::from_secs(wait.interval)).await;
+            if wait.drive {
+                self.call("POST", "/reconcile".into(), None).await?;
+            }
+            current = self.call("GET", format!("/releases/{id}"), None).await?["release"].clone();
+            let line = render::progress(&current);
+            if line != last && !self.cli.json {
+                eprintln!("{line}");
+            }
+            last = line;
+        }
+        self.print(&json!({ "release": current }), render::release, "release");
+        let ok = outcome(current["status"].as_str().unwrap_or_default()) == Some(true);
+        Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    }
 }

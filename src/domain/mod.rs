@@ -14,6 +14,8 @@ pub mod error;
 pub mod executor;
 #[cfg(test)]
 mod fakes;
+#[cfg(test)]
+mod fixtures;
 pub mod model;
 pub mod planner;
 pub mod ports;

@@ -10,6 +10,7 @@ use crate::auth::{Access, Gate, TokenLedger};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{CommandRunner, FleetInventory, ReleaseStore};
 use crate::domain::usecases::FleetController;
+use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use error::ApiError;
 use event::{classify, Trigger, UnknownEvent};
 use operation::{decode, perform, DeployBody, Operation, RollbackBody, DEPLOY_SHAPE, ROLLBACK_SHAPE};
@@ -63,55 +64,83 @@ where
     async move {
         let now = Timestamp::now();
         match classify(event)? {
-            Trigger::FunctionUrl(request) => {
-                tracing::Span::current().record("trigger", "function_url");
-                let method = request.request_context.http.method.clone().unwrap_or_default();
-                let path = request.raw_path.clone().unwrap_or_default();
-                let answer = async {
-                    // Authenticate before decoding, so strangers learn nothing
-                    // about routes or bodies; use the token only for a request
-                    // that will run, so bad input changes nothing.
-                    let caller = gate.authenticate(&request, now).await?;
-                    tracing::Span::current().record("caller", caller.principal.as_str());
-                    gate.authorize(&caller, Access::of_method(&method))?;
-                    let operation = http::decode_request(&request)?;
-                    gate.consume(&caller).await?;
-                    run(controller, operation, now).await
-                }
-                .await;
-                let (status, body) = answer.unwrap_or_else(|e| (e.status, e.body()));
-                info!(%method, %path, status, "request answered");
-                Ok(http::response(status, &body))
-            }
+            Trigger::FunctionUrl(request) => Ok(function_url(controller, gate, &request, now).await),
             Trigger::EventBridge { source, detail_type, detail } => {
                 tracing::Span::current().record("trigger", "eventbridge");
                 if !event::is_reconcile_trigger(&source, &detail_type) {
                     return Err(HandlerError::UnsupportedEvent { event_source: source, detail_type });
                 }
                 // SSM notifications are hints: the record is what SSM lists.
-                info!(%source, %detail_type, command_id = detail.get("command-id").and_then(|v| v.as_str()).unwrap_or(""), "event received");
+                let command_id = detail.get("command-id").and_then(|v| v.as_str()).unwrap_or("");
+                info!(%source, %detail_type, command_id, "event received");
                 run(controller, Operation::Reconcile, now).await.map(|(_, body)| body).map_err(HandlerError::Failed)
             }
-            Trigger::Invoke { action, fields } => {
-                tracing::Span::current().record("trigger", "invoke");
-                let answer = match invoke_operation(&action, fields) {
-                    Ok(operation) => run(controller, operation, now).await,
-                    Err(e) => Err(e),
-                };
-                match answer {
-                    Ok((_, body)) => Ok(body),
-                    Err(e) if e.is_server_error() => Err(HandlerError::Failed(e)),
-                    Err(e) => {
-                        let mut body = e.body();
-                        body["status"] = e.status.into();
-                        Ok(body)
-                    }
-                }
-            }
+            Trigger::Invoke { action, fields } => invoke(controller, &action, fields, now).await,
         }
     }
     .instrument(span)
     .await
+}
+
+/// A function URL request: authenticated before it is decoded, so strangers
+/// learn nothing about routes or bodies; its token used only for a request
+/// that will run, so bad input changes nothing. Always an HTTP answer.
+async fn function_url<S, I, R, L>(
+    controller: &FleetController<S, I, R>,
+    gate: &Gate<L>,
+    request: &LambdaFunctionUrlRequest,
+    now: Timestamp,
+) -> Value
+where
+    S: ReleaseStore,
+    I: FleetInventory,
+    R: CommandRunner,
+    L: TokenLedger,
+{
+    tracing::Span::current().record("trigger", "function_url");
+    let method = request.request_context.http.method.clone().unwrap_or_default();
+    let path = request.raw_path.clone().unwrap_or_default();
+    let answer = async {
+        let caller = gate.authenticate(request, now).await?;
+        tracing::Span::current().record("caller", caller.principal.as_str());
+        gate.authorize(&caller, Access::of_method(&method))?;
+        let operation = http::decode_request(request)?;
+        gate.consume(&caller).await?;
+        run(controller, operation, now).await
+    }
+    .await;
+    let (status, body) = answer.unwrap_or_else(|e| (e.status, e.body()));
+    info!(%method, %path, status, "request answered");
+    http::response(status, &body)
+}
+
+/// A direct invoke: client errors are answered in the body with their
+/// status; server errors fail the invocation so asynchronous callers retry.
+async fn invoke<S, I, R>(
+    controller: &FleetController<S, I, R>,
+    action: &str,
+    fields: Map<String, Value>,
+    now: Timestamp,
+) -> Result<Value, HandlerError>
+where
+    S: ReleaseStore,
+    I: FleetInventory,
+    R: CommandRunner,
+{
+    tracing::Span::current().record("trigger", "invoke");
+    let answer = match invoke_operation(action, fields) {
+        Ok(operation) => run(controller, operation, now).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok((_, body)) => Ok(body),
+        Err(e) if e.is_server_error() => Err(HandlerError::Failed(e)),
+        Err(e) => {
+            let mut body = e.body();
+            body["status"] = e.status.into();
+            Ok(body)
+        }
+    }
 }
 
 async fn run<S, I, R>(

@@ -158,45 +158,12 @@ impl ReleaseStore for DynamoReleaseStore {
         desired: bool,
         now: Timestamp,
     ) -> Result<Admitted, StoreError> {
-        let pk = fleet_pk(&release.fleet);
-        let put_release = self.put_new_release(release)?;
-        let take_lease = Update::builder()
-            .table_name(&self.table)
-            .key(PARTITION_KEY, s(pk.clone()))
-            .key(SORT_KEY, s(STATE_SK))
-            // An operator's deploy or rollback becomes the desired release and
-            // lifts a halt; a repair only takes the lease.
-            .update_expression(if desired {
-                "SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now \
-                 REMOVE halted_release_id, halted_reason"
-            } else {
-                "SET lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now"
-            })
-            .condition_expression("attribute_not_exists(lease_expires_ms) OR lease_expires_ms <= :now")
-            .expression_attribute_values(":id", s(release.id.as_str()))
-            .expression_attribute_values(":expires", n(release.deadline.millis()))
-            .expression_attribute_values(":now", n(now.millis()))
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut items: Vec<TransactWriteItem> = put_release.into_iter().map(put_item).collect();
+        let mut items: Vec<TransactWriteItem> = self.put_new_release(release)?.into_iter().map(put_item).collect();
         let lease_index = items.len();
-        items.push(TransactWriteItem::builder().update(take_lease).build());
+        items.push(TransactWriteItem::builder().update(self.take_lease(release, desired, now)?).build());
         let claim_index = items.len();
         if let Some(claim) = claim {
-            let mut record = Item::new();
-            record.insert(PARTITION_KEY.into(), s(pk.clone()));
-            record.insert(SORT_KEY.into(), s(format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())));
-            record.insert("release_id".into(), s(release.id.as_str()));
-            record.insert("request".into(), s(claim.request.clone()));
-            record.insert(TTL_ATTRIBUTE.into(), n(claim.expires_at.secs()));
-            let put_claim = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(record))
-                .condition_expression("attribute_not_exists(pk) OR expires_at <= :now_s")
-                .expression_attribute_values(":now_s", n(now.secs()))
-                .build()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            items.push(put_item(put_claim));
+            items.push(put_item(self.put_claim(release, claim, now)?));
         }
 
         for _ in 0..TRANSACT_ATTEMPTS {
@@ -446,6 +413,45 @@ impl DynamoReleaseStore {
         Err(StoreError::Unavailable("the release kept changing while it was read; try again".into()))
     }
 
+    /// The fleet's lease for a new release, if no live lease binds. An
+    /// operator's deploy or rollback becomes the desired release and lifts a
+    /// halt; a repair only takes the lease.
+    fn take_lease(&self, release: &Release, desired: bool, now: Timestamp) -> Result<Update, StoreError> {
+        Update::builder()
+            .table_name(&self.table)
+            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
+            .key(SORT_KEY, s(STATE_SK))
+            .update_expression(if desired {
+                "SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now \
+                 REMOVE halted_release_id, halted_reason"
+            } else {
+                "SET lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now"
+            })
+            .condition_expression("attribute_not_exists(lease_expires_ms) OR lease_expires_ms <= :now")
+            .expression_attribute_values(":id", s(release.id.as_str()))
+            .expression_attribute_values(":expires", n(release.deadline.millis()))
+            .expression_attribute_values(":now", n(now.millis()))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// The idempotency record, if its key is free (or its record expired).
+    fn put_claim(&self, release: &Release, claim: &IdempotencyClaim, now: Timestamp) -> Result<Put, StoreError> {
+        let mut record = Item::new();
+        record.insert(PARTITION_KEY.into(), s(fleet_pk(&release.fleet)));
+        record.insert(SORT_KEY.into(), s(format!("{IDEMPOTENCY_PREFIX}{}", claim.key.as_str())));
+        record.insert("release_id".into(), s(release.id.as_str()));
+        record.insert("request".into(), s(claim.request.clone()));
+        record.insert(TTL_ATTRIBUTE.into(), n(claim.expires_at.secs()));
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(record))
+            .condition_expression("attribute_not_exists(pk) OR expires_at <= :now_s")
+            .expression_attribute_values(":now_s", n(now.secs()))
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
     /// The fleet's side of a settlement, only while the release holds the lease.
     fn fleet_update(&self, release: &Release, change: &FleetChange) -> Result<Update, StoreError> {
         let mut set = vec!["updated_ms = :now".to_owned()];
@@ -496,7 +502,5 @@ fn put_item(put: Put) -> TransactWriteItem {
 }
 
 fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> StoreError {
-    let text = super::describe(operation, e);
-    tracing::error!(error = %text, "DynamoDB call failed");
-    StoreError::Unavailable(text)
+    StoreError::Unavailable(crate::aws::logged_failure("DynamoDB", operation, e))
 }

@@ -86,24 +86,8 @@ pub fn tagged_releases(instances: &[FleetInstance]) -> Vec<ReleaseId> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::model::fleet::ImageSelector;
+    use crate::domain::fixtures::spec;
     use crate::domain::model::time::Timestamp;
-
-    fn spec(capacity: usize) -> FleetSpec {
-        FleetSpec {
-            desired_capacity: capacity,
-            instance_type: "t3a.nano".into(),
-            subnets: vec!["subnet-a".into(), "subnet-b".into()],
-            security_groups: vec![],
-            instance_profile: "FlakeHubClientMachine".into(),
-            image: ImageSelector {
-                owner: "535002876703".into(),
-                name_pattern: "determinate/nixos/epoch-1/24.05.*".into(),
-                architecture: "x86_64".into(),
-            },
-            root_volume_gib: 10,
-        }
-    }
 
     fn instance(id: &str, state: InstanceState, slot: Option<usize>, release: Option<&ReleaseId>) -> FleetInstance {
         FleetInstance { id: id.into(), state, slot, release: release.cloned() }

@@ -2,45 +2,21 @@
 //! tokio, no fakes: plain values in, one step out.
 
 use super::*;
+use crate::domain::fixtures::{self, GOOD, NEXT, T0};
 use crate::domain::model::flakeref::FlakeAllowlist;
-use crate::domain::model::fleet::{FleetSpec, Halt, ImageSelector, InstanceState, Lease};
-use crate::domain::model::ids::{FleetName, TargetTag};
+use crate::domain::model::fleet::{Halt, InstanceState, Lease};
 use crate::domain::model::outcome::tests::outcome;
-use crate::domain::model::rollout::{Rate, RolloutPolicy, BATCH};
-
-const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
-const GOOD: &str = "AcmeCorp/infra/=0.1.41#nixosConfigurations.web";
-const NEXT: &str = "AcmeCorp/infra/=0.1.42#nixosConfigurations.web";
+use crate::domain::model::rollout::BATCH;
 
 fn secs(n: u64) -> Timestamp {
     T0.plus(Duration::from_secs(n))
 }
 
+/// The shared fleet, wanting 3 instances.
 fn settings(mode: RolloutMode) -> FleetSettings {
-    FleetSettings {
-        name: FleetName::parse("prod").unwrap(),
-        target: TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() },
-        deploy_timeout: Duration::from_secs(600),
-        idempotency_ttl: Duration::from_secs(3600),
-        rollout: RolloutPolicy {
-            mode,
-            canary: 1,
-            wave: Rate::Percent(30),
-            failure_threshold: Rate::Count(0),
-            auto_rollback: true,
-        },
-        spec: FleetSpec {
-            desired_capacity: 3,
-            instance_type: "t3a.nano".into(),
-            subnets: vec![],
-            security_groups: vec![],
-            instance_profile: "FlakeHubClientMachine".into(),
-            image: ImageSelector { owner: "1".into(), name_pattern: "nixos-*".into(), architecture: "x86_64".into() },
-            root_volume_gib: 16,
-        },
-        takeover_after: Duration::from_secs(120),
-        allowed_flakes: FlakeAllowlist::parse("AcmeCorp/infra").unwrap(),
-    }
+    let mut settings = fixtures::settings(fixtures::policy(mode, true));
+    settings.spec.desired_capacity = 3;
+    settings
 }
 
 fn id(n: u64) -> ReleaseId {

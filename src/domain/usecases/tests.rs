@@ -4,9 +4,9 @@
 use super::*;
 use crate::domain::error::ControlError;
 use crate::domain::fakes::{MemoryFleet, MemoryStore, ScriptedRunner, SendBehaviour};
-use crate::domain::model::flakeref::{FlakeAllowlist, Flakeref};
-use crate::domain::model::fleet::{FleetSpec, ImageSelector};
-use crate::domain::model::ids::{FleetName, IdempotencyKey, TargetTag};
+use crate::domain::fixtures::{self, policy, GOOD, NEXT, T0};
+use crate::domain::model::flakeref::Flakeref;
+use crate::domain::model::ids::IdempotencyKey;
 use crate::domain::model::outcome::InstanceOutcome;
 use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::rollout::{Rate, Rollout, RolloutMode, RolloutPolicy};
@@ -17,42 +17,10 @@ use std::time::Duration;
 
 pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner>;
 
-const T0: Timestamp = Timestamp::from_millis(1_800_000_000_000);
-const GOOD: &str = "AcmeCorp/infra/=0.1.41#nixosConfigurations.web";
-const NEXT: &str = "AcmeCorp/infra/=0.1.42#nixosConfigurations.web";
-
-fn policy(mode: RolloutMode, auto_rollback: bool) -> RolloutPolicy {
-    RolloutPolicy { mode, canary: 1, wave: Rate::Percent(30), failure_threshold: Rate::Count(0), auto_rollback }
-}
-
 fn with_policy(instances: usize, rollout: RolloutPolicy) -> Controller {
-    FleetController::new(
-        MemoryStore::default(),
-        MemoryFleet::of(instances),
-        ScriptedRunner::default(),
-        FleetSettings {
-            name: FleetName::parse("prod").unwrap(),
-            target: TargetTag { key: "Name".into(), value: "FlakeHubDemo".into() },
-            deploy_timeout: Duration::from_secs(600),
-            idempotency_ttl: Duration::from_secs(3600),
-            rollout,
-            spec: FleetSpec {
-                desired_capacity: 0,
-                instance_type: "t3a.nano".into(),
-                subnets: vec![],
-                security_groups: vec![],
-                instance_profile: "FlakeHubClientMachine".into(),
-                image: ImageSelector {
-                    owner: "535002876703".into(),
-                    name_pattern: "determinate/nixos/epoch-1/24.05.*".into(),
-                    architecture: "x86_64".into(),
-                },
-                root_volume_gib: 16,
-            },
-            takeover_after: Duration::ZERO,
-            allowed_flakes: FlakeAllowlist::parse("AcmeCorp/infra").unwrap(),
-        },
-    )
+    let mut settings = fixtures::settings(rollout);
+    settings.takeover_after = Duration::ZERO;
+    FleetController::new(MemoryStore::default(), MemoryFleet::of(instances), ScriptedRunner::default(), settings)
 }
 
 /// All at once by tag, no automatic rollback: the plain core loop.
