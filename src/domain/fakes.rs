@@ -281,30 +281,19 @@ impl CommandRunner for ScriptedRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::fixtures;
     use crate::domain::model::flakeref::Flakeref;
     use crate::domain::model::release::ReleaseKind;
+    use crate::domain::model::rollout::RolloutMode;
+    use crate::domain::planner::new_release;
 
     #[tokio::test]
     async fn the_memory_store_keeps_the_store_contract() {
-        let now = Timestamp::from_millis(1_800_000_000_000);
-        let template = Release {
-            id: ReleaseId::generate(now, 0),
-            fleet: FleetName::parse("prod").unwrap(),
-            flakeref: Flakeref::parse("AcmeCorp/infra/=0.1.0#nixosConfigurations.web").unwrap(),
-            revision: None,
-            kind: ReleaseKind::Deploy,
-            rollback_of: None,
-            status: ReleaseStatus::Pending,
-            status_reason: None,
-            command_id: None,
-            created_at: now,
-            updated_at: now,
-            deadline: now,
-            instances: vec![],
-            rollout: None,
-            launches: vec![],
-            version: 0,
-        };
+        let now = fixtures::T0;
+        let settings = fixtures::settings(fixtures::policy(RolloutMode::AllAtOnce, true));
+        let flakeref = Flakeref::parse(fixtures::GOOD).unwrap();
+        let id = ReleaseId::generate(now, 0);
+        let template = new_release(&settings, id, flakeref, None, ReleaseKind::Deploy, None, now);
         crate::domain::contract::check(&MemoryStore::default(), &template, now).await;
     }
 }

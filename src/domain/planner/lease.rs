@@ -66,8 +66,9 @@ pub fn settle_without_lease(settlement: &Settlement) -> Option<Settlement> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::fixtures;
     use crate::domain::model::flakeref::Flakeref;
-    use crate::domain::model::ids::FleetName;
+    use crate::domain::model::rollout::RolloutMode;
     use crate::domain::model::time::Timestamp;
 
     fn id(n: u64) -> ReleaseId {
@@ -75,25 +76,10 @@ mod tests {
     }
 
     fn release(kind: ReleaseKind, status: ReleaseStatus) -> Release {
-        let now = Timestamp::from_millis(1);
-        Release {
-            id: id(1),
-            fleet: FleetName::parse("prod").unwrap(),
-            flakeref: Flakeref::parse("AcmeCorp/infra/=0.1.0#nixosConfigurations.web").unwrap(),
-            revision: None,
-            kind,
-            rollback_of: None,
-            status,
-            status_reason: None,
-            command_id: None,
-            created_at: now,
-            updated_at: now,
-            deadline: now,
-            instances: vec![],
-            rollout: None,
-            launches: vec![],
-            version: 3,
-        }
+        let settings = fixtures::settings(fixtures::policy(RolloutMode::AllAtOnce, true));
+        let flakeref = Flakeref::parse(fixtures::GOOD).unwrap();
+        let release = crate::domain::planner::new_release(&settings, id(1), flakeref, None, kind, None, fixtures::T0);
+        Release { status, version: 3, ..release }
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use super::FleetController;
 use crate::domain::error::ControlError;
-use crate::domain::executor::record_release_id;
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::fleet::{FleetState, Halt, InstanceState, Lease};
 use crate::domain::model::ids::{FleetName, ReleaseId, TargetTag};
@@ -71,7 +70,6 @@ pub struct InstanceRelease {
 
 impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I, R> {
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
-        record_release_id(id);
         self.executor().release(id).await
     }
 
