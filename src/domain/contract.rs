@@ -6,7 +6,7 @@
 use super::model::ids::{IdempotencyKey, ReleaseId};
 use super::model::release::{Release, ReleaseStatus};
 use super::model::time::Timestamp;
-use super::planner::lease::{self, Admission};
+use super::planner::lease::{self, lease_for, Admission};
 use super::ports::{AdmitConflict, Admitted, Fence, IdempotencyClaim, ReleaseStore, Settlement, Written};
 use std::time::Duration;
 
@@ -30,12 +30,16 @@ pub async fn check<S: ReleaseStore>(store: &S, template: &Release, now: Timestam
 
     // Admission: the first takes the lease; the next is busy; a used key replays.
     let a = copy(1, now);
-    assert_eq!(store.admit(&a, Some(&claim("k1", "deploy a")), true, now).await.unwrap(), Admitted::Yes, "admit a");
+    assert_eq!(
+        store.admit(&a, &lease_for(&a), Some(&claim("k1", "deploy a")), true, now).await.unwrap(),
+        Admitted::Yes,
+        "admit a"
+    );
     let b = copy(2, now);
-    let busy = store.admit(&b, Some(&claim("k2", "deploy b")), true, now).await.unwrap();
+    let busy = store.admit(&b, &lease_for(&b), Some(&claim("k2", "deploy b")), true, now).await.unwrap();
     assert_eq!(busy, Admitted::Refused(vec![AdmitConflict::LeaseHeld { holder: a.id.clone() }]), "b while a holds");
     for (request, same) in [("deploy a", true), ("deploy b", false)] {
-        let answer = store.admit(&b, Some(&claim("k1", request)), true, now).await.unwrap();
+        let answer = store.admit(&b, &lease_for(&b), Some(&claim("k1", request)), true, now).await.unwrap();
         let replay = Admission::Replay { release_id: a.id.clone(), same_request: same };
         assert_eq!(lease::admission(answer, Some(request)), replay, "k1 again with {request:?}");
     }
@@ -63,7 +67,7 @@ pub async fn check<S: ReleaseStore>(store: &S, template: &Release, now: Timestam
 
     // A hand-over to a release that exists is refused whole.
     let c = copy(3, now);
-    assert_eq!(store.admit(&c, None, true, now).await.unwrap(), Admitted::Yes, "admit c");
+    assert_eq!(store.admit(&c, &lease_for(&c), None, true, now).await.unwrap(), Admitted::Yes, "admit c");
     let mut c_failed = c.clone();
     c_failed.status = ReleaseStatus::RolledBack;
     c_failed.version = 1;
@@ -74,7 +78,11 @@ pub async fn check<S: ReleaseStore>(store: &S, template: &Release, now: Timestam
     // c's lease lapses and d takes the fleet: c can no longer change it.
     let later = c.deadline;
     let d = copy(4, later);
-    assert_eq!(store.admit(&d, None, true, later).await.unwrap(), Admitted::Yes, "admit d after c lapsed");
+    assert_eq!(
+        store.admit(&d, &lease_for(&d), None, true, later).await.unwrap(),
+        Admitted::Yes,
+        "admit d after c lapsed"
+    );
     let mut c1 = c.clone();
     c1.version = 1;
     assert_eq!(store.save(&c1, 0).await.unwrap(), Written::Fenced(Fence::LeaseLost), "save c without its lease");

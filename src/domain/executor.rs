@@ -290,7 +290,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
         now: Timestamp,
     ) -> Result<Admission, ControlError> {
         record_release_id(&release.id);
-        let answer = self.store.admit(release, claim, desired, now).await?;
+        let answer = self.store.admit(release, &lease::lease_for(release), claim, desired, now).await?;
         let admission = lease::admission(answer, claim.map(|c| c.request.as_str()));
         if admission == Admission::Admitted && desired {
             info!(kind = release.kind.as_str(), flakeref = %release.flakeref, "release recorded");
@@ -334,7 +334,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
         if let Some(halt) = &change.halt {
             warn!(reason = %halt, "fleet halted: no automatic action until an operator deploys or rolls back");
         }
-        if let Some(rollback) = change.next {
+        if let Some(rollback) = change.next.map(|n| n.release) {
             info!(rollback = %rollback.id, to = ?rollback.rollback_of, "automatic rollback started");
             // Sent by this invocation, which claimed its wave; if it dies, the
             // reconcile takes the claim over.

@@ -20,6 +20,7 @@ impl ReleaseStore for MemoryStore {
     async fn admit(
         &self,
         release: &Release,
+        lease: &Lease,
         claim: Option<&IdempotencyClaim>,
         desired: bool,
         now: Timestamp,
@@ -46,7 +47,7 @@ impl ReleaseStore for MemoryStore {
             fleet.desired_release = Some(release.id.clone());
             fleet.halted = None;
         }
-        fleet.lease = Some(Lease { release_id: release.id.clone(), expires_at: release.deadline });
+        fleet.lease = Some(lease.clone());
         if let Some(c) = claim {
             claims.insert(c.key.as_str().to_owned(), (release.id.clone(), c.request.clone(), c.expires_at));
         }
@@ -104,7 +105,7 @@ impl ReleaseStore for MemoryStore {
             if !holds_lease(&fleet, &release.id) {
                 return Ok(Written::Fenced(Fence::LeaseLost));
             }
-            if change.next.as_ref().is_some_and(|n| releases.contains_key(&n.id)) {
+            if change.next.as_ref().is_some_and(|n| releases.contains_key(&n.release.id)) {
                 return Ok(Written::Fenced(Fence::AlreadyExists));
             }
             if change.last_good {
@@ -113,10 +114,10 @@ impl ReleaseStore for MemoryStore {
             if let Some(reason) = &change.halt {
                 fleet.halted = Some(Halt { release_id: release.id.clone(), reason: reason.clone() });
             }
-            fleet.lease = change.next.as_ref().map(|n| Lease { release_id: n.id.clone(), expires_at: n.deadline });
+            fleet.lease = change.next.as_ref().map(|n| n.lease.clone());
             if let Some(next) = &change.next {
-                fleet.desired_release = Some(next.id.clone());
-                releases.insert(next.id.clone(), next.clone());
+                fleet.desired_release = Some(next.release.id.clone());
+                releases.insert(next.release.id.clone(), next.release.clone());
             }
         }
         releases.insert(release.id.clone(), release.clone());

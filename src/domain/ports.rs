@@ -2,7 +2,7 @@
 //! one AWS adapter in `crate::aws` and may have in-memory fakes in tests.
 
 use super::model::flakeref::Flakeref;
-use super::model::fleet::{FleetInstance, FleetSpec, FleetState, ImageSelector};
+use super::model::fleet::{FleetInstance, FleetSpec, FleetState, ImageSelector, Lease};
 use super::model::ids::{FleetName, IdempotencyKey, ReleaseId, TargetTag};
 use super::model::outcome::InstanceOutcome;
 use super::model::release::Release;
@@ -76,13 +76,14 @@ pub struct ReleasePage {
 }
 
 pub trait ReleaseStore: Send + Sync {
-    /// Records `release`, takes the fleet's lease until `release.deadline`
-    /// (if no live lease binds at `now`) and records the claim (if its key is
+    /// Records `release`, takes the fleet's `lease` (if no live lease binds
+    /// at `now`) and records the claim (if its key is
     /// free), all or nothing. A repair (`desired: false`) takes the lease but
     /// leaves the desired release and any halt as they are.
     fn admit(
         &self,
         release: &Release,
+        lease: &Lease,
         claim: Option<&IdempotencyClaim>,
         desired: bool,
         now: Timestamp,
@@ -144,7 +145,14 @@ pub struct FleetChange {
     pub halt: Option<String>,
     /// The release that takes the lease over and becomes the desired one (an
     /// automatic rollback), recorded in the same write; otherwise the lease is freed.
-    pub next: Option<Release>,
+    pub next: Option<Handover>,
+}
+
+/// A new release taking the fleet over in a settlement's write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Handover {
+    pub release: Release,
+    pub lease: Lease,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

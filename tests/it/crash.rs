@@ -8,6 +8,7 @@ use flakefleet::domain::model::ids::{IdempotencyKey, ReleaseId};
 use flakefleet::domain::model::outcome::InstanceOutcome;
 use flakefleet::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
 use flakefleet::domain::model::time::Timestamp;
+use flakefleet::domain::planner::lease::lease_for;
 use flakefleet::domain::ports::{
     AdmitConflict, Admitted, ApplyCommand, CommandRunner, CommandTarget, IdempotencyClaim, ReleaseStore, StoreError,
     Written,
@@ -54,7 +55,10 @@ async fn crash_after_recording_before_sending_is_finished_by_the_retry() {
     let stack = Stack::new(2).await;
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
-    assert_eq!(store(&stack).admit(&release, Some(&claim("ci-run-7", now)), true, now).await.unwrap(), Admitted::Yes);
+    assert_eq!(
+        store(&stack).admit(&release, &lease_for(&release), Some(&claim("ci-run-7", now)), true, now).await.unwrap(),
+        Admitted::Yes
+    );
 
     // The caller never got an answer, so it retries with the same key.
     let controller = stack.controller();
@@ -74,7 +78,7 @@ async fn crash_after_recording_is_finished_by_the_reconcile() {
     let stack = Stack::new(1).await;
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
-    store(&stack).admit(&release, None, true, now).await.unwrap();
+    store(&stack).admit(&release, &lease_for(&release), None, true, now).await.unwrap();
     let controller = stack.controller();
     let answer = flakefleet::entry::handle(&controller, &gate(), json!({"action": "reconcile"}), "it").await.unwrap();
     assert_eq!(answer["reconcile"]["outcome"], "dispatched");
@@ -87,7 +91,7 @@ async fn crash_after_sending_before_recording_adopts_the_sent_command() {
     let stack = Stack::new(2).await;
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
-    store(&stack).admit(&release, None, true, now).await.unwrap();
+    store(&stack).admit(&release, &lease_for(&release), None, true, now).await.unwrap();
     let runner = SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings());
     let sent = runner
         .send(&ApplyCommand {
@@ -111,17 +115,17 @@ async fn a_recorded_release_is_never_overwritten() {
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
     let store = store(&stack);
-    store.admit(&release, None, true, now).await.unwrap();
+    store.admit(&release, &lease_for(&release), None, true, now).await.unwrap();
     // The same id again (a retry that regenerated nothing) is refused while the lease is held...
     let mut copy = release.clone();
     copy.flakeref = Flakeref::parse("Evil/infra/=6.6.6#nixosConfigurations.web").unwrap();
     // (DynamoDB's CancellationReasons name both conditions that failed)...
-    let refused = store.admit(&copy, None, true, now).await.unwrap();
+    let refused = store.admit(&copy, &lease_for(&copy), None, true, now).await.unwrap();
     let holder = AdmitConflict::LeaseHeld { holder: release.id.clone() };
     assert_eq!(refused, Admitted::Refused(vec![AdmitConflict::IdTaken, holder]));
     // ...and after it lapsed, the condition on the release item still holds, and says so.
     let later = now.plus(Duration::from_secs(601));
-    let refused = store.admit(&copy, None, true, later).await.unwrap();
+    let refused = store.admit(&copy, &lease_for(&copy), None, true, later).await.unwrap();
     assert_eq!(refused, Admitted::Refused(vec![AdmitConflict::IdTaken]));
     let stored = store.release(&stack.fleet, &release.id).await.unwrap().unwrap();
     assert_eq!(stored.flakeref.as_str(), GOOD);
@@ -168,7 +172,7 @@ async fn bodies_split_exactly_at_the_real_inline_limit() {
     let store = store(&stack);
     let now = Timestamp::now();
     let mut current = pending_release(&stack, now);
-    store.admit(&current, None, true, now).await.unwrap();
+    store.admit(&current, &lease_for(&current), None, true, now).await.unwrap();
     // Saves `current` with `n` outcomes as its next version.
     async fn save(store: &DynamoReleaseStore, current: &mut Release, n: usize) -> Result<bool, StoreError> {
         let mut next = with_outcomes(current, n);

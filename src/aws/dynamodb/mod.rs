@@ -154,13 +154,14 @@ impl ReleaseStore for DynamoReleaseStore {
     async fn admit(
         &self,
         release: &Release,
+        lease: &Lease,
         claim: Option<&IdempotencyClaim>,
         desired: bool,
         now: Timestamp,
     ) -> Result<Admitted, StoreError> {
         let mut items: Vec<TransactWriteItem> = self.put_new_release(release)?.into_iter().map(put_item).collect();
         let lease_index = items.len();
-        items.push(TransactWriteItem::builder().update(self.take_lease(release, desired, now)?).build());
+        items.push(TransactWriteItem::builder().update(self.take_lease(lease, &release.fleet, desired, now)?).build());
         let claim_index = items.len();
         if let Some(claim) = claim {
             items.push(put_item(self.put_claim(release, claim, now)?));
@@ -310,7 +311,7 @@ impl ReleaseStore for DynamoReleaseStore {
             items.push(TransactWriteItem::builder().update(self.fleet_update(release, change)?).build());
             if let Some(next) = &change.next {
                 next_index = Some(items.len());
-                items.extend(self.put_new_release(next)?.into_iter().map(put_item));
+                items.extend(self.put_new_release(&next.release)?.into_iter().map(put_item));
             }
         }
         match self.transact(items).await? {
@@ -416,10 +417,16 @@ impl DynamoReleaseStore {
     /// The fleet's lease for a new release, if no live lease binds. An
     /// operator's deploy or rollback becomes the desired release and lifts a
     /// halt; a repair only takes the lease.
-    fn take_lease(&self, release: &Release, desired: bool, now: Timestamp) -> Result<Update, StoreError> {
+    fn take_lease(
+        &self,
+        lease: &Lease,
+        fleet: &FleetName,
+        desired: bool,
+        now: Timestamp,
+    ) -> Result<Update, StoreError> {
         Update::builder()
             .table_name(&self.table)
-            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
+            .key(PARTITION_KEY, s(fleet_pk(fleet)))
             .key(SORT_KEY, s(STATE_SK))
             .update_expression(if desired {
                 "SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now \
@@ -428,8 +435,8 @@ impl DynamoReleaseStore {
                 "SET lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now"
             })
             .condition_expression("attribute_not_exists(lease_expires_ms) OR lease_expires_ms <= :now")
-            .expression_attribute_values(":id", s(release.id.as_str()))
-            .expression_attribute_values(":expires", n(release.deadline.millis()))
+            .expression_attribute_values(":id", s(lease.release_id.as_str()))
+            .expression_attribute_values(":expires", n(lease.expires_at.millis()))
             .expression_attribute_values(":now", n(now.millis()))
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -467,8 +474,8 @@ impl DynamoReleaseStore {
         let expression = match &change.next {
             Some(next) => {
                 set.push("lease_release_id = :next, lease_expires_ms = :expires, desired_release_id = :next".into());
-                values.insert(":next".into(), s(next.id.as_str()));
-                values.insert(":expires".into(), n(next.deadline.millis()));
+                values.insert(":next".into(), s(next.lease.release_id.as_str()));
+                values.insert(":expires".into(), n(next.lease.expires_at.millis()));
                 format!("SET {}", set.join(", "))
             }
             None => format!("SET {} REMOVE lease_release_id, lease_expires_ms", set.join(", ")),

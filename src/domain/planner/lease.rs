@@ -3,9 +3,17 @@
 //! fenced by its version. The stores only report which condition failed; what
 //! that means is decided here, alike for DynamoDB and the in-memory store.
 
+use crate::domain::model::fleet::Lease;
 use crate::domain::model::ids::ReleaseId;
 use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
-use crate::domain::ports::{AdmitConflict, Admitted, FleetChange, Settlement};
+use crate::domain::ports::{AdmitConflict, Admitted, FleetChange, Handover, Settlement};
+
+/// How long a release holds the fleet: until its deadline, so a release whose
+/// invocations all died frees the fleet by itself. The one place that decides
+/// it (a lease held until the release is final would change only this).
+pub fn lease_for(release: &Release) -> Lease {
+    Lease { release_id: release.id.clone(), expires_at: release.deadline }
+}
 
 /// What admitting a new release came to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +57,7 @@ pub fn admission(answer: Admitted, request: Option<&str>) -> Admission {
 pub fn settlement(release: Release, halt: Option<String>, next: Option<Release>) -> Settlement {
     let expected_version = release.version;
     let last_good = release.status == ReleaseStatus::Succeeded && release.kind != ReleaseKind::Repair;
+    let next = next.map(|release| Handover { lease: lease_for(&release), release });
     Settlement { release, expected_version, fleet: Some(FleetChange { last_good, halt, next }) }
 }
 

@@ -68,7 +68,7 @@ fn brief(step: &Step) -> String {
                 text.push_str(" halting");
             }
             if let Some(next) = &change.next {
-                text.push_str(&format!(" handing over to a {}", next.kind.as_str()));
+                text.push_str(&format!(" handing over to a {}", next.release.kind.as_str()));
             }
             text
         }
@@ -409,7 +409,7 @@ fn failures_roll_back_halt_or_fail_by_kind_policy_and_history() {
     else {
         panic!()
     };
-    let rollback = settlement.fleet.unwrap().next.unwrap();
+    let rollback = settlement.fleet.unwrap().next.unwrap().release;
     assert_eq!((rollback.id, rollback.rollback_of, rollback.flakeref), (id(99), Some(good.id), good.flakeref));
     let rollout = rollback.rollout.unwrap();
     assert_eq!((rollout.fixed, rollout.waves[0].instance_ids.as_slice()), (true, ["i-0".to_string()].as_slice()));

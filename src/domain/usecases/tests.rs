@@ -435,7 +435,10 @@ async fn a_repair_that_stopped_mid_launch_is_finished_with_the_same_tokens() {
     repair.status = ReleaseStatus::InProgress;
     repair.rollout = Some(Rollout { fixed: true, ..Rollout::default() });
     repair.launches = vec![Launch { slot: 5, instance_id: None, error: None }];
-    assert_eq!(c.store.admit(&repair, None, false, at).await.unwrap(), Admitted::Yes);
+    assert_eq!(
+        c.store.admit(&repair, &crate::domain::planner::lease::lease_for(&repair), None, false, at).await.unwrap(),
+        Admitted::Yes
+    );
     let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
     assert_eq!(report.outcome, Outcome::Finished);
     let launches = c.inventory.launches.lock().unwrap().clone();
