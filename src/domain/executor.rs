@@ -52,7 +52,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             Step::Rest { outcome, skipped } => return Ok(Flow::Rest { outcome, skipped }),
             Step::SendFirst(command) => self.send_first(&command, seen).await?,
             Step::Record { release, then } => {
-                seen.holder = Some(self.record(*release, pass.now()).await?);
+                let (stored, written) = self.record(*release, pass.now()).await?;
+                seen.holder = Some(stored);
+                seen.fenced |= !written;
                 seen.dirty = false;
                 if let Some(outcome) = then {
                     return Ok(Flow::Rest { outcome, skipped: None });
@@ -64,9 +66,10 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             }
             Step::SendWave { resume } => {
                 let holder = seen.holder.take().ok_or_else(no_holder)?;
-                let sent = self.send_wave(holder, resume, pass.now()).await;
+                let (sent, written) = self.send_wave(holder, resume, pass.now()).await?;
                 seen.wave_sent = true;
-                seen.holder = Some(sent?);
+                seen.fenced |= !written;
+                seen.holder = Some(sent);
             }
             Step::Launch { image } => self.launch(&image, seen).await?,
             Step::Tag(instance_ids) => {
@@ -233,11 +236,17 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
 
     /// Sends the unsent batches of the release's current wave, recording
     /// their command ids. `resume`: look for each batch's command first.
-    async fn send_wave(&self, mut release: Release, resume: bool, now: Timestamp) -> Result<Release, ControlError> {
+    /// Answers the release as stored, and false if a write was fenced off.
+    async fn send_wave(
+        &self,
+        mut release: Release,
+        resume: bool,
+        now: Timestamp,
+    ) -> Result<(Release, bool), ControlError> {
         let mut unsaved = 0;
         loop {
             let Some((wave_number, batch_number, batch)) = next_batch(&release) else {
-                return Ok(release);
+                return Ok((release, true));
             };
             let comment = release.batch_comment(wave_number, batch_number);
             let since = release.created_at.minus(super::planner::COMMAND_LOOKBACK);
@@ -271,11 +280,11 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             // a release of 10,000 instances is rewritten whole on every save, and
             // a batch sent but not recorded is found by its comment after a crash.
             if last || unsaved == BATCHES_PER_SAVE {
-                let version = release.version;
-                release = self.record(release, now).await?;
+                let written;
+                (release, written) = self.record(release, now).await?;
                 unsaved = 0;
-                if release.version != version + 1 {
-                    return Ok(release); // fenced off: another writer moved it on
+                if !written {
+                    return Ok((release, false)); // another writer moved it on
                 }
             }
         }
@@ -300,12 +309,13 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
     }
 
     /// Stores a release's progress; when fenced off, another writer moved it
-    /// on and its record is the truth.
-    async fn record(&self, mut release: Release, now: Timestamp) -> Result<Release, ControlError> {
+    /// on and its record is the truth. Answers the release as stored, and
+    /// whether this write won.
+    async fn record(&self, mut release: Release, now: Timestamp) -> Result<(Release, bool), ControlError> {
         let expected = stamp(&mut release, now);
         match self.store.save(&release, expected).await? {
-            Written::Yes => Ok(release),
-            Written::Fenced(_) => self.release(&release.id).await,
+            Written::Yes => Ok((release, true)),
+            Written::Fenced(_) => Ok((self.release(&release.id).await?, false)),
         }
     }
 

@@ -146,6 +146,8 @@ pub struct Observed {
     pub wave_sent: bool,
     /// The holder has changes not yet stored.
     pub dirty: bool,
+    /// A write of this pass was fenced off: another writer moved the holder on.
+    pub fenced: bool,
     /// What this pass did, for its report.
     pub started_repair: Option<RepairPlan>,
     pub launched_ids: Vec<String>,
@@ -225,6 +227,11 @@ fn settle(release: Release, outcome: Outcome) -> Step {
 }
 
 fn plan_release(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    // Another writer moved the release on since it was read: this pass's
+    // observations may be stale, so the next pass looks again.
+    if seen.fenced {
+        return rest(Outcome::Waiting);
+    }
     match release.status {
         ReleaseStatus::Pending => plan_first_command(release, seen, settings, pass),
         ReleaseStatus::InProgress if release.rollout.is_none() => plan_at_once(release, seen, settings, pass),
@@ -355,9 +362,11 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
         if !seen.created_here && now < release.created_at.plus(settings.takeover_after) {
             return rest(Outcome::Waiting);
         }
-        return match &seen.image {
-            Some(image) => Step::Launch { image: image.clone() },
-            None => Step::Observe(Need::Image),
+        return match (&seen.image, seen.launched) {
+            // Launched once on this pass already: the record says otherwise, look again next pass.
+            (_, true) => rest(Outcome::Waiting),
+            (Some(image), false) => Step::Launch { image: image.clone() },
+            (None, false) => Step::Observe(Need::Image),
         };
     }
     if rollout.waves.is_empty() && !release.launches.is_empty() {

@@ -299,6 +299,12 @@ fn a_wave_is_sent_by_its_claimer_or_taken_over_after_the_window() {
             ("claimed by another, inside the window", holding(unsent.clone()), secs(119), "rest Waiting"),
             ("claimed by another, after", holding(unsent.clone()), secs(120), "send wave resuming"),
             ("sent but not all of it (fenced off)", sent_now, T0, "rest Waiting"),
+            (
+                "a write of this pass was fenced off",
+                Observed { fenced: true, ..holding(mine.clone()) },
+                T0,
+                "rest Waiting",
+            ),
         ],
         &s,
     );
@@ -471,9 +477,15 @@ fn a_repair_that_stopped_mid_launch_is_finished_after_the_window() {
             ("after it", holding(repair.clone()), secs(120), "observe Image"),
             (
                 "image known",
-                Observed { image: Some(Ok("ami-1".into())), ..holding(repair) },
+                Observed { image: Some(Ok("ami-1".into())), ..holding(repair.clone()) },
                 secs(120),
                 "launch Ok(\"ami-1\")",
+            ),
+            (
+                "launched on this pass, yet the record says unlaunched",
+                Observed { image: Some(Ok("ami-1".into())), launched: true, ..holding(repair) },
+                secs(120),
+                "rest Waiting",
             ),
             ("launched", holding(launched), secs(120), "settle succeeded as Finished"),
             ("failed", holding(failed), secs(120), "settle failed as Finished"),
