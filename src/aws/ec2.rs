@@ -48,25 +48,19 @@ impl FleetInventory for Ec2FleetInventory {
                 .filter_map(|i| i.instance_id().map(str::to_owned))
                 .collect::<Vec<_>>()
         };
-        match limit {
-            // One page answers "a few" whatever the fleet's size (MaxResults is 5 to 1,000).
-            Some(limit) => {
-                let out = request
-                    .max_results(limit.clamp(5, 1000) as i32)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable("DescribeInstances", &e))?;
-                Ok(ids_of(&out))
-            }
-            None => {
-                let mut ids = Vec::new();
-                let mut pages = request.max_results(1000).into_paginator().send();
-                while let Some(page) = pages.next().await {
-                    ids.extend(ids_of(&page.map_err(|e| unavailable("DescribeInstances", &e))?));
-                }
-                Ok(ids)
+        // EC2 filters after paging: a page may be short, even empty, while
+        // more remain. Only a null NextToken ends the listing; with a limit,
+        // so does having enough (one page, for a fleet where none is short).
+        let page_size = limit.map_or(1000, |n| n.clamp(5, 1000)) as i32;
+        let mut pages = request.max_results(page_size).into_paginator().send();
+        let mut ids = Vec::new();
+        while let Some(page) = pages.next().await {
+            ids.extend(ids_of(&page.map_err(|e| unavailable("DescribeInstances", &e))?));
+            if limit.is_some_and(|n| ids.len() >= n) {
+                break;
             }
         }
+        Ok(ids)
     }
 
     #[instrument(skip(self))]

@@ -178,8 +178,8 @@ pub struct LaunchRequest {
 }
 
 pub trait FleetInventory: Send + Sync {
-    /// Running instances carrying the fleet's tag: all of them, or about
-    /// `limit` from one page when the caller needs only a few.
+    /// Running instances carrying the fleet's tag: all of them, or at least
+    /// `limit` of them (all, if fewer run) when the caller needs only a few.
     fn running_instances(
         &self,
         tag: &TargetTag,

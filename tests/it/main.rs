@@ -12,6 +12,7 @@ mod repair;
 mod requests;
 mod rollout;
 mod store;
+mod strict;
 mod support;
 mod template;
 mod workflow;

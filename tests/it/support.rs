@@ -358,19 +358,32 @@ impl Stack {
 
 /// Adds an outcome rule to the SSM simulator (see dev/README.md).
 pub fn script_simulator(rule: Value) {
-    let url = endpoint("FLAKEFLEET_TEST_SSM_URL");
+    let answer = post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/outcomes", &json!({ "rules": [rule] }));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Scripts the moto wrapper's strictness (`/_strict/faults` or `/_strict/pages`,
+/// see dev/README.md); rules are scoped to one test's table or tag.
+pub fn script_moto(path: &str, rule: Value) {
+    let answer = post_control("FLAKEFLEET_TEST_MOTO_URL", path, &rule);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// POSTs a JSON body to a local emulator's control endpoint; answers the raw HTTP answer.
+pub fn post_control(url_var: &str, path: &str, body: &Value) -> String {
+    let url = endpoint(url_var);
     let addr = url.trim_start_matches("http://");
-    let body = json!({ "rules": [rule] }).to_string();
+    let body = body.to_string();
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     write!(
         stream,
-        "POST /_sim/outcomes HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
 }
 
 /// Serves HTTP/1.1 on `listener` (one request per connection, bodies ignored):

@@ -1,0 +1,79 @@
+//! AWS as strict as AWS: where the real services answer less kindly than
+//! moto, the moto wrapper does so too (scripted per test, see dev/README.md),
+//! and flakefleet copes.
+
+use crate::support::{post_control, script_moto, Stack, GOOD};
+use flakefleet::aws::Ec2FleetInventory;
+use flakefleet::domain::model::rollout::RolloutMode;
+use flakefleet::domain::ports::FleetInventory;
+use serde_json::json;
+
+fn short_pages(stack: &Stack, sizes: &[usize]) {
+    let rule = json!({"operation": "DescribeInstances", "tag_value": stack.tag.value, "page_sizes": sizes});
+    script_moto("/_strict/pages", rule);
+}
+
+/// EC2 filters after paging: a page may be short or empty while NextToken is
+/// set. Every listing reads on until it has what it needs or NextToken is null.
+#[tokio::test]
+async fn listings_read_past_short_and_empty_pages() {
+    let stack = Stack::new(3).await;
+    short_pages(&stack, &[0, 1]);
+    let inventory = Ec2FleetInventory::new(stack.ec2.clone());
+    let mut all = inventory.running_instances(&stack.tag, None).await.unwrap();
+    all.sort();
+    let mut expected = stack.instances.clone();
+    expected.sort();
+    assert_eq!(all, expected, "every page, the empty ones too");
+    let few = inventory.running_instances(&stack.tag, Some(2)).await.unwrap();
+    assert!(few.len() >= 2, "read on past the empty first page: {few:?}");
+    assert_eq!(inventory.fleet_instances(&stack.tag).await.unwrap().len(), 3);
+}
+
+/// The deploy request's "is anyone there" check and the canary both read past
+/// an empty first page instead of recording `no_instances`.
+#[tokio::test]
+async fn a_deploy_behind_an_empty_first_page_is_still_sent() {
+    for mode in [RolloutMode::AllAtOnce, RolloutMode::Staged] {
+        let stack = Stack::new(2).await;
+        short_pages(&stack, &[0, 1]);
+        let mut settings = stack.settings();
+        settings.rollout.mode = mode;
+        let controller = stack.controller_with(settings);
+        let release = stack.deploy(&controller, GOOD).await;
+        assert_eq!(release["status"], "in_progress", "{mode:?}: {release}");
+        assert_eq!(stack.commands().await.len(), 1, "{mode:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_strictness_rules_are_refused_with_a_message() {
+    for (path, rule, says) in [
+        (
+            "/_strict/faults",
+            json!({"operation": "PutItem", "table": "t", "reason": "TransactionConflict", "count": 1}),
+            "operation",
+        ),
+        (
+            "/_strict/faults",
+            json!({"operation": "TransactWriteItems", "table": "t", "reason": "Nope", "count": 1}),
+            "reason",
+        ),
+        (
+            "/_strict/faults",
+            json!({"operation": "TransactWriteItems", "table": "t", "reason": "ThrottlingError"}),
+            "exactly one",
+        ),
+        (
+            "/_strict/faults",
+            json!({"operation": "TransactWriteItems", "table": "t", "reason": "ThrottlingError", "fraction": 2}),
+            "fraction",
+        ),
+        ("/_strict/pages", json!({"operation": "DescribeInstances", "tag_value": "x", "page_sizes": [0]}), "above 0"),
+        ("/_strict/nowhere", json!({}), "no such control endpoint"),
+    ] {
+        let answer = post_control("FLAKEFLEET_TEST_MOTO_URL", path, &rule);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{rule}: {answer}");
+        assert!(answer.contains(says), "{rule}: {answer}");
+    }
+}
