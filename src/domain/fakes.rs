@@ -14,6 +14,21 @@ pub struct MemoryStore {
     pub releases: Mutex<BTreeMap<ReleaseId, Release>>,
     pub fleet: Mutex<FleetState>,
     claims: Mutex<HashMap<String, (ReleaseId, String, Timestamp)>>,
+    /// The next this many writes fail as DynamoDB's do when other
+    /// transactions hold their items (after the adapter's retries): busy,
+    /// nothing written.
+    pub busy_writes: Mutex<usize>,
+}
+
+impl MemoryStore {
+    fn busy(&self) -> Result<(), StoreError> {
+        let mut busy = self.busy_writes.lock().unwrap();
+        if *busy == 0 {
+            return Ok(());
+        }
+        *busy -= 1;
+        Err(StoreError::Busy("TransactionConflict (scripted)".into()))
+    }
 }
 
 impl ReleaseStore for MemoryStore {
@@ -25,6 +40,7 @@ impl ReleaseStore for MemoryStore {
         desired: bool,
         now: Timestamp,
     ) -> Result<Admitted, StoreError> {
+        self.busy()?;
         let mut claims = self.claims.lock().unwrap();
         let mut fleet = self.fleet.lock().unwrap();
         let mut releases = self.releases.lock().unwrap();
@@ -82,6 +98,7 @@ impl ReleaseStore for MemoryStore {
     }
 
     async fn save(&self, release: &Release, expected_version: u64) -> Result<Written, StoreError> {
+        self.busy()?;
         let fleet = self.fleet.lock().unwrap();
         let mut releases = self.releases.lock().unwrap();
         if releases.get(&release.id).is_none_or(|r| r.version != expected_version) {
@@ -95,6 +112,7 @@ impl ReleaseStore for MemoryStore {
     }
 
     async fn settle(&self, s: &Settlement) -> Result<Written, StoreError> {
+        self.busy()?;
         let mut fleet = self.fleet.lock().unwrap();
         let mut releases = self.releases.lock().unwrap();
         let release = &s.release;

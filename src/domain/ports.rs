@@ -15,6 +15,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
+    /// Other writes kept the store from taking this one (conflicting
+    /// transactions, throttling), after bounded retries; nothing was written.
+    #[error("release store busy: {0}")]
+    Busy(String),
 }
 
 /// A caller's idempotency key with the request it first came with.

@@ -3,6 +3,7 @@
 
 use crate::auth::AuthError;
 use crate::domain::error::ControlError;
+use crate::domain::ports::StoreError;
 use serde_json::{json, Value};
 
 /// Largest request body accepted, in bytes (after base64 decoding, too).
@@ -72,6 +73,12 @@ impl From<ControlError> for ApiError {
             ControlError::CommandUnconfirmed { release, reason } => {
                 tracing::error!(%reason, "apply command unconfirmed");
                 Self { details: Some(json!({ "release": release })), ..Self::new(503, "command_unconfirmed", message) }
+            }
+            ControlError::Store(StoreError::Busy(reason)) => {
+                tracing::warn!(%reason, "release store busy");
+                let message =
+                    "the release store is busy with other writes and nothing was recorded; retry in a few seconds";
+                Self::new(503, "busy", String::from(message))
             }
             ControlError::Store(_) | ControlError::Inventory(_) | ControlError::Runner(_) => {
                 tracing::error!(error = %message, "request failed");

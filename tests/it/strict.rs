@@ -77,3 +77,65 @@ async fn bad_strictness_rules_are_refused_with_a_message() {
         assert!(answer.contains(says), "{rule}: {answer}");
     }
 }
+
+fn conflicts(stack: &Stack, reason: &str, amount: serde_json::Value) {
+    let mut rule = json!({"operation": "TransactWriteItems", "table": stack.table, "reason": reason});
+    rule.as_object_mut().unwrap().extend(amount.as_object().unwrap().clone());
+    script_moto("/_strict/faults", rule);
+}
+
+/// DynamoDB cancels a transaction whose items another transaction holds
+/// (`TransactionConflict`) or under load (`ThrottlingError`): nobody wrote
+/// first, so it is tried again, with backoff.
+#[tokio::test]
+async fn cancelled_transactions_are_tried_again() {
+    for reason in ["TransactionConflict", "ThrottlingError"] {
+        let stack = Stack::new(1).await;
+        conflicts(&stack, reason, json!({"count": 3}));
+        let controller = stack.controller();
+        let release = stack.deploy(&controller, GOOD).await;
+        assert_eq!(release["status"], "in_progress", "{reason}: {release}");
+        assert_eq!(stack.settle(&controller).await["release"]["status"], "succeeded", "{reason}");
+    }
+}
+
+/// A store that stays busy answers 503 `busy`, with nothing recorded or sent.
+#[tokio::test]
+async fn a_store_that_stays_busy_answers_503_busy_and_changes_nothing() {
+    let stack = Stack::new(1).await;
+    conflicts(&stack, "TransactionConflict", json!({"fraction": 1.0}));
+    let controller = stack.controller();
+    let (status, body) =
+        stack.http(&controller, "POST", "/releases", Some(&json!({"flakeref": GOOD}).to_string())).await;
+    assert_eq!((status, body["error"].as_str()), (503, Some("busy")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("retry"), "{body}");
+    assert!(!stack.sort_keys().await.iter().any(|k| k.starts_with("RELEASE#")), "nothing recorded");
+    assert!(stack.commands().await.is_empty(), "nothing sent");
+}
+
+/// Twenty deploys at once while 30% of the table's transactions are cancelled
+/// by conflicts: still exactly one accepted, the others refused (409) or told
+/// to retry (503 `busy`), and no release lost or recorded twice.
+#[tokio::test]
+async fn of_twenty_concurrent_deploys_among_conflicts_exactly_one_is_accepted() {
+    let stack = Stack::new(2).await;
+    conflicts(&stack, "TransactionConflict", json!({"fraction": 0.3}));
+    let controller = stack.controller();
+    let requests = (0..20).map(|n| {
+        let body = json!({"flakeref": format!("AcmeCorp/infra/=0.2.{n}#nixosConfigurations.web")}).to_string();
+        let (stack, controller) = (&stack, &controller);
+        async move { stack.http(controller, "POST", "/releases", Some(&body)).await }
+    });
+    let answers = futures::future::join_all(requests).await;
+    let accepted: Vec<_> = answers.iter().filter(|(s, _)| *s == 202).collect();
+    assert_eq!(accepted.len(), 1, "{answers:?}");
+    assert!(
+        answers.iter().all(|(s, b)| *s == 202
+            || (*s == 409 && b["error"] == "deploy_in_flight")
+            || (*s == 503 && b["error"] == "busy")),
+        "{answers:?}"
+    );
+    let releases: Vec<String> = stack.sort_keys().await.into_iter().filter(|k| k.starts_with("RELEASE#")).collect();
+    assert_eq!(releases, [format!("RELEASE#{}", accepted[0].1["release"]["id"].as_str().unwrap())]);
+    assert_eq!(stack.commands().await.len(), 1);
+}

@@ -197,6 +197,27 @@ async fn rollback_targets_the_last_success_before_the_current_release() {
     assert_eq!(again.rollback_of.as_ref(), Some(&good.id));
 }
 
+/// A write cancelled by other transactions (after the adapter's retries) is an
+/// error the caller sees, never a silent loss: the deploy is not recorded, and
+/// a reconcile whose progress could not be saved is redone by the next one
+/// without a second command.
+#[tokio::test]
+async fn conflicting_writes_are_errors_and_lose_nothing() {
+    let c = staged(4);
+    *c.store.busy_writes.lock().unwrap() = 1;
+    let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
+    assert!(matches!(err, ControlError::Store(crate::domain::ports::StoreError::Busy(_))), "{err}");
+    assert!(c.store.releases.lock().unwrap().is_empty() && c.runner.sent_count() == 0, "nothing recorded or sent");
+
+    let release = c.deploy(deploy(GOOD, None), later(1)).await.unwrap();
+    *c.store.busy_writes.lock().unwrap() = 1;
+    assert!(c.reconcile(later(2)).await.is_err(), "the canary's verdict could not be saved");
+    *c.store.busy_writes.lock().unwrap() = 0;
+    run_out(&c, later(2)).await;
+    assert_eq!(stored(&c, &release.id).status, ReleaseStatus::Succeeded);
+    assert!(sends(&c).values().all(|n| *n == 1), "{:?}", sends(&c));
+}
+
 #[tokio::test]
 async fn no_instances_is_recorded_and_frees_the_fleet() {
     let c = controller(false);
@@ -474,6 +495,8 @@ mod machine {
             started: bool,
         },
         Duplicate,
+        /// The next store write is cancelled by a conflicting transaction.
+        Conflict,
     }
 
     fn events() -> impl Strategy<Value = Vec<Event>> {
@@ -482,6 +505,7 @@ mod machine {
                 6 => Just(Event::Tick),
                 1 => any::<bool>().prop_map(|started| Event::FlakySend { started }),
                 1 => Just(Event::Duplicate),
+                1 => Just(Event::Conflict),
             ],
             0..40,
         )
@@ -489,7 +513,8 @@ mod machine {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
-        /// Whatever the order of ticks, duplicates and lost sends, a rollout
+        /// Whatever the order of ticks, duplicates, lost sends and conflicting
+        /// writes, a rollout
         /// ends in a final state, sends no instance the same release twice,
         /// and loses no release.
         #[test]
@@ -517,6 +542,11 @@ mod machine {
                         match event {
                             Event::Tick => { let _ = c.reconcile(at).await; }
                             Event::Duplicate => { let _ = c.reconcile(at).await; let _ = c.reconcile(at).await; }
+                            Event::Conflict => {
+                                *c.store.busy_writes.lock().unwrap() = 1;
+                                let _ = c.reconcile(at).await;
+                                *c.store.busy_writes.lock().unwrap() = 0;
+                            }
                             Event::FlakySend { started } => {
                                 *c.runner.next.lock().unwrap() = if *started { SendBehaviour::SendThenTimeOut } else { SendBehaviour::Unavailable };
                                 let _ = c.reconcile(at).await;
