@@ -466,3 +466,22 @@ fn workflows_pin_every_action_to_a_commit() {
     }
     assert!(seen >= 5, "found only {seen} actions");
 }
+
+/// Lambda refuses a reservation that would leave the account fewer than 100
+/// unreserved executions (new accounts often have 10 in all): the stack
+/// reserves none unless asked.
+#[test]
+fn reserved_concurrency_is_off_unless_asked_for() {
+    let t = template();
+    let parameter = &t["Parameters"]["ReservedConcurrency"];
+    assert_eq!((parameter["Default"].as_i64(), parameter["MinValue"].as_i64()), (Some(0), Some(0)));
+    assert!(parameter["Description"].as_str().unwrap().contains("100 unreserved"));
+    let condition = serde_json::to_value(&t["Conditions"]["HasReservedConcurrency"]).unwrap();
+    assert_eq!(condition, serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "ReservedConcurrency"}, 0]}]}));
+    let reserved =
+        serde_json::to_value(&t["Resources"]["FlakefleetFunction"]["Properties"]["ReservedConcurrentExecutions"]);
+    assert_eq!(
+        reserved.unwrap(),
+        serde_json::json!({"Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]})
+    );
+}
