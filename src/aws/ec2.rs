@@ -1,6 +1,6 @@
 //! The fleet's instances as EC2 reports them.
 
-use crate::domain::model::fleet::{FleetInstance, ImageSelector, InstanceState};
+use crate::domain::model::fleet::{FleetInstance, ImageSelector, InstanceState, MachineImage};
 use crate::domain::model::ids::ReleaseId;
 use crate::domain::model::ids::TargetTag;
 use crate::domain::ports::{FleetInventory, InventoryError, LaunchRequest};
@@ -19,8 +19,6 @@ pub const SLOT_TAG: &str = "flakefleet:slot";
 pub const RELEASE_TAG: &str = "flakefleet:release";
 /// The fleet an instance was launched for.
 pub const FLEET_TAG: &str = "flakefleet:fleet";
-/// The root device of the Determinate NixOS images.
-const ROOT_DEVICE: &str = "/dev/xvda";
 
 #[derive(Clone, Debug)]
 pub struct Ec2FleetInventory {
@@ -95,7 +93,7 @@ impl FleetInventory for Ec2FleetInventory {
     }
 
     #[instrument(skip(self))]
-    async fn newest_image(&self, image: &ImageSelector) -> Result<Option<String>, InventoryError> {
+    async fn newest_image(&self, image: &ImageSelector) -> Result<Option<MachineImage>, InventoryError> {
         let out = self
             .client
             .describe_images()
@@ -106,12 +104,17 @@ impl FleetInventory for Ec2FleetInventory {
             .send()
             .await
             .map_err(|e| unavailable("DescribeImages", &e))?;
-        let newest = out
-            .images()
-            .iter()
-            .max_by(|a, b| (a.creation_date(), a.name()).cmp(&(b.creation_date(), b.name())))
-            .and_then(|i| i.image_id().map(str::to_owned));
-        Ok(newest)
+        let newest =
+            out.images().iter().max_by(|a, b| (a.creation_date(), a.name()).cmp(&(b.creation_date(), b.name())));
+        Ok(newest.and_then(|i| {
+            let root_device = i.root_device_name()?.to_owned();
+            let root = i.block_device_mappings().iter().find(|m| m.device_name() == Some(root_device.as_str()));
+            Some(MachineImage {
+                id: i.image_id()?.to_owned(),
+                root_snapshot_gib: root.and_then(|m| m.ebs()).and_then(|e| e.volume_size()),
+                root_device,
+            })
+        }))
     }
 
     #[instrument(skip_all, fields(slot = request.slot, client_token = %request.client_token))]
@@ -130,7 +133,7 @@ impl FleetInventory for Ec2FleetInventory {
         let result = self
             .client
             .run_instances()
-            .image_id(&request.image_id)
+            .image_id(&request.image.id)
             .instance_type(InstanceType::from(spec.instance_type.as_str()))
             .min_count(1)
             .max_count(1)
@@ -146,10 +149,12 @@ impl FleetInventory for Ec2FleetInventory {
             )
             .block_device_mappings(
                 BlockDeviceMapping::builder()
-                    .device_name(ROOT_DEVICE)
+                    // The image's own root device: a mapping for any other name
+                    // would add an empty volume and leave the root as the image made it.
+                    .device_name(&request.image.root_device)
                     .ebs(
                         EbsBlockDevice::builder()
-                            .volume_size(spec.root_volume_gib)
+                            .volume_size(request.root_volume_gib)
                             .volume_type(VolumeType::Gp3)
                             .encrypted(true)
                             .delete_on_termination(true)

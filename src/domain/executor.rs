@@ -4,17 +4,17 @@
 //! release id recorded here, once.
 
 use super::error::ControlError;
-use super::model::fleet::{FleetSettings, FleetState};
+use super::model::fleet::{FleetSettings, FleetState, MachineImage};
 use super::model::ids::{FleetName, ReleaseId};
 use super::model::release::{Release, ReleaseStatus};
 use super::model::rollout::Claim;
 use super::model::time::Timestamp;
 use super::planner::lease::{self, Admission};
-use super::planner::repair::{client_token, subnet_for, user_data};
+use super::planner::repair::launch_request;
 use super::planner::{Need, Observed, Outcome, Pass, Step};
 use super::ports::{
-    ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, LaunchRequest, ReleasePage,
-    ReleaseStore, RunnerError, Settlement, StoreError, Written,
+    ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, ReleasePage, ReleaseStore,
+    RunnerError, Settlement, StoreError, Written,
 };
 use std::collections::HashMap;
 use tracing::{info, warn};
@@ -195,27 +195,19 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
     /// Launches every slot of the holder not yet launched or failed. Tokens
     /// come from the release's id and the slot, so doing this again after a
     /// crash asks EC2 for the same instances.
-    async fn launch(&self, image: &Result<String, String>, seen: &mut Observed) -> Result<(), ControlError> {
+    async fn launch(&self, image: &Result<MachineImage, String>, seen: &mut Observed) -> Result<(), ControlError> {
         let mut repair = seen.holder.take().ok_or_else(no_holder)?;
-        let fleet = self.fleet();
-        for launch in repair.launches.iter_mut().filter(|l| l.instance_id.is_none() && l.error.is_none()) {
+        let slots: Vec<usize> =
+            repair.launches.iter().filter(|l| l.instance_id.is_none() && l.error.is_none()).map(|l| l.slot).collect();
+        for slot in slots {
             let result = match image {
-                Ok(image_id) => {
-                    let request = LaunchRequest {
-                        image_id: image_id.clone(),
-                        spec: self.settings.spec.clone(),
-                        slot: launch.slot,
-                        subnet: subnet_for(&self.settings.spec, launch.slot).map(str::to_owned),
-                        client_token: client_token(fleet.as_str(), &repair.id, launch.slot),
-                        release: repair.id.clone(),
-                        user_data: user_data(&repair.flakeref),
-                        tag: self.settings.target.clone(),
-                        fleet: fleet.clone(),
-                    };
+                Ok(image) => {
+                    let request = launch_request(self.settings, &repair, slot, image);
                     self.inventory.launch(&request).await.map_err(|e| e.to_string())
                 }
                 Err(why) => Err(why.clone()),
             };
+            let Some(launch) = repair.launches.iter_mut().find(|l| l.slot == slot) else { continue };
             match result {
                 Ok(id) => {
                     info!(instance_id = %id, slot = launch.slot, "launched");

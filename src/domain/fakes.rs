@@ -1,6 +1,6 @@
 //! In-memory ports for the domain's unit tests.
 
-use super::model::fleet::{FleetInstance, FleetState, Halt, ImageSelector, InstanceState, Lease};
+use super::model::fleet::{FleetInstance, FleetState, Halt, ImageSelector, InstanceState, Lease, MachineImage};
 use super::model::ids::{FleetName, ReleaseId, TargetTag};
 use super::model::outcome::InstanceOutcome;
 use super::model::release::{Release, ReleaseStatus};
@@ -152,7 +152,7 @@ fn holds_lease(fleet: &FleetState, id: &ReleaseId) -> bool {
 pub struct MemoryFleet {
     pub instances: Mutex<Vec<FleetInstance>>,
     pub launches: Mutex<Vec<LaunchRequest>>,
-    pub image: Option<String>,
+    pub image: Option<MachineImage>,
 }
 
 impl MemoryFleet {
@@ -165,7 +165,9 @@ impl MemoryFleet {
                 release: None,
             })
             .collect();
-        Self { instances: Mutex::new(instances), launches: Mutex::default(), image: Some("ami-nixos".into()) }
+        let image =
+            MachineImage { id: "ami-nixos".into(), root_device: "/dev/xvda".into(), root_snapshot_gib: Some(8) };
+        Self { instances: Mutex::new(instances), launches: Mutex::default(), image: Some(image) }
     }
 }
 
@@ -180,7 +182,7 @@ impl FleetInventory for MemoryFleet {
         Ok(self.instances.lock().unwrap().clone())
     }
 
-    async fn newest_image(&self, _: &ImageSelector) -> Result<Option<String>, InventoryError> {
+    async fn newest_image(&self, _: &ImageSelector) -> Result<Option<MachineImage>, InventoryError> {
         Ok(self.image.clone())
     }
 

@@ -2,7 +2,7 @@
 //! one AWS adapter in `crate::aws` and may have in-memory fakes in tests.
 
 use super::model::flakeref::Flakeref;
-use super::model::fleet::{FleetInstance, FleetSpec, FleetState, ImageSelector, Lease};
+use super::model::fleet::{FleetInstance, FleetSpec, FleetState, ImageSelector, Lease, MachineImage};
 use super::model::ids::{FleetName, IdempotencyKey, ReleaseId, TargetTag};
 use super::model::outcome::InstanceOutcome;
 use super::model::release::Release;
@@ -168,7 +168,9 @@ pub enum InventoryError {
 /// Everything RunInstances needs for one instance of the fleet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LaunchRequest {
-    pub image_id: String,
+    pub image: MachineImage,
+    /// The root volume's size: the configured one, or the image's snapshot if larger.
+    pub root_volume_gib: i32,
     pub spec: FleetSpec,
     pub slot: usize,
     pub subnet: Option<String>,
@@ -196,11 +198,11 @@ pub trait FleetInventory: Send + Sync {
         tag: &TargetTag,
     ) -> impl Future<Output = Result<Vec<FleetInstance>, InventoryError>> + Send;
 
-    /// The id of the newest image matching the selector.
+    /// The newest image matching the selector.
     fn newest_image(
         &self,
         image: &ImageSelector,
-    ) -> impl Future<Output = Result<Option<String>, InventoryError>> + Send;
+    ) -> impl Future<Output = Result<Option<MachineImage>, InventoryError>> + Send;
 
     /// Launches one instance; answers its id.
     fn launch(&self, request: &LaunchRequest) -> impl Future<Output = Result<String, InventoryError>> + Send;

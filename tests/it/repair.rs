@@ -218,7 +218,8 @@ async fn a_launch_carries_the_fleets_client_token() {
     let release = ReleaseId::generate(Timestamp::now(), 7);
     let token = client_token(stack.fleet.as_str(), &release, 1);
     let request = LaunchRequest {
-        image_id: image,
+        image,
+        root_volume_gib: 16,
         spec,
         slot: 1,
         subnet: None,
@@ -234,4 +235,45 @@ async fn a_launch_carries_the_fleets_client_token() {
     assert_eq!(instance.client_token(), Some(token.as_str()));
     assert_eq!(token, client_token(stack.fleet.as_str(), &release, 1), "the same launch asks with the same token");
     assert_ne!(token, client_token(stack.fleet.as_str(), &release, 2), "another slot is another launch");
+}
+
+/// The root volume goes on the image's own root device (EC2 would otherwise
+/// add an empty volume and leave the root as the image made it), never
+/// smaller than the image's snapshot.
+#[tokio::test]
+async fn launches_size_the_images_own_root_device() {
+    let stack = Stack::new(1).await;
+    stack.create_instance_profile().await;
+    // dev/amis.json's test image: root /dev/sda1 on a 15 GiB snapshot (moto's size).
+    let (owner, name) = ("111122223333", "flakefleet-it/root-on-sda1-x86_64");
+    let described = stack.ec2.describe_images().owners(owner).send().await.unwrap();
+    let root_device = described.images()[0].root_device_name().unwrap().to_owned();
+    assert_eq!(root_device, "/dev/sda1", "an image whose root is not the demo's /dev/xvda");
+
+    let mut settings = with_capacity(&stack, 2);
+    settings.spec.image.owner = owner.into();
+    settings.spec.image.name_pattern = name.into();
+    settings.spec.root_volume_gib = 8;
+    let controller = stack.controller_with(settings);
+    stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    let answer = reconcile(&stack, &controller).await;
+    let launched = answer["launched"].as_array().unwrap();
+    assert_eq!(launched.len(), 1, "{answer}");
+    let id = launched[0].as_str().unwrap();
+    let volumes = stack
+        .ec2
+        .describe_volumes()
+        .filters(Filter::builder().name("attachment.instance-id").values(id).build())
+        .send()
+        .await
+        .unwrap();
+    let on_root: Vec<_> = volumes
+        .volumes()
+        .iter()
+        .filter(|v| v.attachments().iter().any(|a| a.device() == Some(root_device.as_str())))
+        .collect();
+    assert_eq!(on_root.len(), 1, "{volumes:?}");
+    assert_eq!(on_root[0].size(), Some(15), "8 GiB asked, the snapshot's 15 given: {:?}", on_root[0]);
+    assert_eq!(volumes.volumes().len(), 1, "no second, empty volume: {volumes:?}");
 }

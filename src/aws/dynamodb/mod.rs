@@ -39,10 +39,13 @@ use aws_sdk_dynamodb::Client;
 use codec::*;
 use tracing::instrument;
 
-/// How often a transaction is tried again when DynamoDB cancelled it for a
-/// reason other than a condition (TransactionConflict, throttling), or when
-/// the condition that failed had lapsed by the time it was read.
-const TRANSACT_ATTEMPTS: usize = 5;
+/// How often a transaction is tried when DynamoDB cancelled it for a reason
+/// other than a condition (TransactionConflict, throttling), or when the
+/// condition that failed had lapsed by the time it was read.
+const TRANSACT_ATTEMPTS: u32 = 5;
+/// The first backoff between those tries; each doubles it, with full jitter
+/// (at most 20 + 40 + 80 + 160 ms in all).
+const TRANSACT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(20);
 /// How often a read retries when a writer replaced the parts between its two reads.
 const READ_ATTEMPTS: usize = 3;
 /// The code of a cancellation reason that says a condition did not hold.
@@ -109,7 +112,10 @@ impl DynamoReleaseStore {
     /// Runs a transaction; reads its `CancellationReasons` when cancelled.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Transaction, StoreError> {
         let mut last = String::new();
-        for _ in 0..TRANSACT_ATTEMPTS {
+        for attempt in 0..TRANSACT_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
             let result = self.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
             let error = match result {
                 Ok(_) => return Ok(Transaction::Done),
@@ -128,12 +134,16 @@ impl DynamoReleaseStore {
             // Another transaction on the same item, throttling, ...: nothing
             // was written and nobody is known to have won; try again.
             last = format!("{codes:?}");
-            tracing::warn!(reasons = %last, "TransactWriteItems cancelled without a failed condition; trying again");
+            tracing::warn!(reasons = %last, attempt, "TransactWriteItems cancelled without a failed condition");
         }
-        Err(StoreError::Unavailable(format!(
-            "TransactWriteItems was cancelled {TRANSACT_ATTEMPTS} times for reasons {last}; try again"
-        )))
+        Err(StoreError::Busy(format!("TransactWriteItems was cancelled {TRANSACT_ATTEMPTS} times, last for {last}")))
     }
+}
+
+/// Sleeps a random time up to the backoff's `attempt`th doubling.
+async fn backoff(attempt: u32) {
+    let cap = TRANSACT_BACKOFF.saturating_mul(1 << attempt.min(10)) / 2;
+    tokio::time::sleep(cap.mul_f64(fastrand::f64())).await;
 }
 
 /// The cancellation reason codes of a cancelled transaction, one per item in
@@ -167,7 +177,10 @@ impl ReleaseStore for DynamoReleaseStore {
             items.push(put_item(self.put_claim(release, claim, now)?));
         }
 
-        for _ in 0..TRANSACT_ATTEMPTS {
+        for attempt in 0..TRANSACT_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
             let Transaction::ConditionsFailed(failed) = self.transact(items.clone()).await? else {
                 return Ok(Admitted::Yes);
             };
@@ -188,8 +201,8 @@ impl ReleaseStore for DynamoReleaseStore {
                 return Ok(Admitted::Refused(conflicts));
             }
         }
-        Err(StoreError::Unavailable(format!(
-            "TransactWriteItems was refused {TRANSACT_ATTEMPTS} times by conditions that had lapsed when read; try again"
+        Err(StoreError::Busy(format!(
+            "TransactWriteItems was refused {TRANSACT_ATTEMPTS} times by conditions that had lapsed when read"
         )))
     }
 

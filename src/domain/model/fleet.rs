@@ -83,6 +83,16 @@ pub struct FleetSpec {
     pub root_volume_gib: i32,
 }
 
+/// The image launches use, as DescribeImages tells it: its root device (from
+/// the image, never assumed: `/dev/xvda` on some images, `/dev/sda1` on others)
+/// and the size of the snapshot behind it, below which EC2 refuses a root volume.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineImage {
+    pub id: String,
+    pub root_device: String,
+    pub root_snapshot_gib: Option<i32>,
+}
+
 /// The newest image matching all three wins.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageSelector {

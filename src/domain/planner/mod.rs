@@ -15,7 +15,7 @@ pub mod lease;
 pub mod repair;
 
 use crate::domain::model::flakeref::Flakeref;
-use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState};
+use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState, MachineImage};
 use crate::domain::model::ids::{ReleaseId, Revision};
 use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome};
 use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
@@ -96,7 +96,7 @@ pub enum Step {
     },
     /// Launch the holder's slots not yet launched, from this image (or record why not).
     Launch {
-        image: Result<String, String>,
+        image: Result<MachineImage, String>,
     },
     /// Tag these instances with the holder's id: they applied it.
     Tag(Vec<String>),
@@ -139,7 +139,7 @@ pub struct Observed {
     pub good: Option<Release>,
     pub instances: Option<Vec<FleetInstance>>,
     pub tagged_flakerefs: Option<HashMap<ReleaseId, Flakeref>>,
-    pub image: Option<Result<String, String>>,
+    pub image: Option<Result<MachineImage, String>>,
     /// Done on this pass already.
     pub tagged: bool,
     pub launched: bool,

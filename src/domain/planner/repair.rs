@@ -3,8 +3,10 @@
 //! launch is asked for. Pure rules.
 
 use crate::domain::model::flakeref::Flakeref;
-use crate::domain::model::fleet::{FleetInstance, FleetSpec, InstanceState};
+use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetSpec, InstanceState, MachineImage};
 use crate::domain::model::ids::ReleaseId;
+use crate::domain::model::release::Release;
+use crate::domain::ports::LaunchRequest;
 use std::collections::BTreeSet;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,6 +42,25 @@ pub fn plan_repair(
         .collect();
     reapply.sort();
     RepairPlan { launch, reapply }
+}
+
+/// What RunInstances is asked for one slot of a repair: the image's own root
+/// device, at least as large as its snapshot, a token stable for the slot, and
+/// user data pinned to the repair's exact flakeref.
+pub fn launch_request(settings: &FleetSettings, repair: &Release, slot: usize, image: &MachineImage) -> LaunchRequest {
+    let spec = &settings.spec;
+    LaunchRequest {
+        image: image.clone(),
+        root_volume_gib: spec.root_volume_gib.max(image.root_snapshot_gib.unwrap_or(0)),
+        spec: spec.clone(),
+        slot,
+        subnet: subnet_for(spec, slot).map(str::to_owned),
+        client_token: client_token(settings.name.as_str(), &repair.id, slot),
+        release: repair.id.clone(),
+        user_data: user_data(&repair.flakeref),
+        tag: settings.target.clone(),
+        fleet: settings.name.clone(),
+    }
 }
 
 /// A ClientToken for RunInstances (at most 64 characters) from fleet, repair
@@ -124,6 +145,29 @@ mod tests {
         ];
         let plan = plan_repair(&spec(4), &instances, |r| r == &good);
         assert_eq!(plan.reapply, ["i-a", "i-b"]);
+    }
+
+    #[test]
+    fn a_launch_uses_the_images_root_device_and_never_less_than_its_snapshot() {
+        use crate::domain::fixtures;
+        use crate::domain::model::release::ReleaseKind;
+        use crate::domain::model::rollout::RolloutMode;
+        let settings = fixtures::settings(fixtures::policy(RolloutMode::Staged, true));
+        let flakeref = Flakeref::parse(fixtures::GOOD).unwrap();
+        let id = ReleaseId::generate(fixtures::T0, 3);
+        let repair =
+            crate::domain::planner::new_release(&settings, id, flakeref, None, ReleaseKind::Repair, None, fixtures::T0);
+        let image =
+            |size| MachineImage { id: "ami-1".into(), root_device: "/dev/sda1".into(), root_snapshot_gib: size };
+        let request = launch_request(&settings, &repair, 3, &image(Some(8)));
+        assert_eq!((request.image.root_device.as_str(), request.root_volume_gib), ("/dev/sda1", 16), "configured 16");
+        assert_eq!(launch_request(&settings, &repair, 3, &image(Some(30))).root_volume_gib, 30, "the snapshot's 30");
+        assert_eq!(launch_request(&settings, &repair, 3, &image(None)).root_volume_gib, 16);
+        assert_eq!(
+            (request.client_token, request.subnet.as_deref()),
+            (client_token("prod", &repair.id, 3), Some("subnet-b"))
+        );
+        assert!(request.user_data.contains(fixtures::GOOD));
     }
 
     #[test]

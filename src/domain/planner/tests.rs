@@ -4,7 +4,7 @@
 use super::*;
 use crate::domain::fixtures::{self, GOOD, NEXT, T0};
 use crate::domain::model::flakeref::FlakeAllowlist;
-use crate::domain::model::fleet::{Halt, InstanceState, Lease};
+use crate::domain::model::fleet::{Halt, InstanceState, Lease, MachineImage};
 use crate::domain::model::outcome::tests::outcome;
 use crate::domain::model::rollout::BATCH;
 
@@ -17,6 +17,10 @@ fn settings(mode: RolloutMode) -> FleetSettings {
     let mut settings = fixtures::settings(fixtures::policy(mode, true));
     settings.spec.desired_capacity = 3;
     settings
+}
+
+fn image() -> MachineImage {
+    MachineImage { id: "ami-1".into(), root_device: "/dev/xvda".into(), root_snapshot_gib: Some(8) }
 }
 
 fn id(n: u64) -> ReleaseId {
@@ -99,7 +103,7 @@ fn a_free_fleet_is_read_then_repaired_towards_its_good_release() {
         slot: Some(n),
         release: tagged,
     };
-    let knows = |instances: Vec<FleetInstance>, image: Option<Result<String, String>>| Observed {
+    let knows = |instances: Vec<FleetInstance>, image: Option<Result<MachineImage, String>>| Observed {
         fleet: fleet(&|_| {}),
         good: Some(good.clone()),
         tagged_flakerefs: Some(HashMap::from([(good.id.clone(), good.flakeref.clone())])),
@@ -159,7 +163,7 @@ fn a_free_fleet_is_read_then_repaired_towards_its_good_release() {
                 T0,
                 "rest Idle: 1 instances missing but no image matches",
             ),
-            ("one missing", knows(whole[..2].to_vec(), Some(Ok("ami-1".into()))), T0, "repair launch [2] reapply []"),
+            ("one missing", knows(whole[..2].to_vec(), Some(Ok(image()))), T0, "repair launch [2] reapply []"),
             ("one drifted", knows(drifted.clone(), None), T0, "repair launch [] reapply [\"i-1\"]"),
             (
                 "drifted and one missing without image: reapply, record the launch failure",
@@ -183,7 +187,7 @@ fn a_repair_release_is_claimed_by_this_pass_and_reaches_only_drifted_instances()
         fleet: Some(FleetState { last_good_release: Some(good.id.clone()), ..FleetState::default() }),
         good: Some(good.clone()),
         tagged_flakerefs: Some(HashMap::new()),
-        image: Some(Ok("ami-1".into())),
+        image: Some(Ok(image())),
         instances: Some(vec![FleetInstance {
             id: "i-1".into(),
             state: InstanceState::Running,
@@ -477,13 +481,13 @@ fn a_repair_that_stopped_mid_launch_is_finished_after_the_window() {
             ("after it", holding(repair.clone()), secs(120), "observe Image"),
             (
                 "image known",
-                Observed { image: Some(Ok("ami-1".into())), ..holding(repair.clone()) },
+                Observed { image: Some(Ok(image())), ..holding(repair.clone()) },
                 secs(120),
-                "launch Ok(\"ami-1\")",
+                "launch Ok(MachineImage { id: \"ami-1\"",
             ),
             (
                 "launched on this pass, yet the record says unlaunched",
-                Observed { image: Some(Ok("ami-1".into())), launched: true, ..holding(repair) },
+                Observed { image: Some(Ok(image())), launched: true, ..holding(repair) },
                 secs(120),
                 "rest Waiting",
             ),
