@@ -42,6 +42,15 @@ class SsmError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
+OPERATIONS = ("SendCommand", "ListCommands", "ListCommandInvocations", "GetCommandInvocation", "CancelCommand")
+# Scriptable errors, with the status and message SSM answers them with.
+FAULTS = {
+    "ThrottlingException": (400, "Rate exceeded"),
+    "InternalServerError": (500, "An internal error occurred"),
+    "InvalidInstanceId": (400, "Instances not in a valid state for account"),
+}
+
+
 class Simulator:
     def __init__(self, ec2, documents):
         self.ec2 = ec2
@@ -49,6 +58,7 @@ class Simulator:
         self.lock = threading.Lock()
         self.commands = []  # newest last
         self.rules = []
+        self.faults = []
 
     # ---- control API -------------------------------------------------------
     def add_rules(self, rules):
@@ -63,6 +73,37 @@ class Simulator:
         with self.lock:
             self.commands.clear()
             self.rules.clear()
+            self.faults.clear()
+
+    def add_fault(self, rule):
+        """`{"operation": ..., "error": ..., "count": N, "instance_id"?: ...}`: the
+        next N calls of the operation (naming that instance, when given) fail
+        with the error, having done nothing."""
+        if rule.get("operation") not in OPERATIONS:
+            raise SsmError("InvalidRule", f"operation must be one of {sorted(OPERATIONS)}")
+        if rule.get("error") not in FAULTS:
+            raise SsmError("InvalidRule", f"error must be one of {sorted(FAULTS)}")
+        count = rule.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise SsmError("InvalidRule", "count must be a whole number of at least 1")
+        if "instance_id" in rule and not isinstance(rule["instance_id"], str):
+            raise SsmError("InvalidRule", "instance_id must be an instance id")
+        with self.lock:
+            self.faults.append(dict(rule))
+
+    def fault_for(self, operation, body):
+        """The scripted error this call meets, if any (and one fewer left)."""
+        named = set(body.get("InstanceIds") or []) | {body.get("InstanceId")}
+        with self.lock:
+            for fault in self.faults:
+                if fault["operation"] != operation or fault["count"] < 1:
+                    continue
+                if "instance_id" in fault and fault["instance_id"] not in named:
+                    continue
+                fault["count"] -= 1
+                status, message = FAULTS[fault["error"]]
+                return SsmError(fault["error"], message, status)
+        return None
 
     def _outcome_for(self, instance_id, parameters):
         flakeref = " ".join(parameters.get("flakeref", []))
@@ -384,15 +425,19 @@ def make_handler(sim):
                 body = self._body()
                 if self.path == "/_sim/outcomes":
                     return self._send(200, {"rules": sim.add_rules(body.get("rules", []))})
+                if self.path == "/_sim/faults":
+                    sim.add_fault(body)
+                    return self._send(200, {})
                 if self.path == "/_sim/reset":
                     sim.reset()
                     return self._send(200, {})
                 target = self.headers.get("X-Amz-Target", "")
                 operation = target.split(".", 1)[-1]
-                if not target.startswith("AmazonSSM.") or operation not in (
-                    "SendCommand", "ListCommands", "ListCommandInvocations", "GetCommandInvocation", "CancelCommand",
-                ):
+                if not target.startswith("AmazonSSM.") or operation not in OPERATIONS:
                     raise SsmError("UnknownOperationException", f"the simulator does not serve {target or 'this request'}")
+                fault = sim.fault_for(operation, body)
+                if fault:
+                    raise fault
                 self._send(200, getattr(sim, operation)(body))
             except SsmError as e:
                 self._send(e.status, {"__type": e.code, "message": e.message})

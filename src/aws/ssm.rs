@@ -127,13 +127,14 @@ impl CommandRunner for SsmCommandRunner {
                     exit_code: plugin.map(|p| p.response_code()),
                     stdout_tail: String::new(),
                     stderr_tail: String::new(),
+                    output_note: None,
                 };
                 // SSM reports -1 until the step has ended.
                 if !outcome.is_finished() {
                     outcome.exit_code = None;
                 }
                 // Output explains a failure; a success's output is left in SSM.
-                if outcome.is_finished() && !outcome.converged() {
+                if outcome.failed() {
                     outcome.stdout_tail =
                         plugin.and_then(|p| p.output()).map(|o| tail(o, OUTPUT_TAIL_CHARS)).unwrap_or_default();
                 }
@@ -142,18 +143,29 @@ impl CommandRunner for SsmCommandRunner {
         }
         // The listing mixes both streams and cuts them at 2,500 characters: for a
         // few failed instances, read stdout and stderr apart.
-        let failed = invocations.iter_mut().filter(|o| o.is_finished() && !o.converged()).take(STREAMS_FOR_FAILURES);
+        // Best effort: a failed fetch leaves the tails empty with a note, and
+        // never keeps the instances' statuses from being judged.
+        let failed = invocations.iter_mut().filter(|o| o.failed()).take(STREAMS_FOR_FAILURES);
         for outcome in failed {
-            let streams = self
+            let fetched = self
                 .client
                 .get_command_invocation()
                 .command_id(command_id)
                 .instance_id(&outcome.instance_id)
                 .send()
-                .await
-                .map_err(|e| unavailable("GetCommandInvocation", &e))?;
-            outcome.stdout_tail = tail(streams.standard_output_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
-            outcome.stderr_tail = tail(streams.standard_error_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
+                .await;
+            match fetched {
+                Ok(streams) => {
+                    outcome.stdout_tail =
+                        tail(streams.standard_output_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
+                    outcome.stderr_tail = tail(streams.standard_error_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
+                }
+                Err(e) => {
+                    let why = super::logged_failure("SSM", "GetCommandInvocation", &e);
+                    outcome.stdout_tail.clear();
+                    outcome.output_note = Some(format!("output not fetched ({why}); it stays in SSM"));
+                }
+            }
         }
         Ok(CommandReport { finished, invocations })
     }

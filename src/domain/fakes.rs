@@ -292,6 +292,7 @@ impl CommandRunner for ScriptedRunner {
                     exit_code: Some(i32::from(fails)),
                     stdout_tail: String::new(),
                     stderr_tail: String::new(),
+                    output_note: None,
                 }
             })
             .collect();

@@ -157,6 +157,7 @@ fn with_outcomes(release: &Release, n: usize) -> Release {
             exit_code: Some(0),
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            output_note: None,
         })
         .collect();
     release

@@ -139,3 +139,33 @@ async fn of_twenty_concurrent_deploys_among_conflicts_exactly_one_is_accepted() 
     assert_eq!(releases, [format!("RELEASE#{}", accepted[0].1["release"]["id"].as_str().unwrap())]);
     assert_eq!(stack.commands().await.len(), 1);
 }
+
+/// SSM throttles GetCommandInvocation under load. The per-instance output is
+/// best effort: a fetch that keeps failing leaves a note, and the release is
+/// judged all the same.
+#[tokio::test]
+async fn an_output_that_cannot_be_fetched_never_holds_up_the_verdict() {
+    let stack = Stack::new(1).await;
+    let instance = &stack.instances[0];
+    stack.script(
+        json!({"instance_id": instance, "outcome": "failed", "exit_code": 1, "stdout": "applying", "stderr": "boom"}),
+    );
+    let fault = json!({"operation": "GetCommandInvocation", "error": "ThrottlingException", "count": 20, "instance_id": instance});
+    let answer = post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/faults", &fault);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let controller = stack.controller();
+    stack.deploy(&controller, GOOD).await;
+    let settled = stack.settle(&controller).await;
+    let release = &settled["release"];
+    assert_eq!(release["status"], "failed", "{settled}");
+    let outcome = &release["instances"][0];
+    assert!(outcome["output_note"].as_str().unwrap().contains("ThrottlingException"), "{outcome}");
+    assert!(outcome.get("stderr_tail").is_none(), "{outcome}");
+
+    let bad = post_control(
+        "FLAKEFLEET_TEST_SSM_URL",
+        "/_sim/faults",
+        &json!({"operation": "GetCommandInvocation", "error": "Nope", "count": 1}),
+    );
+    assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("error must be one of"), "{bad}");
+}

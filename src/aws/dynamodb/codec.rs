@@ -215,6 +215,7 @@ mod tests {
                 exit_code: Some(1),
                 stdout_tail: "applying".into(),
                 stderr_tail: "boom".into(),
+                output_note: None,
             }],
             rollout: Some(crate::domain::model::rollout::Rollout {
                 waves: vec![crate::domain::model::rollout::Wave::new(

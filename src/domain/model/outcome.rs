@@ -92,6 +92,10 @@ pub struct InstanceOutcome {
     /// The end of the step's standard error (fetched for instances that failed).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr_tail: String,
+    /// Why the tails are missing, when fetching them failed: output is best
+    /// effort and never holds up a verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_note: Option<String>,
 }
 
 impl InstanceOutcome {
@@ -164,6 +168,7 @@ pub(crate) mod tests {
             exit_code: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            output_note: None,
         }
     }
 
@@ -198,6 +203,7 @@ pub(crate) mod tests {
             exit_code: Some(i32::from(status != "Success")),
             stdout_tail: "out".into(),
             stderr_tail: "err".into(),
+            output_note: None,
             ..outcome(&format!("i-{n:05}"), status)
         };
         let mut instances: Vec<InstanceOutcome> =

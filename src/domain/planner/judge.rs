@@ -149,6 +149,7 @@ mod tests {
             exit_code: None,
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            output_note: None,
         }
     }
 

@@ -63,6 +63,7 @@ async fn finish_with(c: &Controller, status: &str, at: Timestamp) -> Release {
             exit_code: Some(0),
             stdout_tail: String::new(),
             stderr_tail: String::new(),
+            output_note: None,
         })
         .collect();
     c.runner.reports.lock().unwrap().insert(command_id.unwrap(), CommandReport { finished: true, invocations });
