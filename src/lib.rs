@@ -23,6 +23,9 @@ use domain::usecases::FleetController;
 /// The controller wired to AWS.
 pub type AwsFleetController = FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner>;
 
+/// Attempts per AWS call (the SDK's standard retry mode).
+pub const AWS_ATTEMPTS: u32 = 3;
+
 /// How far apart JWKS fetches are, at least, however many unknown kids arrive.
 pub const JWKS_MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -40,13 +43,21 @@ pub fn aws_service(
     config: config::Config,
     calls: &CallCounter,
 ) -> Result<Service, String> {
+    // Chosen, not inherited: the standard mode (exponential backoff with
+    // jitter, throttling and transient errors only), 3 attempts, for every
+    // operation. DynamoDB's cancelled transactions are retried by the store
+    // itself (it reads why they were cancelled); SendCommand is retried like
+    // the rest until commands are made exactly-once (docs/design.md).
+    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(AWS_ATTEMPTS);
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(calls.clone()).build(),
+        aws_sdk_dynamodb::config::Builder::from(sdk).retry_config(retry.clone()).interceptor(calls.clone()).build(),
     );
-    let ec2 =
-        aws_sdk_ec2::Client::from_conf(aws_sdk_ec2::config::Builder::from(sdk).interceptor(calls.clone()).build());
-    let ssm =
-        aws_sdk_ssm::Client::from_conf(aws_sdk_ssm::config::Builder::from(sdk).interceptor(calls.clone()).build());
+    let ec2 = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(sdk).retry_config(retry.clone()).interceptor(calls.clone()).build(),
+    );
+    let ssm = aws_sdk_ssm::Client::from_conf(
+        aws_sdk_ssm::config::Builder::from(sdk).retry_config(retry).interceptor(calls.clone()).build(),
+    );
     let gate = match config.auth {
         AuthSettings::Iam(allowlist) => Gate::Iam(allowlist),
         AuthSettings::None => Gate::Open,
