@@ -246,8 +246,9 @@ class Simulator:
                         "ResponseCode": state["code"],
                         "Status": state["status"],
                         "StatusDetails": state["detail"],
-                        "StandardOutputContent": state["stdout"][-STDOUT_MAX:],
-                        "StandardErrorContent": state["stderr"][-STDERR_MAX:],
+                        # As SSM: the first characters, not the last.
+                        "StandardOutputContent": state["stdout"][:STDOUT_MAX],
+                        "StandardErrorContent": state["stderr"][:STDERR_MAX],
                     }
             raise SsmError("InvocationDoesNotExist", "no such invocation")
 
@@ -325,7 +326,7 @@ class Simulator:
             "StatusDetails": state["detail"],
         }
         if details:
-            output = (state["stdout"] + ("\n" + state["stderr"] if state["stderr"] else ""))[-DETAIL_MAX:]
+            output = (state["stdout"] + ("\n" + state["stderr"] if state["stderr"] else ""))[:DETAIL_MAX]
             view["CommandPlugins"] = [
                 {
                     "Name": "applyNixos",

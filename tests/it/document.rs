@@ -15,6 +15,11 @@ struct Host {
 impl Host {
     /// A fake host: `fh apply` switches /run/current-system unless told the activation fails.
     fn new(activation_works: bool) -> Self {
+        Self::with_apply(if activation_works { "echo {TARGET} > \"{DIR}/current\"" } else { "true" })
+    }
+
+    /// A fake host whose `fh apply` runs `apply` ({TARGET} and {DIR} filled in).
+    fn with_apply(apply: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("flakefleet-doc-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::fs::write(dir.join("current"), OLD).unwrap();
@@ -27,8 +32,7 @@ case "$1" in
 esac
 "#,
             dir = dir.display(),
-            switch =
-                if activation_works { format!("echo {TARGET} > \"{}/current\"", dir.display()) } else { "true".into() },
+            switch = apply.replace("{TARGET}", TARGET).replace("{DIR}", &dir.display().to_string()),
         );
         let readlink = format!("#!/usr/bin/env bash\ncat \"{}/current\"\n", dir.display());
         for (name, body) in
@@ -129,5 +133,28 @@ fn hostile_flakerefs_never_execute() {
         assert_eq!(host.calls(), "", "{flakeref:?} reached fh");
         assert_eq!(host.entries(), before, "{flakeref:?} wrote a file");
         assert!(!Path::new(&host.dir.join("pwned")).exists());
+    }
+}
+
+/// SSM keeps only the first 24,000 characters of a command's output (8,000 of
+/// its errors): the document keeps fh's whole output on the host and prints its
+/// end, so what SSM shows is the part that explains a failure.
+#[test]
+fn a_long_apply_prints_its_end_within_what_ssm_keeps() {
+    let noisy = "for i in $(seq 1 4000); do echo \"building derivation $i of 4000\"; done; echo 'THE LAST LINE'";
+    for (apply, code) in [
+        (format!("{noisy}; echo {{TARGET}} > \"{{DIR}}/current\""), 0),
+        (format!("{noisy}; echo 'error: collision' >&2; exit 7"), 7),
+    ] {
+        let host = Host::with_apply(&apply);
+        let out = host.run(GOOD);
+        assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(stdout.len() <= 24_000 && stderr.len() <= 8_000, "{} / {} characters", stdout.len(), stderr.len());
+        assert!(stdout.contains("THE LAST LINE") && !stdout.contains("derivation 1 of 4000"), "the end, not the start");
+        if code != 0 {
+            assert!(stdout.trim_end().ends_with("error: collision"), "{}", &stdout[stdout.len() - 200..]);
+            assert!(stderr.contains("fh apply failed (exit 7)"), "{stderr}");
+        }
     }
 }
