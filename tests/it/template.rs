@@ -137,7 +137,9 @@ fn the_function_role_grants_only_what_the_code_uses() {
     let instance = launches.iter().find(|s| strings(&s["Resource"]).join("").ends_with(":instance/*")).unwrap();
     let conditions = &instance["Condition"]["StringEquals"];
     assert_eq!(conditions["aws:RequestTag/flakefleet:fleet"]["Ref"].as_str(), Some("FleetName"));
-    assert!(strings(&conditions["ec2:InstanceProfile"]).join("").ends_with(":instance-profile/${InstanceProfileName}"));
+    assert!(strings(&conditions["ec2:InstanceProfile"])
+        .join("")
+        .ends_with(":instance-profile${InstanceProfilePath}${InstanceProfileName}"));
     let image = launches.iter().find(|s| strings(&s["Resource"]).join("").ends_with(":image/*")).unwrap();
     assert_eq!(image["Condition"]["StringEquals"]["ec2:Owner"]["Ref"].as_str(), Some("AmiOwner"));
     // CreateTags: at launch, or the release tag on the fleet's instances.
@@ -150,7 +152,7 @@ fn the_function_role_grants_only_what_the_code_uses() {
     // PassRole: the instance role, to EC2 only.
     let pass = with_action("iam:PassRole");
     assert_eq!(pass.len(), 1);
-    assert!(strings(&pass[0]["Resource"]).join("").ends_with(":role/${InstanceRoleName}"));
+    assert!(strings(&pass[0]["Resource"]).join("").ends_with(":role${InstanceRolePath}${InstanceRoleName}"));
     assert_eq!(pass[0]["Condition"]["StringEquals"]["iam:PassedToService"].as_str(), Some("ec2.amazonaws.com"));
     // DynamoDB: the table and nothing else.
     for s in statements.iter().filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("dynamodb:"))) {
@@ -484,4 +486,24 @@ fn reserved_concurrency_is_off_unless_asked_for() {
         reserved.unwrap(),
         serde_json::json!({"Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]})
     );
+}
+
+/// IAM ARNs carry the path (`arn:aws:iam::123456789012:role/fleet/Name`), names
+/// do not: names with a slash are refused, and paths have parameters of their own.
+#[test]
+fn iam_names_and_paths_are_given_apart() {
+    let t = template();
+    for (name, path) in [("InstanceProfileName", "InstanceProfilePath"), ("InstanceRoleName", "InstanceRolePath")] {
+        let pattern = regex::Regex::new(t["Parameters"][name]["AllowedPattern"].as_str().unwrap()).unwrap();
+        assert!(pattern.is_match("FlakeHubClientMachine"), "{name}");
+        assert!(!pattern.is_match("fleet/FlakeHubClientMachine") && !pattern.is_match(""), "{name}");
+        let path_pattern = regex::Regex::new(t["Parameters"][path]["AllowedPattern"].as_str().unwrap()).unwrap();
+        assert_eq!(t["Parameters"][path]["Default"].as_str(), Some("/"));
+        for good in ["/", "/fleet/", "/a/b/"] {
+            assert!(path_pattern.is_match(good), "{path} {good}");
+        }
+        for bad in ["", "fleet/", "/fleet", "//"] {
+            assert!(!path_pattern.is_match(bad), "{path} {bad:?}");
+        }
+    }
 }
