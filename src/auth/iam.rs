@@ -82,6 +82,16 @@ pub struct IamAllowlist {
     pub writers: Vec<Principal>,
 }
 
+impl Principal {
+    /// The account the entry belongs to.
+    pub fn account(&self) -> &str {
+        match self {
+            Self::Account(account) | Self::Role { account, .. } => account,
+            Self::User(arn) => arn_account(arn).unwrap_or_default(),
+        }
+    }
+}
+
 impl IamAllowlist {
     /// Parses comma-separated entries, e.g. from `FLAKEFLEET_WRITERS`.
     pub fn parse_list(raw: &str) -> Result<Vec<Principal>, String> {

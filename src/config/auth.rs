@@ -3,7 +3,7 @@
 
 use super::vars::{comma_separated, invalid, Vars};
 use super::ConfigError;
-use crate::auth::iam::IamAllowlist;
+use crate::auth::iam::{IamAllowlist, Principal};
 use crate::auth::oidc::{OidcPolicy, GITHUB_ISSUER};
 
 /// Who may call the function URL; see `crate::auth`.
@@ -19,13 +19,10 @@ pub const DEFAULT_ENVIRONMENT: &str = "production";
 
 pub(super) fn settings(vars: &Vars) -> Result<AuthSettings, ConfigError> {
     match vars.or("FLAKEFLEET_AUTH", "iam").as_str() {
-        "iam" => {
-            let list = |var: &'static str| IamAllowlist::parse_list(&vars.or(var, "")).map_err(|m| invalid(var, m));
-            Ok(AuthSettings::Iam(IamAllowlist {
-                readers: list("FLAKEFLEET_READERS")?,
-                writers: list("FLAKEFLEET_WRITERS")?,
-            }))
-        }
+        "iam" => Ok(AuthSettings::Iam(IamAllowlist {
+            readers: iam_entries(vars, "FLAKEFLEET_READERS")?,
+            writers: iam_entries(vars, "FLAKEFLEET_WRITERS")?,
+        })),
         "github-oidc" => github_oidc(vars),
         "none" => {
             local_only(vars)?;
@@ -79,6 +76,30 @@ fn github_oidc(vars: &Vars) -> Result<AuthSettings, ConfigError> {
         },
         jwks_url,
     })
+}
+
+/// An IAM allowlist. Where the function knows its account
+/// (`FLAKEFLEET_ACCOUNT_ID`, set by the template), an entry of another account
+/// is refused: a function URL with AWS_IAM admits another account's callers
+/// only with a resource-based permission for them, which the stack does not
+/// grant, so the entry could never work.
+fn iam_entries(vars: &Vars, var: &'static str) -> Result<Vec<Principal>, ConfigError> {
+    let entries = IamAllowlist::parse_list(&vars.or(var, "")).map_err(|m| invalid(var, m))?;
+    let Some(own) = vars.get("FLAKEFLEET_ACCOUNT_ID") else {
+        return Ok(entries);
+    };
+    match entries.iter().find(|p| p.account() != own) {
+        Some(stranger) => Err(invalid(
+            var,
+            format!(
+                "names a principal of account {} ({stranger:?}), but the function URL admits only account {own}: \
+                 AWS_IAM lets another account in only with a resource-based permission for it, which this stack \
+                 does not grant; use a role in {own}",
+                stranger.account()
+            ),
+        )),
+        None => Ok(entries),
+    }
 }
 
 /// A numeric GitHub id, as the repository's API JSON shows it.

@@ -177,6 +177,29 @@ mod tests {
     }
 
     #[test]
+    fn iam_entries_of_another_account_are_refused_when_the_account_is_known() {
+        let base = [("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_ACCOUNT_ID", "111122223333")];
+        let with = |var, value| config(&[&base[..], &[(var, value)]].concat());
+        assert!(with("FLAKEFLEET_WRITERS", "arn:aws:iam::111122223333:role/deploy").is_ok());
+        assert!(with("FLAKEFLEET_READERS", "111122223333").is_ok());
+        for (var, entry) in [
+            ("FLAKEFLEET_WRITERS", "arn:aws:iam::111122223333:role/deploy, arn:aws:iam::444455556666:role/deploy"),
+            ("FLAKEFLEET_READERS", "444455556666"),
+            ("FLAKEFLEET_READERS", "arn:aws:iam::444455556666:user/ops/alice"),
+        ] {
+            let err = with(var, entry).unwrap_err().to_string();
+            assert!(err.contains(var) && err.contains("444455556666") && err.contains("resource-based"), "{err}");
+        }
+        // Unknown (local runs): not checked.
+        assert!(config(&[
+            ("FLAKEFLEET_TABLE", "t"),
+            ("FLAKEFLEET_DOCUMENT", "d"),
+            ("FLAKEFLEET_READERS", "444455556666")
+        ])
+        .is_ok());
+    }
+
+    #[test]
     fn errors_name_the_variable() {
         let err = config(&[("FLAKEFLEET_DOCUMENT", "d")]).unwrap_err();
         assert!(err.to_string().contains("FLAKEFLEET_TABLE"), "{err}");
