@@ -507,3 +507,56 @@ fn iam_names_and_paths_are_given_apart() {
         }
     }
 }
+
+/// Whether an EventBridge event pattern (literal values in arrays, nested
+/// objects) matches an event, with `Ref`s of the pattern given as `refs`.
+fn pattern_matches(pattern: &serde_json::Value, event: &serde_json::Value, refs: &[(&str, &str)]) -> bool {
+    use serde_json::Value;
+    let Value::Object(fields) = pattern else { return false };
+    fields.iter().all(|(key, want)| {
+        let got = &event[key];
+        match want {
+            Value::Object(_) => pattern_matches(want, got, refs),
+            Value::Array(allowed) => allowed.iter().any(|a| {
+                let a = match a.get("Ref").and_then(Value::as_str) {
+                    Some(name) => Value::from(refs.iter().find(|(n, _)| *n == name).map_or("?", |(_, v)| *v)),
+                    None => a.clone(),
+                };
+                *got == a
+            }),
+            _ => false,
+        }
+    })
+}
+
+/// The SSM rule wakes the function once per command (a batch of a wave) when
+/// it ends, for this stack's document only: never per instance, never for
+/// progress; and what it delivers is a reconcile to the code.
+#[test]
+fn the_ssm_rule_matches_only_commands_of_this_document_that_ended() {
+    let t = template();
+    let pattern = serde_json::to_value(
+        &t["Resources"]["FlakefleetFunction"]["Properties"]["Events"]["CommandStatus"]["Properties"]["Pattern"],
+    )
+    .unwrap();
+    let sample = crate::support::sample_event("eventbridge-ssm-status.json");
+    let document = sample["detail"]["document-name"].as_str().unwrap().to_owned();
+    let refs = [("ApplyNixosDocument", document.as_str())];
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut event = sample.clone();
+        f(&mut event);
+        event
+    };
+    assert!(pattern_matches(&pattern, &sample, &refs), "the sample: {sample}");
+    for status in ["Success", "Failed", "TimedOut", "Cancelled"] {
+        assert!(pattern_matches(&pattern, &with(&|e| e["detail"]["status"] = status.into()), &refs), "{status}");
+    }
+    for status in ["Pending", "InProgress", "Delayed", "Cancelling"] {
+        assert!(!pattern_matches(&pattern, &with(&|e| e["detail"]["status"] = status.into()), &refs), "{status}");
+    }
+    let per_instance = with(&|e| e["detail-type"] = "EC2 Command Invocation Status-change Notification".into());
+    assert!(!pattern_matches(&pattern, &per_instance, &refs), "one event per instance is not wanted");
+    assert!(!pattern_matches(&pattern, &with(&|e| e["detail"]["document-name"] = "AWS-RunShellScript".into()), &refs));
+    let (source, detail_type) = (sample["source"].as_str().unwrap(), sample["detail-type"].as_str().unwrap());
+    assert!(flakefleet::entry::event::is_reconcile_trigger(source, detail_type), "the code reconciles on it");
+}
