@@ -78,14 +78,8 @@ async fn missing_instances_are_launched_on_the_exact_good_release() {
         assert!(script.contains(&format!("fh apply nixos '{GOOD}'")), "{script}");
         assert!(script.contains("determinate-nixd login aws"));
         // The root volume: encrypted gp3 of the configured size.
-        let volumes = stack
-            .ec2
-            .describe_volumes()
-            .filters(Filter::builder().name("attachment.instance-id").values(id).build())
-            .send()
-            .await
-            .unwrap();
-        let root = volumes.volumes().first().unwrap_or_else(|| panic!("{id} has no volume"));
+        let volumes = volumes_of(&stack, id).await;
+        let root = volumes.first().unwrap_or_else(|| panic!("{id} has no volume"));
         assert_eq!(root.volume_type().map(|t| t.as_str()), Some("gp3"), "{root:?}");
         assert_eq!(root.encrypted(), Some(true), "{root:?}");
         assert_eq!(root.size(), Some(16), "{root:?}");
@@ -261,19 +255,16 @@ async fn launches_size_the_images_own_root_device() {
     let launched = answer["launched"].as_array().unwrap();
     assert_eq!(launched.len(), 1, "{answer}");
     let id = launched[0].as_str().unwrap();
-    let volumes = stack
-        .ec2
-        .describe_volumes()
-        .filters(Filter::builder().name("attachment.instance-id").values(id).build())
-        .send()
-        .await
-        .unwrap();
-    let on_root: Vec<_> = volumes
-        .volumes()
-        .iter()
-        .filter(|v| v.attachments().iter().any(|a| a.device() == Some(root_device.as_str())))
-        .collect();
+    let volumes = volumes_of(&stack, id).await;
+    let on_root: Vec<_> =
+        volumes.iter().filter(|v| v.attachments().iter().any(|a| a.device() == Some(root_device.as_str()))).collect();
     assert_eq!(on_root.len(), 1, "{volumes:?}");
     assert_eq!(on_root[0].size(), Some(15), "8 GiB asked, the snapshot's 15 given: {:?}", on_root[0]);
-    assert_eq!(volumes.volumes().len(), 1, "no second, empty volume: {volumes:?}");
+    assert_eq!(volumes.len(), 1, "no second, empty volume: {volumes:?}");
+}
+
+/// The volumes attached to an instance, as EC2 lists them.
+async fn volumes_of(stack: &Stack, instance: &str) -> Vec<aws_sdk_ec2::types::Volume> {
+    let filter = Filter::builder().name("attachment.instance-id").values(instance).build();
+    stack.ec2.describe_volumes().filters(filter).send().await.unwrap().volumes().to_vec()
 }

@@ -34,13 +34,7 @@ async fn a_replayed_idempotency_key_returns_the_same_release_and_sends_nothing()
 async fn of_twenty_concurrent_deploys_exactly_one_is_accepted() {
     let stack = Stack::new(2).await;
     let controller = stack.controller();
-    let requests = (0..20).map(|n| {
-        let body = json!({"flakeref": format!("AcmeCorp/infra/=0.2.{n}#nixosConfigurations.web")}).to_string();
-        let (stack, controller) = (&stack, &controller);
-        async move { stack.http(controller, "POST", "/releases", Some(&body)).await }
-    });
-    // Polled together on one task: the SDK calls interleave for real.
-    let answers = futures::future::join_all(requests).await;
+    let answers = stack.twenty_concurrent_deploys(&controller).await;
     let accepted: Vec<_> = answers.iter().filter(|(s, _)| *s == 202).collect();
     let busy: Vec<_> = answers.iter().filter(|(s, _)| *s == 409).collect();
     assert_eq!(accepted.len(), 1, "{answers:?}");

@@ -121,12 +121,7 @@ async fn of_twenty_concurrent_deploys_among_conflicts_exactly_one_is_accepted() 
     let stack = Stack::new(2).await;
     conflicts(&stack, "TransactionConflict", json!({"fraction": 0.3}));
     let controller = stack.controller();
-    let requests = (0..20).map(|n| {
-        let body = json!({"flakeref": format!("AcmeCorp/infra/=0.2.{n}#nixosConfigurations.web")}).to_string();
-        let (stack, controller) = (&stack, &controller);
-        async move { stack.http(controller, "POST", "/releases", Some(&body)).await }
-    });
-    let answers = futures::future::join_all(requests).await;
+    let answers = stack.twenty_concurrent_deploys(&controller).await;
     let accepted: Vec<_> = answers.iter().filter(|(s, _)| *s == 202).collect();
     assert_eq!(accepted.len(), 1, "{answers:?}");
     assert!(

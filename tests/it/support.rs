@@ -350,6 +350,16 @@ impl Stack {
         out.items().iter().filter_map(|i| i.get("sk").and_then(|v| v.as_s().ok()).cloned()).collect()
     }
 
+    /// Twenty deploys of different flakerefs at once, polled together on one
+    /// task so their SDK calls interleave for real; answers each (status, body).
+    pub async fn twenty_concurrent_deploys(&self, controller: &AwsFleetController) -> Vec<(u16, Value)> {
+        let requests = (0..20).map(|n| {
+            let body = json!({"flakeref": format!("AcmeCorp/infra/=0.2.{n}#nixosConfigurations.web")}).to_string();
+            async move { self.http(controller, "POST", "/releases", Some(&body)).await }
+        });
+        futures::future::join_all(requests).await
+    }
+
     /// Scripts the simulator: `rule` as in dev/README.md.
     pub fn script(&self, rule: Value) {
         script_simulator(rule);
