@@ -143,31 +143,31 @@ impl CommandRunner for SsmCommandRunner {
         }
         // The listing mixes both streams and cuts them at 2,500 characters: for a
         // few failed instances, read stdout and stderr apart.
-        // Best effort: a failed fetch leaves the tails empty with a note, and
-        // never keeps the instances' statuses from being judged.
-        let failed = invocations.iter_mut().filter(|o| o.failed()).take(STREAMS_FOR_FAILURES);
-        for outcome in failed {
-            let fetched = self
-                .client
-                .get_command_invocation()
-                .command_id(command_id)
-                .instance_id(&outcome.instance_id)
-                .send()
-                .await;
-            match fetched {
-                Ok(streams) => {
-                    outcome.stdout_tail =
-                        tail(streams.standard_output_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
-                    outcome.stderr_tail = tail(streams.standard_error_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
-                }
-                Err(e) => {
-                    let why = super::logged_failure("SSM", "GetCommandInvocation", &e);
-                    outcome.stdout_tail.clear();
-                    outcome.output_note = Some(format!("output not fetched ({why}); it stays in SSM"));
-                }
-            }
+        for outcome in invocations.iter_mut().filter(|o| o.failed()).take(STREAMS_FOR_FAILURES) {
+            self.fetch_streams(command_id, outcome).await;
         }
         Ok(CommandReport { finished, invocations })
+    }
+}
+
+impl SsmCommandRunner {
+    /// One instance's stdout and stderr tails. Best effort: a failed fetch
+    /// leaves them empty with a note, and never keeps the instances' statuses
+    /// from being judged.
+    async fn fetch_streams(&self, command_id: &str, outcome: &mut InstanceOutcome) {
+        let fetched =
+            self.client.get_command_invocation().command_id(command_id).instance_id(&outcome.instance_id).send().await;
+        match fetched {
+            Ok(streams) => {
+                outcome.stdout_tail = tail(streams.standard_output_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
+                outcome.stderr_tail = tail(streams.standard_error_content().unwrap_or_default(), OUTPUT_TAIL_CHARS);
+            }
+            Err(e) => {
+                let why = super::logged_failure("SSM", "GetCommandInvocation", &e);
+                outcome.stdout_tail.clear();
+                outcome.output_note = Some(format!("output not fetched ({why}); it stays in SSM"));
+            }
+        }
     }
 }
 

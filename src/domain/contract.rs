@@ -14,14 +14,26 @@ use std::time::Duration;
 /// `template`: a pending release of that fleet; copies get fresh ids. Panics
 /// with the step that broke the contract.
 pub async fn check<S: ReleaseStore>(store: &S, template: &Release, now: Timestamp) {
-    let fleet = &template.fleet;
-    let copy = |n: u128, at: Timestamp| Release {
+    let done = admit_save_and_settle(store, template, now).await;
+    lose_the_lease(store, template, &done, now).await;
+}
+
+/// A copy of `template` created at `at`, with a fresh id.
+fn copy(template: &Release, n: u128, at: Timestamp) -> Release {
+    Release {
         id: ReleaseId::generate(at, n),
         created_at: at,
         updated_at: at,
         deadline: at.plus(Duration::from_secs(600)),
         ..template.clone()
-    };
+    }
+}
+
+/// Admission (busy, replays), fenced progress and settling; answers the
+/// settled release.
+async fn admit_save_and_settle<S: ReleaseStore>(store: &S, template: &Release, now: Timestamp) -> Release {
+    let fleet = &template.fleet;
+    let copy = |n: u128, at: Timestamp| copy(template, n, at);
     let claim = |key: &str, request: &str| IdempotencyClaim {
         key: IdempotencyKey::parse(key).unwrap(),
         request: request.into(),
@@ -65,6 +77,15 @@ pub async fn check<S: ReleaseStore>(store: &S, template: &Release, now: Timestam
     let state = store.fleet_state(fleet).await.unwrap();
     assert_eq!((state.lease, state.last_good_release.as_ref()), (None, Some(&a.id)), "a settled");
 
+    done
+}
+
+/// A hand-over to an existing id is refused whole; a release whose lease
+/// lapsed and was taken settles alone, and changes nothing on the fleet.
+async fn lose_the_lease<S: ReleaseStore>(store: &S, template: &Release, done: &Release, now: Timestamp) {
+    let fleet = &template.fleet;
+    let copy = |n: u128, at: Timestamp| copy(template, n, at);
+    let a = done;
     // A hand-over to a release that exists is refused whole.
     let c = copy(3, now);
     assert_eq!(store.admit(&c, &lease_for(&c), None, true, now).await.unwrap(), Admitted::Yes, "admit c");
