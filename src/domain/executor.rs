@@ -140,7 +140,12 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                 seen.wave_reports = Some(invocations);
             }
             Need::Running => seen.running = Some(self.inventory.running_instances(target, None).await?),
-            Need::RollbackTarget(failed) => seen.rollback_target = Some(self.rollback_target(&failed).await?),
+            Need::RollbackTarget { good: Some(id), .. } => {
+                seen.rollback_target = Some(self.store.release(self.fleet(), &id).await?);
+            }
+            Need::RollbackTarget { good: None, before } => {
+                seen.rollback_target = Some(self.store.last_succeeded_before(self.fleet(), &before).await?);
+            }
             Need::GoodRelease(id) => seen.good = Some(self.release(&id).await?),
             Need::FleetInstances => seen.instances = Some(self.inventory.fleet_instances(target).await?),
             Need::TaggedReleases(ids) => {
@@ -161,16 +166,6 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             }
         }
         Ok(())
-    }
-
-    /// The fleet's last good release (unless it is the failed one), or the
-    /// newest success before the failed release.
-    async fn rollback_target(&self, failed: &ReleaseId) -> Result<Option<Release>, ControlError> {
-        let state = self.store.fleet_state(self.fleet()).await?;
-        Ok(match state.last_good_release {
-            Some(id) if &id != failed => self.store.release(self.fleet(), &id).await?,
-            _ => self.store.last_succeeded_before(self.fleet(), failed).await?,
-        })
     }
 
     async fn send_first(&self, command: &ApplyCommand, seen: &mut Observed) -> Result<(), ControlError> {

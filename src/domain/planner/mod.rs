@@ -66,9 +66,12 @@ pub enum Need {
     WaveReports(Vec<String>),
     /// Every running instance of the fleet.
     Running,
-    /// The release to roll back to when this one fails: the fleet's last good
-    /// release, or the newest success before it.
-    RollbackTarget(ReleaseId),
+    /// The release to roll back to: `good` when named, else the newest
+    /// success before `before`.
+    RollbackTarget {
+        good: Option<ReleaseId>,
+        before: ReleaseId,
+    },
     /// The fleet's last good release, for a repair.
     GoodRelease(ReleaseId),
     FleetInstances,
@@ -503,7 +506,13 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         ReleaseKind::Deploy => {}
     }
     let Some(target) = &seen.rollback_target else {
-        return Step::Observe(Need::RollbackTarget(release.id.clone()));
+        // The fleet's last good release, unless that is the failing one (a
+        // release read before it settled); else the newest success before it.
+        let Some(fleet) = &seen.fleet else {
+            return Step::Observe(Need::FleetState);
+        };
+        let good = fleet.last_good_release.clone().filter(|id| id != &release.id);
+        return Step::Observe(Need::RollbackTarget { good, before: release.id.clone() });
     };
     let Some(good) = target else {
         let why = format!("release {} failed and no earlier release succeeded to roll back to: {reason}", release.id);

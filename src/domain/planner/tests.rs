@@ -50,8 +50,10 @@ fn staged(waves: &[&[&str]], by: &str) -> Release {
     r
 }
 
+/// What a reconcile knows once it has read the fleet (no good release yet)
+/// and the release holding it.
 fn holding(release: Release) -> Observed {
-    Observed { holder: Some(release), ..Observed::default() }
+    Observed { fleet: Some(FleetState::default()), holder: Some(release), ..Observed::default() }
 }
 
 /// A step in a few words, for tables.
@@ -424,6 +426,28 @@ fn failures_roll_back_halt_or_fail_by_kind_policy_and_history() {
     let rollout = rollback.rollout.unwrap();
     assert_eq!((rollout.fixed, rollout.waves[0].instance_ids.as_slice()), (true, ["i-0".to_string()].as_slice()));
     assert!(rollout.waves[0].claimed_by(&Claim::new("me", secs(1))), "this pass sends it");
+}
+
+#[test]
+fn the_rollback_target_is_the_last_good_release_unless_it_is_the_failing_one() {
+    let s = settings(RolloutMode::Staged);
+    let mut failing = staged(&[&["i-0"]], "other");
+    failing.instances = vec![outcome("i-0", "Failed")];
+    let with_good = |good: Option<ReleaseId>| Observed {
+        fleet: Some(FleetState { last_good_release: good, ..FleetState::default() }),
+        ..holding(failing.clone())
+    };
+    let ask = |seen: &Observed| plan(seen, &s, &pass(secs(1)));
+    let before = failing.id.clone();
+    assert_eq!(
+        ask(&with_good(Some(id(7)))),
+        Step::Observe(Need::RollbackTarget { good: Some(id(7)), before: before.clone() })
+    );
+    let itself = with_good(Some(failing.id.clone()));
+    assert_eq!(ask(&itself), Step::Observe(Need::RollbackTarget { good: None, before: before.clone() }), "not itself");
+    assert_eq!(ask(&with_good(None)), Step::Observe(Need::RollbackTarget { good: None, before }));
+    let unread = Observed { fleet: None, ..with_good(None) };
+    assert_eq!(ask(&unread), Step::Observe(Need::FleetState), "a deploy's own pass reads the fleet first");
 }
 
 #[test]
