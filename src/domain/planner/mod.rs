@@ -522,25 +522,35 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
     if reached.is_empty() {
         return failed(release);
     }
-    let mut rollback = new_release(
-        settings,
-        pass.fresh_id.clone(),
-        good.flakeref.clone(),
-        good.revision.clone(),
-        ReleaseKind::Rollback,
-        Some(good.id.clone()),
-        pass.now(),
-    );
-    rollback.status = ReleaseStatus::InProgress;
-    rollback.status_reason = Some(format!("automatic rollback of {}: {reason}", release.id));
     // It reaches only the instances the bad release reached.
-    rollback.rollout =
-        Some(Rollout { fleet_size: Some(reached.len()), waves: vec![Wave::new(reached, &pass.claim)], fixed: true });
+    let mut rollback = put_back(good, ReleaseKind::Rollback, reached, settings, pass);
+    rollback.status_reason = Some(format!("automatic rollback of {}: {reason}", release.id));
     release.status = ReleaseStatus::RolledBack;
     Step::Settle {
         settlement: Box::new(lease::settlement(release, None, Some(rollback))),
         outcome: Outcome::RolledBack,
     }
+}
+
+/// A release that puts `good`'s flakeref back on exactly `instances` (a fixed
+/// wave, claimed by this pass, none when empty): an automatic rollback, or a
+/// repair.
+fn put_back(
+    good: &Release,
+    kind: ReleaseKind,
+    instances: Vec<String>,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Release {
+    let rollback_of = (kind == ReleaseKind::Rollback).then(|| good.id.clone());
+    let flakeref = good.flakeref.clone();
+    let mut release =
+        new_release(settings, pass.fresh_id.clone(), flakeref, good.revision.clone(), kind, rollback_of, pass.now());
+    release.status = ReleaseStatus::InProgress;
+    let fleet_size = Some(instances.len());
+    let waves = if instances.is_empty() { vec![] } else { vec![Wave::new(instances, &pass.claim)] };
+    release.rollout = Some(Rollout { fleet_size, waves, fixed: true });
+    release
 }
 
 /// A free fleet: put its good release where it is missing (launch into free
@@ -578,18 +588,7 @@ fn plan_repair_step(fleet: &FleetState, seen: &Observed, settings: &FleetSetting
         // No image, nothing to launch: said, with no release recorded each minute.
         return rest_because(Outcome::Idle, format!("{} instances missing but {why}", repair.launch.len()));
     }
-    let mut release = new_release(
-        settings,
-        pass.fresh_id.clone(),
-        good.flakeref.clone(),
-        good.revision.clone(),
-        ReleaseKind::Repair,
-        None,
-        pass.now(),
-    );
-    release.status = ReleaseStatus::InProgress;
-    let waves = if repair.reapply.is_empty() { vec![] } else { vec![Wave::new(repair.reapply.clone(), &pass.claim)] };
-    release.rollout = Some(Rollout { fleet_size: Some(repair.reapply.len()), waves, fixed: true });
+    let mut release = put_back(good, ReleaseKind::Repair, repair.reapply.clone(), settings, pass);
     release.launches =
         repair.launch.iter().map(|slot| Launch { slot: *slot, instance_id: None, error: None }).collect();
     Step::StartRepair { repair: Box::new(release), plan: repair }
