@@ -1,14 +1,21 @@
 //! Apply commands through SSM Run Command, with the project's own document.
 
+use crate::domain::model::outcome::PingStatus;
 use crate::domain::model::outcome::{InstanceOutcome, InvocationState};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandRunner, CommandTarget, RunnerError};
-use aws_sdk_ssm::types::{CommandFilter, CommandFilterKey, CommandInvocationStatus, CommandStatus, Target};
+use aws_sdk_ssm::types::{
+    CommandFilter, CommandFilterKey, CommandInvocationStatus, CommandStatus, InstanceInformationStringFilter, Target,
+};
 use aws_sdk_ssm::Client;
+use std::collections::HashMap;
 use tracing::instrument;
 
 /// Output kept per instance: ListCommandInvocations gives at most 2,500 characters.
 const OUTPUT_TAIL_CHARS: usize = 1000;
+/// DescribeInstanceInformation answers at most 50 nodes a page; ids are asked
+/// for in lists of the same size.
+const NODES_PER_CALL: usize = 50;
 /// How many failed instances per report get their streams read one by one.
 const STREAMS_FOR_FAILURES: usize = 10;
 
@@ -71,7 +78,12 @@ impl CommandRunner for SsmCommandRunner {
                 let text = super::logged_failure("SSM", "SendCommand", &e);
                 // A refusal by the service means no command exists; anything
                 // else (timeouts, 5xx after retries) may have started one.
-                Err(if super::refused(&e) { RunnerError::Rejected(text) } else { RunnerError::Unavailable(text) })
+                let not_managed = e.as_service_error().is_some_and(|s| s.is_invalid_instance_id());
+                Err(match (not_managed, super::refused(&e)) {
+                    (true, _) => RunnerError::NotManaged(text),
+                    (false, true) => RunnerError::Rejected(text),
+                    (false, false) => RunnerError::Unavailable(text),
+                })
             }
         }
     }
@@ -147,6 +159,36 @@ impl CommandRunner for SsmCommandRunner {
             self.fetch_streams(command_id, outcome).await;
         }
         Ok(CommandReport { finished, invocations })
+    }
+
+    #[instrument(skip_all, fields(instances = instance_ids.len()))]
+    async fn managed_nodes(&self, instance_ids: &[String]) -> Result<HashMap<String, PingStatus>, RunnerError> {
+        let mut statuses: HashMap<String, PingStatus> =
+            instance_ids.iter().map(|id| (id.clone(), PingStatus::NotRegistered)).collect();
+        for chunk in instance_ids.chunks(NODES_PER_CALL) {
+            let filter = InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .set_values(Some(chunk.to_vec()))
+                .build()
+                .map_err(|e| RunnerError::Rejected(e.to_string()))?;
+            let mut pages = self
+                .client
+                .describe_instance_information()
+                .filters(filter)
+                .max_results(NODES_PER_CALL as i32)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| unavailable("DescribeInstanceInformation", &e))?;
+                for node in page.instance_information_list() {
+                    let (Some(id), Some(ping)) = (node.instance_id(), node.ping_status()) else { continue };
+                    if let Some(status) = statuses.get_mut(id) {
+                        *status = PingStatus::parse(ping.as_str());
+                    }
+                }
+            }
+        }
+        Ok(statuses)
     }
 }
 

@@ -43,6 +43,8 @@ fn rollout(vars: &Vars) -> Result<RolloutPolicy, ConfigError> {
         wave: vars.rate("FLAKEFLEET_WAVE_SIZE", "50%", 1)?,
         failure_threshold: vars.rate("FLAKEFLEET_FAILURE_THRESHOLD", "0", 0)?,
         auto_rollback: vars.flag("FLAKEFLEET_AUTO_ROLLBACK", "true")?,
+        // 10% of the fleet, rounded up: at least one host on any fleet (see README).
+        unreachable_tolerance: vars.rate("FLAKEFLEET_UNREACHABLE_TOLERANCE", "10%", 0)?,
     })
 }
 

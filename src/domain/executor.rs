@@ -6,10 +6,12 @@
 use super::error::ControlError;
 use super::model::fleet::{FleetSettings, FleetState, MachineImage};
 use super::model::ids::{FleetName, ReleaseId};
+use super::model::outcome::PingStatus;
 use super::model::release::{Release, ReleaseStatus};
 use super::model::rollout::Claim;
 use super::model::time::Timestamp;
 use super::planner::lease::{self, Admission};
+use super::planner::reach::drop_unreachable;
 use super::planner::repair::launch_request;
 use super::planner::{Need, Observed, Outcome, Pass, Step};
 use super::ports::{
@@ -128,6 +130,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                 running.truncate(size);
                 seen.canary = Some(running);
             }
+            Need::ManagedNodes(ids) => seen.nodes.extend(self.runner.managed_nodes(&ids).await?),
             Need::AnyRunning => {
                 seen.any_running = Some(!self.inventory.running_instances(target, Some(1)).await?.is_empty());
             }
@@ -177,6 +180,23 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             }
             Err(RunnerError::Rejected(reason)) => {
                 seen.first_send = Some(Err(reason));
+                Ok(())
+            }
+            Err(RunnerError::NotManaged(reason)) => {
+                // An agent went away since the planner looked: look again, so
+                // it chooses among what is reachable now. If every target
+                // still looks Online, the refusal is SSM's own and stands.
+                let CommandTarget::Instances(ids) = &command.target else {
+                    seen.first_send = Some(Err(reason));
+                    return Ok(());
+                };
+                let fresh = self.runner.managed_nodes(ids).await?;
+                if fresh.values().all(|s| *s == PingStatus::Online) {
+                    seen.first_send = Some(Err(reason));
+                } else {
+                    warn!(%reason, "a canary target is no longer a managed node; choosing again");
+                }
+                seen.nodes.extend(fresh);
                 Ok(())
             }
             Err(RunnerError::Unavailable(reason)) => {
@@ -241,10 +261,25 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             let command_id = match found {
                 Some(id) => id,
                 None => {
-                    let target = CommandTarget::Instances(batch);
+                    let target = CommandTarget::Instances(batch.clone());
                     let command = ApplyCommand { flakeref: release.flakeref.clone(), target, comment };
                     match self.runner.send(&command).await {
                         Ok(id) => id,
+                        Err(RunnerError::NotManaged(reason)) => {
+                            // An agent went away after the wave was chosen: the
+                            // planner's rule drops what is not Online now, and
+                            // the rest of the batch is sent.
+                            let fresh = self.runner.managed_nodes(&batch).await?;
+                            if !drop_unreachable(&mut release, &fresh) {
+                                if unsaved > 0 {
+                                    self.record(release, now).await?;
+                                }
+                                return Err(RunnerError::Rejected(reason).into());
+                            }
+                            warn!(%reason, "dropped wave targets that are no longer managed nodes");
+                            unsaved += 1;
+                            continue;
+                        }
                         Err(e) => {
                             // Left claimed: the reconcile takes over after the claim
                             // lapses. Record what went out so it need not search for it.

@@ -2,7 +2,7 @@
 
 use super::model::fleet::{FleetInstance, FleetState, Halt, ImageSelector, InstanceState, Lease, MachineImage};
 use super::model::ids::{FleetName, ReleaseId, TargetTag};
-use super::model::outcome::InstanceOutcome;
+use super::model::outcome::{InstanceOutcome, PingStatus};
 use super::model::release::{Release, ReleaseStatus};
 use super::model::time::Timestamp;
 use super::ports::*;
@@ -226,6 +226,12 @@ pub struct ScriptedRunner {
     pub reports: Mutex<HashMap<String, CommandReport>>,
     /// (instance id, flakeref) pairs whose apply fails.
     pub failing: Mutex<Vec<(String, String)>>,
+    /// Managed-node statuses; an instance not listed is Online. As SSM: a
+    /// send naming an unregistered or inactive node is refused whole, one to
+    /// a node that lost its connection is accepted and never delivered.
+    pub agents: Mutex<HashMap<String, PingStatus>>,
+    /// Agents that change just as the next send arrives (after the planner checked).
+    pub agents_on_send: Mutex<Vec<(String, PingStatus)>>,
 }
 
 impl Default for ScriptedRunner {
@@ -235,6 +241,8 @@ impl Default for ScriptedRunner {
             next: Mutex::new(SendBehaviour::Accept),
             reports: Mutex::default(),
             failing: Mutex::default(),
+            agents: Mutex::default(),
+            agents_on_send: Mutex::default(),
         }
     }
 }
@@ -243,11 +251,31 @@ impl ScriptedRunner {
     pub fn sent_count(&self) -> usize {
         self.sent.lock().unwrap().len()
     }
+
+    pub fn set_agent(&self, instance_id: &str, status: PingStatus) {
+        self.agents.lock().unwrap().insert(instance_id.to_owned(), status);
+    }
+
+    fn agent(&self, instance_id: &str) -> PingStatus {
+        self.agents.lock().unwrap().get(instance_id).cloned().unwrap_or(PingStatus::Online)
+    }
 }
 
 impl CommandRunner for ScriptedRunner {
     async fn send(&self, command: &ApplyCommand) -> Result<String, RunnerError> {
         let behaviour = self.next.lock().unwrap().clone();
+        for (id, status) in self.agents_on_send.lock().unwrap().drain(..) {
+            self.set_agent(&id, status);
+        }
+        if let CommandTarget::Instances(ids) = &command.target {
+            let refused: Vec<&String> = ids
+                .iter()
+                .filter(|id| matches!(self.agent(id), PingStatus::NotRegistered | PingStatus::Inactive))
+                .collect();
+            if !refused.is_empty() {
+                return Err(RunnerError::NotManaged(format!("InvalidInstanceId: {refused:?}")));
+            }
+        }
         let mut sent = self.sent.lock().unwrap();
         let id = format!("cmd-{}", sent.len() + 1);
         match behaviour {
@@ -284,12 +312,16 @@ impl CommandRunner for ScriptedRunner {
             .iter()
             .map(|id| {
                 let fails = failing.iter().any(|(i, f)| i == id && f == command.flakeref.as_str());
-                let status = if fails { "Failed" } else { "Success" };
+                let (status, detail) = match (self.agent(id), fails) {
+                    (PingStatus::Online, false) => ("Success", "Success"),
+                    (PingStatus::Online, true) => ("Failed", "Failed"),
+                    _ => ("Failed", "Undeliverable"),
+                };
                 InstanceOutcome {
                     instance_id: id.clone(),
                     status: status.into(),
-                    detail: status.into(),
-                    exit_code: Some(i32::from(fails)),
+                    detail: detail.into(),
+                    exit_code: (detail != "Undeliverable").then_some(i32::from(fails)),
                     stdout_tail: String::new(),
                     stderr_tail: String::new(),
                     output_note: None,
@@ -297,6 +329,10 @@ impl CommandRunner for ScriptedRunner {
             })
             .collect();
         Ok(CommandReport { finished: true, invocations })
+    }
+
+    async fn managed_nodes(&self, instance_ids: &[String]) -> Result<HashMap<String, PingStatus>, RunnerError> {
+        Ok(instance_ids.iter().map(|id| (id.clone(), self.agent(id))).collect())
     }
 }
 

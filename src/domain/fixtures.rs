@@ -30,7 +30,14 @@ pub fn spec(capacity: usize) -> FleetSpec {
 
 /// A canary of one, waves of 30%, no failure tolerated.
 pub fn policy(mode: RolloutMode, auto_rollback: bool) -> RolloutPolicy {
-    RolloutPolicy { mode, canary: 1, wave: Rate::Percent(30), failure_threshold: Rate::Count(0), auto_rollback }
+    RolloutPolicy {
+        mode,
+        canary: 1,
+        wave: Rate::Percent(30),
+        failure_threshold: Rate::Count(0),
+        auto_rollback,
+        unreachable_tolerance: Rate::Count(1),
+    }
 }
 
 /// Fleet `prod` on `Name=FlakeHubDemo`: a 600 s deadline, a 120 s takeover

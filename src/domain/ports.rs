@@ -4,9 +4,10 @@
 use super::model::flakeref::Flakeref;
 use super::model::fleet::{FleetInstance, FleetSpec, FleetState, ImageSelector, Lease, MachineImage};
 use super::model::ids::{FleetName, IdempotencyKey, ReleaseId, TargetTag};
-use super::model::outcome::InstanceOutcome;
+use super::model::outcome::{InstanceOutcome, PingStatus};
 use super::model::release::Release;
 use super::model::time::Timestamp;
+use std::collections::HashMap;
 use std::future::Future;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -241,6 +242,10 @@ pub enum RunnerError {
     /// No clear answer: a command may or may not have been started.
     #[error("command service unavailable: {0}")]
     Unavailable(String),
+    /// The service refused the request because a named instance is not a
+    /// managed node it can send to (SSM's InvalidInstanceId): no command exists.
+    #[error("an instance is not a managed node: {0}")]
+    NotManaged(String),
 }
 
 /// What the command service reports for one command.
@@ -260,4 +265,11 @@ pub trait CommandRunner: Send + Sync {
         -> impl Future<Output = Result<Option<String>, RunnerError>> + Send;
 
     fn report(&self, command_id: &str) -> impl Future<Output = Result<CommandReport, RunnerError>> + Send;
+
+    /// Where each of these instances stands as a managed node; an instance
+    /// the service does not know is `NotRegistered`.
+    fn managed_nodes(
+        &self,
+        instance_ids: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, PingStatus>, RunnerError>> + Send;
 }

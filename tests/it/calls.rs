@@ -67,6 +67,7 @@ async fn a_staged_rollout_costs_these_calls_step_by_step() {
         canary: 1,
         wave: Rate::Percent(50),
         failure_threshold: Rate::Count(0),
+        unreachable_tolerance: Rate::Count(1),
         auto_rollback: true,
     };
     let controller = stack.counted_controller_with(&calls, settings);

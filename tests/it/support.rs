@@ -219,6 +219,7 @@ impl Stack {
                 canary: 1,
                 wave: Rate::Percent(25),
                 failure_threshold: Rate::Count(0),
+                unreachable_tolerance: Rate::Count(1),
                 auto_rollback: false,
             },
             spec: default_spec(),

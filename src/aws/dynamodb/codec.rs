@@ -3,7 +3,7 @@
 
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{FleetName, ReleaseId, Revision};
-use crate::domain::model::outcome::InstanceOutcome;
+use crate::domain::model::outcome::{InstanceOutcome, Unreachable};
 use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::rollout::Rollout;
 use crate::domain::model::time::Timestamp;
@@ -62,6 +62,8 @@ struct BodyRef<'a> {
     rollout: Option<&'a Rollout>,
     #[serde(skip_serializing_if = "<[Launch]>::is_empty")]
     launches: &'a [Launch],
+    #[serde(skip_serializing_if = "<[Unreachable]>::is_empty")]
+    unreachable: &'a [Unreachable],
 }
 
 #[derive(Deserialize)]
@@ -72,6 +74,8 @@ struct Body {
     rollout: Option<Rollout>,
     #[serde(default)]
     launches: Vec<Launch>,
+    #[serde(default)]
+    unreachable: Vec<Unreachable>,
 }
 
 /// The release item, and the part items when its body is over `inline_bytes`.
@@ -102,9 +106,13 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
     }
     // Outputs arrive cut to their tails (aws/ssm.rs) and trimmed to a few
     // failures (domain::model::outcome::trim_outputs): stored as they are.
-    let body =
-        serde_json::to_string(&BodyRef { instances: &r.instances, rollout: r.rollout.as_ref(), launches: &r.launches })
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let body = serde_json::to_string(&BodyRef {
+        instances: &r.instances,
+        rollout: r.rollout.as_ref(),
+        launches: &r.launches,
+        unreachable: &r.unreachable,
+    })
+    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if body.len() <= inline_bytes {
         item.insert("body".into(), s(body));
         return Ok((item, Vec::new()));
@@ -141,7 +149,7 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
     let body: Body = match (parts, opt_string(item, "body")) {
         (Some(bytes), _) => serde_json::from_slice(bytes).map_err(|_| corrupt("body"))?,
         (None, Some(text)) => serde_json::from_str(&text).map_err(|_| corrupt("body"))?,
-        (None, None) => Body { instances: Vec::new(), rollout: None, launches: Vec::new() },
+        (None, None) => Body { instances: Vec::new(), rollout: None, launches: Vec::new(), unreachable: Vec::new() },
     };
     Ok(Release {
         id: parse_id(&string(item, "id")?)?,
@@ -161,6 +169,7 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
         instances: body.instances,
         launches: body.launches,
         rollout: body.rollout,
+        unreachable: body.unreachable,
         version: num(item, "version")?,
     })
 }
@@ -229,6 +238,10 @@ mod tests {
                 slot: 2,
                 instance_id: Some("i-9".into()),
                 error: None,
+            }],
+            unreachable: vec![Unreachable {
+                instance_id: "i-4".into(),
+                ping_status: crate::domain::model::outcome::PingStatus::ConnectionLost,
             }],
             version: 4,
         };

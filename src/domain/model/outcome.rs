@@ -107,10 +107,76 @@ impl InstanceOutcome {
         self.status == InvocationState::Success
     }
 
-    /// Finished without converging: the one definition of a failed instance.
+    /// Finished without converging, having run: the one definition of a
+    /// failed instance. An invocation that never reached the host is not a
+    /// failure of the release but an unreachable host.
     pub fn failed(&self) -> bool {
-        self.is_finished() && !self.converged()
+        self.is_finished() && !self.converged() && !self.unreachable()
     }
+
+    /// SSM never delivered the command: the agent was not there (a stopped
+    /// node, or one that lost its connection after the send). SSM itself does
+    /// not count these against MaxErrors.
+    pub fn unreachable(&self) -> bool {
+        self.is_finished() && UNDELIVERED.contains(&self.detail.as_str())
+    }
+}
+
+/// SSM's `StatusDetails` for an invocation the agent never received.
+const UNDELIVERED: [&str; 2] = ["Undeliverable", "Delivery Timed Out"];
+
+/// Where an instance stands as an SSM managed node (DescribeInstanceInformation's
+/// `PingStatus`); an instance SSM does not list is `NotRegistered`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PingStatus {
+    Online,
+    ConnectionLost,
+    Inactive,
+    NotRegistered,
+    /// A status this code does not know: never a target.
+    Unknown(String),
+}
+
+impl PingStatus {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Online => "Online",
+            Self::ConnectionLost => "ConnectionLost",
+            Self::Inactive => "Inactive",
+            Self::NotRegistered => "NotRegistered",
+            Self::Unknown(other) => other,
+        }
+    }
+
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "Online" => Self::Online,
+            "ConnectionLost" => Self::ConnectionLost,
+            "Inactive" => Self::Inactive,
+            "NotRegistered" => Self::NotRegistered,
+            other => Self::Unknown(other.to_owned()),
+        }
+    }
+}
+
+impl Serialize for PingStatus {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PingStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::parse(&String::deserialize(d)?))
+    }
+}
+
+/// An instance a release passed over because it was not an Online managed
+/// node when its turn came. The drift repair brings it up to date once it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreachable {
+    pub instance_id: String,
+    pub ping_status: PingStatus,
 }
 
 /// Failed instances whose output a release keeps; SSM keeps all of it.
@@ -170,6 +236,23 @@ pub(crate) mod tests {
             stderr_tail: String::new(),
             output_note: None,
         }
+    }
+
+    #[test]
+    fn undelivered_invocations_are_unreachable_not_failed() {
+        let mut lost = outcome("i-1", "Failed");
+        lost.detail = "Undeliverable".into();
+        assert!(lost.unreachable() && !lost.failed() && !lost.converged());
+        let mut late = outcome("i-2", "TimedOut");
+        late.detail = "Delivery Timed Out".into();
+        assert!(late.unreachable() && !late.failed());
+        let mut ran_too_long = outcome("i-3", "TimedOut");
+        ran_too_long.detail = "Execution Timed Out".into();
+        assert!(ran_too_long.failed() && !ran_too_long.unreachable());
+        for status in ["Online", "ConnectionLost", "Inactive", "NotRegistered", "Odd"] {
+            assert_eq!(PingStatus::parse(status).as_str(), status);
+        }
+        assert_eq!(PingStatus::parse("Odd"), PingStatus::Unknown("Odd".into()));
     }
 
     #[test]

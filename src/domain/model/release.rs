@@ -2,7 +2,7 @@
 
 use super::flakeref::Flakeref;
 use super::ids::{FleetName, ReleaseId, Revision};
-use super::outcome::InstanceOutcome;
+use super::outcome::{InstanceOutcome, Unreachable};
 use super::rollout::Rollout;
 use super::time::{rfc3339, Timestamp};
 use serde::Serialize;
@@ -124,6 +124,10 @@ pub struct Release {
     /// For a repair: the instances it asked EC2 to launch.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub launches: Vec<Launch>,
+    /// Instances this release passed over: not Online managed nodes when
+    /// their turn came (invocations SSM could not deliver are in `instances`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<Unreachable>,
     /// Raised by every write: the fencing number that lets only one writer move
     /// a release on from what it read.
     pub version: u64,
@@ -143,13 +147,23 @@ impl Release {
 
     /// Every instance this release's commands were sent to, as far as recorded.
     pub fn reached_instances(&self) -> Vec<String> {
+        let undelivered: Vec<&str> =
+            self.instances.iter().filter(|i| i.unreachable()).map(|i| i.instance_id.as_str()).collect();
         let mut ids: Vec<String> = match &self.rollout {
             Some(rollout) => rollout.targeted().cloned().collect(),
             None => self.instances.iter().map(|i| i.instance_id.clone()).collect(),
         };
+        // SSM never delivered the command to these: they still run what they ran.
+        ids.retain(|id| !undelivered.contains(&id.as_str()));
         ids.sort();
         ids.dedup();
         ids
+    }
+
+    /// Hosts this release could not reach: passed over before a send, or
+    /// whose invocation SSM could not deliver.
+    pub fn unreachable_count(&self) -> usize {
+        self.unreachable.len() + self.instances.iter().filter(|i| i.unreachable()).count()
     }
 }
 

@@ -84,6 +84,9 @@ pub struct RolloutPolicy {
     pub failure_threshold: Rate,
     /// Whether a failed deploy puts the last good release back by itself.
     pub auto_rollback: bool,
+    /// Hosts a release may pass over as unreachable (not Online managed
+    /// nodes, or never delivered to) before it stops as if it had failed.
+    pub unreachable_tolerance: Rate,
 }
 
 /// Who claims a piece of work, and when: a token unique to one invocation

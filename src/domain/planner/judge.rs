@@ -22,10 +22,13 @@ pub fn judge_command(report: &CommandReport, deadline: Timestamp, now: Timestamp
     let mut instances = report.invocations.clone();
     instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     let unfinished = instances.iter().filter(|i| !i.is_finished()).count();
-    let not_converged: Vec<&InstanceOutcome> = instances.iter().filter(|i| i.is_finished() && !i.converged()).collect();
+    let not_converged: Vec<&InstanceOutcome> = instances.iter().filter(|i| i.failed()).collect();
 
     let (status, reason) = if report.finished && instances.is_empty() {
         (ReleaseStatus::NoInstances, Some("the command reached no instance carrying the fleet tag".to_owned()))
+    } else if report.finished && unfinished == 0 && instances.iter().all(|i| i.unreachable()) {
+        let why = format!("SSM delivered the command to none of the {} instances it targeted", instances.len());
+        (ReleaseStatus::NoInstances, Some(why))
     } else if report.finished && unfinished == 0 {
         if not_converged.is_empty() {
             (ReleaseStatus::Succeeded, None)
@@ -73,6 +76,10 @@ pub fn judge_wave(rollout: &Rollout, outcomes: &[InstanceOutcome], policy: &Roll
 
     if rollout.waves.len() == 1 && failed_in_wave > 0 {
         return WaveVerdict::Stop(format!("the first wave failed on {failed_in_wave} of {} instances", in_wave.len()));
+    }
+    // A canary that converged nowhere (SSM could not deliver to it) proved nothing.
+    if rollout.waves.len() == 1 && !rollout.fixed && finished && !wave_outcomes.iter().any(|o| o.converged()) {
+        return WaveVerdict::Stop(format!("the first wave converged on none of its {} instances", in_wave.len()));
     }
     let total = rollout.fleet_size.unwrap_or(in_wave.len());
     let allowed = policy.failure_threshold.floor_of(total);
@@ -168,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn undeliverable_is_never_success_even_when_ssm_says_success() {
+    fn undelivered_hosts_are_not_failures_and_never_a_success_alone() {
         let report = CommandReport {
             finished: true,
             invocations: vec![
@@ -177,12 +184,12 @@ mod tests {
                 with_detail("i-3", "TimedOut", "Delivery Timed Out"),
             ],
         };
-        let v = judge_command(&report, DEADLINE, T);
-        assert_eq!(v.status, ReleaseStatus::Failed);
-        assert_eq!(
-            v.reason.as_deref(),
-            Some("2 of 3 instances did not converge: i-2 Undeliverable, i-3 Delivery Timed Out")
-        );
+        // The tolerance for unreachable hosts is the planner's call.
+        assert_eq!(judge_command(&report, DEADLINE, T).status, ReleaseStatus::Succeeded);
+        let nowhere = CommandReport { finished: true, invocations: report.invocations[1..].to_vec() };
+        let v = judge_command(&nowhere, DEADLINE, T);
+        assert_eq!(v.status, ReleaseStatus::NoInstances);
+        assert_eq!(v.reason.as_deref(), Some("SSM delivered the command to none of the 2 instances it targeted"));
     }
 
     #[test]
@@ -219,6 +226,7 @@ mod tests {
             canary: 1,
             wave: Rate::parse("30%").unwrap(),
             failure_threshold: Rate::parse(threshold).unwrap(),
+            unreachable_tolerance: Rate::Count(1),
             auto_rollback: true,
         }
     }

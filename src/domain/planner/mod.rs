@@ -12,21 +12,26 @@
 
 pub mod judge;
 pub mod lease;
+pub mod reach;
 pub mod repair;
 
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState, MachineImage};
 use crate::domain::model::ids::{ReleaseId, Revision};
-use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome};
+use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome, Unreachable};
 use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::rollout::{Claim, Rollout, RolloutMode, Wave};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandTarget, Settlement};
 use judge::{batches_to_report, judge_command, judge_wave, merge_outcomes, newly_converged, next_wave, WaveVerdict};
+use reach::{Choice, NodeStatuses};
 use repair::{plan_repair, tagged_releases, RepairPlan};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
+
+/// Running instances the canary is chosen from: the first Online managed nodes among them.
+pub const CANARY_POOL: usize = crate::domain::model::rollout::BATCH;
 
 /// How far before a release's creation to look for a command it may have sent.
 pub const COMMAND_LOOKBACK: Duration = Duration::from_secs(60);
@@ -56,8 +61,10 @@ pub enum Need {
         comment: String,
         since: Timestamp,
     },
-    /// Up to this many running instances of the fleet, sorted: the canary.
+    /// Up to this many running instances of the fleet, sorted: the canary's candidates.
     Canary(usize),
+    /// Where these instances stand as SSM managed nodes.
+    ManagedNodes(Vec<String>),
     /// Whether any running instance carries the fleet's tag.
     AnyRunning,
     /// The report of the one command sent to the fleet's tag.
@@ -132,6 +139,8 @@ pub struct Observed {
     pub created_here: bool,
     pub sent_before: Option<Option<String>>,
     pub canary: Option<Vec<String>>,
+    /// Managed-node statuses looked up on this pass (a refused send refreshes them).
+    pub nodes: NodeStatuses,
     pub any_running: Option<bool>,
     /// What the first command's send answered: its id, or the service's refusal.
     pub first_send: Option<Result<String, String>>,
@@ -213,6 +222,7 @@ pub fn new_release(
         instances: Vec::new(),
         rollout: (settings.rollout.mode == RolloutMode::Staged).then(Rollout::default),
         launches: Vec::new(),
+        unreachable: Vec::new(),
         version: 0,
     }
 }
@@ -253,7 +263,7 @@ fn plan_first_command(release: &Release, seen: &Observed, settings: &FleetSettin
     }
     if let Some(answer) = &seen.first_send {
         return match answer {
-            Ok(command_id) => record_first(release, command_id, seen, pass),
+            Ok(command_id) => record_first(release, command_id, seen, settings, pass),
             Err(reason) => {
                 let mut failed = release.clone();
                 failed.status = ReleaseStatus::Failed;
@@ -264,9 +274,9 @@ fn plan_first_command(release: &Release, seen: &Observed, settings: &FleetSettin
     }
     let (target, comment) = match &release.rollout {
         None => (CommandTarget::Tag(settings.target.clone()), release.command_comment()),
-        Some(_) => match &seen.canary {
-            Some(canary) => (CommandTarget::Instances(canary.clone()), release.batch_comment(0, 0)),
-            None => return Step::Observe(Need::Canary(settings.rollout.canary)),
+        Some(_) => match canary_choice(seen, settings) {
+            Ok((canary, _)) => (CommandTarget::Instances(canary), release.batch_comment(0, 0)),
+            Err(need) => return Step::Observe(need),
         },
     };
     if resume {
@@ -275,7 +285,7 @@ fn plan_first_command(release: &Release, seen: &Observed, settings: &FleetSettin
                 let since = release.created_at.minus(COMMAND_LOOKBACK);
                 return Step::Observe(Need::SentBefore { comment, since });
             }
-            Some(Some(command_id)) => return record_first(release, command_id, seen, pass),
+            Some(Some(command_id)) => return record_first(release, command_id, seen, settings, pass),
             Some(None) => {}
         }
     }
@@ -293,16 +303,38 @@ fn plan_first_command(release: &Release, seen: &Observed, settings: &FleetSettin
     if empty {
         let mut none = release.clone();
         none.status = ReleaseStatus::NoInstances;
-        none.status_reason =
-            Some(format!("no running instance carries the fleet tag {}; nothing was sent", settings.target));
+        let passed = canary_choice(seen, settings).map(|(_, passed)| passed).unwrap_or_default();
+        none.status_reason = Some(if passed.is_empty() {
+            format!("no running instance carries the fleet tag {}; nothing was sent", settings.target)
+        } else {
+            none.unreachable = passed;
+            format!(
+                "no running instance with the fleet tag {} is an Online SSM managed node ({}); nothing was sent",
+                settings.target,
+                reach::describe_unreachable(&none)
+            )
+        });
         return settle(none, Outcome::Dispatched);
     }
     Step::SendFirst(ApplyCommand { flakeref: release.flakeref.clone(), target, comment })
 }
 
+/// The canary: the first `canary` Online managed nodes among the sorted
+/// running instances, and those passed over before them.
+fn canary_choice(seen: &Observed, settings: &FleetSettings) -> Result<(Vec<String>, Vec<Unreachable>), Need> {
+    let Some(pool) = &seen.canary else {
+        return Err(Need::Canary(CANARY_POOL));
+    };
+    match reach::choose(pool, settings.rollout.canary, &seen.nodes) {
+        Choice::LookUp(ids) => Err(Need::ManagedNodes(ids)),
+        Choice::Chosen { online, passed } => Ok((online, passed)),
+    }
+}
+
 /// The holder's first command is out (sent now, or found): record it.
-fn record_first(release: &Release, command_id: &str, seen: &Observed, pass: &Pass) -> Step {
-    Step::Record { release: Box::new(first_sent(release, command_id, seen, pass)), then: Some(Outcome::Dispatched) }
+fn record_first(release: &Release, command_id: &str, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    let sent = first_sent(release, command_id, seen, settings, pass);
+    Step::Record { release: Box::new(sent), then: Some(Outcome::Dispatched) }
 }
 
 fn with_outcome(step: Step, outcome: Outcome) -> Step {
@@ -313,11 +345,13 @@ fn with_outcome(step: Step, outcome: Outcome) -> Step {
 }
 
 /// The release with its first command recorded: in progress from now on.
-fn first_sent(release: &Release, command_id: &str, seen: &Observed, pass: &Pass) -> Release {
+fn first_sent(release: &Release, command_id: &str, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Release {
     let mut sent = release.clone();
     match sent.rollout.as_mut() {
         Some(rollout) => {
-            let mut canary = Wave::new(seen.canary.clone().unwrap_or_default(), &pass.claim);
+            let (chosen, passed) = canary_choice(seen, settings).unwrap_or_default();
+            sent.unreachable.extend(passed);
+            let mut canary = Wave::new(chosen, &pass.claim);
             canary.command_ids.push(command_id.to_owned());
             rollout.waves = vec![canary];
         }
@@ -344,10 +378,16 @@ fn plan_at_once(release: &Release, seen: &Observed, settings: &FleetSettings, pa
     let changed = verdict.instances != release.instances;
     let mut next = release.clone();
     next.instances = verdict.instances;
+    if verdict.status == ReleaseStatus::Succeeded {
+        if let Some(why) = reach::over_tolerance(&next, &settings.rollout, next.instances.len()) {
+            return plan_failure(next, why, seen, settings, pass);
+        }
+    }
     match verdict.status {
         ReleaseStatus::Succeeded | ReleaseStatus::NoInstances => {
             next.status = verdict.status;
-            next.status_reason = verdict.reason;
+            next.status_reason =
+                verdict.reason.or_else(|| Some(reach::describe_unreachable(&next)).filter(|s| !s.is_empty()));
             settle(next, Outcome::Finished)
         }
         ReleaseStatus::Failed => plan_failure(next, verdict.reason.unwrap_or_default(), seen, settings, pass),
@@ -428,10 +468,17 @@ fn plan_wave(release: &Release, rollout: &Rollout, seen: &Observed, settings: &F
     let changed = merged != release.instances;
     let mut next = release.clone();
     next.instances = merged;
+    let total = rollout.fleet_size.unwrap_or(rollout.targeted().count() + release.unreachable.len());
     let verdict = match judge_wave(rollout, &next.instances, &settings.rollout) {
-        WaveVerdict::Passed => WaveVerdict::Passed,
-        _ if pass.now() >= release.deadline => WaveVerdict::Stop(format!("the deadline {} passed", release.deadline)),
-        other => other,
+        WaveVerdict::Stop(why) => WaveVerdict::Stop(why),
+        other => match reach::over_tolerance(&next, &settings.rollout, total) {
+            Some(why) => WaveVerdict::Stop(why),
+            None if other == WaveVerdict::Passed => other,
+            None if pass.now() >= release.deadline => {
+                WaveVerdict::Stop(format!("the deadline {} passed", release.deadline))
+            }
+            None => other,
+        },
     };
     match verdict {
         WaveVerdict::Running if changed => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
@@ -461,13 +508,21 @@ fn plan_next_wave(
         all.dedup();
         rollout.fleet_size = Some(all.len());
     }
-    let next = if rollout.fixed { Vec::new() } else { next_wave(&rollout, running, &settings.rollout) };
+    let total = rollout.fleet_size.unwrap_or(running.len());
+    let next = match next_online_wave(&mut release, &rollout, running, total, seen, settings) {
+        Ok(next) => next,
+        Err(need) => return Step::Observe(need),
+    };
+    if let Some(why) = reach::over_tolerance(&release, &settings.rollout, total) {
+        release.rollout = Some(rollout);
+        return plan_failure(release, why, seen, settings, pass);
+    }
     if next.is_empty() {
         release.rollout = Some(rollout);
         let failures = describe_failures(&release.instances);
         if failures.is_empty() {
             release.status = ReleaseStatus::Succeeded;
-            release.status_reason = None;
+            release.status_reason = Some(reach::describe_unreachable(&release)).filter(|s| !s.is_empty());
         } else {
             // Within the threshold: the rollout went on, but not every instance converged.
             release.status = ReleaseStatus::Failed;
@@ -479,6 +534,36 @@ fn plan_next_wave(
     release.rollout = Some(rollout);
     // Recorded first: the write that wins the claim is the one that sends.
     Step::Record { release: Box::new(release), then: None }
+}
+
+/// The next wave's Online managed nodes; candidates that are not Online are
+/// recorded on the release as unreachable and others take their place.
+fn next_online_wave(
+    release: &mut Release,
+    rollout: &Rollout,
+    running: &[String],
+    total: usize,
+    seen: &Observed,
+    settings: &FleetSettings,
+) -> Result<Vec<String>, Need> {
+    if rollout.fixed {
+        return Ok(Vec::new());
+    }
+    loop {
+        let passed_over: Vec<&str> = release.unreachable.iter().map(|u| u.instance_id.as_str()).collect();
+        let candidates: Vec<String> =
+            running.iter().filter(|id| !passed_over.contains(&id.as_str())).cloned().collect();
+        let wave = next_wave(rollout, &candidates, &settings.rollout);
+        match reach::choose(&wave, wave.len(), &seen.nodes) {
+            Choice::LookUp(ids) => return Err(Need::ManagedNodes(ids)),
+            Choice::Chosen { online, passed } if passed.is_empty() => return Ok(online),
+            Choice::Chosen { passed, .. } => release.unreachable.extend(passed),
+        }
+        // Over the tolerance already: the caller stops the rollout.
+        if reach::over_tolerance(release, &settings.rollout, total).is_some() {
+            return Ok(Vec::new());
+        }
+    }
 }
 
 /// Ends a release that went wrong: an automatic rollback when one is safe and
@@ -522,8 +607,18 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
     if reached.is_empty() {
         return failed(release);
     }
-    // It reaches only the instances the bad release reached.
-    let mut rollback = put_back(good, ReleaseKind::Rollback, reached, settings, pass);
+    // It reaches only the instances the bad release reached, and of those
+    // only Online managed nodes: the drift repair catches the others up.
+    let (online, passed) = match reach::choose(&reached, reached.len(), &seen.nodes) {
+        Choice::LookUp(ids) => return Step::Observe(Need::ManagedNodes(ids)),
+        Choice::Chosen { online, passed } => (online, passed),
+    };
+    if online.is_empty() {
+        release.status_reason = Some(format!("{reason}; no instance it reached is reachable to roll back"));
+        return failed(release);
+    }
+    let mut rollback = put_back(good, ReleaseKind::Rollback, online, settings, pass);
+    rollback.unreachable = passed;
     rollback.status_reason = Some(format!("automatic rollback of {}: {reason}", release.id));
     release.status = ReleaseStatus::RolledBack;
     Step::Settle {
@@ -575,9 +670,23 @@ fn plan_repair_step(fleet: &FleetState, seen: &Observed, settings: &FleetSetting
     let Some(flakerefs) = &seen.tagged_flakerefs else {
         return Step::Observe(Need::TaggedReleases(tagged_releases(instances)));
     };
-    let repair = plan_repair(&settings.spec, instances, |id| flakerefs.get(id) == Some(&good.flakeref));
+    let mut repair = plan_repair(&settings.spec, instances, |id| flakerefs.get(id) == Some(&good.flakeref));
+    // Drifted instances are applied to only while they are Online managed nodes.
+    let passed = match reach::choose(&repair.reapply, repair.reapply.len(), &seen.nodes) {
+        Choice::LookUp(ids) => return Step::Observe(Need::ManagedNodes(ids)),
+        Choice::Chosen { online, passed } => {
+            repair.reapply = online;
+            passed
+        }
+    };
     if repair.is_empty() {
-        return rest(Outcome::Idle);
+        if passed.is_empty() {
+            return rest(Outcome::Idle);
+        }
+        let names: Vec<String> =
+            passed.iter().take(5).map(|u| format!("{} {}", u.instance_id, u.ping_status.as_str())).collect();
+        let why = format!("{} drifted instances are not Online managed nodes: {}", passed.len(), names.join(", "));
+        return rest_because(Outcome::Idle, why);
     }
     let image = match (&seen.image, repair.launch.is_empty()) {
         (_, true) => Err(String::new()),
@@ -591,6 +700,7 @@ fn plan_repair_step(fleet: &FleetState, seen: &Observed, settings: &FleetSetting
     let mut release = put_back(good, ReleaseKind::Repair, repair.reapply.clone(), settings, pass);
     release.launches =
         repair.launch.iter().map(|slot| Launch { slot: *slot, instance_id: None, error: None }).collect();
+    release.unreachable = passed;
     Step::StartRepair { repair: Box::new(release), plan: repair }
 }
 

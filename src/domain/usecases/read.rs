@@ -5,6 +5,7 @@ use crate::domain::error::ControlError;
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::fleet::{FleetState, Halt, InstanceState, Lease};
 use crate::domain::model::ids::{FleetName, ReleaseId, TargetTag};
+use crate::domain::model::outcome::Unreachable;
 use crate::domain::model::release::{Release, ReleaseKind};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{CommandRunner, FleetInventory, ReleasePage, ReleaseStore};
@@ -21,6 +22,8 @@ pub struct RolloutProgress {
     pub targeted: usize,
     pub succeeded: usize,
     pub failed: usize,
+    /// Passed over (not Online managed nodes) or never delivered to.
+    pub unreachable: usize,
     pub pending: usize,
 }
 
@@ -32,6 +35,7 @@ impl RolloutProgress {
         };
         let succeeded = release.instances.iter().filter(|i| i.converged()).count();
         let failed = release.instances.iter().filter(|i| i.failed()).count();
+        let undelivered = release.instances.iter().filter(|i| i.unreachable()).count();
         Self {
             release_id: release.id.clone(),
             kind: release.kind,
@@ -39,7 +43,8 @@ impl RolloutProgress {
             targeted,
             succeeded,
             failed,
-            pending: targeted.saturating_sub(succeeded + failed),
+            unreachable: release.unreachable_count(),
+            pending: targeted.saturating_sub(succeeded + failed + undelivered),
         }
     }
 }
@@ -58,6 +63,9 @@ pub struct FleetStatus {
     /// Each pending or running instance with the release it last applied
     /// successfully (its `flakefleet:release` tag).
     pub instances: Vec<InstanceRelease>,
+    /// The instances the holding (else the desired) release passed over as
+    /// not Online managed nodes; the drift repair catches them up.
+    pub unreachable: Vec<Unreachable>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -108,6 +116,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             instances.push(InstanceRelease { instance_id: instance.id, release_id: instance.release, flakeref });
         }
         instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        let unreachable =
+            active.as_ref().or(desired_release.as_ref()).map(|r| r.unreachable.clone()).unwrap_or_default();
         Ok(FleetStatus {
             fleet: self.settings.name.clone(),
             target_tag: self.settings.target.clone(),
@@ -117,6 +127,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             lease,
             halted,
             instances,
+            unreachable,
         })
     }
 }

@@ -568,3 +568,32 @@ mod machine {
         }
     }
 }
+
+#[tokio::test]
+async fn an_agent_that_drops_between_the_check_and_the_send_is_dropped_and_the_rest_sent() {
+    use crate::domain::model::outcome::PingStatus;
+    let c = staged(10);
+    // The canary's first choice deregisters as the send arrives: chosen again.
+    c.runner.agents_on_send.lock().unwrap().push(("i-00".into(), PingStatus::NotRegistered));
+    let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    assert_eq!(release.rollout.as_ref().unwrap().waves[0].instance_ids, ["i-01"]);
+    assert_eq!(release.unreachable[0].instance_id, "i-00");
+    // A wave target goes the same way after its wave was chosen.
+    let reconciled = c.reconcile(later(1)).await.unwrap();
+    assert_eq!(reconciled.outcome, Outcome::WaveStarted);
+    let wave = stored(&c, &release.id).rollout.unwrap().waves[1].instance_ids.clone();
+    assert_eq!(wave, ["i-02", "i-03", "i-04"]);
+    c.runner.agents_on_send.lock().unwrap().push(("i-05".into(), PingStatus::Inactive));
+    let _ = c.reconcile(later(2)).await.unwrap();
+    let after = stored(&c, &release.id);
+    let wave = after.rollout.as_ref().unwrap().waves[2].instance_ids.clone();
+    assert_eq!(wave, ["i-06", "i-07"], "i-05 dropped from its wave after the re-check, the rest sent");
+    assert!(after.unreachable.iter().any(|u| u.instance_id == "i-05" && u.ping_status == PingStatus::Inactive));
+    assert!(sends(&c).keys().all(|(_, _, id)| id != "i-00" && id != "i-05"), "nothing sent to a dropped host");
+    // Two unreachable hosts, a tolerance of one: stopped like a failure (the
+    // first release of the fleet: nothing to roll back to, so halted).
+    run_out(&c, later(3)).await;
+    let done = stored(&c, &release.id);
+    assert_eq!(done.status, ReleaseStatus::Halted, "{:?}", done.status_reason);
+    assert!(done.status_reason.unwrap().contains("over the tolerance of 1"));
+}
