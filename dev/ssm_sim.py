@@ -42,7 +42,19 @@ class SsmError(Exception):
         self.code, self.message, self.status = code, message, status
 
 
-OPERATIONS = ("SendCommand", "ListCommands", "ListCommandInvocations", "GetCommandInvocation", "CancelCommand")
+OPERATIONS = (
+    "SendCommand",
+    "ListCommands",
+    "ListCommandInvocations",
+    "GetCommandInvocation",
+    "CancelCommand",
+    "DescribeInstanceInformation",
+)
+PING_STATUSES = ("Online", "ConnectionLost", "Inactive")
+# EC2 states in which SendCommand accepts a registered node (its invocation then
+# waits for an agent that is not there); any other state is InvalidInstanceId.
+ACCEPTED_STATES = {"pending", "running", "stopping", "stopped"}
+DEFAULT_AGENT_VERSION = "3.3.987.0"
 # Scriptable errors, with the status and message SSM answers them with.
 FAULTS = {
     "ThrottlingException": (400, "Rate exceeded"),
@@ -52,13 +64,20 @@ FAULTS = {
 
 
 class Simulator:
-    def __init__(self, ec2, documents):
+    def __init__(self, ec2, documents, registration_delay):
         self.ec2 = ec2
         self.documents = documents  # name -> parsed Command document
         self.lock = threading.Lock()
         self.commands = []  # newest last
         self.rules = []
         self.faults = []
+        # The managed-node registry. A running instance registers by itself
+        # once `registration_delay` seconds have passed since its launch, as
+        # the agent does on a fresh host; `agents` holds what tests set.
+        self.default_delay = registration_delay
+        self.registration_delay = registration_delay
+        self.agents = {}  # instance id -> {"PingStatus", "AgentVersion"}
+        self.agents_on_send = {}  # instance id -> agent, applied when a send names it
 
     # ---- control API -------------------------------------------------------
     def add_rules(self, rules):
@@ -74,6 +93,94 @@ class Simulator:
             self.commands.clear()
             self.rules.clear()
             self.faults.clear()
+            self.agents.clear()
+            self.agents_on_send.clear()
+            self.registration_delay = self.default_delay
+
+    def set_agents(self, body):
+        """`{"instance_id" | "instance_ids", "ping_status", "agent_version"?, "on"?}`:
+        registers the instances' agents with that status (`NotRegistered`
+        removes them). With `"on": "SendCommand"`, the change happens as the
+        next SendCommand naming the instance arrives: an agent that goes away
+        between a caller's check and its send. `{"registration_delay_seconds": N}`
+        sets how long a new instance takes to register by itself."""
+        if "registration_delay_seconds" in body:
+            delay = body["registration_delay_seconds"]
+            if not isinstance(delay, (int, float)) or isinstance(delay, bool) or delay < 0:
+                raise SsmError("InvalidRule", "registration_delay_seconds must be a number of at least 0")
+            with self.lock:
+                self.registration_delay = float(delay)
+            if set(body) == {"registration_delay_seconds"}:
+                return 0
+        ids = body.get("instance_ids", [body["instance_id"]] if "instance_id" in body else None)
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i.startswith("i-") for i in ids):
+            raise SsmError("InvalidRule", "give instance_id, or instance_ids as a list of instance ids")
+        status = body.get("ping_status")
+        if status not in PING_STATUSES + ("NotRegistered",):
+            raise SsmError("InvalidRule", f"ping_status must be one of {list(PING_STATUSES) + ['NotRegistered']}")
+        version = body.get("agent_version", DEFAULT_AGENT_VERSION)
+        if not isinstance(version, str) or not re.fullmatch(r"\d+(\.\d+){1,3}", version):
+            raise SsmError("InvalidRule", "agent_version must look like 3.3.987.0")
+        when = body.get("on")
+        if when not in (None, "SendCommand"):
+            raise SsmError("InvalidRule", "on must be SendCommand, or left out")
+        agent = None if status == "NotRegistered" else {"PingStatus": status, "AgentVersion": version}
+        with self.lock:
+            for instance_id in ids:
+                if when:
+                    self.agents_on_send[instance_id] = agent
+                else:
+                    self._set_agent(instance_id, agent)
+        return len(ids)
+
+    def _set_agent(self, instance_id, agent):
+        """Records an agent change; one that stops being Online loses the
+        invocations it has not finished (they end Undeliverable). Lock held."""
+        self.agents[instance_id] = agent
+        if agent is None or agent["PingStatus"] != "Online":
+            now = time.time()
+            for command in self.commands:
+                inv = command["invocations"].get(instance_id)
+                if inv and inv["lost_at"] is None and self._state(command, instance_id, now)["status"] not in TERMINAL:
+                    inv["lost_at"] = now
+
+    def _nodes(self, instances):
+        """The managed node of each EC2 instance (None: not registered). An
+        instance tests have not scripted registers Online `registration_delay`
+        seconds after its launch while it runs; a terminated one stops pinging."""
+        now = time.time()
+        nodes = {}
+        for instance in instances:
+            instance_id, state = instance["InstanceId"], instance["State"]["Name"]
+            if instance_id in self.agents:
+                agent = self.agents[instance_id]
+            elif state == "running" and now - instance["LaunchTime"].timestamp() >= self.registration_delay:
+                agent = {"PingStatus": "Online", "AgentVersion": DEFAULT_AGENT_VERSION}
+            else:
+                agent = None
+            if agent and state not in ("running",):
+                agent = dict(agent, PingStatus="ConnectionLost" if state != "terminated" else "Inactive")
+            nodes[instance_id] = (state, agent)
+        return nodes
+
+    def _instances(self, filters=None, ids=None):
+        kwargs = {}
+        if filters:
+            kwargs["Filters"] = filters
+        if ids:
+            kwargs["InstanceIds"] = ids
+        found = []
+        try:
+            for page in self.ec2.get_paginator("describe_instances").paginate(**kwargs):
+                for reservation in page["Reservations"]:
+                    found.extend(reservation["Instances"])
+        except self.ec2.exceptions.ClientError as e:
+            if e.response["Error"]["Code"] != "InvalidInstanceID.NotFound":
+                raise
+            # Some ids do not exist: look them up one by one.
+            for instance_id in ids or []:
+                found.extend(self._instances(ids=[instance_id]) if len(ids) > 1 else [])
+        return found
 
     def add_fault(self, rule):
         """`{"operation": ..., "error": ..., "count": N, "instance_id"?: ...}`: the
@@ -116,15 +223,6 @@ class Simulator:
         return {"outcome": "success"}
 
     # ---- target resolution against moto -----------------------------------
-    def _running(self, filters):
-        ids = []
-        for page in self.ec2.get_paginator("describe_instances").paginate(
-            Filters=filters + [{"Name": "instance-state-name", "Values": ["running"]}]
-        ):
-            for reservation in page["Reservations"]:
-                ids.extend(i["InstanceId"] for i in reservation["Instances"])
-        return sorted(ids)
-
     def _resolve(self, body):
         ids, targets = body.get("InstanceIds"), body.get("Targets")
         if bool(ids) == bool(targets):
@@ -132,10 +230,16 @@ class Simulator:
         if ids:
             if len(ids) > 50:
                 raise SsmError("ValidationException", "InstanceIds holds at most 50 ids")
-            running = set(self._running([{"Name": "instance-id", "Values": ids}]))
-            missing = [i for i in ids if i not in running]
-            if missing:
-                raise SsmError("InvalidInstanceId", f"Instances {missing} not in a valid state for account")
+            with self.lock:
+                for instance_id in ids:
+                    if instance_id in self.agents_on_send:
+                        self._set_agent(instance_id, self.agents_on_send.pop(instance_id))
+            nodes = self._nodes(self._instances(ids=list(ids)))
+            # As SSM: one id that is not a registered node in a valid state
+            # refuses the whole request, and no command exists.
+            invalid = [i for i in ids if not _sendable(*nodes.get(i, (None, None)))]
+            if invalid:
+                raise SsmError("InvalidInstanceId", f"Instances {invalid} not in a valid state for account")
             return list(ids)
         if len(targets) > 5:
             raise SsmError("ValidationException", "Targets holds at most 5 keys")
@@ -145,7 +249,10 @@ class Simulator:
             if not key.startswith("tag:"):
                 raise SsmError("InvalidParameters", "the simulator resolves only tag:<name> targets")
             filters.append({"Name": key, "Values": target.get("Values", [])})
-        return self._running(filters)
+        # Tag targets reach managed nodes only: an instance without a
+        # registered agent is skipped, not an error.
+        nodes = self._nodes(self._instances(filters=filters + [{"Name": "instance-state-name", "Values": ["running"]}]))
+        return sorted(i for i, (_, agent) in nodes.items() if agent is not None)
 
     def _validate_parameters(self, document_name, parameters):
         document = self.documents.get(document_name)
@@ -173,12 +280,16 @@ class Simulator:
             raise SsmError("ValidationException", "Comment is at most 100 characters")
         self._validate_parameters(name, parameters)
         instance_ids = self._resolve(body)
+        nodes = self._nodes(self._instances(ids=instance_ids)) if instance_ids else {}
         now = time.time()
         with self.lock:
             invocations = {}
             for instance_id in instance_ids:
                 rule = self._outcome_for(instance_id, parameters)
-                invocations[instance_id] = {"rule": rule, "cancelled_at": None}
+                agent = nodes.get(instance_id, (None, None))[1]
+                # Accepted for a node whose agent is not there: never delivered.
+                lost = None if agent and agent["PingStatus"] == "Online" else now
+                invocations[instance_id] = {"rule": rule, "cancelled_at": None, "lost_at": lost}
             command = {
                 "CommandId": str(uuid.uuid4()),
                 "DocumentName": name,
@@ -252,6 +363,51 @@ class Simulator:
                     }
             raise SsmError("InvocationDoesNotExist", "no such invocation")
 
+    def DescribeInstanceInformation(self, body):
+        size = int(body.get("MaxResults", 50))
+        if not 5 <= size <= 50:
+            raise SsmError("ValidationException", "MaxResults must be 5 to 50")
+        if body.get("InstanceInformationFilterList") and body.get("Filters"):
+            raise SsmError("InvalidFilter", "give InstanceInformationFilterList or Filters, not both")
+        filters = [
+            (f.get("Key", ""), f.get("Values", [])) for f in body.get("Filters", [])
+        ] + [(f.get("key", ""), f.get("valueSet", [])) for f in body.get("InstanceInformationFilterList", [])]
+        ids, ec2_filters, checks = None, [], []
+        for key, values in filters:
+            if not values or len(values) > 100:
+                raise SsmError("InvalidInstanceInformationFilterValue", f"filter {key} takes 1 to 100 values")
+            if key == "InstanceIds":
+                ids = list(values)
+            elif key.startswith("tag:"):
+                ec2_filters.append({"Name": key, "Values": list(values)})
+            elif key in ("PingStatus", "AgentVersion"):
+                checks.append((key, set(values)))
+            elif key == "ResourceType":
+                checks.append(("ResourceType", set(values)))
+            else:
+                raise SsmError("InvalidFilterKey", f"the simulator does not filter on {key}")
+        nodes = self._nodes(self._instances(filters=ec2_filters, ids=ids))
+        with self.lock:
+            listed = []
+            for instance_id in sorted(nodes):
+                state, agent = nodes[instance_id]
+                if agent is None:
+                    continue
+                view = {
+                    "InstanceId": instance_id,
+                    "PingStatus": agent["PingStatus"],
+                    "AgentVersion": agent["AgentVersion"],
+                    "LastPingDateTime": time.time(),
+                    "PlatformType": "Linux",
+                    "PlatformName": "NixOS",
+                    "ResourceType": "EC2Instance",
+                    "IsLatestVersion": agent["AgentVersion"] == DEFAULT_AGENT_VERSION,
+                }
+                if all(view[key] in values for key, values in checks):
+                    listed.append(view)
+            page, token = self._page(listed, dict(body, MaxResults=size))
+            return {"InstanceInformationList": page, **token}
+
     def CancelCommand(self, body):
         now = time.time()
         with self.lock:
@@ -270,6 +426,8 @@ class Simulator:
         rule = inv["rule"]
         if inv["cancelled_at"] is not None:
             return {"status": "Cancelled", "detail": "Cancelled", "code": -1, "stdout": "", "stderr": ""}
+        if inv.get("lost_at") is not None:
+            return {"status": "Failed", "detail": "Undeliverable", "code": -1, "stdout": "", "stderr": ""}
         status, detail, code, _ = OUTCOMES[rule.get("outcome", "success")]
         if now - command["RequestedDateTime"] < float(rule.get("delay_seconds", 0)):
             if rule.get("outcome") in ("undeliverable", "delivery_timed_out"):
@@ -372,6 +530,13 @@ def check_parameter(name, spec, value):
         raise SsmError("InvalidParameters", f"parameter {name} is over {spec['maxChars']} characters")
 
 
+def _sendable(state, agent):
+    """Whether SendCommand accepts this node by id: registered, not Inactive
+    (stricter than the documentation, which leaves Inactive open), in a state
+    SSM lists as valid."""
+    return agent is not None and agent["PingStatus"] != "Inactive" and state in ACCEPTED_STATES
+
+
 def _limit(raw, total):
     raw = str(raw)
     if raw.endswith("%"):
@@ -426,6 +591,8 @@ def make_handler(sim):
                 body = self._body()
                 if self.path == "/_sim/outcomes":
                     return self._send(200, {"rules": sim.add_rules(body.get("rules", []))})
+                if self.path == "/_sim/agents":
+                    return self._send(200, {"agents": sim.set_agents(body)})
                 if self.path == "/_sim/faults":
                     sim.add_fault(body)
                     return self._send(200, {})
@@ -453,12 +620,16 @@ def main():
     parser.add_argument("--port", type=int, default=5056)
     parser.add_argument("--moto-url", default="http://127.0.0.1:5055")
     parser.add_argument("--template", default="template.yaml", help="documents are read from here, by logical id")
+    parser.add_argument(
+        "--registration-delay", type=float, default=5.0,
+        help="seconds a new running instance takes to register as a managed node (as the agent does on AWS)",
+    )
     args = parser.parse_args()
     ec2 = boto3.client(
         "ec2", endpoint_url=args.moto_url, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
-    sim = Simulator(ec2, load_documents(args.template))
+    sim = Simulator(ec2, load_documents(args.template), args.registration_delay)
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(sim))
     print(f"ssm simulator on 127.0.0.1:{args.port}, documents {sorted(sim.documents)}", flush=True)
     server.serve_forever()

@@ -93,12 +93,22 @@ async fn a_staged_rollout_costs_these_calls_step_by_step() {
         ("DynamoDB.TransactWriteItems", 2),
         ("EC2.CreateTags", 1),
         ("EC2.DescribeInstances", 1),
+        ("SSM.DescribeInstanceInformation", 1),
         ("SSM.ListCommandInvocations", 1),
         ("SSM.ListCommands", 1),
         ("SSM.SendCommand", 1),
     ];
     let expected = vec![
-        step("deploy", &[("DynamoDB.TransactWriteItems", 2), ("EC2.DescribeInstances", 1), ("SSM.SendCommand", 1)]),
+        // Five calls: which running instances are Online managed nodes is one more.
+        step(
+            "deploy",
+            &[
+                ("DynamoDB.TransactWriteItems", 2),
+                ("EC2.DescribeInstances", 1),
+                ("SSM.DescribeInstanceInformation", 1),
+                ("SSM.SendCommand", 1),
+            ],
+        ),
         step("wave_started", &judge_and_send),
         step("wave_started", &judge_and_send),
         step(
@@ -114,4 +124,19 @@ async fn a_staged_rollout_costs_these_calls_step_by_step() {
         ),
     ];
     assert_eq!(steps, expected, "{steps:#?}");
+    // Every call the rollout made is one the function's role grants.
+    let statements = crate::template::function_statements(&crate::support::template());
+    let granted: Vec<String> = statements.iter().flat_map(|s| crate::template::strings(&s["Action"])).collect();
+    for operation in steps.iter().flat_map(|(_, calls)| calls.keys()) {
+        let (service, action) = operation.split_once('.').unwrap();
+        // IAM authorises a transaction by each item's own action.
+        let actions = match action {
+            "TransactWriteItems" => vec!["PutItem", "UpdateItem", "ConditionCheckItem"],
+            other => vec![other],
+        };
+        for action in actions {
+            let action = format!("{}:{action}", service.to_lowercase());
+            assert!(granted.contains(&action), "the function role does not grant {action}");
+        }
+    }
 }

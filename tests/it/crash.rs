@@ -33,6 +33,7 @@ pub(crate) fn pending_release(stack: &Stack, now: Timestamp) -> Release {
         instances: vec![],
         rollout: None,
         launches: vec![],
+        unreachable: vec![],
         version: 0,
     }
 }

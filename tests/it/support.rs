@@ -168,6 +168,16 @@ impl Stack {
     }
 
     pub async fn launch(&self, count: i32) -> Vec<String> {
+        let ids = self.launch_unregistered(count).await;
+        // These tests need their hosts at once: their agents register now,
+        // not after the simulator's registration delay.
+        set_agents(&ids, "Online");
+        ids
+    }
+
+    /// Instances whose SSM agents have not registered yet, as on AWS right
+    /// after a launch.
+    pub async fn launch_unregistered(&self, count: i32) -> Vec<String> {
         let out = self
             .ec2
             .run_instances()
@@ -370,6 +380,14 @@ impl Stack {
 /// Adds an outcome rule to the SSM simulator (see dev/README.md).
 pub fn script_simulator(rule: Value) {
     let answer = post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/outcomes", &json!({ "rules": [rule] }));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Sets the SSM simulator's managed-node status of these instances
+/// (`Online`, `ConnectionLost`, `Inactive` or `NotRegistered`).
+pub fn set_agents(instance_ids: &[String], ping_status: &str) {
+    let body = json!({ "instance_ids": instance_ids, "ping_status": ping_status });
+    let answer = post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/agents", &body);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 

@@ -85,7 +85,7 @@ fn the_function_gets_exactly_the_configuration_the_code_reads() {
 
 /// Every statement the function's role gets: SAM's inline policies and the
 /// policy whose condition key names the tag (a JSON string with ${...}).
-fn function_statements(t: &serde_yaml::Value) -> Vec<serde_yaml::Value> {
+pub(crate) fn function_statements(t: &serde_yaml::Value) -> Vec<serde_yaml::Value> {
     let mut statements: Vec<serde_yaml::Value> = Vec::new();
     for policy in t["Resources"]["FlakefleetFunction"]["Properties"]["Policies"].as_sequence().unwrap() {
         statements.extend(policy["Statement"].as_sequence().unwrap().iter().cloned());
@@ -96,7 +96,7 @@ fn function_statements(t: &serde_yaml::Value) -> Vec<serde_yaml::Value> {
     statements
 }
 
-fn strings(v: &serde_yaml::Value) -> Vec<String> {
+pub(crate) fn strings(v: &serde_yaml::Value) -> Vec<String> {
     match v {
         serde_yaml::Value::String(s) => vec![s.clone()],
         serde_yaml::Value::Sequence(items) => items.iter().flat_map(strings).collect(),
