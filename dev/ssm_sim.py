@@ -164,22 +164,26 @@ class Simulator:
         return nodes
 
     def _instances(self, filters=None, ids=None):
-        kwargs = {}
-        if filters:
-            kwargs["Filters"] = filters
-        if ids:
-            kwargs["InstanceIds"] = ids
-        found = []
+        """EC2 instances from moto, matching the filters; ids that do not
+        exist are left out (moto refuses a whole list for one unknown id, so
+        then each is asked alone)."""
         try:
-            for page in self.ec2.get_paginator("describe_instances").paginate(**kwargs):
-                for reservation in page["Reservations"]:
-                    found.extend(reservation["Instances"])
+            return self._describe(InstanceIds=ids or [], Filters=filters or [])
         except self.ec2.exceptions.ClientError as e:
             if e.response["Error"]["Code"] != "InvalidInstanceID.NotFound":
                 raise
-            # Some ids do not exist: look them up one by one.
-            for instance_id in ids or []:
-                found.extend(self._instances(ids=[instance_id]) if len(ids) > 1 else [])
+            if len(ids or []) <= 1:
+                return []
+        found = []
+        for instance_id in ids:
+            found.extend(self._instances(filters, [instance_id]))
+        return found
+
+    def _describe(self, **kwargs):
+        found = []
+        for page in self.ec2.get_paginator("describe_instances").paginate(**kwargs):
+            for reservation in page["Reservations"]:
+                found.extend(reservation["Instances"])
         return found
 
     def add_fault(self, rule):
@@ -378,7 +382,7 @@ class Simulator:
                 raise SsmError("InvalidInstanceInformationFilterValue", f"filter {key} takes 1 to 100 values")
             if key == "InstanceIds":
                 ids = list(values)
-            elif key.startswith("tag:"):
+            elif key.startswith("tag:") or key == "tag-key":
                 ec2_filters.append({"Name": key, "Values": list(values)})
             elif key in ("PingStatus", "AgentVersion"):
                 checks.append((key, set(values)))
@@ -386,12 +390,20 @@ class Simulator:
                 checks.append(("ResourceType", set(values)))
             else:
                 raise SsmError("InvalidFilterKey", f"the simulator does not filter on {key}")
-        nodes = self._nodes(self._instances(filters=ec2_filters, ids=ids))
+        if ec2_filters and (ids is not None or checks):
+            raise SsmError("InvalidFilter", "tag filters can't be combined with other filter types")
+        instances = self._instances(filters=ec2_filters, ids=ids)
+        unknown = sorted(set(ids or []) - {i["InstanceId"] for i in instances})
+        if unknown:
+            raise SsmError("InvalidInstanceId", f"Instances {unknown} not found")
+        nodes = self._nodes(instances)
         with self.lock:
             listed = []
             for instance_id in sorted(nodes):
                 state, agent = nodes[instance_id]
-                if agent is None:
+                # As SSM: nothing about nodes that are stopped or terminated
+                # (nor, stricter, those on their way there).
+                if agent is None or state in ("stopping", "stopped", "shutting-down", "terminated"):
                     continue
                 view = {
                     "InstanceId": instance_id,

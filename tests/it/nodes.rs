@@ -59,6 +59,8 @@ async fn a_send_naming_an_unregistered_instance_is_refused_whole() {
     assert!(send_to(&stack, &both).await.is_ok(), "registered now");
 
     stack.ec2.stop_instances().instance_ids(&fresh[0]).send().await.unwrap();
+    let nodes = stack.ssm.describe_instance_information().filters(ids_filter(&fresh)).send().await.unwrap();
+    assert!(nodes.instance_information_list().is_empty(), "SSM says nothing of a stopped node");
     let command = send_to(&stack, &fresh).await.expect("a stopped registered node is accepted");
     assert_eq!(invocation_detail(&stack, &command).await, "Undeliverable");
     stack.ec2.terminate_instances().instance_ids(&fresh[0]).send().await.unwrap();
@@ -94,6 +96,12 @@ async fn managed_nodes_come_in_pages_of_at_most_fifty() {
     assert_eq!(sizes, [50, 10]);
     let too_many = stack.ssm.describe_instance_information().max_results(51).send().await.unwrap_err();
     assert_eq!(too_many.code(), Some("ValidationException"));
+    let unknown = stack.ssm.describe_instance_information().filters(ids_filter(&["i-0123456789abcdef0".into()]));
+    assert_eq!(
+        unknown.send().await.unwrap_err().code(),
+        Some("InvalidInstanceId"),
+        "an id that is not valid is an error"
+    );
 }
 
 fn staged(stack: &Stack) -> AwsFleetController {
