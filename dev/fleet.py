@@ -7,6 +7,9 @@ instances in moto; and scripts the SSM simulator's outcomes.
   fleet.py instances N KEY=VALUE [K] run N instances of the NixOS image with that tag, K to a
                                      reservation (default all in one); prints their ids
   fleet.py outcome JSON               add an outcome rule to the SSM simulator
+  fleet.py agents STATUS ID...        set these instances' SSM agents (Online, ConnectionLost,
+                                     Inactive, NotRegistered) now; unset, an agent registers
+                                     Online a few seconds after launch
   fleet.py terminate ID               terminate an instance (an instance dying)
   fleet.py profile NAME               create an instance profile in IAM (if missing)
 """
@@ -80,6 +83,17 @@ def outcome(rule_json):
     print(f"SSM simulator: {rule}")
 
 
+def agents(status, ids):
+    """Sets the SSM agents of these instances (Online, ConnectionLost, Inactive
+    or NotRegistered) at once, instead of waiting for them to register."""
+    body = json.dumps({"instance_ids": ids, "ping_status": status}).encode()
+    request = urllib.request.Request(f"{SIM}/_sim/agents", data=body,
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request) as response:
+        json.load(response)
+    print(f"SSM simulator: {len(ids)} agents {status}", file=sys.stderr)
+
+
 def create_profile(name):
     iam = client("iam")
     try:
@@ -96,6 +110,7 @@ def terminate(instance_id):
 if __name__ == "__main__":
     commands = {"table": lambda a: table(a[0]), "instances": lambda a: instances(int(a[0]), a[1], int(a[2]) if len(a) > 2 else None),
                 "outcome": lambda a: outcome(a[0]), "terminate": lambda a: terminate(a[0]),
+                "agents": lambda a: agents(a[0], a[1:]),
                 "profile": lambda a: create_profile(a[0])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)

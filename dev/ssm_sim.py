@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import boto3
 import yaml
 
+from ssm_events import COMMAND_EVENT, INVOCATION_EVENT, EventBus, load_patterns
+
 PAGE = 50
 STDOUT_MAX, STDERR_MAX, DETAIL_MAX = 24000, 8000, 2500
 TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled"}
@@ -64,8 +66,10 @@ FAULTS = {
 
 
 class Simulator:
-    def __init__(self, ec2, documents, registration_delay):
+    def __init__(self, ec2, documents, registration_delay, bus):
         self.ec2 = ec2
+        self.bus = bus
+        self.emitted = {}  # command id -> the statuses last published for it
         self.documents = documents  # name -> parsed Command document
         self.lock = threading.Lock()
         self.commands = []  # newest last
@@ -95,7 +99,9 @@ class Simulator:
             self.faults.clear()
             self.agents.clear()
             self.agents_on_send.clear()
+            self.emitted.clear()
             self.registration_delay = self.default_delay
+        self.bus.reset()
 
     def set_agents(self, body):
         """`{"instance_id" | "instance_ids", "ping_status", "agent_version"?, "on"?}`:
@@ -143,6 +149,30 @@ class Simulator:
                 inv = command["invocations"].get(instance_id)
                 if inv and inv["lost_at"] is None and self._state(command, instance_id, now)["status"] not in TERMINAL:
                     inv["lost_at"] = now
+
+    def watch_statuses(self, interval):
+        """Publishes status changes as AWS does, whether or not anyone reads."""
+        while True:
+            time.sleep(interval)
+            self.publish_changes()
+
+    def publish_changes(self):
+        now = time.time()
+        with self.lock:
+            for command in self.commands:
+                seen = self.emitted.setdefault(command["CommandId"], {"command": None, "invocations": {}})
+                if seen.get("done"):
+                    continue
+                for instance_id in sorted(command["invocations"]):
+                    status = self._state(command, instance_id, now)["status"]
+                    if seen["invocations"].get(instance_id) != status:
+                        seen["invocations"][instance_id] = status
+                        self.bus.publish(command, INVOCATION_EVENT, status, instance_id)
+                status = self._command_view(command, now)["Status"]
+                if seen["command"] != status:
+                    seen["command"] = status
+                    self.bus.publish(command, COMMAND_EVENT, status)
+                seen["done"] = status in TERMINAL
 
     def _nodes(self, instances):
         """The managed node of each EC2 instance (None: not registered). An
@@ -596,6 +626,8 @@ def make_handler(sim):
         def do_GET(self):
             if self.path == "/_sim/health":
                 return self._send(200, {"status": "ok"})
+            if self.path == "/_sim/events":
+                return self._send(200, sim.bus.report())
             self._send(404, {"message": "not found"})
 
         def do_POST(self):
@@ -605,6 +637,12 @@ def make_handler(sim):
                     return self._send(200, {"rules": sim.add_rules(body.get("rules", []))})
                 if self.path == "/_sim/agents":
                     return self._send(200, {"agents": sim.set_agents(body)})
+                if self.path == "/_sim/events":
+                    try:
+                        sim.bus.subscribe(body)
+                    except ValueError as e:
+                        raise SsmError("InvalidRule", str(e))
+                    return self._send(200, {})
                 if self.path == "/_sim/faults":
                     sim.add_fault(body)
                     return self._send(200, {})
@@ -641,7 +679,8 @@ def main():
         "ec2", endpoint_url=args.moto_url, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
-    sim = Simulator(ec2, load_documents(args.template), args.registration_delay)
+    sim = Simulator(ec2, load_documents(args.template), args.registration_delay, EventBus(load_patterns(args.template)))
+    threading.Thread(target=sim.watch_statuses, args=(0.2,), daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(sim))
     print(f"ssm simulator on 127.0.0.1:{args.port}, documents {sorted(sim.documents)}", flush=True)
     server.serve_forever()

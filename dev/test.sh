@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs the pinned tools,
 # starts a local AWS of its own (ports 5155/5156, apart from the demo's) and
-# the Lambda under `cargo lambda watch` (port 9155) for the CLI's tests, runs
+# the Lambda under `cargo lambda watch` twice (port 9155 for the CLI's tests,
+# 9157 for the one SSM's status events drive), runs
 # fmt, clippy and every Rust test, builds the release bootstrap, lints the
 # template (cfn-lint and checkov, before and after the SAM transform) and the
 # workflows, and parses the flake.
@@ -44,23 +45,36 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
-echo "== the Lambda under cargo lambda watch, for the CLI tests"
+# Starts the Lambda under cargo lambda watch with ENV_FILE on PORT, over a
+# table and COUNT instances (their agents registered at once) of its own;
+# answers its base URL once it serves /healthz.
+watch_lambda() {
+  local env_file=$1 port=$2 count=$3 log=$run/lambda-$2.log
+  (set -a; . "$env_file"; .dev/venv/bin/python dev/fleet.py table "$FLAKEFLEET_TABLE" >&2
+    ids=$(.dev/venv/bin/python dev/fleet.py instances "$count" "Name=$FLAKEFLEET_TARGET_TAG_VALUE")
+    .dev/venv/bin/python dev/fleet.py agents Online $ids)
+  set -m
+  PATH="$PWD/.dev/venv/bin:$PATH" cargo lambda watch --env-file "$env_file" --ignore-changes \
+    --invoke-port "$port" >"$log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  set +m
+  for _ in $(seq 1 600); do
+    if curl -fs -o /dev/null "http://127.0.0.1:$port/lambda-url/flakefleet-lambda/healthz"; then return; fi
+    if ! kill -0 "$pid" 2>/dev/null; then echo "cargo lambda watch stopped; its log:" >&2; cat "$log" >&2; exit 1; fi
+    sleep 1
+  done
+}
+
+echo "== the Lambda under cargo lambda watch: for the CLI tests, and one that SSM's events drive"
 cargo build --locked --bins
 watch_port=${TEST_WATCH_PORT:-9155}
-(set -a; . dev/test-lambda.env; .dev/venv/bin/python dev/fleet.py table "$FLAKEFLEET_TABLE"
-  .dev/venv/bin/python dev/fleet.py instances 3 "Name=$FLAKEFLEET_TARGET_TAG_VALUE" >/dev/null)
-set -m
-PATH="$PWD/.dev/venv/bin:$PATH" cargo lambda watch --env-file dev/test-lambda.env --ignore-changes \
-  --invoke-port "$watch_port" >"$run/lambda.log" 2>&1 &
-watch_pid=$!
-pids+=("$watch_pid")
-set +m
+events_port=${TEST_EVENTS_WATCH_PORT:-9157}
+watch_lambda dev/test-lambda.env "$watch_port" 3
+watch_lambda dev/test-events-lambda.env "$events_port" 100
 export FLAKEFLEET_TEST_FUNCTION_URL="http://127.0.0.1:$watch_port/lambda-url/flakefleet-lambda"
-for _ in $(seq 1 600); do
-  if curl -fs -o /dev/null "$FLAKEFLEET_TEST_FUNCTION_URL/healthz"; then break; fi
-  if ! kill -0 "$watch_pid" 2>/dev/null; then echo "cargo lambda watch stopped; its log:" >&2; cat "$run/lambda.log" >&2; exit 1; fi
-  sleep 1
-done
+export FLAKEFLEET_TEST_EVENTS_FUNCTION_URL="http://127.0.0.1:$events_port/lambda-url/flakefleet-lambda"
+export FLAKEFLEET_TEST_EVENTS_INVOKE_URL="http://127.0.0.1:$events_port/2015-03-31/functions/flakefleet-lambda/invocations"
 
 echo "== cargo test"
 cargo test --locked --all-targets

@@ -632,7 +632,32 @@ async fn reconcile_table(bootstrap: &str, python: &str, table: &str) {
             list(&totals),
             lambda.peak_rss_kib() as f64 / 1024.0
         );
+        // The status-change events the simulator emitted for this rollout, as
+        // AWS would, and how many the template's rule sends to the Lambda:
+        // the invocations a rollout costs when events, not the schedule, move it.
+        std::thread::sleep(Duration::from_millis(500));
+        let events = sim_events();
+        println!(
+            "{size} instances, through events: the template's rule matches {} events (one per command that \
+             ended), so {} reconcile invocations; AWS emitted {} per-instance events, which a rule on \
+             per-instance events would have turned into as many invocations.\n",
+            events["matched"],
+            events["matched"],
+            events["emitted"]["EC2 Command Invocation Status-change Notification"]
+        );
     }
+}
+
+/// The SSM simulator's event report (`GET /_sim/events`).
+fn sim_events() -> Value {
+    use std::io::{Read, Write};
+    let url = std::env::var("AWS_ENDPOINT_URL_SSM").expect("AWS_ENDPOINT_URL_SSM");
+    let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(stream, "GET /_sim/events HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or("{}")).unwrap()
 }
 
 fn ms_f(d: Duration) -> f64 {
@@ -656,6 +681,10 @@ fn fresh_emulators(python: &str, table: &str, fleets: &[(usize, &str)]) {
     run(python, &["dev/fleet.py", "table", table]);
     for (size, tag) in fleets {
         // One instance per reservation, so moto pages DescribeInstances as EC2 does.
-        run(python, &["dev/fleet.py", "instances", &size.to_string(), &format!("Name={tag}"), "1"]);
+        let ids = run(python, &["dev/fleet.py", "instances", &size.to_string(), &format!("Name={tag}"), "1"]);
+        // Their agents register at once: the bench measures flakefleet, not boot time.
+        let mut args = vec!["dev/fleet.py", "agents", "Online"];
+        args.extend(ids.split_whitespace());
+        run(python, &args);
     }
 }

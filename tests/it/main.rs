@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod deploy;
 mod document;
+mod events;
 mod nodes;
 mod repair;
 mod requests;

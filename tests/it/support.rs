@@ -39,7 +39,7 @@ pub fn gate() -> Gate<DynamoTokenLedger> {
     Gate::Iam(IamAllowlist { readers: Vec::new(), writers: IamAllowlist::parse_list(DEPLOY_ROLE).unwrap() })
 }
 
-fn endpoint(var: &str) -> String {
+pub fn endpoint(var: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| {
         panic!("{var} is not set: run the integration tests with `make test`, which starts the local AWS and sets it")
     })
@@ -396,6 +396,17 @@ pub fn set_agents(instance_ids: &[String], ping_status: &str) {
 pub fn script_moto(path: &str, rule: Value) {
     let answer = post_control("FLAKEFLEET_TEST_MOTO_URL", path, &rule);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// GETs a local emulator's control endpoint; answers its JSON body.
+pub fn get_control(url_var: &str, path: &str) -> Value {
+    let url = endpoint(url_var);
+    let addr = url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap()
 }
 
 /// POSTs a JSON body to a local emulator's control endpoint; answers the raw HTTP answer.
