@@ -27,8 +27,9 @@ fn cli(args: &[&str]) -> Value {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .output()
         .expect("the flakefleet binary runs");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    })
 }
 
 /// What the simulator emitted, matched and delivered so far.
@@ -73,12 +74,7 @@ fn a_rollout_of_100_moves_on_by_events_with_at_most_one_reconcile_per_command() 
         .iter()
         .filter(|d| commands.contains(&d["command_id"].as_str().unwrap()))
         .collect();
-    assert!(
-        ours.len() <= commands.len(),
-        "{} reconciles for {} commands: {ours:?}",
-        ours.len(),
-        commands.len()
-    );
+    assert!(ours.len() <= commands.len(), "{} reconciles for {} commands: {ours:?}", ours.len(), commands.len());
     for delivery in &ours {
         assert_eq!(delivery["detail_type"], "EC2 Command Status-change Notification", "{delivery}");
         assert_eq!(delivery["status"], "Success");

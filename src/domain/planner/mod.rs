@@ -618,7 +618,7 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         return failed(release);
     }
     let mut rollback = put_back(good, ReleaseKind::Rollback, online, settings, pass);
-    rollback.unreachable = passed;
+    pass_over(&mut rollback, passed);
     rollback.status_reason = Some(format!("automatic rollback of {}: {reason}", release.id));
     release.status = ReleaseStatus::RolledBack;
     Step::Settle {
@@ -646,6 +646,15 @@ fn put_back(
     let waves = if instances.is_empty() { vec![] } else { vec![Wave::new(instances, &pass.claim)] };
     release.rollout = Some(Rollout { fleet_size, waves, fixed: true });
     release
+}
+
+/// Records the hosts a put-back release passes over; its tolerance counts
+/// them among the hosts it was meant for.
+fn pass_over(release: &mut Release, passed: Vec<Unreachable>) {
+    if let Some(rollout) = release.rollout.as_mut() {
+        rollout.fleet_size = rollout.fleet_size.map(|n| n + passed.len());
+    }
+    release.unreachable = passed;
 }
 
 /// A free fleet: put its good release where it is missing (launch into free
@@ -700,7 +709,7 @@ fn plan_repair_step(fleet: &FleetState, seen: &Observed, settings: &FleetSetting
     let mut release = put_back(good, ReleaseKind::Repair, repair.reapply.clone(), settings, pass);
     release.launches =
         repair.launch.iter().map(|slot| Launch { slot: *slot, instance_id: None, error: None }).collect();
-    release.unreachable = passed;
+    pass_over(&mut release, passed);
     Step::StartRepair { repair: Box::new(release), plan: repair }
 }
 

@@ -660,7 +660,9 @@ fn a_rollback_reaches_only_online_nodes_and_an_undelivered_host_is_not_a_failure
     seen.nodes = nodes(&[("i-0", "Online"), ("i-1", "Online"), ("i-2", "ConnectionLost")]);
     let Step::Settle { settlement, .. } = plan(&seen, &s, &pass(secs(1))) else { panic!() };
     let rollback = settlement.fleet.unwrap().next.unwrap().release;
-    assert_eq!(rollback.rollout.unwrap().waves[0].instance_ids, ["i-0", "i-1"]);
+    let rollout = rollback.rollout.unwrap();
+    assert_eq!(rollout.waves[0].instance_ids, ["i-0", "i-1"]);
+    assert_eq!(rollout.fleet_size, Some(3), "the tolerance counts the host passed over among those meant");
     assert_eq!(rollback.unreachable[0].instance_id, "i-2");
 
     // SSM could not deliver to one host of a wave: within the tolerance the
