@@ -129,6 +129,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                 running.sort();
                 running.truncate(size);
                 seen.canary = Some(running);
+                seen.canary_limit = size;
             }
             Need::ManagedNodes(ids) => seen.nodes.extend(self.runner.managed_nodes(&ids).await?),
             Need::AnyRunning => {

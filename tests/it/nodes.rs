@@ -190,3 +190,14 @@ async fn bad_agent_rules_are_refused_with_a_message() {
         assert!(answer.starts_with("HTTP/1.1 400") && answer.contains(says), "{rule}: {answer}");
     }
 }
+
+/// The canary is looked for among a few running instances first, then wider
+/// when none of them is an Online managed node.
+#[tokio::test]
+async fn the_canary_is_found_past_a_first_page_of_unreachable_hosts() {
+    let stack = Stack::new(7).await;
+    set_agents(&stack.instances[..5], "ConnectionLost");
+    let release = stack.deploy(&staged(&stack), GOOD).await;
+    assert_eq!(release["rollout"]["waves"][0]["instance_ids"], json!([stack.instances[5]]), "{release}");
+    assert_eq!(release["unreachable"].as_array().unwrap().len(), 5);
+}

@@ -30,8 +30,11 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Running instances the canary is chosen from: the first Online managed nodes among them.
-pub const CANARY_POOL: usize = crate::domain::model::rollout::BATCH;
+/// Running instances the canary is first chosen from (EC2's smallest page);
+/// when too few of them are Online managed nodes, up to [`CANARY_POOL`].
+pub const CANARY_FIRST_POOL: usize = 5;
+/// The most running instances the canary is chosen from: one EC2 page.
+pub const CANARY_POOL: usize = 1000;
 
 /// How far before a release's creation to look for a command it may have sent.
 pub const COMMAND_LOOKBACK: Duration = Duration::from_secs(60);
@@ -139,6 +142,8 @@ pub struct Observed {
     pub created_here: bool,
     pub sent_before: Option<Option<String>>,
     pub canary: Option<Vec<String>>,
+    /// How many running instances `canary` was asked for.
+    pub canary_limit: usize,
     /// Managed-node statuses looked up on this pass (a refused send refreshes them).
     pub nodes: NodeStatuses,
     pub any_running: Option<bool>,
@@ -322,11 +327,18 @@ fn plan_first_command(release: &Release, seen: &Observed, settings: &FleetSettin
 /// The canary: the first `canary` Online managed nodes among the sorted
 /// running instances, and those passed over before them.
 fn canary_choice(seen: &Observed, settings: &FleetSettings) -> Result<(Vec<String>, Vec<Unreachable>), Need> {
+    let want = settings.rollout.canary;
     let Some(pool) = &seen.canary else {
-        return Err(Need::Canary(CANARY_POOL));
+        return Err(Need::Canary(want.max(CANARY_FIRST_POOL)));
     };
-    match reach::choose(pool, settings.rollout.canary, &seen.nodes) {
+    match reach::choose(pool, want, &seen.nodes) {
         Choice::LookUp(ids) => Err(Need::ManagedNodes(ids)),
+        // Too few reachable among a short pool while more may run: look wider, once.
+        Choice::Chosen { online, .. }
+            if online.len() < want && pool.len() >= seen.canary_limit && seen.canary_limit < CANARY_POOL =>
+        {
+            Err(Need::Canary(CANARY_POOL))
+        }
         Choice::Chosen { online, passed } => Ok((online, passed)),
     }
 }

@@ -281,8 +281,8 @@ fn a_staged_release_starts_with_its_canary() {
     let s = settings(RolloutMode::Staged);
     let pending = release(&s, NEXT, ReleaseKind::Deploy);
     let seen = Observed { holder: Some(pending.clone()), created_here: true, ..Observed::default() };
-    assert_eq!(plan(&seen, &s, &pass(T0)), Step::Observe(Need::Canary(CANARY_POOL)));
-    let seen = Observed { canary: Some(vec!["i-0".into(), "i-1".into()]), ..seen };
+    assert_eq!(plan(&seen, &s, &pass(T0)), Step::Observe(Need::Canary(CANARY_FIRST_POOL)));
+    let seen = Observed { canary: Some(vec!["i-0".into(), "i-1".into()]), canary_limit: 5, ..seen };
     assert_eq!(plan(&seen, &s, &pass(T0)), Step::Observe(Need::ManagedNodes(vec!["i-0".into(), "i-1".into()])));
     let seen = Observed { nodes: all_online(), ..seen };
     assert!(brief(&plan(&seen, &s, &pass(T0))).starts_with("send Instances([\"i-0\"]) flakefleet prod release"));
@@ -575,6 +575,7 @@ fn only_online_managed_nodes_are_targets_and_the_rest_are_recorded_unreachable()
         holder: Some(pending.clone()),
         created_here: true,
         canary: Some(pool.iter().map(|s| s.to_string()).collect()),
+        canary_limit: 5,
         nodes: nodes(known),
         ..Observed::default()
     };
@@ -589,6 +590,12 @@ fn only_online_managed_nodes_are_targets_and_the_rest_are_recorded_unreachable()
     );
     let Step::Settle { settlement, .. } = plan(&none, &s, &pass(T0)) else { panic!() };
     assert!(settlement.release.status_reason.unwrap().contains("i-0 ConnectionLost, i-1 NotRegistered"));
+    // A full first pool without an Online node: the canary is looked for wider, once.
+    let mut full = first(&["i-0", "i-1", "i-2", "i-3", "i-4"], &[]);
+    full.nodes = ["i-0", "i-1", "i-2", "i-3", "i-4"].iter().map(|i| (i.to_string(), PingStatus::Inactive)).collect();
+    assert_eq!(plan(&full, &s, &pass(T0)), Step::Observe(Need::Canary(CANARY_POOL)));
+    full.canary_limit = CANARY_POOL;
+    assert_eq!(brief(&plan(&full, &s, &pass(T0))), "settle no_instances as Dispatched");
     let sent = Observed { first_send: Some(Ok("cmd-1".into())), ..lost };
     let Step::Record { release: recorded, .. } = plan(&sent, &s, &pass(T0)) else { panic!() };
     assert_eq!(recorded.rollout.unwrap().waves[0].instance_ids, ["i-1"]);
