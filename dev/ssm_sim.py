@@ -606,6 +606,9 @@ def load_documents(template_path):
 def make_handler(sim):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without this, Nagle's
+        # algorithm and the client's delayed ACK hold the body back ~40 ms.
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):  # quiet: tests read their own output
             pass
