@@ -47,7 +47,7 @@ curl -fsS "$url/healthz"; echo
 
 step "SSM's status-change events go to the Lambda, as the template's EventBridge rule sends them in AWS"
 curl -fsS -X POST "http://127.0.0.1:$SSM_SIM_PORT/_sim/events" \
-  -d '{"invoke_url": "http://127.0.0.1:9000/2015-03-31/functions/flakefleet-lambda/invocations"}'
+  -d '{"invoke_url": "http://127.0.0.1:9000/2015-03-31/functions/flakefleet-lambda/invocations"}' >/dev/null
 echo "each command that ends invokes the Lambda once; the agents of the 3 instances registered a few seconds after launch"
 
 good='AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web'
