@@ -47,7 +47,11 @@ pub fn decode_request(request: &LambdaFunctionUrlRequest) -> Result<Operation, A
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["healthz"]) => Ok(Operation::Health),
         ("GET", ["fleet"]) => Ok(Operation::FleetStatus),
-        ("POST", ["reconcile"]) => Ok(Operation::Reconcile),
+        ("POST", ["reconcile"]) => {
+            // It takes no fields, but a body that is not an object is refused as on every POST.
+            json_body(request)?;
+            Ok(Operation::Reconcile)
+        }
         ("GET", ["releases", id]) => Ok(Operation::GetRelease(release_id(id)?)),
         ("GET", ["releases"]) => {
             let query = &request.query_string_parameters;
@@ -91,9 +95,19 @@ fn json_body(request: &LambdaFunctionUrlRequest) -> Result<Option<Value>, ApiErr
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    // serde builds a struct from a sequence too: `[]` would be a rollback and
+    // `["a/b/=1.0.0#x"]` a deploy. Only an object is a body.
+    let kind = match &value {
+        Value::Object(_) => return Ok(Some(value)),
+        Value::Array(_) => "an array",
+        Value::String(_) => "a string",
+        Value::Number(_) => "a number",
+        Value::Bool(_) => "a boolean",
+        Value::Null => "null",
+    };
+    Err(ApiError::bad_request("invalid_json", format!("the body is {kind}; it must be a JSON object")))
 }
 
 /// A function URL response with a JSON body.
@@ -249,6 +263,26 @@ mod tests {
         }
 
         /// Anything at all as a body: a 4xx or a decoded operation, never a panic or a 5xx.
+        #[test]
+        fn bodies_that_are_not_objects_are_refused(
+            valid in valid_flakeref(),
+            shape in 0..5usize,
+            path in prop_oneof![Just("/releases"), Just("/rollback"), Just("/reconcile")],
+        ) {
+            let object = json!({"flakeref": valid, "release_id": "01M8MVDV43Z0F8SNAH9K8ZWQ7N"});
+            let body = match shape {
+                0 => json!([valid]),
+                1 => json!([object]),
+                2 => json!([]),
+                3 => json!(valid),
+                _ => json!(7),
+            }
+            .to_string();
+            let err = decode_request(&request("POST", path, Some(&body), false)).expect_err("not an object, yet accepted");
+            prop_assert_eq!((err.status, err.code), (400, "invalid_json"), "{}: {}", body, err);
+            prop_assert!(err.message.contains("must be a JSON object"), "{}", err.message);
+        }
+
         #[test]
         fn arbitrary_bodies_get_4xx_or_a_valid_operation(
             body in prop_oneof!["\\PC{0,200}", "[ -~]{0,200}"],
