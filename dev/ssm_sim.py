@@ -39,9 +39,11 @@ OUTCOMES = {
 
 
 class SsmError(Exception):
-    def __init__(self, code, message, status=400):
+    def __init__(self, code, message, status=400, took_effect=False):
         super().__init__(message)
         self.code, self.message, self.status = code, message, status
+        # A scripted fault that lets the call act first: its answer is lost.
+        self.took_effect = took_effect
 
 
 OPERATIONS = (
@@ -217,9 +219,10 @@ class Simulator:
         return found
 
     def add_fault(self, rule):
-        """`{"operation": ..., "error": ..., "count": N, "instance_id"?: ...}`: the
-        next N calls of the operation (naming that instance, when given) fail
-        with the error, having done nothing."""
+        """`{"operation": ..., "error": ..., "count": N, "instance_id"?: ...,
+        "took_effect"?: bool}`: the next N calls of the operation (naming that
+        instance, when given) fail with the error, having done nothing; with
+        `took_effect`, having done what they asked (the answer was lost)."""
         if rule.get("operation") not in OPERATIONS:
             raise SsmError("InvalidRule", f"operation must be one of {sorted(OPERATIONS)}")
         if rule.get("error") not in FAULTS:
@@ -229,6 +232,8 @@ class Simulator:
             raise SsmError("InvalidRule", "count must be a whole number of at least 1")
         if "instance_id" in rule and not isinstance(rule["instance_id"], str):
             raise SsmError("InvalidRule", "instance_id must be an instance id")
+        if not isinstance(rule.get("took_effect", False), bool):
+            raise SsmError("InvalidRule", "took_effect must be true or false")
         with self.lock:
             self.faults.append(dict(rule))
 
@@ -243,7 +248,7 @@ class Simulator:
                     continue
                 fault["count"] -= 1
                 status, message = FAULTS[fault["error"]]
-                return SsmError(fault["error"], message, status)
+                return SsmError(fault["error"], message, status, fault.get("took_effect", False))
         return None
 
     def _outcome_for(self, instance_id, parameters):
@@ -657,6 +662,8 @@ def make_handler(sim):
                 if not target.startswith("AmazonSSM.") or operation not in OPERATIONS:
                     raise SsmError("UnknownOperationException", f"the simulator does not serve {target or 'this request'}")
                 fault = sim.fault_for(operation, body)
+                if fault and fault.took_effect:
+                    getattr(sim, operation)(body)  # done, and the answer is lost
                 if fault:
                     raise fault
                 self._send(200, getattr(sim, operation)(body))

@@ -4,6 +4,9 @@ use crate::domain::model::outcome::PingStatus;
 use crate::domain::model::outcome::{InstanceOutcome, InvocationState};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandRunner, CommandTarget, RunnerError};
+use aws_sdk_ssm::config::retry::RetryConfig;
+use aws_sdk_ssm::error::SdkError;
+use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};
 use aws_sdk_ssm::types::{
     CommandFilter, CommandFilterKey, CommandInvocationStatus, CommandStatus, InstanceInformationStringFilter, Target,
 };
@@ -46,44 +49,24 @@ impl SsmCommandRunner {
 impl CommandRunner for SsmCommandRunner {
     #[instrument(skip_all, fields(comment = %command.comment))]
     async fn send(&self, command: &ApplyCommand) -> Result<String, RunnerError> {
-        let result = self
-            .client
-            .send_command()
-            .document_name(&self.settings.document)
-            .set_targets(match &command.target {
-                CommandTarget::Tag(tag) => {
-                    Some(vec![Target::builder().key(format!("tag:{}", tag.key)).values(&tag.value).build()])
+        let mut attempt = 1;
+        loop {
+            match self.send_once(command).await {
+                // Throttled: SSM refused it before creating anything, so
+                // sending again cannot double it. Nothing else is retried here.
+                Err(e) if attempt < crate::AWS_ATTEMPTS && throttled(&e) => {
+                    let backoff = 100u64 << attempt;
+                    tokio::time::sleep(std::time::Duration::from_millis(backoff + fastrand::u64(..backoff))).await;
+                    attempt += 1;
                 }
-                CommandTarget::Instances(_) => None,
-            })
-            .set_instance_ids(match &command.target {
-                CommandTarget::Instances(ids) => Some(ids.clone()),
-                CommandTarget::Tag(_) => None,
-            })
-            .parameters("flakeref", vec![command.flakeref.as_str().to_owned()])
-            .parameters("action", vec![self.settings.action.clone()])
-            .comment(&command.comment)
-            .max_concurrency(&self.settings.max_concurrency)
-            .max_errors(&self.settings.max_errors)
-            .timeout_seconds(self.settings.delivery_timeout_secs)
-            .send()
-            .await;
-        match result {
-            Ok(out) => out
-                .command()
-                .and_then(|c| c.command_id())
-                .map(str::to_owned)
-                .ok_or_else(|| RunnerError::Unavailable("SendCommand answered without a command id".into())),
-            Err(e) => {
-                let text = super::logged_failure("SSM", "SendCommand", &e);
-                // A refusal by the service means no command exists; anything
-                // else (timeouts, 5xx after retries) may have started one.
-                let not_managed = e.as_service_error().is_some_and(|s| s.is_invalid_instance_id());
-                Err(match (not_managed, super::refused(&e)) {
-                    (true, _) => RunnerError::NotManaged(text),
-                    (false, true) => RunnerError::Rejected(text),
-                    (false, false) => RunnerError::Unavailable(text),
-                })
+                Err(e) => return Err(classify_send_error(e)),
+                Ok(out) => {
+                    return out
+                        .command()
+                        .and_then(|c| c.command_id())
+                        .map(str::to_owned)
+                        .ok_or_else(|| RunnerError::Unavailable("SendCommand answered without a command id".into()))
+                }
             }
         }
     }
@@ -193,6 +176,36 @@ impl CommandRunner for SsmCommandRunner {
 }
 
 impl SsmCommandRunner {
+    /// One SendCommand, with the SDK's retries off: an answer lost after SSM
+    /// started the command would otherwise become a second command, since
+    /// SendCommand takes no idempotency token. An unclear failure goes to
+    /// flakefleet's own look-up by comment, under the release's claim.
+    async fn send_once(&self, command: &ApplyCommand) -> Result<SendCommandOutput, SdkError<SendCommandError>> {
+        self.client
+            .send_command()
+            .document_name(&self.settings.document)
+            .set_targets(match &command.target {
+                CommandTarget::Tag(tag) => {
+                    Some(vec![Target::builder().key(format!("tag:{}", tag.key)).values(&tag.value).build()])
+                }
+                CommandTarget::Instances(_) => None,
+            })
+            .set_instance_ids(match &command.target {
+                CommandTarget::Instances(ids) => Some(ids.clone()),
+                CommandTarget::Tag(_) => None,
+            })
+            .parameters("flakeref", vec![command.flakeref.as_str().to_owned()])
+            .parameters("action", vec![self.settings.action.clone()])
+            .comment(&command.comment)
+            .max_concurrency(&self.settings.max_concurrency)
+            .max_errors(&self.settings.max_errors)
+            .timeout_seconds(self.settings.delivery_timeout_secs)
+            .customize()
+            .config_override(aws_sdk_ssm::config::Config::builder().retry_config(RetryConfig::disabled()))
+            .send()
+            .await
+    }
+
     /// One instance's stdout and stderr tails. Best effort: a failed fetch
     /// leaves them empty with a note, and never keeps the instances' statuses
     /// from being judged.
@@ -232,6 +245,24 @@ fn invocation_state(status: &CommandInvocationStatus) -> InvocationState {
 fn tail(text: &str, max: usize) -> String {
     let count = text.chars().count();
     text.chars().skip(count.saturating_sub(max)).collect()
+}
+
+/// What a failed SendCommand means for the domain. A refusal by the service
+/// means no command exists; anything else (a 5xx, a timeout, a lost
+/// connection) may have started one.
+fn classify_send_error(e: SdkError<SendCommandError>) -> RunnerError {
+    let text = super::logged_failure("SSM", "SendCommand", &e);
+    let not_managed = e.as_service_error().is_some_and(|s| s.is_invalid_instance_id());
+    match (not_managed, super::refused(&e)) {
+        (true, _) => RunnerError::NotManaged(text),
+        (false, true) => RunnerError::Rejected(text),
+        (false, false) => RunnerError::Unavailable(text),
+    }
+}
+
+fn throttled(e: &SdkError<SendCommandError>) -> bool {
+    use aws_sdk_ssm::error::ProvideErrorMetadata;
+    e.code().is_some_and(|c| c.contains("Throttl"))
 }
 
 fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> RunnerError {

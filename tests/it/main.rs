@@ -10,6 +10,7 @@ mod deploy;
 mod document;
 mod events;
 mod nodes;
+mod once;
 mod repair;
 mod requests;
 mod rollout;
