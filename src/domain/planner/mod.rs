@@ -437,6 +437,12 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
         if seen.wave_sent {
             return rest(Outcome::Waiting);
         }
+        // A send that keeps failing never holds the release past its deadline.
+        if now >= release.deadline {
+            let why =
+                format!("the deadline {} passed with wave {} not fully sent", release.deadline, rollout.waves.len());
+            return plan_failure(release.clone(), why, seen, settings, pass);
+        }
         if wave.claimed_by(&pass.claim) {
             return Step::SendWave { resume: false };
         }
@@ -527,6 +533,13 @@ fn plan_next_wave(
     };
     if let Some(why) = reach::over_tolerance(&release, &settings.rollout, total) {
         release.rollout = Some(rollout);
+        return plan_failure(release, why, seen, settings, pass);
+    }
+    // No wave goes out after the deadline: the lease lapses then, and a new
+    // release may already be on its way to the same hosts.
+    if !next.is_empty() && pass.now() >= release.deadline {
+        release.rollout = Some(rollout);
+        let why = format!("the deadline {} passed before the next wave was sent", release.deadline);
         return plan_failure(release, why, seen, settings, pass);
     }
     if next.is_empty() {

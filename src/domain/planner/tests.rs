@@ -686,3 +686,27 @@ fn a_rollback_reaches_only_online_nodes_and_an_undelivered_host_is_not_a_failure
     assert_eq!(settlement.release.status, ReleaseStatus::Succeeded);
     assert!(settlement.release.status_reason.unwrap().contains("i-2 Undeliverable"));
 }
+
+#[test]
+fn no_wave_goes_out_after_the_deadline() {
+    let s = settings(RolloutMode::Staged);
+    // The canary passed, but only at the deadline: the next wave is not sent.
+    let mut canary_done = staged(&[&["i-0"]], "other");
+    canary_done.instances = vec![outcome("i-0", "Success")];
+    let mut late = holding(canary_done);
+    late.tagged = true;
+    late.wave_reports = Some(vec![]);
+    late.running = Some((0..5).map(|i| format!("i-{i}")).collect());
+    // A wave whose send keeps failing: past the deadline it is failed, not sent again.
+    let mut unsent = staged(&[&["i-0"], &["i-1", "i-2"]], "other");
+    unsent.rollout.as_mut().unwrap().waves[1].command_ids.clear();
+    check(
+        vec![
+            ("a passed canary before the deadline", late.clone(), secs(1), "record in_progress"),
+            ("a passed canary at the deadline", late, secs(600), "observe RollbackTarget"),
+            ("an unsent wave before the deadline", holding(unsent.clone()), secs(130), "send wave resuming"),
+            ("an unsent wave at the deadline", holding(unsent), secs(600), "observe RollbackTarget"),
+        ],
+        &s,
+    );
+}
