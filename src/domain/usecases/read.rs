@@ -56,8 +56,10 @@ pub struct FleetStatus {
     pub target_tag: TargetTag,
     pub desired_release: Option<Release>,
     pub last_good_release_id: Option<ReleaseId>,
-    /// The release holding the fleet, while its lease is live.
-    pub lease: Option<Lease>,
+    /// The lease as stored: the release holding the fleet, and whether the
+    /// lease still binds (an expired one no longer blocks deploys, but its
+    /// release may not be final yet).
+    pub lease: Option<LeaseStatus>,
     pub rollout: Option<RolloutProgress>,
     pub halted: Option<Halt>,
     /// Each pending or running instance with the release it last applied
@@ -66,6 +68,13 @@ pub struct FleetStatus {
     /// The instances the holding (else the desired) release passed over as
     /// not Online managed nodes; the drift repair catches them up.
     pub unreachable: Vec<Unreachable>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LeaseStatus {
+    #[serde(flatten)]
+    pub lease: Lease,
+    pub live: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -88,7 +97,6 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
     pub async fn status(&self, now: Timestamp) -> Result<FleetStatus, ControlError> {
         let executor = self.executor();
         let FleetState { desired_release, last_good_release, lease, halted } = executor.fleet_state().await?;
-        let lease = lease.filter(|l| l.is_live(now));
         let desired_release = match desired_release {
             Some(id) => executor.find_release(&id).await?,
             None => None,
@@ -124,7 +132,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             desired_release,
             last_good_release_id: last_good_release,
             rollout: active.as_ref().map(RolloutProgress::of),
-            lease,
+            lease: lease.map(|lease| LeaseStatus { live: lease.is_live(now), lease }),
             halted,
             instances,
             unreachable,

@@ -597,3 +597,17 @@ async fn an_agent_that_drops_between_the_check_and_the_send_is_dropped_and_the_r
     assert_eq!(done.status, ReleaseStatus::Halted, "{:?}", done.status_reason);
     assert!(done.status_reason.unwrap().contains("over the tolerance of 1"));
 }
+
+#[tokio::test]
+async fn the_fleet_shows_its_lease_as_stored_even_once_it_lapsed() {
+    let c = staged(3);
+    let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let live = c.status(later(1)).await.unwrap();
+    assert!(live.lease.as_ref().is_some_and(|l| l.live && l.lease.release_id == release.id));
+    // Past the deadline, nothing reconciled: the lease no longer binds, but
+    // the release holding it is shown, with its rollout.
+    let lapsed = c.status(later(3600)).await.unwrap();
+    let lease = lapsed.lease.expect("the stored lease is shown");
+    assert!(!lease.live);
+    assert_eq!(lapsed.rollout.map(|r| r.release_id), Some(release.id));
+}
