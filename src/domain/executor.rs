@@ -6,12 +6,11 @@
 use super::error::ControlError;
 use super::model::fleet::{FleetSettings, FleetState, MachineImage};
 use super::model::ids::{FleetName, ReleaseId};
-use super::model::outcome::PingStatus;
 use super::model::release::{Release, ReleaseStatus};
 use super::model::rollout::Claim;
 use super::model::time::Timestamp;
 use super::planner::lease::{self, Admission};
-use super::planner::reach::drop_unreachable;
+use super::planner::reach::{drop_unreachable, refusal_stands};
 use super::planner::repair::launch_request;
 use super::planner::{Need, Observed, Outcome, Pass, Step};
 use super::ports::{
@@ -192,7 +191,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                     return Ok(());
                 };
                 let fresh = self.runner.managed_nodes(ids).await?;
-                if fresh.values().all(|s| *s == PingStatus::Online) {
+                if refusal_stands(&fresh) {
                     seen.first_send = Some(Err(reason));
                 } else {
                     warn!(%reason, "a canary target is no longer a managed node; choosing again");

@@ -68,6 +68,13 @@ pub fn drop_unreachable(release: &mut Release, statuses: &NodeStatuses) -> bool 
     any
 }
 
+/// After SSM refused a send with InvalidInstanceId: whether the refusal is
+/// SSM's own and stands, because a fresh look finds every named node Online
+/// (otherwise the ones that are not are dropped and the rest is sent).
+pub fn refusal_stands(fresh: &NodeStatuses) -> bool {
+    fresh.values().all(|s| *s == PingStatus::Online)
+}
+
 /// How many unreachable hosts a rollout over `total` instances tolerates:
 /// a count as written, a percentage rounded up (so any non-zero percentage
 /// tolerates at least one host).
@@ -175,6 +182,8 @@ mod tests {
         assert!(wave.instance_ids.contains(&"i-03".to_owned()), "already sent: kept");
         assert_eq!(r.unreachable, [Unreachable { instance_id: "i-55".into(), ping_status: PingStatus::Inactive }]);
         assert!(!drop_unreachable(&mut r, &fresh), "nothing more to drop: SSM's refusal stands");
+        assert!(!refusal_stands(&fresh));
+        assert!(refusal_stands(&statuses(&[("i-56", "Online")])));
     }
 
     #[test]
