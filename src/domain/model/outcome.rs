@@ -179,6 +179,13 @@ pub struct Unreachable {
     pub ping_status: PingStatus,
 }
 
+/// `i-1 ConnectionLost`, as reasons and messages name it.
+impl fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.instance_id, self.ping_status.as_str())
+    }
+}
+
 /// Failed instances whose output a release keeps; SSM keeps all of it.
 pub const OUTPUTS_KEPT: usize = 50;
 

@@ -717,8 +717,7 @@ fn plan_repair_step(fleet: &FleetState, seen: &Observed, settings: &FleetSetting
         if passed.is_empty() {
             return rest(Outcome::Idle);
         }
-        let names: Vec<String> =
-            passed.iter().take(5).map(|u| format!("{} {}", u.instance_id, u.ping_status.as_str())).collect();
+        let names: Vec<String> = passed.iter().take(5).map(Unreachable::to_string).collect();
         let why = format!("{} drifted instances are not Online managed nodes: {}", passed.len(), names.join(", "));
         return rest_because(Outcome::Idle, why);
     }

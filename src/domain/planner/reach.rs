@@ -110,7 +110,7 @@ pub fn describe_unreachable(release: &Release) -> String {
 
 /// The first few unreachable hosts with why: `i-1 ConnectionLost, i-2 Undeliverable`.
 fn first_named(release: &Release) -> String {
-    let passed = release.unreachable.iter().map(|u| format!("{} {}", u.instance_id, u.ping_status.as_str()));
+    let passed = release.unreachable.iter().map(Unreachable::to_string);
     let undelivered =
         release.instances.iter().filter(|i| i.unreachable()).map(|i| format!("{} {}", i.instance_id, i.detail));
     passed.chain(undelivered).take(5).collect::<Vec<_>>().join(", ")
