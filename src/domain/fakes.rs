@@ -9,6 +9,26 @@ use super::ports::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+/// Where concurrent invocations in one test interleave: off by default;
+/// seeded, every port call first yields to the other invocations 0 to 2 times,
+/// so `join!` of several use cases explores one interleaving per seed.
+#[derive(Default)]
+pub struct Yields(Mutex<Option<fastrand::Rng>>);
+
+impl Yields {
+    /// Interleaves from now on with this seed; `None`: never yields.
+    pub fn set(&self, seed: Option<u64>) {
+        *self.0.lock().unwrap() = seed.map(fastrand::Rng::with_seed);
+    }
+
+    async fn point(&self) {
+        let times = self.0.lock().unwrap().as_mut().map_or(0, |rng| rng.usize(0..3));
+        for _ in 0..times {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct MemoryStore {
     pub releases: Mutex<BTreeMap<ReleaseId, Release>>,
@@ -18,6 +38,7 @@ pub struct MemoryStore {
     /// transactions hold their items (after the adapter's retries): busy,
     /// nothing written.
     pub busy_writes: Mutex<usize>,
+    pub yields: Yields,
 }
 
 impl MemoryStore {
@@ -40,6 +61,7 @@ impl ReleaseStore for MemoryStore {
         desired: bool,
         now: Timestamp,
     ) -> Result<Admitted, StoreError> {
+        self.yields.point().await;
         self.busy()?;
         let mut claims = self.claims.lock().unwrap();
         let mut fleet = self.fleet.lock().unwrap();
@@ -71,10 +93,12 @@ impl ReleaseStore for MemoryStore {
     }
 
     async fn release(&self, _: &FleetName, id: &ReleaseId) -> Result<Option<Release>, StoreError> {
+        self.yields.point().await;
         Ok(self.releases.lock().unwrap().get(id).cloned())
     }
 
     async fn releases(&self, _: &FleetName, limit: u32, after: Option<&ReleaseId>) -> Result<ReleasePage, StoreError> {
+        self.yields.point().await;
         let releases: Vec<Release> = self
             .releases
             .lock()
@@ -89,15 +113,18 @@ impl ReleaseStore for MemoryStore {
     }
 
     async fn last_succeeded_before(&self, _: &FleetName, before: &ReleaseId) -> Result<Option<Release>, StoreError> {
+        self.yields.point().await;
         let releases = self.releases.lock().unwrap();
         Ok(releases.values().rev().find(|r| &r.id < before && r.status == ReleaseStatus::Succeeded).cloned())
     }
 
     async fn fleet_state(&self, _: &FleetName) -> Result<FleetState, StoreError> {
+        self.yields.point().await;
         Ok(self.fleet.lock().unwrap().clone())
     }
 
     async fn save(&self, release: &Release, expected_version: u64) -> Result<Written, StoreError> {
+        self.yields.point().await;
         self.busy()?;
         let fleet = self.fleet.lock().unwrap();
         let mut releases = self.releases.lock().unwrap();
@@ -112,6 +139,7 @@ impl ReleaseStore for MemoryStore {
     }
 
     async fn settle(&self, s: &Settlement) -> Result<Written, StoreError> {
+        self.yields.point().await;
         self.busy()?;
         let mut fleet = self.fleet.lock().unwrap();
         let mut releases = self.releases.lock().unwrap();
@@ -153,6 +181,7 @@ pub struct MemoryFleet {
     pub instances: Mutex<Vec<FleetInstance>>,
     pub launches: Mutex<Vec<LaunchRequest>>,
     pub image: Option<MachineImage>,
+    pub yields: Yields,
 }
 
 impl MemoryFleet {
@@ -167,26 +196,35 @@ impl MemoryFleet {
             .collect();
         let image =
             MachineImage { id: "ami-nixos".into(), root_device: "/dev/xvda".into(), root_snapshot_gib: Some(8) };
-        Self { instances: Mutex::new(instances), launches: Mutex::default(), image: Some(image) }
+        Self {
+            instances: Mutex::new(instances),
+            launches: Mutex::default(),
+            image: Some(image),
+            yields: Yields::default(),
+        }
     }
 }
 
 impl FleetInventory for MemoryFleet {
     async fn running_instances(&self, _: &TargetTag, limit: Option<usize>) -> Result<Vec<String>, InventoryError> {
+        self.yields.point().await;
         let instances = self.instances.lock().unwrap();
         let running = instances.iter().filter(|i| i.state == InstanceState::Running).map(|i| i.id.clone());
         Ok(running.take(limit.unwrap_or(usize::MAX)).collect())
     }
 
     async fn fleet_instances(&self, _: &TargetTag) -> Result<Vec<FleetInstance>, InventoryError> {
+        self.yields.point().await;
         Ok(self.instances.lock().unwrap().clone())
     }
 
     async fn newest_image(&self, _: &ImageSelector) -> Result<Option<MachineImage>, InventoryError> {
+        self.yields.point().await;
         Ok(self.image.clone())
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<String, InventoryError> {
+        self.yields.point().await;
         let mut instances = self.instances.lock().unwrap();
         let id = format!("i-new{:02}", instances.len());
         instances.push(FleetInstance {
@@ -200,6 +238,7 @@ impl FleetInventory for MemoryFleet {
     }
 
     async fn tag_release(&self, instance_ids: &[String], release: &ReleaseId) -> Result<(), InventoryError> {
+        self.yields.point().await;
         for instance in self.instances.lock().unwrap().iter_mut().filter(|i| instance_ids.contains(&i.id)) {
             instance.release = Some(release.clone());
         }
@@ -232,6 +271,7 @@ pub struct ScriptedRunner {
     pub agents: Mutex<HashMap<String, PingStatus>>,
     /// Agents that change just as the next send arrives (after the planner checked).
     pub agents_on_send: Mutex<Vec<(String, PingStatus)>>,
+    pub yields: Yields,
 }
 
 impl Default for ScriptedRunner {
@@ -243,6 +283,7 @@ impl Default for ScriptedRunner {
             failing: Mutex::default(),
             agents: Mutex::default(),
             agents_on_send: Mutex::default(),
+            yields: Yields::default(),
         }
     }
 }
@@ -263,6 +304,7 @@ impl ScriptedRunner {
 
 impl CommandRunner for ScriptedRunner {
     async fn send(&self, command: &ApplyCommand) -> Result<String, RunnerError> {
+        self.yields.point().await;
         let behaviour = self.next.lock().unwrap().clone();
         for (id, status) in self.agents_on_send.lock().unwrap().drain(..) {
             self.set_agent(&id, status);
@@ -293,10 +335,12 @@ impl CommandRunner for ScriptedRunner {
     }
 
     async fn find(&self, comment: &str, _: Timestamp) -> Result<Option<String>, RunnerError> {
+        self.yields.point().await;
         Ok(self.sent.lock().unwrap().iter().find(|(_, c)| c.comment == comment).map(|(id, _)| id.clone()))
     }
 
     async fn report(&self, command_id: &str) -> Result<CommandReport, RunnerError> {
+        self.yields.point().await;
         if let Some(report) = self.reports.lock().unwrap().get(command_id) {
             return Ok(report.clone());
         }
@@ -332,6 +376,7 @@ impl CommandRunner for ScriptedRunner {
     }
 
     async fn managed_nodes(&self, instance_ids: &[String]) -> Result<HashMap<String, PingStatus>, RunnerError> {
+        self.yields.point().await;
         Ok(instance_ids.iter().map(|id| (id.clone(), self.agent(id))).collect())
     }
 }

@@ -34,6 +34,7 @@ pub(crate) fn pending_release(stack: &Stack, now: Timestamp) -> Release {
         rollout: None,
         launches: vec![],
         unreachable: vec![],
+        claim: None,
         version: 0,
     }
 }

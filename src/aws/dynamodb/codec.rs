@@ -5,7 +5,7 @@ use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{FleetName, ReleaseId, Revision};
 use crate::domain::model::outcome::{InstanceOutcome, Unreachable};
 use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
-use crate::domain::model::rollout::Rollout;
+use crate::domain::model::rollout::{Claimed, Rollout};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::StoreError;
 use aws_sdk_dynamodb::primitives::Blob;
@@ -64,6 +64,8 @@ struct BodyRef<'a> {
     launches: &'a [Launch],
     #[serde(skip_serializing_if = "<[Unreachable]>::is_empty")]
     unreachable: &'a [Unreachable],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claim: Option<&'a Claimed>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +78,8 @@ struct Body {
     launches: Vec<Launch>,
     #[serde(default)]
     unreachable: Vec<Unreachable>,
+    #[serde(default)]
+    claim: Option<Claimed>,
 }
 
 /// The release item, and the part items when its body is over `inline_bytes`.
@@ -111,6 +115,7 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
         rollout: r.rollout.as_ref(),
         launches: &r.launches,
         unreachable: &r.unreachable,
+        claim: r.claim.as_ref(),
     })
     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if body.len() <= inline_bytes {
@@ -149,7 +154,9 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
     let body: Body = match (parts, opt_string(item, "body")) {
         (Some(bytes), _) => serde_json::from_slice(bytes).map_err(|_| corrupt("body"))?,
         (None, Some(text)) => serde_json::from_str(&text).map_err(|_| corrupt("body"))?,
-        (None, None) => Body { instances: Vec::new(), rollout: None, launches: Vec::new(), unreachable: Vec::new() },
+        (None, None) => {
+            Body { instances: Vec::new(), rollout: None, launches: Vec::new(), unreachable: Vec::new(), claim: None }
+        }
     };
     Ok(Release {
         id: parse_id(&string(item, "id")?)?,
@@ -170,6 +177,7 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
         launches: body.launches,
         rollout: body.rollout,
         unreachable: body.unreachable,
+        claim: body.claim,
         version: num(item, "version")?,
     })
 }
@@ -243,6 +251,7 @@ mod tests {
                 instance_id: "i-4".into(),
                 ping_status: crate::domain::model::outcome::PingStatus::ConnectionLost,
             }],
+            claim: Some(Claimed { claimed_ms: 5, claimed_by: "b".into(), takeover: true }),
             version: 4,
         };
         let (head, parts) = release_items(&release, INLINE_BODY_BYTES).unwrap();

@@ -3,7 +3,7 @@
 use super::flakeref::Flakeref;
 use super::ids::{FleetName, ReleaseId, Revision};
 use super::outcome::{InstanceOutcome, Unreachable};
-use super::rollout::Rollout;
+use super::rollout::{Claimed, Rollout};
 use super::time::{rfc3339, Timestamp};
 use serde::Serialize;
 
@@ -128,6 +128,10 @@ pub struct Release {
     /// their turn came (invocations SSM could not deliver are in `instances`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<Unreachable>,
+    /// While pending: who may send the first command (the admitting
+    /// invocation, or one that took over after it must have died).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claimed>,
     /// Raised by every write: the fencing number that lets only one writer move
     /// a release on from what it read.
     pub version: u64,

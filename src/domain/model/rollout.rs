@@ -117,27 +117,56 @@ pub struct Rollout {
     pub fixed: bool,
 }
 
+/// A claim as recorded on a release or a wave: the one invocation that may
+/// send, and since when. After it lapses, another invocation sends only once
+/// it has recorded a claim of its own (a version-fenced write): a takeover,
+/// which first looks for what the earlier claimer may have sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claimed {
+    /// When the claim was made (ms since the epoch); it lapses a takeover window later.
+    #[serde(default)]
+    pub claimed_ms: u64,
+    /// The claimer's token, unique to its invocation.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub claimed_by: String,
+    /// Taken over from an earlier claimer that may have sent before it died.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub takeover: bool,
+}
+
+impl Claimed {
+    pub fn new(claim: &Claim, takeover: bool) -> Self {
+        Self { claimed_ms: claim.at.millis(), claimed_by: claim.by.clone(), takeover }
+    }
+
+    /// Whether this pass holds the claim: by its token, never by its time.
+    pub fn held_by(&self, claim: &Claim) -> bool {
+        !claim.by.is_empty() && self.claimed_by == claim.by
+    }
+
+    /// Whether the claimer must be dead by `now`, so the claim may be taken over.
+    pub fn lapsed(&self, now: Timestamp, window: std::time::Duration) -> bool {
+        now.millis() >= self.claimed_ms.saturating_add(window.as_millis() as u64)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wave {
     pub instance_ids: Vec<String>,
     /// One per batch of at most [`BATCH`] instances, in order, once sent.
     pub command_ids: Vec<String>,
-    /// When the wave was claimed for sending (ms since the epoch). Another
-    /// invocation finishes sending it only after the claimer must have died.
-    #[serde(default)]
-    pub claimed_ms: u64,
-    /// The invocation that claimed it: the one that wins the write sends.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub claimed_by: String,
+    /// Who sends the wave's batches.
+    #[serde(flatten)]
+    pub claim: Claimed,
 }
 
 impl Wave {
     pub fn new(instance_ids: Vec<String>, claim: &Claim) -> Self {
-        Self { instance_ids, command_ids: Vec::new(), claimed_ms: claim.at.millis(), claimed_by: claim.by.clone() }
+        Self { instance_ids, command_ids: Vec::new(), claim: Claimed::new(claim, false) }
     }
 
     pub fn claimed_by(&self, claim: &Claim) -> bool {
-        !claim.by.is_empty() && self.claimed_by == claim.by
+        self.claim.held_by(claim)
     }
 
     pub fn batches(&self) -> impl Iterator<Item = &[String]> {

@@ -20,7 +20,7 @@ use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState, Mach
 use crate::domain::model::ids::{ReleaseId, Revision};
 use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome, Unreachable};
 use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
-use crate::domain::model::rollout::{Claim, Rollout, RolloutMode, Wave};
+use crate::domain::model::rollout::{Claim, Claimed, Rollout, RolloutMode, Wave};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandTarget, Settlement};
 use judge::{batches_to_report, judge_command, judge_wave, merge_outcomes, newly_converged, next_wave, WaveVerdict};
@@ -228,6 +228,7 @@ pub fn new_release(
         rollout: (settings.rollout.mode == RolloutMode::Staged).then(Rollout::default),
         launches: Vec::new(),
         unreachable: Vec::new(),
+        claim: None,
         version: 0,
     }
 }
@@ -258,14 +259,44 @@ fn plan_release(release: &Release, seen: &Observed, settings: &FleetSettings, pa
     }
 }
 
+/// What a claim on a release or a wave lets this pass do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Turn {
+    /// This pass holds the claim; `resume`: it took it over, so it looks for
+    /// what the earlier claimer may have sent before sending anything.
+    Send { resume: bool },
+    /// Another invocation holds it and may still be sending.
+    Wait,
+    /// The claimer must be dead: record a claim of this pass's own first. Only
+    /// the writer that wins that version-fenced write sends.
+    TakeOver(Claimed),
+}
+
+fn turn(claim: &Claimed, settings: &FleetSettings, pass: &Pass) -> Turn {
+    if claim.held_by(&pass.claim) {
+        Turn::Send { resume: claim.takeover }
+    } else if claim.lapsed(pass.now(), settings.takeover_after) {
+        Turn::TakeOver(Claimed::new(&pass.claim, true))
+    } else {
+        Turn::Wait
+    }
+}
+
 /// A pending release: its first command is not confirmed sent.
 fn plan_first_command(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
     let now = pass.now();
-    let resume = !seen.created_here;
-    // Another invocation recorded it and may still be sending: leave it the window.
-    if resume && now < release.created_at.plus(settings.takeover_after) {
-        return rest(Outcome::Waiting);
-    }
+    // A release recorded before claims were: claimed by nobody at its creation.
+    let claim =
+        release.claim.clone().unwrap_or(Claimed { claimed_ms: release.created_at.millis(), ..Claimed::default() });
+    let resume = match turn(&claim, settings, pass) {
+        Turn::Send { resume } => resume,
+        Turn::Wait => return rest(Outcome::Waiting),
+        Turn::TakeOver(claim) => {
+            let mut taken = release.clone();
+            taken.claim = Some(claim);
+            return Step::Record { release: Box::new(taken), then: None };
+        }
+    };
     if let Some(answer) = &seen.first_send {
         return match answer {
             Ok(command_id) => record_first(release, command_id, seen, settings, pass),
@@ -370,6 +401,7 @@ fn first_sent(release: &Release, command_id: &str, seen: &Observed, settings: &F
         None => sent.command_id = Some(command_id.to_owned()),
     }
     sent.status = ReleaseStatus::InProgress;
+    sent.claim = None; // the waves carry their own claims from here on
     sent
 }
 
@@ -443,13 +475,17 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
                 format!("the deadline {} passed with wave {} not fully sent", release.deadline, rollout.waves.len());
             return plan_failure(release.clone(), why, seen, settings, pass);
         }
-        if wave.claimed_by(&pass.claim) {
-            return Step::SendWave { resume: false };
-        }
-        if now.millis() < wave.claimed_ms + settings.takeover_after.as_millis() as u64 {
-            return rest(Outcome::Waiting);
-        }
-        return Step::SendWave { resume: true };
+        return match turn(&wave.claim, settings, pass) {
+            Turn::Send { resume } => Step::SendWave { resume },
+            Turn::Wait => rest(Outcome::Waiting),
+            Turn::TakeOver(claim) => {
+                let mut taken = release.clone();
+                if let Some(wave) = taken.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+                    wave.claim = claim;
+                }
+                Step::Record { release: Box::new(taken), then: None }
+            }
+        };
     }
     if seen.wave_sent && wave.claimed_by(&pass.claim) {
         return rest(Outcome::WaveStarted);

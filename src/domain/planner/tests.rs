@@ -37,6 +37,12 @@ fn release(settings: &FleetSettings, flakeref: &str, kind: ReleaseKind) -> Relea
     new_release(settings, id(1), Flakeref::parse(flakeref).unwrap(), None, kind, None, T0)
 }
 
+/// `release`, claimed for its first command by `by` at T0 (`takeover`: taken over).
+fn claimed(mut release: Release, by: &str, takeover: bool) -> Release {
+    release.claim = Some(Claimed::new(&Claim::new(by, T0), takeover));
+    release
+}
+
 /// A staged release whose waves (of these instances each) are all sent,
 /// the last claimed by `by` at T0.
 fn staged(waves: &[&[&str]], by: &str) -> Release {
@@ -224,12 +230,18 @@ fn a_pending_release_is_sent_once_and_taken_over_only_after_the_window() {
     let s = settings(RolloutMode::AllAtOnce);
     let pending = release(&s, NEXT, ReleaseKind::Deploy);
     let here = |f: fn(&mut Observed)| {
-        let mut seen = Observed { holder: Some(pending.clone()), created_here: true, ..Observed::default() };
+        let mut seen = Observed { holder: Some(claimed(pending.clone(), "me", false)), ..Observed::default() };
         f(&mut seen);
         seen
     };
     let elsewhere = |f: fn(&mut Observed)| {
-        let mut seen = holding(pending.clone());
+        let mut seen = holding(claimed(pending.clone(), "other", false));
+        f(&mut seen);
+        seen
+    };
+    // Taken over by this pass: it looks for what the other may have sent.
+    let taken = |f: fn(&mut Observed)| {
+        let mut seen = holding(claimed(pending.clone(), "me", true));
         f(&mut seen);
         seen
     };
@@ -251,24 +263,39 @@ fn a_pending_release_is_sent_once_and_taken_over_only_after_the_window() {
                 "settle failed as Dispatched",
             ),
             ("elsewhere, inside the window", elsewhere(|_| {}), secs(119), "rest Waiting"),
-            ("elsewhere, after the window", elsewhere(|_| {}), secs(120), "observe SentBefore"),
             (
-                "elsewhere, found",
-                elsewhere(|o| o.sent_before = Some(Some("cmd-9".into()))),
+                "elsewhere, after the window: a claim of its own first, never a send",
+                elsewhere(|o| o.sent_before = Some(None)),
+                secs(120),
+                "record pending then None",
+            ),
+            (
+                "recorded before claims: claimed by nobody at its creation",
+                holding(pending.clone()),
+                secs(120),
+                "record pending then None",
+            ),
+            ("taken over: look first", taken(|_| {}), secs(120), "observe SentBefore"),
+            (
+                "taken over, found",
+                taken(|o| o.sent_before = Some(Some("cmd-9".into()))),
                 secs(120),
                 "record in_progress",
             ),
-            ("elsewhere, never sent", elsewhere(|o| o.sent_before = Some(None)), secs(120), "observe AnyRunning"),
+            ("taken over, never sent", taken(|o| o.sent_before = Some(None)), secs(120), "observe AnyRunning"),
             (
                 "never sent, past the deadline: a failure, with nothing reached",
-                elsewhere(|o| o.sent_before = Some(None)),
+                taken(|o| o.sent_before = Some(None)),
                 secs(600),
                 "observe RollbackTarget",
             ),
         ],
         &s,
     );
-    let mut seen = elsewhere(|o| o.sent_before = Some(None));
+    let step = plan(&elsewhere(|_| {}), &s, &pass(secs(120)));
+    let Step::Record { release: taken_over, .. } = step else { panic!("{step:?}") };
+    assert_eq!(taken_over.claim, Some(Claimed::new(&Claim::new("me", secs(120)), true)), "a new claim, this pass's");
+    let mut seen = taken(|o| o.sent_before = Some(None));
     seen.rollback_target = Some(Some(release(&s, GOOD, ReleaseKind::Deploy)));
     let step = plan(&seen, &s, &pass(secs(600)));
     assert_eq!(brief(&step), "settle failed as Dispatched", "nothing reached: nothing to roll back");
@@ -279,8 +306,8 @@ fn a_pending_release_is_sent_once_and_taken_over_only_after_the_window() {
 #[test]
 fn a_staged_release_starts_with_its_canary() {
     let s = settings(RolloutMode::Staged);
-    let pending = release(&s, NEXT, ReleaseKind::Deploy);
-    let seen = Observed { holder: Some(pending.clone()), created_here: true, ..Observed::default() };
+    let pending = claimed(release(&s, NEXT, ReleaseKind::Deploy), "me", false);
+    let seen = Observed { holder: Some(pending.clone()), ..Observed::default() };
     assert_eq!(plan(&seen, &s, &pass(T0)), Step::Observe(Need::Canary(CANARY_FIRST_POOL)));
     let seen = Observed { canary: Some(vec!["i-0".into(), "i-1".into()]), canary_limit: 5, ..seen };
     assert_eq!(plan(&seen, &s, &pass(T0)), Step::Observe(Need::ManagedNodes(vec!["i-0".into(), "i-1".into()])));
@@ -305,7 +332,12 @@ fn a_wave_is_sent_by_its_claimer_or_taken_over_after_the_window() {
     unsent.rollout.as_mut().unwrap().waves[1].command_ids.clear();
     let mine = {
         let mut r = unsent.clone();
-        r.rollout.as_mut().unwrap().waves[1].claimed_by = "me".into();
+        r.rollout.as_mut().unwrap().waves[1].claim.claimed_by = "me".into();
+        r
+    };
+    let taken = {
+        let mut r = unsent.clone();
+        r.rollout.as_mut().unwrap().waves[1].claim = Claimed::new(&Claim::new("me", secs(120)), true);
         r
     };
     let sent_now = Observed { wave_sent: true, ..holding(mine.clone()) };
@@ -313,7 +345,13 @@ fn a_wave_is_sent_by_its_claimer_or_taken_over_after_the_window() {
         vec![
             ("claimed by this pass", holding(mine.clone()), T0, "send wave"),
             ("claimed by another, inside the window", holding(unsent.clone()), secs(119), "rest Waiting"),
-            ("claimed by another, after", holding(unsent.clone()), secs(120), "send wave resuming"),
+            (
+                "claimed by another, after: a claim of its own first",
+                holding(unsent.clone()),
+                secs(120),
+                "record in_progress then None",
+            ),
+            ("taken over by this pass", holding(taken.clone()), secs(120), "send wave resuming"),
             ("sent but not all of it (fenced off)", sent_now, T0, "rest Waiting"),
             (
                 "a write of this pass was fenced off",
@@ -570,10 +608,9 @@ fn nodes(pairs: &[(&str, &str)]) -> NodeStatuses {
 #[test]
 fn only_online_managed_nodes_are_targets_and_the_rest_are_recorded_unreachable() {
     let s = settings(RolloutMode::Staged);
-    let pending = release(&s, NEXT, ReleaseKind::Deploy);
+    let pending = claimed(release(&s, NEXT, ReleaseKind::Deploy), "me", false);
     let first = |pool: &[&str], known: &[(&str, &str)]| Observed {
         holder: Some(pending.clone()),
-        created_here: true,
         canary: Some(pool.iter().map(|s| s.to_string()).collect()),
         canary_limit: 5,
         nodes: nodes(known),
@@ -704,7 +741,7 @@ fn no_wave_goes_out_after_the_deadline() {
         vec![
             ("a passed canary before the deadline", late.clone(), secs(1), "record in_progress"),
             ("a passed canary at the deadline", late, secs(600), "observe RollbackTarget"),
-            ("an unsent wave before the deadline", holding(unsent.clone()), secs(130), "send wave resuming"),
+            ("an unsent wave before the deadline", holding(unsent.clone()), secs(130), "record in_progress then None"),
             ("an unsent wave at the deadline", holding(unsent), secs(600), "observe RollbackTarget"),
         ],
         &s,

@@ -6,6 +6,7 @@ use crate::domain::error::ControlError;
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
 use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
+use crate::domain::model::rollout::Claimed;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::Admission;
 use crate::domain::planner::{new_release, Observed, Pass};
@@ -84,12 +85,15 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
 
     async fn start(
         &self,
-        release: Release,
+        mut release: Release,
         key: Option<IdempotencyKey>,
         fingerprint: String,
         pass: &Pass,
     ) -> Result<Release, ControlError> {
         let now = pass.now();
+        // This invocation sends the first command; another takes over only
+        // after it must have died, and only by recording a claim of its own.
+        release.claim = Some(Claimed::new(&pass.claim, false));
         let claim = key.map(|key| IdempotencyClaim {
             key,
             request: fingerprint,

@@ -151,6 +151,44 @@ async fn a_live_sender_is_never_doubled_inside_the_takeover_window() {
     assert_eq!(c.runner.sent_count(), 1);
 }
 
+/// Case 3 of the exactly-once issue: a reconcile, an SSM event and the
+/// client's retry take over a stalled first command together. Only the one
+/// whose claim is written sends; the others see the new claim and wait.
+#[tokio::test]
+async fn takeovers_at_once_send_the_first_command_once() {
+    for seed in 0..40 {
+        let mut c = controller(true);
+        c.settings.takeover_after = Duration::from_secs(120);
+        *c.runner.next.lock().unwrap() = SendBehaviour::Unavailable;
+        c.deploy(deploy(GOOD, Some("k1")), T0).await.unwrap_err();
+        *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+        interleave(&c, Some(seed));
+        let at = later(121);
+        let _ = tokio::join!(c.reconcile(at), c.reconcile(at), c.deploy(deploy(GOOD, Some("k1")), at));
+        assert_eq!(c.runner.sent_count(), 1, "seed {seed}");
+    }
+}
+
+/// The same for a wave whose sender died before sending it.
+#[tokio::test]
+async fn takeovers_at_once_send_a_stalled_wave_once() {
+    for seed in 0..40 {
+        let mut c = staged(10);
+        c.settings.takeover_after = Duration::from_secs(120);
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        // The canary passed; the invocation that claimed wave 2 could not send it.
+        *c.runner.next.lock().unwrap() = SendBehaviour::Unavailable;
+        assert!(c.reconcile(later(1)).await.is_err());
+        *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+        interleave(&c, Some(seed));
+        let at = later(122);
+        let _ = tokio::join!(c.reconcile(at), c.reconcile(at), c.reconcile(at));
+        interleave(&c, None);
+        assert!(sends(&c).values().all(|n| *n == 1), "seed {seed}: {:?}", sends(&c));
+        assert!(sends(&c).len() >= 4, "seed {seed}: the canary and wave 2 (and maybe wave 3): {:?}", sends(&c));
+    }
+}
+
 /// Keys are remembered for the idempotency window (24 hours by default), then forgotten.
 #[tokio::test]
 async fn an_idempotency_key_expires_after_its_window() {
@@ -267,6 +305,14 @@ pub(crate) async fn deploy_and_fail_without_rollback(instances: usize) -> Timest
     let at = run_out(&c, at).await;
     assert_eq!(c.store.releases.lock().unwrap().values().filter(|r| r.status == ReleaseStatus::Failed).count(), 1);
     at
+}
+
+/// Makes the fakes yield at every port call (as `seed` says), so use cases
+/// joined together interleave; `None` runs each call straight through.
+fn interleave(c: &Controller, seed: Option<u64>) {
+    c.store.yields.set(seed);
+    c.inventory.yields.set(seed.map(|s| s ^ 1));
+    c.runner.yields.set(seed.map(|s| s ^ 2));
 }
 
 /// Reconciles, a second apart, until the fleet is free; answers the time.
@@ -498,6 +544,9 @@ mod machine {
         Duplicate,
         /// The next store write is cancelled by a conflicting transaction.
         Conflict,
+        /// Three invocations at once (two reconciles and the client retrying
+        /// its deploy), interleaved at every port call as the seed says.
+        Concurrent(u64),
     }
 
     fn events() -> impl Strategy<Value = Vec<Event>> {
@@ -507,6 +556,7 @@ mod machine {
                 1 => any::<bool>().prop_map(|started| Event::FlakySend { started }),
                 1 => Just(Event::Duplicate),
                 1 => Just(Event::Conflict),
+                2 => any::<u64>().prop_map(Event::Concurrent),
             ],
             0..40,
         )
@@ -527,7 +577,10 @@ mod machine {
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let c = staged(size);
+                let mut c = staged(size);
+                // Longer than any one invocation lives (all of a pass runs at
+                // one instant here), as the configuration requires of it.
+                c.settings.takeover_after = Duration::from_secs(2);
                 let mut at = T0;
                 let mut created = 0;
                 for (flakeref, key, events) in [(GOOD, "first", &first), (NEXT, "second", &second)] {
@@ -547,6 +600,11 @@ mod machine {
                                 *c.store.busy_writes.lock().unwrap() = 1;
                                 let _ = c.reconcile(at).await;
                                 *c.store.busy_writes.lock().unwrap() = 0;
+                            }
+                            Event::Concurrent(seed) => {
+                                interleave(&c, Some(*seed));
+                                let _ = tokio::join!(c.reconcile(at), c.reconcile(at), c.deploy(deploy(flakeref, Some(key)), at));
+                                interleave(&c, None);
                             }
                             Event::FlakySend { started } => {
                                 *c.runner.next.lock().unwrap() = if *started { SendBehaviour::SendThenTimeOut } else { SendBehaviour::Unavailable };
