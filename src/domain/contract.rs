@@ -80,12 +80,12 @@ async fn admit_save_and_settle<S: ReleaseStore>(store: &S, template: &Release, n
     done
 }
 
-/// A hand-over to an existing id is refused whole; a release whose lease
-/// lapsed and was taken settles alone, and changes nothing on the fleet.
+/// A hand-over to an existing id is refused whole; a release holds the fleet
+/// until it settles, past its deadline too; a late writer of a release that
+/// settled changes nothing on the fleet.
 async fn lose_the_lease<S: ReleaseStore>(store: &S, template: &Release, done: &Release, now: Timestamp) {
     let fleet = &template.fleet;
     let copy = |n: u128, at: Timestamp| copy(template, n, at);
-    let a = done;
     // A hand-over to a release that exists is refused whole.
     let c = copy(3, now);
     assert_eq!(store.admit(&c, &lease_for(&c), None, true, now).await.unwrap(), Admitted::Yes, "admit c");
@@ -96,27 +96,33 @@ async fn lose_the_lease<S: ReleaseStore>(store: &S, template: &Release, done: &R
     assert_eq!(store.settle(&handover).await.unwrap(), Written::Fenced(Fence::AlreadyExists), "hand c to a");
     assert_eq!(store.release(fleet, &c.id).await.unwrap().unwrap().status, ReleaseStatus::Pending, "c untouched");
 
-    // c's lease lapses and d takes the fleet: c can no longer change it.
-    let later = c.deadline;
+    // Long past its deadline, c still holds the fleet: no clock frees it.
+    let later = c.deadline.plus(Duration::from_secs(3600));
     let d = copy(4, later);
     assert_eq!(
         store.admit(&d, &lease_for(&d), None, true, later).await.unwrap(),
-        Admitted::Yes,
-        "admit d after c lapsed"
+        Admitted::Refused(vec![AdmitConflict::LeaseHeld { holder: c.id.clone() }]),
+        "d while c is overdue"
     );
-    let mut c1 = c.clone();
-    c1.version = 1;
-    assert_eq!(store.save(&c1, 0).await.unwrap(), Written::Fenced(Fence::LeaseLost), "save c without its lease");
+    // c settles, which frees the fleet; d takes it.
     let mut c_done = c.clone();
     c_done.status = ReleaseStatus::Succeeded;
     c_done.version = 1;
-    let late = Settlement { expected_version: 0, ..lease::settlement(c_done.clone(), None, None) };
-    assert_eq!(store.settle(&late).await.unwrap(), Written::Fenced(Fence::LeaseLost), "settle c without its lease");
+    let settled = Settlement { expected_version: 0, ..lease::settlement(c_done.clone(), None, None) };
+    assert_eq!(store.settle(&settled).await.unwrap(), Written::Yes, "settle c");
+    assert_eq!(store.admit(&d, &lease_for(&d), None, true, later).await.unwrap(), Admitted::Yes, "admit d");
+
+    // A late writer of c, over the version it read, can no longer change the fleet.
+    let mut c_late = c_done.clone();
+    c_late.status = ReleaseStatus::Failed;
+    c_late.version = 2;
+    assert_eq!(store.save(&c_late, 1).await.unwrap(), Written::Fenced(Fence::LeaseLost), "save c without the lease");
+    let late = Settlement { expected_version: 1, ..lease::settlement(c_late.clone(), None, None) };
+    assert_eq!(store.settle(&late).await.unwrap(), Written::Fenced(Fence::LeaseLost), "settle c without the lease");
     let alone = lease::settle_without_lease(&late).expect("a plain settlement may go alone");
     assert_eq!(store.settle(&alone).await.unwrap(), Written::Yes, "settle c alone");
-    assert_eq!(store.release(fleet, &c.id).await.unwrap().unwrap().status, ReleaseStatus::Succeeded);
     let state = store.fleet_state(fleet).await.unwrap();
     assert_eq!(state.lease.map(|l| l.release_id), Some(d.id.clone()), "d still holds the fleet");
-    assert_eq!(state.last_good_release, Some(a.id.clone()), "c alone names no good release");
+    assert_eq!(state.last_good_release, Some(c.id.clone()), "named by c's own settlement, not the late one");
     assert_eq!(state.desired_release, Some(d.id), "d is still the desired release");
 }

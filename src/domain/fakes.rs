@@ -71,7 +71,7 @@ impl ReleaseStore for MemoryStore {
         if releases.contains_key(&release.id) {
             conflicts.push(AdmitConflict::IdTaken);
         }
-        if let Some(lease) = fleet.live_lease(now) {
+        if let Some(lease) = &fleet.lease {
             conflicts.push(AdmitConflict::LeaseHeld { holder: lease.release_id.clone() });
         }
         if let Some((id, request, _)) = claim.and_then(|c| claims.get(c.key.as_str())).filter(|(_, _, e)| *e > now) {

@@ -47,7 +47,7 @@ pub enum Admitted {
 pub enum AdmitConflict {
     /// The idempotency key is recorded, for this release and request.
     KeyUsed { release_id: ReleaseId, request: String },
-    /// A live lease: another release holds the fleet.
+    /// Another release holds the fleet (until it is final).
     LeaseHeld { holder: ReleaseId },
     /// A release with this id is recorded already.
     IdTaken,
@@ -81,9 +81,8 @@ pub struct ReleasePage {
 }
 
 pub trait ReleaseStore: Send + Sync {
-    /// Records `release`, takes the fleet's `lease` (if no live lease binds
-    /// at `now`) and records the claim (if its key is
-    /// free), all or nothing. A repair (`desired: false`) takes the lease but
+    /// Records `release`, takes the fleet's `lease` (if no release holds it)
+    /// and records the claim (if its key is free at `now`), all or nothing. A repair (`desired: false`) takes the lease but
     /// leaves the desired release and any halt as they are.
     fn admit(
         &self,

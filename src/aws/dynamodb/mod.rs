@@ -190,7 +190,7 @@ impl ReleaseStore for DynamoReleaseStore {
                 conflicts.push(AdmitConflict::IdTaken);
             }
             if failed.contains(&lease_index) {
-                if let Some(lease) = self.fleet_state(&release.fleet).await?.live_lease(now) {
+                if let Some(lease) = self.fleet_state(&release.fleet).await?.lease {
                     conflicts.push(AdmitConflict::LeaseHeld { holder: lease.release_id.clone() });
                 }
             }
@@ -287,7 +287,7 @@ impl ReleaseStore for DynamoReleaseStore {
         let lease = match opt_string(&item, "lease_release_id") {
             Some(id) => Some(Lease {
                 release_id: parse_id(&id)?,
-                expires_at: Timestamp::from_millis(num(&item, "lease_expires_ms")?),
+                deadline: Timestamp::from_millis(num(&item, "lease_deadline_ms")?),
             }),
             None => None,
         };
@@ -442,14 +442,15 @@ impl DynamoReleaseStore {
             .key(PARTITION_KEY, s(fleet_pk(fleet)))
             .key(SORT_KEY, s(STATE_SK))
             .update_expression(if desired {
-                "SET desired_release_id = :id, lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now \
+                "SET desired_release_id = :id, lease_release_id = :id, lease_deadline_ms = :deadline, updated_ms = :now \
                  REMOVE halted_release_id, halted_reason"
             } else {
-                "SET lease_release_id = :id, lease_expires_ms = :expires, updated_ms = :now"
+                "SET lease_release_id = :id, lease_deadline_ms = :deadline, updated_ms = :now"
             })
-            .condition_expression("attribute_not_exists(lease_expires_ms) OR lease_expires_ms <= :now")
+            // Held until its release settles, whatever the clock says.
+            .condition_expression("attribute_not_exists(lease_release_id)")
             .expression_attribute_values(":id", s(lease.release_id.as_str()))
-            .expression_attribute_values(":expires", n(lease.expires_at.millis()))
+            .expression_attribute_values(":deadline", n(lease.deadline.millis()))
             .expression_attribute_values(":now", n(now.millis()))
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))
@@ -486,19 +487,20 @@ impl DynamoReleaseStore {
         }
         let expression = match &change.next {
             Some(next) => {
-                set.push("lease_release_id = :next, lease_expires_ms = :expires, desired_release_id = :next".into());
+                set.push("lease_release_id = :next, lease_deadline_ms = :deadline, desired_release_id = :next".into());
                 values.insert(":next".into(), s(next.lease.release_id.as_str()));
-                values.insert(":expires".into(), n(next.lease.expires_at.millis()));
+                values.insert(":deadline".into(), n(next.lease.deadline.millis()));
                 format!("SET {}", set.join(", "))
             }
-            None => format!("SET {} REMOVE lease_release_id, lease_expires_ms", set.join(", ")),
+            None => format!("SET {} REMOVE lease_release_id, lease_deadline_ms", set.join(", ")),
         };
         Update::builder()
             .table_name(&self.table)
             .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
             .key(SORT_KEY, s(STATE_SK))
             .update_expression(expression)
-            // A release whose lease lapsed and was taken cannot change the fleet.
+            // Only the release holding the fleet changes it (a stale writer of a
+            // release that is final already does not).
             .condition_expression("lease_release_id = :id")
             .set_expression_attribute_values(Some(values))
             .build()

@@ -28,19 +28,23 @@ pub struct FleetSettings {
     pub allowed_flakes: FlakeAllowlist,
 }
 
-/// The release that holds the fleet while its command is in flight. Only one
-/// release holds it at a time; it lapses at `expires_at` so a lost invocation
-/// cannot block the fleet for ever.
+/// The release that holds the fleet: only one at a time, from its admission
+/// until it is final. It never lapses by the clock: a release past its
+/// deadline still has commands that may be running on hosts, so it is
+/// settled first (by the next reconcile, or by a deploy that finds it there)
+/// and only its settlement frees the fleet.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Lease {
     pub release_id: ReleaseId,
+    /// The holding release's deadline.
     #[serde(serialize_with = "rfc3339")]
-    pub expires_at: Timestamp,
+    pub deadline: Timestamp,
 }
 
 impl Lease {
-    pub fn is_live(&self, now: Timestamp) -> bool {
-        now < self.expires_at
+    /// Past its release's deadline: whoever comes next settles the release.
+    pub fn overdue(&self, now: Timestamp) -> bool {
+        now >= self.deadline
     }
 }
 
@@ -60,13 +64,6 @@ pub struct FleetState {
     /// Set when a rollback failed (or there was nothing to roll back to):
     /// no automatic action until an operator deploys or rolls back.
     pub halted: Option<Halt>,
-}
-
-impl FleetState {
-    /// The lease, if it still binds at `now`.
-    pub fn live_lease(&self, now: Timestamp) -> Option<&Lease> {
-        self.lease.as_ref().filter(|l| l.is_live(now))
-    }
 }
 
 /// What EC2 should launch for the fleet; from configuration.
@@ -125,14 +122,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lease_lapses_at_expiry() {
+    fn a_lease_is_overdue_from_its_deadline_on() {
         let id = ReleaseId::generate(Timestamp::from_millis(1), 1);
-        let state = FleetState {
-            desired_release: Some(id.clone()),
-            lease: Some(Lease { release_id: id, expires_at: Timestamp::from_millis(10) }),
-            ..FleetState::default()
-        };
-        assert!(state.live_lease(Timestamp::from_millis(9)).is_some());
-        assert!(state.live_lease(Timestamp::from_millis(10)).is_none());
+        let lease = Lease { release_id: id, deadline: Timestamp::from_millis(10) };
+        assert!(!lease.overdue(Timestamp::from_millis(9)));
+        assert!(lease.overdue(Timestamp::from_millis(10)));
     }
 }

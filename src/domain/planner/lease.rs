@@ -8,11 +8,9 @@ use crate::domain::model::ids::ReleaseId;
 use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
 use crate::domain::ports::{AdmitConflict, Admitted, FleetChange, Handover, Settlement};
 
-/// How long a release holds the fleet: until its deadline, so a release whose
-/// invocations all died frees the fleet by itself. The one place that decides
-/// it (a lease held until the release is final would change only this).
+/// The lease a release holds the fleet with, until its settlement frees it.
 pub fn lease_for(release: &Release) -> Lease {
-    Lease { release_id: release.id.clone(), expires_at: release.deadline }
+    Lease { release_id: release.id.clone(), deadline: release.deadline }
 }
 
 /// What admitting a new release came to.
@@ -61,9 +59,10 @@ pub fn settlement(release: Release, halt: Option<String>, next: Option<Release>)
     Settlement { release, expected_version, fleet: Some(FleetChange { last_good, halt, next }) }
 }
 
-/// After a settlement lost the fleet's lease (it lapsed and another release
-/// took it): the release alone may still be settled, but a fleet it no longer
-/// holds is never halted or handed to its rollback.
+/// After a settlement found the fleet held by another release (a writer of a
+/// release that is final already, or a record changed by hand): the release
+/// alone may still be settled, but a fleet it does not hold is never halted
+/// or handed to its rollback.
 pub fn settle_without_lease(settlement: &Settlement) -> Option<Settlement> {
     let change = settlement.fleet.as_ref()?;
     if change.halt.is_some() || change.next.is_some() {

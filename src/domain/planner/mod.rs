@@ -255,6 +255,12 @@ fn plan_release(release: &Release, seen: &Observed, settings: &FleetSettings, pa
         ReleaseStatus::Pending => plan_first_command(release, seen, settings, pass),
         ReleaseStatus::InProgress if release.rollout.is_none() => plan_at_once(release, seen, settings, pass),
         ReleaseStatus::InProgress => plan_staged(release, seen, settings, pass),
+        // Final, yet named by the lease (its settlement predates the lease's
+        // rules, or the record was changed by hand): settled again, freeing
+        // the fleet, which no clock would free.
+        _ if seen.fleet.as_ref().and_then(|f| f.lease.as_ref()).is_some_and(|l| l.release_id == release.id) => {
+            settle(release.clone(), Outcome::Idle)
+        }
         _ => rest(Outcome::Idle),
     }
 }
@@ -571,7 +577,8 @@ fn plan_next_wave(
         release.rollout = Some(rollout);
         return plan_failure(release, why, seen, settings, pass);
     }
-    // No wave goes out after the deadline: the lease lapses then, and a new
+    // No wave goes out after the deadline: a deploy may be waiting to settle
+    // this release and take the fleet, and the hosts must be done with it.
     // release may already be on its way to the same hosts.
     if !next.is_empty() && pass.now() >= release.deadline {
         release.rollout = Some(rollout);

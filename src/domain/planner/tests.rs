@@ -133,7 +133,7 @@ fn a_free_fleet_is_read_then_repaired_towards_its_good_release() {
     ];
     let mut drifted = whole.clone();
     drifted[1].release = Some(id(7));
-    let lease = Lease { release_id: id(5), expires_at: secs(600) };
+    let lease = Lease { release_id: id(5), deadline: secs(600) };
     check(
         vec![
             ("nothing known", Observed::default(), T0, "observe FleetState"),
@@ -142,6 +142,32 @@ fn a_free_fleet_is_read_then_repaired_towards_its_good_release() {
                 Observed { fleet: fleet(&|f| f.lease = Some(lease.clone())), ..Observed::default() },
                 T0,
                 "observe Holder",
+            ),
+            (
+                "held past its deadline: the clock frees nothing",
+                Observed { fleet: fleet(&|f| f.lease = Some(lease.clone())), ..Observed::default() },
+                secs(3600),
+                "observe Holder",
+            ),
+            (
+                "held by a final release: settled again, freeing the fleet",
+                Observed {
+                    fleet: fleet(&|f| f.lease = Some(Lease { release_id: id(1), deadline: secs(600) })),
+                    holder: Some(Release { status: ReleaseStatus::Succeeded, ..good.clone() }),
+                    ..Observed::default()
+                },
+                T0,
+                "settle succeeded as Idle",
+            ),
+            (
+                "a final release the lease does not name: nothing to do",
+                Observed {
+                    fleet: fleet(&|f| f.lease = Some(lease.clone())),
+                    holder: Some(Release { status: ReleaseStatus::Succeeded, ..good.clone() }),
+                    ..Observed::default()
+                },
+                T0,
+                "rest Idle",
             ),
             (
                 "halted",

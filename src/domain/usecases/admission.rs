@@ -11,7 +11,7 @@ use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::Admission;
 use crate::domain::planner::{new_release, Observed, Pass};
 use crate::domain::ports::{CommandRunner, FleetInventory, IdempotencyClaim, ReleaseStore, StoreError};
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Clone, Debug)]
 pub struct DeployRequest {
@@ -100,7 +100,17 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             expires_at: now.plus(self.settings.idempotency_ttl),
         });
         let executor = self.executor();
-        match executor.admit(&release, claim.as_ref(), true, now).await? {
+        let mut admission = executor.admit(&release, claim.as_ref(), true, now).await?;
+        if let Admission::Busy { holder } = &admission {
+            // The holder is past its deadline: settle it as the next reconcile
+            // would, then ask once more. If that hands the fleet to an
+            // automatic rollback, or the holder's invocations are still being
+            // settled, the fleet stays busy.
+            if self.settle_overdue(holder, now).await {
+                admission = executor.admit(&release, claim.as_ref(), true, now).await?;
+            }
+        }
+        match admission {
             Admission::Admitted => {
                 let seen = Observed { holder: Some(release), created_here: true, ..Observed::default() };
                 Ok(self.drive(seen, pass).await?.holder.unwrap_or_else(|| unreachable!("a driven release stays held")))
@@ -122,6 +132,25 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             }
             Admission::IdTaken => {
                 Err(StoreError::Unavailable(format!("release id {} is recorded already; try again", release.id)).into())
+            }
+        }
+    }
+
+    /// Runs one reconcile pass if `holder` is past its deadline; answers
+    /// whether it did, and the pass ended without an error.
+    async fn settle_overdue(&self, holder: &ReleaseId, now: Timestamp) -> bool {
+        let Ok(Some(release)) = self.executor().find_release(holder).await else {
+            return false;
+        };
+        if now < release.deadline {
+            return false;
+        }
+        info!(holder = %holder, "the release holding the fleet is past its deadline; settling it first");
+        match self.reconcile(now).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(holder = %holder, error = %e, "could not settle the overdue release; the fleet stays busy");
+                false
             }
         }
     }

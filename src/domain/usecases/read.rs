@@ -56,9 +56,9 @@ pub struct FleetStatus {
     pub target_tag: TargetTag,
     pub desired_release: Option<Release>,
     pub last_good_release_id: Option<ReleaseId>,
-    /// The lease as stored: the release holding the fleet, and whether the
-    /// lease still binds (an expired one no longer blocks deploys, but its
-    /// release may not be final yet).
+    /// The lease as stored: the release holding the fleet until it is final,
+    /// its deadline, and whether that passed (the next reconcile, or a
+    /// deploy, settles it then).
     pub lease: Option<LeaseStatus>,
     pub rollout: Option<RolloutProgress>,
     pub halted: Option<Halt>,
@@ -74,7 +74,7 @@ pub struct FleetStatus {
 pub struct LeaseStatus {
     #[serde(flatten)]
     pub lease: Lease,
-    pub live: bool,
+    pub overdue: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -132,7 +132,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             desired_release,
             last_good_release_id: last_good_release,
             rollout: active.as_ref().map(RolloutProgress::of),
-            lease: lease.map(|lease| LeaseStatus { live: lease.is_live(now), lease }),
+            lease: lease.map(|lease| LeaseStatus { overdue: lease.overdue(now), lease }),
             halted,
             instances,
             unreachable,

@@ -547,6 +547,10 @@ mod machine {
         /// Three invocations at once (two reconciles and the client retrying
         /// its deploy), interleaved at every port call as the seed says.
         Concurrent(u64),
+        /// Another deploy asked for mid-rollout: refused while the fleet is held.
+        Interrupt,
+        /// Nothing runs until the holder's deadline has passed.
+        Late,
     }
 
     fn events() -> impl Strategy<Value = Vec<Event>> {
@@ -557,6 +561,8 @@ mod machine {
                 1 => Just(Event::Duplicate),
                 1 => Just(Event::Conflict),
                 2 => any::<u64>().prop_map(Event::Concurrent),
+                1 => Just(Event::Interrupt),
+                1 => Just(Event::Late),
             ],
             0..40,
         )
@@ -601,6 +607,12 @@ mod machine {
                                 let _ = c.reconcile(at).await;
                                 *c.store.busy_writes.lock().unwrap() = 0;
                             }
+                            Event::Interrupt => {
+                                let _ = c.deploy(deploy(GOOD, Some(&format!("interrupt-{}", at.millis()))), at).await;
+                            }
+                            Event::Late => {
+                                at = at.plus(c.settings.deploy_timeout);
+                            }
                             Event::Concurrent(seed) => {
                                 interleave(&c, Some(*seed));
                                 let _ = tokio::join!(c.reconcile(at), c.reconcile(at), c.deploy(deploy(flakeref, Some(key)), at));
@@ -612,6 +624,8 @@ mod machine {
                                 *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
                             }
                         }
+                        let in_flight = c.store.releases.lock().unwrap().values().filter(|r| !r.status.is_final()).count();
+                        prop_assert!(in_flight <= 1, "{in_flight} releases in flight at once after {event:?}");
                     }
                     at = run_out(&c, at).await;
                     let releases = c.store.releases.lock().unwrap().clone();
@@ -657,15 +671,42 @@ async fn an_agent_that_drops_between_the_check_and_the_send_is_dropped_and_the_r
 }
 
 #[tokio::test]
-async fn the_fleet_shows_its_lease_as_stored_even_once_it_lapsed() {
+async fn the_fleet_shows_its_lease_as_stored_even_once_overdue() {
     let c = staged(3);
     let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
-    let live = c.status(later(1)).await.unwrap();
-    assert!(live.lease.as_ref().is_some_and(|l| l.live && l.lease.release_id == release.id));
-    // Past the deadline, nothing reconciled: the lease no longer binds, but
-    // the release holding it is shown, with its rollout.
-    let lapsed = c.status(later(3600)).await.unwrap();
-    let lease = lapsed.lease.expect("the stored lease is shown");
-    assert!(!lease.live);
-    assert_eq!(lapsed.rollout.map(|r| r.release_id), Some(release.id));
+    let held = c.status(later(1)).await.unwrap();
+    assert!(held.lease.as_ref().is_some_and(|l| !l.overdue && l.lease.release_id == release.id));
+    // Past the deadline, nothing reconciled: the lease still holds the fleet
+    // and says it is overdue; the release holding it is shown, with its rollout.
+    let late = c.status(later(3600)).await.unwrap();
+    let lease = late.lease.expect("the stored lease is shown");
+    assert!(lease.overdue);
+    assert_eq!(late.rollout.map(|r| r.release_id), Some(release.id));
+}
+
+/// Case 2 of the exactly-once issue: a release past its deadline keeps the
+/// fleet until it is settled. A deploy that finds it there settles it first
+/// (no wave of it goes out after the deadline), and is admitted only once the
+/// fleet is free: here, after the automatic rollback that settling started.
+#[tokio::test]
+async fn a_deploy_after_a_deadline_settles_the_late_release_first_and_never_overlaps_it() {
+    let c = staged(10);
+    c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let at = run_out(&c, T0).await;
+    let late = c.deploy(deploy(NEXT, None), at).await.unwrap();
+    // Nothing reconciled until after its deadline; the canary passed meanwhile.
+    let after = late.deadline.plus(Duration::from_secs(1));
+    let err = c.deploy(deploy(NEXT, Some("next-try")), after).await.unwrap_err();
+    let ControlError::Busy { holder } = err else { panic!("{err:?}") };
+    let settled = stored(&c, &late.id);
+    assert_eq!(settled.status, ReleaseStatus::RolledBack, "{:?}", settled.status_reason);
+    assert!(settled.status_reason.as_deref().unwrap_or_default().contains("deadline"), "{settled:?}");
+    assert_eq!(stored(&c, &holder).kind, ReleaseKind::Rollback, "the rollback holds the fleet now");
+    let late_sends: Vec<String> =
+        sends(&c).into_keys().filter(|(id, _, _)| id == late.id.as_str()).map(|(_, _, i)| i).collect();
+    assert_eq!(late_sends, ["i-00"], "the canary only: no wave after the deadline");
+    // Once the rollback is final, the deploy is admitted.
+    let free = run_out(&c, after).await;
+    let next = c.deploy(deploy(NEXT, Some("next-try")), free).await.unwrap();
+    assert_eq!(next.status, ReleaseStatus::InProgress);
 }
