@@ -8,10 +8,10 @@ use flakefleet::domain::model::ids::{IdempotencyKey, ReleaseId};
 use flakefleet::domain::model::outcome::InstanceOutcome;
 use flakefleet::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
 use flakefleet::domain::model::time::Timestamp;
-use flakefleet::domain::planner::lease::lease_for;
+use flakefleet::domain::planner::lease::{self, lease_for};
 use flakefleet::domain::ports::{
-    AdmitConflict, Admitted, ApplyCommand, CommandRunner, CommandTarget, IdempotencyClaim, ReleaseStore, StoreError,
-    Written,
+    AdmitConflict, Admitted, ApplyCommand, CommandRunner, CommandTarget, IdempotencyClaim, ReleaseStore, Settlement,
+    StoreError, Written,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -125,7 +125,12 @@ async fn a_recorded_release_is_never_overwritten() {
     let refused = store.admit(&copy, &lease_for(&copy), None, true, now).await.unwrap();
     let holder = AdmitConflict::LeaseHeld { holder: release.id.clone() };
     assert_eq!(refused, Admitted::Refused(vec![AdmitConflict::IdTaken, holder]));
-    // ...and after it lapsed, the condition on the release item still holds, and says so.
+    // ...and once the release settled and freed the fleet, the condition on
+    // the release item still holds, and says so.
+    let mut done = release.clone();
+    (done.status, done.version) = (ReleaseStatus::Succeeded, 1);
+    let settled = Settlement { expected_version: 0, ..lease::settlement(done, None, None) };
+    assert_eq!(store.settle(&settled).await.unwrap(), Written::Yes);
     let later = now.plus(Duration::from_secs(601));
     let refused = store.admit(&copy, &lease_for(&copy), None, true, later).await.unwrap();
     assert_eq!(refused, Admitted::Refused(vec![AdmitConflict::IdTaken]));

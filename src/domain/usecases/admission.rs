@@ -146,7 +146,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             return false;
         }
         info!(holder = %holder, "the release holding the fleet is past its deadline; settling it first");
-        match self.reconcile(now).await {
+        // Boxed: a whole reconcile inside every admission's future would
+        // make that future large enough to overflow a thread's stack.
+        match Box::pin(self.reconcile(now)).await {
             Ok(_) => true,
             Err(e) => {
                 warn!(holder = %holder, error = %e, "could not settle the overdue release; the fleet stays busy");
