@@ -144,6 +144,24 @@ impl CommandRunner for SsmCommandRunner {
         Ok(CommandReport { finished, invocations })
     }
 
+    #[instrument(skip(self))]
+    async fn cancel(&self, command_id: &str, instance_ids: &[String]) -> Result<(), RunnerError> {
+        match self
+            .client
+            .cancel_command()
+            .command_id(command_id)
+            .set_instance_ids(Some(instance_ids.to_vec()))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let text = super::logged_failure("SSM", "CancelCommand", &e);
+                Err(if super::refused(&e) { RunnerError::Rejected(text) } else { RunnerError::Unavailable(text) })
+            }
+        }
+    }
+
     #[instrument(skip_all, fields(instances = instance_ids.len()))]
     async fn managed_nodes(&self, instance_ids: &[String]) -> Result<HashMap<String, PingStatus>, RunnerError> {
         let mut statuses: HashMap<String, PingStatus> =

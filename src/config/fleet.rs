@@ -29,6 +29,7 @@ pub(super) fn settings(vars: &Vars) -> Result<FleetSettings, ConfigError> {
         spec: spec(vars)?,
         takeover_after: seconds("FLAKEFLEET_TAKEOVER_SECONDS", 120, 30..=3600)?,
         allowed_flakes,
+        settle_limit: seconds("FLAKEFLEET_SETTLE_SECONDS", 900, 0..=3600)?,
     })
 }
 

@@ -52,6 +52,20 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             Step::Observe(need) => self.observe(need, seen).await?,
             Step::Rest { outcome, skipped } => return Ok(Flow::Rest { outcome, skipped }),
             Step::SendFirst(command) => self.send_first(&command, seen).await?,
+            Step::Cancel { requests, release } => {
+                for (command_id, instance_ids) in &requests {
+                    // Best effort: an invocation that was not cancelled is
+                    // awaited like a running one, up to the settle limit.
+                    match self.runner.cancel(command_id, instance_ids).await {
+                        Ok(()) => info!(command_id = %command_id, instances = instance_ids.len(), "cancel requested"),
+                        Err(e) => warn!(command_id = %command_id, error = %e, "could not cancel invocations"),
+                    }
+                }
+                let (stored, written) = self.record(*release, pass.now()).await?;
+                seen.holder = Some(stored);
+                seen.fenced |= !written;
+                seen.dirty = false;
+            }
             Step::Record { release, then } => {
                 let (stored, written) = self.record(*release, pass.now()).await?;
                 seen.holder = Some(stored);

@@ -2,7 +2,7 @@
 
 use super::model::fleet::{FleetInstance, FleetState, Halt, ImageSelector, InstanceState, Lease, MachineImage};
 use super::model::ids::{FleetName, ReleaseId, TargetTag};
-use super::model::outcome::{InstanceOutcome, PingStatus};
+use super::model::outcome::{InstanceOutcome, InvocationState, PingStatus};
 use super::model::release::{Release, ReleaseStatus};
 use super::model::time::Timestamp;
 use super::ports::*;
@@ -271,6 +271,8 @@ pub struct ScriptedRunner {
     pub agents: Mutex<HashMap<String, PingStatus>>,
     /// Agents that change just as the next send arrives (after the planner checked).
     pub agents_on_send: Mutex<Vec<(String, PingStatus)>>,
+    /// CancelCommand calls: (command id, instance ids).
+    pub cancels: Mutex<Vec<(String, Vec<String>)>>,
     pub yields: Yields,
 }
 
@@ -283,6 +285,7 @@ impl Default for ScriptedRunner {
             failing: Mutex::default(),
             agents: Mutex::default(),
             agents_on_send: Mutex::default(),
+            cancels: Mutex::default(),
             yields: Yields::default(),
         }
     }
@@ -373,6 +376,22 @@ impl CommandRunner for ScriptedRunner {
             })
             .collect();
         Ok(CommandReport { finished: true, invocations })
+    }
+
+    /// As SSM: an invocation not yet started ends Cancelled; one running is
+    /// left to finish (a scripted report says how).
+    async fn cancel(&self, command_id: &str, instance_ids: &[String]) -> Result<(), RunnerError> {
+        self.yields.point().await;
+        self.cancels.lock().unwrap().push((command_id.to_owned(), instance_ids.to_vec()));
+        if let Some(report) = self.reports.lock().unwrap().get_mut(command_id) {
+            for invocation in report.invocations.iter_mut().filter(|i| instance_ids.contains(&i.instance_id)) {
+                if matches!(invocation.status, InvocationState::Pending | InvocationState::Delayed) {
+                    (invocation.status, invocation.detail) = (InvocationState::Cancelled, "Cancelled".into());
+                }
+            }
+            report.finished = report.invocations.iter().all(InstanceOutcome::is_finished);
+        }
+        Ok(())
     }
 
     async fn managed_nodes(&self, instance_ids: &[String]) -> Result<HashMap<String, PingStatus>, RunnerError> {

@@ -51,6 +51,7 @@ pub fn settings(rollout: RolloutPolicy) -> FleetSettings {
         rollout,
         spec: spec(0),
         takeover_after: Duration::from_secs(120),
+        settle_limit: Duration::from_secs(300),
         allowed_flakes: FlakeAllowlist::parse("AcmeCorp/infra").unwrap(),
     }
 }

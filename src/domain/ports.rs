@@ -265,6 +265,11 @@ pub trait CommandRunner: Send + Sync {
 
     fn report(&self, command_id: &str) -> impl Future<Output = Result<CommandReport, RunnerError>> + Send;
 
+    /// Asks the service to cancel these instances' invocations of a command.
+    /// No guarantee: an invocation already running may finish anyway.
+    fn cancel(&self, command_id: &str, instance_ids: &[String])
+        -> impl Future<Output = Result<(), RunnerError>> + Send;
+
     /// Where each of these instances stands as a managed node; an instance
     /// the service does not know is `NotRegistered`.
     fn managed_nodes(

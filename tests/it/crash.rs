@@ -35,6 +35,7 @@ pub(crate) fn pending_release(stack: &Stack, now: Timestamp) -> Release {
         launches: vec![],
         unreachable: vec![],
         claim: None,
+        stopping: None,
         version: 0,
     }
 }

@@ -235,6 +235,7 @@ impl Stack {
             spec: default_spec(),
             takeover_after: Duration::ZERO,
             allowed_flakes: FlakeAllowlist::parse(ALLOWED_FLAKES).unwrap(),
+            settle_limit: Duration::from_secs(60),
         }
     }
 

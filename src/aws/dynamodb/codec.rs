@@ -4,7 +4,7 @@
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{FleetName, ReleaseId, Revision};
 use crate::domain::model::outcome::{InstanceOutcome, Unreachable};
-use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
+use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus, Stopping};
 use crate::domain::model::rollout::{Claimed, Rollout};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::StoreError;
@@ -66,9 +66,11 @@ struct BodyRef<'a> {
     unreachable: &'a [Unreachable],
     #[serde(skip_serializing_if = "Option::is_none")]
     claim: Option<&'a Claimed>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopping: Option<&'a Stopping>,
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 struct Body {
     #[serde(default)]
     instances: Vec<InstanceOutcome>,
@@ -80,6 +82,8 @@ struct Body {
     unreachable: Vec<Unreachable>,
     #[serde(default)]
     claim: Option<Claimed>,
+    #[serde(default)]
+    stopping: Option<Stopping>,
 }
 
 /// The release item, and the part items when its body is over `inline_bytes`.
@@ -116,6 +120,7 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
         launches: &r.launches,
         unreachable: &r.unreachable,
         claim: r.claim.as_ref(),
+        stopping: r.stopping.as_ref(),
     })
     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if body.len() <= inline_bytes {
@@ -154,9 +159,7 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
     let body: Body = match (parts, opt_string(item, "body")) {
         (Some(bytes), _) => serde_json::from_slice(bytes).map_err(|_| corrupt("body"))?,
         (None, Some(text)) => serde_json::from_str(&text).map_err(|_| corrupt("body"))?,
-        (None, None) => {
-            Body { instances: Vec::new(), rollout: None, launches: Vec::new(), unreachable: Vec::new(), claim: None }
-        }
+        (None, None) => Body::default(),
     };
     Ok(Release {
         id: parse_id(&string(item, "id")?)?,
@@ -178,6 +181,7 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
         rollout: body.rollout,
         unreachable: body.unreachable,
         claim: body.claim,
+        stopping: body.stopping,
         version: num(item, "version")?,
     })
 }
@@ -252,6 +256,12 @@ mod tests {
                 ping_status: crate::domain::model::outcome::PingStatus::ConnectionLost,
             }],
             claim: Some(Claimed { claimed_ms: 5, claimed_by: "b".into(), takeover: true }),
+            stopping: Some(Stopping {
+                reason: "canary failed".into(),
+                since_ms: 9,
+                cancelled: vec!["i-5".into()],
+                unsettled: vec!["i-6".into()],
+            }),
             version: 4,
         };
         let (head, parts) = release_items(&release, INLINE_BODY_BYTES).unwrap();

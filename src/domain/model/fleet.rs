@@ -26,6 +26,9 @@ pub struct FleetSettings {
     pub takeover_after: Duration,
     /// The only flakes deploys, rollbacks and repairs may put on the fleet.
     pub allowed_flakes: FlakeAllowlist,
+    /// How long a failed release waits for its applies still running before
+    /// it ends anyway (naming those hosts) and its rollback goes out.
+    pub settle_limit: Duration,
 }
 
 /// The release that holds the fleet: only one at a time, from its admission

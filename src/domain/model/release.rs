@@ -2,7 +2,7 @@
 
 use super::flakeref::Flakeref;
 use super::ids::{FleetName, ReleaseId, Revision};
-use super::outcome::{InstanceOutcome, Unreachable};
+use super::outcome::{InstanceOutcome, InvocationState, Unreachable};
 use super::rollout::{Claimed, Rollout};
 use super::time::{rfc3339, Timestamp};
 use serde::Serialize;
@@ -93,6 +93,27 @@ pub struct Launch {
     pub error: Option<String>,
 }
 
+/// A failed release settling its invocations before it ends, so that no
+/// rollback (and no next release) reaches a host while the bad apply may still
+/// run there. Invocations not yet started are cancelled; running ones are
+/// awaited, up to the fleet's settle limit, since killing an activation
+/// halfway can leave a host half-switched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Stopping {
+    /// Why the release failed, as judged when it started stopping.
+    pub reason: String,
+    /// When it started stopping (ms since the epoch).
+    pub since_ms: u64,
+    /// Instances whose pending or delayed invocation was asked to cancel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancelled: Vec<String>,
+    /// Instances whose invocation was still unfinished at the settle limit:
+    /// the release ended (and any rollback went to them) without knowing how
+    /// their apply ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsettled: Vec<String>,
+}
+
 /// One request to put a flakeref on the fleet. Its identity (id, fleet,
 /// flakeref, kind, creation time) never changes once recorded; only its
 /// progress does.
@@ -132,6 +153,9 @@ pub struct Release {
     /// invocation, or one that took over after it must have died).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claimed>,
+    /// Set once the release failed while some of its invocations were unfinished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<Stopping>,
     /// Raised by every write: the fencing number that lets only one writer move
     /// a release on from what it read.
     pub version: u64,
@@ -147,6 +171,41 @@ impl Release {
     /// The comment of one batch of one wave of a staged rollout.
     pub fn batch_comment(&self, wave: usize, batch: usize) -> String {
         format!("flakefleet {} release {} wave {wave} batch {batch}", self.fleet, self.id)
+    }
+
+    /// The command (batch) that reached this instance, as recorded.
+    pub fn command_for(&self, instance_id: &str) -> Option<&str> {
+        let Some(rollout) = &self.rollout else {
+            return self.command_id.as_deref();
+        };
+        rollout.waves.iter().find_map(|wave| {
+            let batch = wave.batches().position(|b| b.iter().any(|id| id == instance_id))?;
+            wave.command_ids.get(batch).map(String::as_str)
+        })
+    }
+
+    /// The instances whose invocation of this release has not ended, with
+    /// its state when one was reported: every instance of a sent batch
+    /// without a finished outcome (one not listed yet may well be running).
+    pub fn unfinished(&self) -> Vec<(&str, Option<&InvocationState>)> {
+        let state = |id: &str| self.instances.iter().find(|i| i.instance_id == id);
+        match &self.rollout {
+            Some(rollout) => rollout
+                .waves
+                .iter()
+                .flat_map(|w| w.batches().zip(&w.command_ids).flat_map(|(batch, _)| batch.iter()))
+                .filter_map(|id| match state(id) {
+                    Some(o) if o.is_finished() => None,
+                    o => Some((id.as_str(), o.map(|o| &o.status))),
+                })
+                .collect(),
+            None => self
+                .instances
+                .iter()
+                .filter(|i| !i.is_finished())
+                .map(|i| (i.instance_id.as_str(), Some(&i.status)))
+                .collect(),
+        }
     }
 
     /// Every instance this release's commands were sent to, as far as recorded.

@@ -18,8 +18,8 @@ pub mod repair;
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState, MachineImage};
 use crate::domain::model::ids::{ReleaseId, Revision};
-use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome, Unreachable};
-use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
+use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome, InvocationState, Unreachable};
+use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus, Stopping};
 use crate::domain::model::rollout::{Claim, Claimed, Rollout, RolloutMode, Wave};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandTarget, Settlement};
@@ -113,6 +113,12 @@ pub enum Step {
     },
     /// Tag these instances with the holder's id: they applied it.
     Tag(Vec<String>),
+    /// Ask SSM to cancel these invocations (command id, instance ids), then
+    /// store the holder as given (its `stopping` naming them).
+    Cancel {
+        requests: Vec<(String, Vec<String>)>,
+        release: Box<Release>,
+    },
     /// Store the holder's progress; then rest with the outcome, or plan again.
     Record {
         release: Box<Release>,
@@ -229,6 +235,7 @@ pub fn new_release(
         launches: Vec::new(),
         unreachable: Vec::new(),
         claim: None,
+        stopping: None,
         version: 0,
     }
 }
@@ -428,6 +435,9 @@ fn plan_at_once(release: &Release, seen: &Observed, settings: &FleetSettings, pa
     let changed = verdict.instances != release.instances;
     let mut next = release.clone();
     next.instances = verdict.instances;
+    if next.stopping.is_some() {
+        return plan_failure(next, String::new(), seen, settings, pass);
+    }
     if verdict.status == ReleaseStatus::Succeeded {
         if let Some(why) = reach::over_tolerance(&next, &settings.rollout, next.instances.len()) {
             return plan_failure(next, why, seen, settings, pass);
@@ -471,7 +481,7 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
     let Some(wave) = rollout.current() else {
         return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
     };
-    if !wave.fully_sent() {
+    if !wave.fully_sent() && release.stopping.is_none() {
         if seen.wave_sent {
             return rest(Outcome::Waiting);
         }
@@ -530,6 +540,8 @@ fn plan_wave(release: &Release, rollout: &Rollout, seen: &Observed, settings: &F
     next.instances = merged;
     let total = rollout.fleet_size.unwrap_or(rollout.targeted().count() + release.unreachable.len());
     let verdict = match judge_wave(rollout, &next.instances, &settings.rollout) {
+        // Stopping already: it ends as it started, whatever came back since.
+        _ if next.stopping.is_some() => WaveVerdict::Stop(String::new()),
         WaveVerdict::Stop(why) => WaveVerdict::Stop(why),
         other => match reach::over_tolerance(&next, &settings.rollout, total) {
             Some(why) => WaveVerdict::Stop(why),
@@ -639,6 +651,10 @@ fn next_online_wave(
 /// to go back to, a plain failure otherwise. Never loops: a rollback is never
 /// rolled back.
 fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    let reason = match settle_invocations(&mut release, reason, seen, settings, pass) {
+        Ok(reason) => reason,
+        Err(step) => return step,
+    };
     release.status_reason = Some(reason.clone());
     let halt = |mut release: Release, why: String| {
         release.status = ReleaseStatus::Halted;
@@ -693,6 +709,74 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         settlement: Box::new(lease::settlement(release, None, Some(rollback))),
         outcome: Outcome::RolledBack,
     }
+}
+
+/// Before a failed release ends, and before any rollback reaches its hosts,
+/// its unfinished invocations are settled: those not started yet (Pending,
+/// Delayed) are cancelled, and those running are awaited up to the settle
+/// limit, since killing an activation halfway can leave a host half-switched.
+/// Answers the reason to end with once they are settled (naming the hosts
+/// still running at the limit), or the step that settles them.
+fn settle_invocations(
+    release: &mut Release,
+    reason: String,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Result<String, Step> {
+    let now = pass.now();
+    let unfinished = release.unfinished();
+    if unfinished.is_empty() && release.stopping.is_none() {
+        return Ok(reason);
+    }
+    let mut stopping = release.stopping.clone().unwrap_or_else(|| Stopping {
+        reason,
+        since_ms: now.millis(),
+        cancelled: Vec::new(),
+        unsettled: Vec::new(),
+    });
+    let to_cancel: Vec<String> = unfinished
+        .iter()
+        .filter(|(_, state)| matches!(state, Some(InvocationState::Pending | InvocationState::Delayed)))
+        .map(|(id, _)| id.to_string())
+        .filter(|id| !stopping.cancelled.contains(id))
+        .collect();
+    if !to_cancel.is_empty() {
+        let mut requests: Vec<(String, Vec<String>)> = Vec::new();
+        for id in &to_cancel {
+            let Some(command_id) = release.command_for(id) else { continue };
+            match requests.iter_mut().find(|(c, _)| c == command_id) {
+                Some((_, ids)) => ids.push(id.clone()),
+                None => requests.push((command_id.to_owned(), vec![id.clone()])),
+            }
+        }
+        stopping.cancelled.extend(to_cancel);
+        let mut next = release.clone();
+        next.stopping = Some(stopping);
+        return Err(Step::Cancel { requests, release: Box::new(next) });
+    }
+    let limit = stopping.since_ms.saturating_add(settings.settle_limit.as_millis() as u64);
+    if !unfinished.is_empty() && now.millis() < limit {
+        let mut next = release.clone();
+        next.stopping = Some(stopping);
+        return Err(match seen.holder.as_ref() != Some(&next) {
+            true => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
+            false => rest(Outcome::Waiting),
+        });
+    }
+    stopping.unsettled = unfinished.iter().map(|(id, _)| id.to_string()).collect();
+    let mut reason = stopping.reason.clone();
+    if !stopping.unsettled.is_empty() {
+        let names: Vec<&str> = stopping.unsettled.iter().take(5).map(String::as_str).collect();
+        reason.push_str(&format!(
+            "; {} hosts were still applying it after the settle limit of {} s: {}",
+            stopping.unsettled.len(),
+            settings.settle_limit.as_secs(),
+            names.join(", ")
+        ));
+    }
+    release.stopping = Some(stopping);
+    Ok(reason)
 }
 
 /// A release that puts `good`'s flakeref back on exactly `instances` (a fixed

@@ -79,6 +79,7 @@ fn brief(step: &Step) -> String {
         Step::Launch { image } => format!("launch {image:?}"),
         Step::Tag(ids) => format!("tag {ids:?}"),
         Step::Record { release, then } => format!("record {} then {then:?}", release.status.as_str()),
+        Step::Cancel { requests, .. } => format!("cancel {requests:?}"),
         Step::Settle { settlement, outcome } => {
             let change = settlement.fleet.clone().unwrap_or_default();
             let mut text = format!("settle {} as {outcome:?}", settlement.release.status.as_str());
@@ -427,8 +428,24 @@ fn a_sent_wave_is_judged_from_what_its_unfinished_batches_report() {
                 "record in_progress then Some(Waiting)",
             ),
             ("still running, no news", reports(&[]), secs(1), "rest Waiting"),
-            ("running at the deadline", reports(&[]), secs(600), "observe RollbackTarget"),
-            ("a failure over the threshold", reports(&[("i-1", "Failed")]), secs(1), "observe RollbackTarget"),
+            (
+                "running at the deadline: stopping, awaiting what runs",
+                reports(&[]),
+                secs(600),
+                "record in_progress then Some(Waiting)",
+            ),
+            (
+                "a failure over the threshold, the rest still running: stopping",
+                reports(&[("i-1", "Failed")]),
+                secs(1),
+                "record in_progress then Some(Waiting)",
+            ),
+            (
+                "a failure over the threshold, the rest ended",
+                reports(&[("i-1", "Failed"), ("i-2", "Success")]),
+                secs(1),
+                "observe RollbackTarget",
+            ),
             (
                 "passed: the fleet is read",
                 reports(&[("i-1", "Success"), ("i-2", "Success")]),
@@ -763,6 +780,7 @@ fn no_wave_goes_out_after_the_deadline() {
     // A wave whose send keeps failing: past the deadline it is failed, not sent again.
     let mut unsent = staged(&[&["i-0"], &["i-1", "i-2"]], "other");
     unsent.rollout.as_mut().unwrap().waves[1].command_ids.clear();
+    unsent.instances = vec![outcome("i-0", "Success")];
     check(
         vec![
             ("a passed canary before the deadline", late.clone(), secs(1), "record in_progress"),
@@ -772,4 +790,68 @@ fn no_wave_goes_out_after_the_deadline() {
         ],
         &s,
     );
+}
+
+/// Case 6 of the exactly-once issue: before a rollback goes to a host, the bad
+/// release's invocation there is settled. Not started: cancelled. Running:
+/// awaited, up to the settle limit; then the release ends anyway, naming the
+/// host, and the rollback reaches it too.
+#[test]
+fn a_failed_release_cancels_what_has_not_started_and_awaits_what_runs_before_rolling_back() {
+    let s = settings(RolloutMode::Staged);
+    let good = release(&s, GOOD, ReleaseKind::Deploy);
+    let mut bad = staged(&[&["i-0"], &["i-1", "i-2", "i-3"]], "other");
+    bad.instances = vec![outcome("i-0", "Success")];
+    let reported = |release: &Release, list: &[(&str, &str)]| {
+        let mut seen = holding(release.clone());
+        seen.wave_reports = Some(list.iter().map(|(i, st)| outcome(i, st)).collect());
+        seen.tagged = true;
+        seen.rollback_target = Some(Some(good.clone()));
+        seen
+    };
+    let started = reported(&bad, &[("i-1", "Failed"), ("i-2", "InProgress"), ("i-3", "Pending")]);
+    let step = plan(&started, &s, &pass(secs(10)));
+    assert_eq!(brief(&step), r#"cancel [("cmd-1-0", ["i-3"])]"#);
+    let Step::Cancel { release: stopping, .. } = step else { panic!() };
+    let stop = stopping.stopping.clone().unwrap();
+    assert_eq!((stop.since_ms, stop.cancelled.as_slice()), (secs(10).millis(), ["i-3".to_string()].as_slice()));
+    assert!(stop.reason.contains("1 instances failed"), "{}", stop.reason);
+    let rolled_back = |seen: &Observed, at| {
+        let step = plan(seen, &s, &pass(at));
+        let Step::Settle { settlement, .. } = step else { panic!("{}", brief(&step)) };
+        let rollback = settlement.fleet.unwrap().next.unwrap().release;
+        (settlement.release, rollback.rollout.unwrap().waves[0].instance_ids.clone())
+    };
+    check(
+        vec![
+            (
+                "a host still applying: awaited",
+                reported(&stopping, &[("i-2", "InProgress"), ("i-3", "Cancelled")]),
+                secs(20),
+                "record in_progress then Some(Waiting)",
+            ),
+            (
+                "no news: waits, no write",
+                Observed { holder: Some(*stopping.clone()), ..reported(&stopping, &[]) },
+                secs(20),
+                "rest Waiting",
+            ),
+            (
+                "cancelling is not the end of it",
+                reported(&stopping, &[("i-2", "Success"), ("i-3", "Cancelling")]),
+                secs(20),
+                "record in_progress then Some(Waiting)",
+            ),
+        ],
+        &s,
+    );
+    let (ended, reach) = rolled_back(&reported(&stopping, &[("i-2", "Failed"), ("i-3", "Cancelled")]), secs(30));
+    assert_eq!(reach, ["i-0", "i-1", "i-2", "i-3"], "every host the bad release was sent to");
+    assert!(ended.stopping.unwrap().unsettled.is_empty());
+    // Still applying at the limit: the release ends anyway, naming the host.
+    let (ended, reach) =
+        rolled_back(&reported(&stopping, &[("i-2", "InProgress"), ("i-3", "Cancelled")]), secs(10 + 300));
+    assert_eq!(reach, ["i-0", "i-1", "i-2", "i-3"]);
+    assert_eq!(ended.stopping.unwrap().unsettled, ["i-2"]);
+    assert!(ended.status_reason.unwrap().contains("settle limit of 300 s: i-2"));
 }

@@ -423,10 +423,21 @@ async fn a_rollout_past_its_deadline_is_rolled_back() {
     let canary_command = bad.rollout.as_ref().unwrap().waves[0].command_ids[0].clone();
     c.runner.reports.lock().unwrap().insert(canary_command, CommandReport { finished: false, invocations: vec![] });
     assert_eq!(c.reconcile(at.plus(Duration::from_secs(599))).await.unwrap().outcome, Outcome::Waiting);
-    assert_eq!(c.reconcile(at.plus(Duration::from_secs(600))).await.unwrap().outcome, Outcome::RolledBack);
+    // At the deadline it stops, and waits for the canary's apply up to the
+    // settle limit before the rollback goes to the host.
+    let settle = c.settings.settle_limit.as_secs();
+    for n in [600, 601, 600 + settle - 1] {
+        assert_eq!(c.reconcile(at.plus(Duration::from_secs(n))).await.unwrap().outcome, Outcome::Waiting, "{n}");
+        assert!(stored(&c, &bad.id).stopping.is_some());
+    }
+    let sent = c.runner.sent_count();
+    assert_eq!(c.reconcile(at.plus(Duration::from_secs(600 + settle))).await.unwrap().outcome, Outcome::RolledBack);
+    assert_eq!(c.runner.sent_count(), sent + 1, "the rollback, sent at the settle limit");
     let bad = stored(&c, &bad.id);
     assert_eq!(bad.status, ReleaseStatus::RolledBack);
-    assert!(bad.status_reason.unwrap().contains("deadline"));
+    let reason = bad.status_reason.unwrap();
+    assert!(reason.contains("deadline") && reason.contains("still applying it after the settle limit"), "{reason}");
+    assert_eq!(bad.stopping.unwrap().unsettled, ["i-00"], "the host is named");
 }
 
 #[tokio::test]
