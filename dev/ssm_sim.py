@@ -23,6 +23,9 @@ import yaml
 from ssm_events import COMMAND_EVENT, INVOCATION_EVENT, EventBus, load_patterns
 
 PAGE = 50
+# How long a cancelled invocation that had not started shows Cancelling
+# before it is Cancelled (CancelCommand only asks; the agent answers later).
+CANCEL_SECONDS = 1.0
 STDOUT_MAX, STDERR_MAX, DETAIL_MAX = 24000, 8000, 2500
 TERMINAL = {"Success", "Failed", "TimedOut", "Cancelled"}
 
@@ -90,6 +93,9 @@ class Simulator:
         for rule in rules:
             if rule.get("outcome", "success") not in OUTCOMES:
                 raise SsmError("InvalidRule", f"outcome must be one of {sorted(OUTCOMES)}")
+            start, end = float(rule.get("start_delay_seconds", 0)), float(rule.get("delay_seconds", 0))
+            if start < 0 or end < start:
+                raise SsmError("InvalidRule", "start_delay_seconds must be at least 0 and at most delay_seconds")
         with self.lock:
             self.rules.extend(rules)
             return len(self.rules)
@@ -456,28 +462,51 @@ class Simulator:
             return {"InstanceInformationList": page, **token}
 
     def CancelCommand(self, body):
+        """As AWS documents it: a request, with no guarantee. An invocation
+        not yet started shows Cancelling, then Cancelled; one already running
+        shows Cancelling and its script runs on to its own end, whose outcome
+        it then reports (the stricter reading of "no guarantee that the
+        command will be terminated and the underlying process stopped")."""
+        command_id = body.get("CommandId") or ""
+        if len(command_id) != 36:
+            raise SsmError("ValidationException", "CommandId has a fixed length of 36")
+        named = body.get("InstanceIds") or []
+        if len(named) > 50:
+            raise SsmError("ValidationException", "InstanceIds holds at most 50 ids")
         now = time.time()
         with self.lock:
-            for c in self.commands:
-                if c["CommandId"] == body.get("CommandId"):
-                    for instance_id, inv in c["invocations"].items():
-                        wanted = not body.get("InstanceIds") or instance_id in body["InstanceIds"]
-                        if wanted and self._state(c, instance_id, now)["status"] not in TERMINAL:
-                            inv["cancelled_at"] = now
-                    return {}
-            raise SsmError("InvalidCommandId", "no such command")
+            command = next((c for c in self.commands if c["CommandId"] == command_id), None)
+            if command is None:
+                raise SsmError("InvalidCommandId", "The specified command ID isn't valid")
+            unknown = [i for i in named if i not in command["invocations"]]
+            if unknown:
+                raise SsmError("InvalidInstanceId", f"Instances {unknown} are not targets of the command")
+            for instance_id, inv in command["invocations"].items():
+                if named and instance_id not in named:
+                    continue
+                if inv["cancelled_at"] is None and self._state(command, instance_id, now)["status"] not in TERMINAL:
+                    inv["cancelled_at"] = now
+            return {}
 
     # ---- views -------------------------------------------------------------
     def _state(self, command, instance_id, now):
         inv = command["invocations"][instance_id]
         rule = inv["rule"]
-        if inv["cancelled_at"] is not None:
-            return {"status": "Cancelled", "detail": "Cancelled", "code": -1, "stdout": "", "stderr": ""}
         if inv.get("lost_at") is not None:
             return {"status": "Failed", "detail": "Undeliverable", "code": -1, "stdout": "", "stderr": ""}
         status, detail, code, _ = OUTCOMES[rule.get("outcome", "success")]
-        if now - command["RequestedDateTime"] < float(rule.get("delay_seconds", 0)):
-            if rule.get("outcome") in ("undeliverable", "delivery_timed_out"):
+        elapsed = now - command["RequestedDateTime"]
+        started = float(rule.get("start_delay_seconds", 0))
+        cancelled_at = inv["cancelled_at"]
+        if cancelled_at is not None and cancelled_at - command["RequestedDateTime"] < started:
+            # Cancelled before the agent started it: it never runs.
+            if now - cancelled_at < CANCEL_SECONDS:
+                return {"status": "Cancelling", "detail": "Cancelling", "code": -1, "stdout": "", "stderr": ""}
+            return {"status": "Cancelled", "detail": "Cancelled", "code": -1, "stdout": "", "stderr": ""}
+        if elapsed < float(rule.get("delay_seconds", 0)):
+            if cancelled_at is not None:
+                return {"status": "Cancelling", "detail": "Cancelling", "code": -1, "stdout": "", "stderr": ""}
+            if elapsed < started or rule.get("outcome") in ("undeliverable", "delivery_timed_out"):
                 return {"status": "Pending", "detail": "Pending", "code": -1, "stdout": "", "stderr": ""}
             return {"status": "InProgress", "detail": "In Progress", "code": -1, "stdout": "", "stderr": ""}
         flakeref = " ".join(command["Parameters"].get("flakeref", []))
@@ -491,6 +520,8 @@ class Simulator:
         done = [s for s in states if s["status"] in TERMINAL]
         if not states:
             status, detail = "Success", "No Instances In Tag"
+        elif len(done) < len(states) and any(s["status"] == "Cancelling" for s in states):
+            status, detail = "Cancelling", "Cancelling"
         elif len(done) < len(states):
             status, detail = "InProgress", "In Progress"
         elif errors > _limit(command["MaxErrors"], len(states)):

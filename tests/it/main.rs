@@ -4,6 +4,7 @@
 mod allowlist;
 mod auth;
 mod calls;
+mod cases;
 mod cli;
 mod crash;
 mod deploy;
