@@ -77,7 +77,9 @@ export FLAKEFLEET_TEST_EVENTS_FUNCTION_URL="http://127.0.0.1:$events_port/lambda
 export FLAKEFLEET_TEST_EVENTS_INVOKE_URL="http://127.0.0.1:$events_port/2015-03-31/functions/flakefleet-lambda/invocations"
 
 echo "== cargo test"
-cargo test --locked --all-targets
+# 8 MiB per test thread, as a main thread gets: the EC2 SDK's XML
+# deserialiser (de_instance) takes more than the default 2 MiB in debug builds.
+RUST_MIN_STACK=8388608 cargo test --locked --all-targets
 
 echo "== template.yaml: cfn-lint, before and after the SAM transform"
 .dev/venv/bin/python dev/lint-template.py

@@ -103,3 +103,39 @@ async fn a_rollback_waits_for_bad_applies_still_running_and_cancels_those_not_st
         .unwrap();
     assert_eq!(cancelled.status().map(|s| s.as_str()), Some("Cancelled"));
 }
+
+/// Case 1: a host of the bad release's wave is terminated while its apply
+/// runs. Nothing is stranded: the release waits for that apply only up to
+/// the settle limit, the rollback passes the dead host over and reaches the
+/// others, no reconcile answers an error, and the fleet is free again.
+#[tokio::test]
+async fn a_host_terminated_mid_wave_never_strands_the_fleet() {
+    let stack = Stack::new(3).await;
+    let mut settings = staged(&stack);
+    settings.settle_limit = Duration::from_secs(3);
+    let controller = stack.controller_with(settings);
+    stack.deploy(&controller, GOOD).await;
+    run_out(&controller).await;
+
+    let mut ids = stack.instances.clone();
+    ids.sort();
+    let (fails, dies) = (&ids[1], &ids[2]);
+    stack.script(json!({"instance_id": fails, "flakeref_contains": "0.1.42", "outcome": "failed", "delay_seconds": 1}));
+    stack.script(json!({"instance_id": dies, "flakeref_contains": "0.1.42", "delay_seconds": 600}));
+    let bad = stack.deploy(&controller, NEXT).await;
+    let event = sample_event("eventbridge-scheduled.json");
+    flakefleet::entry::handle(&controller, &gate(), event, "it").await.unwrap(); // the wave goes out
+    stack.ec2.terminate_instances().instance_ids(dies).send().await.unwrap();
+    let outcomes = run_out(&controller).await;
+    assert!(outcomes.iter().all(|o| !o.starts_with("error")), "{outcomes:?}");
+
+    let bad = release(&stack, &controller, &bad["id"]).await;
+    assert_eq!(bad["status"], "rolled_back", "{bad}");
+    assert_eq!(bad["stopping"]["unsettled"], json!([dies]), "{bad}");
+    let fleet = stack.http(&controller, "GET", "/fleet", None).await.1["fleet"].clone();
+    assert!(fleet["lease"].is_null(), "{fleet}");
+    let rollback = release(&stack, &controller, &fleet["desired_release"]["id"]).await;
+    assert_eq!(rollback["status"], "succeeded", "{rollback}");
+    assert_eq!(rollback["rollout"]["waves"][0]["instance_ids"], json!([ids[0], fails]), "{rollback}");
+    assert_eq!(rollback["unreachable"][0]["instance_id"], json!(dies), "{rollback}");
+}

@@ -146,8 +146,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             return false;
         }
         info!(holder = %holder, "the release holding the fleet is past its deadline; settling it first");
-        // Boxed: a whole reconcile inside every admission's future would
-        // make that future large enough to overflow a thread's stack.
+        // Boxed: a reconcile runs here only for an overdue holder, so every
+        // admission's future need not carry one inline.
         match Box::pin(self.reconcile(now)).await {
             Ok(_) => true,
             Err(e) => {
