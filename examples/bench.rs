@@ -10,105 +10,18 @@
 //! Arguments: <bootstrap> <python with boto3> <aws cli>. Environment:
 //! AWS_ENDPOINT_URL (moto) and AWS_ENDPOINT_URL_SSM (the simulator).
 
+#[path = "../tests/runtime_api/mod.rs"]
+mod runtime_api;
+
+use runtime_api::RuntimeApi;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
 
 const DEPLOY_ROLE: &str = "arn:aws:iam::123456789012:role/flakefleet-deploy";
 const RELEASE: &str = "AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web";
-
-type Pending = (Value, oneshot::Sender<Value>);
-
-/// The Runtime API one Lambda process talks to.
-struct RuntimeApi {
-    port: u16,
-    events: mpsc::Sender<Pending>,
-    first_poll: Arc<Mutex<Option<Instant>>>,
-}
-
-impl RuntimeApi {
-    async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (events, queue) = mpsc::channel::<Pending>(16);
-        let queue = Arc::new(tokio::sync::Mutex::new(queue));
-        let waiting: Arc<Mutex<Option<oneshot::Sender<Value>>>> = Arc::default();
-        let first_poll: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let polled = first_poll.clone();
-        tokio::spawn(async move {
-            let mut seq = 0u64;
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let (head, body) = read_request(&mut socket).await;
-                let line = head.lines().next().unwrap_or("").to_owned();
-                if line.starts_with("GET /2018-06-01/runtime/invocation/next") {
-                    polled.lock().unwrap().get_or_insert_with(Instant::now);
-                    let (queue, waiting) = (queue.clone(), waiting.clone());
-                    seq += 1;
-                    let id = format!("bench-{seq}");
-                    tokio::spawn(async move {
-                        let Some((event, reply)) = queue.lock().await.recv().await else { return };
-                        *waiting.lock().unwrap() = Some(reply);
-                        let deadline =
-                            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()
-                                + 60_000;
-                        let body = event.to_string();
-                        let response = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nlambda-runtime-aws-request-id: {id}\r\n\
-                             lambda-runtime-deadline-ms: {deadline}\r\n\
-                             lambda-runtime-invoked-function-arn: arn:aws:lambda:us-east-1:123456789012:function:bench\r\n\
-                             lambda-runtime-trace-id: Root=1-00000000-000000000000000000000000\r\n\
-                             content-length: {}\r\nconnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = socket.write_all(response.as_bytes()).await;
-                    });
-                } else {
-                    // .../response, .../error, /init/error: hand the answer to whoever waits.
-                    let answer: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    let answer = if line.contains("/response ") { answer } else { json!({ "lambda_error": answer }) };
-                    if let Some(reply) = waiting.lock().unwrap().take() {
-                        let _ = reply.send(answer);
-                    }
-                    let _ = socket
-                        .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                        .await;
-                }
-            }
-        });
-        Self { port, events, first_poll }
-    }
-}
-
-async fn read_request(socket: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => return (String::from_utf8_lossy(&data).into(), Vec::new()),
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    };
-    let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-    let length = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-        .unwrap_or(0usize);
-    while data.len() < head_end + length {
-        match socket.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-        }
-    }
-    (head, data[head_end..].to_vec())
-}
 
 /// One Lambda process: the release bootstrap, its log, its Runtime API.
 struct Lambda {
@@ -158,11 +71,9 @@ impl Lambda {
 
     /// Sends one event; answers the response and how long it took from the event's hand-over.
     async fn invoke(&self, event: Value) -> (Value, Duration) {
-        let (reply, answer) = oneshot::channel();
         let sent = Instant::now();
-        self.api.events.send((event, reply)).await.unwrap();
         // Generous: moto answers a 1,000-instance DescribeInstances page in seconds.
-        let answer = tokio::time::timeout(Duration::from_secs(900), answer).await.expect("an answer").unwrap();
+        let answer = self.api.invoke(event, Duration::from_secs(900)).await;
         (answer, sent.elapsed())
     }
 

@@ -23,11 +23,12 @@ pub(super) fn settings(vars: &Vars) -> Result<FleetSettings, ConfigError> {
     Ok(FleetSettings {
         name,
         target,
-        deploy_timeout: seconds("FLAKEFLEET_DEPLOY_TIMEOUT_SECONDS", 3600, 60..=86_400)?,
+        deploy_timeout: seconds("FLAKEFLEET_DEPLOY_TIMEOUT_SECONDS", 3600, 5..=86_400)?,
         idempotency_ttl: seconds("FLAKEFLEET_IDEMPOTENCY_TTL_SECONDS", 86_400, 60..=2_592_000)?,
         rollout: rollout(vars)?,
         spec: spec(vars)?,
-        takeover_after: seconds("FLAKEFLEET_TAKEOVER_SECONDS", 120, 30..=3600)?,
+        // Seconds, not minutes, are allowed for tests; the template sets 120.
+        takeover_after: seconds("FLAKEFLEET_TAKEOVER_SECONDS", 120, 1..=3600)?,
         allowed_flakes,
         settle_limit: seconds("FLAKEFLEET_SETTLE_SECONDS", 900, 0..=3600)?,
     })

@@ -1,6 +1,7 @@
 //! The exactly-once issue's cases as scenarios against the local AWS: each
 //! test is named after what it proves, and failed before its fix.
 
+use crate::lambdas::{answer, request, scheduled, Lambdas};
 use crate::support::{gate, sample_event, Stack, GOOD, NEXT};
 use aws_sdk_ssm::types::Command;
 use flakefleet::domain::model::fleet::FleetSettings;
@@ -138,4 +139,100 @@ async fn a_host_terminated_mid_wave_never_strands_the_fleet() {
     assert_eq!(rollback["status"], "succeeded", "{rollback}");
     assert_eq!(rollback["rollout"]["waves"][0]["instance_ids"], json!([ids[0], fails]), "{rollback}");
     assert_eq!(rollback["unreachable"][0]["instance_id"], json!(dies), "{rollback}");
+}
+
+/// Commands for `instance` with this flakeref.
+async fn commands_to(stack: &Stack, instance: &str, flakeref: &str) -> usize {
+    stack
+        .commands()
+        .await
+        .iter()
+        .filter(|c| self::flakeref(c) == flakeref && c.instance_ids().iter().any(|i| i == instance))
+        .count()
+}
+
+/// Case 3: the canary's send failed and left the release pending. After the
+/// takeover window a reconcile, an SSM event and the client's retry arrive
+/// together, each in its own Lambda. One claim is written first; only its
+/// writer sends, so the canary gets one command.
+#[tokio::test]
+async fn three_lambdas_taking_over_a_stalled_send_at_once_send_it_once() {
+    let stack = Stack::new(3).await;
+    let lambdas = Lambdas::start(&stack, 3, &[("FLAKEFLEET_TAKEOVER_SECONDS", "1")]).await;
+    let mut ids = stack.instances.clone();
+    ids.sort();
+    let fault = json!({"operation": "SendCommand", "error": "InternalServerError", "count": 1, "instance_id": ids[0]});
+    assert!(crate::support::post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/faults", &fault).starts_with("HTTP/1.1 200"));
+    let deploy = request("POST", "/releases", Some(json!({"flakeref": GOOD, "idempotency_key": "ci-run-3"})));
+    let (status, body) = answer(&lambdas.invoke(0, deploy.clone()).await);
+    assert_eq!((status, body["error"].as_str()), (503, Some("command_unconfirmed")), "{body}");
+    assert_eq!(commands_to(&stack, &ids[0], GOOD).await, 0);
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let answers = lambdas.at_once(vec![scheduled(), sample_event("eventbridge-ssm-status.json"), deploy]).await;
+    assert_eq!(commands_to(&stack, &ids[0], GOOD).await, 1, "{answers:?}\nlog: {}", lambdas.log.display());
+}
+
+/// Case 4: six reconciles at once, each in its own Lambda, once the canary
+/// passed. Each claims the next wave with its own token; one write wins and
+/// only its writer sends: every instance gets one command.
+#[tokio::test]
+async fn six_lambdas_reconciling_at_once_send_each_wave_once() {
+    let stack = Stack::new(4).await;
+    let lambdas = Lambdas::start(&stack, 6, &[]).await;
+    let (status, body) =
+        answer(&lambdas.invoke(0, request("POST", "/releases", Some(json!({"flakeref": GOOD})))).await);
+    assert_eq!(status, 202, "{body}");
+    for _ in 0..3 {
+        lambdas.at_once(vec![scheduled(); 6]).await;
+    }
+    for id in &stack.instances {
+        assert_eq!(commands_to(&stack, id, GOOD).await, 1, "{id}; log: {}", lambdas.log.display());
+    }
+}
+
+/// Case 2: a release whose canary passed only after its deadline still holds
+/// the fleet. A deploy arriving then, alongside two reconciles, each in its
+/// own Lambda, is refused while the late release is settled (rolled back at
+/// its deadline, no wave after it); it never runs alongside.
+#[tokio::test]
+async fn a_deploy_after_a_deadline_never_runs_alongside_the_late_release() {
+    let stack = Stack::new(3).await;
+    let env = [("FLAKEFLEET_DEPLOY_TIMEOUT_SECONDS", "5"), ("FLAKEFLEET_SETTLE_SECONDS", "2")];
+    let lambdas = Lambdas::start(&stack, 3, &env).await;
+    let deploy = |flakeref: &str| request("POST", "/releases", Some(json!({ "flakeref": flakeref })));
+    assert_eq!(answer(&lambdas.invoke(0, deploy(GOOD)).await).0, 202);
+    for _ in 0..20 {
+        let fleet = answer(&lambdas.invoke(0, request("GET", "/fleet", None)).await).1;
+        if fleet["fleet"]["lease"].is_null() {
+            break;
+        }
+        lambdas.invoke(0, scheduled()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut ids = stack.instances.clone();
+    ids.sort();
+    stack.script(json!({"instance_id": ids[0], "flakeref_contains": "0.1.42", "delay_seconds": 6}));
+    let (status, late) = answer(&lambdas.invoke(0, deploy(NEXT)).await);
+    assert_eq!(status, 202, "{late}");
+
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let third = "AcmeCorp/infra/=0.1.43+rev-3333333#nixosConfigurations.web";
+    let answers = lambdas.at_once(vec![scheduled(), deploy(third), scheduled()]).await;
+    let (status, refused) = answer(&answers[1]);
+    assert_eq!((status, refused["error"].as_str()), (409, Some("deploy_in_flight")), "{refused}");
+
+    let release = answer(
+        &lambdas
+            .invoke(0, request("GET", &format!("/releases/{}", late["release"]["id"].as_str().unwrap()), None))
+            .await,
+    )
+    .1;
+    let release = &release["release"];
+    assert_eq!(release["status"], "rolled_back", "{release}");
+    assert!(release["status_reason"].as_str().unwrap().contains("deadline"), "{release}");
+    let sent: Vec<String> =
+        stack.commands().await.iter().filter(|c| flakeref(c) == NEXT).flat_map(|c| c.instance_ids().to_vec()).collect();
+    assert_eq!(sent, [ids[0].clone()], "the canary only: no wave after the deadline");
+    assert_eq!(stack.commands().await.iter().filter(|c| flakeref(c) == third).count(), 0);
 }

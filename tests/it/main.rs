@@ -10,11 +10,14 @@ mod crash;
 mod deploy;
 mod document;
 mod events;
+mod lambdas;
 mod nodes;
 mod once;
 mod repair;
 mod requests;
 mod rollout;
+#[path = "../runtime_api/mod.rs"]
+mod runtime_api;
 mod store;
 mod strict;
 mod support;
