@@ -1,5 +1,10 @@
-//! The exactly-once issue's cases as scenarios against the local AWS: each
-//! test is named after what it proves, and failed before its fix.
+//! The exactly-once issue's cases as scenarios against the local AWS, each
+//! named after what it proves and each failing before its fix: 1 (a host
+//! terminated mid-wave), 2 (a deploy after a deadline), 3 (takeovers at once,
+//! in three Lambda processes), 4 (a claim read in the claimer's millisecond;
+//! and six Lambda processes reconciling at once), 6 (rollbacks that wait and
+//! cancel) and 7 (bodies that are not objects). Case 5, a SendCommand whose
+//! answer was lost, is `once::a_lost_send_answer_never_becomes_a_second_command`.
 
 use crate::lambdas::{answer, request, scheduled, Lambdas};
 use crate::support::{gate, sample_event, Stack, GOOD, NEXT};
@@ -235,4 +240,50 @@ async fn a_deploy_after_a_deadline_never_runs_alongside_the_late_release() {
         stack.commands().await.iter().filter(|c| flakeref(c) == NEXT).flat_map(|c| c.instance_ids().to_vec()).collect();
     assert_eq!(sent, [ids[0].clone()], "the canary only: no wave after the deadline");
     assert_eq!(stack.commands().await.iter().filter(|c| flakeref(c) == third).count(), 0);
+}
+
+/// Case 4, to the millisecond: the reconcile that claimed wave 2 sent it,
+/// but the answer was lost. Another reconcile reads that claim with the same
+/// clock reading. A claim is won by its token, never by its time, so the
+/// second one never sends in the claimer's place unchecked: it takes the
+/// claim over first and adopts the command it finds. One command each.
+#[tokio::test]
+async fn a_reconcile_in_the_claimers_millisecond_never_sends_its_wave_again() {
+    let stack = Stack::new(3).await;
+    let controller = stack.controller_with(staged(&stack));
+    stack.deploy(&controller, GOOD).await;
+    let mut ids = stack.instances.clone();
+    ids.sort();
+    let fault = json!({"operation": "SendCommand", "error": "InternalServerError", "count": 1,
+        "instance_id": ids[1], "took_effect": true});
+    assert!(crate::support::post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/faults", &fault).starts_with("HTTP/1.1 200"));
+    let now = flakefleet::domain::model::time::Timestamp::now();
+    assert!(controller.reconcile(now).await.is_err(), "the claimer's answer is lost");
+    controller.reconcile(now).await.unwrap();
+    run_out(&controller).await;
+    for id in &stack.instances {
+        assert_eq!(commands_to(&stack, id, GOOD).await, 1, "{id}");
+    }
+}
+
+/// Case 7: a body that is JSON but not an object (an array, a string, a
+/// number) is a 400 on every route, and starts nothing: `[]` to `POST
+/// /rollback` once started a real rollback.
+#[tokio::test]
+async fn a_body_that_is_not_a_json_object_is_refused_and_starts_nothing() {
+    let stack = Stack::new(1).await;
+    let controller = stack.controller();
+    stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    stack.deploy(&controller, NEXT).await;
+    stack.settle(&controller).await;
+    let (items, sent) = (stack.item_count().await, stack.commands().await.len());
+    for path in ["/releases", "/rollback", "/reconcile"] {
+        for body in ["[]", r#"["AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web"]"#, "\"x\"", "5", "null"] {
+            let (status, answer) = stack.http(&controller, "POST", path, Some(body)).await;
+            assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_json")), "{path} {body}: {answer}");
+            assert!(answer["message"].as_str().unwrap().contains("object"), "{answer}");
+        }
+    }
+    assert_eq!((stack.item_count().await, stack.commands().await.len()), (items, sent), "nothing written or sent");
 }
