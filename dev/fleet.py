@@ -12,6 +12,8 @@ instances in moto; and scripts the SSM simulator's outcomes.
                                      Online a few seconds after launch
   fleet.py terminate ID               terminate an instance (an instance dying)
   fleet.py profile NAME               create an instance profile in IAM (if missing)
+  fleet.py sends FLAKEREF             how many apply commands of that flakeref each instance
+                                     got from the SSM simulator, as {"commands": instances}
 """
 
 import json
@@ -102,6 +104,24 @@ def create_profile(name):
         pass
 
 
+def sends(flakeref):
+    """Counts the simulator's commands of one flakeref per instance: the
+    exactly-once check at a scale the tests do not reach."""
+    ssm = boto3.client("ssm", endpoint_url=SIM, region_name=REGION,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    per_instance = {}
+    for page in ssm.get_paginator("list_commands").paginate():
+        for command in page["Commands"]:
+            if command["Parameters"].get("flakeref") != [flakeref]:
+                continue
+            for instance_id in command.get("InstanceIds", []):
+                per_instance[instance_id] = per_instance.get(instance_id, 0) + 1
+    histogram = {}
+    for count in per_instance.values():
+        histogram[str(count)] = histogram.get(str(count), 0) + 1
+    print(json.dumps(histogram, sort_keys=True))
+
+
 def terminate(instance_id):
     client("ec2").terminate_instances(InstanceIds=[instance_id])
     print(f"terminated {instance_id}")
@@ -111,7 +131,7 @@ if __name__ == "__main__":
     commands = {"table": lambda a: table(a[0]), "instances": lambda a: instances(int(a[0]), a[1], int(a[2]) if len(a) > 2 else None),
                 "outcome": lambda a: outcome(a[0]), "terminate": lambda a: terminate(a[0]),
                 "agents": lambda a: agents(a[0], a[1:]),
-                "profile": lambda a: create_profile(a[0])}
+                "profile": lambda a: create_profile(a[0]), "sends": lambda a: sends(a[0])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

@@ -543,6 +543,13 @@ async fn reconcile_table(bootstrap: &str, python: &str, table: &str) {
             list(&totals),
             lambda.peak_rss_kib() as f64 / 1024.0
         );
+        // Exactly once at scale: apply commands per instance for this release.
+        let sends: Value = serde_json::from_str(&run(python, &["dev/fleet.py", "sends", RELEASE])).unwrap();
+        let instances: u64 = sends.as_object().unwrap().values().filter_map(Value::as_u64).sum();
+        println!(
+            "{size} instances: apply commands per instance {sends} ({instances} instances reached; \"1\": n means              n instances got exactly one).\n"
+        );
+        assert_eq!(sends.as_object().unwrap().keys().collect::<Vec<_>>(), ["1"], "an instance got two commands");
         // The status-change events the simulator emitted for this rollout, as
         // AWS would, and how many the template's rule sends to the Lambda:
         // the invocations a rollout costs when events, not the schedule, move it.
