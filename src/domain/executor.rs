@@ -69,6 +69,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             Step::Record { release, then } => {
                 let (stored, written) = self.record(*release, pass.now()).await?;
                 seen.holder = Some(stored);
+                seen.sent_batches = None;
                 seen.fenced |= !written;
                 seen.dirty = false;
                 if let Some(outcome) = then {
@@ -129,6 +130,18 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                 let holder = self.store.release(self.fleet(), &id).await?;
                 let what = || StoreError::Corrupt(format!("lease names release {id} which is not stored"));
                 seen.holder = Some(holder.ok_or_else(what)?);
+            }
+            Need::SentBatches { comments, since } => {
+                let mut found = Vec::new();
+                for comment in &comments {
+                    let command = self.runner.find(comment, since).await?;
+                    let last = command.is_none();
+                    found.push(command);
+                    if last {
+                        break; // batches go out in order
+                    }
+                }
+                seen.sent_batches = Some(found);
             }
             Need::SentBefore { comment, since } => {
                 let found = self.runner.find(&comment, since).await?;

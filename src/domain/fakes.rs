@@ -273,6 +273,17 @@ pub struct ScriptedRunner {
     pub agents_on_send: Mutex<Vec<(String, PingStatus)>>,
     /// CancelCommand calls: (command id, instance ids).
     pub cancels: Mutex<Vec<(String, Vec<String>)>>,
+    /// Applies that take a while: ((instance id, flakeref), ticks). Time
+    /// here is the runner's own clock, one tick per report asked for; such
+    /// an apply ends that many ticks after its send, whoever looks.
+    pub slow: Mutex<HashMap<(String, String), usize>>,
+    clock: Mutex<usize>,
+    /// The tick each command was sent at, by command id.
+    sent_at: Mutex<HashMap<String, usize>>,
+    /// What each host runs: the flakeref of its last apply that succeeded,
+    /// in the order the applies ended.
+    pub hosts: Mutex<HashMap<String, String>>,
+    ended: Mutex<std::collections::HashSet<(String, String)>>,
     pub yields: Yields,
 }
 
@@ -286,6 +297,11 @@ impl Default for ScriptedRunner {
             agents: Mutex::default(),
             agents_on_send: Mutex::default(),
             cancels: Mutex::default(),
+            slow: Mutex::default(),
+            clock: Mutex::default(),
+            sent_at: Mutex::default(),
+            hosts: Mutex::default(),
+            ended: Mutex::default(),
             yields: Yields::default(),
         }
     }
@@ -302,6 +318,38 @@ impl ScriptedRunner {
 
     fn agent(&self, instance_id: &str) -> PingStatus {
         self.agents.lock().unwrap().get(instance_id).cloned().unwrap_or(PingStatus::Online)
+    }
+}
+
+impl ScriptedRunner {
+    /// The tick this command's apply on this instance ends at.
+    fn ends_at(&self, command_id: &str, instance_id: &str, flakeref: &str) -> usize {
+        let sent = self.sent_at.lock().unwrap().get(command_id).copied().unwrap_or(0);
+        let key = (instance_id.to_owned(), flakeref.to_owned());
+        sent + self.slow.lock().unwrap().get(&key).copied().unwrap_or(0)
+    }
+
+    /// Every apply that has ended by `now` changes its host, in the order
+    /// they ended: the last to end wins, as on a real host.
+    fn end_applies(&self, now: usize) {
+        let mut ending = Vec::new();
+        for (seq, (command_id, command)) in self.sent.lock().unwrap().iter().enumerate() {
+            let CommandTarget::Instances(ids) = &command.target else { continue };
+            for id in ids {
+                let end = self.ends_at(command_id, id, command.flakeref.as_str());
+                if end <= now && !self.ended.lock().unwrap().contains(&(command_id.clone(), id.clone())) {
+                    ending.push((end, seq, command_id.clone(), id.clone(), command.flakeref.to_string()));
+                }
+            }
+        }
+        ending.sort();
+        for (_, _, command_id, id, flakeref) in ending {
+            self.ended.lock().unwrap().insert((command_id, id.clone()));
+            let fails = self.failing.lock().unwrap().iter().any(|(i, f)| i == &id && f == &flakeref);
+            if !fails && self.agent(&id) == PingStatus::Online {
+                self.hosts.lock().unwrap().insert(id, flakeref);
+            }
+        }
     }
 }
 
@@ -323,6 +371,7 @@ impl CommandRunner for ScriptedRunner {
         }
         let mut sent = self.sent.lock().unwrap();
         let id = format!("cmd-{}", sent.len() + 1);
+        self.sent_at.lock().unwrap().insert(id.clone(), *self.clock.lock().unwrap());
         match behaviour {
             SendBehaviour::Accept => {
                 sent.push((id.clone(), command.clone()));
@@ -347,6 +396,12 @@ impl CommandRunner for ScriptedRunner {
         if let Some(report) = self.reports.lock().unwrap().get(command_id) {
             return Ok(report.clone());
         }
+        let now = {
+            let mut clock = self.clock.lock().unwrap();
+            *clock += 1;
+            *clock
+        };
+        self.end_applies(now);
         let sent = self.sent.lock().unwrap();
         let Some((_, command)) = sent.iter().find(|(id, _)| id == command_id) else {
             return Err(RunnerError::Rejected(format!("InvalidCommandId: {command_id}")));
@@ -354,12 +409,14 @@ impl CommandRunner for ScriptedRunner {
         let CommandTarget::Instances(ids) = &command.target else {
             return Ok(CommandReport { finished: false, invocations: vec![] });
         };
+        let running = |id: &String| now < self.ends_at(command_id, id, &command.flakeref.to_string());
         let failing = self.failing.lock().unwrap();
         let invocations = ids
             .iter()
             .map(|id| {
                 let fails = failing.iter().any(|(i, f)| i == id && f == command.flakeref.as_str());
                 let (status, detail) = match (self.agent(id), fails) {
+                    _ if running(id) => ("InProgress", "In Progress"),
                     (PingStatus::Online, false) => ("Success", "Success"),
                     (PingStatus::Online, true) => ("Failed", "Failed"),
                     _ => ("Failed", "Undeliverable"),
@@ -368,14 +425,14 @@ impl CommandRunner for ScriptedRunner {
                     instance_id: id.clone(),
                     status: status.into(),
                     detail: detail.into(),
-                    exit_code: (detail != "Undeliverable").then_some(i32::from(fails)),
+                    exit_code: (!matches!(detail, "Undeliverable" | "In Progress")).then_some(i32::from(fails)),
                     stdout_tail: String::new(),
                     stderr_tail: String::new(),
                     output_note: None,
                 }
             })
-            .collect();
-        Ok(CommandReport { finished: true, invocations })
+            .collect::<Vec<InstanceOutcome>>();
+        Ok(CommandReport { finished: invocations.iter().all(InstanceOutcome::is_finished), invocations })
     }
 
     /// As SSM: an invocation not yet started ends Cancelled; one running is

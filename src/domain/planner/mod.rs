@@ -64,6 +64,11 @@ pub enum Need {
         comment: String,
         since: Timestamp,
     },
+    /// The same for several batches of a wave, in order.
+    SentBatches {
+        comments: Vec<String>,
+        since: Timestamp,
+    },
     /// Up to this many running instances of the fleet, sorted: the canary's candidates.
     Canary(usize),
     /// Where these instances stand as SSM managed nodes.
@@ -147,6 +152,8 @@ pub struct Observed {
     /// This pass recorded the holder: no earlier attempt can have sent its command.
     pub created_here: bool,
     pub sent_before: Option<Option<String>>,
+    /// What `Need::SentBatches` found, batch by batch; cleared by every record.
+    pub sent_batches: Option<Vec<Option<String>>>,
     pub canary: Option<Vec<String>>,
     /// How many running instances `canary` was asked for.
     pub canary_limit: usize,
@@ -485,13 +492,11 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
         if seen.wave_sent {
             return rest(Outcome::Waiting);
         }
-        // A send that keeps failing never holds the release past its deadline.
-        if now >= release.deadline {
-            let why =
-                format!("the deadline {} passed with wave {} not fully sent", release.deadline, rollout.waves.len());
-            return plan_failure(release.clone(), why, seen, settings, pass);
-        }
         return match turn(&wave.claim, settings, pass) {
+            // A send that keeps failing never holds the release past its deadline.
+            Turn::Send { .. } if now >= release.deadline => {
+                plan_unsent_at_deadline(release, &rollout, seen, settings, pass)
+            }
             Turn::Send { resume } => Step::SendWave { resume },
             Turn::Wait => rest(Outcome::Waiting),
             Turn::TakeOver(claim) => {
@@ -507,6 +512,40 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
         return rest(Outcome::WaveStarted);
     }
     plan_wave(release, &rollout, seen, settings, pass)
+}
+
+/// The deadline passed with the current wave not fully sent, and this pass
+/// holds its claim: nothing more is sent, but a batch whose answer was lost
+/// may have gone out, so the unsent batches are looked for by their comments
+/// and adopted (their hosts are then awaited like any other) before the
+/// release fails.
+fn plan_unsent_at_deadline(
+    release: &Release,
+    rollout: &Rollout,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Step {
+    let wave_number = rollout.waves.len() - 1;
+    let Some(wave) = rollout.current() else {
+        return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
+    };
+    let Some(found) = &seen.sent_batches else {
+        let comments =
+            (wave.command_ids.len()..wave.batches().count()).map(|b| release.batch_comment(wave_number, b)).collect();
+        return Step::Observe(Need::SentBatches { comments, since: release.created_at.minus(COMMAND_LOOKBACK) });
+    };
+    // Batches go out in order: the first one never sent ends the search.
+    let adopted: Vec<String> = found.iter().map_while(Clone::clone).collect();
+    if !adopted.is_empty() {
+        let mut found = release.clone();
+        if let Some(wave) = found.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+            wave.command_ids.extend(adopted);
+        }
+        return Step::Record { release: Box::new(found), then: None };
+    }
+    let why = format!("the deadline {} passed with wave {} not fully sent", release.deadline, rollout.waves.len());
+    plan_failure(release.clone(), why, seen, settings, pass)
 }
 
 /// A repair that only launched: it succeeded if every launch did.

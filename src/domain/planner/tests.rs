@@ -781,12 +781,23 @@ fn no_wave_goes_out_after_the_deadline() {
     let mut unsent = staged(&[&["i-0"], &["i-1", "i-2"]], "other");
     unsent.rollout.as_mut().unwrap().waves[1].command_ids.clear();
     unsent.instances = vec![outcome("i-0", "Success")];
+    let mut taken = unsent.clone();
+    taken.rollout.as_mut().unwrap().waves[1].claim = Claimed::new(&Claim::new("me", secs(600)), true);
+    let looked = |found: Vec<Option<String>>| Observed { sent_batches: Some(found), ..holding(taken.clone()) };
     check(
         vec![
             ("a passed canary before the deadline", late.clone(), secs(1), "record in_progress"),
             ("a passed canary at the deadline", late, secs(600), "observe RollbackTarget"),
             ("an unsent wave before the deadline", holding(unsent.clone()), secs(130), "record in_progress then None"),
-            ("an unsent wave at the deadline", holding(unsent), secs(600), "observe RollbackTarget"),
+            (
+                "an unsent wave at the deadline: its claim first",
+                holding(unsent),
+                secs(600),
+                "record in_progress then None",
+            ),
+            ("then its batches are looked for, never sent", holding(taken.clone()), secs(600), "observe SentBatches"),
+            ("one went out before its answer was lost: adopted", looked(vec![Some("cmd-9".into())]), secs(600), "record"),
+            ("none went out: the release fails", looked(vec![None]), secs(600), "observe RollbackTarget"),
         ],
         &s,
     );

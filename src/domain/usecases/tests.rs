@@ -589,6 +589,7 @@ mod machine {
         fn rollouts_always_end_and_never_send_twice(
             size in 1usize..14,
             failing in prop::collection::vec(0usize..14, 0..4),
+            slow in prop::collection::vec((0usize..14, 1usize..6), 0..4),
             first in events(),
             second in events(),
         ) {
@@ -598,6 +599,9 @@ mod machine {
                 // Longer than any one invocation lives (all of a pass runs at
                 // one instant here), as the configuration requires of it.
                 c.settings.takeover_after = Duration::from_secs(2);
+                // Applies of the second release that take a while: a failure
+                // elsewhere in their wave is judged while they still run.
+                c.runner.slow.lock().unwrap().extend(slow.iter().map(|(i, ticks)| ((format!("i-{i:02}"), NEXT.to_string()), *ticks)));
                 let mut at = T0;
                 let mut created = 0;
                 for (flakeref, key, events) in [(GOOD, "first", &first), (NEXT, "second", &second)] {
@@ -644,6 +648,12 @@ mod machine {
                     created = releases.len();
                     prop_assert!(releases.values().all(|r| r.status.is_final()), "{releases:?}");
                     prop_assert!(c.store.fleet.lock().unwrap().lease.is_none());
+                    // Every host runs what flakefleet records it runs (its release tag).
+                    let hosts = c.runner.hosts.lock().unwrap().clone();
+                    for instance in c.inventory.instances.lock().unwrap().iter() {
+                        let recorded = instance.release.as_ref().map(|id| releases[id].flakeref.to_string());
+                        prop_assert_eq!(recorded.as_ref(), hosts.get(&instance.id), "{}", instance.id);
+                    }
                 }
                 prop_assert!(sends(&c).values().all(|n| *n == 1), "{:?}", sends(&c));
                 Ok(())
