@@ -106,6 +106,13 @@ pub fn release(release: &Value) -> String {
             waves.iter().map(|w| w["instance_ids"].as_array().map_or(0, Vec::len).to_string()).collect();
         let _ = writeln!(out, "{:<14}{}", "waves:", sizes.join(" + "));
     }
+    let stopping = &release["stopping"];
+    for (key, label) in [("cancelled", "cancelled:"), ("unsettled", "unsettled:")] {
+        if let Some(ids) = stopping[key].as_array().filter(|ids| !ids.is_empty()) {
+            let ids: Vec<String> = ids.iter().map(text).collect();
+            let _ = writeln!(out, "{label:<14}{}", ids.join(", "));
+        }
+    }
     let rows: Vec<Vec<String>> = release["instances"]
         .as_array()
         .into_iter()
@@ -157,6 +164,9 @@ pub fn fleet(fleet: &Value) -> String {
             text(&rollout["failed"]),
             text(&rollout["pending"])
         );
+        if let Some(reason) = rollout["stopping"].as_str() {
+            let _ = writeln!(out, "stopping:     {reason}; awaiting the applies still running");
+        }
     }
     match fleet["halted"]["reason"].as_str() {
         Some(reason) => {
@@ -224,5 +234,17 @@ mod tests {
         let one = json!({"instances": [{"detail": "Success"}, {"detail": "Success"}, {"detail": "Failed"}]});
         assert_eq!(counts(&one), "2 Success, 1 Failed");
         assert_eq!(lines[3], "more: --cursor 01B");
+    }
+
+    #[test]
+    fn a_stopping_release_names_what_it_cancelled_and_what_it_could_not_settle() {
+        let stopping = json!({"id": "01A", "status": "rolled_back",
+            "stopping": {"reason": "1 failed", "since_ms": 1, "cancelled": ["i-3"], "unsettled": ["i-2"]}});
+        let out = release(&stopping);
+        assert!(out.contains("cancelled:    i-3\n"), "{out}");
+        assert!(out.contains("unsettled:    i-2\n"), "{out}");
+        let fleet_view = json!({"fleet": "f", "rollout": {"release_id": "01A", "wave": 2, "succeeded": 1, "failed": 1,
+            "pending": 1, "stopping": "1 failed"}});
+        assert!(fleet(&fleet_view).contains("stopping:     1 failed; awaiting the applies still running"));
     }
 }

@@ -796,7 +796,12 @@ fn no_wave_goes_out_after_the_deadline() {
                 "record in_progress then None",
             ),
             ("then its batches are looked for, never sent", holding(taken.clone()), secs(600), "observe SentBatches"),
-            ("one went out before its answer was lost: adopted", looked(vec![Some("cmd-9".into())]), secs(600), "record"),
+            (
+                "one went out before its answer was lost: adopted",
+                looked(vec![Some("cmd-9".into())]),
+                secs(600),
+                "record",
+            ),
             ("none went out: the release fails", looked(vec![None]), secs(600), "observe RollbackTarget"),
         ],
         &s,

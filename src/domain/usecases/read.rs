@@ -25,6 +25,10 @@ pub struct RolloutProgress {
     /// Passed over (not Online managed nodes) or never delivered to.
     pub unreachable: usize,
     pub pending: usize,
+    /// Set while the release, having failed, awaits its applies still running
+    /// before it ends: why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<String>,
 }
 
 impl RolloutProgress {
@@ -45,6 +49,7 @@ impl RolloutProgress {
             failed,
             unreachable: release.unreachable_count(),
             pending: targeted.saturating_sub(succeeded + failed + undelivered),
+            stopping: release.stopping.as_ref().filter(|_| !release.status.is_final()).map(|s| s.reason.clone()),
         }
     }
 }
