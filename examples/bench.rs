@@ -547,7 +547,7 @@ async fn reconcile_table(bootstrap: &str, python: &str, table: &str) {
         let sends: Value = serde_json::from_str(&run(python, &["dev/fleet.py", "sends", RELEASE])).unwrap();
         let instances: u64 = sends.as_object().unwrap().values().filter_map(Value::as_u64).sum();
         println!(
-            "{size} instances: apply commands per instance {sends} ({instances} instances reached; \"1\": n means              n instances got exactly one).\n"
+            "{size} instances: apply commands per instance {sends} ({instances} instances reached; \"1\": n means n instances got exactly one).\n"
         );
         assert_eq!(sends.as_object().unwrap().keys().collect::<Vec<_>>(), ["1"], "an instance got two commands");
         // The status-change events the simulator emitted for this rollout, as

@@ -1,5 +1,10 @@
-//! The SSM document's script, run with bash against fake `fh`, `readlink` and
-//! `systemctl`: hostile flakerefs never execute, failed activations fail.
+//! The SSM document's script, run with bash as the SSM agent would, against a
+//! fake host: hostile flakerefs never execute, failed activations fail, old
+//! and new agents alike. Each run is in a mount namespace of its own
+//! (`unshare -m`, as root: CI and `make test` run as root here) where `/run`
+//! and `/var/log` are fresh, the host's `fh`, `readlink` and `systemctl` sit
+//! in `/run/current-system/sw/bin`, and `PATH` is the agent's minimal one: the
+//! script must find them in the system profile by itself.
 
 use crate::support::{template, GOOD};
 use std::path::{Path, PathBuf};
@@ -7,6 +12,17 @@ use std::process::{Command, Output};
 
 const TARGET: &str = "/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-nixos-system-web";
 const OLD: &str = "/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-nixos-system-web";
+
+/// How the agent hands the parameters over.
+#[derive(Clone, Copy, Debug)]
+enum Agent {
+    /// Before 3.3.2746.0: the parameter text pasted into the script only.
+    Old,
+    /// 3.3.2746.0 on: the text pasted, and `SSM_<name>` set as well.
+    New,
+}
+
+const AGENTS: [Agent; 2] = [Agent::Old, Agent::New];
 
 struct Host {
     dir: PathBuf,
@@ -18,11 +34,13 @@ impl Host {
         Self::with_apply(if activation_works { "echo {TARGET} > \"{DIR}/current\"" } else { "true" })
     }
 
-    /// A fake host whose `fh apply` runs `apply` ({TARGET} and {DIR} filled in).
+    /// A fake host whose `fh apply` runs `apply` ({TARGET} and {DIR} filled
+    /// in); `systemctl --failed` lists the lines of `{DIR}/failed`.
     fn with_apply(apply: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("flakefleet-doc-{}-{}", std::process::id(), fastrand::u64(..)));
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::fs::write(dir.join("current"), OLD).unwrap();
+        std::fs::write(dir.join("failed"), "").unwrap();
         let fh = format!(
             r#"#!/usr/bin/env bash
 echo "fh $*" >> "{dir}/calls"
@@ -35,9 +53,8 @@ esac
             switch = apply.replace("{TARGET}", TARGET).replace("{DIR}", &dir.display().to_string()),
         );
         let readlink = format!("#!/usr/bin/env bash\ncat \"{}/current\"\n", dir.display());
-        for (name, body) in
-            [("fh", fh.as_str()), ("readlink", readlink.as_str()), ("systemctl", "#!/usr/bin/env bash\n")]
-        {
+        let systemctl = format!("#!/usr/bin/env bash\ncat \"{}/failed\"\n", dir.display());
+        for (name, body) in [("fh", fh.as_str()), ("readlink", readlink.as_str()), ("systemctl", systemctl.as_str())] {
             let path = dir.join("bin").join(name);
             std::fs::write(&path, body).unwrap();
             Command::new("chmod").arg("+x").arg(&path).status().unwrap();
@@ -46,23 +63,52 @@ esac
     }
 
     fn run(&self, flakeref: &str) -> Output {
+        self.run_as(Agent::New, flakeref)
+    }
+
+    /// Runs the document's script as `agent` would, with `flakeref`: the
+    /// script's text from template.yaml, its parameter text substituted.
+    /// The logs it left are copied to `{DIR}/logs`.
+    fn run_as(&self, agent: Agent, flakeref: &str) -> Output {
         let content = &template()["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
-        let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap().to_owned();
-        let path = format!("{}:/usr/bin:/bin", self.dir.join("bin").display());
-        Command::new("bash")
-            .arg("-c")
-            .arg(script)
+        let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
+        let script = script.replace("{{ flakeref }}", flakeref).replace("{{ action }}", "switch");
+        let setup = r#"set -e
+mount -t tmpfs flakefleet-run /run
+mount -t tmpfs flakefleet-log /var/log
+mkdir -p /run/current-system/sw/bin
+mount --bind "$2/bin" /run/current-system/sw/bin
+set +e
+bash -c "$1"
+status=$?
+cp -r /var/log/flakefleet "$2/logs" 2>/dev/null
+exit $status"#;
+        let mut command = Command::new("unshare");
+        command
+            .args(["-m", "bash", "-c", setup, "document"])
+            .arg(&script)
+            .arg(&self.dir)
             .current_dir(&self.dir)
             .env_clear()
-            .env("PATH", path)
-            .env("SSM_flakeref", flakeref)
-            .env("SSM_action", "switch")
-            .output()
-            .unwrap()
+            // The agent's service PATH on a NixOS host without fleet-host: no fh on it.
+            .env("PATH", "/usr/bin:/bin");
+        if let Agent::New = agent {
+            command.env("SSM_flakeref", flakeref).env("SSM_action", "switch");
+        }
+        command.output().unwrap()
     }
 
     fn calls(&self) -> String {
         std::fs::read_to_string(self.dir.join("calls")).unwrap_or_default()
+    }
+
+    /// The apply logs the last run left on the host.
+    fn logs(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) else { return Vec::new() };
+        let mut logs: Vec<String> =
+            entries.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default()).collect();
+        logs.sort();
+        logs
     }
 
     fn entries(&self) -> Vec<String> {
@@ -86,21 +132,38 @@ fn text(out: &[u8]) -> String {
 }
 
 #[test]
-fn applies_and_checks_the_activation() {
+fn applies_and_checks_the_activation_on_old_and_new_agents() {
+    for agent in AGENTS {
+        let host = Host::new(true);
+        let out = host.run_as(agent, GOOD);
+        assert!(out.status.success(), "{agent:?}: {}", text(&out.stderr));
+        assert_eq!(host.calls(), format!("fh resolve {GOOD}\nfh apply nixos {GOOD} switch\n"), "{agent:?}");
+        assert!(text(&out.stdout).contains(TARGET));
+    }
+}
+
+/// AWS's ENV_VAR examples still paste the text, so every agent is assumed to:
+/// where the variable is set, it is what counts.
+#[test]
+fn a_new_agents_variable_wins_over_the_pasted_text() {
     let host = Host::new(true);
-    let out = host.run(GOOD);
+    let content = &template()["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
+    let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
+    assert_eq!(script.matches("{{ flakeref }}").count(), 1, "one place takes the text");
+    assert_eq!(script.matches("${SSM_flakeref:-").count(), 1, "the variable first");
+    let out = host.run_as(Agent::New, GOOD);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(host.calls(), format!("fh resolve {GOOD}\nfh apply nixos {GOOD} switch\n"));
-    assert!(text(&out.stdout).contains(TARGET));
 }
 
 #[test]
 fn does_nothing_when_the_host_already_runs_the_target() {
-    let host = Host::new(true);
-    std::fs::write(host.dir.join("current"), TARGET).unwrap();
-    let out = host.run(GOOD);
-    assert!(out.status.success());
-    assert_eq!(host.calls(), format!("fh resolve {GOOD}\n"));
+    for agent in AGENTS {
+        let host = Host::new(true);
+        std::fs::write(host.dir.join("current"), TARGET).unwrap();
+        let out = host.run_as(agent, GOOD);
+        assert!(out.status.success());
+        assert_eq!(host.calls(), format!("fh resolve {GOOD}\n"));
+    }
 }
 
 #[test]
@@ -109,6 +172,30 @@ fn a_failed_activation_fails_the_command() {
     let out = host.run(GOOD);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("activation did not take"));
+}
+
+/// Only units this activation broke fail the apply; units that had failed
+/// before it are the host's, reported as a warning.
+#[test]
+fn units_that_failed_before_the_apply_are_a_warning_and_new_ones_a_failure() {
+    let failed = |unit: &str| format!("{unit} loaded failed failed {unit}");
+    let host = Host::with_apply(&format!(
+        "echo {{TARGET}} > \"{{DIR}}/current\"; echo '{}' >> \"{{DIR}}/failed\"",
+        failed("web.service")
+    ));
+    std::fs::write(host.dir.join("failed"), failed("old-backup.service") + "\n").unwrap();
+    let out = host.run(GOOD);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("units failed after activation: web.service"), "{stderr}");
+    assert!(!stderr.contains("units failed after activation: old-backup"), "{stderr}");
+    assert!(text(&out.stdout).contains("warning: units that had failed before this apply still fail: old-backup.service"));
+
+    let host = Host::new(true);
+    std::fs::write(host.dir.join("failed"), failed("old-backup.service") + "\n").unwrap();
+    let out = host.run(GOOD);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("warning: units that had failed before this apply still fail: old-backup.service"));
 }
 
 #[test]
@@ -123,38 +210,48 @@ fn hostile_flakerefs_never_execute() {
         "AcmeCorp/infra/=0.1.2#web' ; touch pwned; echo '",
         "AcmeCorp/infra/=0.1.2#web\" ; touch pwned; echo \"",
         "AcmeCorp/infra/=0.1.2#web && touch pwned",
+        "AcmeCorp/infra/=0.1.2#web}\"; touch pwned; : \"${x",
+        "AcmeCorp/infra/=0.1.2#web\n$(touch pwned)\n",
         "",
     ];
-    for flakeref in hostile {
-        let host = Host::new(true);
-        let before = host.entries();
-        let out = host.run(flakeref);
-        assert_eq!(out.status.code(), Some(2), "{flakeref:?}: {}", text(&out.stderr));
-        assert_eq!(host.calls(), "", "{flakeref:?} reached fh");
-        assert_eq!(host.entries(), before, "{flakeref:?} wrote a file");
-        assert!(!Path::new(&host.dir.join("pwned")).exists());
+    for agent in AGENTS {
+        for flakeref in hostile {
+            let host = Host::new(true);
+            let before = host.entries();
+            let out = host.run_as(agent, flakeref);
+            assert_eq!(out.status.code(), Some(2), "{agent:?} {flakeref:?}: {}", text(&out.stderr));
+            assert_eq!(host.calls(), "", "{agent:?} {flakeref:?} reached fh");
+            assert_eq!(host.entries(), before, "{agent:?} {flakeref:?} wrote a file");
+            assert!(!Path::new(&host.dir.join("pwned")).exists());
+        }
     }
 }
 
-/// SSM keeps only the first 24,000 characters of a command's output (8,000 of
-/// its errors): the document keeps fh's whole output on the host and prints its
-/// end, so what SSM shows is the part that explains a failure.
+/// SSM keeps only the first 2,500 characters of a command's output in its
+/// listings (24,000 of stdout, 8,000 of stderr otherwise): fh's own output
+/// goes to a log on the host, and the script prints a short verdict, with
+/// the log's last lines on failure, well within the first 2,500 of each.
 #[test]
-fn a_long_apply_prints_its_end_within_what_ssm_keeps() {
+fn a_long_apply_leaves_a_short_verdict_and_its_whole_output_in_a_log() {
     let noisy = "for i in $(seq 1 4000); do echo \"building derivation $i of 4000\"; done; echo 'THE LAST LINE'";
     for (apply, code) in [
         (format!("{noisy}; echo {{TARGET}} > \"{{DIR}}/current\""), 0),
-        (format!("{noisy}; echo 'error: collision' >&2; exit 7"), 7),
+        (format!("{noisy}; echo 'error: collision between a and b' >&2; exit 7"), 7),
     ] {
         let host = Host::with_apply(&apply);
         let out = host.run(GOOD);
         assert_eq!(out.status.code(), Some(code), "{}", text(&out.stderr));
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-        assert!(stdout.len() <= 24_000 && stderr.len() <= 8_000, "{} / {} characters", stdout.len(), stderr.len());
-        assert!(stdout.contains("THE LAST LINE") && !stdout.contains("derivation 1 of 4000"), "the end, not the start");
-        if code != 0 {
-            assert!(stdout.trim_end().ends_with("error: collision"), "{}", &stdout[stdout.len() - 200..]);
-            assert!(stderr.contains("fh apply failed (exit 7)"), "{stderr}");
+        assert!(stdout.len() + stderr.len() <= 2_500, "{} + {} characters", stdout.len(), stderr.len());
+        assert!(!stdout.contains("derivation 1 of 4000") && !stderr.contains("derivation 1 of 4000"));
+        let logs = host.logs();
+        assert_eq!(logs.len(), 1);
+        assert!(logs[0].contains("derivation 1 of 4000") && logs[0].contains("THE LAST LINE"), "the whole output");
+        if code == 0 {
+            assert!(stdout.contains(&format!("switch of {GOOD} done: {TARGET}")), "{stdout}");
+        } else {
+            assert!(stderr.starts_with("flakefleet: fh apply failed (exit 7)"), "{stderr}");
+            assert!(stderr.trim_end().ends_with("error: collision between a and b"), "{stderr}");
         }
     }
 }
