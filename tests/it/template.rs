@@ -40,11 +40,18 @@ fn the_document_validates_flakerefs_with_the_same_regex() {
         .collect();
     assert_eq!(actions, ["switch", "boot", "test", "dry-activate"]);
 
-    // The host re-checks with the same pattern, and never pastes the parameter into the script.
+    // The host re-checks with the same pattern. Old agents paste the
+    // parameter's text: it lands in a quoted here-document only, never in
+    // code, and the variable wins where an agent sets one.
     let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
     assert!(script.contains(&format!("pattern='{FLAKEREF_PATTERN}'")));
     assert!(script.contains("set -euf -o pipefail"));
-    assert!(!script.contains("{{"), "parameters must arrive as environment variables");
+    for name in ["flakeref", "action"] {
+        let pasted = format!("<<'FLAKEFLEET_PARAMETER_END' || true\n{{{{ {name} }}}}\nFLAKEFLEET_PARAMETER_END\n");
+        assert!(script.contains(&pasted), "{name}: only in a quoted here-document");
+        assert_eq!(script.matches(&format!("{{{{ {name} }}}}")).count(), 1, "{name} pasted once");
+    }
+    assert_eq!(script.matches("{{").count(), 2, "no other parameter text");
 }
 
 #[test]
