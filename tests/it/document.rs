@@ -37,24 +37,33 @@ impl Host {
     /// A fake host whose `fh apply` runs `apply` ({TARGET} and {DIR} filled
     /// in); `systemctl --failed` lists the lines of `{DIR}/failed`.
     fn with_apply(apply: &str) -> Self {
+        let switch = apply.replace("{TARGET}", TARGET);
+        Self::with_fh(&format!("case \"$1\" in\n  resolve) echo \"{TARGET}\" ;;\n  apply) {switch} ;;\nesac\n"))
+    }
+
+    /// A fake host whose `fh` runs `body` ({DIR} filled in) after noting its
+    /// arguments in `{DIR}/calls`.
+    fn with_fh(body: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("flakefleet-doc-{}-{}", std::process::id(), fastrand::u64(..)));
-        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        for sub in ["bin", "var-log", "var-lib"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
         std::fs::write(dir.join("current"), OLD).unwrap();
         std::fs::write(dir.join("failed"), "").unwrap();
         let fh = format!(
-            r#"#!/usr/bin/env bash
-echo "fh $*" >> "{dir}/calls"
-case "$1" in
-  resolve) echo "{TARGET}" ;;
-  apply) {switch} ;;
-esac
-"#,
+            "#!/usr/bin/env bash\necho \"fh $*\" >> \"{dir}/calls\"\n{body}",
             dir = dir.display(),
-            switch = apply.replace("{TARGET}", TARGET).replace("{DIR}", &dir.display().to_string()),
+            body = body.replace("{DIR}", &dir.display().to_string()),
         );
         let readlink = format!("#!/usr/bin/env bash\ncat \"{}/current\"\n", dir.display());
         let systemctl = format!("#!/usr/bin/env bash\ncat \"{}/failed\"\n", dir.display());
-        for (name, body) in [("fh", fh.as_str()), ("readlink", readlink.as_str()), ("systemctl", systemctl.as_str())] {
+        let nixd = format!("#!/usr/bin/env bash\necho \"determinate-nixd $*\" >> \"{}/calls\"\n", dir.display());
+        for (name, body) in [
+            ("fh", fh.as_str()),
+            ("readlink", readlink.as_str()),
+            ("systemctl", systemctl.as_str()),
+            ("determinate-nixd", nixd.as_str()),
+        ] {
             let path = dir.join("bin").join(name);
             std::fs::write(&path, body).unwrap();
             Command::new("chmod").arg("+x").arg(&path).status().unwrap();
@@ -68,34 +77,44 @@ esac
 
     /// Runs the document's script as `agent` would, with `flakeref`: the
     /// script's text from template.yaml, its parameter text substituted.
-    /// The logs it left are copied to `{DIR}/logs`.
     fn run_as(&self, agent: Agent, flakeref: &str) -> Output {
         let content = &template()["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
         let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
         let script = script.replace("{{ flakeref }}", flakeref).replace("{{ action }}", "switch");
+        let mut command = self.in_namespace(&script);
+        if let Agent::New = agent {
+            command.env("SSM_flakeref", flakeref).env("SSM_action", "switch");
+        }
+        command.output().unwrap()
+    }
+
+    /// Boots the host: its user data `script`, as amazon-init runs it (as root, on every boot).
+    fn boot(&self, script: &str) -> Output {
+        self.in_namespace(script).output().unwrap()
+    }
+
+    /// `script` run with bash in a mount namespace of its own: `/run` fresh
+    /// (as after a boot), `/var/log` and `/var/lib` the host's own (they
+    /// persist across runs), the host's tools in the system profile.
+    fn in_namespace(&self, script: &str) -> Command {
         let setup = r#"set -e
 mount -t tmpfs flakefleet-run /run
-mount -t tmpfs flakefleet-log /var/log
+mount --bind "$2/var-log" /var/log
+mount --bind "$2/var-lib" /var/lib
 mkdir -p /run/current-system/sw/bin
 mount --bind "$2/bin" /run/current-system/sw/bin
 set +e
-bash -c "$1"
-status=$?
-cp -r /var/log/flakefleet "$2/logs" 2>/dev/null
-exit $status"#;
+exec bash -c "$1""#;
         let mut command = Command::new("unshare");
         command
             .args(["-m", "bash", "-c", setup, "document"])
-            .arg(&script)
+            .arg(script)
             .arg(&self.dir)
             .current_dir(&self.dir)
             .env_clear()
             // The agent's service PATH on a NixOS host without fleet-host: no fh on it.
             .env("PATH", "/usr/bin:/bin");
-        if let Agent::New = agent {
-            command.env("SSM_flakeref", flakeref).env("SSM_action", "switch");
-        }
-        command.output().unwrap()
+        command
     }
 
     fn calls(&self) -> String {
@@ -104,9 +123,12 @@ exit $status"#;
 
     /// The apply logs the last run left on the host.
     fn logs(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) else { return Vec::new() };
-        let mut logs: Vec<String> =
-            entries.map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap_or_default()).collect();
+        let Ok(entries) = std::fs::read_dir(self.dir.join("var-log/flakefleet")) else { return Vec::new() };
+        let mut logs: Vec<String> = entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("apply-")))
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .collect();
         logs.sort();
         logs
     }
@@ -189,13 +211,17 @@ fn units_that_failed_before_the_apply_are_a_warning_and_new_ones_a_failure() {
     let stderr = text(&out.stderr);
     assert!(stderr.contains("units failed after activation: web.service"), "{stderr}");
     assert!(!stderr.contains("units failed after activation: old-backup"), "{stderr}");
-    assert!(text(&out.stdout).contains("warning: units that had failed before this apply still fail: old-backup.service"));
+    assert!(
+        text(&out.stdout).contains("warning: units that had failed before this apply still fail: old-backup.service")
+    );
 
     let host = Host::new(true);
     std::fs::write(host.dir.join("failed"), failed("old-backup.service") + "\n").unwrap();
     let out = host.run(GOOD);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(text(&out.stdout).contains("warning: units that had failed before this apply still fail: old-backup.service"));
+    assert!(
+        text(&out.stdout).contains("warning: units that had failed before this apply still fail: old-backup.service")
+    );
 }
 
 #[test]
@@ -254,4 +280,55 @@ fn a_long_apply_leaves_a_short_verdict_and_its_whole_output_in_a_log() {
             assert!(stderr.trim_end().ends_with("error: collision between a and b"), "{stderr}");
         }
     }
+}
+
+/// The launch user data applies its release on the first boot only: after
+/// flakefleet moves the host on over SSM, a reboot (amazon-init runs user
+/// data on every boot) leaves it where it is. A first boot that failed tries
+/// again at the next.
+#[test]
+fn user_data_applies_on_the_first_boot_only_and_never_moves_a_host_back() {
+    use flakefleet::domain::model::flakeref::Flakeref;
+    use flakefleet::domain::planner::repair::user_data;
+    // fh's store path for a flakeref: its text made path-safe; apply switches to it.
+    let fh = r#"path="/nix/store/$(printf '%s' "$2$3" | tr -c 'A-Za-z0-9' '-')"
+case "$1" in
+  resolve) echo "$path" ;;
+  apply) [ -e "{DIR}/apply-fails" ] && exit 1; echo "/nix/store/$(printf '%s' "$3" | tr -c 'A-Za-z0-9' '-')" > "{DIR}/current" ;;
+esac
+"#;
+    let r1 = crate::support::GOOD;
+    let r2 = crate::support::NEXT;
+    let store_path = |flakeref: &str| {
+        format!(
+            "/nix/store/{}",
+            flakeref.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect::<String>()
+        )
+    };
+    let boot_script = user_data(&Flakeref::parse(r1).unwrap());
+    let current = |host: &Host| std::fs::read_to_string(host.dir.join("current")).unwrap().trim().to_owned();
+
+    let host = Host::with_fh(fh);
+    let out = host.boot(&boot_script);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(current(&host), store_path(r1), "boot 1 applies R1");
+    assert!(host.calls().contains("determinate-nixd login aws"));
+    let out = host.run(r2);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(current(&host), store_path(r2), "SSM applies R2");
+    let applies = host.calls().matches("fh apply").count();
+    let out = host.boot(&boot_script);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(current(&host), store_path(r2), "boot 2: still on R2");
+    assert_eq!(host.calls().matches("fh apply").count(), applies, "boot 2 applies nothing");
+
+    let failing = Host::with_fh(fh);
+    std::fs::write(failing.dir.join("apply-fails"), "").unwrap();
+    assert!(!failing.boot(&boot_script).status.success(), "boot 1 fails");
+    std::fs::remove_file(failing.dir.join("apply-fails")).unwrap();
+    let out = failing.boot(&boot_script);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(current(&failing), store_path(r1), "boot 2 tries again, and applies R1");
+    let log = std::fs::read_to_string(failing.dir.join("var-log/flakefleet/user-data.log")).unwrap();
+    assert_eq!(log.matches("applying").count(), 2, "{log}");
 }

@@ -76,14 +76,28 @@ pub fn client_token(fleet: &str, release: &ReleaseId, slot: usize) -> String {
 /// against the grammar, so it is safe inside single quotes.
 pub fn user_data(flakeref: &Flakeref) -> String {
     format!(
-        "#!/usr/bin/env bash\n\
-         # flakefleet: bring this host up on one exact release. Log: /var/log/flakefleet-user-data.log\n\
-         set -euo pipefail\n\
-         exec > >(tee -a /var/log/flakefleet-user-data.log) 2>&1\n\
-         echo \"flakefleet: $(date -u +%FT%TZ) applying {flakeref}\"\n\
-         determinate-nixd login aws\n\
-         fh apply nixos '{flakeref}'\n\
-         echo \"flakefleet: $(date -u +%FT%TZ) done\"\n"
+        r#"#!/usr/bin/env bash
+# flakefleet: bring this host up on one exact release, on its first boot only.
+# NixOS's amazon-init runs user data on every boot; once this release is on,
+# flakefleet moves the host over SSM, and a reboot must not move it back.
+# Log: /var/log/flakefleet/user-data.log
+set -euo pipefail
+export PATH="/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:${{PATH:-/usr/bin:/bin}}"
+marker=/var/lib/flakefleet/first-boot-applied
+if [ -e "$marker" ]; then
+  echo "flakefleet: the first boot's release is applied already; flakefleet moves this host from here on"
+  exit 0
+fi
+mkdir -p /var/log/flakefleet /var/lib/flakefleet
+exec > >(tee -a /var/log/flakefleet/user-data.log) 2>&1
+echo "flakefleet: $(date -u +%FT%TZ) applying {flakeref}"
+determinate-nixd login aws
+fh apply nixos '{flakeref}'
+# Written only after the apply: a first boot that failed tries again at the next.
+echo '{flakeref}' > "$marker.tmp"
+mv "$marker.tmp" "$marker"
+echo "flakefleet: $(date -u +%FT%TZ) done"
+"#
     )
 }
 
@@ -187,6 +201,7 @@ mod tests {
         let flakeref = Flakeref::parse("AcmeCorp/infra/=0.1.42+rev-abc#nixosConfigurations.web").unwrap();
         let script = user_data(&flakeref);
         assert!(script.contains("fh apply nixos 'AcmeCorp/infra/=0.1.42+rev-abc#nixosConfigurations.web'"));
+        assert!(script.contains("marker=/var/lib/flakefleet/first-boot-applied"));
         assert!(script.contains("determinate-nixd login aws"));
         assert!(script.starts_with("#!/usr/bin/env bash\n"));
         assert!(script.len() < 16 * 1024);
