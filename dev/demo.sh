@@ -48,7 +48,8 @@ curl -fsS "$url/healthz"; echo
 step "SSM's status-change events go to the Lambda, as the template's EventBridge rule sends them in AWS"
 curl -fsS -X POST "http://127.0.0.1:$SSM_SIM_PORT/_sim/events" \
   -d '{"invoke_url": "http://127.0.0.1:9000/2015-03-31/functions/flakefleet-lambda/invocations"}' >/dev/null
-echo "each command that ends invokes the Lambda once; the agents of the 3 instances registered a few seconds after launch"
+echo "each command that ends invokes the Lambda once; the agents of the 3 instances register a few seconds after launch:"
+$py dev/fleet.py wait-agents $instances
 
 good='AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web'
 bad='AcmeCorp/infra/=0.1.42+rev-2222222#nixosConfigurations.web'
@@ -99,7 +100,17 @@ victim=$(echo "$instances" | tail -n 1)
 step "An instance dies"
 $py dev/fleet.py terminate "$victim"
 step "flakefleet reconcile: the fleet is kept at 3; the replacement boots on exactly the current good release"
-cli reconcile
+out="$(cli reconcile)"
+echo "$out"
+repair="$(echo "$out" | sed -n 's/^release: \([0-9A-Z]*\) repair .*/\1/p')"
+step "flakefleet show $repair: the new host counts once SSM reports the release applied on it (its agent registers, then an apply over SSM, a no-op after its user data)"
+for _ in $(seq 1 60); do
+  status="$(cli show "$repair" | sed -n 's/^status: *//p')"
+  if [ "$status" != in_progress ]; then break; fi
+  cli reconcile >/dev/null
+  sleep 1
+done
+cli show "$repair"
 cli fleet
 
 step "Done. The Lambda's log is in $run/lambda.log"

@@ -12,6 +12,8 @@ instances in moto; and scripts the SSM simulator's outcomes.
                                      Online a few seconds after launch
   fleet.py terminate ID               terminate an instance (an instance dying)
   fleet.py profile NAME               create an instance profile in IAM (if missing)
+  fleet.py wait-agents ID...          wait (up to 60 s) until these instances are Online managed
+                                     nodes in the SSM simulator, as after a boot
   fleet.py sends FLAKEREF             how many apply commands of that flakeref each instance
                                      got from the SSM simulator, as {"commands": instances}
 """
@@ -104,6 +106,23 @@ def create_profile(name):
         pass
 
 
+def wait_agents(ids):
+    """Waits until the simulator lists every one of these instances as an
+    Online managed node (their agents register a few seconds after launch)."""
+    import time
+    ssm = boto3.client("ssm", endpoint_url=SIM, region_name=REGION,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    for _ in range(120):
+        listed = ssm.describe_instance_information(
+            Filters=[{"Key": "PingStatus", "Values": ["Online"]}], MaxResults=50)
+        online = {i["InstanceId"] for i in listed["InstanceInformationList"]}
+        if set(ids) <= online:
+            print(f"SSM simulator: {len(ids)} agents Online", file=sys.stderr)
+            return
+        time.sleep(0.5)
+    sys.exit(f"agents not Online after 60 s: {sorted(set(ids) - online)}")
+
+
 def sends(flakeref):
     """Counts the simulator's commands of one flakeref per instance: the
     exactly-once check at a scale the tests do not reach."""
@@ -131,7 +150,8 @@ if __name__ == "__main__":
     commands = {"table": lambda a: table(a[0]), "instances": lambda a: instances(int(a[0]), a[1], int(a[2]) if len(a) > 2 else None),
                 "outcome": lambda a: outcome(a[0]), "terminate": lambda a: terminate(a[0]),
                 "agents": lambda a: agents(a[0], a[1:]),
-                "profile": lambda a: create_profile(a[0]), "sends": lambda a: sends(a[0])}
+                "profile": lambda a: create_profile(a[0]), "sends": lambda a: sends(a[0]),
+                "wait-agents": lambda a: wait_agents(a)}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

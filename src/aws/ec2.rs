@@ -122,7 +122,6 @@ impl FleetInventory for Ec2FleetInventory {
         let mut tags = vec![
             Tag::builder().key(&request.tag.key).value(&request.tag.value).build(),
             Tag::builder().key(FLEET_TAG).value(request.fleet.as_str()).build(),
-            Tag::builder().key(RELEASE_TAG).value(request.release.as_str()).build(),
             Tag::builder().key(SLOT_TAG).value(request.slot.to_string()).build(),
         ];
         if request.tag.key != "Name" {

@@ -231,7 +231,7 @@ impl FleetInventory for MemoryFleet {
             id: id.clone(),
             state: InstanceState::Running,
             slot: Some(request.slot),
-            release: Some(request.release.clone()),
+            release: None,
         });
         self.launches.lock().unwrap().push(request.clone());
         Ok(id)
@@ -322,21 +322,38 @@ impl ScriptedRunner {
 }
 
 impl ScriptedRunner {
-    /// The tick this command's apply on this instance ends at.
-    fn ends_at(&self, command_id: &str, instance_id: &str, flakeref: &str) -> usize {
-        let sent = self.sent_at.lock().unwrap().get(command_id).copied().unwrap_or(0);
-        let key = (instance_id.to_owned(), flakeref.to_owned());
-        sent + self.slow.lock().unwrap().get(&key).copied().unwrap_or(0)
+    /// When each apply ends, by (command id, instance id): its send's tick
+    /// plus its slowness, but never before the apply sent to that host before
+    /// it ended. A host runs one apply at a time, as the document's lock
+    /// makes a real one do (a later apply waits for the one running).
+    fn schedule(&self) -> HashMap<(String, String), usize> {
+        let sent_at = self.sent_at.lock().unwrap();
+        let slow = self.slow.lock().unwrap();
+        let mut host_free: HashMap<&str, usize> = HashMap::new();
+        let mut ends = HashMap::new();
+        let sent = self.sent.lock().unwrap();
+        for (command_id, command) in sent.iter() {
+            let CommandTarget::Instances(ids) = &command.target else { continue };
+            let start = sent_at.get(command_id).copied().unwrap_or(0);
+            for id in ids {
+                let own = slow.get(&(id.clone(), command.flakeref.to_string())).copied().unwrap_or(0);
+                let end = start.max(host_free.get(id.as_str()).copied().unwrap_or(0)) + own;
+                host_free.insert(id.as_str(), end);
+                ends.insert((command_id.clone(), id.clone()), end);
+            }
+        }
+        ends
     }
 
     /// Every apply that has ended by `now` changes its host, in the order
     /// they ended: the last to end wins, as on a real host.
     fn end_applies(&self, now: usize) {
+        let schedule = self.schedule();
         let mut ending = Vec::new();
         for (seq, (command_id, command)) in self.sent.lock().unwrap().iter().enumerate() {
             let CommandTarget::Instances(ids) = &command.target else { continue };
             for id in ids {
-                let end = self.ends_at(command_id, id, command.flakeref.as_str());
+                let end = schedule[&(command_id.clone(), id.clone())];
                 if end <= now && !self.ended.lock().unwrap().contains(&(command_id.clone(), id.clone())) {
                     ending.push((end, seq, command_id.clone(), id.clone(), command.flakeref.to_string()));
                 }
@@ -402,6 +419,7 @@ impl CommandRunner for ScriptedRunner {
             *clock
         };
         self.end_applies(now);
+        let schedule = self.schedule();
         let sent = self.sent.lock().unwrap();
         let Some((_, command)) = sent.iter().find(|(id, _)| id == command_id) else {
             return Err(RunnerError::Rejected(format!("InvalidCommandId: {command_id}")));
@@ -409,7 +427,7 @@ impl CommandRunner for ScriptedRunner {
         let CommandTarget::Instances(ids) = &command.target else {
             return Ok(CommandReport { finished: false, invocations: vec![] });
         };
-        let running = |id: &String| now < self.ends_at(command_id, id, &command.flakeref.to_string());
+        let running = |id: &String| now < schedule[&(command_id.to_owned(), id.clone())];
         let failing = self.failing.lock().unwrap();
         let invocations = ids
             .iter()

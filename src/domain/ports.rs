@@ -175,8 +175,6 @@ pub struct LaunchRequest {
     pub slot: usize,
     pub subnet: Option<String>,
     pub client_token: String,
-    /// The release the instance comes up on, tagged on create.
-    pub release: ReleaseId,
     /// Plain text; the adapter encodes it.
     pub user_data: String,
     pub tag: TargetTag,

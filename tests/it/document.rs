@@ -332,3 +332,26 @@ esac
     let log = std::fs::read_to_string(failing.dir.join("var-log/flakefleet/user-data.log")).unwrap();
     assert_eq!(log.matches("applying").count(), 2, "{log}");
 }
+
+/// The agent runs commands side by side, and the first boot's user data runs
+/// beside the agent: one apply at a time on a host. An SSM apply arriving
+/// while the user data applies waits for it, then finds the host on its
+/// release and does nothing.
+#[test]
+fn an_ssm_apply_waits_for_the_apply_running_on_the_host() {
+    use flakefleet::domain::model::flakeref::Flakeref;
+    use flakefleet::domain::planner::repair::user_data;
+    let host = Host::with_apply(
+        "echo \"start $$\" >> \"{DIR}/applies\"; sleep 1; echo {TARGET} > \"{DIR}/current\"; echo \"end $$\" >> \"{DIR}/applies\"",
+    );
+    let boot_script = user_data(&Flakeref::parse(GOOD).unwrap());
+    let mut booting = host.in_namespace(&boot_script);
+    let booting = booting.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = host.run(GOOD);
+    assert!(booting.wait_with_output().unwrap().status.success());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("already running"), "{}", text(&out.stdout));
+    let applies = std::fs::read_to_string(host.dir.join("applies")).unwrap();
+    assert_eq!(applies.lines().count(), 2, "one apply, by the user data: {applies}");
+}

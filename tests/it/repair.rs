@@ -52,13 +52,34 @@ async fn missing_instances_are_launched_on_the_exact_good_release() {
     let launched: Vec<String> = serde_json::from_value(answer["launched"].clone()).unwrap();
     assert_eq!(launched.len(), 2);
     assert_eq!(answer["release"]["kind"], "repair");
-    assert_eq!(answer["release"]["status"], "succeeded");
+    // Launched is not repaired: the new hosts have run nothing yet.
+    assert_eq!(answer["release"]["status"], "in_progress");
+    for id in &launched {
+        let out = stack.ec2.describe_instances().instance_ids(id).send().await.unwrap();
+        assert_eq!(tag(&out.reservations()[0].instances()[0], "flakefleet:release"), None, "no release tag at launch");
+    }
+    // Once their agents are Online, they get the good release over SSM.
+    crate::support::set_agents(&launched, "Online");
+    let settled = stack.settle(&controller).await;
+    assert_eq!(settled["release"]["status"], "succeeded", "{settled}");
+    // (All pages of the simulator's commands: the launched hosts are not the stack's own.)
+    let mut sent = Vec::new();
+    let mut pages = stack.ssm.list_commands().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        for command in page.unwrap().commands() {
+            sent.extend(command.instance_ids().iter().filter(|i| launched.contains(i)).cloned());
+        }
+    }
+    sent.sort();
+    let mut expected = launched.clone();
+    expected.sort();
+    assert_eq!(sent, expected, "one apply each, over SSM");
 
     for id in &launched {
         let out = stack.ec2.describe_instances().instance_ids(id).send().await.unwrap();
         let instance = &out.reservations()[0].instances()[0];
         assert_eq!(tag(instance, "Name"), Some(stack.tag.value.as_str()));
-        // Tagged with the repair that launched it, which applies the good release's flakeref.
+        // Tagged with the repair once its apply succeeded; it applies the good release's flakeref.
         assert_eq!(tag(instance, "flakefleet:release"), answer["release"]["id"].as_str());
         assert_eq!(answer["release"]["flakeref"], good["flakeref"]);
         assert_eq!(tag(instance, "flakefleet:fleet"), Some("it"));
@@ -218,7 +239,6 @@ async fn a_launch_carries_the_fleets_client_token() {
         slot: 1,
         subnet: None,
         client_token: token.clone(),
-        release: release.clone(),
         user_data: user_data(&Flakeref::parse(GOOD).unwrap()),
         tag: stack.tag.clone(),
         fleet: stack.fleet.clone(),

@@ -479,13 +479,14 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
             (None, false) => Step::Observe(Need::Image),
         };
     }
-    if rollout.waves.is_empty() && !release.launches.is_empty() {
-        return settle(launches_settled(release), Outcome::Finished);
-    }
     if seen.dirty {
         return Step::Record { release: Box::new(release.clone()), then: None };
     }
     let Some(wave) = rollout.current() else {
+        // A repair that only launched: its hosts' wave comes once they are Online.
+        if rollout.fixed && !release.launches.is_empty() {
+            return plan_next_wave(release.clone(), &rollout, seen, settings, pass);
+        }
         return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
     };
     if !wave.fully_sent() && release.stopping.is_none() {
@@ -548,19 +549,6 @@ fn plan_unsent_at_deadline(
     plan_failure(release.clone(), why, seen, settings, pass)
 }
 
-/// A repair that only launched: it succeeded if every launch did.
-fn launches_settled(release: &Release) -> Release {
-    let mut settled = release.clone();
-    let errors: Vec<&str> = release.launches.iter().filter_map(|l| l.error.as_deref()).collect();
-    if errors.is_empty() {
-        settled.status = ReleaseStatus::Succeeded;
-    } else {
-        settled.status = ReleaseStatus::Failed;
-        settled.status_reason = Some(format!("launch failed: {}", errors.join("; ")));
-    }
-    settled
-}
-
 /// The current wave is out: judge it, then stop, wait, start the next or finish.
 fn plan_wave(release: &Release, rollout: &Rollout, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
     let batches = batches_to_report(rollout, &release.instances);
@@ -620,9 +608,15 @@ fn plan_next_wave(
         rollout.fleet_size = Some(all.len());
     }
     let total = rollout.fleet_size.unwrap_or(running.len());
-    let next = match next_online_wave(&mut release, &rollout, running, total, seen, settings) {
-        Ok(next) => next,
-        Err(need) => return Step::Observe(need),
+    let (next, booting) = match rollout.fixed {
+        true => match launched_online(&release, &rollout, seen) {
+            Ok(found) => found,
+            Err(need) => return Step::Observe(need),
+        },
+        false => match next_online_wave(&mut release, &rollout, running, total, seen, settings) {
+            Ok(next) => (next, Vec::new()),
+            Err(need) => return Step::Observe(need),
+        },
     };
     if let Some(why) = reach::over_tolerance(&release, &settings.rollout, total) {
         release.rollout = Some(rollout);
@@ -630,18 +624,37 @@ fn plan_next_wave(
     }
     // No wave goes out after the deadline: a deploy may be waiting to settle
     // this release and take the fleet, and the hosts must be done with it.
-    // release may already be on its way to the same hosts.
     if !next.is_empty() && pass.now() >= release.deadline {
         release.rollout = Some(rollout);
         let why = format!("the deadline {} passed before the next wave was sent", release.deadline);
         return plan_failure(release, why, seen, settings, pass);
     }
+    if next.is_empty() && !booting.is_empty() {
+        release.rollout = Some(rollout);
+        if pass.now() >= release.deadline {
+            let why = format!(
+                "launched instances never came up as Online SSM managed nodes by the deadline {}: {}",
+                release.deadline,
+                booting.join(", ")
+            );
+            return plan_failure(release, why, seen, settings, pass);
+        }
+        // Still booting: asked again on the next pass.
+        return match seen.holder.as_ref() != Some(&release) {
+            true => Step::Record { release: Box::new(release), then: Some(Outcome::Waiting) },
+            false => rest(Outcome::Waiting),
+        };
+    }
     if next.is_empty() {
         release.rollout = Some(rollout);
         let failures = describe_failures(&release.instances);
-        if failures.is_empty() {
+        let launch_errors: Vec<&str> = release.launches.iter().filter_map(|l| l.error.as_deref()).collect();
+        if failures.is_empty() && launch_errors.is_empty() {
             release.status = ReleaseStatus::Succeeded;
             release.status_reason = Some(reach::describe_unreachable(&release)).filter(|s| !s.is_empty());
+        } else if failures.is_empty() {
+            release.status = ReleaseStatus::Failed;
+            release.status_reason = Some(format!("launch failed: {}", launch_errors.join("; ")));
         } else {
             // Within the threshold: the rollout went on, but not every instance converged.
             release.status = ReleaseStatus::Failed;
@@ -649,10 +662,28 @@ fn plan_next_wave(
         }
         return settle(release, Outcome::Finished);
     }
+    if rollout.fixed {
+        rollout.fleet_size = rollout.fleet_size.map(|n| n + next.len());
+    }
     rollout.waves.push(Wave::new(next, &pass.claim));
     release.rollout = Some(rollout);
     // Recorded first: the write that wins the claim is the one that sends.
     Step::Record { release: Box::new(release), then: None }
+}
+
+/// A repair's next wave: the hosts it launched that are Online managed nodes
+/// now and not yet sent to, and those still booting. A launched host counts
+/// as repaired only once an apply of the release reports Success on it over
+/// SSM, like any other host (its user data applied the release already, so
+/// that apply is a cheap no-op), and is tagged with the release only then.
+fn launched_online(release: &Release, rollout: &Rollout, seen: &Observed) -> Result<(Vec<String>, Vec<String>), Need> {
+    let targeted: Vec<&String> = rollout.targeted().collect();
+    let launched: Vec<String> =
+        release.launches.iter().filter_map(|l| l.instance_id.clone()).filter(|id| !targeted.contains(&id)).collect();
+    match reach::choose(&launched, launched.len(), &seen.nodes) {
+        Choice::LookUp(ids) => Err(Need::ManagedNodes(ids)),
+        Choice::Chosen { online, passed } => Ok((online, passed.into_iter().map(|u| u.instance_id).collect())),
+    }
 }
 
 /// The next wave's Online managed nodes; candidates that are not Online are

@@ -56,7 +56,6 @@ pub fn launch_request(settings: &FleetSettings, repair: &Release, slot: usize, i
         slot,
         subnet: subnet_for(spec, slot).map(str::to_owned),
         client_token: client_token(settings.name.as_str(), &repair.id, slot),
-        release: repair.id.clone(),
         user_data: user_data(&repair.flakeref),
         tag: settings.target.clone(),
         fleet: settings.name.clone(),
@@ -90,6 +89,12 @@ if [ -e "$marker" ]; then
 fi
 mkdir -p /var/log/flakefleet /var/lib/flakefleet
 exec > >(tee -a /var/log/flakefleet/user-data.log) 2>&1
+# One apply at a time: an SSM apply arriving meanwhile waits for this one.
+exec 9>>/var/lib/flakefleet/apply.lock
+flock 9
+if [ -e "$marker" ]; then
+  exit 0
+fi
 echo "flakefleet: $(date -u +%FT%TZ) applying {flakeref}"
 determinate-nixd login aws
 fh apply nixos '{flakeref}'

@@ -584,12 +584,13 @@ fn a_repair_that_stopped_mid_launch_is_finished_after_the_window() {
     let s = settings(RolloutMode::Staged);
     let mut repair = release(&s, GOOD, ReleaseKind::Repair);
     repair.status = ReleaseStatus::InProgress;
-    repair.rollout = Some(Rollout { fixed: true, ..Rollout::default() });
+    repair.rollout = Some(Rollout { fixed: true, fleet_size: Some(0), ..Rollout::default() });
     repair.launches = vec![Launch { slot: 2, instance_id: None, error: None }];
     let mut launched = repair.clone();
     launched.launches[0].instance_id = Some("i-9".into());
     let mut failed = repair.clone();
     failed.launches[0].error = Some("InsufficientInstanceCapacity".into());
+    let booting = Observed { nodes: nodes(&[("i-9", "NotRegistered")]), ..holding(launched.clone()) };
     check(
         vec![
             ("inside the window", holding(repair.clone()), secs(119), "rest Waiting"),
@@ -606,11 +607,24 @@ fn a_repair_that_stopped_mid_launch_is_finished_after_the_window() {
                 secs(120),
                 "rest Waiting",
             ),
-            ("launched", holding(launched), secs(120), "settle succeeded as Finished"),
+            (
+                "launched: its host gets the release over SSM once Online",
+                holding(launched.clone()),
+                secs(120),
+                "record in_progress then None",
+            ),
+            ("launched, not registered yet", booting.clone(), secs(120), "rest Waiting"),
+            ("launched, never registered by the deadline", booting.clone(), secs(600), "settle failed as Finished"),
             ("failed", holding(failed), secs(120), "settle failed as Finished"),
         ],
         &s,
     );
+    let Step::Record { release: sending, .. } = plan(&holding(launched), &s, &pass(secs(120))) else { panic!() };
+    let waves = &sending.rollout.as_ref().unwrap().waves;
+    assert_eq!((waves.len(), waves[0].instance_ids.as_slice()), (1, ["i-9".to_string()].as_slice()));
+    let Step::Settle { settlement, .. } = plan(&booting, &s, &pass(secs(600))) else { panic!() };
+    let reason = settlement.release.status_reason.unwrap();
+    assert!(reason.contains("never came up as Online SSM managed nodes") && reason.contains("i-9"), "{reason}");
 }
 
 #[test]

@@ -478,9 +478,22 @@ async fn repair_launches_into_free_slots_with_stable_tokens_and_reapplies_drift(
     let at = run_out(&c, T0).await;
     let launches = c.inventory.launches.lock().unwrap().clone();
     assert_eq!(launches.iter().map(|l| l.slot).collect::<Vec<_>>(), [2, 3]);
-    assert!(launches.iter().all(|l| stored(&c, &l.release).kind == ReleaseKind::Repair
-        && stored(&c, &l.release).flakeref == good.flakeref
-        && l.user_data.contains(&format!("'{GOOD}'"))));
+    assert!(launches.iter().all(|l| l.user_data.contains(&format!("'{GOOD}'"))));
+    // Launched hosts are sent the good release over SSM once Online, and
+    // tagged with the repair only when that apply succeeded.
+    let repair = c.store.releases.lock().unwrap().values().find(|r| r.kind == ReleaseKind::Repair).cloned().unwrap();
+    assert_eq!((repair.status, repair.flakeref.clone()), (ReleaseStatus::Succeeded, good.flakeref.clone()));
+    let sent_to: Vec<String> =
+        sends(&c).into_keys().filter(|(id, _, _)| id == repair.id.as_str()).map(|(_, _, i)| i).collect();
+    assert_eq!(sent_to, ["i-new02", "i-new03"]);
+    assert!(c
+        .inventory
+        .instances
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|i| i.id.starts_with("i-new"))
+        .all(|i| i.release.as_ref() == Some(&repair.id)));
     assert_ne!(launches[0].client_token, launches[1].client_token);
     assert_eq!(c.reconcile(at).await.unwrap().outcome, Outcome::Idle, "whole: nothing to do");
 
@@ -519,10 +532,11 @@ async fn a_repair_that_stopped_mid_launch_is_finished_with_the_same_tokens() {
         Admitted::Yes
     );
     let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
-    assert_eq!(report.outcome, Outcome::Finished);
+    assert_eq!(report.outcome, Outcome::WaveStarted, "launched, then sent the release over SSM");
     let launches = c.inventory.launches.lock().unwrap().clone();
     let last = launches.last().unwrap();
     assert_eq!((last.slot, last.client_token.clone()), (5, client_token("prod", &repair.id, 5)));
+    run_out(&c, at.plus(Duration::from_secs(1))).await;
     assert_eq!(stored(&c, &repair.id).status, ReleaseStatus::Succeeded);
 }
 
