@@ -35,19 +35,7 @@ impl Lambda {
     async fn start(bootstrap: &str, env: &[(&str, String)]) -> Self {
         let api = RuntimeApi::start().await;
         let spawned = Instant::now();
-        let mut child = Command::new(bootstrap)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", api.port))
-            .env("AWS_LAMBDA_FUNCTION_NAME", "flakefleet-bench")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/flakefleet-bench")
-            .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+        let mut child = runtime_api::lambda_process(bootstrap, &api, "flakefleet-bench")
             .env("AWS_ENDPOINT_URL", std::env::var("AWS_ENDPOINT_URL").unwrap())
             .env("AWS_ENDPOINT_URL_SSM", std::env::var("AWS_ENDPOINT_URL_SSM").unwrap())
             .env("FLAKEFLEET_DOCUMENT", "ApplyNixosDocument")

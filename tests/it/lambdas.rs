@@ -3,10 +3,10 @@
 //! Runtime API, all on one table and one fleet of the local AWS. `cargo lambda
 //! watch` runs one invocation at a time, so races only show here.
 
-use crate::runtime_api::RuntimeApi;
+use crate::runtime_api::{lambda_process, RuntimeApi};
 use crate::support::{endpoint, sample_event, Stack, ALLOWED_FLAKES, DEPLOY_ROLE};
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 /// One Lambda process and the Runtime API it polls.
@@ -38,17 +38,7 @@ impl Lambdas {
         let mut processes = Vec::new();
         for _ in 0..count {
             let api = RuntimeApi::start().await;
-            let child = Command::new(env!("CARGO_BIN_EXE_flakefleet-lambda"))
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", api.port))
-                .env("AWS_LAMBDA_FUNCTION_NAME", "flakefleet")
-                .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-                .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
+            let child = lambda_process(env!("CARGO_BIN_EXE_flakefleet-lambda"), &api, "flakefleet")
                 .env("AWS_ENDPOINT_URL", endpoint("FLAKEFLEET_TEST_MOTO_URL"))
                 .env("AWS_ENDPOINT_URL_SSM", endpoint("FLAKEFLEET_TEST_SSM_URL"))
                 .env("FLAKEFLEET_TABLE", &stack.table)

@@ -106,3 +106,25 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> (String, Vec<u8>) {
     }
     (head, data[head_end..].to_vec())
 }
+
+/// The command that starts `program` as the Lambda service would start a
+/// function's process: a clean environment with the Runtime API's address,
+/// the function's own variables, a region and local credentials. Callers add
+/// the AWS endpoints and flakefleet's configuration.
+pub fn lambda_process(program: &str, api: &RuntimeApi, function: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{}", api.port))
+        .env("AWS_LAMBDA_FUNCTION_NAME", function)
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{function}"))
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
