@@ -12,6 +12,7 @@ AWS_ENDPOINT_URL_SSM. See dev/README.md for what it models and what it does not.
 import argparse
 import json
 import re
+import tempfile
 import threading
 import time
 import uuid
@@ -21,6 +22,7 @@ import boto3
 import yaml
 
 from ssm_events import COMMAND_EVENT, INVOCATION_EVENT, EventBus, load_patterns
+from ssm_hosts import FakeHosts
 
 PAGE = 50
 # How long a cancelled invocation that had not started shows Cancelling
@@ -71,9 +73,12 @@ FAULTS = {
 
 
 class Simulator:
-    def __init__(self, ec2, documents, registration_delay, bus):
+    def __init__(self, ec2, documents, registration_delay, bus, hosts):
         self.ec2 = ec2
         self.bus = bus
+        # Instances scripted as fake hosts run the document's own script;
+        # every other invocation's outcome comes from the rules.
+        self.hosts = hosts
         self.emitted = {}  # command id -> the statuses last published for it
         self.documents = documents  # name -> parsed Command document
         self.lock = threading.Lock()
@@ -110,6 +115,7 @@ class Simulator:
             self.emitted.clear()
             self.registration_delay = self.default_delay
         self.bus.reset()
+        self.hosts.reset()
 
     def set_agents(self, body):
         """`{"instance_id" | "instance_ids", "ping_status", "agent_version"?, "on"?}`:
@@ -299,6 +305,17 @@ class Simulator:
         nodes = self._nodes(self._instances(filters=filters + [{"Name": "instance-state-name", "Values": ["running"]}]))
         return sorted(i for i, (_, agent) in nodes.items() if agent is not None)
 
+    def _script(self, document_name):
+        """The document's first step's script, as the agent writes it to disk."""
+        step = self.documents[document_name]["mainSteps"][0]
+        return "\n".join(step["inputs"]["runCommand"])
+
+    def _with_defaults(self, document_name, parameters):
+        declared = self.documents[document_name].get("parameters", {})
+        filled = {name: [str(spec["default"])] for name, spec in declared.items() if "default" in spec}
+        filled.update(parameters)
+        return filled
+
     def _validate_parameters(self, document_name, parameters):
         document = self.documents.get(document_name)
         if document is None:
@@ -335,6 +352,10 @@ class Simulator:
                 # Accepted for a node whose agent is not there: never delivered.
                 lost = None if agent and agent["PingStatus"] == "Online" else now
                 invocations[instance_id] = {"rule": rule, "cancelled_at": None, "lost_at": lost}
+                if lost is None and self.hosts.has(instance_id):
+                    invocations[instance_id]["run"] = self.hosts.run(
+                        instance_id, self._script(name), self._with_defaults(name, parameters), agent["AgentVersion"]
+                    )
             command = {
                 "CommandId": str(uuid.uuid4()),
                 "DocumentName": name,
@@ -494,6 +515,16 @@ class Simulator:
         rule = inv["rule"]
         if inv.get("lost_at") is not None:
             return {"status": "Failed", "detail": "Undeliverable", "code": -1, "stdout": "", "stderr": ""}
+        run = inv.get("run")
+        if run is not None:
+            # The script's own exit decides, as the agent reports it; a
+            # cancel asked for while it runs leaves it running to its end.
+            if not run.done:
+                status = "Cancelling" if inv["cancelled_at"] is not None else "InProgress"
+                return {"status": status, "detail": status.replace("InProgress", "In Progress"), "code": -1,
+                        "stdout": "", "stderr": ""}
+            status = "Success" if run.exit_code == 0 else "Failed"
+            return {"status": status, "detail": status, "code": run.exit_code, "stdout": run.stdout, "stderr": run.stderr}
         status, detail, code, _ = OUTCOMES[rule.get("outcome", "success")]
         elapsed = now - command["RequestedDateTime"]
         started = float(rule.get("start_delay_seconds", 0))
@@ -665,6 +696,9 @@ def make_handler(sim):
         def do_GET(self):
             if self.path == "/_sim/health":
                 return self._send(200, {"status": "ok"})
+            if self.path.startswith("/_sim/hosts/"):
+                view = sim.hosts.view(self.path.rsplit("/", 1)[-1])
+                return self._send(200 if view else 404, view or {"message": "no such fake host"})
             if self.path == "/_sim/events":
                 return self._send(200, sim.bus.report())
             self._send(404, {"message": "not found"})
@@ -682,6 +716,11 @@ def make_handler(sim):
                     except ValueError as e:
                         raise SsmError("InvalidRule", str(e))
                     return self._send(200, {})
+                if self.path == "/_sim/hosts":
+                    try:
+                        return self._send(200, {"hosts": sim.hosts.configure(body)})
+                    except ValueError as e:
+                        raise SsmError("InvalidRule", str(e))
                 if self.path == "/_sim/faults":
                     sim.add_fault(body)
                     return self._send(200, {})
@@ -715,12 +754,19 @@ def main():
         "--registration-delay", type=float, default=5.0,
         help="seconds a new running instance takes to register as a managed node (as the agent does on AWS)",
     )
+    parser.add_argument(
+        "--hosts-dir", default=None,
+        help="where fake hosts keep their files (default: a fresh temporary directory)",
+    )
     args = parser.parse_args()
     ec2 = boto3.client(
         "ec2", endpoint_url=args.moto_url, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
-    sim = Simulator(ec2, load_documents(args.template), args.registration_delay, EventBus(load_patterns(args.template)))
+    hosts = FakeHosts(args.hosts_dir or tempfile.mkdtemp(prefix="flakefleet-hosts-"))
+    sim = Simulator(
+        ec2, load_documents(args.template), args.registration_delay, EventBus(load_patterns(args.template)), hosts
+    )
     threading.Thread(target=sim.watch_statuses, args=(0.2,), daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(sim))
     print(f"ssm simulator on 127.0.0.1:{args.port}, documents {sorted(sim.documents)}", flush=True)

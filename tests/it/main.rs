@@ -10,6 +10,7 @@ mod crash;
 mod deploy;
 mod document;
 mod events;
+mod hosts;
 mod lambdas;
 mod nodes;
 mod once;

@@ -1,0 +1,193 @@
+"""Fake NixOS hosts on which the SSM simulator runs the apply document's own
+script, as an agent would: the script's text from template.yaml with the
+parameters pasted in (every agent does), `SSM_<name>` set too from agent
+3.3.2746.0 on, the agent's minimal PATH, and bash in a mount namespace of its
+own where the host's `fh`, `readlink`, `systemctl` and `determinate-nixd`
+sit in `/run/current-system/sw/bin` and `/var/log`, `/var/lib` are the
+host's. Needs root (`unshare -m`), as CI and the demo run.
+
+A host is scripted with `POST /_sim/hosts` (see dev/README.md): how its
+activation behaves (`works`, `fails` the way fh does it, exiting 0 with the
+old system still running, or `errors`, fh exiting 1), how long an apply
+takes, how many lines of copy progress fh prints, and which units are failed
+before and after an apply.
+"""
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import threading
+
+# The first agent version that sets SSM_<name> for interpolationType ENV_VAR.
+ENV_VAR_AGENT = (3, 3, 2746, 0)
+# What the agent's service has on PATH on a NixOS host without the fleet-host
+# module: nothing of the system profile.
+AGENT_PATH = "/usr/bin:/bin"
+ACTIVATIONS = ("works", "fails", "errors")
+STDOUT_MAX, STDERR_MAX = 24000, 8000
+# aws:runShellScript: exit 194 asks the agent to reboot and run the script again.
+REBOOT_AND_RERUN = 194
+
+SETUP = r"""set -e
+mount -t tmpfs flakefleet-run /run
+mount --bind "$2/var-log" /var/log
+mount --bind "$2/var-lib" /var/lib
+mkdir -p /run/current-system/sw/bin
+mount --bind "$2/bin" /run/current-system/sw/bin
+set +e
+exec bash -c "$1"
+"""
+
+FH = r"""#!/usr/bin/env bash
+h='{host}'
+echo "fh $*" >> "$h/calls"
+path_for() {{ printf '/nix/store/%s-nixos-system' "$(printf '%s' "$1" | sha256sum | cut -c 1-32)"; }}
+case "$1" in
+  resolve) path_for "$2"; echo ;;
+  apply)
+    target="$(path_for "$3")"
+    for i in $(seq 1 "$(cat "$h/noise")"); do
+      echo "copying path '/nix/store/$(printf '%032d' "$i")-dependency-$i' from 'https://cache.flakehub.com'..."
+    done
+    sleep "$(cat "$h/apply_seconds")"
+    case "$(cat "$h/activation")" in
+      works) echo "$target" > "$h/current"; cp "$h/failed_after" "$h/failed"; echo "activating the configuration..." ;;
+      fails) echo "warning: error(s) occurred while switching to the new configuration" ;;
+      errors) echo "error: cannot download $target: HTTP error 403" >&2; exit 1 ;;
+    esac ;;
+esac
+"""
+
+
+def store_path(flakeref):
+    """The system a fake host's fh resolves a flakeref to."""
+    return f"/nix/store/{hashlib.sha256(flakeref.encode()).hexdigest()[:32]}-nixos-system"
+
+
+def agent_sets_variables(version):
+    try:
+        return tuple(int(p) for p in version.split(".")) >= ENV_VAR_AGENT
+    except ValueError:
+        return False
+
+
+class Run:
+    """One run of the script on one host; `done` once it exited."""
+
+    def __init__(self, host_dir, script, env):
+        self.done = False
+        self.exit_code = None
+        self.stdout = self.stderr = ""
+        self.reruns = 0
+        self._start(host_dir, script, env)
+
+    def _start(self, host_dir, script, env):
+        process = subprocess.Popen(
+            ["unshare", "-m", "bash", "-c", SETUP, "document", script, host_dir],
+            env=env, cwd=host_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+
+        def wait():
+            out, err = process.communicate()
+            if process.returncode == REBOOT_AND_RERUN and self.reruns < 3:
+                # The agent reboots the host and runs the script again.
+                self.reruns += 1
+                self._start(host_dir, script, env)
+                return
+            self.stdout = out.decode(errors="replace")[:STDOUT_MAX]
+            self.stderr = err.decode(errors="replace")[:STDERR_MAX]
+            self.exit_code = process.returncode
+            self.done = True
+
+        threading.Thread(target=wait, daemon=True).start()
+
+
+class FakeHosts:
+    def __init__(self, root):
+        self.root = root
+        self.hosts = {}  # instance id -> host dir
+        self.lock = threading.Lock()
+
+    def configure(self, body):
+        """`POST /_sim/hosts`: makes these instances fake hosts (or changes them)."""
+        ids = body.get("instance_ids", [body["instance_id"]] if "instance_id" in body else None)
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i.startswith("i-") for i in ids):
+            raise ValueError("give instance_id or instance_ids, each an instance id")
+        activation = body.get("activation", "works")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {list(ACTIVATIONS)}")
+        seconds = body.get("apply_seconds", 0)
+        noise = body.get("noise_lines", 20)
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not 0 <= seconds <= 600:
+            raise ValueError("apply_seconds must be a number from 0 to 600")
+        if not isinstance(noise, int) or isinstance(noise, bool) or not 0 <= noise <= 100000:
+            raise ValueError("noise_lines must be a whole number from 0 to 100000")
+        units = {k: body.get(k, []) for k in ("failed_units_before", "failed_units_after")}
+        for key, value in units.items():
+            if not isinstance(value, list) or not all(isinstance(u, str) and re.fullmatch(r"[\w@.-]+", u) for u in value):
+                raise ValueError(f"{key} must be a list of unit names")
+        if os.geteuid() != 0:
+            raise ValueError("fake hosts run the document in a mount namespace (unshare -m): run as root")
+        with self.lock:
+            for instance_id in ids:
+                host = self.hosts.get(instance_id) or self._create(instance_id)
+                self._write(host, "activation", activation)
+                self._write(host, "apply_seconds", str(seconds))
+                self._write(host, "noise", str(noise))
+                self._write(host, "failed_after", "".join(f"{u} loaded failed failed {u}\n" for u in units["failed_units_after"]))
+                if "failed_units_before" in body or not os.path.exists(os.path.join(host, "failed")):
+                    self._write(host, "failed", "".join(f"{u} loaded failed failed {u}\n" for u in units["failed_units_before"]))
+        return len(ids)
+
+    def _create(self, instance_id):
+        host = os.path.join(self.root, instance_id)
+        shutil.rmtree(host, ignore_errors=True)
+        for sub in ("bin", "var-log", "var-lib"):
+            os.makedirs(os.path.join(host, sub))
+        self._write(host, "current", store_path("initial"))
+        tools = {
+            "fh": FH.format(host=host),
+            "readlink": f"#!/usr/bin/env bash\ncat '{host}/current'\n",
+            "systemctl": f"#!/usr/bin/env bash\ncat '{host}/failed'\n",
+            "determinate-nixd": f"#!/usr/bin/env bash\necho \"determinate-nixd $*\" >> '{host}/calls'\n",
+        }
+        for name, text in tools.items():
+            path = os.path.join(host, "bin", name)
+            self._write(host, os.path.join("bin", name), text)
+            os.chmod(path, 0o755)
+        self.hosts[instance_id] = host
+        return host
+
+    @staticmethod
+    def _write(host, name, text):
+        with open(os.path.join(host, name), "w") as f:
+            f.write(text)
+
+    def has(self, instance_id):
+        with self.lock:
+            return instance_id in self.hosts
+
+    def view(self, instance_id):
+        """What a host runs, and what its fh was asked: for tests."""
+        with self.lock:
+            host = self.hosts.get(instance_id)
+        if host is None:
+            return None
+        read = lambda name: open(os.path.join(host, name)).read() if os.path.exists(os.path.join(host, name)) else ""
+        return {"instance_id": instance_id, "current": read("current").strip(), "calls": read("calls").splitlines()}
+
+    def run(self, instance_id, script, parameters, agent_version):
+        """Starts the document's script on the host, as its agent would."""
+        text = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: " ".join(parameters.get(m.group(1), [])), script)
+        env = {"PATH": AGENT_PATH}
+        if agent_sets_variables(agent_version):
+            env.update({f"SSM_{name}": " ".join(values) for name, values in parameters.items()})
+        return Run(self.hosts[instance_id], text, env)
+
+    def reset(self):
+        with self.lock:
+            for host in self.hosts.values():
+                shutil.rmtree(host, ignore_errors=True)
+            self.hosts.clear()

@@ -1,0 +1,78 @@
+//! Rollouts on fake hosts that run the apply document's own script: the SSM
+//! simulator executes the text from template.yaml as an agent would (the
+//! parameter pasted in; `SSM_<name>` too from agent 3.3.2746.0 on), so the
+//! statuses flakefleet judges are the script's own exits.
+
+use crate::support::{get_control, post_control, Stack, GOOD, NEXT};
+use flakefleet::domain::model::rollout::{Rate, RolloutMode};
+use serde_json::{json, Value};
+
+/// Makes these instances fake hosts of the simulator (dev/README.md).
+fn hosts(ids: &[String], host: Value) {
+    let mut body = host;
+    body["instance_ids"] = json!(ids);
+    let answer = post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/hosts", &body);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+fn agent_version(ids: &[String], version: &str) {
+    let body = json!({"instance_ids": ids, "ping_status": "Online", "agent_version": version});
+    assert!(post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/agents", &body).starts_with("HTTP/1.1 200"));
+}
+
+/// Reconciles every 100 ms until the fleet rests (each apply runs a real script).
+async fn run_out(controller: &flakefleet::AwsFleetController) {
+    let event = crate::support::sample_event("eventbridge-scheduled.json");
+    for _ in 0..600 {
+        let answer = flakefleet::entry::handle(controller, &crate::support::gate(), event.clone(), "it").await.unwrap();
+        if matches!(answer["reconcile"]["outcome"].as_str(), Some("idle" | "halted")) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the fleet never came to rest");
+}
+
+fn running(id: &str) -> String {
+    get_control("FLAKEFLEET_TEST_SSM_URL", &format!("/_sim/hosts/{id}"))["current"].as_str().unwrap().to_owned()
+}
+
+/// Old and new agents both apply a release; a host whose activation fails
+/// the way fh does it (exit 0, the old system still running) fails the
+/// document, its verdict reaches the release, and the automatic rollback puts
+/// every host back on the good system.
+#[tokio::test]
+async fn a_rollout_on_hosts_running_the_real_script_old_and_new_agents() {
+    let stack = Stack::new(3).await;
+    let mut ids = stack.instances.clone();
+    ids.sort();
+    // 300 lines of copy progress: more than SSM keeps of a command's output.
+    hosts(&ids, json!({"activation": "works", "noise_lines": 300}));
+    agent_version(&ids[..1], "3.3.2746.0");
+    agent_version(&ids[1..], "3.3.1345.0");
+    let mut settings = stack.settings();
+    settings.rollout.mode = RolloutMode::Staged;
+    settings.rollout.wave = Rate::Percent(100);
+    settings.rollout.auto_rollback = true;
+    let controller = stack.controller_with(settings);
+
+    let good = stack.deploy(&controller, GOOD).await;
+    run_out(&controller).await;
+    let (_, done) = stack.http(&controller, "GET", &format!("/releases/{}", good["id"].as_str().unwrap()), None).await;
+    assert_eq!(done["release"]["status"], "succeeded", "{done}");
+    let good_system = running(&ids[0]);
+    assert!(ids.iter().all(|id| running(id) == good_system), "every host on the good system, old agents too");
+
+    hosts(&ids[2..], json!({"activation": "fails"}));
+    let bad = stack.deploy(&controller, NEXT).await;
+    run_out(&controller).await;
+    let (_, answer) = stack.http(&controller, "GET", &format!("/releases/{}", bad["id"].as_str().unwrap()), None).await;
+    let bad = &answer["release"];
+    assert_eq!(bad["status"], "rolled_back", "{bad}");
+    let failed = bad["instances"].as_array().unwrap().iter().find(|i| i["instance_id"] == ids[2].as_str()).unwrap();
+    let verdict =
+        format!("{}{}", failed["stdout_tail"].as_str().unwrap_or(""), failed["stderr_tail"].as_str().unwrap_or(""));
+    assert!(verdict.contains("activation did not take"), "the script's own verdict: {failed}");
+    assert!(!verdict.contains("dependency-1 "), "fh's copy progress stays in the host's log: {verdict}");
+    assert!(ids.iter().all(|id| running(id) == good_system), "rolled back: every host on the good system");
+}
