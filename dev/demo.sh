@@ -50,6 +50,17 @@ curl -fsS -X POST "http://127.0.0.1:$SSM_SIM_PORT/_sim/events" \
   -d '{"invoke_url": "http://127.0.0.1:9000/2015-03-31/functions/flakefleet-lambda/invocations"}' >/dev/null
 echo "each command that ends invokes the Lambda once; the agents of the 3 instances register a few seconds after launch:"
 $py dev/fleet.py wait-agents $instances
+# As root, the hosts run the apply document's own script (in a mount namespace
+# each); elsewhere the simulator's rules decide each invocation.
+if [ "$(id -u)" = 0 ]; then
+  hosts=script
+  step "The 3 instances are fake NixOS hosts: the simulator runs the document's own script on them (the last one's agent is older than 3.3.2746.0: the parameter comes as pasted text)"
+  $py dev/fleet.py host works $instances
+  $py dev/fleet.py agent-version 3.3.2746.0 $(echo "$instances" | head -n 2)
+  $py dev/fleet.py agent-version 3.3.2299.0 $(echo "$instances" | tail -n 1)
+else
+  hosts=rules
+fi
 
 good='AcmeCorp/infra/=0.1.41+rev-1111111#nixosConfigurations.web'
 bad='AcmeCorp/infra/=0.1.42+rev-2222222#nixosConfigurations.web'
@@ -64,10 +75,15 @@ cli() { target/debug/flakefleet "$@"; }
 step "flakefleet deploy $good --wait (staged: a canary, then waves)"
 cli deploy "$good" --revision 1111111 --idempotency-key demo-1 --wait --drive --interval 1
 
-step "Scripting the SSM simulator: release 0.1.42 fails to activate on every host"
-for id in $instances; do
-  $py dev/fleet.py outcome "{\"instance_id\": \"$id\", \"flakeref_contains\": \"0.1.42\", \"outcome\": \"failed\", \"exit_code\": 1, \"stderr\": \"flakefleet: activation did not take\"}" >/dev/null
-done
+if [ "$hosts" = script ]; then
+  step "The hosts' next activation fails the way fh does it (exit 0, the old system still running): the document notices"
+  $py dev/fleet.py host fails $instances
+else
+  step "Scripting the SSM simulator: release 0.1.42 fails to activate on every host"
+  for id in $instances; do
+    $py dev/fleet.py outcome "{\"instance_id\": \"$id\", \"flakeref_contains\": \"0.1.42\", \"outcome\": \"failed\", \"exit_code\": 1, \"stderr\": \"flakefleet: activation did not take\"}" >/dev/null
+  done
+fi
 
 step "flakefleet deploy $bad (no --wait)"
 bad_id=$(cli --json deploy "$bad" --revision 2222222 | $py -c 'import json,sys; print(json.load(sys.stdin)["release"]["id"])')
@@ -86,6 +102,11 @@ cli fleet
 
 step "A flake that is not on FLAKEFLEET_ALLOWED_FLAKES is refused (403, nothing recorded)"
 cli deploy 'attacker/evil/=1.0.0#nixosConfigurations.x' || echo "(exit $?)"
+
+if [ "$hosts" = script ]; then
+  step "The hosts' activations work again"
+  $py dev/fleet.py host works $instances
+fi
 
 step "flakefleet deploy the fix, $fixed --wait"
 cli deploy "$fixed" --revision 3333333 --wait --drive --interval 1

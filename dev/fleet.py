@@ -12,6 +12,10 @@ instances in moto; and scripts the SSM simulator's outcomes.
                                      Online a few seconds after launch
   fleet.py terminate ID               terminate an instance (an instance dying)
   fleet.py profile NAME               create an instance profile in IAM (if missing)
+  fleet.py host ACTIVATION ID...      make these instances fake hosts of the SSM simulator, which runs
+                                     the apply document's own script on them; ACTIVATION is works,
+                                     fails (fh's habit: exit 0, the old system kept) or errors
+  fleet.py agent-version VERSION ID...  set these instances' SSM agents Online at this version
   fleet.py wait-agents ID...          wait (up to 60 s) until these instances are Online managed
                                      nodes in the SSM simulator, as after a boot
   fleet.py sends FLAKEREF             how many apply commands of that flakeref each instance
@@ -106,6 +110,24 @@ def create_profile(name):
         pass
 
 
+def _sim_post(path, body):
+    request = urllib.request.Request(f"{SIM}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request) as response:
+        return json.load(response)
+
+
+def host(activation, ids):
+    """Makes these instances fake hosts that run the document's own script."""
+    _sim_post("/_sim/hosts", {"instance_ids": ids, "activation": activation, "noise_lines": 200})
+    print(f"SSM simulator: {len(ids)} fake hosts, activation {activation}", file=sys.stderr)
+
+
+def agent_version(version, ids):
+    _sim_post("/_sim/agents", {"instance_ids": ids, "ping_status": "Online", "agent_version": version})
+    print(f"SSM simulator: {len(ids)} agents at {version}", file=sys.stderr)
+
+
 def wait_agents(ids):
     """Waits until the simulator lists every one of these instances as an
     Online managed node (their agents register a few seconds after launch)."""
@@ -151,7 +173,8 @@ if __name__ == "__main__":
                 "outcome": lambda a: outcome(a[0]), "terminate": lambda a: terminate(a[0]),
                 "agents": lambda a: agents(a[0], a[1:]),
                 "profile": lambda a: create_profile(a[0]), "sends": lambda a: sends(a[0]),
-                "wait-agents": lambda a: wait_agents(a)}
+                "wait-agents": lambda a: wait_agents(a), "host": lambda a: host(a[0], a[1:]),
+                "agent-version": lambda a: agent_version(a[0], a[1:])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])
