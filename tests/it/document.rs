@@ -356,3 +356,13 @@ fn an_ssm_apply_waits_for_the_apply_running_on_the_host() {
     let applies = std::fs::read_to_string(host.dir.join("applies")).unwrap();
     assert_eq!(applies.lines().count(), 2, "one apply, by the user data: {applies}");
 }
+
+/// Exit 194 from a script makes the SSM agent reboot the host and run the
+/// script again: an fh that happens to exit 194 must not reboot the fleet.
+#[test]
+fn an_fh_exit_of_194_never_asks_the_agent_for_a_reboot() {
+    let host = Host::with_apply("exit 194");
+    let out = host.run(GOOD);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("fh apply failed (exit 194)"));
+}
