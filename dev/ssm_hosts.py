@@ -30,15 +30,8 @@ STDOUT_MAX, STDERR_MAX = 24000, 8000
 # aws:runShellScript: exit 194 asks the agent to reboot and run the script again.
 REBOOT_AND_RERUN = 194
 
-SETUP = r"""set -e
-mount -t tmpfs flakefleet-run /run
-mount --bind "$2/var-log" /var/log
-mount --bind "$2/var-lib" /var/lib
-mkdir -p /run/current-system/sw/bin
-mount --bind "$2/bin" /run/current-system/sw/bin
-set +e
-exec bash -c "$1"
-"""
+# The fake host's namespace, shared with the document's tests.
+NAMESPACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "host-namespace.sh")
 
 FH = r"""#!/usr/bin/env bash
 h='{host}'
@@ -85,7 +78,7 @@ class Run:
 
     def _start(self, host_dir, script, env):
         process = subprocess.Popen(
-            ["unshare", "-m", "bash", "-c", SETUP, "document", script, host_dir],
+            ["unshare", "-m", "bash", NAMESPACE, script, host_dir],
             env=env, cwd=host_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
 

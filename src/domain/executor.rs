@@ -134,12 +134,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             Need::SentBatches { comments, since } => {
                 let mut found = Vec::new();
                 for comment in &comments {
-                    let command = self.runner.find(comment, since).await?;
-                    let last = command.is_none();
-                    found.push(command);
-                    if last {
-                        break; // batches go out in order
-                    }
+                    found.push(self.runner.find(comment, since).await?);
                 }
                 seen.sent_batches = Some(found);
             }

@@ -93,21 +93,12 @@ impl Host {
         self.in_namespace(script).output().unwrap()
     }
 
-    /// `script` run with bash in a mount namespace of its own: `/run` fresh
-    /// (as after a boot), `/var/log` and `/var/lib` the host's own (they
-    /// persist across runs), the host's tools in the system profile.
+    /// `script` run with bash on this host, in a mount namespace of its own
+    /// (dev/host-namespace.sh, which the simulator's fake hosts use too).
     fn in_namespace(&self, script: &str) -> Command {
-        let setup = r#"set -e
-mount -t tmpfs flakefleet-run /run
-mount --bind "$2/var-log" /var/log
-mount --bind "$2/var-lib" /var/lib
-mkdir -p /run/current-system/sw/bin
-mount --bind "$2/bin" /run/current-system/sw/bin
-set +e
-exec bash -c "$1""#;
         let mut command = Command::new("unshare");
         command
-            .args(["-m", "bash", "-c", setup, "document"])
+            .args(["-m", "bash", concat!(env!("CARGO_MANIFEST_DIR"), "/dev/host-namespace.sh")])
             .arg(script)
             .arg(&self.dir)
             .current_dir(&self.dir)
