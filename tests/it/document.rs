@@ -357,3 +357,66 @@ fn an_fh_exit_of_194_never_asks_the_agent_for_a_reboot() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("fh apply failed (exit 194)"));
 }
+
+/// Every attacker's insertion into a valid flakeref (shell metacharacters,
+/// quotes, whitespace and line breaks, invisible and lookalike characters) at
+/// the start, inside and at the end, fed to
+/// the script directly, bypassing SSM's allowedPattern, as an old agent (the
+/// text pasted) and a new one (the variable too): never more than one shell
+/// word, never reaches fh, never writes a file. (A value holding a line that
+/// reads exactly the here-document's delimiter is the one the text path
+/// cannot stop by itself: docs/security.md says what stops it.)
+#[test]
+fn every_insertion_into_a_valid_flakeref_is_refused_by_the_script_in_both_modes() {
+    let insertions = [
+        ";",
+        "$",
+        "(",
+        ")",
+        "`",
+        "|",
+        "&",
+        "<",
+        ">",
+        "'",
+        "\"",
+        "\\",
+        " ",
+        "\t",
+        "\n",
+        "\r",
+        "*",
+        "?",
+        "[",
+        "]",
+        "{",
+        "}",
+        "~",
+        "!",
+        "%",
+        "^",
+        ",",
+        ":",
+        "@",
+        "\u{200b}",
+        "\u{202e}",
+        "\u{ff03}",
+        "\u{2215}",
+        "\u{ff1d}",
+        "$(touch pwned)",
+        "${IFS}",
+    ];
+    let host = Host::new(true);
+    let before = host.entries();
+    let at = [0, GOOD.find('#').unwrap(), GOOD.len()];
+    let inserted = insertions.iter().flat_map(|i| at.map(|p| format!("{}{i}{}", &GOOD[..p], &GOOD[p..])));
+    // A leading '-' would read as an option to fh.
+    for flakeref in inserted.chain([format!("-{GOOD}")]) {
+        for agent in AGENTS {
+            let out = host.run_as(agent, &flakeref);
+            assert_eq!(out.status.code(), Some(2), "{agent:?} {flakeref:?}: {}", text(&out.stderr));
+            assert_eq!(host.calls(), "", "{agent:?} {flakeref:?} reached fh");
+            assert_eq!(host.entries(), before, "{agent:?} {flakeref:?} wrote a file");
+        }
+    }
+}
