@@ -1,14 +1,15 @@
 """Fake NixOS hosts on which the SSM simulator runs the apply document's own
 script, as an agent would: the script's text from template.yaml with the
-parameters pasted in (every agent does), `SSM_<name>` set too from agent
-3.3.2746.0 on, the agent's minimal PATH, and bash in a mount namespace of its
-own where the host's `fh`, `readlink`, `systemctl` and `determinate-nixd`
+parameters pasted in (every agent does) written to a file of its own and run
+as `sh -c FILE ""`, `SSM_<name>` set too from agent 3.3.2746.0 on, the
+agent's minimal PATH, in a mount namespace of its own where the host's `fh`, `readlink`, `systemctl` and `determinate-nixd`
 sit in `/run/current-system/sw/bin` and `/var/log`, `/var/lib` are the
 host's. Needs root (`unshare -m`), as CI and the demo run.
 
 A host is scripted with `POST /_sim/hosts` (see dev/README.md): how its
 activation behaves (`works`, `fails` the way fh does it, exiting 0 with the
-old system still running, or `errors`, fh exiting 1), how long an apply
+old system still running, or `errors`, fh exiting 1), for every flakeref or
+for those containing a given part, how long an apply
 takes, how many lines of copy progress fh prints, and which units are failed
 before and after an apply.
 """
@@ -45,7 +46,11 @@ case "$1" in
       echo "copying path '/nix/store/$(printf '%032d' "$i")-dependency-$i' from 'https://cache.flakehub.com'..."
     done
     sleep "$(cat "$h/apply_seconds")"
-    case "$(cat "$h/activation")" in
+    activation="$(cat "$h/activation")"
+    while read -r part outcome; do
+      case "$3" in *"$part"*) activation="$outcome"; break ;; esac
+    done < "$h/activation_for"
+    case "$activation" in
       works) echo "$target" > "$h/current"; cp "$h/failed_after" "$h/failed"; echo "activating the configuration..." ;;
       fails) echo "warning: error(s) occurred while switching to the new configuration" ;;
       errors) echo "error: cannot download $target: HTTP error 403" >&2; exit 1 ;;
@@ -69,16 +74,17 @@ def agent_sets_variables(version):
 class Run:
     """One run of the script on one host; `done` once it exited."""
 
-    def __init__(self, host_dir, script, env):
+    def __init__(self, host_dir, script_file, env):
         self.done = False
         self.exit_code = None
         self.stdout = self.stderr = ""
         self.reruns = 0
-        self._start(host_dir, script, env)
+        self._start(host_dir, script_file, env)
 
-    def _start(self, host_dir, script, env):
+    def _start(self, host_dir, script_file, env):
+        # As the agent's runShellScript plugin runs it (agent/plugins/runscript).
         process = subprocess.Popen(
-            ["unshare", "-m", "bash", NAMESPACE, script, host_dir],
+            ["unshare", "-m", "bash", NAMESPACE, host_dir, "sh", "-c", script_file, ""],
             env=env, cwd=host_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
 
@@ -87,7 +93,7 @@ class Run:
             if process.returncode == REBOOT_AND_RERUN and self.reruns < 3:
                 # The agent reboots the host and runs the script again.
                 self.reruns += 1
-                self._start(host_dir, script, env)
+                self._start(host_dir, script_file, env)
                 return
             self.stdout = out.decode(errors="replace")[:STDOUT_MAX]
             self.stderr = err.decode(errors="replace")[:STDERR_MAX]
@@ -117,6 +123,11 @@ class FakeHosts:
             raise ValueError("apply_seconds must be a number from 0 to 600")
         if not isinstance(noise, int) or isinstance(noise, bool) or not 0 <= noise <= 100000:
             raise ValueError("noise_lines must be a whole number from 0 to 100000")
+        activation_for = body.get("activation_for", {})
+        if not isinstance(activation_for, dict) or not all(
+            isinstance(k, str) and re.fullmatch(r"[\w./=#+-]+", k) and v in ACTIVATIONS for k, v in activation_for.items()
+        ):
+            raise ValueError(f"activation_for maps parts of a flakeref to one of {list(ACTIVATIONS)}")
         units = {k: body.get(k, []) for k in ("failed_units_before", "failed_units_after")}
         for key, value in units.items():
             if not isinstance(value, list) or not all(isinstance(u, str) and re.fullmatch(r"[\w@.-]+", u) for u in value):
@@ -127,6 +138,7 @@ class FakeHosts:
             for instance_id in ids:
                 host = self.hosts.get(instance_id) or self._create(instance_id)
                 self._write(host, "activation", activation)
+                self._write(host, "activation_for", "".join(f"{k} {v}\n" for k, v in activation_for.items()))
                 self._write(host, "apply_seconds", str(seconds))
                 self._write(host, "noise", str(noise))
                 self._write(host, "failed_after", "".join(f"{u} loaded failed failed {u}\n" for u in units["failed_units_after"]))
@@ -171,13 +183,23 @@ class FakeHosts:
         read = lambda name: open(os.path.join(host, name)).read() if os.path.exists(os.path.join(host, name)) else ""
         return {"instance_id": instance_id, "current": read("current").strip(), "calls": read("calls").splitlines()}
 
-    def run(self, instance_id, script, parameters, agent_version):
-        """Starts the document's script on the host, as its agent would."""
-        text = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: " ".join(parameters.get(m.group(1), [])), script)
+    def run(self, instance_id, command_id, run_command, parameters, agent_version):
+        """Starts the document's script on the host, as its agent would: the
+        runCommand lines, parameters pasted in, joined and written to
+        `_script.sh` in the command's orchestration directory (mode 0750)."""
+        text = "\n".join(run_command) + "\n"
+        text = re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: " ".join(parameters.get(m.group(1), [])), text)
+        host = self.hosts[instance_id]
+        directory = os.path.join(host, "orchestration", command_id, "awsrunShellScript")
+        os.makedirs(directory, exist_ok=True)
+        script_file = os.path.join(directory, "_script.sh")
+        with open(script_file, "w") as f:
+            f.write(text)
+        os.chmod(script_file, 0o750)
         env = {"PATH": AGENT_PATH}
         if agent_sets_variables(agent_version):
             env.update({f"SSM_{name}": " ".join(values) for name, values in parameters.items()})
-        return Run(self.hosts[instance_id], text, env)
+        return Run(host, script_file, env)
 
     def reset(self):
         with self.lock:

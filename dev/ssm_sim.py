@@ -305,10 +305,9 @@ class Simulator:
         nodes = self._nodes(self._instances(filters=filters + [{"Name": "instance-state-name", "Values": ["running"]}]))
         return sorted(i for i, (_, agent) in nodes.items() if agent is not None)
 
-    def _script(self, document_name):
-        """The document's first step's script, as the agent writes it to disk."""
-        step = self.documents[document_name]["mainSteps"][0]
-        return "\n".join(step["inputs"]["runCommand"])
+    def _run_command(self, document_name):
+        """The document's first step's runCommand lines."""
+        return self.documents[document_name]["mainSteps"][0]["inputs"]["runCommand"]
 
     def _with_defaults(self, document_name, parameters):
         declared = self.documents[document_name].get("parameters", {})
@@ -344,6 +343,7 @@ class Simulator:
         instance_ids = self._resolve(body)
         nodes = self._nodes(self._instances(ids=instance_ids)) if instance_ids else {}
         now = time.time()
+        command_id = str(uuid.uuid4())
         with self.lock:
             invocations = {}
             for instance_id in instance_ids:
@@ -354,10 +354,14 @@ class Simulator:
                 invocations[instance_id] = {"rule": rule, "cancelled_at": None, "lost_at": lost}
                 if lost is None and self.hosts.has(instance_id):
                     invocations[instance_id]["run"] = self.hosts.run(
-                        instance_id, self._script(name), self._with_defaults(name, parameters), agent["AgentVersion"]
+                        instance_id,
+                        command_id,
+                        self._run_command(name),
+                        self._with_defaults(name, parameters),
+                        agent["AgentVersion"],
                     )
             command = {
-                "CommandId": str(uuid.uuid4()),
+                "CommandId": command_id,
                 "DocumentName": name,
                 "DocumentVersion": "$DEFAULT",
                 "Comment": comment,

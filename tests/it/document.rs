@@ -7,6 +7,7 @@
 //! script must find them in the system profile by itself.
 
 use crate::support::{template, GOOD};
+use flakefleet::domain::model::flakeref::{Flakeref, FLAKEREF_MAX_LEN};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -23,6 +24,10 @@ enum Agent {
 }
 
 const AGENTS: [Agent; 2] = [Agent::Old, Agent::New];
+
+/// The hostile-flakeref corpus the validator's tests use too.
+#[path = "../corpus/flakeref.rs"]
+mod corpus;
 
 struct Host {
     dir: PathBuf,
@@ -75,31 +80,58 @@ impl Host {
         self.run_as(Agent::New, flakeref)
     }
 
-    /// Runs the document's script as `agent` would, with `flakeref`: the
-    /// script's text from template.yaml, its parameter text substituted.
+    /// Runs the document's script as `agent` would, with `flakeref`.
     fn run_as(&self, agent: Agent, flakeref: &str) -> Output {
-        let content = &template()["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
-        let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
-        let script = script.replace("{{ flakeref }}", flakeref).replace("{{ action }}", "switch");
-        let mut command = self.in_namespace(&script);
+        let mut command = self.agent_command(flakeref, "switch");
         if let Agent::New = agent {
             command.env("SSM_flakeref", flakeref).env("SSM_action", "switch");
         }
         command.output().unwrap()
     }
 
-    /// Boots the host: its user data `script`, as amazon-init runs it (as root, on every boot).
-    fn boot(&self, script: &str) -> Output {
-        self.in_namespace(script).output().unwrap()
+    /// The document's script as the agent runs it: its runCommand from
+    /// template.yaml, the parameter text pasted in, written to `_script.sh`
+    /// in an orchestration directory of its own, run as `sh -c FILE ""`
+    /// (agent/plugins/runscript in amazon-ssm-agent).
+    fn agent_command(&self, flakeref: &str, action: &str) -> Command {
+        let content = &template()["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
+        let lines: Vec<&str> = content["mainSteps"][0]["inputs"]["runCommand"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|line| line.as_str().unwrap())
+            .collect();
+        let text = (lines.join("\n") + "\n").replace("{{ flakeref }}", flakeref).replace("{{ action }}", action);
+        let dir = self.dir.join("orchestration").join(fastrand::u64(..).to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("_script.sh");
+        std::fs::write(&file, text).unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
+        let mut command = self.in_namespace();
+        command.arg("sh").arg("-c").arg(&file).arg("");
+        command
     }
 
-    /// `script` run with bash on this host, in a mount namespace of its own
+    /// Boots the host: its user data `script`, as amazon-init runs it (as
+    /// root, on every boot, as a file: `bash FILE`).
+    fn boot(&self, script: &str) -> Output {
+        self.boot_command(script).output().unwrap()
+    }
+
+    fn boot_command(&self, script: &str) -> Command {
+        let file = self.dir.join("user-data");
+        std::fs::write(&file, script).unwrap();
+        let mut command = self.in_namespace();
+        command.arg("bash").arg(file);
+        command
+    }
+
+    /// A command to run on this host, in a mount namespace of its own
     /// (dev/host-namespace.sh, which the simulator's fake hosts use too).
-    fn in_namespace(&self, script: &str) -> Command {
+    fn in_namespace(&self) -> Command {
         let mut command = Command::new("unshare");
         command
             .args(["-m", "bash", concat!(env!("CARGO_MANIFEST_DIR"), "/dev/host-namespace.sh")])
-            .arg(script)
             .arg(&self.dir)
             .current_dir(&self.dir)
             .env_clear()
@@ -124,11 +156,23 @@ impl Host {
         logs
     }
 
+    /// Every file and directory on the host (its /var/lib and /var/log
+    /// too), but the agent's orchestration directories.
     fn entries(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(&self.dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        fn walk(dir: &Path, into: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().is_some_and(|n| n == "orchestration") {
+                    continue;
+                }
+                into.push(path.display().to_string());
+                if path.is_dir() {
+                    walk(&path, into);
+                }
+            }
+        }
+        let mut names = Vec::new();
+        walk(&self.dir, &mut names);
         names.sort();
         names
     }
@@ -156,16 +200,20 @@ fn applies_and_checks_the_activation_on_old_and_new_agents() {
 }
 
 /// AWS's ENV_VAR examples still paste the text, so every agent is assumed to:
-/// where the variable is set, it is what counts.
+/// where the variable is set, it is what counts, even when the text differs
+/// or would be refused.
 #[test]
 fn a_new_agents_variable_wins_over_the_pasted_text() {
-    let host = Host::new(true);
     let content = &template()["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
     let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
     assert_eq!(script.matches("{{ flakeref }}").count(), 1, "one place takes the text");
-    assert_eq!(script.matches("${SSM_flakeref:-").count(), 1, "the variable first");
-    let out = host.run_as(Agent::New, GOOD);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    for pasted in [crate::support::NEXT, "not a flakeref\nat all"] {
+        let host = Host::new(true);
+        let out =
+            host.agent_command(pasted, "boot").env("SSM_flakeref", GOOD).env("SSM_action", "switch").output().unwrap();
+        assert!(out.status.success(), "{pasted:?}: {}", text(&out.stderr));
+        assert_eq!(host.calls(), format!("fh resolve {GOOD}\nfh apply nixos {GOOD} switch\n"), "{pasted:?}");
+    }
 }
 
 #[test]
@@ -337,7 +385,7 @@ fn an_ssm_apply_waits_for_the_apply_running_on_the_host() {
         "echo \"start $$\" >> \"{DIR}/applies\"; sleep 1; echo {TARGET} > \"{DIR}/current\"; echo \"end $$\" >> \"{DIR}/applies\"",
     );
     let boot_script = user_data(&Flakeref::parse(GOOD).unwrap());
-    let mut booting = host.in_namespace(&boot_script);
+    let mut booting = host.boot_command(&boot_script);
     let booting = booting.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let out = host.run(GOOD);
@@ -419,4 +467,63 @@ fn every_insertion_into_a_valid_flakeref_is_refused_by_the_script_in_both_modes(
             assert_eq!(host.entries(), before, "{agent:?} {flakeref:?} wrote a file");
         }
     }
+}
+
+/// The hostile-flakeref corpus (tests/corpus/flakeref.rs: 400 valid references
+/// across the grammar, one attacker's mutation of each, and the edge cases
+/// where engines differ or the text's line structure is attacked), fed to the
+/// script directly, bypassing SendCommand's allowedPattern and maxChars, as an
+/// old agent (the text pasted) and a new one (the variable set too): the
+/// script accepts exactly what flakefleet's validator accepts. Every other
+/// value exits 2 before it reaches fh or writes a file; an accepted one reaches
+/// fh whole, as one argument.
+#[test]
+fn the_script_accepts_exactly_what_the_validator_accepts_across_the_hostile_corpus() {
+    let corpus = corpus::engine_corpus();
+    // Four hosts side by side: each run is a few processes that mostly wait.
+    let counts: Vec<(usize, usize)> = std::thread::scope(|scope| {
+        let chunks = corpus.chunks(corpus.len().div_ceil(4));
+        let runs: Vec<_> = chunks.map(|values| scope.spawn(move || feed_to_the_script(values))).collect();
+        runs.into_iter().map(|run| run.join().unwrap()).collect()
+    });
+    let (accepted, refused) = counts.iter().fold((0, 0), |(a, r), (ca, cr)| (a + ca, r + cr));
+    assert!(accepted >= 800 && refused >= 800, "accepted {accepted}, refused {refused}");
+}
+
+/// Runs the script with each of `values` as both agents; (accepted, refused).
+fn feed_to_the_script(values: &[String]) -> (usize, usize) {
+    let refusing = Host::new(true);
+    let before = refusing.entries();
+    let applying = Host::with_fh(&format!(
+        "case \"$1:$#\" in\n  resolve:2) echo {TARGET} ;;\n  apply:4) echo {TARGET} > \"{{DIR}}/current\" ;;\n  *) echo \"$# arguments\" >> \"{{DIR}}/calls\"; exit 9 ;;\nesac\n"
+    ));
+    let (mut accepted, mut refused) = (0, 0);
+    for value in values {
+        let valid = Flakeref::parse(value).is_ok();
+        for agent in AGENTS {
+            // No environment variable can hold a NUL, so no agent sets one.
+            if value.contains('\0') && matches!(agent, Agent::New) {
+                continue;
+            }
+            if valid {
+                std::fs::write(applying.dir.join("calls"), "").unwrap();
+                let out = applying.run_as(agent, value);
+                assert!(out.status.success(), "{agent:?} {value:?}: {}", text(&out.stderr));
+                let calls = applying.calls();
+                let resolve = format!("fh resolve {value}\n");
+                assert!(
+                    calls == resolve || calls == format!("{resolve}fh apply nixos {value} switch\n"),
+                    "{agent:?} {value:?}: {calls}"
+                );
+                accepted += 1;
+            } else {
+                let out = refusing.run_as(agent, value);
+                assert_eq!(out.status.code(), Some(2), "{agent:?} {value:?}: {}", text(&out.stderr));
+                assert_eq!(refusing.calls(), "", "{agent:?} {value:?} reached fh");
+                assert_eq!(refusing.entries(), before, "{agent:?} {value:?} wrote a file");
+                refused += 1;
+            }
+        }
+    }
+    (accepted, refused)
 }

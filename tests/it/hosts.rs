@@ -3,22 +3,9 @@
 //! parameter pasted in; `SSM_<name>` too from agent 3.3.2746.0 on), so the
 //! statuses flakefleet judges are the script's own exits.
 
-use crate::support::{get_control, post_control, Stack, GOOD, NEXT};
+use crate::support::{agent_version, fake_hosts, get_control, Stack, GOOD, NEXT};
 use flakefleet::domain::model::rollout::{Rate, RolloutMode};
-use serde_json::{json, Value};
-
-/// Makes these instances fake hosts of the simulator (dev/README.md).
-fn hosts(ids: &[String], host: Value) {
-    let mut body = host;
-    body["instance_ids"] = json!(ids);
-    let answer = post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/hosts", &body);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-}
-
-fn agent_version(ids: &[String], version: &str) {
-    let body = json!({"instance_ids": ids, "ping_status": "Online", "agent_version": version});
-    assert!(post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/agents", &body).starts_with("HTTP/1.1 200"));
-}
+use serde_json::json;
 
 /// Reconciles every 100 ms until the fleet rests (each apply runs a real script).
 async fn run_out(controller: &flakefleet::AwsFleetController) {
@@ -47,7 +34,7 @@ async fn a_rollout_on_hosts_running_the_real_script_old_and_new_agents() {
     let mut ids = stack.instances.clone();
     ids.sort();
     // 300 lines of copy progress: more than SSM keeps of a command's output.
-    hosts(&ids, json!({"activation": "works", "noise_lines": 300}));
+    fake_hosts(&ids, json!({"activation": "works", "noise_lines": 300}));
     agent_version(&ids[..1], "3.3.2746.0");
     agent_version(&ids[1..], "3.3.1345.0");
     let mut settings = stack.settings();
@@ -63,7 +50,7 @@ async fn a_rollout_on_hosts_running_the_real_script_old_and_new_agents() {
     let good_system = running(&ids[0]);
     assert!(ids.iter().all(|id| running(id) == good_system), "every host on the good system, old agents too");
 
-    hosts(&ids[2..], json!({"activation": "fails"}));
+    fake_hosts(&ids[2..], json!({"activation": "fails"}));
     let bad = stack.deploy(&controller, NEXT).await;
     run_out(&controller).await;
     let (_, answer) = stack.http(&controller, "GET", &format!("/releases/{}", bad["id"].as_str().unwrap()), None).await;

@@ -1,7 +1,10 @@
 //! Staged rollouts against the local AWS: waves by instance id, judged one by
-//! one, rolled back or halted when they go wrong.
+//! one, rolled back or halted when they go wrong. Every instance is a fake
+//! host of the SSM simulator that runs the apply document's own script (one
+//! on an old agent that only pastes the parameter text), so each status
+//! flakefleet judges is the script's own exit.
 
-use crate::support::{gate, sample_event, Stack, GOOD, NEXT};
+use crate::support::{agent_version, fake_hosts, gate, sample_event, Stack, GOOD, NEXT};
 use flakefleet::domain::model::fleet::FleetSettings;
 use flakefleet::domain::model::rollout::{Rate, RolloutMode};
 use flakefleet::AwsFleetController;
@@ -17,14 +20,26 @@ fn staged(stack: &Stack, threshold: Rate) -> FleetSettings {
     settings
 }
 
-/// Runs the scheduled reconcile until the fleet is at rest.
+/// `instances` instances, each a fake host whose activation works: the first
+/// on an agent older than 3.3.2746.0 (the simulator's default), the others
+/// on one that sets `SSM_<name>` too.
+async fn hosted(instances: i32) -> Stack {
+    let stack = Stack::new(instances).await;
+    fake_hosts(&stack.instances, json!({"activation": "works"}));
+    agent_version(&stack.instances[1..], "3.3.2746.0");
+    stack
+}
+
+/// Runs the scheduled reconcile until the fleet is at rest; each apply runs
+/// the real script, so it waits a little between reconciles.
 async fn run_out(stack: &Stack, controller: &AwsFleetController) -> Value {
     let event = sample_event("eventbridge-scheduled.json");
-    for _ in 0..100 {
+    for _ in 0..600 {
         let answer = flakefleet::entry::handle(controller, &gate(), event.clone(), "it").await.expect("reconcile");
         if matches!(answer["reconcile"]["outcome"].as_str(), Some("idle" | "halted")) {
             return stack.http(controller, "GET", "/fleet", None).await.1["fleet"].clone();
         }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("the fleet never came to rest");
 }
@@ -34,9 +49,8 @@ async fn run_out(stack: &Stack, controller: &AwsFleetController) -> Value {
 async fn good_then_failing(stack: &Stack, controller: &AwsFleetController) -> (Value, Value, Value) {
     let good = stack.deploy(controller, GOOD).await;
     run_out(stack, controller).await;
-    for id in &stack.instances {
-        stack.script(json!({"instance_id": id, "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 1}));
-    }
+    // fh fails to apply NEXT (0.1.42) everywhere, exiting 1.
+    fake_hosts(&stack.instances, json!({"activation_for": {"0.1.42": "errors"}}));
     let bad = stack.deploy(controller, NEXT).await;
     (good, bad, run_out(stack, controller).await)
 }
@@ -69,7 +83,7 @@ async fn sent(stack: &Stack, flakeref: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn a_clean_staged_rollout_over_ten_instances() {
-    let stack = Stack::new(10).await;
+    let stack = hosted(10).await;
     let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
     let started = stack.deploy(&controller, GOOD).await;
     assert_eq!(wave_sizes(&started), [1], "the request sends only the canary");
@@ -92,7 +106,7 @@ async fn a_clean_staged_rollout_over_ten_instances() {
 /// item; every read joins them back. A tiny limit makes ten instances spill.
 #[tokio::test]
 async fn releases_too_large_for_one_item_are_split_and_joined() {
-    let stack = Stack::new(10).await;
+    let stack = hosted(10).await;
     let big = stack.controller_with(staged(&stack, Rate::Count(0)));
     let split = stack.controller_storing_inline(staged(&stack, Rate::Count(0)), 300);
     let (good, bad, fleet) = good_then_failing(&stack, &split).await;
@@ -125,7 +139,7 @@ async fn releases_too_large_for_one_item_are_split_and_joined() {
 /// a part of another write to a release item (it reads again, then gives up).
 #[tokio::test]
 async fn a_part_of_another_write_is_never_joined() {
-    let stack = Stack::new(4).await;
+    let stack = hosted(4).await;
     let split = stack.controller_storing_inline(staged(&stack, Rate::Count(0)), 200);
     let deployed = stack.deploy(&split, GOOD).await;
     run_out(&stack, &split).await;
@@ -153,7 +167,7 @@ async fn a_part_of_another_write_is_never_joined() {
 
 #[tokio::test]
 async fn a_failed_canary_is_rolled_back_automatically() {
-    let stack = Stack::new(10).await;
+    let stack = hosted(10).await;
     let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
     let (good, bad, fleet) = good_then_failing(&stack, &controller).await;
 
@@ -182,7 +196,7 @@ async fn a_failed_canary_is_rolled_back_automatically() {
 
 #[tokio::test]
 async fn thirty_percent_failing_over_a_ten_percent_threshold_stops_and_rolls_back() {
-    let stack = Stack::new(10).await;
+    let stack = hosted(10).await;
     let controller = stack.controller_with(staged(&stack, Rate::Percent(10)));
     stack.deploy(&controller, GOOD).await;
     run_out(&stack, &controller).await;
@@ -207,10 +221,8 @@ async fn thirty_percent_failing_over_a_ten_percent_threshold_stops_and_rolls_bac
         ids.sort();
         ids[0].clone()
     };
-    let second_wave: Vec<&String> = stack.instances.iter().filter(|i| **i != canary).take(3).collect();
-    for id in &second_wave {
-        stack.script(json!({"instance_id": id, "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 2}));
-    }
+    let second_wave: Vec<String> = stack.instances.iter().filter(|i| **i != canary).take(3).cloned().collect();
+    fake_hosts(&second_wave, json!({"activation_for": {"0.1.42": "errors"}}));
     let bad = stack.deploy(&controller, NEXT).await;
     let fleet = run_out(&stack, &controller).await;
     let bad = release(&stack, &controller, &bad["id"]).await;
@@ -231,16 +243,18 @@ async fn thirty_percent_failing_over_a_ten_percent_threshold_stops_and_rolls_bac
 async fn halt(stack: &Stack, controller: &AwsFleetController) -> (Value, Value) {
     let good = stack.deploy(controller, GOOD).await;
     run_out(stack, controller).await;
-    for id in &stack.instances {
-        stack.script(json!({"instance_id": id, "outcome": "failed"}));
-    }
+    // NEXT activates but breaks web.service; going back, fh cannot fetch GOOD
+    // (0.1.41). A host whose failed apply left it on GOOD would roll back as a
+    // no-op: the script finds it already there.
+    let broken = json!({"failed_units_after": ["web.service"], "activation_for": {"0.1.41": "errors"}});
+    fake_hosts(&stack.instances, broken);
     stack.deploy(controller, NEXT).await;
     (good, run_out(stack, controller).await)
 }
 
 #[tokio::test]
 async fn an_operators_rollback_lifts_a_halt() {
-    let stack = Stack::new(2).await;
+    let stack = hosted(2).await;
     let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
     let (good, fleet) = halt(&stack, &controller).await;
     assert!(!fleet["halted"].is_null(), "{fleet}");
@@ -256,7 +270,7 @@ async fn an_operators_rollback_lifts_a_halt() {
 
 #[tokio::test]
 async fn a_failing_rollback_halts_the_fleet_without_looping() {
-    let stack = Stack::new(3).await;
+    let stack = hosted(3).await;
     let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
     let (_, fleet) = halt(&stack, &controller).await;
     assert!(fleet["halted"]["reason"].as_str().unwrap().contains("rollback"), "{fleet}");
@@ -280,11 +294,9 @@ async fn a_failing_rollback_halts_the_fleet_without_looping() {
 
 #[tokio::test]
 async fn a_deploy_during_a_rollout_gets_409_with_the_active_release() {
-    let stack = Stack::new(4).await;
+    let stack = hosted(4).await;
     let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
-    for id in &stack.instances {
-        stack.script(json!({"instance_id": id, "outcome": "success", "delay_seconds": 30}));
-    }
+    fake_hosts(&stack.instances, json!({"apply_seconds": 30}));
     let active = stack.deploy(&controller, GOOD).await;
     let (status, body) =
         stack.http(&controller, "POST", "/releases", Some(&json!({"flakeref": NEXT}).to_string())).await;
@@ -296,18 +308,23 @@ async fn a_deploy_during_a_rollout_gets_409_with_the_active_release() {
 
 #[tokio::test]
 async fn duplicated_and_reordered_status_events_reach_the_same_end() {
-    let stack = Stack::new(6).await;
+    let stack = hosted(6).await;
     let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
     let started = stack.deploy(&controller, GOOD).await;
     let ssm = sample_event("eventbridge-ssm-status.json");
     let schedule = sample_event("eventbridge-scheduled.json");
     let order = [&ssm, &ssm, &schedule, &ssm, &schedule, &schedule, &ssm];
-    for _ in 0..10 {
+    let mut done = Value::Null;
+    for _ in 0..300 {
         for event in order {
             flakefleet::entry::handle(&controller, &gate(), (*event).clone(), "it").await.unwrap();
         }
+        done = release(&stack, &controller, &started["id"]).await;
+        if !matches!(done["status"].as_str(), Some("pending" | "in_progress")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let done = release(&stack, &controller, &started["id"]).await;
     assert_eq!(done["status"], "succeeded");
     assert_eq!(wave_sizes(&done), [1, 2, 2, 1]);
     assert_eq!(sent(&stack, GOOD).await, stack.instances, "no instance twice");

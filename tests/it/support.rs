@@ -384,6 +384,23 @@ pub fn script_simulator(rule: Value) {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// Makes these instances fake hosts of the SSM simulator, which run the apply
+/// document's own script (`host` as `POST /_sim/hosts` takes it, dev/README.md).
+pub fn fake_hosts(instance_ids: &[String], host: Value) {
+    let mut body = host;
+    body["instance_ids"] = json!(instance_ids);
+    let answer = post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/hosts", &body);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Registers these instances' agents Online at `version`: from 3.3.2746.0 on
+/// an agent sets `SSM_<name>`, before it only pastes the parameter text.
+pub fn agent_version(instance_ids: &[String], version: &str) {
+    let body = json!({"instance_ids": instance_ids, "ping_status": "Online", "agent_version": version});
+    let answer = post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/agents", &body);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
 /// Sets the SSM simulator's managed-node status of these instances
 /// (`Online`, `ConnectionLost`, `Inactive` or `NotRegistered`).
 pub fn set_agents(instance_ids: &[String], ping_status: &str) {
