@@ -58,6 +58,9 @@ if [ "$(id -u)" = 0 ]; then
   $py dev/fleet.py host works $instances
   $py dev/fleet.py agent-version 3.3.2746.0 $(echo "$instances" | head -n 2)
   $py dev/fleet.py agent-version 3.3.2299.0 $(echo "$instances" | tail -n 1)
+  # Instances flakefleet launches boot as fake hosts too: their user data runs
+  # as NixOS's amazon-init runs it, beside the agent.
+  $py dev/fleet.py launched works
 else
   hosts=rules
 fi
@@ -132,6 +135,11 @@ for _ in $(seq 1 60); do
   sleep 1
 done
 cli show "$repair"
+if [ "$hosts" = script ]; then
+  replacement="$(cli --json show "$repair" | $py -c 'import json,sys; print(json.load(sys.stdin)["release"]["launches"][0]["instance_id"])')"
+  step "The replacement's first boot: its user data applied the release (/var/log/flakefleet/user-data.log on the host)"
+  curl -fsS "http://127.0.0.1:$SSM_SIM_PORT/_sim/hosts/$replacement" | $py -c 'import json,sys; boot = json.load(sys.stdin)["boot"]; print("\n".join(l for l in boot["output"].splitlines() if l.startswith("flakefleet:")), f"(exit {boot['"'"'exit_code'"'"']})")'
+fi
 cli fleet
 
 step "Done. The Lambda's log is in $run/lambda.log"

@@ -16,6 +16,8 @@ instances in moto; and scripts the SSM simulator's outcomes.
                                      the apply document's own script on them; ACTIVATION is works,
                                      fails (fh's habit: exit 0, the old system kept) or errors
   fleet.py agent-version VERSION ID...  set these instances' SSM agents Online at this version
+  fleet.py launched ACTIVATION        instances launched from now on become fake hosts (works,
+                                     fails or errors) that run their user data as they boot
   fleet.py wait-agents ID...          wait (up to 60 s) until these instances are Online managed
                                      nodes in the SSM simulator, as after a boot
   fleet.py sends FLAKEREF             how many apply commands of that flakeref each instance
@@ -123,6 +125,13 @@ def host(activation, ids):
     print(f"SSM simulator: {len(ids)} fake hosts, activation {activation}", file=sys.stderr)
 
 
+def launched(activation):
+    """Makes every instance that registers by itself from now on (one
+    flakefleet launches) a fake host that boots its user data."""
+    _sim_post("/_sim/hosts", {"launched": True, "activation": activation, "noise_lines": 200})
+    print(f"SSM simulator: launched instances become fake hosts, activation {activation}", file=sys.stderr)
+
+
 def agent_version(version, ids):
     _sim_post("/_sim/agents", {"instance_ids": ids, "ping_status": "Online", "agent_version": version})
     print(f"SSM simulator: {len(ids)} agents at {version}", file=sys.stderr)
@@ -174,7 +183,7 @@ if __name__ == "__main__":
                 "agents": lambda a: agents(a[0], a[1:]),
                 "profile": lambda a: create_profile(a[0]), "sends": lambda a: sends(a[0]),
                 "wait-agents": lambda a: wait_agents(a), "host": lambda a: host(a[0], a[1:]),
-                "agent-version": lambda a: agent_version(a[0], a[1:])}
+                "agent-version": lambda a: agent_version(a[0], a[1:]), "launched": lambda a: launched(a[0])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

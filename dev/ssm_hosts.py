@@ -9,7 +9,7 @@ host's. Needs root (`unshare -m`), as CI and the demo run.
 A host is scripted with `POST /_sim/hosts` (see dev/README.md): how its
 activation behaves (`works`, `fails` the way fh does it, exiting 0 with the
 old system still running, or `errors`, fh exiting 1), for every flakeref or
-for those containing a given part, how long an apply
+for those containing a given part, what fh prints when it errors, how long an apply
 takes, how many lines of copy progress fh prints, and which units are failed
 before and after an apply.
 """
@@ -53,7 +53,9 @@ case "$1" in
     case "$activation" in
       works) echo "$target" > "$h/current"; cp "$h/failed_after" "$h/failed"; echo "activating the configuration..." ;;
       fails) echo "warning: error(s) occurred while switching to the new configuration" ;;
-      errors) echo "error: cannot download $target: HTTP error 403" >&2; exit 1 ;;
+      errors)
+        if [ -s "$h/fh_error" ]; then cat "$h/fh_error" >&2; else echo "error: cannot download $target: HTTP error 403" >&2; fi
+        exit 1 ;;
     esac ;;
 esac
 """
@@ -72,28 +74,29 @@ def agent_sets_variables(version):
 
 
 class Run:
-    """One run of the script on one host; `done` once it exited."""
+    """One run of a command on one host, in its namespace; `done` once it
+    exited. An agent's run of the document is run again when it exits 194."""
 
-    def __init__(self, host_dir, script_file, env):
+    def __init__(self, host_dir, command, env, agent=True):
         self.done = False
         self.exit_code = None
         self.stdout = self.stderr = ""
         self.reruns = 0
-        self._start(host_dir, script_file, env)
+        self.agent = agent
+        self._start(host_dir, command, env)
 
-    def _start(self, host_dir, script_file, env):
-        # As the agent's runShellScript plugin runs it (agent/plugins/runscript).
+    def _start(self, host_dir, command, env):
         process = subprocess.Popen(
-            ["unshare", "-m", "bash", NAMESPACE, host_dir, "sh", "-c", script_file, ""],
+            ["unshare", "-m", "bash", NAMESPACE, host_dir, *command],
             env=env, cwd=host_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
 
         def wait():
             out, err = process.communicate()
-            if process.returncode == REBOOT_AND_RERUN and self.reruns < 3:
+            if self.agent and process.returncode == REBOOT_AND_RERUN and self.reruns < 3:
                 # The agent reboots the host and runs the script again.
                 self.reruns += 1
-                self._start(host_dir, script_file, env)
+                self._start(host_dir, command, env)
                 return
             self.stdout = out.decode(errors="replace")[:STDOUT_MAX]
             self.stderr = err.decode(errors="replace")[:STDERR_MAX]
@@ -107,13 +110,32 @@ class FakeHosts:
     def __init__(self, root):
         self.root = root
         self.hosts = {}  # instance id -> host dir
+        self.boots = {}  # instance id -> the Run of its user data
+        # What instances that register by themselves (launched ones) become:
+        # `POST /_sim/hosts {"launched": true, ...}`; None keeps them on the rules.
+        self.launched = None
         self.lock = threading.Lock()
 
     def configure(self, body):
-        """`POST /_sim/hosts`: makes these instances fake hosts (or changes them)."""
+        """`POST /_sim/hosts`: makes these instances fake hosts (or changes them);
+        with `"launched": true`, every instance that registers by itself from
+        now on becomes one, booting its user data. Answers the ids to boot."""
+        if body.get("launched") is True:
+            settings = {k: v for k, v in body.items() if k != "launched"}
+            self._check(dict(settings, instance_ids=["i-0"]))
+            with self.lock:
+                self.launched = settings
+            return []
+        ids = self._check(body)
+        self._apply(ids, body)
+        return ids
+
+    def _check(self, body):
         ids = body.get("instance_ids", [body["instance_id"]] if "instance_id" in body else None)
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i.startswith("i-") for i in ids):
             raise ValueError("give instance_id or instance_ids, each an instance id")
+        if not isinstance(body.get("boot", False), bool):
+            raise ValueError("boot is true or false")
         activation = body.get("activation", "works")
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {list(ACTIVATIONS)}")
@@ -128,16 +150,29 @@ class FakeHosts:
             isinstance(k, str) and re.fullmatch(r"[\w./=#+-]+", k) and v in ACTIVATIONS for k, v in activation_for.items()
         ):
             raise ValueError(f"activation_for maps parts of a flakeref to one of {list(ACTIVATIONS)}")
+        fh_error = body.get("fh_error", "")
+        if not isinstance(fh_error, str) or len(fh_error) > 2000 or "\0" in fh_error:
+            raise ValueError("fh_error must be text of at most 2000 characters")
         units = {k: body.get(k, []) for k in ("failed_units_before", "failed_units_after")}
         for key, value in units.items():
             if not isinstance(value, list) or not all(isinstance(u, str) and re.fullmatch(r"[\w@.-]+", u) for u in value):
                 raise ValueError(f"{key} must be a list of unit names")
         if os.geteuid() != 0:
             raise ValueError("fake hosts run the document in a mount namespace (unshare -m): run as root")
+        return ids
+
+    def _apply(self, ids, body):
+        activation = body.get("activation", "works")
+        seconds = body.get("apply_seconds", 0)
+        noise = body.get("noise_lines", 20)
+        activation_for = body.get("activation_for", {})
+        fh_error = body.get("fh_error", "")
+        units = {k: body.get(k, []) for k in ("failed_units_before", "failed_units_after")}
         with self.lock:
             for instance_id in ids:
                 host = self.hosts.get(instance_id) or self._create(instance_id)
                 self._write(host, "activation", activation)
+                self._write(host, "fh_error", fh_error)
                 self._write(host, "activation_for", "".join(f"{k} {v}\n" for k, v in activation_for.items()))
                 self._write(host, "apply_seconds", str(seconds))
                 self._write(host, "noise", str(noise))
@@ -167,8 +202,30 @@ class FakeHosts:
 
     @staticmethod
     def _write(host, name, text):
-        with open(os.path.join(host, name), "w") as f:
+        with open(os.path.join(host, name), "w", encoding="utf-8") as f:
             f.write(text)
+
+    def launch(self, instance_id):
+        """An instance registered by itself: a fake host with the `launched`
+        settings, if any and if it is not one yet. Answers whether it should boot."""
+        with self.lock:
+            settings = self.launched
+            if settings is None or instance_id in self.hosts:
+                return False
+        self._apply([instance_id], settings)
+        return True
+
+    def boot(self, instance_id, user_data):
+        """Runs the instance's user data as NixOS's amazon-init does at boot:
+        as root, a `#!` script run as a file (`bash FILE`), beside the agent."""
+        with self.lock:
+            host = self.hosts[instance_id]
+        path = os.path.join(host, "user-data")
+        with open(path, "wb") as f:
+            f.write(user_data)
+        run = Run(host, ["bash", path], {"PATH": AGENT_PATH}, agent=False)
+        with self.lock:
+            self.boots[instance_id] = run
 
     def has(self, instance_id):
         with self.lock:
@@ -181,7 +238,11 @@ class FakeHosts:
         if host is None:
             return None
         read = lambda name: open(os.path.join(host, name)).read() if os.path.exists(os.path.join(host, name)) else ""
-        return {"instance_id": instance_id, "current": read("current").strip(), "calls": read("calls").splitlines()}
+        boot = self.boots.get(instance_id)
+        booted = None if boot is None else {"done": boot.done, "exit_code": boot.exit_code,
+                                            "output": boot.stdout + boot.stderr}
+        return {"instance_id": instance_id, "current": read("current").strip(), "calls": read("calls").splitlines(),
+                "boot": booted}
 
     def run(self, instance_id, command_id, run_command, parameters, agent_version):
         """Starts the document's script on the host, as its agent would: the
@@ -199,10 +260,13 @@ class FakeHosts:
         env = {"PATH": AGENT_PATH}
         if agent_sets_variables(agent_version):
             env.update({f"SSM_{name}": " ".join(values) for name, values in parameters.items()})
-        return Run(host, script_file, env)
+        # As the agent's runShellScript plugin runs it (agent/plugins/runscript).
+        return Run(host, ["sh", "-c", script_file, ""], env)
 
     def reset(self):
         with self.lock:
             for host in self.hosts.values():
                 shutil.rmtree(host, ignore_errors=True)
             self.hosts.clear()
+            self.boots.clear()
+            self.launched = None

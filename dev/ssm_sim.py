@@ -10,6 +10,7 @@ AWS_ENDPOINT_URL_SSM. See dev/README.md for what it models and what it does not.
 """
 
 import argparse
+import base64
 import json
 import re
 import tempfile
@@ -200,12 +201,23 @@ class Simulator:
                 agent = self.agents[instance_id]
             elif state == "running" and now - instance["LaunchTime"].timestamp() >= self.registration_delay:
                 agent = {"PingStatus": "Online", "AgentVersion": DEFAULT_AGENT_VERSION}
+                if self.hosts.launch(instance_id):
+                    self.boot(instance_id)
             else:
                 agent = None
             if agent and state not in ("running",):
                 agent = dict(agent, PingStatus="ConnectionLost" if state != "terminated" else "Inactive")
             nodes[instance_id] = (state, agent)
         return nodes
+
+    def boot(self, instance_id):
+        """Boots a fake host: its user data from EC2 (moto), run as
+        amazon-init runs a `#!` script. Other user data is not modelled."""
+        answer = self.ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        encoded = answer.get("UserData", {}).get("Value")
+        user_data = base64.b64decode(encoded) if encoded else b""
+        if user_data.startswith(b"#!"):
+            self.hosts.boot(instance_id, user_data)
 
     def _instances(self, filters=None, ids=None):
         """EC2 instances from moto, matching the filters; ids that do not
@@ -722,7 +734,11 @@ def make_handler(sim):
                     return self._send(200, {})
                 if self.path == "/_sim/hosts":
                     try:
-                        return self._send(200, {"hosts": sim.hosts.configure(body)})
+                        ids = sim.hosts.configure(body)
+                        if body.get("boot"):
+                            for instance_id in ids:
+                                sim.boot(instance_id)
+                        return self._send(200, {"hosts": len(ids)})
                     except ValueError as e:
                         raise SsmError("InvalidRule", str(e))
                 if self.path == "/_sim/faults":

@@ -47,12 +47,18 @@ cargo clippy --all-targets --locked -- -D warnings
 
 # Starts the Lambda under cargo lambda watch with ENV_FILE on PORT, over a
 # table and COUNT instances (their agents registered at once) of its own;
-# answers its base URL once it serves /healthz.
+# answers its base URL once it serves /healthz. With HOSTS=hosts, the
+# instances are fake hosts that run the document's own script, the last on
+# an old agent (the simulator's default) and the others on 3.3.2746.0.
 watch_lambda() {
-  local env_file=$1 port=$2 count=$3 log=$run/lambda-$2.log
+  local env_file=$1 port=$2 count=$3 hosts=${4:-} log=$run/lambda-$2.log
   (set -a; . "$env_file"; .dev/venv/bin/python dev/fleet.py table "$FLAKEFLEET_TABLE" >&2
     ids=$(.dev/venv/bin/python dev/fleet.py instances "$count" "Name=$FLAKEFLEET_TARGET_TAG_VALUE")
-    .dev/venv/bin/python dev/fleet.py agents Online $ids)
+    .dev/venv/bin/python dev/fleet.py agents Online $ids
+    if [ "$hosts" = hosts ]; then
+      .dev/venv/bin/python dev/fleet.py host works $ids
+      .dev/venv/bin/python dev/fleet.py agent-version 3.3.2746.0 $(echo "$ids" | head -n -1)
+    fi)
   set -m
   PATH="$PWD/.dev/venv/bin:$PATH" cargo lambda watch --env-file "$env_file" --ignore-changes \
     --invoke-port "$port" >"$log" 2>&1 &
@@ -70,7 +76,7 @@ echo "== the Lambda under cargo lambda watch: for the CLI tests, and one that SS
 cargo build --locked --bins
 watch_port=${TEST_WATCH_PORT:-9155}
 events_port=${TEST_EVENTS_WATCH_PORT:-9157}
-watch_lambda dev/test-lambda.env "$watch_port" 3
+watch_lambda dev/test-lambda.env "$watch_port" 3 hosts
 watch_lambda dev/test-events-lambda.env "$events_port" 100
 export FLAKEFLEET_TEST_FUNCTION_URL="http://127.0.0.1:$watch_port/lambda-url/flakefleet-lambda"
 export FLAKEFLEET_TEST_EVENTS_FUNCTION_URL="http://127.0.0.1:$events_port/lambda-url/flakefleet-lambda"

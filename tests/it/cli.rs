@@ -60,15 +60,22 @@ fn deploy_wait_fail_roll_back_and_inspect_with_the_cli() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("400 invalid_flakeref"));
 
-    // The SSM simulator fails the bad release everywhere: the canary fails,
-    // flakefleet rolls back, and --wait exits 1.
+    // The stack's hosts run the document's own script (dev/test.sh makes them
+    // fake hosts, one on an old agent). fh fails to apply the bad release
+    // everywhere: the canary fails, flakefleet rolls back, and --wait exits 1.
     let fleet = json(&cli(&["--json", "fleet"]));
-    for instance in fleet["fleet"]["instances"].as_array().unwrap() {
-        // A host's output may carry terminal escape sequences.
-        let rule = serde_json::json!({"instance_id": instance["instance_id"], "flakeref_contains": "1.0.1", "outcome": "failed",
-            "stderr": "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31mactivation failed"});
-        crate::support::script_simulator(rule);
-    }
+    let ids: Vec<String> = fleet["fleet"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3, "{fleet}");
+    // What fh prints may carry terminal escape sequences; the script passes
+    // its last lines on.
+    let host = serde_json::json!({"activation_for": {"1.0.1": "errors"},
+        "fh_error": "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31mactivation failed"});
+    crate::support::fake_hosts(&ids, host);
     let out = cli(&["--json", "deploy", bad, "--wait", "--drive", "--interval", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert_eq!(json(&out)["release"]["status"], "rolled_back");

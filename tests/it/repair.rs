@@ -6,7 +6,7 @@ use aws_sdk_ec2::types::{Filter, HttpTokensState, Tag};
 use base64::Engine;
 use flakefleet::domain::model::fleet::FleetSettings;
 use flakefleet::AwsFleetController;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 fn with_capacity(stack: &Stack, capacity: usize) -> FleetSettings {
     let mut settings = stack.settings();
@@ -58,16 +58,37 @@ async fn missing_instances_are_launched_on_the_exact_good_release() {
         let out = stack.ec2.describe_instances().instance_ids(id).send().await.unwrap();
         assert_eq!(tag(&out.reservations()[0].instances()[0], "flakefleet:release"), None, "no release tag at launch");
     }
-    // Once their agents are Online, they get the good release over SSM.
+    // The new hosts boot: fake hosts of the SSM simulator run their user data
+    // as amazon-init does (a second's apply), and their agents come Online
+    // meanwhile. The good release's apply over SSM waits for the user data's,
+    // then finds the host on it and does nothing.
+    crate::support::fake_hosts(&launched, json!({"boot": true, "apply_seconds": 1}));
     crate::support::set_agents(&launched, "Online");
     let settled = stack.settle(&controller).await;
     assert_eq!(settled["release"]["status"], "succeeded", "{settled}");
+    let path = format!("/releases/{}", settled["release"]["id"].as_str().unwrap());
+    let repaired = stack.http(&controller, "GET", &path, None).await.1["release"].clone();
+    for id in &launched {
+        let host = crate::support::get_control("FLAKEFLEET_TEST_SSM_URL", &format!("/_sim/hosts/{id}"));
+        assert_eq!(host["boot"]["exit_code"], 0, "{host}");
+        let calls: Vec<&str> = host["calls"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        assert_eq!(calls.iter().filter(|c| c.starts_with("fh apply")).count(), 1, "one apply, at boot: {calls:?}");
+        let outcome =
+            repaired["instances"].as_array().unwrap().iter().find(|i| i["instance_id"] == id.as_str()).unwrap();
+        assert_eq!(outcome["status"], "Success", "{outcome}");
+    }
     // (All pages of the simulator's commands: the launched hosts are not the stack's own.)
     let mut sent = Vec::new();
     let mut pages = stack.ssm.list_commands().into_paginator().send();
     while let Some(page) = pages.next().await {
         for command in page.unwrap().commands() {
-            sent.extend(command.instance_ids().iter().filter(|i| launched.contains(i)).cloned());
+            for id in command.instance_ids().iter().filter(|i| launched.contains(i)) {
+                sent.push(id.clone());
+                let invocation = stack.ssm.get_command_invocation().command_id(command.command_id().unwrap());
+                let output = invocation.instance_id(id).send().await.unwrap();
+                let stdout = output.standard_output_content().unwrap_or_default();
+                assert!(stdout.contains("already running"), "the user data applied it: {stdout}");
+            }
         }
     }
     sent.sort();
@@ -109,6 +130,31 @@ async fn missing_instances_are_launched_on_the_exact_good_release() {
 
     let again = reconcile(&stack, &controller).await;
     assert_eq!((again["outcome"].as_str(), again["launched"].as_array().unwrap().len()), (Some("idle"), 0));
+}
+
+/// A launched host whose first boot fails to apply the release (fh cannot
+/// fetch it), and whose apply over SSM fails the same way, is not repaired:
+/// the repair fails and names it, and it gets no release tag.
+#[tokio::test]
+async fn a_launched_host_that_cannot_apply_the_release_fails_the_repair_and_is_named() {
+    let stack = Stack::new(1).await;
+    stack.create_instance_profile().await;
+    let controller = stack.controller_with(with_capacity(&stack, 2));
+    stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    let answer = reconcile(&stack, &controller).await;
+    let launched: Vec<String> = serde_json::from_value(answer["launched"].clone()).unwrap();
+    assert_eq!(launched.len(), 1, "{answer}");
+    crate::support::fake_hosts(&launched, json!({"boot": true, "activation": "errors"}));
+    crate::support::set_agents(&launched, "Online");
+    let settled = stack.settle(&controller).await;
+    let release = &settled["release"];
+    assert_eq!((release["kind"].as_str(), release["status"].as_str()), (Some("repair"), Some("failed")), "{settled}");
+    assert!(release["status_reason"].as_str().unwrap().contains(&launched[0]), "{settled}");
+    let host = crate::support::get_control("FLAKEFLEET_TEST_SSM_URL", &format!("/_sim/hosts/{}", launched[0]));
+    assert_ne!(host["boot"]["exit_code"], 0, "the first boot failed: {host}");
+    let out = stack.ec2.describe_instances().instance_ids(&launched[0]).send().await.unwrap();
+    assert_eq!(tag(&out.reservations()[0].instances()[0], "flakefleet:release"), None, "never tagged");
 }
 
 #[tokio::test]

@@ -75,7 +75,9 @@ pub fn judge_wave(rollout: &Rollout, outcomes: &[InstanceOutcome], policy: &Roll
         && wave_outcomes.iter().all(|o| o.is_finished());
 
     if rollout.waves.len() == 1 && failed_in_wave > 0 {
-        return WaveVerdict::Stop(format!("the first wave failed on {failed_in_wave} of {} instances", in_wave.len()));
+        // Named, so an operator (or a repair's launched hosts) can be looked at.
+        let wave: Vec<InstanceOutcome> = wave_outcomes.iter().map(|o| (*o).clone()).collect();
+        return WaveVerdict::Stop(format!("the first wave failed: {}", describe_failures(&wave)));
     }
     // A canary that converged nowhere (SSM could not deliver to it) proved nothing.
     if rollout.waves.len() == 1 && !rollout.fixed && finished && !wave_outcomes.iter().any(|o| o.converged()) {
@@ -243,7 +245,7 @@ mod tests {
     fn a_canary_failure_stops_at_once() {
         let rollout = Rollout { waves: vec![sent(&["i-1"])], ..Rollout::default() };
         let v = judge_wave(&rollout, &[outcome("i-1", "Failed")], &policy("50%"));
-        assert!(matches!(v, WaveVerdict::Stop(r) if r.contains("first wave")));
+        assert!(matches!(&v, WaveVerdict::Stop(r) if r.contains("first wave") && r.contains("i-1 Failed")), "{v:?}");
     }
 
     #[test]
