@@ -38,21 +38,90 @@
         };
       });
 
-      # What a fleet host needs so flakefleet can apply releases to it.
-      nixosModules.fleet-host = { config, pkgs, ... }:
+      # What a fleet host needs so flakefleet can apply releases to it, and
+      # the health checks a release declares (docs/health-checks.md).
+      nixosModules.fleet-host = { config, lib, pkgs, ... }:
         let
           fhPackage = fh.packages.${pkgs.stdenv.hostPlatform.system}.default;
+          cfg = config.flakefleet;
+          # Each check becomes an executable in the system's closure: healthy
+          # when it exits 0; its last line of output is its answer.
+          checkScript = name: check:
+            if check.url != null then
+              pkgs.writeShellScript "flakefleet-check-${name}" ''
+                status=$(${pkgs.curl}/bin/curl -sS -o /dev/null -w '%{http_code}' \
+                  --max-time ${toString cfg.healthCheckSettings.timeoutSeconds} ${lib.escapeShellArg check.url}) || true
+                echo "HTTP $status from ${check.url}"
+                [ "$status" = ${toString check.expectStatus} ]
+              ''
+            else
+              pkgs.writeShellScript "flakefleet-check-${name}" check.command;
         in
         {
           imports = [ determinate.nixosModules.default ];
-          services.amazon-ssm-agent.enable = true;
-          systemd.services.amazon-ssm-agent = {
-            # The apply document runs fh, readlink and systemctl as the agent.
-            path = [ fhPackage pkgs.coreutils pkgs.bash config.systemd.package ];
-            # A release must not restart the agent in the middle of the command applying it.
-            restartIfChanged = false;
+
+          options.flakefleet = {
+            healthChecks = lib.mkOption {
+              default = { };
+              description = "Checks the apply document runs after activating this system; a failing one switches the host back.";
+              type = lib.types.attrsOf (lib.types.submodule {
+                options = {
+                  url = lib.mkOption {
+                    type = lib.types.nullOr lib.types.str;
+                    default = null;
+                    example = "http://127.0.0.1:8080/health";
+                    description = "GET this URL; healthy when it answers expectStatus.";
+                  };
+                  expectStatus = lib.mkOption {
+                    type = lib.types.ints.between 100 599;
+                    default = 200;
+                  };
+                  command = lib.mkOption {
+                    type = lib.types.nullOr lib.types.lines;
+                    default = null;
+                    example = "systemctl is-active --quiet postgresql";
+                    description = "A bash script; healthy when it exits 0.";
+                  };
+                };
+              });
+            };
+            healthCheckSettings = {
+              attempts = lib.mkOption { type = lib.types.ints.between 1 99; default = 5; };
+              intervalSeconds = lib.mkOption { type = lib.types.ints.between 0 999; default = 3; };
+              timeoutSeconds = lib.mkOption { type = lib.types.ints.between 1 999; default = 10; };
+            };
           };
-          environment.systemPackages = [ fhPackage ];
+
+          config = {
+            assertions = lib.mapAttrsToList (name: check: {
+              assertion = builtins.match "[A-Za-z0-9_.-]{1,64}" name != null
+                && (check.url == null) != (check.command == null);
+              message = "flakefleet.healthChecks.${name}: the name is letters, digits, _ . - (at most 64), and it has exactly one of url or command";
+            }) cfg.healthChecks;
+
+            services.amazon-ssm-agent.enable = true;
+            systemd.services.amazon-ssm-agent = {
+              # The apply document runs fh, readlink and systemctl as the agent.
+              path = [ fhPackage pkgs.coreutils pkgs.bash config.systemd.package ];
+              # A release must not restart the agent in the middle of the command applying it.
+              restartIfChanged = false;
+            };
+            environment.systemPackages = [ fhPackage ];
+
+            # The contract with the apply document: SYSTEM/etc/flakefleet/.
+            environment.etc = lib.mkIf (cfg.healthChecks != { }) (
+              lib.mapAttrs' (name: check: lib.nameValuePair "flakefleet/health-checks/${name}" {
+                source = checkScript name check;
+              }) cfg.healthChecks
+              // {
+                "flakefleet/health.conf".text = ''
+                  attempts=${toString cfg.healthCheckSettings.attempts}
+                  interval_seconds=${toString cfg.healthCheckSettings.intervalSeconds}
+                  timeout_seconds=${toString cfg.healthCheckSettings.timeoutSeconds}
+                '';
+              }
+            );
+          };
         };
 
       nixosConfigurations.fleet-example = nixpkgs.lib.nixosSystem {
@@ -60,7 +129,10 @@
         modules = [
           "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix"
           self.nixosModules.fleet-host
-          { system.stateVersion = "24.05"; }
+          {
+            system.stateVersion = "24.05";
+            flakefleet.healthChecks.ssh.command = "systemctl is-active --quiet sshd";
+          }
         ];
       };
     };

@@ -120,6 +120,18 @@ cli rollback --wait --drive --interval 1
 step "flakefleet releases: the history, newest first (no record is ever rewritten by a rollback)"
 cli releases
 
+if [ "$hosts" = script ]; then
+  unhealthy='AcmeCorp/infra/=0.1.44+rev-4444444#nixosConfigurations.web'
+  step "Releases declare a health check (flakefleet.healthChecks.web in the fleet-host module); 0.1.44 activates, but its check answers 500"
+  $py dev/fleet.py unhealthy 0.1.44 $instances
+  step "flakefleet deploy $unhealthy --wait: the canary's check fails, the host switches itself back, and flakefleet rolls back"
+  set +e
+  unhealthy_id=$(cli --json deploy "$unhealthy" --revision 4444444 --wait --drive --interval 1 | $py -c 'import json,sys; print(json.load(sys.stdin)["release"]["id"])')
+  set -e
+  cli show "$unhealthy_id"
+  cli reconcile >/dev/null
+fi
+
 victim=$(echo "$instances" | tail -n 1)
 step "An instance dies"
 $py dev/fleet.py terminate "$victim"

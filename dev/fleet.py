@@ -16,6 +16,8 @@ instances in moto; and scripts the SSM simulator's outcomes.
                                      the apply document's own script on them; ACTIVATION is works,
                                      fails (fh's habit: exit 0, the old system kept) or errors
   fleet.py agent-version VERSION ID...  set these instances' SSM agents Online at this version
+  fleet.py unhealthy PART ID...       these fake hosts' releases declare a health check that fails on
+                                     releases whose flakeref contains PART
   fleet.py launched ACTIVATION        instances launched from now on become fake hosts (works,
                                      fails or errors) that run their user data as they boot
   fleet.py wait-agents ID...          wait (up to 60 s) until these instances are Online managed
@@ -125,6 +127,14 @@ def host(activation, ids):
     print(f"SSM simulator: {len(ids)} fake hosts, activation {activation}", file=sys.stderr)
 
 
+def unhealthy(part, ids):
+    """These fake hosts' releases declare a health check `web`; it fails on
+    releases whose flakeref contains `part` and passes on the others."""
+    _sim_post("/_sim/hosts", {"instance_ids": ids, "activation": "works", "noise_lines": 200,
+                              "health": "passes", "health_for": {part: "fails"}})
+    print(f"SSM simulator: {len(ids)} fake hosts, health check failing on {part}", file=sys.stderr)
+
+
 def launched(activation):
     """Makes every instance that registers by itself from now on (one
     flakefleet launches) a fake host that boots its user data."""
@@ -183,7 +193,8 @@ if __name__ == "__main__":
                 "agents": lambda a: agents(a[0], a[1:]),
                 "profile": lambda a: create_profile(a[0]), "sends": lambda a: sends(a[0]),
                 "wait-agents": lambda a: wait_agents(a), "host": lambda a: host(a[0], a[1:]),
-                "agent-version": lambda a: agent_version(a[0], a[1:]), "launched": lambda a: launched(a[0])}
+                "agent-version": lambda a: agent_version(a[0], a[1:]), "launched": lambda a: launched(a[0]),
+                "unhealthy": lambda a: unhealthy(a[0], a[1:])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

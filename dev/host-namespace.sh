@@ -10,10 +10,11 @@
 # amazon-init runs user data as `bash USER_DATA_FILE`.
 #
 # /run is fresh (as after a boot), /var/log and /var/lib are the host's own
-# (HOST_DIR/var-log, HOST_DIR/var-lib: they persist across runs), and the
-# host's tools (HOST_DIR/bin) are its system profile,
-# /run/current-system/sw/bin. The command runs with the caller's environment
-# (the agent's PATH and variables).
+# (HOST_DIR/var-log, HOST_DIR/var-lib: they persist across runs), the host's
+# tools (HOST_DIR/bin) are its system profile, /run/current-system/sw/bin,
+# and its systems (HOST_DIR/store: each with bin/switch-to-configuration and
+# the health checks its configuration declares) are /nix/store. The command
+# runs with the caller's environment (the agent's PATH and variables).
 set -e
 host="$1"
 shift
@@ -22,5 +23,9 @@ mount --bind "$host/var-log" /var/log
 mount --bind "$host/var-lib" /var/lib
 mkdir -p /run/current-system/sw/bin
 mount --bind "$host/bin" /run/current-system/sw/bin
+# The mount point is the one thing made outside the namespace (an empty
+# /nix/store, which Debian's nix-bin makes anyway).
+mkdir -p /nix/store "$host/store"
+mount --bind "$host/store" /nix/store
 set +e
 exec "$@"

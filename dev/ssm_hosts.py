@@ -38,6 +38,15 @@ FH = r"""#!/usr/bin/env bash
 h='{host}'
 echo "fh $*" >> "$h/calls"
 path_for() {{ printf '/nix/store/%s-nixos-system' "$(printf '%s' "$1" | sha256sum | cut -c 1-32)"; }}
+# What a setting is for this flakeref: its `_for` entry that matches, else its default.
+setting_for() {{
+  local value part outcome
+  value="$(cat "$h/$1")"
+  while read -r part outcome; do
+    case "$2" in *"$part"*) value="$outcome"; break ;; esac
+  done < "$h/$1_for"
+  echo "$value"
+}}
 case "$1" in
   resolve) path_for "$2"; echo ;;
   apply)
@@ -46,19 +55,42 @@ case "$1" in
       echo "copying path '/nix/store/$(printf '%032d' "$i")-dependency-$i' from 'https://cache.flakehub.com'..."
     done
     sleep "$(cat "$h/apply_seconds")"
-    activation="$(cat "$h/activation")"
-    while read -r part outcome; do
-      case "$3" in *"$part"*) activation="$outcome"; break ;; esac
-    done < "$h/activation_for"
+    activation="$(setting_for activation "$3")"
+    if [ "$activation" = errors ]; then
+      if [ -s "$h/fh_error" ]; then cat "$h/fh_error" >&2; else echo "error: cannot download $target: HTTP error 403" >&2; fi
+      exit 1
+    fi
+    # The system is in the store now, with the health checks its configuration declares.
+    fake-store-add "$target" "$(setting_for health "$3")"
+    echo "$target" > "$h/profile"
     case "$activation" in
-      works) echo "$target" > "$h/current"; cp "$h/failed_after" "$h/failed"; echo "activating the configuration..." ;;
+      works) "$target/bin/switch-to-configuration" switch ;;
       fails) echo "warning: error(s) occurred while switching to the new configuration" ;;
-      errors)
-        if [ -s "$h/fh_error" ]; then cat "$h/fh_error" >&2; else echo "error: cannot download $target: HTTP error 403" >&2; fi
-        exit 1 ;;
     esac ;;
 esac
 """
+
+# Puts a system in the fake store: its switch-to-configuration, and a health
+# check `web` that passes or fails (none for "none"), tried twice at once.
+SYSTEM = r"""#!/usr/bin/env bash
+h='{host}'
+path="$1"
+mkdir -p "$path/bin"
+printf '#!/usr/bin/env bash\necho "activating the configuration..."\necho %s > %s/current\ncp %s/failed_after %s/failed\n' \
+  "$path" "$h" "$h" "$h" > "$path/bin/switch-to-configuration"
+chmod +x "$path/bin/switch-to-configuration"
+rm -rf "$path/etc"
+case "$2" in
+  passes|fails)
+    mkdir -p "$path/etc/flakefleet/health-checks"
+    printf 'attempts=2\ninterval_seconds=0\ntimeout_seconds=5\n' > "$path/etc/flakefleet/health.conf"
+    if [ "$2" = passes ]; then answer='echo "HTTP 200"'; else answer='echo "HTTP 500 from http://127.0.0.1:8080/health"; exit 1'; fi
+    printf '#!/usr/bin/env bash\n%s\n' "$answer" > "$path/etc/flakefleet/health-checks/web"
+    chmod +x "$path/etc/flakefleet/health-checks/web" ;;
+esac
+"""
+
+HEALTH = ("none", "passes", "fails")
 
 
 def store_path(flakeref):
@@ -145,11 +177,14 @@ class FakeHosts:
             raise ValueError("apply_seconds must be a number from 0 to 600")
         if not isinstance(noise, int) or isinstance(noise, bool) or not 0 <= noise <= 100000:
             raise ValueError("noise_lines must be a whole number from 0 to 100000")
-        activation_for = body.get("activation_for", {})
-        if not isinstance(activation_for, dict) or not all(
-            isinstance(k, str) and re.fullmatch(r"[\w./=#+-]+", k) and v in ACTIVATIONS for k, v in activation_for.items()
-        ):
-            raise ValueError(f"activation_for maps parts of a flakeref to one of {list(ACTIVATIONS)}")
+        if body.get("health", "none") not in HEALTH:
+            raise ValueError(f"health must be one of {list(HEALTH)}")
+        for key, allowed in (("activation_for", ACTIVATIONS), ("health_for", HEALTH)):
+            value = body.get(key, {})
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and re.fullmatch(r"[\w./=#+-]+", k) and v in allowed for k, v in value.items()
+            ):
+                raise ValueError(f"{key} maps parts of a flakeref to one of {list(allowed)}")
         fh_error = body.get("fh_error", "")
         if not isinstance(fh_error, str) or len(fh_error) > 2000 or "\0" in fh_error:
             raise ValueError("fh_error must be text of at most 2000 characters")
@@ -165,7 +200,6 @@ class FakeHosts:
         activation = body.get("activation", "works")
         seconds = body.get("apply_seconds", 0)
         noise = body.get("noise_lines", 20)
-        activation_for = body.get("activation_for", {})
         fh_error = body.get("fh_error", "")
         units = {k: body.get(k, []) for k in ("failed_units_before", "failed_units_after")}
         with self.lock:
@@ -173,7 +207,9 @@ class FakeHosts:
                 host = self.hosts.get(instance_id) or self._create(instance_id)
                 self._write(host, "activation", activation)
                 self._write(host, "fh_error", fh_error)
-                self._write(host, "activation_for", "".join(f"{k} {v}\n" for k, v in activation_for.items()))
+                self._write(host, "health", body.get("health", "none"))
+                for key in ("activation_for", "health_for"):
+                    self._write(host, key, "".join(f"{k} {v}\n" for k, v in body.get(key, {}).items()))
                 self._write(host, "apply_seconds", str(seconds))
                 self._write(host, "noise", str(noise))
                 self._write(host, "failed_after", "".join(f"{u} loaded failed failed {u}\n" for u in units["failed_units_after"]))
@@ -186,10 +222,16 @@ class FakeHosts:
         shutil.rmtree(host, ignore_errors=True)
         for sub in ("bin", "var-log", "var-lib"):
             os.makedirs(os.path.join(host, sub))
-        self._write(host, "current", store_path("initial"))
+        initial = store_path("initial")
+        self._write(host, "current", initial)
+        self._write(host, "profile", initial)
+        links = {"/run/current-system": "current", "/nix/var/nix/profiles/system": "profile"}
+        readlink = "".join(f"  {path}) cat '{host}/{name}' ;;\n" for path, name in links.items())
         tools = {
             "fh": FH.format(host=host),
-            "readlink": f"#!/usr/bin/env bash\ncat '{host}/current'\n",
+            "fake-store-add": SYSTEM.format(host=host),
+            "readlink": f"#!/usr/bin/env bash\ncase \"$2\" in\n{readlink}  *) exec /usr/bin/readlink \"$@\" ;;\nesac\n",
+            "nix-env": f"#!/usr/bin/env bash\n[ \"$1 $2 $3\" = '-p /nix/var/nix/profiles/system --set' ] && echo \"$4\" > '{host}/profile'\n",
             "systemctl": f"#!/usr/bin/env bash\ncat '{host}/failed'\n",
             "determinate-nixd": f"#!/usr/bin/env bash\necho \"determinate-nixd $*\" >> '{host}/calls'\n",
         }
@@ -197,6 +239,10 @@ class FakeHosts:
             path = os.path.join(host, "bin", name)
             self._write(host, os.path.join("bin", name), text)
             os.chmod(path, 0o755)
+        os.makedirs(os.path.join(host, "store", os.path.basename(initial), "bin"))
+        path = os.path.join(host, "store", os.path.basename(initial), "bin", "switch-to-configuration")
+        self._write(host, path, f"#!/usr/bin/env bash\necho {initial} > '{host}/current'\n")
+        os.chmod(path, 0o755)
         self.hosts[instance_id] = host
         return host
 
@@ -241,7 +287,8 @@ class FakeHosts:
         boot = self.boots.get(instance_id)
         booted = None if boot is None else {"done": boot.done, "exit_code": boot.exit_code,
                                             "output": boot.stdout + boot.stderr}
-        return {"instance_id": instance_id, "current": read("current").strip(), "calls": read("calls").splitlines(),
+        return {"instance_id": instance_id, "current": read("current").strip(), "profile": read("profile").strip(),
+                "calls": read("calls").splitlines(),
                 "boot": booted}
 
     def run(self, instance_id, command_id, run_command, parameters, agent_version):

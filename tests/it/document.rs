@@ -25,6 +25,10 @@ enum Agent {
 
 const AGENTS: [Agent; 2] = [Agent::Old, Agent::New];
 
+/// What `fh apply … switch` does on the fake host: the system profile and
+/// the running system become the target.
+const SWITCH: &str = "echo {TARGET} > \"{DIR}/profile\"; echo {TARGET} > \"{DIR}/current\"";
+
 /// The hostile-flakeref corpus the validator's tests use too.
 #[path = "../corpus/flakeref.rs"]
 mod corpus;
@@ -36,7 +40,7 @@ struct Host {
 impl Host {
     /// A fake host: `fh apply` switches /run/current-system unless told the activation fails.
     fn new(activation_works: bool) -> Self {
-        Self::with_apply(if activation_works { "echo {TARGET} > \"{DIR}/current\"" } else { "true" })
+        Self::with_apply(if activation_works { SWITCH } else { "true" })
     }
 
     /// A fake host whose `fh apply` runs `apply` ({TARGET} and {DIR} filled
@@ -54,18 +58,36 @@ impl Host {
             std::fs::create_dir_all(dir.join(sub)).unwrap();
         }
         std::fs::write(dir.join("current"), OLD).unwrap();
+        std::fs::write(dir.join("profile"), OLD).unwrap();
         std::fs::write(dir.join("failed"), "").unwrap();
+        // Both systems in the host's store (its /nix/store), each able to switch to itself.
+        for system in [TARGET, OLD] {
+            let bin = dir.join("store").join(system.trim_start_matches("/nix/store/")).join("bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            let switch = format!("#!/usr/bin/env bash\necho {system} > \"{}/current\"\n", dir.display());
+            std::fs::write(bin.join("switch-to-configuration"), switch).unwrap();
+            Command::new("chmod").arg("+x").arg(bin.join("switch-to-configuration")).status().unwrap();
+        }
         let fh = format!(
             "#!/usr/bin/env bash\necho \"fh $*\" >> \"{dir}/calls\"\n{body}",
             dir = dir.display(),
             body = body.replace("{DIR}", &dir.display().to_string()),
         );
-        let readlink = format!("#!/usr/bin/env bash\ncat \"{}/current\"\n", dir.display());
+        let readlink = format!(
+            "#!/usr/bin/env bash\ncase \"$2\" in\n  /run/current-system) cat \"{0}/current\" ;;\n  \
+             /nix/var/nix/profiles/system) cat \"{0}/profile\" ;;\n  *) exec /usr/bin/readlink \"$@\" ;;\nesac\n",
+            dir.display()
+        );
+        let nix_env = format!(
+            "#!/usr/bin/env bash\n[ \"$1 $2 $3\" = '-p /nix/var/nix/profiles/system --set' ] && echo \"$4\" > \"{}/profile\"\n",
+            dir.display()
+        );
         let systemctl = format!("#!/usr/bin/env bash\ncat \"{}/failed\"\n", dir.display());
         let nixd = format!("#!/usr/bin/env bash\necho \"determinate-nixd $*\" >> \"{}/calls\"\n", dir.display());
         for (name, body) in [
             ("fh", fh.as_str()),
             ("readlink", readlink.as_str()),
+            ("nix-env", nix_env.as_str()),
             ("systemctl", systemctl.as_str()),
             ("determinate-nixd", nixd.as_str()),
         ] {
@@ -138,6 +160,25 @@ impl Host {
             // The agent's service PATH on a NixOS host without fleet-host: no fh on it.
             .env("PATH", "/usr/bin:/bin");
         command
+    }
+
+    /// Declares health checks in the target system's closure, as the
+    /// fleet-host module does: `SYSTEM/etc/flakefleet/health-checks/<name>`,
+    /// each `(name, bash body)` ({DIR} filled in), and `health.conf`.
+    fn declare_checks(&self, conf: &str, checks: &[(&str, &str)]) {
+        let etc = self.dir.join("store").join(TARGET.trim_start_matches("/nix/store/")).join("etc/flakefleet");
+        std::fs::create_dir_all(etc.join("health-checks")).unwrap();
+        std::fs::write(etc.join("health.conf"), conf).unwrap();
+        for (name, body) in checks {
+            let path = etc.join("health-checks").join(name);
+            let body = body.replace("{DIR}", &self.dir.display().to_string());
+            std::fs::write(&path, format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
+            Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+        }
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).unwrap().trim().to_owned()
     }
 
     fn calls(&self) -> String {
@@ -526,4 +567,85 @@ fn feed_to_the_script(values: &[String]) -> (usize, usize) {
         }
     }
     (accepted, refused)
+}
+
+/// Health checks the release declares run after activation: passing ones let
+/// the apply succeed and say so.
+#[test]
+fn health_checks_that_pass_let_the_apply_succeed() {
+    for agent in AGENTS {
+        let host = Host::new(true);
+        host.declare_checks("", &[("web", "echo 'HTTP 200'"), ("db", "true")]);
+        let out = host.run_as(agent, GOOD);
+        assert!(out.status.success(), "{agent:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("health checks passed on attempt 1 of 5: db web"), "{}", text(&out.stdout));
+        assert_eq!(host.read("current"), TARGET);
+    }
+}
+
+/// A check that never passes fails the apply with its name and last answer,
+/// and the host switches itself back to what it ran, its boot entry too.
+#[test]
+fn a_check_that_never_passes_fails_the_apply_and_the_host_switches_itself_back() {
+    let host = Host::new(true);
+    host.declare_checks(
+        "attempts=3\ninterval_seconds=0\n",
+        &[("db", "true"), ("web", "echo 'connecting...'; echo 'HTTP 500 from /health'; exit 1")],
+    );
+    let out = host.run(GOOD);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    let last = stderr.trim_end().lines().last().unwrap();
+    assert!(
+        last.starts_with(&format!(
+            "flakefleet: health check web failed 3 times; its last answer: HTTP 500 from /health; switched back to {OLD}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!((host.read("current"), host.read("profile")), (OLD.to_owned(), OLD.to_owned()), "back, boot entry too");
+
+    // A check that hangs is cut off at the timeout.
+    let host = Host::new(true);
+    host.declare_checks("attempts=1\ntimeout_seconds=1\n", &[("web", "sleep 30")]);
+    let out = host.run(GOOD);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("health check web failed 1 times; its last answer: no answer within 1s"));
+    assert_eq!(host.read("current"), OLD);
+}
+
+#[test]
+fn a_check_that_passes_on_its_third_try_passes() {
+    let host = Host::new(true);
+    let flaky = "n=$(( $(cat {DIR}/tries 2>/dev/null || echo 0) + 1 )); echo $n > {DIR}/tries\n\
+                 if [ $n -lt 3 ]; then echo 'HTTP 503'; exit 1; fi; echo 'HTTP 200'";
+    host.declare_checks("attempts=5\ninterval_seconds=0\n", &[("web", flaky)]);
+    let out = host.run(GOOD);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("health checks passed on attempt 3 of 5: web"), "{}", text(&out.stdout));
+    assert_eq!(host.read("tries"), "3");
+    assert_eq!(host.read("current"), TARGET);
+}
+
+/// The bake's `check` action runs the checks of the release the host runs,
+/// and changes nothing: a host on another system fails it.
+#[test]
+fn the_check_action_runs_the_checks_again_and_changes_nothing() {
+    let check = |host: &Host| {
+        host.agent_command(GOOD, "check").env("SSM_flakeref", GOOD).env("SSM_action", "check").output().unwrap()
+    };
+    let host = Host::new(true);
+    host.declare_checks("attempts=1\n", &[("web", "echo 'HTTP 200'")]);
+    let out = check(&host);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains(&format!("not running this release: found {OLD}, expected {TARGET}")));
+    std::fs::write(host.dir.join("current"), TARGET).unwrap();
+    let out = check(&host);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("is healthy"), "{}", text(&out.stdout));
+    host.declare_checks("attempts=1\n", &[("web", "echo 'HTTP 500'; exit 1")]);
+    let out = check(&host);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("health check web failed 1 times; its last answer: HTTP 500"));
+    assert_eq!(host.calls(), format!("fh resolve {GOOD}\n").repeat(3), "never applied");
+    assert_eq!(host.read("current"), TARGET, "nothing switched");
 }

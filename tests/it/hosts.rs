@@ -63,3 +63,39 @@ async fn a_rollout_on_hosts_running_the_real_script_old_and_new_agents() {
     assert!(!verdict.contains("dependency-1 "), "fh's copy progress stays in the host's log: {verdict}");
     assert!(ids.iter().all(|id| running(id) == good_system), "rolled back: every host on the good system");
 }
+
+/// A release that activates but whose health check fails on the canary: the
+/// host switches itself back (its boot entry too), reports Failed with the
+/// check's answer, and flakefleet rolls back, a no-op on a host already back.
+#[tokio::test]
+async fn a_canary_failing_its_health_check_switches_itself_back_and_the_release_rolls_back() {
+    let stack = Stack::new(3).await;
+    let ids = stack.instances.clone();
+    fake_hosts(&ids, json!({"activation": "works", "health": "passes", "health_for": {"0.1.42": "fails"}}));
+    agent_version(&ids[1..], "3.3.2746.0");
+    let mut settings = stack.settings();
+    settings.rollout.mode = RolloutMode::Staged;
+    settings.rollout.wave = Rate::Percent(50);
+    settings.rollout.auto_rollback = true;
+    let controller = stack.controller_with(settings);
+
+    stack.deploy(&controller, GOOD).await;
+    run_out(&controller).await;
+    let good_system = running(&ids[0]);
+    let bad = stack.deploy(&controller, NEXT).await;
+    run_out(&controller).await;
+    let (_, answer) = stack.http(&controller, "GET", &format!("/releases/{}", bad["id"].as_str().unwrap()), None).await;
+    let bad = &answer["release"];
+    assert_eq!(bad["status"], "rolled_back", "{bad}");
+    let canary = bad["rollout"]["waves"][0]["instance_ids"][0].as_str().unwrap();
+    let failed = bad["instances"].as_array().unwrap().iter().find(|i| i["instance_id"] == canary).unwrap();
+    let verdict = failed["stderr_tail"].as_str().unwrap_or("");
+    assert!(
+        verdict.contains("health check web failed 2 times; its last answer: HTTP 500")
+            && verdict.contains(&format!("switched back to {good_system}")),
+        "{failed}"
+    );
+    let host = get_control("FLAKEFLEET_TEST_SSM_URL", &format!("/_sim/hosts/{canary}"));
+    assert_eq!((host["current"].as_str(), host["profile"].as_str()), (Some(&*good_system), Some(&*good_system)));
+    assert!(ids.iter().all(|id| running(id) == good_system), "every host on the good system");
+}

@@ -38,17 +38,21 @@ fn the_document_validates_flakerefs_with_the_same_regex() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["switch", "boot", "test", "dry-activate"]);
+    assert_eq!(actions, ["switch", "boot", "test", "dry-activate", "check"]);
 
     // The host re-checks with the same pattern. Old agents paste the
-    // parameter's text: it lands in a quoted here-document only, never in
-    // code, and the variable wins where an agent sets one.
+    // parameter's text: it lands below the script's final exit only, under
+    // the marker the script reads it back from, never in code; the variable
+    // wins where an agent sets one.
     let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
     assert!(script.contains(&format!("pattern='{FLAKEREF_PATTERN}'")));
     assert!(script.contains("set -euf -o pipefail"));
+    assert!(
+        script.ends_with("\nexit 0\n# The parameter text the agent pastes, read by pasted() and never run:\n# flakefleet-parameters\n{{ action }}\n{{ flakeref }}"),
+        "the text goes below the final exit, last: {}",
+        &script[script.len() - 200..]
+    );
     for name in ["flakeref", "action"] {
-        let pasted = format!("<<'FLAKEFLEET_PARAMETER_END' || true\n{{{{ {name} }}}}\nFLAKEFLEET_PARAMETER_END\n");
-        assert!(script.contains(&pasted), "{name}: only in a quoted here-document");
         assert_eq!(script.matches(&format!("{{{{ {name} }}}}")).count(), 1, "{name} pasted once");
     }
     assert_eq!(script.matches("{{").count(), 2, "no other parameter text");
