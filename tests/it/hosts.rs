@@ -7,6 +7,15 @@ use crate::support::{agent_version, fake_hosts, get_control, Stack, GOOD, NEXT};
 use flakefleet::domain::model::rollout::{Rate, RolloutMode};
 use serde_json::json;
 
+/// Staged waves of `wave` percent, rolled back automatically.
+fn staged(stack: &Stack, wave: usize) -> flakefleet::domain::model::fleet::FleetSettings {
+    let mut settings = stack.settings();
+    settings.rollout.mode = RolloutMode::Staged;
+    settings.rollout.wave = Rate::Percent(wave);
+    settings.rollout.auto_rollback = true;
+    settings
+}
+
 /// Reconciles every 100 ms until the fleet rests (each apply runs a real script).
 async fn run_out(controller: &flakefleet::AwsFleetController) {
     let event = crate::support::sample_event("eventbridge-scheduled.json");
@@ -37,11 +46,7 @@ async fn a_rollout_on_hosts_running_the_real_script_old_and_new_agents() {
     fake_hosts(&ids, json!({"activation": "works", "noise_lines": 300}));
     agent_version(&ids[..1], "3.3.2746.0");
     agent_version(&ids[1..], "3.3.1345.0");
-    let mut settings = stack.settings();
-    settings.rollout.mode = RolloutMode::Staged;
-    settings.rollout.wave = Rate::Percent(100);
-    settings.rollout.auto_rollback = true;
-    let controller = stack.controller_with(settings);
+    let controller = stack.controller_with(staged(&stack, 100));
 
     let good = stack.deploy(&controller, GOOD).await;
     run_out(&controller).await;
@@ -73,11 +78,7 @@ async fn a_canary_failing_its_health_check_switches_itself_back_and_the_release_
     let ids = stack.instances.clone();
     fake_hosts(&ids, json!({"activation": "works", "health": "passes", "health_for": {"0.1.42": "fails"}}));
     agent_version(&ids[1..], "3.3.2746.0");
-    let mut settings = stack.settings();
-    settings.rollout.mode = RolloutMode::Staged;
-    settings.rollout.wave = Rate::Percent(50);
-    settings.rollout.auto_rollback = true;
-    let controller = stack.controller_with(settings);
+    let controller = stack.controller_with(staged(&stack, 50));
 
     stack.deploy(&controller, GOOD).await;
     run_out(&controller).await;

@@ -8,6 +8,17 @@ use flakefleet::domain::model::fleet::FleetSettings;
 use flakefleet::AwsFleetController;
 use serde_json::{json, Value};
 
+/// `instances` instances and an instance profile; a fleet of `capacity`
+/// whose good release, GOOD, has settled.
+async fn on_good(instances: i32, capacity: usize) -> (Stack, AwsFleetController) {
+    let stack = Stack::new(instances).await;
+    stack.create_instance_profile().await;
+    let controller = stack.controller_with(with_capacity(&stack, capacity));
+    stack.deploy(&controller, GOOD).await;
+    stack.settle(&controller).await;
+    (stack, controller)
+}
+
 fn with_capacity(stack: &Stack, capacity: usize) -> FleetSettings {
     let mut settings = stack.settings();
     settings.spec.desired_capacity = capacity;
@@ -137,11 +148,7 @@ async fn missing_instances_are_launched_on_the_exact_good_release() {
 /// the repair fails and names it, and it gets no release tag.
 #[tokio::test]
 async fn a_launched_host_that_cannot_apply_the_release_fails_the_repair_and_is_named() {
-    let stack = Stack::new(1).await;
-    stack.create_instance_profile().await;
-    let controller = stack.controller_with(with_capacity(&stack, 2));
-    stack.deploy(&controller, GOOD).await;
-    stack.settle(&controller).await;
+    let (stack, controller) = on_good(1, 2).await;
     let answer = reconcile(&stack, &controller).await;
     let launched: Vec<String> = serde_json::from_value(answer["launched"].clone()).unwrap();
     assert_eq!(launched.len(), 1, "{answer}");
@@ -199,11 +206,7 @@ async fn an_instance_on_an_older_release_is_reapplied() {
 
 #[tokio::test]
 async fn a_terminated_instance_is_replaced() {
-    let stack = Stack::new(2).await;
-    stack.create_instance_profile().await;
-    let controller = stack.controller_with(with_capacity(&stack, 2));
-    stack.deploy(&controller, GOOD).await;
-    stack.settle(&controller).await;
+    let (stack, controller) = on_good(2, 2).await;
     stack.ec2.terminate_instances().instance_ids(&stack.instances[0]).send().await.unwrap();
     let answer = reconcile(&stack, &controller).await;
     assert_eq!(answer["launched"].as_array().unwrap().len(), 1, "{answer}");
@@ -212,11 +215,7 @@ async fn a_terminated_instance_is_replaced() {
 
 #[tokio::test]
 async fn two_reconciles_at_once_launch_once() {
-    let stack = Stack::new(1).await;
-    stack.create_instance_profile().await;
-    let controller = stack.controller_with(with_capacity(&stack, 4));
-    stack.deploy(&controller, GOOD).await;
-    stack.settle(&controller).await;
+    let (stack, controller) = on_good(1, 4).await;
     let (a, b) = tokio::join!(reconcile(&stack, &controller), reconcile(&stack, &controller));
     let launched = a["launched"].as_array().unwrap().len() + b["launched"].as_array().unwrap().len();
     assert_eq!(launched, 3, "{a}\n{b}");
