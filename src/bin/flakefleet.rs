@@ -54,6 +54,17 @@ enum Command {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Hold a staged rollout's next wave; waves in flight finish.
+    Pause { release_id: String },
+    /// Let a paused rollout's next wave start (after an automatic pause: the promote).
+    Resume { release_id: String },
+    /// Stop a rollout: roll back what it reached if automatic rollback is on
+    /// (or with --rollback); otherwise the fleet is left as it is, halted.
+    Abort {
+        release_id: String,
+        #[arg(long)]
+        rollback: bool,
+    },
     /// The fleet: desired and last good release, rollout in progress, halted, instances.
     Fleet,
     /// Run one reconcile now.
@@ -124,6 +135,19 @@ async fn run(cli: &Cli, client: &FunctionUrl) -> Result<ExitCode, String> {
         }
         Command::Fleet => {
             session.print(&session.call("GET", "/fleet".into(), None).await?, render::fleet, "fleet");
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Pause { release_id } | Command::Resume { release_id } | Command::Abort { release_id, .. } => {
+            let (verb, body) = match &cli.command {
+                Command::Pause { .. } => ("pause", None),
+                Command::Resume { .. } => ("resume", None),
+                _ => (
+                    "abort",
+                    matches!(cli.command, Command::Abort { rollback: true, .. }).then(|| json!({"rollback": true})),
+                ),
+            };
+            let answer = session.call("POST", format!("/releases/{release_id}/{verb}"), body).await?;
+            session.print(&answer, render::release, "release");
             return Ok(ExitCode::SUCCESS);
         }
         Command::Reconcile => {

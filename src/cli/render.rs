@@ -106,6 +106,15 @@ pub fn release(release: &Value) -> String {
             waves.iter().map(|w| w["instance_ids"].as_array().map_or(0, Vec::len).to_string()).collect();
         let _ = writeln!(out, "{:<14}{}", "waves:", sizes.join(" + "));
     }
+    let control = &release["control"];
+    if let Some(by) = control["paused"]["by"].as_str() {
+        let how =
+            if control["paused"]["automatic"] == true { " before its next wave; resume is the promote" } else { "" };
+        let _ = writeln!(out, "{:<14}by {by}{how}", "PAUSED:");
+    }
+    if let Some(by) = control["aborted"]["by"].as_str() {
+        let _ = writeln!(out, "{:<14}by {by}", "aborted:");
+    }
     let stopping = &release["stopping"];
     for (key, label) in [("cancelled", "cancelled:"), ("unsettled", "unsettled:")] {
         if let Some(ids) = stopping[key].as_array().filter(|ids| !ids.is_empty()) {
@@ -130,8 +139,28 @@ pub fn release(release: &Value) -> String {
         out.push('\n');
         out.push_str(&table(&["INSTANCE", "STATUS", "DETAIL", "EXIT", "OUTPUT"], &rows));
     }
+    // The first failed hosts' last lines: the document prints its log's last
+    // lines before the verdict, which is all the table has room for.
+    let failed = release["instances"].as_array().into_iter().flatten().filter(|i| i["status"] != "Success");
+    for instance in failed.take(SHOWN_FAILURES) {
+        let Some(tail) = [&instance["stderr_tail"], &instance["stdout_tail"]]
+            .iter()
+            .find_map(|t| t.as_str().filter(|s| s.lines().count() > 1))
+        else {
+            continue;
+        };
+        let _ = writeln!(out, "\n{} printed:", text(&instance["instance_id"]));
+        let lines: Vec<&str> = tail.lines().collect();
+        for line in &lines[lines.len().saturating_sub(SHOWN_LINES)..] {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     out
 }
+
+/// Failed hosts whose output `show` prints, and its last lines each.
+const SHOWN_FAILURES: usize = 3;
+const SHOWN_LINES: usize = 12;
 
 pub fn fleet(fleet: &Value) -> String {
     let mut out = String::new();
@@ -166,6 +195,13 @@ pub fn fleet(fleet: &Value) -> String {
         );
         if let Some(reason) = rollout["stopping"].as_str() {
             let _ = writeln!(out, "stopping:     {reason}; awaiting the applies still running");
+        }
+        if let Some(by) = rollout["paused"]["by"].as_str() {
+            let _ = writeln!(
+                out,
+                "PAUSED:       by {by}; `flakefleet resume {}` lets the next wave start",
+                text(&rollout["release_id"])
+            );
         }
     }
     match fleet["halted"]["reason"].as_str() {
@@ -212,7 +248,8 @@ pub fn reconcile(report: &Value) -> String {
 pub fn progress(release: &Value) -> String {
     let waves = release["rollout"]["waves"].as_array().map(Vec::len).unwrap_or(0);
     let wave = if waves > 0 { format!(", wave {waves}") } else { String::new() };
-    format!("{} {}{wave}: {}", text(&release["id"]), text(&release["status"]), counts(release))
+    let paused = if release["control"]["paused"].is_object() { " (paused)" } else { "" };
+    format!("{} {}{wave}{paused}: {}", text(&release["id"]), text(&release["status"]), counts(release))
 }
 
 #[cfg(test)]

@@ -47,6 +47,8 @@ fn rollout(vars: &Vars) -> Result<RolloutPolicy, ConfigError> {
         auto_rollback: vars.flag("FLAKEFLEET_AUTO_ROLLBACK", "true")?,
         // 10% of the fleet, rounded up: at least one host on any fleet (see README).
         unreachable_tolerance: vars.rate("FLAKEFLEET_UNREACHABLE_TOLERANCE", "10%", 0)?,
+        pause_before_waves: vars.flag("FLAKEFLEET_PAUSE_BEFORE_WAVES", "false")?,
+        max_pause: Duration::from_secs(vars.number("FLAKEFLEET_MAX_PAUSE_SECONDS", 86_400, 60..=604_800)?),
     })
 }
 

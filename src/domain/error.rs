@@ -18,6 +18,9 @@ pub enum ControlError {
     ReleaseNotFound(ReleaseId),
     #[error("nothing to roll back to: {0}")]
     NoRollbackTarget(String),
+    /// A pause, resume or abort the release's state does not allow.
+    #[error("{0}")]
+    NotSteerable(String),
     #[error("release {} is recorded as failed: SSM refused its apply command: {reason}", release.id)]
     CommandRejected { release: Box<Release>, reason: String },
     #[error("release {} is recorded but its apply command could not be confirmed; the next reconcile retries it", release.id)]

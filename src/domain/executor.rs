@@ -355,7 +355,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
     /// Stores a release's progress; when fenced off, another writer moved it
     /// on and its record is the truth. Answers the release as stored, and
     /// whether this write won.
-    async fn record(&self, mut release: Release, now: Timestamp) -> Result<(Release, bool), ControlError> {
+    pub(crate) async fn record(&self, mut release: Release, now: Timestamp) -> Result<(Release, bool), ControlError> {
         let expected = stamp(&mut release, now);
         match self.store.save(&release, expected).await? {
             Written::Yes => Ok((release, true)),

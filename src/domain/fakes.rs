@@ -126,13 +126,17 @@ impl ReleaseStore for MemoryStore {
     async fn save(&self, release: &Release, expected_version: u64) -> Result<Written, StoreError> {
         self.yields.point().await;
         self.busy()?;
-        let fleet = self.fleet.lock().unwrap();
+        let mut fleet = self.fleet.lock().unwrap();
         let mut releases = self.releases.lock().unwrap();
         if releases.get(&release.id).is_none_or(|r| r.version != expected_version) {
             return Ok(Written::Fenced(Fence::StaleVersion));
         }
         if !holds_lease(&fleet, &release.id) {
             return Ok(Written::Fenced(Fence::LeaseLost));
+        }
+        // The lease's deadline follows the release's (a pause moves it).
+        if let Some(lease) = fleet.lease.as_mut() {
+            lease.deadline = release.deadline;
         }
         releases.insert(release.id.clone(), release.clone());
         Ok(Written::Yes)

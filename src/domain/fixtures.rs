@@ -37,6 +37,8 @@ pub fn policy(mode: RolloutMode, auto_rollback: bool) -> RolloutPolicy {
         failure_threshold: Rate::Count(0),
         auto_rollback,
         unreachable_tolerance: Rate::Count(1),
+        pause_before_waves: false,
+        max_pause: std::time::Duration::from_secs(86_400),
     }
 }
 

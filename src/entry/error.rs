@@ -67,6 +67,7 @@ impl From<ControlError> for ApiError {
             ControlError::FlakeNotAllowed(_) => Self::new(403, "flake_not_allowed", message),
             ControlError::ReleaseNotFound(_) => Self::new(404, "release_not_found", message),
             ControlError::NoRollbackTarget(_) => Self::new(409, "no_rollback_target", message),
+            ControlError::NotSteerable(_) => Self::new(409, "not_steerable", message),
             ControlError::CommandRejected { release, .. } => {
                 Self { details: Some(json!({ "release": release })), ..Self::new(502, "command_rejected", message) }
             }

@@ -2,7 +2,7 @@
 
 use super::error::{ApiError, MAX_BODY_BYTES};
 use super::operation::{
-    decode, page_limit, release_id, DeployBody, Operation, RollbackBody, DEPLOY_SHAPE, ROLLBACK_SHAPE,
+    control_request, decode, page_limit, release_id, DeployBody, Operation, RollbackBody, DEPLOY_SHAPE, ROLLBACK_SHAPE,
 };
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use base64::Engine;
@@ -21,14 +21,14 @@ pub fn decode_request(request: &LambdaFunctionUrlRequest) -> Result<Operation, A
     let allowed: &[&str] = match segments.as_slice() {
         ["healthz"] | ["fleet"] | ["releases", _] => &["GET"],
         ["releases"] => &["GET", "POST"],
-        ["rollback"] | ["reconcile"] => &["POST"],
+        ["rollback"] | ["reconcile"] | ["releases", _, "pause" | "resume" | "abort"] => &["POST"],
         _ => {
             return Err(ApiError::new(
                 404,
                 "not_found",
                 format!(
                     "no route {path}; routes are GET /healthz, GET /fleet, GET|POST /releases, GET /releases/{{id}}, \
-                     POST /rollback, POST /reconcile"
+                     POST /releases/{{id}}/pause|resume|abort, POST /rollback, POST /reconcile"
                 ),
             ))
         }
@@ -64,6 +64,11 @@ pub fn decode_request(request: &LambdaFunctionUrlRequest) -> Result<Operation, A
                 ApiError::bad_request("invalid_json", format!("the body is empty; expected {DEPLOY_SHAPE}"))
             })?;
             decode::<DeployBody>(body, DEPLOY_SHAPE)?.into_operation()
+        }
+        ("POST", ["releases", id, verb]) => {
+            let id = release_id(id)?;
+            // `by` is the authenticated caller's, set once the gate has let the request in.
+            Ok(Operation::Control { id, request: control_request(verb, json_body(request)?)?, by: String::new() })
         }
         ("POST", ["rollback"]) => match json_body(request)? {
             None => RollbackBody::default().into_operation(),

@@ -13,7 +13,9 @@ use crate::domain::usecases::FleetController;
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use error::ApiError;
 use event::{classify, Trigger, UnknownEvent};
-use operation::{decode, perform, DeployBody, Operation, RollbackBody, DEPLOY_SHAPE, ROLLBACK_SHAPE};
+use operation::{
+    control_request, decode, perform, release_id, DeployBody, Operation, RollbackBody, DEPLOY_SHAPE, ROLLBACK_SHAPE,
+};
 use serde_json::{Map, Value};
 use tracing::{field, info, info_span, Instrument};
 
@@ -104,7 +106,10 @@ where
         let caller = gate.authenticate(request, now).await?;
         tracing::Span::current().record("caller", caller.principal.as_str());
         gate.authorize(&caller, Access::of_method(&method))?;
-        let operation = http::decode_request(request)?;
+        let mut operation = http::decode_request(request)?;
+        if let Operation::Control { by, .. } = &mut operation {
+            by.clone_from(&caller.principal);
+        }
         gate.consume(&caller).await?;
         run(controller, operation, now).await
     }
@@ -170,9 +175,25 @@ fn invoke_operation(action: &str, fields: Map<String, Value>) -> Result<Operatio
         }
         "status" => Ok(Operation::FleetStatus),
         "reconcile" => Ok(Operation::Reconcile),
+        "pause" | "resume" | "abort" => {
+            let mut fields = fields;
+            let id = match fields.remove("release_id") {
+                Some(Value::String(id)) => release_id(&id)?,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_json",
+                        format!("action {action:?} needs \"release_id\": \"<release id>\""),
+                    ))
+                }
+            };
+            let body = (!fields.is_empty()).then_some(Value::Object(fields));
+            Ok(Operation::Control { id, request: control_request(action, body)?, by: "direct invoke".into() })
+        }
         other => Err(ApiError::bad_request(
             "unknown_action",
-            format!("unknown action {other:?}; expected one of deploy, rollback, status, reconcile"),
+            format!(
+                "unknown action {other:?}; expected one of deploy, rollback, status, reconcile, pause, resume, abort"
+            ),
         )),
     }
 }

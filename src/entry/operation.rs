@@ -6,6 +6,7 @@ use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
 use crate::domain::model::release::Release;
 use crate::domain::model::time::Timestamp;
+use crate::domain::planner::control::ControlRequest;
 use crate::domain::ports::{CommandRunner, FleetInventory, ReleaseStore};
 use crate::domain::usecases::{DeployRequest, FleetController, RollbackRequest};
 use serde::Deserialize;
@@ -20,17 +21,27 @@ pub enum Operation {
     Health,
     Deploy(DeployRequest),
     Rollback(RollbackRequest),
-    ListReleases { limit: u32, after: Option<ReleaseId> },
+    ListReleases {
+        limit: u32,
+        after: Option<ReleaseId>,
+    },
     GetRelease(ReleaseId),
     FleetStatus,
     Reconcile,
+    /// Pause, resume or abort a release's rollout; `by`: who asked (the
+    /// authenticated principal, or "direct invoke").
+    Control {
+        id: ReleaseId,
+        request: ControlRequest,
+        by: String,
+    },
 }
 
 impl Operation {
     /// Where the release id is known before the domain runs, for the log span.
     pub fn release_id(&self) -> Option<&ReleaseId> {
         match self {
-            Self::GetRelease(id) => Some(id),
+            Self::GetRelease(id) | Self::Control { id, .. } => Some(id),
             Self::Rollback(RollbackRequest { target: Some(id), .. }) => Some(id),
             _ => None,
         }
@@ -56,6 +67,33 @@ pub struct RollbackBody {
     pub release_id: Option<String>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+}
+
+/// `POST /releases/{id}/abort` (the body optional) and `{"action": "abort", "release_id": ...}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbortBody {
+    /// Roll back what the release reached even with automatic rollback off.
+    #[serde(default)]
+    pub rollback: bool,
+}
+
+/// `POST /releases/{id}/pause|resume|abort`: the request, from the route's
+/// last segment and the body (only an abort takes a field).
+pub fn control_request(verb: &str, body: Option<Value>) -> Result<ControlRequest, ApiError> {
+    match (verb, body) {
+        ("abort", None) => Ok(ControlRequest::Abort { rollback: false }),
+        ("abort", Some(body)) => {
+            Ok(ControlRequest::Abort { rollback: decode::<AbortBody>(body, ABORT_SHAPE)?.rollback })
+        }
+        (_, Some(Value::Object(fields))) if !fields.is_empty() => {
+            let keys: Vec<&String> = fields.keys().collect();
+            Err(ApiError::bad_request("invalid_json", format!("{verb} takes no fields, got {keys:?}")))
+        }
+        ("pause", _) => Ok(ControlRequest::Pause),
+        ("resume", _) => Ok(ControlRequest::Resume),
+        _ => unreachable!("the routes name pause, resume and abort only"),
+    }
 }
 
 impl DeployBody {
@@ -108,6 +146,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(json: Value, expected: &str) -> Resu
 }
 
 pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attribute path>", "revision": "<git sha>" (optional), "idempotency_key": "<string>" (optional)}"#;
+pub const ABORT_SHAPE: &str = r#"{"rollback": true | false (optional)}"#;
 pub const ROLLBACK_SHAPE: &str =
     r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional)}"#;
 
@@ -134,6 +173,9 @@ where
         Operation::GetRelease(id) => (200, json!({ "release": controller.release(&id).await? })),
         Operation::FleetStatus => (200, json!({ "fleet": controller.status(now).await? })),
         Operation::Reconcile => (200, json!({ "reconcile": controller.reconcile(now).await? })),
+        Operation::Control { id, request, by } => {
+            (200, json!({ "release": controller.control(&id, request, &by, now).await? }))
+        }
     })
 }
 

@@ -69,6 +69,8 @@ async fn a_staged_rollout_costs_these_calls_step_by_step() {
         failure_threshold: Rate::Count(0),
         unreachable_tolerance: Rate::Count(1),
         auto_rollback: true,
+        pause_before_waves: false,
+        max_pause: std::time::Duration::from_secs(86_400),
     };
     let controller = stack.counted_controller_with(&calls, settings);
     let release = stack.deploy(&controller, GOOD).await;

@@ -36,6 +36,7 @@ pub(crate) fn pending_release(stack: &Stack, now: Timestamp) -> Release {
         unreachable: vec![],
         claim: None,
         stopping: None,
+        control: None,
         version: 0,
     }
 }

@@ -231,6 +231,8 @@ impl Stack {
                 failure_threshold: Rate::Count(0),
                 unreachable_tolerance: Rate::Count(1),
                 auto_rollback: false,
+                pause_before_waves: false,
+                max_pause: std::time::Duration::from_secs(86_400),
             },
             spec: default_spec(),
             takeover_after: Duration::ZERO,

@@ -4,7 +4,7 @@
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{FleetName, ReleaseId, Revision};
 use crate::domain::model::outcome::{InstanceOutcome, Unreachable};
-use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus, Stopping};
+use crate::domain::model::release::{Control, Launch, Release, ReleaseKind, ReleaseStatus, Stopping};
 use crate::domain::model::rollout::{Claimed, Rollout};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::StoreError;
@@ -68,6 +68,8 @@ struct BodyRef<'a> {
     claim: Option<&'a Claimed>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stopping: Option<&'a Stopping>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control: Option<&'a Control>,
 }
 
 #[derive(Default, Deserialize)]
@@ -84,6 +86,8 @@ struct Body {
     claim: Option<Claimed>,
     #[serde(default)]
     stopping: Option<Stopping>,
+    #[serde(default)]
+    control: Option<Control>,
 }
 
 /// The release item, and the part items when its body is over `inline_bytes`.
@@ -121,6 +125,7 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
         unreachable: &r.unreachable,
         claim: r.claim.as_ref(),
         stopping: r.stopping.as_ref(),
+        control: r.control.as_ref(),
     })
     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if body.len() <= inline_bytes {
@@ -182,6 +187,7 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
         unreachable: body.unreachable,
         claim: body.claim,
         stopping: body.stopping,
+        control: body.control,
         version: num(item, "version")?,
     })
 }
@@ -261,6 +267,22 @@ mod tests {
                 since_ms: 9,
                 cancelled: vec!["i-5".into()],
                 unsettled: vec!["i-6".into()],
+            }),
+            control: Some(Control {
+                paused: Some(crate::domain::model::release::Paused {
+                    since_ms: 11,
+                    by: "arn:aws:iam::1:user/ops".into(),
+                    deadline_ms: 12,
+                    automatic: false,
+                }),
+                paused_ms: 13,
+                aborted: None,
+                actions: vec![crate::domain::model::release::OperatorAction {
+                    action: crate::domain::model::release::ControlAction::Pause,
+                    by: "arn:aws:iam::1:user/ops".into(),
+                    at_ms: 11,
+                    waves: 1,
+                }],
             }),
             version: 4,
         };

@@ -34,7 +34,7 @@ use crate::domain::ports::{
 };
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use codec::*;
 use tracing::instrument;
@@ -304,7 +304,7 @@ impl ReleaseStore for DynamoReleaseStore {
 
     #[instrument(skip_all, fields(release_id = %release.id, version = release.version))]
     async fn save(&self, release: &Release, expected_version: u64) -> Result<Written, StoreError> {
-        let mut items = vec![TransactWriteItem::builder().condition_check(self.holds_lease(release)?).build()];
+        let mut items = vec![TransactWriteItem::builder().update(self.follow_deadline(release)?).build()];
         items.extend(self.put_release(release, expected_version)?.into_iter().map(put_item));
         match self.transact(items).await? {
             Transaction::Done => Ok(Written::Yes),
@@ -507,13 +507,17 @@ impl DynamoReleaseStore {
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
-    fn holds_lease(&self, release: &Release) -> Result<ConditionCheck, StoreError> {
-        ConditionCheck::builder()
+    /// Only while the release holds the lease; the lease's deadline follows
+    /// the release's (a pause moves it out, a resume back).
+    fn follow_deadline(&self, release: &Release) -> Result<Update, StoreError> {
+        Update::builder()
             .table_name(&self.table)
             .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
             .key(SORT_KEY, s(STATE_SK))
+            .update_expression("SET lease_deadline_ms = :deadline")
             .condition_expression("lease_release_id = :id")
             .expression_attribute_values(":id", s(release.id.as_str()))
+            .expression_attribute_values(":deadline", n(release.deadline.millis()))
             .build()
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     }

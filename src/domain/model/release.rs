@@ -114,6 +114,77 @@ pub struct Stopping {
     pub unsettled: Vec<String>,
 }
 
+/// An operator's hold on a rollout: whether it is paused, whether it was
+/// aborted, and every action taken on it (who, when).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Control {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Paused>,
+    /// Time spent paused before the current pause (ms): with it, the pauses
+    /// of one release never add up to more than the longest pause allowed.
+    #[serde(default)]
+    pub paused_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<Aborted>,
+    /// Oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<OperatorAction>,
+}
+
+/// A paused rollout: no next wave until it is resumed. Its deadline is moved
+/// out by what is left of the longest pause while it is paused, and set to
+/// `deadline_ms` plus the time it was paused once it is resumed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Paused {
+    pub since_ms: u64,
+    pub by: String,
+    /// The deadline before this pause.
+    pub deadline_ms: u64,
+    /// Paused by flakefleet itself before a wave (FLAKEFLEET_PAUSE_BEFORE_WAVES):
+    /// resuming it is the promote.
+    #[serde(default)]
+    pub automatic: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Aborted {
+    pub at_ms: u64,
+    pub by: String,
+    /// Roll back what the release reached, whatever FLAKEFLEET_AUTO_ROLLBACK says.
+    pub rollback: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    Pause,
+    Resume,
+    Abort,
+    /// flakefleet paused the rollout before its next wave.
+    AutoPause,
+}
+
+impl ControlAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Abort => "abort",
+            Self::AutoPause => "auto_pause",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct OperatorAction {
+    pub action: ControlAction,
+    pub by: String,
+    pub at_ms: u64,
+    /// Waves started when it was taken: a resume at `waves` promotes the
+    /// rollout past the automatic pause before wave `waves`.
+    pub waves: usize,
+}
+
 /// One request to put a flakeref on the fleet. Its identity (id, fleet,
 /// flakeref, kind, creation time) never changes once recorded; only its
 /// progress does.
@@ -156,6 +227,9 @@ pub struct Release {
     /// Set once the release failed while some of its invocations were unfinished.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopping: Option<Stopping>,
+    /// Pause, resume and abort: set once an operator (or the automatic pause) acted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<Control>,
     /// Raised by every write: the fencing number that lets only one writer move
     /// a release on from what it read.
     pub version: u64,

@@ -87,6 +87,11 @@ pub struct RolloutPolicy {
     /// Hosts a release may pass over as unreachable (not Online managed
     /// nodes, or never delivered to) before it stops as if it had failed.
     pub unreachable_tolerance: Rate,
+    /// Pause before every wave after the canary, for an operator's promote (a resume).
+    pub pause_before_waves: bool,
+    /// The longest a release may stay paused, all its pauses together; its
+    /// deadline is moved out by its pauses up to this much.
+    pub max_pause: std::time::Duration,
 }
 
 /// Who claims a piece of work, and when: a token unique to one invocation

@@ -230,6 +230,8 @@ mod tests {
             failure_threshold: Rate::parse(threshold).unwrap(),
             unreachable_tolerance: Rate::Count(1),
             auto_rollback: true,
+            pause_before_waves: false,
+            max_pause: std::time::Duration::from_secs(86_400),
         }
     }
 

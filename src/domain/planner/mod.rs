@@ -10,6 +10,7 @@
 //! (`plan_failure`), what to repair (`plan_repair_step`, `repair`), and what a
 //! lost lease or a refused admission means (`lease`).
 
+pub mod control;
 pub mod judge;
 pub mod lease;
 pub mod reach;
@@ -51,6 +52,8 @@ pub enum Outcome {
     RolledBack,
     Finished,
     Repaired,
+    /// The rollout is paused: its next wave waits for a resume.
+    Paused,
 }
 
 /// Something the planner needs to know before it can decide.
@@ -243,6 +246,7 @@ pub fn new_release(
         unreachable: Vec::new(),
         claim: None,
         stopping: None,
+        control: None,
         version: 0,
     }
 }
@@ -445,6 +449,9 @@ fn plan_at_once(release: &Release, seen: &Observed, settings: &FleetSettings, pa
     if next.stopping.is_some() {
         return plan_failure(next, String::new(), seen, settings, pass);
     }
+    if let Some(why) = aborted(&next) {
+        return plan_failure(next, why, seen, settings, pass);
+    }
     if verdict.status == ReleaseStatus::Succeeded {
         if let Some(why) = reach::over_tolerance(&next, &settings.rollout, next.instances.len()) {
             return plan_failure(next, why, seen, settings, pass);
@@ -489,7 +496,8 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
         }
         return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
     };
-    if !wave.fully_sent() && release.stopping.is_none() {
+    // An abort stops sending: what was sent is judged, then the release ends.
+    if !wave.fully_sent() && release.stopping.is_none() && aborted(release).is_none() {
         if seen.wave_sent {
             return rest(Outcome::Waiting);
         }
@@ -569,6 +577,7 @@ fn plan_wave(release: &Release, rollout: &Rollout, seen: &Observed, settings: &F
     let verdict = match judge_wave(rollout, &next.instances, &settings.rollout) {
         // Stopping already: it ends as it started, whatever came back since.
         _ if next.stopping.is_some() => WaveVerdict::Stop(String::new()),
+        _ if aborted(&next).is_some() => WaveVerdict::Stop(aborted(&next).unwrap_or_default()),
         WaveVerdict::Stop(why) => WaveVerdict::Stop(why),
         other => match reach::over_tolerance(&next, &settings.rollout, total) {
             Some(why) => WaveVerdict::Stop(why),
@@ -621,6 +630,24 @@ fn plan_next_wave(
     if let Some(why) = reach::over_tolerance(&release, &settings.rollout, total) {
         release.rollout = Some(rollout);
         return plan_failure(release, why, seen, settings, pass);
+    }
+    // A paused rollout holds its next wave (an automatic pause first pauses
+    // it), until a resume, or until it has been paused too long.
+    if !next.is_empty() && !rollout.fixed {
+        release.rollout = Some(rollout.clone());
+        if let Some(why) = control::paused_too_long(&release, settings, pass.now()) {
+            return plan_failure(release, why, seen, settings, pass);
+        }
+        let waves = rollout.waves.len();
+        if let Some(paused) = control::auto_pause(&release, waves, settings, pass.now()) {
+            return Step::Record { release: Box::new(paused), then: Some(Outcome::Paused) };
+        }
+        if release.control.as_ref().is_some_and(|c| c.paused.is_some()) {
+            return match seen.holder.as_ref() != Some(&release) {
+                true => Step::Record { release: Box::new(release), then: Some(Outcome::Paused) },
+                false => rest(Outcome::Paused),
+            };
+        }
     }
     // No wave goes out after the deadline: a deploy may be waiting to settle
     // this release and take the fleet, and the hosts must be done with it.
@@ -734,6 +761,9 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         release.status = ReleaseStatus::Failed;
         settle(release, Outcome::Finished)
     };
+    // An operator's abort rolls back when asked to (or when automatic
+    // rollback is on), and otherwise leaves the fleet as it is, halted.
+    let abort = release.control.as_ref().and_then(|c| c.aborted.clone());
     match release.kind {
         // The fleet's good release did not take: report it, retry next time.
         ReleaseKind::Repair => return failed(release),
@@ -741,7 +771,11 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
             let why = format!("rollback {} failed: {reason}", release.id);
             return halt(release, why);
         }
-        ReleaseKind::Deploy if !settings.rollout.auto_rollback => return failed(release),
+        ReleaseKind::Deploy if abort.as_ref().is_some_and(|a| !a.rollback) && !settings.rollout.auto_rollback => {
+            let why = format!("release {} was {reason}; the fleet is left as it is", release.id);
+            return halt(release, why);
+        }
+        ReleaseKind::Deploy if !settings.rollout.auto_rollback && abort.is_none() => return failed(release),
         ReleaseKind::Deploy => {}
     }
     let Some(target) = &seen.rollback_target else {
@@ -779,6 +813,12 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         settlement: Box::new(lease::settlement(release, None, Some(rollback))),
         outcome: Outcome::RolledBack,
     }
+}
+
+/// Why the release ends, if an operator aborted it.
+fn aborted(release: &Release) -> Option<String> {
+    let aborted = release.control.as_ref()?.aborted.as_ref()?;
+    Some(format!("aborted by {} at {}", aborted.by, Timestamp::from_millis(aborted.at_ms)))
 }
 
 /// Before a failed release ends, and before any rollback reaches its hosts,

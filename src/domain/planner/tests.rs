@@ -647,13 +647,14 @@ fn outcomes_keep_the_api_names() {
         Outcome::RolledBack,
         Outcome::Finished,
         Outcome::Repaired,
+        Outcome::Paused,
     ]
     .iter()
     .map(|o| serde_json::to_value(o).unwrap().as_str().unwrap().to_owned())
     .collect();
     assert_eq!(
         names,
-        ["idle", "halted", "dispatched", "waiting", "wave_started", "rolled_back", "finished", "repaired"]
+        ["idle", "halted", "dispatched", "waiting", "wave_started", "rolled_back", "finished", "repaired", "paused"]
     );
 }
 

@@ -1,8 +1,10 @@
-//! The use cases, thin: admission (`deploy`, `rollback`), the `reconcile`
-//! loop, and the read models. Each builds what the planner needs, loops
+//! The use cases, thin: admission (`deploy`, `rollback`), an operator's
+//! `control` of a rollout (pause, resume, abort), the `reconcile` loop, and
+//! the read models. Each builds what the planner needs, loops
 //! plan → execute until the planner rests, and answers.
 
 mod admission;
+mod control;
 mod read;
 mod reconcile;
 

@@ -6,7 +6,7 @@ use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::fleet::{FleetState, Halt, InstanceState, Lease};
 use crate::domain::model::ids::{FleetName, ReleaseId, TargetTag};
 use crate::domain::model::outcome::Unreachable;
-use crate::domain::model::release::{Release, ReleaseKind};
+use crate::domain::model::release::{Paused, Release, ReleaseKind};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{CommandRunner, FleetInventory, ReleasePage, ReleaseStore};
 use serde::Serialize;
@@ -29,6 +29,10 @@ pub struct RolloutProgress {
     /// before it ends: why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopping: Option<String>,
+    /// Set while the rollout is paused: since when, by whom, and whether
+    /// flakefleet paused it before a wave.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Paused>,
 }
 
 impl RolloutProgress {
@@ -50,6 +54,7 @@ impl RolloutProgress {
             unreachable: release.unreachable_count(),
             pending: targeted.saturating_sub(succeeded + failed + undelivered),
             stopping: release.stopping.as_ref().filter(|_| !release.status.is_final()).map(|s| s.reason.clone()),
+            paused: release.control.as_ref().and_then(|c| c.paused.clone()).filter(|_| !release.status.is_final()),
         }
     }
 }
