@@ -557,6 +557,7 @@ async fn a_halted_fleet_or_one_without_a_good_release_is_not_repaired() {
 
 mod machine {
     use super::*;
+    use crate::domain::planner::control::ControlRequest;
     use proptest::prelude::*;
 
     #[derive(Clone, Debug)]
@@ -576,6 +577,22 @@ mod machine {
         Interrupt,
         /// Nothing runs until the holder's deadline has passed.
         Late,
+        /// An operator pauses, resumes or aborts the release holding the fleet.
+        Steer(crate::domain::planner::control::ControlRequest),
+    }
+
+    /// Reconciles until the fleet is free, nobody resuming a pause: a second
+    /// apart, a minute while paused, so a pause ends by its limit.
+    async fn run_out_unattended(c: &Controller, mut at: Timestamp) -> Timestamp {
+        for _ in 0..200 {
+            let report = c.reconcile(at).await.unwrap();
+            match report.outcome {
+                Outcome::Idle | Outcome::Halted => return at,
+                Outcome::Paused => at = at.plus(Duration::from_secs(60)),
+                _ => at = at.plus(Duration::from_secs(1)),
+            }
+        }
+        panic!("the fleet never came to rest");
     }
 
     fn events() -> impl Strategy<Value = Vec<Event>> {
@@ -588,6 +605,12 @@ mod machine {
                 2 => any::<u64>().prop_map(Event::Concurrent),
                 1 => Just(Event::Interrupt),
                 1 => Just(Event::Late),
+                2 => prop_oneof![
+                    Just(ControlRequest::Pause),
+                    Just(ControlRequest::Resume),
+                    any::<bool>().prop_map(|rollback| ControlRequest::Abort { rollback }),
+                ]
+                .prop_map(Event::Steer),
             ],
             0..40,
         )
@@ -595,13 +618,15 @@ mod machine {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
-        /// Whatever the order of ticks, duplicates, lost sends and conflicting
-        /// writes, a rollout
-        /// ends in a final state, sends no instance the same release twice,
-        /// and loses no release.
+        /// Whatever the order of ticks, duplicates, lost sends, conflicting
+        /// writes, concurrent invocations, late runs and an operator's
+        /// pauses, resumes and aborts (with the automatic pause before each
+        /// wave, or without), a rollout ends in a final state, sends no
+        /// instance the same release twice, and loses no release.
         #[test]
         fn rollouts_always_end_and_never_send_twice(
             size in 1usize..14,
+            pause_before_waves in any::<bool>(),
             failing in prop::collection::vec(0usize..14, 0..4),
             slow in prop::collection::vec((0usize..14, 1usize..6), 0..4),
             first in events(),
@@ -613,6 +638,9 @@ mod machine {
                 // Longer than any one invocation lives (all of a pass runs at
                 // one instant here), as the configuration requires of it.
                 c.settings.takeover_after = Duration::from_secs(2);
+                // A pause nobody resumes ends the rollout within the run-out.
+                c.settings.rollout.pause_before_waves = pause_before_waves;
+                c.settings.rollout.max_pause = Duration::from_secs(30);
                 // Applies of the second release that take a while: a failure
                 // elsewhere in their wave is judged while they still run.
                 c.runner.slow.lock().unwrap().extend(slow.iter().map(|(i, ticks)| ((format!("i-{i:02}"), NEXT.to_string()), *ticks)));
@@ -642,6 +670,12 @@ mod machine {
                             Event::Late => {
                                 at = at.plus(c.settings.deploy_timeout);
                             }
+                            Event::Steer(request) => {
+                                let holder = c.store.fleet.lock().unwrap().lease.clone().map(|l| l.release_id);
+                                if let Some(id) = holder {
+                                    let _ = c.control(&id, *request, "ops", at).await;
+                                }
+                            }
                             Event::Concurrent(seed) => {
                                 interleave(&c, Some(*seed));
                                 let _ = tokio::join!(c.reconcile(at), c.reconcile(at), c.deploy(deploy(flakeref, Some(key)), at));
@@ -656,7 +690,7 @@ mod machine {
                         let in_flight = c.store.releases.lock().unwrap().values().filter(|r| !r.status.is_final()).count();
                         prop_assert!(in_flight <= 1, "{in_flight} releases in flight at once after {event:?}");
                     }
-                    at = run_out(&c, at).await;
+                    at = run_out_unattended(&c, at).await;
                     let releases = c.store.releases.lock().unwrap().clone();
                     prop_assert!(releases.len() >= created, "a release was lost");
                     created = releases.len();
