@@ -76,6 +76,7 @@ mod tests {
             ("function-url-deploy.json", "url"),
             ("eventbridge-ssm-status.json", "eb"),
             ("invoke-rollback.json", "invoke"),
+            ("invoke-abort.json", "invoke"),
         ] {
             let text = std::fs::read_to_string(format!("{}/events/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
             let trigger = classify(serde_json::from_str(&text).unwrap()).unwrap();

@@ -166,6 +166,31 @@ mod tests {
     }
 
     #[test]
+    fn steering_routes_take_a_release_id_and_only_an_abort_takes_a_field() {
+        use crate::domain::planner::control::ControlRequest;
+        let id = "01J0000000000000000000000A";
+        let steer = |verb: &str, body: Option<&str>| {
+            decode_request(&request("POST", &format!("/releases/{id}/{verb}"), body, false))
+        };
+        assert!(matches!(steer("pause", None), Ok(Operation::Control { request: ControlRequest::Pause, .. })));
+        assert!(matches!(steer("resume", Some("{}")), Ok(Operation::Control { request: ControlRequest::Resume, .. })));
+        assert!(matches!(
+            steer("abort", Some(r#"{"rollback": true}"#)),
+            Ok(Operation::Control { request: ControlRequest::Abort { rollback: true }, .. })
+        ));
+        assert!(matches!(
+            steer("abort", None),
+            Ok(Operation::Control { request: ControlRequest::Abort { rollback: false }, .. })
+        ));
+        assert_eq!(steer("pause", Some(r#"{"rollback": true}"#)).unwrap_err().code, "invalid_json");
+        assert_eq!(steer("abort", Some(r#"{"rollback": "yes"}"#)).unwrap_err().code, "invalid_json");
+        assert_eq!(steer("abort", Some(r#"{"force": true}"#)).unwrap_err().code, "invalid_json");
+        assert_eq!(steer("promote", None).unwrap_err().status, 404);
+        assert_eq!(error_of("GET", &format!("/releases/{id}/pause"), None, false).status, 405);
+        assert_eq!(error_of("POST", "/releases/not-an-id/pause", None, false).code, "invalid_release_id");
+    }
+
+    #[test]
     fn bodies() {
         let ok = r#"{"flakeref": "a/b/=1.2.3#nixosConfigurations.x", "revision": "abcdef1"}"#;
         assert!(matches!(decode_request(&request("POST", "/releases", Some(ok), false)), Ok(Operation::Deploy(_))));

@@ -107,6 +107,37 @@ fn deploy_wait_fail_roll_back_and_inspect_with_the_cli() {
     let out = cli(&["rollback", &rollback_id, "--wait", "--drive", "--interval", "1"]);
     assert!(out.status.success(), "{}", stdout(&out));
     assert!(stdout(&cli(&["fleet"])).contains("halted:       no"));
+
+    // Steering: a deploy paused after its canary, resumed, and over once resumed.
+    let held = "AcmeCorp/infra/=1.0.2+rev-ccccccc#nixosConfigurations.cli";
+    let id = json(&cli(&["--json", "deploy", held]))["release"]["id"].as_str().unwrap().to_owned();
+    let out = cli(&["pause", &id]);
+    assert!(out.status.success() && stdout(&out).contains("PAUSED:"), "{}", stdout(&out));
+    for _ in 0..5 {
+        assert!(cli(&["reconcile"]).status.success());
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let fleet = stdout(&cli(&["fleet"]));
+    assert!(fleet.contains("PAUSED:") && fleet.contains(&format!("flakefleet resume {id}")), "{fleet}");
+    assert_eq!(json(&cli(&["--json", "show", &id]))["release"]["rollout"]["waves"].as_array().unwrap().len(), 1);
+    assert!(cli(&["resume", &id]).status.success());
+    let mut status = String::new();
+    for _ in 0..60 {
+        cli(&["reconcile"]);
+        status = json(&cli(&["--json", "show", &id]))["release"]["status"].as_str().unwrap().to_owned();
+        if status != "in_progress" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(status, "succeeded");
+    let out = cli(&["abort", &id, "--rollback"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("409 not_steerable"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).

@@ -236,7 +236,18 @@ async fn unknown_events_and_actions_say_what_was_expected() {
     assert!(err.to_string().contains("unsupported EventBridge event aws.s3/Object Created"), "{err}");
     let answer = flakefleet::entry::handle(&controller, &gate(), json!({"action": "explode"}), "it").await.unwrap();
     assert_eq!((answer["status"].as_u64(), answer["error"].as_str()), (Some(400), Some("unknown_action")));
-    assert!(answer["message"].as_str().unwrap().contains("deploy, rollback, status, reconcile"));
+    assert!(answer["message"].as_str().unwrap().contains("deploy, rollback, status, reconcile, pause, resume, abort"));
+    let answer = flakefleet::entry::handle(&controller, &gate(), json!({"action": "pause"}), "it").await.unwrap();
+    assert_eq!((answer["status"].as_u64(), answer["error"].as_str()), (Some(400), Some("invalid_json")), "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("release_id"), "{answer}");
+    // The sample abort names a release this fleet never had.
+    let answer =
+        flakefleet::entry::handle(&controller, &gate(), sample_event("invoke-abort.json"), "it").await.unwrap();
+    assert_eq!(
+        (answer["status"].as_u64(), answer["error"].as_str()),
+        (Some(404), Some("release_not_found")),
+        "{answer}"
+    );
     assert_eq!(stack.item_count().await, 0, "nothing written");
     assert!(stack.commands().await.is_empty(), "nothing sent");
 }

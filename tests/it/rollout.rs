@@ -329,3 +329,73 @@ async fn duplicated_and_reordered_status_events_reach_the_same_end() {
     assert_eq!(wave_sizes(&done), [1, 2, 2, 1]);
     assert_eq!(sent(&stack, GOOD).await, stack.instances, "no instance twice");
 }
+
+/// An operator steers a rollout over the function URL, against DynamoDB and
+/// the SSM simulator's fake hosts: a pause holds the next wave (the fleet's
+/// lease deadline moves out with the release's), a resume sends it, and an
+/// abort stops the next release and rolls it back; each action is recorded
+/// with who asked, and a release that is over refuses them with a 409.
+#[tokio::test]
+async fn an_operator_pauses_resumes_and_aborts_a_rollout() {
+    let stack = hosted(6).await;
+    let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
+    let started = stack.deploy(&controller, GOOD).await;
+    let id = started["id"].as_str().unwrap().to_owned();
+    let steer = |verb: &'static str, body: Option<&'static str>| {
+        let path = format!("/releases/{id}/{verb}");
+        let (stack, controller) = (&stack, &controller);
+        async move { stack.http(controller, "POST", &path, body).await }
+    };
+    let (status, paused) = steer("pause", None).await;
+    assert_eq!(status, 200, "{paused}");
+    let paused = &paused["release"];
+    assert_eq!(
+        paused["control"]["paused"]["by"], "arn:aws:sts::123456789012:assumed-role/flakefleet-deploy/GitHubActions",
+        "{paused}"
+    );
+    let (_, fleet) = stack.http(&controller, "GET", "/fleet", None).await;
+    assert_eq!(fleet["fleet"]["lease"]["deadline"], paused["deadline"], "the lease's deadline moved with it");
+    assert_ne!(paused["deadline"], started["deadline"]);
+    assert!(fleet["fleet"]["rollout"]["paused"]["by"].is_string(), "{fleet}");
+    // The canary ends; the pause holds the next wave, reconcile after reconcile.
+    for _ in 0..20 {
+        let event = sample_event("eventbridge-scheduled.json");
+        let answer = flakefleet::entry::handle(&controller, &gate(), event, "it").await.unwrap();
+        assert_ne!(answer["reconcile"]["outcome"], "wave_started");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(wave_sizes(&release(&stack, &controller, &started["id"]).await), [1]);
+    assert_eq!(steer("pause", None).await.0, 200, "idempotent");
+    let (status, resumed) = steer("resume", Some("{}")).await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(wave_sizes(&resumed["release"]), [1, 2], "the resume sent the next wave");
+    run_out(&stack, &controller).await;
+    let done = release(&stack, &controller, &started["id"]).await;
+    assert_eq!(done["status"], "succeeded");
+    let actions: Vec<&str> =
+        done["control"]["actions"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["pause", "resume"]);
+    let (status, refused) = steer("pause", None).await;
+    assert_eq!((status, refused["error"].as_str()), (409, Some("not_steerable")), "{refused}");
+    let (status, refused) = steer("resume", Some(r#"{"rollback": true}"#)).await;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("invalid_json")), "{refused}");
+
+    // An abort of the next release: nothing more is sent, and what it reached is rolled back.
+    let next = stack.deploy(&controller, NEXT).await;
+    let path = format!("/releases/{}/abort", next["id"].as_str().unwrap());
+    let (status, aborted) = stack.http(&controller, "POST", &path, Some(r#"{"rollback": true}"#)).await;
+    assert_eq!(status, 200, "{aborted}");
+    assert!(aborted["release"]["control"]["aborted"]["rollback"] == true, "{aborted}");
+    // The canary's apply still runs: it is awaited (never killed halfway), then rolled back.
+    let fleet = run_out(&stack, &controller).await;
+    let aborted = release(&stack, &controller, &next["id"]).await;
+    assert_eq!(aborted["status"], "rolled_back", "{aborted}");
+    let reason = aborted["status_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("aborted by arn:aws:sts::123456789012:assumed-role/flakefleet-deploy/GitHubActions"),
+        "{reason}"
+    );
+    assert_eq!(wave_sizes(&aborted), [1]);
+    assert_eq!(fleet["desired_release"]["kind"], "rollback");
+    assert_eq!(sent(&stack, NEXT).await.len(), 1, "only the canary got the aborted release");
+}
