@@ -71,7 +71,8 @@ esac
 """
 
 # Puts a system in the fake store: its switch-to-configuration, and a health
-# check `web` that passes or fails (none for "none"), tried twice at once.
+# check `web` that passes, fails, or degrades (passes its first run, the
+# apply's, and fails after: a bake's check), none for "none"; tried twice at once.
 SYSTEM = r"""#!/usr/bin/env bash
 h='{host}'
 path="$1"
@@ -80,17 +81,24 @@ printf '#!/usr/bin/env bash\necho "activating the configuration..."\necho %s > %
   "$path" "$h" "$h" "$h" > "$path/bin/switch-to-configuration"
 chmod +x "$path/bin/switch-to-configuration"
 rm -rf "$path/etc"
+rm -f "$h/runs-$(basename "$path")"
 case "$2" in
-  passes|fails)
+  passes|fails|degrades)
     mkdir -p "$path/etc/flakefleet/health-checks"
     printf 'attempts=2\ninterval_seconds=0\ntimeout_seconds=5\n' > "$path/etc/flakefleet/health.conf"
-    if [ "$2" = passes ]; then answer='echo "HTTP 200"'; else answer='echo "HTTP 500 from http://127.0.0.1:8080/health"; exit 1'; fi
+    fail='echo "HTTP 500 from http://127.0.0.1:8080/health"; exit 1'
+    case "$2" in
+      passes) answer='echo "HTTP 200"' ;;
+      fails) answer="$fail" ;;
+      # Passes its first run (the apply's), fails every one after (a bake's).
+      degrades) answer="runs=\$(( \$(cat '$h/runs-$(basename "$path")' 2>/dev/null || echo 0) + 1 )); echo \$runs > '$h/runs-$(basename "$path")'; if [ \$runs -le 1 ]; then echo 'HTTP 200'; else $fail; fi" ;;
+    esac
     printf '#!/usr/bin/env bash\n%s\n' "$answer" > "$path/etc/flakefleet/health-checks/web"
     chmod +x "$path/etc/flakefleet/health-checks/web" ;;
 esac
 """
 
-HEALTH = ("none", "passes", "fails")
+HEALTH = ("none", "passes", "fails", "degrades")
 
 
 def store_path(flakeref):

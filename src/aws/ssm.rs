@@ -213,7 +213,10 @@ impl SsmCommandRunner {
                 CommandTarget::Tag(_) => None,
             })
             .parameters("flakeref", vec![command.flakeref.as_str().to_owned()])
-            .parameters("action", vec![self.settings.action.clone()])
+            .parameters(
+                "action",
+                vec![if command.check_only { "check".to_owned() } else { self.settings.action.clone() }],
+            )
             .comment(&command.comment)
             .max_concurrency(&self.settings.max_concurrency)
             .max_errors(&self.settings.max_errors)

@@ -49,6 +49,7 @@ fn rollout(vars: &Vars) -> Result<RolloutPolicy, ConfigError> {
         unreachable_tolerance: vars.rate("FLAKEFLEET_UNREACHABLE_TOLERANCE", "10%", 0)?,
         pause_before_waves: vars.flag("FLAKEFLEET_PAUSE_BEFORE_WAVES", "false")?,
         max_pause: Duration::from_secs(vars.number("FLAKEFLEET_MAX_PAUSE_SECONDS", 86_400, 60..=604_800)?),
+        bake: Duration::from_secs(vars.number("FLAKEFLEET_BAKE_SECONDS", 0, 0..=86_400)?),
     })
 }
 

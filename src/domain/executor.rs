@@ -87,6 +87,13 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                 seen.fenced |= !written;
                 seen.holder = Some(sent);
             }
+            Step::SendChecks => {
+                let holder = seen.holder.take().ok_or_else(no_holder)?;
+                let (sent, written) = self.send_checks(holder, pass.now()).await?;
+                seen.checks_sent = true;
+                seen.fenced |= !written;
+                seen.holder = Some(sent);
+            }
             Step::Launch { image } => self.launch(&image, seen).await?,
             Step::Tag(instance_ids) => {
                 let holder = seen.holder.as_ref().ok_or_else(no_holder)?;
@@ -163,6 +170,13 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                     invocations.extend(self.runner.report(command_id).await?.invocations);
                 }
                 seen.wave_reports = Some(invocations);
+            }
+            Need::CheckReports(command_ids) => {
+                let mut invocations = Vec::new();
+                for command_id in &command_ids {
+                    invocations.extend(self.runner.report(command_id).await?.invocations);
+                }
+                seen.check_reports = Some(invocations);
             }
             Need::Running => seen.running = Some(self.inventory.running_instances(target, None).await?),
             Need::RollbackTarget { good: Some(id), .. } => {
@@ -284,7 +298,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                 Some(id) => id,
                 None => {
                     let target = CommandTarget::Instances(batch.clone());
-                    let command = ApplyCommand { flakeref: release.flakeref.clone(), target, comment };
+                    let command =
+                        ApplyCommand { flakeref: release.flakeref.clone(), target, comment, check_only: false };
                     match self.runner.send(&command).await {
                         Ok(id) => id,
                         Err(RunnerError::NotManaged(reason)) => {
@@ -332,6 +347,35 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                 }
             }
         }
+    }
+
+    /// Sends the current wave's unsent end-of-bake check commands and
+    /// records their ids. A check changes nothing on a host, so one sent but
+    /// not recorded (a crash, a lost answer) is simply sent again.
+    async fn send_checks(&self, mut release: Release, now: Timestamp) -> Result<(Release, bool), ControlError> {
+        let Some(rollout) = release.rollout.as_ref() else { return Ok((release, true)) };
+        let wave_number = rollout.waves.len().saturating_sub(1);
+        let Some(wave) = rollout.current() else { return Ok((release, true)) };
+        let sent = wave.bake.as_ref().and_then(|b| b.checks.as_ref()).map_or(0, |c| c.command_ids.len());
+        let unsent: Vec<(usize, Vec<String>)> =
+            wave.batches().enumerate().skip(sent).map(|(n, batch)| (n, batch.to_vec())).collect();
+        for (batch_number, batch) in unsent {
+            let comment = release.check_comment(wave_number, batch_number);
+            let target = CommandTarget::Instances(batch);
+            let command = ApplyCommand { flakeref: release.flakeref.clone(), target, comment, check_only: true };
+            let command_id = self.runner.send(&command).await?;
+            info!(command_id = %command_id, wave = wave_number + 1, batch = batch_number + 1, "health checks sent");
+            let checks = release
+                .rollout
+                .as_mut()
+                .and_then(|r| r.waves.last_mut())
+                .and_then(|w| w.bake.as_mut())
+                .and_then(|b| b.checks.as_mut());
+            if let Some(checks) = checks {
+                checks.command_ids.push(command_id);
+            }
+        }
+        self.record(release, now).await
     }
 
     /// Admits a new release: recorded, holding the fleet.

@@ -269,6 +269,9 @@ pub struct ScriptedRunner {
     pub reports: Mutex<HashMap<String, CommandReport>>,
     /// (instance id, flakeref) pairs whose apply fails.
     pub failing: Mutex<Vec<(String, String)>>,
+    /// (instance id, flakeref) pairs whose health checks fail when a bake's
+    /// check command runs them (the apply itself passed them).
+    pub unhealthy: Mutex<Vec<(String, String)>>,
     /// Managed-node statuses; an instance not listed is Online. As SSM: a
     /// send naming an unregistered or inactive node is refused whole, one to
     /// a node that lost its connection is accepted and never delivered.
@@ -298,6 +301,7 @@ impl Default for ScriptedRunner {
             next: Mutex::new(SendBehaviour::Accept),
             reports: Mutex::default(),
             failing: Mutex::default(),
+            unhealthy: Mutex::default(),
             agents: Mutex::default(),
             agents_on_send: Mutex::default(),
             cancels: Mutex::default(),
@@ -338,6 +342,9 @@ impl ScriptedRunner {
         let sent = self.sent.lock().unwrap();
         for (command_id, command) in sent.iter() {
             let CommandTarget::Instances(ids) = &command.target else { continue };
+            if command.check_only {
+                continue; // a check applies nothing
+            }
             let start = sent_at.get(command_id).copied().unwrap_or(0);
             for id in ids {
                 let own = slow.get(&(id.clone(), command.flakeref.to_string())).copied().unwrap_or(0);
@@ -356,6 +363,9 @@ impl ScriptedRunner {
         let mut ending = Vec::new();
         for (seq, (command_id, command)) in self.sent.lock().unwrap().iter().enumerate() {
             let CommandTarget::Instances(ids) = &command.target else { continue };
+            if command.check_only {
+                continue;
+            }
             for id in ids {
                 let end = schedule[&(command_id.clone(), id.clone())];
                 if end <= now && !self.ended.lock().unwrap().contains(&(command_id.clone(), id.clone())) {
@@ -431,6 +441,41 @@ impl CommandRunner for ScriptedRunner {
         let CommandTarget::Instances(ids) = &command.target else {
             return Ok(CommandReport { finished: false, invocations: vec![] });
         };
+        if command.check_only {
+            // The document's check: the host must run this release, and pass its checks.
+            let hosts = self.hosts.lock().unwrap();
+            let unhealthy = self.unhealthy.lock().unwrap();
+            let invocations: Vec<InstanceOutcome> = ids
+                .iter()
+                .map(|id| {
+                    let runs = hosts.get(id).is_some_and(|f| f == command.flakeref.as_str());
+                    let sick = unhealthy.iter().any(|(i, f)| i == id && f == command.flakeref.as_str());
+                    let verdict = match (self.agent(id), runs, sick) {
+                        (PingStatus::Online, true, false) => None,
+                        (PingStatus::Online, false, _) => Some("flakefleet: not running this release"),
+                        (PingStatus::Online, true, true) => {
+                            Some("flakefleet: health check web failed 5 times; its last answer: HTTP 500")
+                        }
+                        _ => Some(""),
+                    };
+                    let (status, detail) = match (self.agent(id), verdict) {
+                        (PingStatus::Online, None) => ("Success", "Success"),
+                        (PingStatus::Online, Some(_)) => ("Failed", "Failed"),
+                        _ => ("Failed", "Undeliverable"),
+                    };
+                    InstanceOutcome {
+                        instance_id: id.clone(),
+                        status: status.into(),
+                        detail: detail.into(),
+                        exit_code: (detail != "Undeliverable").then_some(i32::from(verdict.is_some())),
+                        stdout_tail: String::new(),
+                        stderr_tail: verdict.unwrap_or_default().to_owned(),
+                        output_note: None,
+                    }
+                })
+                .collect();
+            return Ok(CommandReport { finished: true, invocations });
+        }
         let running = |id: &String| now < schedule[&(command_id.to_owned(), id.clone())];
         let failing = self.failing.lock().unwrap();
         let invocations = ids

@@ -39,6 +39,7 @@ pub fn policy(mode: RolloutMode, auto_rollback: bool) -> RolloutPolicy {
         unreachable_tolerance: Rate::Count(1),
         pause_before_waves: false,
         max_pause: std::time::Duration::from_secs(86_400),
+        bake: std::time::Duration::ZERO,
     }
 }
 

@@ -229,6 +229,9 @@ pub struct ApplyCommand {
     pub target: CommandTarget,
     /// Ties the command to its release; see [`Release::command_comment`].
     pub comment: String,
+    /// Only run the health checks of the release the hosts run (the
+    /// document's `check` action): nothing changes on them.
+    pub check_only: bool,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -71,6 +71,7 @@ async fn a_staged_rollout_costs_these_calls_step_by_step() {
         auto_rollback: true,
         pause_before_waves: false,
         max_pause: std::time::Duration::from_secs(86_400),
+        bake: std::time::Duration::ZERO,
     };
     let controller = stack.counted_controller_with(&calls, settings);
     let release = stack.deploy(&controller, GOOD).await;

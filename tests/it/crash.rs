@@ -102,6 +102,7 @@ async fn crash_after_sending_before_recording_adopts_the_sent_command() {
             flakeref: release.flakeref.clone(),
             target: CommandTarget::Tag(stack.tag.clone()),
             comment: release.command_comment(),
+            check_only: false,
         })
         .await
         .unwrap();

@@ -100,3 +100,44 @@ async fn a_canary_failing_its_health_check_switches_itself_back_and_the_release_
     assert_eq!((host["current"].as_str(), host["profile"].as_str()), (Some(&*good_system), Some(&*good_system)));
     assert!(ids.iter().all(|id| running(id) == good_system), "every host on the good system");
 }
+
+/// Baking on real scripts: each wave stays healthy for the bake, then its
+/// hosts run the document's `check` action (the health checks of the release
+/// they run, changing nothing), before the next wave. A release whose check
+/// passes at its apply and fails afterwards is stopped at the end of the
+/// canary's bake, and rolled back.
+#[tokio::test]
+async fn a_release_that_degrades_while_its_canary_bakes_is_stopped_by_the_checks_at_its_end() {
+    let stack = Stack::new(3).await;
+    let ids = stack.instances.clone();
+    fake_hosts(&ids, json!({"activation": "works", "health": "passes", "health_for": {"0.1.42": "degrades"}}));
+    agent_version(&ids[1..], "3.3.2746.0");
+    let mut settings = staged(&stack, 50);
+    settings.rollout.bake = std::time::Duration::from_secs(1);
+    let controller = stack.controller_with(settings);
+
+    let good = stack.deploy(&controller, GOOD).await;
+    run_out(&controller).await;
+    let (_, answer) =
+        stack.http(&controller, "GET", &format!("/releases/{}", good["id"].as_str().unwrap()), None).await;
+    assert_eq!(answer["release"]["status"], "succeeded", "{answer}");
+    let checks: Vec<_> = stack
+        .commands()
+        .await
+        .into_iter()
+        .filter(|c| c.parameters().is_some_and(|p| p["action"] == ["check".to_owned()]))
+        .collect();
+    assert_eq!(checks.len(), 2, "one check command per wave: the canary, then the other two");
+
+    let bad = stack.deploy(&controller, NEXT).await;
+    run_out(&controller).await;
+    let (_, answer) = stack.http(&controller, "GET", &format!("/releases/{}", bad["id"].as_str().unwrap()), None).await;
+    let bad = &answer["release"];
+    assert_eq!(bad["status"], "rolled_back", "{bad}");
+    let reason = bad["status_reason"].as_str().unwrap();
+    assert!(reason.contains("the health checks at the end of wave 1's bake failed on 1 of 1 hosts"), "{reason}");
+    assert!(reason.contains("HTTP 500"), "the check's own answer: {reason}");
+    let canary = bad["rollout"]["waves"][0]["instance_ids"][0].as_str().unwrap();
+    assert_eq!(bad["instances"].as_array().unwrap().len(), 1, "its apply, which passed: {bad}");
+    assert_eq!(bad["instances"][0]["instance_id"], canary);
+}

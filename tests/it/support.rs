@@ -233,6 +233,7 @@ impl Stack {
                 auto_rollback: false,
                 pause_before_waves: false,
                 max_pause: std::time::Duration::from_secs(86_400),
+                bake: std::time::Duration::ZERO,
             },
             spec: default_spec(),
             takeover_after: Duration::ZERO,

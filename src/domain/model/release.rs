@@ -247,6 +247,11 @@ impl Release {
         format!("flakefleet {} release {} wave {wave} batch {batch}", self.fleet, self.id)
     }
 
+    /// The comment of one batch of a wave's end-of-bake health checks.
+    pub fn check_comment(&self, wave: usize, batch: usize) -> String {
+        format!("flakefleet {} release {} wave {wave} check {batch}", self.fleet, self.id)
+    }
+
     /// The command (batch) that reached this instance, as recorded.
     pub fn command_for(&self, instance_id: &str) -> Option<&str> {
         let Some(rollout) = &self.rollout else {

@@ -92,6 +92,9 @@ pub struct RolloutPolicy {
     /// The longest a release may stay paused, all its pauses together; its
     /// deadline is moved out by its pauses up to this much.
     pub max_pause: std::time::Duration,
+    /// How long each wave must stay healthy after its last instance reported
+    /// Success, before its health checks run again and the next wave starts.
+    pub bake: std::time::Duration,
 }
 
 /// Who claims a piece of work, and when: a token unique to one invocation
@@ -163,11 +166,37 @@ pub struct Wave {
     /// Who sends the wave's batches.
     #[serde(flatten)]
     pub claim: Claimed,
+    /// Set once every instance of the wave reported Success, when the
+    /// rollout bakes (FLAKEFLEET_BAKE_SECONDS): the wave must stay healthy
+    /// that long, then pass its health checks again, before the next wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<Bake>,
+}
+
+/// A wave baking: since when it has been healthy, and the health checks run
+/// at the end of the bake (the document's `check` action, which changes
+/// nothing on a host).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bake {
+    /// When the planner first saw every instance of the wave succeed.
+    pub healthy_since_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<Checks>,
+}
+
+/// The end-of-bake check commands of one wave: one per batch, once sent.
+/// Unlike applies, a check sent twice is harmless (it changes nothing), so a
+/// takeover sends again rather than looking for what was sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checks {
+    pub command_ids: Vec<String>,
+    #[serde(flatten)]
+    pub claim: Claimed,
 }
 
 impl Wave {
     pub fn new(instance_ids: Vec<String>, claim: &Claim) -> Self {
-        Self { instance_ids, command_ids: Vec::new(), claim: Claimed::new(claim, false) }
+        Self { instance_ids, command_ids: Vec::new(), claim: Claimed::new(claim, false), bake: None }
     }
 
     pub fn claimed_by(&self, claim: &Claim) -> bool {

@@ -232,6 +232,7 @@ mod tests {
             auto_rollback: true,
             pause_before_waves: false,
             max_pause: std::time::Duration::from_secs(86_400),
+            bake: std::time::Duration::ZERO,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState, Mach
 use crate::domain::model::ids::{ReleaseId, Revision};
 use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome, InvocationState, Unreachable};
 use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus, Stopping};
-use crate::domain::model::rollout::{Claim, Claimed, Rollout, RolloutMode, Wave};
+use crate::domain::model::rollout::{Bake, Checks, Claim, Claimed, Rollout, RolloutMode, Wave};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandTarget, Settlement};
 use judge::{batches_to_report, judge_command, judge_wave, merge_outcomes, newly_converged, next_wave, WaveVerdict};
@@ -82,6 +82,8 @@ pub enum Need {
     Report(String),
     /// The reports of these batches of the current wave.
     WaveReports(Vec<String>),
+    /// The end-of-bake health checks' reports, by command id.
+    CheckReports(Vec<String>),
     /// Every running instance of the fleet.
     Running,
     /// The release to roll back to: `good` when named, else the newest
@@ -115,6 +117,9 @@ pub enum Step {
     SendWave {
         resume: bool,
     },
+    /// Send the current wave's unsent end-of-bake check commands (the
+    /// document's `check` action) and record their ids.
+    SendChecks,
     /// Launch the holder's slots not yet launched, from this image (or record why not).
     Launch {
         image: Result<MachineImage, String>,
@@ -167,6 +172,7 @@ pub struct Observed {
     pub first_send: Option<Result<String, String>>,
     pub report: Option<CommandReport>,
     pub wave_reports: Option<Vec<InstanceOutcome>>,
+    pub check_reports: Option<Vec<InstanceOutcome>>,
     pub running: Option<Vec<String>>,
     pub rollback_target: Option<Option<Release>>,
     pub good: Option<Release>,
@@ -177,6 +183,8 @@ pub struct Observed {
     pub tagged: bool,
     pub launched: bool,
     pub wave_sent: bool,
+    /// This pass sent the current wave's end-of-bake checks.
+    pub checks_sent: bool,
     /// The holder has changes not yet stored.
     pub dirty: bool,
     /// A write of this pass was fenced off: another writer moved the holder on.
@@ -376,7 +384,7 @@ fn plan_first_command(release: &Release, seen: &Observed, settings: &FleetSettin
         });
         return settle(none, Outcome::Dispatched);
     }
-    Step::SendFirst(ApplyCommand { flakeref: release.flakeref.clone(), target, comment })
+    Step::SendFirst(ApplyCommand { flakeref: release.flakeref.clone(), target, comment, check_only: false })
 }
 
 /// The canary: the first `canary` Online managed nodes among the sorted
@@ -592,8 +600,111 @@ fn plan_wave(release: &Release, rollout: &Rollout, seen: &Observed, settings: &F
         WaveVerdict::Running if changed => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
         WaveVerdict::Running => rest(Outcome::Waiting),
         WaveVerdict::Stop(reason) => plan_failure(next, reason, seen, settings, pass),
-        WaveVerdict::Passed => plan_next_wave(next, rollout, seen, settings, pass),
+        WaveVerdict::Passed => match plan_bake(&next, rollout, seen, settings, pass) {
+            Some(step) => step,
+            None => plan_next_wave(next, rollout, seen, settings, pass),
+        },
     }
+}
+
+/// A passed wave bakes (FLAKEFLEET_BAKE_SECONDS): it stays healthy that long
+/// after its last Success, then its hosts run their health checks again (the
+/// document's `check` action, which changes nothing), and only when every one
+/// passed does the next wave start. None: nothing to bake, or baked. Fixed
+/// rollouts (rollbacks, repairs) put a known release back and do not bake.
+fn plan_bake(
+    release: &Release,
+    rollout: &Rollout,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Option<Step> {
+    let now = pass.now();
+    let wave = rollout.current()?;
+    if settings.rollout.bake.is_zero() || rollout.fixed {
+        return None;
+    }
+    let with_bake = |bake: Bake| {
+        let mut next = release.clone();
+        if let Some(wave) = next.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+            wave.bake = Some(bake);
+        }
+        next
+    };
+    let Some(bake) = &wave.bake else {
+        let baking = with_bake(Bake { healthy_since_ms: now.millis(), checks: None });
+        return Some(Step::Record { release: Box::new(baking), then: Some(Outcome::Waiting) });
+    };
+    let changed = seen.holder.as_ref() != Some(release);
+    let wait = || match changed {
+        true => Step::Record { release: Box::new(release.clone()), then: Some(Outcome::Waiting) },
+        false => rest(Outcome::Waiting),
+    };
+    let Some(checks) = &bake.checks else {
+        if now.millis() < bake.healthy_since_ms.saturating_add(settings.rollout.bake.as_millis() as u64) {
+            if now >= release.deadline {
+                let why = format!("the deadline {} passed while wave {} baked", release.deadline, rollout.waves.len());
+                return Some(plan_failure(release.clone(), why, seen, settings, pass));
+            }
+            return Some(wait());
+        }
+        // Baked: claimed first, so one invocation sends the checks.
+        let checks = Checks { command_ids: Vec::new(), claim: Claimed::new(&pass.claim, false) };
+        let claimed = with_bake(Bake { checks: Some(checks), ..bake.clone() });
+        return Some(Step::Record { release: Box::new(claimed), then: None });
+    };
+    if checks.command_ids.len() < wave.batches().count() {
+        if seen.checks_sent {
+            return Some(rest(Outcome::Waiting));
+        }
+        if now >= release.deadline {
+            let why = format!(
+                "the deadline {} passed before wave {}'s health checks were sent",
+                release.deadline,
+                rollout.waves.len()
+            );
+            return Some(plan_failure(release.clone(), why, seen, settings, pass));
+        }
+        return Some(match turn(&checks.claim, settings, pass) {
+            Turn::Send { .. } => Step::SendChecks,
+            Turn::Wait => rest(Outcome::Waiting),
+            Turn::TakeOver(claim) => {
+                let taken = Checks { claim, ..checks.clone() };
+                Step::Record { release: Box::new(with_bake(Bake { checks: Some(taken), ..bake.clone() })), then: None }
+            }
+        });
+    }
+    let Some(reports) = &seen.check_reports else {
+        return Some(Step::Observe(Need::CheckReports(checks.command_ids.clone())));
+    };
+    let failed: Vec<&InstanceOutcome> = reports.iter().filter(|o| o.failed()).collect();
+    if let Some(first) = failed.first() {
+        let said = [&first.stderr_tail, &first.stdout_tail]
+            .into_iter()
+            .find_map(|t| t.lines().rev().find(|l| !l.trim().is_empty()))
+            .unwrap_or("no output");
+        let why = format!(
+            "the health checks at the end of wave {}'s bake failed on {} of {} hosts: {} said: {said}",
+            rollout.waves.len(),
+            failed.len(),
+            wave.instance_ids.len(),
+            first.instance_id
+        );
+        return Some(plan_failure(release.clone(), why, seen, settings, pass));
+    }
+    let done = reports.len() >= wave.instance_ids.len() && reports.iter().all(InstanceOutcome::is_finished);
+    if !done {
+        if now >= release.deadline {
+            let why = format!(
+                "the deadline {} passed while wave {}'s health checks ran",
+                release.deadline,
+                rollout.waves.len()
+            );
+            return Some(plan_failure(release.clone(), why, seen, settings, pass));
+        }
+        return Some(wait());
+    }
+    None
 }
 
 /// After a passed wave: the next one, or the end of the rollout.

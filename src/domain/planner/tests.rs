@@ -76,6 +76,7 @@ fn brief(step: &Step) -> String {
         Step::Rest { outcome, skipped: Some(why) } => format!("rest {outcome:?}: {why}"),
         Step::SendFirst(command) => format!("send {:?} {}", command.target, command.comment),
         Step::SendWave { resume } => format!("send wave{}", if *resume { " resuming" } else { "" }),
+        Step::SendChecks => "send checks".into(),
         Step::Launch { image } => format!("launch {image:?}"),
         Step::Tag(ids) => format!("tag {ids:?}"),
         Step::Record { release, then } => format!("record {} then {then:?}", release.status.as_str()),

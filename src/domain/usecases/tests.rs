@@ -334,7 +334,7 @@ fn stored(c: &Controller, id: &ReleaseId) -> Release {
 /// How often each (release id, flakeref, instance) was sent a command.
 fn sends(c: &Controller) -> std::collections::BTreeMap<(String, String, String), usize> {
     let mut counts = std::collections::BTreeMap::new();
-    for (_, command) in c.runner.sent.lock().unwrap().iter() {
+    for (_, command) in c.runner.sent.lock().unwrap().iter().filter(|(_, c)| !c.check_only) {
         if let CommandTarget::Instances(ids) = &command.target {
             assert!(ids.len() <= crate::domain::model::rollout::BATCH);
             for id in ids {
@@ -621,12 +621,15 @@ mod machine {
         /// Whatever the order of ticks, duplicates, lost sends, conflicting
         /// writes, concurrent invocations, late runs and an operator's
         /// pauses, resumes and aborts (with the automatic pause before each
-        /// wave, or without), a rollout ends in a final state, sends no
+        /// wave, or without; with waves that bake and hosts whose checks
+        /// fail at the end of it, or without), a rollout ends in a final state, sends no
         /// instance the same release twice, and loses no release.
         #[test]
         fn rollouts_always_end_and_never_send_twice(
             size in 1usize..14,
             pause_before_waves in any::<bool>(),
+            bake in prop_oneof![Just(0u64), Just(2u64)],
+            unhealthy in prop::collection::vec(0usize..14, 0..3),
             failing in prop::collection::vec(0usize..14, 0..4),
             slow in prop::collection::vec((0usize..14, 1usize..6), 0..4),
             first in events(),
@@ -641,6 +644,8 @@ mod machine {
                 // A pause nobody resumes ends the rollout within the run-out.
                 c.settings.rollout.pause_before_waves = pause_before_waves;
                 c.settings.rollout.max_pause = Duration::from_secs(30);
+                // Waves that bake, with hosts whose checks fail at the end of it.
+                c.settings.rollout.bake = Duration::from_secs(bake);
                 // Applies of the second release that take a while: a failure
                 // elsewhere in their wave is judged while they still run.
                 c.runner.slow.lock().unwrap().extend(slow.iter().map(|(i, ticks)| ((format!("i-{i:02}"), NEXT.to_string()), *ticks)));
@@ -649,6 +654,7 @@ mod machine {
                 for (flakeref, key, events) in [(GOOD, "first", &first), (NEXT, "second", &second)] {
                     if flakeref == NEXT {
                         c.runner.failing.lock().unwrap().extend(failing.iter().map(|i| (format!("i-{i:02}"), NEXT.to_string())));
+                        c.runner.unhealthy.lock().unwrap().extend(unhealthy.iter().map(|i| (format!("i-{i:02}"), NEXT.to_string())));
                     }
                     at = at.plus(Duration::from_secs(1));
                     if c.deploy(deploy(flakeref, Some(key)), at).await.is_ok() || c.store.releases.lock().unwrap().len() > created {
@@ -909,5 +915,73 @@ mod steering {
         let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
         let err = c.control(&release.id, ControlRequest::Pause, "ops", later(1)).await.unwrap_err();
         assert!(matches!(&err, ControlError::NotSteerable(why) if why.contains("abort it instead")), "{err}");
+    }
+}
+
+mod baking {
+    //! FLAKEFLEET_BAKE_SECONDS: each wave stays healthy, then checks again.
+
+    use super::*;
+
+    fn baking(instances: usize, secs: u64) -> Controller {
+        let mut rollout = policy(RolloutMode::Staged, true);
+        rollout.bake = Duration::from_secs(secs);
+        with_policy(instances, rollout)
+    }
+
+    fn checks_sent(c: &Controller) -> Vec<String> {
+        c.runner.sent.lock().unwrap().iter().filter(|(_, c)| c.check_only).map(|(_, c)| c.comment.clone()).collect()
+    }
+
+    fn waves(c: &Controller, id: &ReleaseId) -> usize {
+        stored(c, id).rollout.map_or(0, |r| r.waves.len())
+    }
+
+    #[tokio::test]
+    async fn a_wave_bakes_then_checks_its_hosts_again_before_the_next_wave() {
+        let c = baking(10, 5);
+        let release = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        // The canary succeeds; its bake starts.
+        assert_eq!(c.reconcile(later(1)).await.unwrap().outcome, Outcome::Waiting);
+        let bake = stored(&c, &release.id).rollout.unwrap().waves[0].bake.clone().expect("baking");
+        assert_eq!(bake.healthy_since_ms, later(1).millis());
+        for s in 2..6 {
+            c.reconcile(later(s)).await.unwrap();
+            assert!(checks_sent(&c).is_empty(), "not before the bake is over");
+            assert_eq!(waves(&c, &release.id), 1);
+        }
+        // Baked: the checks go out, pass, and the next wave starts.
+        c.reconcile(later(6)).await.unwrap();
+        assert_eq!(checks_sent(&c), [release.check_comment(0, 0)]);
+        assert_eq!(waves(&c, &release.id), 2, "checked and on to the next wave");
+        run_out(&c, later(6)).await;
+        let done = stored(&c, &release.id);
+        assert_eq!(done.status, ReleaseStatus::Succeeded);
+        assert_eq!(checks_sent(&c).len(), 4, "one check per wave, the last one too");
+        assert!(sends(&c).values().all(|n| *n == 1), "checks are not applies: one apply each");
+        assert!(done.rollout.unwrap().waves.iter().all(|w| w.bake.as_ref().is_some_and(|b| b.checks.is_some())));
+    }
+
+    #[tokio::test]
+    async fn a_health_check_failing_at_the_end_of_the_bake_stops_and_rolls_back() {
+        let c = baking(10, 5);
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(&c, T0).await;
+        c.runner.unhealthy.lock().unwrap().push(("i-00".into(), NEXT.into()));
+        let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
+        let at = run_out(&c, at).await;
+        let bad = stored(&c, &bad.id);
+        assert_eq!(bad.status, ReleaseStatus::RolledBack);
+        let reason = bad.status_reason.unwrap();
+        assert!(
+            reason.starts_with("the health checks at the end of wave 1's bake failed on 1 of 1 hosts: i-00 said: flakefleet: health check web failed"),
+            "{reason}"
+        );
+        assert_eq!(bad.rollout.unwrap().waves.len(), 1, "no wave after the canary's failed checks");
+        let rollback = c.store.releases.lock().unwrap().values().find(|r| r.kind == ReleaseKind::Rollback).cloned();
+        let rollback = rollback.expect("rolled back");
+        assert_eq!(rollback.status, ReleaseStatus::Succeeded);
+        assert!(rollback.rollout.unwrap().waves[0].bake.is_none(), "a rollback does not bake");
+        let _ = at;
     }
 }
