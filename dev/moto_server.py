@@ -19,6 +19,9 @@ server's port (scoped to one test's table or fleet tag, since the tests share
 one server). See dev/README.md for the schema and the AWS documentation each
 follows.
 
+CloudWatch's Smithy RPC v2 CBOR, which the Rust SDK speaks and moto does
+not, is translated by `RpcV2Cbor` (dev/rpcv2_cbor.py).
+
 Usage: moto_server.py HOST PORT
 """
 
@@ -36,6 +39,7 @@ from werkzeug.serving import run_simple
 from moto.ec2.models.core import TaggedEC2Resource
 from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from rpcv2_cbor import RpcV2Cbor
 
 
 def _tags_of(resource):
@@ -262,7 +266,7 @@ class Serialised:
 def main():
     host, port = sys.argv[1], int(sys.argv[2])
     app = DomainDispatcherApplication(create_backend_app)
-    run_simple(host, port, Serialised(Strict(app)), threaded=True, request_handler=MotoRequestHandler)
+    run_simple(host, port, Serialised(Strict(RpcV2Cbor(app))), threaded=True, request_handler=MotoRequestHandler)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,13 @@ pub mod telemetry;
 use auth::jwks::JwksCache;
 use auth::oidc::OidcVerifier;
 use auth::Gate;
-use aws::{CallCounter, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner};
+use aws::{CallCounter, CloudWatchAlarms, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner};
 use config::AuthSettings;
 use domain::usecases::FleetController;
 
 /// The controller wired to AWS.
-pub type AwsFleetController = FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner>;
+pub type AwsFleetController =
+    FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, CloudWatchAlarms>;
 
 /// Attempts per AWS call (the SDK's standard retry mode).
 pub const AWS_ATTEMPTS: u32 = 3;
@@ -56,7 +57,10 @@ pub fn aws_service(
         aws_sdk_ec2::config::Builder::from(sdk).retry_config(retry.clone()).interceptor(calls.clone()).build(),
     );
     let ssm = aws_sdk_ssm::Client::from_conf(
-        aws_sdk_ssm::config::Builder::from(sdk).retry_config(retry).interceptor(calls.clone()).build(),
+        aws_sdk_ssm::config::Builder::from(sdk).retry_config(retry.clone()).interceptor(calls.clone()).build(),
+    );
+    let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::config::Builder::from(sdk).retry_config(retry).interceptor(calls.clone()).build(),
     );
     let gate = match config.auth {
         AuthSettings::Iam(allowlist) => Gate::Iam(allowlist),
@@ -71,6 +75,7 @@ pub fn aws_service(
         DynamoReleaseStore::new(dynamodb, config.table),
         Ec2FleetInventory::new(ec2),
         SsmCommandRunner::new(ssm, config.ssm),
+        CloudWatchAlarms::new(cloudwatch),
         config.fleet,
     );
     Ok(Service { controller, gate, connections })

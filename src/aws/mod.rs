@@ -1,12 +1,14 @@
 //! AWS adapters for the domain's ports: one per port, each a short translation.
 
 pub mod calls;
+pub mod cloudwatch;
 pub mod dynamodb;
 pub mod ec2;
 pub mod ssm;
 pub mod warm;
 
 pub use calls::CallCounter;
+pub use cloudwatch::CloudWatchAlarms;
 pub use dynamodb::{DynamoReleaseStore, DynamoTokenLedger};
 pub use ec2::Ec2FleetInventory;
 pub use ssm::{SsmCommandRunner, SsmSettings};

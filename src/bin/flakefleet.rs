@@ -36,6 +36,9 @@ enum Command {
         /// Makes a retried deploy return the same release.
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Deploy even while a rollback alarm is in ALARM (recorded on the release).
+        #[arg(long)]
+        ignore_alarms: bool,
         #[command(flatten)]
         wait: Wait,
     },
@@ -110,8 +113,10 @@ async fn main() -> ExitCode {
 async fn run(cli: &Cli, client: &FunctionUrl) -> Result<ExitCode, String> {
     let session = Session { cli, client };
     let (answer, wait) = match &cli.command {
-        Command::Deploy { flakeref, revision, idempotency_key, wait } => {
-            let body = json!({ "flakeref": flakeref, "revision": revision, "idempotency_key": idempotency_key });
+        Command::Deploy { flakeref, revision, idempotency_key, ignore_alarms, wait } => {
+            let ignore = ignore_alarms.then_some(true);
+            let body = json!({ "flakeref": flakeref, "revision": revision, "idempotency_key": idempotency_key,
+                "ignore_alarms": ignore });
             let body =
                 Value::Object(body.as_object().unwrap().clone().into_iter().filter(|(_, v)| !v.is_null()).collect());
             (session.call("POST", "/releases".into(), Some(body)).await?, wait)

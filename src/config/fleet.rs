@@ -50,6 +50,7 @@ fn rollout(vars: &Vars) -> Result<RolloutPolicy, ConfigError> {
         pause_before_waves: vars.flag("FLAKEFLEET_PAUSE_BEFORE_WAVES", "false")?,
         max_pause: Duration::from_secs(vars.number("FLAKEFLEET_MAX_PAUSE_SECONDS", 86_400, 60..=604_800)?),
         bake: Duration::from_secs(vars.number("FLAKEFLEET_BAKE_SECONDS", 0, 0..=86_400)?),
+        alarms: alarm_names(vars)?,
     })
 }
 
@@ -67,4 +68,27 @@ fn spec(vars: &Vars) -> Result<FleetSpec, ConfigError> {
         },
         root_volume_gib: vars.number("FLAKEFLEET_ROOT_VOLUME_GIB", 16, 4..=16_384)? as i32,
     })
+}
+
+/// CloudWatch alarm names: 1 to 255 characters without control characters
+/// (CloudWatch's rule), at most 100, no duplicates.
+fn alarm_names(vars: &Vars) -> Result<Vec<String>, ConfigError> {
+    const VAR: &str = "FLAKEFLEET_ROLLBACK_ALARMS";
+    let names = vars.list(VAR);
+    if let Some(bad) = names.iter().find(|n| n.chars().count() > 255 || n.chars().any(char::is_control)) {
+        return Err(invalid(
+            VAR,
+            format!("{bad:?} is not a CloudWatch alarm name (1 to 255 characters, no control characters)"),
+        ));
+    }
+    if names.len() > 100 {
+        return Err(invalid(VAR, format!("{} alarms named; at most 100", names.len())));
+    }
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != names.len() {
+        return Err(invalid(VAR, "an alarm is named twice".into()));
+    }
+    Ok(names)
 }

@@ -4,7 +4,7 @@
 use super::model::flakeref::FlakeNotAllowed;
 use super::model::ids::ReleaseId;
 use super::model::release::Release;
-use super::ports::{InventoryError, RunnerError, StoreError};
+use super::ports::{AlarmError, InventoryError, RunnerError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -18,6 +18,10 @@ pub enum ControlError {
     ReleaseNotFound(ReleaseId),
     #[error("nothing to roll back to: {0}")]
     NoRollbackTarget(String),
+    #[error("rollback alarm {} is in ALARM; deploy once it is OK, or ask with \"ignore_alarms\": true (recorded on the release)", .0.join(", "))]
+    AlarmActive(Vec<String>),
+    #[error(transparent)]
+    Alarms(#[from] AlarmError),
     /// A pause, resume or abort the release's state does not allow.
     #[error("{0}")]
     NotSteerable(String),

@@ -14,8 +14,8 @@ use super::planner::reach::{drop_unreachable, refusal_stands};
 use super::planner::repair::launch_request;
 use super::planner::{Need, Observed, Outcome, Pass, Step};
 use super::ports::{
-    ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, ReleasePage, ReleaseStore,
-    RunnerError, Settlement, StoreError, Written,
+    AlarmWatch, ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, ReleasePage,
+    ReleaseStore, RunnerError, Settlement, StoreError, Written,
 };
 use std::collections::HashMap;
 use tracing::{info, warn};
@@ -34,14 +34,15 @@ pub enum Flow {
 }
 
 /// The ports of one fleet, borrowed for one invocation.
-pub struct Executor<'a, S, I, R> {
+pub struct Executor<'a, S, I, R, A> {
     pub store: &'a S,
     pub inventory: &'a I,
     pub runner: &'a R,
+    pub alarms: &'a A,
     pub settings: &'a FleetSettings,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R> {
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Executor<'_, S, I, R, A> {
     fn fleet(&self) -> &FleetName {
         &self.settings.name
     }
@@ -171,6 +172,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
                 }
                 seen.wave_reports = Some(invocations);
             }
+            Need::Alarms => seen.alarms = Some(self.alarms.firing(&self.settings.rollout.alarms).await?),
             Need::CheckReports(command_ids) => {
                 let mut invocations = Vec::new();
                 for command_id in &command_ids {
@@ -376,6 +378,14 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> Executor<'_, S, I, R>
             }
         }
         self.record(release, now).await
+    }
+
+    /// The rollback alarms in ALARM now (none when none are configured).
+    pub async fn firing_alarms(&self) -> Result<Vec<String>, ControlError> {
+        if self.settings.rollout.alarms.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.alarms.firing(&self.settings.rollout.alarms).await?)
     }
 
     /// Admits a new release: recorded, holding the fleet.

@@ -40,6 +40,7 @@ pub fn policy(mode: RolloutMode, auto_rollback: bool) -> RolloutPolicy {
         pause_before_waves: false,
         max_pause: std::time::Duration::from_secs(86_400),
         bake: std::time::Duration::ZERO,
+        alarms: Vec::new(),
     }
 }
 

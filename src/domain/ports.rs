@@ -160,6 +160,21 @@ pub struct Handover {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
+pub enum AlarmError {
+    /// CloudWatch does not know these names: the configuration is wrong.
+    #[error("CloudWatch has no alarm named {}; fix FLAKEFLEET_ROLLBACK_ALARMS", .0.join(", "))]
+    Unknown(Vec<String>),
+    #[error("alarm states unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The CloudWatch alarms that stop a rollout (FLAKEFLEET_ROLLBACK_ALARMS).
+pub trait AlarmWatch: Send + Sync {
+    /// Of `names`, those whose state is ALARM now.
+    fn firing(&self, names: &[String]) -> impl Future<Output = Result<Vec<String>, AlarmError>> + Send;
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum InventoryError {
     #[error("instance inventory unavailable: {0}")]
     Unavailable(String),

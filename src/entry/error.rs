@@ -68,6 +68,13 @@ impl From<ControlError> for ApiError {
             ControlError::ReleaseNotFound(_) => Self::new(404, "release_not_found", message),
             ControlError::NoRollbackTarget(_) => Self::new(409, "no_rollback_target", message),
             ControlError::NotSteerable(_) => Self::new(409, "not_steerable", message),
+            ControlError::AlarmActive(names) => {
+                Self { details: Some(json!({ "alarms": names })), ..Self::new(409, "alarm_active", message) }
+            }
+            ControlError::Alarms(_) => {
+                tracing::error!(error = %message, "rollback alarms unavailable");
+                Self::new(503, "alarms_unavailable", message)
+            }
             ControlError::CommandRejected { release, .. } => {
                 Self { details: Some(json!({ "release": release })), ..Self::new(502, "command_rejected", message) }
             }

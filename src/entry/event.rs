@@ -22,8 +22,10 @@ const EXPECTED: &str = "expected a function URL request (with requestContext.htt
 #[error("{0}")]
 pub struct UnknownEvent(pub String);
 
-/// The EventBridge events that move the reconcile on: the schedule's rule
-/// and SSM's command status changes. Anything else is refused.
+/// The EventBridge events that move the reconcile on: the schedule's rule,
+/// SSM's command status changes, and a rollback alarm's state change (the
+/// reconcile reads the alarms' states itself; the event is a hint). Anything
+/// else is refused.
 pub fn is_reconcile_trigger(source: &str, detail_type: &str) -> bool {
     matches!(
         (source, detail_type),
@@ -32,6 +34,7 @@ pub fn is_reconcile_trigger(source: &str, detail_type: &str) -> bool {
                 "aws.ssm",
                 "EC2 Command Invocation Status-change Notification" | "EC2 Command Status-change Notification"
             )
+            | ("aws.cloudwatch", "CloudWatch Alarm State Change")
     )
 }
 
@@ -77,6 +80,7 @@ mod tests {
             ("eventbridge-ssm-status.json", "eb"),
             ("invoke-rollback.json", "invoke"),
             ("invoke-abort.json", "invoke"),
+            ("eventbridge-alarm-state-change.json", "eb"),
         ] {
             let text = std::fs::read_to_string(format!("{}/events/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
             let trigger = classify(serde_json::from_str(&text).unwrap()).unwrap();

@@ -7,7 +7,7 @@ use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
 use crate::domain::model::release::Release;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::control::ControlRequest;
-use crate::domain::ports::{CommandRunner, FleetInventory, ReleaseStore};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
 use crate::domain::usecases::{DeployRequest, FleetController, RollbackRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -57,6 +57,9 @@ pub struct DeployBody {
     pub revision: Option<String>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Deploy even while a rollback alarm is in ALARM.
+    #[serde(default)]
+    pub ignore_alarms: bool,
 }
 
 /// `POST /rollback` and `{"action": "rollback", ...}`; every field optional.
@@ -108,6 +111,7 @@ impl DeployBody {
             flakeref,
             revision,
             idempotency_key: idempotency_key(self.idempotency_key)?,
+            ignore_alarms: self.ignore_alarms,
         }))
     }
 }
@@ -145,14 +149,14 @@ pub fn decode<T: for<'de> Deserialize<'de>>(json: Value, expected: &str) -> Resu
     serde_json::from_value(json).map_err(|e| ApiError::bad_request("invalid_json", format!("{e}; expected {expected}")))
 }
 
-pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attribute path>", "revision": "<git sha>" (optional), "idempotency_key": "<string>" (optional)}"#;
+pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attribute path>", "revision": "<git sha>" (optional), "idempotency_key": "<string>" (optional), "ignore_alarms": true | false (optional)}"#;
 pub const ABORT_SHAPE: &str = r#"{"rollback": true | false (optional)}"#;
 pub const ROLLBACK_SHAPE: &str =
     r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional)}"#;
 
 /// Runs one operation; answers with an HTTP status and a JSON body.
-pub async fn perform<S, I, R>(
-    controller: &FleetController<S, I, R>,
+pub async fn perform<S, I, R, A>(
+    controller: &FleetController<S, I, R, A>,
     operation: Operation,
     now: Timestamp,
 ) -> Result<(u16, Value), ApiError>
@@ -160,6 +164,7 @@ where
     S: ReleaseStore,
     I: FleetInventory,
     R: CommandRunner,
+    A: AlarmWatch,
 {
     Ok(match operation {
         Operation::Health => (200, json!({ "status": "ok", "fleet": controller.settings().name })),

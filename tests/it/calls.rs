@@ -72,6 +72,7 @@ async fn a_staged_rollout_costs_these_calls_step_by_step() {
         pause_before_waves: false,
         max_pause: std::time::Duration::from_secs(86_400),
         bake: std::time::Duration::ZERO,
+        alarms: Vec::new(),
     };
     let controller = stack.counted_controller_with(&calls, settings);
     let release = stack.deploy(&controller, GOOD).await;

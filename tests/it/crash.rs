@@ -37,6 +37,7 @@ pub(crate) fn pending_release(stack: &Stack, now: Timestamp) -> Release {
         claim: None,
         stopping: None,
         control: None,
+        ignored_alarms: Vec::new(),
         version: 0,
     }
 }

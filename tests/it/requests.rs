@@ -177,6 +177,7 @@ async fn an_unreachable_ssm_answers_503_and_the_reconcile_sends_later() {
         flakefleet::aws::DynamoReleaseStore::new(stack.ddb.clone(), &stack.table),
         flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
         flakefleet::aws::SsmCommandRunner::new(nowhere, crate::support::ssm_settings()),
+        flakefleet::aws::CloudWatchAlarms::new(stack.cloudwatch.clone()),
         stack.settings(),
     );
     let (status, body) =
@@ -259,6 +260,7 @@ async fn a_failing_store_answers_500_with_an_opaque_message() {
         flakefleet::aws::DynamoReleaseStore::new(stack.ddb.clone(), "no-such-table"),
         flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
         flakefleet::aws::SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings()),
+        flakefleet::aws::CloudWatchAlarms::new(stack.cloudwatch.clone()),
         stack.settings(),
     );
     let (status, body) = stack.http(&broken, "POST", "/releases", Some(&json!({"flakeref": GOOD}).to_string())).await;
@@ -276,6 +278,7 @@ async fn a_command_ssm_refuses_fails_the_release_and_frees_the_fleet() {
         flakefleet::aws::DynamoReleaseStore::new(stack.ddb.clone(), &stack.table),
         flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
         flakefleet::aws::SsmCommandRunner::new(stack.ssm.clone(), ssm),
+        flakefleet::aws::CloudWatchAlarms::new(stack.cloudwatch.clone()),
         stack.settings(),
     );
     let (status, body) = stack.http(&refusing, "POST", "/releases", Some(&json!({"flakeref": GOOD}).to_string())).await;
@@ -303,6 +306,7 @@ async fn an_expired_idempotency_key_is_free_again_though_dynamodb_still_holds_it
         flakeref: Flakeref::parse(GOOD).unwrap(),
         revision: None,
         idempotency_key: Some(IdempotencyKey::parse("run-9-1").unwrap()),
+        ignore_alarms: false,
     };
     let now = Timestamp::now();
     let first = controller.deploy(request(), now).await.unwrap();

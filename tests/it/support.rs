@@ -9,7 +9,8 @@ use aws_sdk_ssm::types::Command;
 use flakefleet::auth::iam::IamAllowlist;
 use flakefleet::auth::Gate;
 use flakefleet::aws::{
-    CallCounter, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner, SsmSettings,
+    CallCounter, CloudWatchAlarms, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner,
+    SsmSettings,
 };
 use flakefleet::domain::model::flakeref::FlakeAllowlist;
 use flakefleet::domain::model::fleet::FleetSettings;
@@ -89,6 +90,8 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub struct Stack {
     pub ssm: aws_sdk_ssm::Client,
     pub ec2: aws_sdk_ec2::Client,
+    /// moto's CloudWatch: the rollback alarms.
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub ddb: aws_sdk_dynamodb::Client,
     pub table: String,
     pub tag: TargetTag,
@@ -111,6 +114,7 @@ impl Stack {
         let stack = Self {
             ssm: aws_sdk_ssm::Client::from_conf(ssm_config),
             ec2: aws_sdk_ec2::Client::new(&sdk),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
             ddb: aws_sdk_dynamodb::Client::new(&sdk),
             table: format!("flakefleet-it-{unique}"),
             tag: TargetTag { key: "Name".into(), value: format!("it-{unique}") },
@@ -234,6 +238,7 @@ impl Stack {
                 pause_before_waves: false,
                 max_pause: std::time::Duration::from_secs(86_400),
                 bake: std::time::Duration::ZERO,
+                alarms: Vec::new(),
             },
             spec: default_spec(),
             takeover_after: Duration::ZERO,
@@ -256,10 +261,12 @@ impl Stack {
         let ddb = self.ddb.config().to_builder().interceptor(calls.clone()).build();
         let ec2 = self.ec2.config().to_builder().interceptor(calls.clone()).build();
         let ssm = self.ssm.config().to_builder().interceptor(calls.clone()).build();
+        let cloudwatch = self.cloudwatch.config().to_builder().interceptor(calls.clone()).build();
         FleetController::new(
             DynamoReleaseStore::new(aws_sdk_dynamodb::Client::from_conf(ddb), &self.table),
             Ec2FleetInventory::new(aws_sdk_ec2::Client::from_conf(ec2)),
             SsmCommandRunner::new(aws_sdk_ssm::Client::from_conf(ssm), ssm_settings()),
+            CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::from_conf(cloudwatch)),
             settings,
         )
     }
@@ -274,6 +281,7 @@ impl Stack {
             DynamoReleaseStore::new(self.ddb.clone(), &self.table).with_inline_body_bytes(inline_bytes),
             Ec2FleetInventory::new(self.ec2.clone()),
             SsmCommandRunner::new(self.ssm.clone(), ssm_settings()),
+            CloudWatchAlarms::new(self.cloudwatch.clone()),
             settings,
         )
     }

@@ -1,7 +1,7 @@
 //! template.yaml and the code agree: table keys, the document's pattern, the
 //! configuration the function is given.
 
-use crate::support::template;
+use crate::support::{sample_event, template};
 use flakefleet::aws::dynamodb::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use flakefleet::config::Config;
 use flakefleet::domain::model::flakeref::{FLAKEREF_MAX_LEN, FLAKEREF_PATTERN};
@@ -334,8 +334,9 @@ fn no_principal_the_stack_creates_may_invoke_the_function_directly() {
             _ => {}
         }
     }
-    // The public URL's permission, the deploy role's, the schedule's role and the event rule's.
-    assert_eq!(grants, 4, "a grant of InvokeFunction went unseen");
+    // The public URL's permission, the deploy role's, the schedule's role, the
+    // SSM status rule's and the rollback alarms' rule's.
+    assert_eq!(grants, 5, "a grant of InvokeFunction went unseen");
 }
 
 /// A job of a shipped workflow, as GitHub would describe it in its OIDC token.
@@ -570,4 +571,30 @@ fn the_ssm_rule_matches_only_commands_of_this_document_that_ended() {
     assert!(!pattern_matches(&pattern, &with(&|e| e["detail"]["document-name"] = "AWS-RunShellScript".into()), &refs));
     let (source, detail_type) = (sample["source"].as_str().unwrap(), sample["detail-type"].as_str().unwrap());
     assert!(flakefleet::entry::event::is_reconcile_trigger(source, detail_type), "the code reconciles on it");
+}
+
+/// The rollback alarms: read only by name (no `*` alarm), and their changes
+/// into ALARM invoke the function; both only when alarms are named. The
+/// sample event matches the rule as EventBridge would match it.
+#[test]
+fn rollback_alarms_are_read_by_name_and_their_alarm_state_changes_invoke_the_function() {
+    let t = template();
+    let policy = &t["Resources"]["DescribeRollbackAlarmsPolicy"];
+    assert_eq!(policy["Condition"].as_str(), Some("HasRollbackAlarms"));
+    let statement = &policy["Properties"]["PolicyDocument"]["Statement"][0];
+    assert_eq!(statement["Action"].as_str(), Some("cloudwatch:DescribeAlarms"));
+    let joined = serde_json::to_string(&statement["Resource"]).unwrap();
+    assert!(joined.contains(":alarm:") && !joined.contains(":alarm:*"), "by name only: {joined}");
+    let rule = &t["Resources"]["RollbackAlarmRule"];
+    assert_eq!(rule["Condition"].as_str(), Some("HasRollbackAlarms"));
+    let pattern = &rule["Properties"]["EventPattern"];
+    let event = sample_event("eventbridge-alarm-state-change.json");
+    assert_eq!(pattern["source"][0].as_str(), event["source"].as_str());
+    assert_eq!(pattern["detail-type"][0].as_str(), event["detail-type"].as_str());
+    assert_eq!(pattern["detail"]["state"]["value"][0].as_str(), event["detail"]["state"]["value"].as_str());
+    assert_eq!(pattern["detail"]["alarmName"]["Ref"].as_str(), Some("RollbackAlarms"));
+    assert!(flakefleet::entry::event::is_reconcile_trigger(
+        event["source"].as_str().unwrap(),
+        event["detail-type"].as_str().unwrap()
+    ));
 }

@@ -70,6 +70,8 @@ struct BodyRef<'a> {
     stopping: Option<&'a Stopping>,
     #[serde(skip_serializing_if = "Option::is_none")]
     control: Option<&'a Control>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    ignored_alarms: &'a [String],
 }
 
 #[derive(Default, Deserialize)]
@@ -88,6 +90,8 @@ struct Body {
     stopping: Option<Stopping>,
     #[serde(default)]
     control: Option<Control>,
+    #[serde(default)]
+    ignored_alarms: Vec<String>,
 }
 
 /// The release item, and the part items when its body is over `inline_bytes`.
@@ -126,6 +130,7 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
         claim: r.claim.as_ref(),
         stopping: r.stopping.as_ref(),
         control: r.control.as_ref(),
+        ignored_alarms: &r.ignored_alarms,
     })
     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     if body.len() <= inline_bytes {
@@ -188,6 +193,7 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
         claim: body.claim,
         stopping: body.stopping,
         control: body.control,
+        ignored_alarms: body.ignored_alarms,
         version: num(item, "version")?,
     })
 }
@@ -284,6 +290,7 @@ mod tests {
                     waves: 1,
                 }],
             }),
+            ignored_alarms: vec!["web-5xx".into()],
             version: 4,
         };
         let (head, parts) = release_items(&release, INLINE_BODY_BYTES).unwrap();

@@ -230,6 +230,10 @@ pub struct Release {
     /// Pause, resume and abort: set once an operator (or the automatic pause) acted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<Control>,
+    /// Rollback alarms that were in ALARM when the deploy was asked for with
+    /// `ignore_alarms`: recorded, and never a reason to stop this release.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored_alarms: Vec<String>,
     /// Raised by every write: the fencing number that lets only one writer move
     /// a release on from what it read.
     pub version: u64,

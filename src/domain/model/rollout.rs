@@ -95,6 +95,9 @@ pub struct RolloutPolicy {
     /// How long each wave must stay healthy after its last instance reported
     /// Success, before its health checks run again and the next wave starts.
     pub bake: std::time::Duration,
+    /// CloudWatch alarms that stop a release while it rolls out or bakes, and
+    /// refuse a deploy while one is in ALARM (FLAKEFLEET_ROLLBACK_ALARMS).
+    pub alarms: Vec<String>,
 }
 
 /// Who claims a piece of work, and when: a token unique to one invocation

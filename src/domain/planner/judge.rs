@@ -233,6 +233,7 @@ mod tests {
             pause_before_waves: false,
             max_pause: std::time::Duration::from_secs(86_400),
             bake: std::time::Duration::ZERO,
+            alarms: Vec::new(),
         }
     }
 

@@ -84,6 +84,8 @@ pub enum Need {
     WaveReports(Vec<String>),
     /// The end-of-bake health checks' reports, by command id.
     CheckReports(Vec<String>),
+    /// Which of the rollback alarms are in ALARM.
+    Alarms,
     /// Every running instance of the fleet.
     Running,
     /// The release to roll back to: `good` when named, else the newest
@@ -173,6 +175,8 @@ pub struct Observed {
     pub report: Option<CommandReport>,
     pub wave_reports: Option<Vec<InstanceOutcome>>,
     pub check_reports: Option<Vec<InstanceOutcome>>,
+    /// The rollback alarms in ALARM now.
+    pub alarms: Option<Vec<String>>,
     pub running: Option<Vec<String>>,
     pub rollback_target: Option<Option<Release>>,
     pub good: Option<Release>,
@@ -255,6 +259,7 @@ pub fn new_release(
         claim: None,
         stopping: None,
         control: None,
+        ignored_alarms: Vec::new(),
         version: 0,
     }
 }
@@ -460,6 +465,11 @@ fn plan_at_once(release: &Release, seen: &Observed, settings: &FleetSettings, pa
     if let Some(why) = aborted(&next) {
         return plan_failure(next, why, seen, settings, pass);
     }
+    match alarms_firing(&next, seen, settings) {
+        Err(need) => return Step::Observe(need),
+        Ok(Some(why)) => return plan_failure(next, why, seen, settings, pass),
+        Ok(None) => {}
+    }
     if verdict.status == ReleaseStatus::Succeeded {
         if let Some(why) = reach::over_tolerance(&next, &settings.rollout, next.instances.len()) {
             return plan_failure(next, why, seen, settings, pass);
@@ -582,10 +592,16 @@ fn plan_wave(release: &Release, rollout: &Rollout, seen: &Observed, settings: &F
     let mut next = release.clone();
     next.instances = merged;
     let total = rollout.fleet_size.unwrap_or(rollout.targeted().count() + release.unreachable.len());
+    let alarm = match alarms_firing(&next, seen, settings) {
+        Ok(alarm) => alarm,
+        Err(need) => return Step::Observe(need),
+    };
     let verdict = match judge_wave(rollout, &next.instances, &settings.rollout) {
         // Stopping already: it ends as it started, whatever came back since.
         _ if next.stopping.is_some() => WaveVerdict::Stop(String::new()),
         _ if aborted(&next).is_some() => WaveVerdict::Stop(aborted(&next).unwrap_or_default()),
+        // A rollback alarm while it rolls out or bakes: stopped like a failed canary.
+        _ if alarm.is_some() => WaveVerdict::Stop(alarm.unwrap_or_default()),
         WaveVerdict::Stop(why) => WaveVerdict::Stop(why),
         other => match reach::over_tolerance(&next, &settings.rollout, total) {
             Some(why) => WaveVerdict::Stop(why),
@@ -924,6 +940,21 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         settlement: Box::new(lease::settlement(release, None, Some(rollback))),
         outcome: Outcome::RolledBack,
     }
+}
+
+/// Why a deploy rolling out (or baking) stops, if one of the rollback alarms
+/// it did not ignore at its admission is in ALARM; the alarms' states are
+/// asked for first. Rollbacks and repairs put a known release back and are
+/// never stopped by an alarm.
+fn alarms_firing(release: &Release, seen: &Observed, settings: &FleetSettings) -> Result<Option<String>, Need> {
+    if settings.rollout.alarms.is_empty() || release.kind != ReleaseKind::Deploy || release.stopping.is_some() {
+        return Ok(None);
+    }
+    let Some(firing) = &seen.alarms else {
+        return Err(Need::Alarms);
+    };
+    let firing: Vec<&str> = firing.iter().filter(|a| !release.ignored_alarms.contains(a)).map(String::as_str).collect();
+    Ok((!firing.is_empty()).then(|| format!("rollback alarm {} is in ALARM", firing.join(", "))))
 }
 
 /// Why the release ends, if an operator aborted it.

@@ -10,7 +10,7 @@ use crate::domain::model::rollout::Claimed;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::Admission;
 use crate::domain::planner::{new_release, Observed, Pass};
-use crate::domain::ports::{CommandRunner, FleetInventory, IdempotencyClaim, ReleaseStore, StoreError};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, IdempotencyClaim, ReleaseStore, StoreError};
 use tracing::{info, warn};
 
 #[derive(Clone, Debug)]
@@ -18,6 +18,9 @@ pub struct DeployRequest {
     pub flakeref: Flakeref,
     pub revision: Option<Revision>,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// Deploy even while rollback alarms are in ALARM (a fix for what fires
+    /// them); those alarms are recorded on the release and never stop it.
+    pub ignore_alarms: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -27,14 +30,18 @@ pub struct RollbackRequest {
     pub idempotency_key: Option<IdempotencyKey>,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I, R> {
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
     /// Records a release of `request.flakeref` and sends its first command.
     pub async fn deploy(&self, request: DeployRequest, now: Timestamp) -> Result<Release, ControlError> {
         self.settings.allowed_flakes.check(&request.flakeref)?;
         let fingerprint =
             format!("deploy {} {}", request.flakeref, request.revision.as_ref().map_or("-", Revision::as_str));
+        let firing = self.executor().firing_alarms().await?;
+        if !firing.is_empty() && !request.ignore_alarms {
+            return Err(ControlError::AlarmActive(firing));
+        }
         let pass = new_pass(now);
-        let release = new_release(
+        let mut release = new_release(
             &self.settings,
             pass.fresh_id.clone(),
             request.flakeref,
@@ -43,6 +50,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I,
             None,
             now,
         );
+        release.ignored_alarms = firing;
         self.start(release, request.idempotency_key, fingerprint, &pass).await
     }
 

@@ -17,27 +17,34 @@ use super::model::fleet::FleetSettings;
 use super::model::ids::ReleaseId;
 use super::model::time::Timestamp;
 use super::planner::Pass;
-use super::ports::{CommandRunner, FleetInventory, ReleaseStore};
+use super::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
 
 /// One fleet's ports and settings: what every use case runs against.
-pub struct FleetController<S, I, R> {
+pub struct FleetController<S, I, R, A> {
     pub(crate) store: S,
     pub(crate) inventory: I,
     pub(crate) runner: R,
+    pub(crate) alarms: A,
     pub(crate) settings: FleetSettings,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I, R> {
-    pub fn new(store: S, inventory: I, runner: R, settings: FleetSettings) -> Self {
-        Self { store, inventory, runner, settings }
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
+    pub fn new(store: S, inventory: I, runner: R, alarms: A, settings: FleetSettings) -> Self {
+        Self { store, inventory, runner, alarms, settings }
     }
 
     pub fn settings(&self) -> &FleetSettings {
         &self.settings
     }
 
-    fn executor(&self) -> Executor<'_, S, I, R> {
-        Executor { store: &self.store, inventory: &self.inventory, runner: &self.runner, settings: &self.settings }
+    fn executor(&self) -> Executor<'_, S, I, R, A> {
+        Executor {
+            store: &self.store,
+            inventory: &self.inventory,
+            runner: &self.runner,
+            alarms: &self.alarms,
+            settings: &self.settings,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use crate::domain::model::ids::{FleetName, ReleaseId, TargetTag};
 use crate::domain::model::outcome::Unreachable;
 use crate::domain::model::release::{Paused, Release, ReleaseKind};
 use crate::domain::model::time::Timestamp;
-use crate::domain::ports::{CommandRunner, FleetInventory, ReleasePage, ReleaseStore};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleasePage, ReleaseStore};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -95,7 +95,7 @@ pub struct InstanceRelease {
     pub flakeref: Option<Flakeref>,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner> FleetController<S, I, R> {
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
         self.executor().release(id).await
     }

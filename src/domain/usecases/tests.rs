@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::error::ControlError;
-use crate::domain::fakes::{MemoryFleet, MemoryStore, ScriptedRunner, SendBehaviour};
+use crate::domain::fakes::{MemoryAlarms, MemoryFleet, MemoryStore, ScriptedRunner, SendBehaviour};
 use crate::domain::fixtures::{self, policy, GOOD, NEXT, T0};
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::IdempotencyKey;
@@ -15,12 +15,13 @@ use crate::domain::planner::{new_release, Outcome};
 use crate::domain::ports::{Admitted, CommandReport, CommandTarget, ReleaseStore};
 use std::time::Duration;
 
-pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner>;
+pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner, MemoryAlarms>;
 
 fn with_policy(instances: usize, rollout: RolloutPolicy) -> Controller {
     let mut settings = fixtures::settings(rollout);
     settings.takeover_after = Duration::ZERO;
-    FleetController::new(MemoryStore::default(), MemoryFleet::of(instances), ScriptedRunner::default(), settings)
+    let (store, fleet, runner) = (MemoryStore::default(), MemoryFleet::of(instances), ScriptedRunner::default());
+    FleetController::new(store, fleet, runner, MemoryAlarms::default(), settings)
 }
 
 /// All at once by tag, no automatic rollback: the plain core loop.
@@ -33,6 +34,7 @@ fn deploy(flakeref: &str, key: Option<&str>) -> DeployRequest {
         flakeref: Flakeref::parse(flakeref).unwrap(),
         revision: None,
         idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
+        ignore_alarms: false,
     }
 }
 
@@ -579,6 +581,8 @@ mod machine {
         Late,
         /// An operator pauses, resumes or aborts the release holding the fleet.
         Steer(crate::domain::planner::control::ControlRequest),
+        /// A rollback alarm goes into ALARM, or back to OK.
+        Alarm(bool),
     }
 
     /// Reconciles until the fleet is free, nobody resuming a pause: a second
@@ -611,6 +615,7 @@ mod machine {
                     any::<bool>().prop_map(|rollback| ControlRequest::Abort { rollback }),
                 ]
                 .prop_map(Event::Steer),
+                1 => any::<bool>().prop_map(Event::Alarm),
             ],
             0..40,
         )
@@ -646,6 +651,8 @@ mod machine {
                 c.settings.rollout.max_pause = Duration::from_secs(30);
                 // Waves that bake, with hosts whose checks fail at the end of it.
                 c.settings.rollout.bake = Duration::from_secs(bake);
+                // A rollback alarm that goes off and on at random points.
+                c.settings.rollout.alarms = vec!["web-5xx".into()];
                 // Applies of the second release that take a while: a failure
                 // elsewhere in their wave is judged while they still run.
                 c.runner.slow.lock().unwrap().extend(slow.iter().map(|(i, ticks)| ((format!("i-{i:02}"), NEXT.to_string()), *ticks)));
@@ -675,6 +682,13 @@ mod machine {
                             }
                             Event::Late => {
                                 at = at.plus(c.settings.deploy_timeout);
+                            }
+                            Event::Alarm(firing) => {
+                                let mut alarms = c.alarms.firing.lock().unwrap();
+                                alarms.clear();
+                                if *firing {
+                                    alarms.push("web-5xx".into());
+                                }
                             }
                             Event::Steer(request) => {
                                 let holder = c.store.fleet.lock().unwrap().lease.clone().map(|l| l.release_id);
@@ -983,5 +997,70 @@ mod baking {
         assert_eq!(rollback.status, ReleaseStatus::Succeeded);
         assert!(rollback.rollout.unwrap().waves[0].bake.is_none(), "a rollback does not bake");
         let _ = at;
+    }
+}
+
+mod alarms {
+    //! FLAKEFLEET_ROLLBACK_ALARMS: an alarm in ALARM stops a rollout and
+    //! refuses a deploy, unless the deploy ignores it (recorded).
+
+    use super::*;
+
+    fn watching(instances: usize) -> Controller {
+        let mut rollout = policy(RolloutMode::Staged, true);
+        rollout.alarms = vec!["web-5xx".into(), "db-latency".into()];
+        with_policy(instances, rollout)
+    }
+
+    fn fire(c: &Controller, alarm: &str) {
+        c.alarms.firing.lock().unwrap().push(alarm.into());
+    }
+
+    #[tokio::test]
+    async fn an_alarm_during_a_rollout_stops_it_and_rolls_it_back() {
+        let c = watching(10);
+        c.deploy(deploy(GOOD, None), T0).await.unwrap();
+        let at = run_out(&c, T0).await;
+        let bad = c.deploy(deploy(NEXT, None), at).await.unwrap();
+        fire(&c, "db-latency");
+        let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
+        assert_eq!(report.outcome, Outcome::RolledBack);
+        let bad = stored(&c, &bad.id);
+        assert_eq!(bad.status, ReleaseStatus::RolledBack);
+        assert_eq!(bad.status_reason.as_deref(), Some("rollback alarm db-latency is in ALARM"));
+        assert_eq!(bad.rollout.unwrap().waves.len(), 1, "stopped after the canary");
+        // The rollback itself is never stopped by the alarm.
+        run_out(&c, at.plus(Duration::from_secs(1))).await;
+        let rollback = c.store.releases.lock().unwrap().values().find(|r| r.kind == ReleaseKind::Rollback).cloned();
+        assert_eq!(rollback.unwrap().status, ReleaseStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_deploy_during_an_alarm_is_refused_unless_it_ignores_it_which_is_recorded() {
+        let c = watching(4);
+        fire(&c, "web-5xx");
+        let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
+        assert!(matches!(&err, ControlError::AlarmActive(names) if names == &["web-5xx"]), "{err}");
+        assert!(c.store.releases.lock().unwrap().is_empty() && c.runner.sent_count() == 0, "nothing written or sent");
+        let mut request = deploy(GOOD, None);
+        request.ignore_alarms = true;
+        let release = c.deploy(request, T0).await.unwrap();
+        assert_eq!(release.ignored_alarms, ["web-5xx"]);
+        // The ignored alarm never stops it; another one would.
+        run_out(&c, T0).await;
+        assert_eq!(stored(&c, &release.id).status, ReleaseStatus::Succeeded);
+        // A rollback is never refused for an alarm: it is what an alarm asks for.
+        c.rollback(RollbackRequest { target: Some(release.id.clone()), idempotency_key: None }, later(200))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_alarm_that_does_not_exist_is_an_error_that_names_it() {
+        let c = watching(2);
+        c.alarms.unknown.lock().unwrap().push("db-latency".into());
+        let err = c.deploy(deploy(GOOD, None), T0).await.unwrap_err();
+        assert!(err.to_string().contains("no alarm named db-latency"), "{err}");
+        assert!(c.store.releases.lock().unwrap().is_empty());
     }
 }
