@@ -39,6 +39,10 @@ enum Command {
         /// Deploy even while a rollback alarm is in ALARM (recorded on the release).
         #[arg(long)]
         ignore_alarms: bool,
+        /// Deploy to these instances only (comma-separated or repeated; at most
+        /// 50): a targeted release, never the fleet's desired one.
+        #[arg(long = "on", value_delimiter = ',')]
+        on: Vec<String>,
         #[command(flatten)]
         wait: Wait,
     },
@@ -113,10 +117,11 @@ async fn main() -> ExitCode {
 async fn run(cli: &Cli, client: &FunctionUrl) -> Result<ExitCode, String> {
     let session = Session { cli, client };
     let (answer, wait) = match &cli.command {
-        Command::Deploy { flakeref, revision, idempotency_key, ignore_alarms, wait } => {
+        Command::Deploy { flakeref, revision, idempotency_key, ignore_alarms, on, wait } => {
             let ignore = ignore_alarms.then_some(true);
+            let on = (!on.is_empty()).then_some(on);
             let body = json!({ "flakeref": flakeref, "revision": revision, "idempotency_key": idempotency_key,
-                "ignore_alarms": ignore });
+                "ignore_alarms": ignore, "instance_ids": on });
             let body =
                 Value::Object(body.as_object().unwrap().clone().into_iter().filter(|(_, v)| !v.is_null()).collect());
             (session.call("POST", "/releases".into(), Some(body)).await?, wait)

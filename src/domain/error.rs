@@ -4,6 +4,7 @@
 use super::model::flakeref::FlakeNotAllowed;
 use super::model::ids::ReleaseId;
 use super::model::release::Release;
+use super::planner::reach::TargetRefusal;
 use super::ports::{AlarmError, InventoryError, RunnerError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,8 @@ pub enum ControlError {
     AlarmActive(Vec<String>),
     #[error(transparent)]
     Alarms(#[from] AlarmError),
+    #[error("{}", describe_refusal(.0))]
+    Targets(TargetRefusal),
     /// A pause, resume or abort the release's state does not allow.
     #[error("{0}")]
     NotSteerable(String),
@@ -35,4 +38,20 @@ pub enum ControlError {
     Inventory(#[from] InventoryError),
     #[error(transparent)]
     Runner(#[from] RunnerError),
+}
+
+fn describe_refusal(refusal: &TargetRefusal) -> String {
+    match refusal {
+        TargetRefusal::NotInFleet(ids) => format!(
+            "{} is not a running instance of this fleet (its tag); name running instances of the fleet",
+            ids.join(", ")
+        ),
+        TargetRefusal::Unreachable(away) => {
+            let names: Vec<String> = away.iter().map(ToString::to_string).collect();
+            format!(
+                "{} is not an Online SSM managed node; a deploy to named instances must reach every one",
+                names.join(", ")
+            )
+        }
+    }
 }

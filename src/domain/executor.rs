@@ -6,7 +6,7 @@
 use super::error::ControlError;
 use super::model::fleet::{FleetSettings, FleetState, MachineImage};
 use super::model::ids::{FleetName, ReleaseId};
-use super::model::release::{Release, ReleaseStatus};
+use super::model::release::{Release, ReleaseKind, ReleaseStatus};
 use super::model::rollout::Claim;
 use super::model::time::Timestamp;
 use super::planner::lease::{self, Admission};
@@ -193,6 +193,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
                 let mut flakerefs = HashMap::new();
                 for id in ids {
                     if let Some(release) = self.store.release(self.fleet(), &id).await? {
+                        if release.kind == ReleaseKind::Targeted {
+                            seen.tagged_targeted.insert(id.clone());
+                        }
                         flakerefs.insert(id, release.flakeref);
                     }
                 }

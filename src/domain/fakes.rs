@@ -3,7 +3,7 @@
 use super::model::fleet::{FleetInstance, FleetState, Halt, ImageSelector, InstanceState, Lease, MachineImage};
 use super::model::ids::{FleetName, ReleaseId, TargetTag};
 use super::model::outcome::{InstanceOutcome, InvocationState, PingStatus};
-use super::model::release::{Release, ReleaseStatus};
+use super::model::release::{Release, ReleaseKind, ReleaseStatus};
 use super::model::time::Timestamp;
 use super::ports::*;
 use std::collections::{BTreeMap, HashMap};
@@ -115,7 +115,11 @@ impl ReleaseStore for MemoryStore {
     async fn last_succeeded_before(&self, _: &FleetName, before: &ReleaseId) -> Result<Option<Release>, StoreError> {
         self.yields.point().await;
         let releases = self.releases.lock().unwrap();
-        Ok(releases.values().rev().find(|r| &r.id < before && r.status == ReleaseStatus::Succeeded).cloned())
+        Ok(releases
+            .values()
+            .rev()
+            .find(|r| &r.id < before && r.status == ReleaseStatus::Succeeded && r.kind != ReleaseKind::Targeted)
+            .cloned())
     }
 
     async fn fleet_state(&self, _: &FleetName) -> Result<FleetState, StoreError> {

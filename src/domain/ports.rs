@@ -107,7 +107,8 @@ pub trait ReleaseStore: Send + Sync {
         after: Option<&ReleaseId>,
     ) -> impl Future<Output = Result<ReleasePage, StoreError>> + Send;
 
-    /// The newest release older than `before` whose status is succeeded.
+    /// The newest release older than `before` whose status is succeeded,
+    /// deploys to named instances left out (never the fleet's state to go back to).
     fn last_succeeded_before(
         &self,
         fleet: &FleetName,

@@ -3,6 +3,7 @@
 
 use crate::auth::AuthError;
 use crate::domain::error::ControlError;
+use crate::domain::planner::reach::TargetRefusal;
 use crate::domain::ports::StoreError;
 use serde_json::{json, Value};
 
@@ -71,6 +72,14 @@ impl From<ControlError> for ApiError {
             ControlError::AlarmActive(names) => {
                 Self { details: Some(json!({ "alarms": names })), ..Self::new(409, "alarm_active", message) }
             }
+            ControlError::Targets(TargetRefusal::NotInFleet(ids)) => Self {
+                details: Some(json!({ "instance_ids": ids })),
+                ..Self::bad_request("instances_not_in_fleet", message)
+            },
+            ControlError::Targets(TargetRefusal::Unreachable(away)) => Self {
+                details: Some(json!({ "unreachable": away })),
+                ..Self::bad_request("instances_unreachable", message)
+            },
             ControlError::Alarms(_) => {
                 tracing::error!(error = %message, "rollback alarms unavailable");
                 Self::new(503, "alarms_unavailable", message)

@@ -5,6 +5,7 @@ use super::error::ApiError;
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
 use crate::domain::model::release::Release;
+use crate::domain::model::rollout::BATCH;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::control::ControlRequest;
 use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
@@ -60,6 +61,9 @@ pub struct DeployBody {
     /// Deploy even while a rollback alarm is in ALARM.
     #[serde(default)]
     pub ignore_alarms: bool,
+    /// Deploy to these instances of the fleet only.
+    #[serde(default)]
+    pub instance_ids: Option<Vec<String>>,
 }
 
 /// `POST /rollback` and `{"action": "rollback", ...}`; every field optional.
@@ -112,6 +116,7 @@ impl DeployBody {
             revision,
             idempotency_key: idempotency_key(self.idempotency_key)?,
             ignore_alarms: self.ignore_alarms,
+            instance_ids: self.instance_ids.map(instance_ids).transpose()?,
         }))
     }
 }
@@ -121,6 +126,30 @@ impl RollbackBody {
         let target = self.release_id.map(|id| release_id(&id)).transpose()?;
         Ok(Operation::Rollback(RollbackRequest { target, idempotency_key: idempotency_key(self.idempotency_key)? }))
     }
+}
+
+/// The instances a deploy to named instances goes to: 1 to 50 EC2 instance
+/// ids (SendCommand's limit), each once.
+fn instance_ids(ids: Vec<String>) -> Result<Vec<String>, ApiError> {
+    let bad = |why: String| ApiError::bad_request("invalid_instance_ids", why);
+    if ids.is_empty() || ids.len() > BATCH {
+        return Err(bad(format!("instance_ids names 1 to {BATCH} instances, got {}", ids.len())));
+    }
+    let valid = |id: &String| {
+        id.strip_prefix("i-").is_some_and(|hex| {
+            (8..=17).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    };
+    if let Some(id) = ids.iter().find(|id| !valid(id)) {
+        return Err(bad(format!("{id:?} is not an EC2 instance id (i- and 8 or 17 lowercase hex digits)")));
+    }
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != ids.len() {
+        return Err(bad("an instance is named twice in instance_ids".into()));
+    }
+    Ok(ids)
 }
 
 fn idempotency_key(raw: Option<String>) -> Result<Option<IdempotencyKey>, ApiError> {
@@ -149,7 +178,7 @@ pub fn decode<T: for<'de> Deserialize<'de>>(json: Value, expected: &str) -> Resu
     serde_json::from_value(json).map_err(|e| ApiError::bad_request("invalid_json", format!("{e}; expected {expected}")))
 }
 
-pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attribute path>", "revision": "<git sha>" (optional), "idempotency_key": "<string>" (optional), "ignore_alarms": true | false (optional)}"#;
+pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attribute path>", "revision": "<git sha>" (optional), "idempotency_key": "<string>" (optional), "ignore_alarms": true | false (optional), "instance_ids": ["i-…", …] (optional, at most 50)}"#;
 pub const ABORT_SHAPE: &str = r#"{"rollback": true | false (optional)}"#;
 pub const ROLLBACK_SHAPE: &str =
     r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional)}"#;

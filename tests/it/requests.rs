@@ -307,6 +307,7 @@ async fn an_expired_idempotency_key_is_free_again_though_dynamodb_still_holds_it
         revision: None,
         idempotency_key: Some(IdempotencyKey::parse("run-9-1").unwrap()),
         ignore_alarms: false,
+        instance_ids: None,
     };
     let now = Timestamp::now();
     let first = controller.deploy(request(), now).await.unwrap();

@@ -26,7 +26,7 @@ pub use ledger::DynamoTokenLedger;
 
 use crate::domain::model::fleet::{FleetState, Halt, Lease};
 use crate::domain::model::ids::{FleetName, ReleaseId};
-use crate::domain::model::release::{Release, ReleaseStatus};
+use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{
     AdmitConflict, Admitted, Fence, FleetChange, IdempotencyClaim, ReleasePage, ReleaseStore, Settlement, StoreError,
@@ -258,8 +258,11 @@ impl ReleaseStore for DynamoReleaseStore {
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            .filter_expression("#status = :succeeded")
+            // A deploy to named instances is never the fleet's state to go back to.
+            .filter_expression("#status = :succeeded AND #kind <> :targeted")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#kind", "kind")
+            .expression_attribute_values(":targeted", s(ReleaseKind::Targeted.as_str()))
             .expression_attribute_values(":pk", s(fleet_pk(fleet)))
             .expression_attribute_values(":lo", s(RELEASE_PREFIX))
             .expression_attribute_values(":hi", s(release_sk(before)))

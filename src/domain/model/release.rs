@@ -14,6 +14,10 @@ pub enum ReleaseKind {
     Rollback,
     /// The reconcile putting the fleet's good release back where it is missing or drifted.
     Repair,
+    /// A deploy to named instances only: never the fleet's desired or last
+    /// good release, and left alone by the drift repair while it is the
+    /// newest release on its hosts; the next fleet-wide deploy supersedes it.
+    Targeted,
 }
 
 impl ReleaseKind {
@@ -22,6 +26,7 @@ impl ReleaseKind {
             Self::Deploy => "deploy",
             Self::Rollback => "rollback",
             Self::Repair => "repair",
+            Self::Targeted => "targeted",
         }
     }
 
@@ -30,6 +35,7 @@ impl ReleaseKind {
             "deploy" => Some(Self::Deploy),
             "rollback" => Some(Self::Rollback),
             "repair" => Some(Self::Repair),
+            "targeted" => Some(Self::Targeted),
             _ => None,
         }
     }

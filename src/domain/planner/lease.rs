@@ -54,7 +54,9 @@ pub fn admission(answer: Admitted, request: Option<&str>) -> Admission {
 /// release of its own.
 pub fn settlement(release: Release, halt: Option<String>, next: Option<Release>) -> Settlement {
     let expected_version = release.version;
-    let last_good = release.status == ReleaseStatus::Succeeded && release.kind != ReleaseKind::Repair;
+    // A repair or a deploy to named instances never becomes the fleet's good release.
+    let last_good = release.status == ReleaseStatus::Succeeded
+        && !matches!(release.kind, ReleaseKind::Repair | ReleaseKind::Targeted);
     let next = next.map(|release| Handover { lease: lease_for(&release), release });
     Settlement { release, expected_version, fleet: Some(FleetChange { last_good, halt, next }) }
 }
@@ -119,6 +121,7 @@ mod tests {
         assert!(s.fleet.unwrap().last_good);
         for (kind, status) in [
             (ReleaseKind::Repair, ReleaseStatus::Succeeded),
+            (ReleaseKind::Targeted, ReleaseStatus::Succeeded),
             (ReleaseKind::Deploy, ReleaseStatus::Failed),
             (ReleaseKind::Rollback, ReleaseStatus::Halted),
         ] {

@@ -182,6 +182,8 @@ pub struct Observed {
     pub good: Option<Release>,
     pub instances: Option<Vec<FleetInstance>>,
     pub tagged_flakerefs: Option<HashMap<ReleaseId, Flakeref>>,
+    /// Of those, the deploys to named instances.
+    pub tagged_targeted: std::collections::HashSet<ReleaseId>,
     pub image: Option<Result<MachineImage, String>>,
     /// Done on this pass already.
     pub tagged: bool,
@@ -514,15 +516,25 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
         }
         return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
     };
-    // An abort stops sending: what was sent is judged, then the release ends.
-    if !wave.fully_sent() && release.stopping.is_none() && aborted(release).is_none() {
+    if !wave.fully_sent() && release.stopping.is_none() {
         if seen.wave_sent {
             return rest(Outcome::Waiting);
         }
         return match turn(&wave.claim, settings, pass) {
+            // An abort stops sending: batches whose answer was lost are looked
+            // for and adopted, then what was sent is judged and the release ends.
+            Turn::Send { .. } if aborted(release).is_some() => {
+                let why = aborted(release).unwrap_or_default();
+                plan_unsent(release, &rollout, seen, settings, pass, why)
+            }
             // A send that keeps failing never holds the release past its deadline.
             Turn::Send { .. } if now >= release.deadline => {
-                plan_unsent_at_deadline(release, &rollout, seen, settings, pass)
+                let why = format!(
+                    "the deadline {} passed with wave {} not fully sent",
+                    release.deadline,
+                    rollout.waves.len()
+                );
+                plan_unsent(release, &rollout, seen, settings, pass, why)
             }
             Turn::Send { resume } => Step::SendWave { resume },
             Turn::Wait => rest(Outcome::Waiting),
@@ -541,17 +553,18 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
     plan_wave(release, &rollout, seen, settings, pass)
 }
 
-/// The deadline passed with the current wave not fully sent, and this pass
-/// holds its claim: nothing more is sent, but a batch whose answer was lost
+/// The deadline passed (or an operator aborted) with the current wave not
+/// fully sent, and this pass holds its claim: nothing more is sent, but a batch whose answer was lost
 /// may have gone out, so the unsent batches are looked for by their comments
 /// and adopted (their hosts are then awaited like any other) before the
 /// release fails.
-fn plan_unsent_at_deadline(
+fn plan_unsent(
     release: &Release,
     rollout: &Rollout,
     seen: &Observed,
     settings: &FleetSettings,
     pass: &Pass,
+    why: String,
 ) -> Step {
     let wave_number = rollout.waves.len() - 1;
     let Some(wave) = rollout.current() else {
@@ -571,7 +584,6 @@ fn plan_unsent_at_deadline(
         }
         return Step::Record { release: Box::new(found), then: None };
     }
-    let why = format!("the deadline {} passed with wave {} not fully sent", release.deadline, rollout.waves.len());
     plan_failure(release.clone(), why, seen, settings, pass)
 }
 
@@ -898,12 +910,17 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
             let why = format!("rollback {} failed: {reason}", release.id);
             return halt(release, why);
         }
-        ReleaseKind::Deploy if abort.as_ref().is_some_and(|a| !a.rollback) && !settings.rollout.auto_rollback => {
+        ReleaseKind::Deploy | ReleaseKind::Targeted
+            if abort.as_ref().is_some_and(|a| !a.rollback) && !settings.rollout.auto_rollback =>
+        {
             let why = format!("release {} was {reason}; the fleet is left as it is", release.id);
             return halt(release, why);
         }
-        ReleaseKind::Deploy if !settings.rollout.auto_rollback && abort.is_none() => return failed(release),
-        ReleaseKind::Deploy => {}
+        ReleaseKind::Deploy | ReleaseKind::Targeted if !settings.rollout.auto_rollback && abort.is_none() => {
+            return failed(release)
+        }
+        // A deploy to named instances rolls back to the fleet's good release too.
+        ReleaseKind::Deploy | ReleaseKind::Targeted => {}
     }
     let Some(target) = &seen.rollback_target else {
         // The fleet's last good release, unless that is the failing one (a
@@ -947,7 +964,8 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
 /// asked for first. Rollbacks and repairs put a known release back and are
 /// never stopped by an alarm.
 fn alarms_firing(release: &Release, seen: &Observed, settings: &FleetSettings) -> Result<Option<String>, Need> {
-    if settings.rollout.alarms.is_empty() || release.kind != ReleaseKind::Deploy || release.stopping.is_some() {
+    let deploy = matches!(release.kind, ReleaseKind::Deploy | ReleaseKind::Targeted);
+    if settings.rollout.alarms.is_empty() || !deploy || release.stopping.is_some() {
         return Ok(None);
     }
     let Some(firing) = &seen.alarms else {
@@ -1031,6 +1049,23 @@ fn settle_invocations(
     Ok(reason)
 }
 
+/// A deploy to exactly `instances`: one fixed wave, claimed by this pass,
+/// sent as soon as it is admitted.
+pub fn targeted_release(
+    settings: &FleetSettings,
+    flakeref: Flakeref,
+    revision: Option<Revision>,
+    instances: Vec<String>,
+    pass: &Pass,
+) -> Release {
+    let mut release =
+        new_release(settings, pass.fresh_id.clone(), flakeref, revision, ReleaseKind::Targeted, None, pass.now());
+    release.status = ReleaseStatus::InProgress;
+    let fleet_size = Some(instances.len());
+    release.rollout = Some(Rollout { fleet_size, waves: vec![Wave::new(instances, &pass.claim)], fixed: true });
+    release
+}
+
 /// A release that puts `good`'s flakeref back on exactly `instances` (a fixed
 /// wave, claimed by this pass, none when empty): an automatic rollback, or a
 /// repair.
@@ -1083,7 +1118,10 @@ fn plan_repair_step(fleet: &FleetState, seen: &Observed, settings: &FleetSetting
     let Some(flakerefs) = &seen.tagged_flakerefs else {
         return Step::Observe(Need::TaggedReleases(tagged_releases(instances)));
     };
-    let mut repair = plan_repair(&settings.spec, instances, |id| flakerefs.get(id) == Some(&good.flakeref));
+    // A deploy to named instances newer than the good release stays on its
+    // hosts until a fleet-wide release supersedes it.
+    let kept = |id: &ReleaseId| seen.tagged_targeted.contains(id) && id > good_id;
+    let mut repair = plan_repair(&settings.spec, instances, |id| flakerefs.get(id) == Some(&good.flakeref) || kept(id));
     // Drifted instances are applied to only while they are Online managed nodes.
     let passed = match reach::choose(&repair.reapply, repair.reapply.len(), &seen.nodes) {
         Choice::LookUp(ids) => return Step::Observe(Need::ManagedNodes(ids)),

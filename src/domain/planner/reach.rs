@@ -116,6 +116,34 @@ fn first_named(release: &Release) -> String {
     passed.chain(undelivered).take(5).collect::<Vec<_>>().join(", ")
 }
 
+/// Why a deploy to named instances is refused: the names that are not
+/// running instances of the fleet, or not Online managed nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetRefusal {
+    NotInFleet(Vec<String>),
+    Unreachable(Vec<Unreachable>),
+}
+
+/// A deploy to named instances reaches every one of them or is refused: each
+/// must be a running instance carrying the fleet tag and an Online managed node.
+pub fn check_targets(requested: &[String], running: &[String], nodes: &NodeStatuses) -> Result<(), TargetRefusal> {
+    let outside: Vec<String> = requested.iter().filter(|id| !running.contains(id)).cloned().collect();
+    if !outside.is_empty() {
+        return Err(TargetRefusal::NotInFleet(outside));
+    }
+    let away: Vec<Unreachable> = requested
+        .iter()
+        .filter_map(|id| {
+            let status = nodes.get(id).cloned().unwrap_or(PingStatus::NotRegistered);
+            (status != PingStatus::Online).then(|| Unreachable { instance_id: id.clone(), ping_status: status })
+        })
+        .collect();
+    match away.is_empty() {
+        true => Ok(()),
+        false => Err(TargetRefusal::Unreachable(away)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,8 @@ use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::rollout::Claimed;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::Admission;
-use crate::domain::planner::{new_release, Observed, Pass};
+use crate::domain::planner::reach::check_targets;
+use crate::domain::planner::{new_release, targeted_release, Observed, Pass};
 use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, IdempotencyClaim, ReleaseStore, StoreError};
 use tracing::{info, warn};
 
@@ -21,6 +22,8 @@ pub struct DeployRequest {
     /// Deploy even while rollback alarms are in ALARM (a fix for what fires
     /// them); those alarms are recorded on the release and never stop it.
     pub ignore_alarms: bool,
+    /// Deploy to these instances only (at most 50): a `targeted` release.
+    pub instance_ids: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -34,22 +37,34 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
     /// Records a release of `request.flakeref` and sends its first command.
     pub async fn deploy(&self, request: DeployRequest, now: Timestamp) -> Result<Release, ControlError> {
         self.settings.allowed_flakes.check(&request.flakeref)?;
-        let fingerprint =
-            format!("deploy {} {}", request.flakeref, request.revision.as_ref().map_or("-", Revision::as_str));
+        let fingerprint = format!(
+            "deploy {} {}{}",
+            request.flakeref,
+            request.revision.as_ref().map_or("-", Revision::as_str),
+            request.instance_ids.as_ref().map(|ids| format!(" on {}", ids.join(","))).unwrap_or_default()
+        );
+        if let Some(ids) = &request.instance_ids {
+            let running = self.inventory.running_instances(&self.settings.target, None).await?;
+            let nodes = self.runner.managed_nodes(ids).await?;
+            check_targets(ids, &running, &nodes).map_err(ControlError::Targets)?;
+        }
         let firing = self.executor().firing_alarms().await?;
         if !firing.is_empty() && !request.ignore_alarms {
             return Err(ControlError::AlarmActive(firing));
         }
         let pass = new_pass(now);
-        let mut release = new_release(
-            &self.settings,
-            pass.fresh_id.clone(),
-            request.flakeref,
-            request.revision,
-            ReleaseKind::Deploy,
-            None,
-            now,
-        );
+        let mut release = match request.instance_ids {
+            Some(ids) => targeted_release(&self.settings, request.flakeref, request.revision, ids, &pass),
+            None => new_release(
+                &self.settings,
+                pass.fresh_id.clone(),
+                request.flakeref,
+                request.revision,
+                ReleaseKind::Deploy,
+                None,
+                now,
+            ),
+        };
         release.ignored_alarms = firing;
         self.start(release, request.idempotency_key, fingerprint, &pass).await
     }
@@ -108,14 +123,16 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
             expires_at: now.plus(self.settings.idempotency_ttl),
         });
         let executor = self.executor();
-        let mut admission = executor.admit(&release, claim.as_ref(), true, now).await?;
+        // A deploy to named instances takes the lease, never the fleet's desired release.
+        let desired = release.kind != ReleaseKind::Targeted;
+        let mut admission = executor.admit(&release, claim.as_ref(), desired, now).await?;
         if let Admission::Busy { holder } = &admission {
             // The holder is past its deadline: settle it as the next reconcile
             // would, then ask once more. If that hands the fleet to an
             // automatic rollback, or the holder's invocations are still being
             // settled, the fleet stays busy.
             if self.settle_overdue(holder, now).await {
-                admission = executor.admit(&release, claim.as_ref(), true, now).await?;
+                admission = executor.admit(&release, claim.as_ref(), desired, now).await?;
             }
         }
         match admission {
