@@ -399,3 +399,52 @@ async fn an_operator_pauses_resumes_and_aborts_a_rollout() {
     assert_eq!(fleet["desired_release"]["kind"], "rollback");
     assert_eq!(sent(&stack, NEXT).await.len(), 1, "only the canary got the aborted release");
 }
+
+/// A deploy to named instances over the function URL, against DynamoDB, EC2
+/// and fake hosts: only they get it, the fleet's desired and good releases
+/// stay, the drift repair leaves them be, and bad names are a 400 that
+/// records and sends nothing.
+#[tokio::test]
+async fn a_deploy_to_named_instances_reaches_only_them() {
+    let stack = hosted(4).await;
+    let controller = stack.controller_with(staged(&stack, Rate::Count(0)));
+    let good = stack.deploy(&controller, GOOD).await;
+    run_out(&stack, &controller).await;
+    let on = vec![stack.instances[1].clone(), stack.instances[2].clone()];
+    let body = json!({"flakeref": NEXT, "instance_ids": on}).to_string();
+    let (status, answer) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["release"]["kind"], "targeted");
+    let fleet = run_out(&stack, &controller).await;
+    let done = release(&stack, &controller, &answer["release"]["id"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(sent(&stack, NEXT).await, on, "only the named instances");
+    assert_eq!(fleet["desired_release"]["id"], good["id"]);
+    assert_eq!(fleet["last_good_release_id"], good["id"]);
+    let running: Vec<(String, String)> = fleet["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["instance_id"].as_str().unwrap().to_owned(), i["flakeref"].as_str().unwrap().to_owned()))
+        .collect();
+    for (id, flakeref) in &running {
+        assert_eq!(flakeref, if on.contains(id) { NEXT } else { GOOD }, "{id}");
+    }
+    // The drift repair leaves them on it.
+    let (_, reconciled) = stack.http(&controller, "POST", "/reconcile", None).await;
+    assert_eq!(reconciled["reconcile"]["outcome"], "idle", "{reconciled}");
+
+    // Names that are not instances of the fleet, or not ids at all: 400, nothing recorded or sent.
+    let before = (stack.item_count().await, stack.commands().await.len());
+    for (ids, code) in [
+        (json!(["i-0123456789abcdef0"]), "instances_not_in_fleet"),
+        (json!(["web-1"]), "invalid_instance_ids"),
+        (json!([]), "invalid_instance_ids"),
+        (json!([on[0], on[0]]), "invalid_instance_ids"),
+    ] {
+        let body = json!({"flakeref": NEXT, "instance_ids": ids}).to_string();
+        let (status, refused) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
+        assert_eq!((status, refused["error"].as_str()), (400, Some(code)), "{ids}: {refused}");
+    }
+    assert_eq!((stack.item_count().await, stack.commands().await.len()), before);
+}

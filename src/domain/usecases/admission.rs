@@ -45,7 +45,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
         );
         if let Some(ids) = &request.instance_ids {
             let running = self.inventory.running_instances(&self.settings.target, None).await?;
-            let nodes = self.runner.managed_nodes(ids).await?;
+            // SSM is asked about instances of the fleet only.
+            let members = ids.iter().all(|id| running.contains(id));
+            let nodes = if members { self.runner.managed_nodes(ids).await? } else { Default::default() };
             check_targets(ids, &running, &nodes).map_err(ControlError::Targets)?;
         }
         let firing = self.executor().firing_alarms().await?;
