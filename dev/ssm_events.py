@@ -31,9 +31,13 @@ class PatternError(Exception):
 
 def load_patterns(template_path):
     """The EventPattern of every EventBridge rule of the template's functions,
-    with `Ref: X` read as X (the simulator names documents by logical id)."""
+    with `Ref: X` read as X (the simulator names documents by logical id), or
+    as [X] when X is a list parameter."""
     with open(template_path) as f:
         template = yaml.safe_load(f)
+    # A list parameter (the rollback alarms' names) stands for a list of values.
+    lists = {name for name, p in (template.get("Parameters") or {}).items() if p.get("Type") == "CommaDelimitedList"}
+    _resolve.lists = lists
     patterns = []
     for resource in template.get("Resources", {}).values():
         events = (resource.get("Properties") or {}).get("Events") or {}
@@ -52,7 +56,7 @@ def load_patterns(template_path):
 def _resolve(value):
     if isinstance(value, dict):
         if set(value) == {"Ref"}:
-            return value["Ref"]
+            return [value["Ref"]] if value["Ref"] in getattr(_resolve, "lists", ()) else value["Ref"]
         return {k: _resolve(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve(v) for v in value]
