@@ -7,6 +7,17 @@ use crate::support::{agent_version, fake_hosts, get_control, Stack, GOOD, NEXT};
 use flakefleet::domain::model::rollout::{Rate, RolloutMode};
 use serde_json::json;
 
+/// Three fake hosts whose releases declare a health check that passes, but
+/// for NEXT (0.1.42), whose check `next_health` ("fails" or "degrades");
+/// the first host on an old agent.
+async fn healthy_hosts_but_next(next_health: &str) -> (Stack, Vec<String>) {
+    let stack = Stack::new(3).await;
+    let ids = stack.instances.clone();
+    fake_hosts(&ids, json!({"activation": "works", "health": "passes", "health_for": {"0.1.42": next_health}}));
+    agent_version(&ids[1..], "3.3.2746.0");
+    (stack, ids)
+}
+
 /// Staged waves of `wave` percent, rolled back automatically.
 fn staged(stack: &Stack, wave: usize) -> flakefleet::domain::model::fleet::FleetSettings {
     let mut settings = stack.settings();
@@ -74,10 +85,7 @@ async fn a_rollout_on_hosts_running_the_real_script_old_and_new_agents() {
 /// check's answer, and flakefleet rolls back, a no-op on a host already back.
 #[tokio::test]
 async fn a_canary_failing_its_health_check_switches_itself_back_and_the_release_rolls_back() {
-    let stack = Stack::new(3).await;
-    let ids = stack.instances.clone();
-    fake_hosts(&ids, json!({"activation": "works", "health": "passes", "health_for": {"0.1.42": "fails"}}));
-    agent_version(&ids[1..], "3.3.2746.0");
+    let (stack, ids) = healthy_hosts_but_next("fails").await;
     let controller = stack.controller_with(staged(&stack, 50));
 
     stack.deploy(&controller, GOOD).await;
@@ -108,10 +116,7 @@ async fn a_canary_failing_its_health_check_switches_itself_back_and_the_release_
 /// canary's bake, and rolled back.
 #[tokio::test]
 async fn a_release_that_degrades_while_its_canary_bakes_is_stopped_by_the_checks_at_its_end() {
-    let stack = Stack::new(3).await;
-    let ids = stack.instances.clone();
-    fake_hosts(&ids, json!({"activation": "works", "health": "passes", "health_for": {"0.1.42": "degrades"}}));
-    agent_version(&ids[1..], "3.3.2746.0");
+    let (stack, _) = healthy_hosts_but_next("degrades").await;
     let mut settings = staged(&stack, 50);
     settings.rollout.bake = std::time::Duration::from_secs(1);
     let controller = stack.controller_with(settings);

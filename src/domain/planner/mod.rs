@@ -663,6 +663,12 @@ fn plan_bake(
         let baking = with_bake(Bake { healthy_since_ms: now.millis(), checks: None });
         return Some(Step::Record { release: Box::new(baking), then: Some(Outcome::Waiting) });
     };
+    // The deadline passed before, or while, the wave's checks ...
+    let late = |when: &str, what: &str| {
+        let waves = rollout.waves.len();
+        let why = format!("the deadline {} passed {when} wave {waves}'s health checks {what}", release.deadline);
+        plan_failure(release.clone(), why, seen, settings, pass)
+    };
     let changed = seen.holder.as_ref() != Some(release);
     let wait = || match changed {
         true => Step::Record { release: Box::new(release.clone()), then: Some(Outcome::Waiting) },
@@ -686,12 +692,7 @@ fn plan_bake(
             return Some(rest(Outcome::Waiting));
         }
         if now >= release.deadline {
-            let why = format!(
-                "the deadline {} passed before wave {}'s health checks were sent",
-                release.deadline,
-                rollout.waves.len()
-            );
-            return Some(plan_failure(release.clone(), why, seen, settings, pass));
+            return Some(late("before", "were sent"));
         }
         return Some(match turn(&checks.claim, settings, pass) {
             Turn::Send { .. } => Step::SendChecks,
@@ -723,12 +724,7 @@ fn plan_bake(
     let done = reports.len() >= wave.instance_ids.len() && reports.iter().all(InstanceOutcome::is_finished);
     if !done {
         if now >= release.deadline {
-            let why = format!(
-                "the deadline {} passed while wave {}'s health checks ran",
-                release.deadline,
-                rollout.waves.len()
-            );
-            return Some(plan_failure(release.clone(), why, seen, settings, pass));
+            return Some(late("while", "ran"));
         }
         return Some(wait());
     }
