@@ -105,7 +105,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
                 seen.tagged = true;
             }
             Step::StartRepair { repair, plan } => {
-                match self.admit(&repair, None, false, pass.now()).await? {
+                match self.admit(&repair, None, super::planner::lease::becomes_desired(&repair), pass.now()).await? {
                     Admission::Admitted => {}
                     Admission::Busy { holder } => {
                         let skipped = Some(format!("release {holder} holds the fleet"));

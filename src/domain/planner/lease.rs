@@ -73,6 +73,23 @@ pub fn settle_without_lease(settlement: &Settlement) -> Option<Settlement> {
     Some(Settlement { fleet: None, ..settlement.clone() })
 }
 
+/// Whether a release admitted now becomes the fleet's desired release (and
+/// lifts a halt): a deploy or a rollback does; a repair or a deploy to named
+/// instances only takes the lease.
+pub fn becomes_desired(release: &Release) -> bool {
+    !matches!(release.kind, ReleaseKind::Repair | ReleaseKind::Targeted)
+}
+
+/// A deploy asked for while rollback alarms are in ALARM (`firing`): refused
+/// with them, unless it ignores them, and then admitted recording them (they
+/// never stop it).
+pub fn alarms_at_admission(firing: Vec<String>, ignore: bool) -> Result<Vec<String>, Vec<String>> {
+    match firing.is_empty() || ignore {
+        true => Ok(firing),
+        false => Err(firing),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +157,21 @@ mod tests {
         let handing = settlement(release(ReleaseKind::Deploy, ReleaseStatus::RolledBack), None, Some(next));
         assert_eq!(settle_without_lease(&handing), None);
         assert_eq!(settle_without_lease(&alone), None, "already alone: nothing more to drop");
+    }
+
+    #[test]
+    fn only_a_deploy_or_a_rollback_becomes_desired_and_alarms_refuse_unless_ignored() {
+        for (kind, desired) in [
+            (ReleaseKind::Deploy, true),
+            (ReleaseKind::Rollback, true),
+            (ReleaseKind::Repair, false),
+            (ReleaseKind::Targeted, false),
+        ] {
+            assert_eq!(becomes_desired(&release(kind, ReleaseStatus::Pending)), desired, "{kind:?}");
+        }
+        let firing = vec!["web-5xx".to_owned()];
+        assert_eq!(alarms_at_admission(vec![], false), Ok(vec![]));
+        assert_eq!(alarms_at_admission(firing.clone(), false), Err(firing.clone()));
+        assert_eq!(alarms_at_admission(firing.clone(), true), Ok(firing));
     }
 }

@@ -8,7 +8,7 @@ use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
 use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::rollout::Claimed;
 use crate::domain::model::time::Timestamp;
-use crate::domain::planner::lease::Admission;
+use crate::domain::planner::lease::{alarms_at_admission, becomes_desired, Admission};
 use crate::domain::planner::reach::check_targets;
 use crate::domain::planner::{new_release, targeted_release, Observed, Pass};
 use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, IdempotencyClaim, ReleaseStore, StoreError};
@@ -51,9 +51,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
             check_targets(ids, &running, &nodes).map_err(ControlError::Targets)?;
         }
         let firing = self.executor().firing_alarms().await?;
-        if !firing.is_empty() && !request.ignore_alarms {
-            return Err(ControlError::AlarmActive(firing));
-        }
+        let ignored = alarms_at_admission(firing, request.ignore_alarms).map_err(ControlError::AlarmActive)?;
         let pass = new_pass(now);
         let mut release = match request.instance_ids {
             Some(ids) => targeted_release(&self.settings, request.flakeref, request.revision, ids, &pass),
@@ -67,7 +65,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
                 now,
             ),
         };
-        release.ignored_alarms = firing;
+        release.ignored_alarms = ignored;
         self.start(release, request.idempotency_key, fingerprint, &pass).await
     }
 
@@ -125,8 +123,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
             expires_at: now.plus(self.settings.idempotency_ttl),
         });
         let executor = self.executor();
-        // A deploy to named instances takes the lease, never the fleet's desired release.
-        let desired = release.kind != ReleaseKind::Targeted;
+        let desired = becomes_desired(&release);
         let mut admission = executor.admit(&release, claim.as_ref(), desired, now).await?;
         if let Admission::Busy { holder } = &admission {
             // The holder is past its deadline: settle it as the next reconcile
