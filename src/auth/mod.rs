@@ -54,6 +54,9 @@ impl Access {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {
     pub principal: String,
+    /// Recorded on the releases it asks for: the IAM principal's ARN, or the
+    /// OIDC token's subject and repository.
+    pub requested_by: String,
     rights: Rights,
     /// A token id to record as used before the request runs.
     single_use: Option<(String, Timestamp)>,
@@ -97,6 +100,7 @@ impl<L: TokenLedger> Gate<L> {
         match self {
             Self::Open => Ok(Caller {
                 principal: "anyone (FLAKEFLEET_AUTH=none)".into(),
+                requested_by: "anyone (FLAKEFLEET_AUTH=none)".into(),
                 rights: Rights::ReadWrite,
                 single_use: None,
             }),
@@ -122,13 +126,19 @@ impl<L: TokenLedger> Gate<L> {
                         identity.user_arn
                     )));
                 };
-                Ok(Caller { principal: identity.user_arn, rights, single_use: None })
+                Ok(Caller {
+                    requested_by: identity.user_arn.clone(),
+                    principal: identity.user_arn,
+                    rights,
+                    single_use: None,
+                })
             }
             Self::GithubOidc { verifier, .. } => {
                 let token = bearer_token(request)?;
                 let verified = verifier.verify(token, now).await?;
                 Ok(Caller {
                     principal: verified.principal,
+                    requested_by: verified.requested_by,
                     rights: Rights::ReadWrite,
                     single_use: Some((verified.jti, verified.expires_at)),
                 })

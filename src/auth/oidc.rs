@@ -45,6 +45,8 @@ pub struct GithubClaims {
     #[serde(default)]
     pub jti: Option<String>,
     #[serde(default)]
+    pub sub: Option<String>,
+    #[serde(default)]
     pub repository_id: Option<Value>,
     #[serde(default)]
     pub repository_owner_id: Option<Value>,
@@ -80,6 +82,9 @@ impl Audience {
 pub struct VerifiedToken {
     /// `owner/repo@ref`, for the log.
     pub principal: String,
+    /// Who asked, as recorded on a release: the token's subject (GitHub's
+    /// `repo:owner/repo:environment:name` or `...:ref:refs/heads/main`) and repository.
+    pub requested_by: String,
     pub jti: String,
     /// When the token stops being acceptable, leeway included.
     pub expires_at: Timestamp,
@@ -147,6 +152,11 @@ pub fn check_claims(claims: &GithubClaims, policy: &OidcPolicy, now: Timestamp) 
             "{}@{}",
             claims.repository.as_deref().unwrap_or("github"),
             claims.git_ref.as_deref().unwrap_or("?")
+        ),
+        requested_by: format!(
+            "{} (repository {})",
+            claims.sub.as_deref().unwrap_or("no subject"),
+            claims.repository.as_deref().unwrap_or("unknown")
         ),
         jti: jti.to_owned(),
         expires_at: Timestamp::from_millis(claims.exp.saturating_add(LEEWAY_SECS).saturating_mul(1000)),

@@ -1,24 +1,39 @@
 //! `flakefleet`: the operator CLI. Calls a deployment's function URL with
 //! SigV4-signed requests; tables for people, `--json` for scripts.
-//! Exit codes: 0 done; 1 the release failed, was rolled back or halted;
-//! 2 the request was refused or could not be made.
+//! Exit codes (`flakefleet::cli::exit::Exit`): 0 done; 1 the release failed,
+//! was rolled back or halted; 2 usage or local set-up; 3 refused (4xx);
+//! 4 unreachable or 5xx; 5 a wait timed out.
 
-use clap::{Parser, Subcommand};
-use flakefleet::cli::{outcome, render, FunctionUrl};
+use clap::{CommandFactory, Parser, Subcommand};
+use flakefleet::cli::exit::{Exit, Failure};
+use flakefleet::cli::progress::{clock, Progress};
+use flakefleet::cli::{is_final, outcome, render, FunctionUrl};
 use serde_json::{json, Value};
+use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "flakefleet", version, about = "Deploy, inspect and roll back a NixOS fleet through flakefleet")]
+#[command(
+    name = "flakefleet",
+    version,
+    about = "Deploy, watch, inspect and roll back a NixOS fleet through flakefleet",
+    after_help = "Exit codes: 0 done; 1 the release failed, was rolled back or halted the fleet; 2 usage or local \
+                  set-up (URL, region, credentials); 3 refused (a 4xx: nothing was done); 4 unreachable or a 5xx; \
+                  5 a wait timed out (the release goes on)."
+)]
 struct Cli {
     /// The function URL (the stack's FunctionUrl output).
     #[arg(long, env = "FLAKEFLEET_URL", global = true)]
     url: Option<String>,
-    /// AWS region to sign for (default: the SDK's, e.g. AWS_REGION).
+    /// AWS region to sign for (default: the one in the URL's host, else AWS_REGION or the profile's).
     #[arg(long, global = true)]
     region: Option<String>,
-    /// Print the API's JSON instead of tables.
+    /// Named AWS profile for credentials (SSO and credential_process profiles work; default: AWS_PROFILE).
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    /// Print the API's JSON instead of tables; errors become one JSON line too.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -27,8 +42,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Deploy an exact FlakeHub release: <org>/<flake>/=<version>#<attribute path>.
+    /// Deploy an exact FlakeHub release to the fleet (or to named instances).
     Deploy {
+        /// The exact release: <org>/<flake>/=<version>#<attribute path>.
         flakeref: String,
         /// The git commit it was built from.
         #[arg(long)]
@@ -44,31 +60,64 @@ enum Command {
         #[arg(long = "on", value_delimiter = ',')]
         on: Vec<String>,
         #[command(flatten)]
+        trace: Trace,
+        #[command(flatten)]
         wait: Wait,
     },
     /// List releases, newest first.
     Releases {
+        /// How many (1 to 100).
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Where the previous page ended (its `more: --cursor` line).
         #[arg(long)]
         cursor: Option<String>,
     },
-    /// Show one release with its per-instance outcomes.
-    Show { release_id: String },
+    /// Show one release: its waves and their SSM command ids, per-instance outcomes, launches.
+    Show {
+        /// The release id (from `releases` or a deploy's output).
+        release_id: String,
+        /// Follow it to its end, as `watch` does.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        follow: Follow,
+    },
+    /// Follow any release to its end (whoever started it); exit 0 only if it succeeded.
+    Watch {
+        /// The release id.
+        release_id: String,
+        #[command(flatten)]
+        follow: Follow,
+    },
     /// Apply an earlier release again (default: the last good one before the current release).
     Rollback {
+        /// The release to put back (default: the last that succeeded before the fleet's current one).
         release_id: Option<String>,
+        /// Makes a retried rollback return the same release.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        trace: Trace,
         #[command(flatten)]
         wait: Wait,
     },
     /// Hold a staged rollout's next wave; waves in flight finish.
-    Pause { release_id: String },
+    Pause {
+        /// The release in progress.
+        release_id: String,
+    },
     /// Let a paused rollout's next wave start (after an automatic pause: the promote).
-    Resume { release_id: String },
+    Resume {
+        /// The paused release.
+        release_id: String,
+    },
     /// Stop a rollout: roll back what it reached if automatic rollback is on
     /// (or with --rollback); otherwise the fleet is left as it is, halted.
     Abort {
+        /// The release in progress.
         release_id: String,
+        /// Roll back what it reached, whatever the stack's automatic rollback setting.
         #[arg(long)]
         rollback: bool,
     },
@@ -76,6 +125,22 @@ enum Command {
     Fleet,
     /// Run one reconcile now.
     Reconcile,
+    /// Print a shell completion script (e.g. `flakefleet completions bash > /etc/bash_completion.d/flakefleet`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Where a release came from, recorded on it (the workflows fill both).
+#[derive(clap::Args)]
+struct Trace {
+    /// The CI run (or ticket) that asked for it: an https URL.
+    #[arg(long)]
+    run_url: Option<String>,
+    /// Why, in one line (e.g. the commit message's first line).
+    #[arg(long)]
+    reason: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -83,9 +148,18 @@ struct Wait {
     /// Wait for the release's outcome; exit 1 unless it succeeded.
     #[arg(long)]
     wait: bool,
-    /// Seconds between polls while waiting.
+    #[command(flatten)]
+    follow: Follow,
+}
+
+#[derive(clap::Args)]
+struct Follow {
+    /// Seconds between polls.
     #[arg(long, default_value_t = 5)]
     interval: u64,
+    /// Give up waiting after this long (e.g. 30m, 2h); exit 5, the release goes on.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    timeout: Duration,
     /// Also run a reconcile on each poll (for a local stack without the EventBridge schedule).
     #[arg(long)]
     drive: bool,
@@ -94,41 +168,69 @@ struct Wait {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(url) = cli.url.clone() else {
-        eprintln!("flakefleet: set --url or FLAKEFLEET_URL to the function URL (the stack's FunctionUrl output)");
-        return ExitCode::from(2);
+    if let Command::Completions { shell } = cli.command {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "flakefleet", &mut script);
+        emit(&String::from_utf8_lossy(&script));
+        return ExitCode::SUCCESS;
+    }
+    let exit = match connect(&cli).await {
+        Ok(client) => run(&Session { cli: &cli, client: &client }).await,
+        Err(failure) => Err(failure),
     };
-    let client = match FunctionUrl::new(&url, cli.region.clone()).await {
-        Ok(client) => client,
-        Err(e) => {
-            eprintln!("flakefleet: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&cli, &client).await {
-        Ok(code) => code,
-        Err(message) => {
-            eprintln!("flakefleet: {message}");
-            ExitCode::from(2)
+    match exit {
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(failure) => {
+            report(&failure, cli.json);
+            ExitCode::from(failure.exit.code())
         }
     }
 }
 
-async fn run(cli: &Cli, client: &FunctionUrl) -> Result<ExitCode, String> {
-    let session = Session { cli, client };
+async fn connect(cli: &Cli) -> Result<FunctionUrl, Failure> {
+    let url = cli.url.clone().ok_or_else(|| {
+        Failure::usage("set --url or FLAKEFLEET_URL to the function URL (the stack's FunctionUrl output)")
+    })?;
+    Ok(FunctionUrl::new(&url, cli.region.clone(), cli.profile.clone()).await?)
+}
+
+/// Set once stdout's reader is gone (`flakefleet releases | head`): what is
+/// left to print is dropped, and the command still ends with its own code.
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+fn emit(text: &str) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Errors go to stderr for people, and to stdout as one JSON line with
+/// `--json`, where a script reads the answer.
+fn report(failure: &Failure, json: bool) {
+    if json {
+        emit(&format!("{}\n", failure.render(true)));
+    } else {
+        eprintln!("{}", failure.render(false));
+    }
+}
+
+async fn run(session: &Session<'_>) -> Result<Exit, Failure> {
+    let cli = session.cli;
     let (answer, wait) = match &cli.command {
-        Command::Deploy { flakeref, revision, idempotency_key, ignore_alarms, on, wait } => {
-            let ignore = ignore_alarms.then_some(true);
-            let on = (!on.is_empty()).then_some(on);
+        Command::Deploy { flakeref, revision, idempotency_key, ignore_alarms, on, trace, wait } => {
             let body = json!({ "flakeref": flakeref, "revision": revision, "idempotency_key": idempotency_key,
-                "ignore_alarms": ignore, "instance_ids": on });
-            let body =
-                Value::Object(body.as_object().unwrap().clone().into_iter().filter(|(_, v)| !v.is_null()).collect());
-            (session.call("POST", "/releases".into(), Some(body)).await?, wait)
+                "ignore_alarms": ignore_alarms.then_some(true), "instance_ids": (!on.is_empty()).then_some(on),
+                "run_url": trace.run_url, "reason": trace.reason });
+            (session.call("POST", "/releases".into(), Some(without_nulls(body))).await?, wait)
         }
-        Command::Rollback { release_id, wait } => {
-            let body = release_id.as_ref().map(|id| json!({ "release_id": id }));
-            (session.call("POST", "/rollback".into(), body).await?, wait)
+        Command::Rollback { release_id, idempotency_key, trace, wait } => {
+            let body = json!({ "release_id": release_id, "idempotency_key": idempotency_key,
+                "run_url": trace.run_url, "reason": trace.reason });
+            (session.call("POST", "/rollback".into(), Some(without_nulls(body))).await?, wait)
         }
         Command::Releases { limit, cursor } => {
             let query = match cursor {
@@ -136,16 +238,23 @@ async fn run(cli: &Cli, client: &FunctionUrl) -> Result<ExitCode, String> {
                 None => format!("/releases?limit={limit}"),
             };
             session.print(&session.call("GET", query, None).await?, render::releases, "");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(Exit::Done);
         }
-        Command::Show { release_id } => {
+        Command::Show { release_id, watch, follow } => {
             let answer = session.call("GET", format!("/releases/{release_id}"), None).await?;
+            if *watch {
+                return session.follow(answer["release"].clone(), follow).await;
+            }
             session.print(&answer, render::release, "release");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(Exit::Done);
+        }
+        Command::Watch { release_id, follow } => {
+            let answer = session.call("GET", format!("/releases/{release_id}"), None).await?;
+            return session.follow(answer["release"].clone(), follow).await;
         }
         Command::Fleet => {
             session.print(&session.call("GET", "/fleet".into(), None).await?, render::fleet, "fleet");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(Exit::Done);
         }
         Command::Pause { release_id } | Command::Resume { release_id } | Command::Abort { release_id, .. } => {
             let (verb, body) = match &cli.command {
@@ -158,18 +267,26 @@ async fn run(cli: &Cli, client: &FunctionUrl) -> Result<ExitCode, String> {
             };
             let answer = session.call("POST", format!("/releases/{release_id}/{verb}"), body).await?;
             session.print(&answer, render::release, "release");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(Exit::Done);
         }
         Command::Reconcile => {
             session.print(&session.call("POST", "/reconcile".into(), None).await?, render::reconcile, "reconcile");
-            return Ok(ExitCode::SUCCESS);
+            return Ok(Exit::Done);
         }
+        Command::Completions { .. } => unreachable!("answered before connecting"),
     };
     if !wait.wait {
         session.print(&answer, render::release, "release");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Exit::Done);
     }
-    session.wait_for_outcome(answer["release"].clone(), wait).await
+    session.follow(answer["release"].clone(), &wait.follow).await
+}
+
+fn without_nulls(body: Value) -> Value {
+    match body {
+        Value::Object(fields) => Value::Object(fields.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+        other => other,
+    }
 }
 
 /// One command's calls to the function URL and what it prints.
@@ -179,47 +296,78 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// The answer of a 2xx; otherwise the API's error code and message.
-    async fn call(&self, method: &'static str, path: String, body: Option<Value>) -> Result<Value, String> {
-        let (status, answer) = self.client.call(method, &path, body.as_ref()).await.map_err(|e| e.to_string())?;
-        if (200..300).contains(&status) {
-            return Ok(answer);
+    /// The answer of a 2xx; otherwise why not, with its exit code.
+    async fn call(&self, method: &'static str, path: String, body: Option<Value>) -> Result<Value, Failure> {
+        let reply = self.client.call(method, &path, body.as_ref()).await?;
+        match (&reply.body, (200..300).contains(&reply.status)) {
+            (Ok(answer), true) => Ok(answer.clone()),
+            (Err(_), true) => Err(Failure {
+                message: format!(
+                    "a {} without JSON from {}: not flakefleet's answer",
+                    reply.status,
+                    self.client.base()
+                ),
+                ..Failure::from_reply(&reply, self.client.base())
+            }),
+            _ => Err(Failure::from_reply(&reply, self.client.base())),
         }
-        let code = answer["error"].as_str().unwrap_or("error");
-        Err(format!("{status} {code}: {}", answer["message"].as_str().unwrap_or("")))
     }
 
     fn print(&self, answer: &Value, table: fn(&Value) -> String, field: &str) {
         if self.cli.json {
-            println!("{answer}");
+            emit(&format!("{answer}\n"));
         } else {
-            print!("{}", table(if field.is_empty() { answer } else { &answer[field] }));
+            emit(&table(if field.is_empty() { answer } else { &answer[field] }));
         }
     }
 
-    /// Polls the release (reconciling first with `--drive`) until it is final,
-    /// printing each change of progress; exit 1 unless it succeeded.
-    async fn wait_for_outcome(&self, release: Value, wait: &Wait) -> Result<ExitCode, String> {
-        if !self.cli.json {
-            eprintln!("{}", render::progress(&release));
-        }
+    /// Polls the release (reconciling first with `--drive`) until it is final
+    /// or the timeout runs out, printing each change of progress (to stderr,
+    /// or as JSON lines on stdout with `--json`). A poll that fails for a
+    /// reason that may pass (unreachable, 5xx) is tried again within the timeout.
+    async fn follow(&self, release: Value, follow: &Follow) -> Result<Exit, Failure> {
+        let started = Instant::now();
         let id = release["id"].as_str().unwrap_or_default().to_owned();
-        let mut last = render::progress(&release);
         let mut current = release;
-        while outcome(current["status"].as_str().unwrap_or_default()).is_none() {
-            tokio::time::sleep(Duration::from_secs(wait.interval)).await;
-            if wait.drive {
-                self.call("POST", "/reconcile".into(), None).await?;
+        let mut last = None;
+        loop {
+            let progress = Progress::of(&current);
+            if last.as_ref() != Some(&progress) {
+                if self.cli.json {
+                    emit(&format!("{}\n", progress.json(started.elapsed())));
+                } else {
+                    eprintln!("{}", progress.line(started.elapsed()));
+                }
+                last = Some(progress);
             }
-            current = self.call("GET", format!("/releases/{id}"), None).await?["release"].clone();
-            let line = render::progress(&current);
-            if line != last && !self.cli.json {
-                eprintln!("{line}");
+            if is_final(&current["status"]) {
+                break;
             }
-            last = line;
+            if started.elapsed() >= follow.timeout {
+                return Err(Failure::timed_out(format!(
+                    "release {id} is still {} after {}; it goes on: `flakefleet watch {id}` follows it again",
+                    current["status"].as_str().unwrap_or("unknown"),
+                    clock(follow.timeout)
+                )));
+            }
+            tokio::time::sleep(Duration::from_secs(follow.interval).min(follow.timeout)).await;
+            match self.poll(&id, follow.drive).await {
+                Ok(next) => current = next,
+                Err(failure) if failure.transient() && started.elapsed() < follow.timeout => {
+                    eprintln!("{} (polling again)", failure.render(false));
+                }
+                Err(failure) => return Err(failure),
+            }
         }
         self.print(&json!({ "release": current }), render::release, "release");
         let ok = outcome(current["status"].as_str().unwrap_or_default()) == Some(true);
-        Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Ok(if ok { Exit::Done } else { Exit::ReleaseFailed })
+    }
+
+    async fn poll(&self, id: &str, drive: bool) -> Result<Value, Failure> {
+        if drive {
+            self.call("POST", "/reconcile".into(), None).await?;
+        }
+        Ok(self.call("GET", format!("/releases/{id}"), None).await?["release"].clone())
     }
 }

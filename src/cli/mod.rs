@@ -1,6 +1,9 @@
 //! The operator CLI's side of the HTTP API: SigV4-signed requests to the
-//! function URL (credentials from the SDK's default chain), and tables for people.
+//! function URL (credentials from the SDK's default chain, or a named
+//! profile), and tables for people.
 
+pub mod exit;
+pub mod progress;
 pub mod render;
 
 use crate::https::HttpsClient;
@@ -15,16 +18,16 @@ use std::time::SystemTime;
 /// Why a call did not give an answer.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
-    #[error("no AWS credentials: {0}")]
+    #[error("no AWS credentials: {0}. Set AWS_PROFILE or pass --profile (after `aws sso login --profile NAME` for an SSO profile), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")]
     Credentials(String),
-    #[error("no AWS region: set AWS_REGION or pass --region")]
+    #[error("no AWS region: the URL does not name one; pass --region or set AWS_REGION")]
     NoRegion,
     #[error("cannot sign the request: {0}")]
     Signing(String),
     #[error("{url} did not answer: {reason}")]
     Transport { url: String, reason: String },
-    #[error("{status} from flakefleet but not JSON: {body}")]
-    NotJson { status: u16, body: String },
+    #[error("{0}")]
+    BadUrl(String),
     #[error("{0} is not https: the request's signature and session token would travel in clear text and could be replayed; use the https function URL (plain http only on 127.0.0.1)")]
     Insecure(String),
 }
@@ -54,6 +57,47 @@ pub fn printable_json(value: Value) -> Value {
     }
 }
 
+/// One answer of the function URL: its status, and its body as JSON (or as
+/// text when it is not JSON: then something other than flakefleet answered).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Result<Value, String>,
+}
+
+/// Checks a function URL before anything is signed for it: https (plain http
+/// only to this machine), a host, no query. Answers the base to append
+/// routes to, and the region its host names (`<id>.lambda-url.<region>.on.aws`).
+pub fn check_url(raw: &str) -> Result<(String, Option<String>), CallError> {
+    let shown = printable(raw);
+    if !raw.contains("://") {
+        return Err(CallError::BadUrl(format!(
+            "{shown:?} has no scheme: the function URL looks like https://<id>.lambda-url.<region>.on.aws/ \
+             (the stack's FunctionUrl output)"
+        )));
+    }
+    if !raw.starts_with("https://") && !crate::https::is_loopback(raw) {
+        return Err(CallError::Insecure(shown));
+    }
+    let uri: http::Uri = raw.parse().map_err(|e| CallError::BadUrl(format!("{shown:?} is not a URL: {e}")))?;
+    let Some(host) = uri.host().filter(|h| !h.is_empty()) else {
+        return Err(CallError::BadUrl(format!("{shown:?} names no host")));
+    };
+    if uri.query().is_some() || raw.contains('#') {
+        return Err(CallError::BadUrl(format!("{shown:?} has a query or fragment; pass the function URL alone")));
+    }
+    Ok((raw.trim_end_matches('/').to_owned(), region_of_host(host)))
+}
+
+/// The region in a function URL's host, `<url-id>.lambda-url.<region>.on.aws`.
+fn region_of_host(host: &str) -> Option<String> {
+    let rest = host.to_ascii_lowercase();
+    let rest = rest.strip_suffix(".on.aws")?;
+    let (_, region) = rest.split_once(".lambda-url.")?;
+    let valid = !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    valid.then(|| region.to_owned())
+}
+
 /// A client of one deployment's function URL.
 pub struct FunctionUrl {
     base: String,
@@ -64,25 +108,41 @@ pub struct FunctionUrl {
 
 impl FunctionUrl {
     /// `base` is the function URL (https in AWS; http for `cargo lambda watch`).
-    pub async fn new(base: &str, region: Option<String>) -> Result<Self, CallError> {
-        if !base.starts_with("https://") && !crate::https::is_loopback(base) {
-            return Err(CallError::Insecure(printable(base)));
+    /// The region signed for: `region` when given, else the URL's, else the
+    /// SDK's (AWS_REGION, the profile's). Credentials: the named profile's,
+    /// else the SDK's default chain (environment, AWS_PROFILE with SSO or
+    /// credential_process, web identity, container and instance roles).
+    pub async fn new(base: &str, region: Option<String>, profile: Option<String>) -> Result<Self, CallError> {
+        let (base, url_region) = check_url(base)?;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(profile) = profile {
+            loader = loader.profile_name(profile);
         }
-        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-        let region = region.or_else(|| sdk.region().map(|r| r.to_string())).ok_or(CallError::NoRegion)?;
+        let sdk = loader.load().await;
+        let region =
+            region.or(url_region).or_else(|| sdk.region().map(|r| r.to_string())).ok_or(CallError::NoRegion)?;
         let credentials = sdk
             .credentials_provider()
             .ok_or_else(|| CallError::Credentials("the default chain found no provider".into()))?;
-        let http = crate::https::client().map_err(|reason| CallError::Transport { url: base.into(), reason })?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), region, credentials, http })
+        let http = crate::https::client().map_err(|reason| CallError::Transport { url: base.clone(), reason })?;
+        Ok(Self { base, region, credentials, http })
     }
 
-    /// One signed request; answers the HTTP status and the JSON body.
-    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value), CallError> {
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// One signed request; answers whatever answered it.
+    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, CallError> {
         let url = format!("{}{path}", self.base);
         let body = body.map(Value::to_string).unwrap_or_default();
-        let credentials =
-            self.credentials.provide_credentials().await.map_err(|e| CallError::Credentials(e.to_string()))?;
+        let credentials = self.credentials.provide_credentials().await.map_err(|e| {
+            CallError::Credentials(aws_smithy_types::error::display::DisplayErrorContext(&e).to_string())
+        })?;
         let identity = credentials.into();
         let params = v4::SigningParams::builder()
             .identity(&identity)
@@ -110,11 +170,16 @@ impl FunctionUrl {
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
         // Everything printed from here on came through this one place.
-        serde_json::from_slice(&bytes).map(|json| (status, printable_json(json))).map_err(|_| CallError::NotJson {
-            status,
-            body: printable(&String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>()),
-        })
+        let body = serde_json::from_slice(&bytes)
+            .map(printable_json)
+            .map_err(|_| printable(&String::from_utf8_lossy(&bytes).chars().take(500).collect::<String>()));
+        Ok(Reply { status, body })
     }
+}
+
+/// Whether a release's JSON status is final.
+pub fn is_final(status: &Value) -> bool {
+    outcome(status.as_str().unwrap_or_default()).is_some()
 }
 
 /// Whether a release status is final, and whether it is the good kind of final.
@@ -143,18 +208,34 @@ mod tests {
 
     #[tokio::test]
     async fn plain_http_is_refused_unless_it_is_loopback() {
-        for url in [
-            "http://abc.lambda-url.us-east-1.on.aws/",
-            "http://127.0.0.1.evil.example/",
-            "ftp://x",
-            "abc.lambda-url.us-east-1.on.aws",
-        ] {
-            let err = FunctionUrl::new(url, Some("us-east-1".into())).await.err().expect(url);
+        for url in ["http://abc.lambda-url.us-east-1.on.aws/", "http://127.0.0.1.evil.example/", "ftp://x"] {
+            let err = FunctionUrl::new(url, Some("us-east-1".into()), None).await.err().expect(url);
             assert!(matches!(err, CallError::Insecure(_)), "{url}: {err}");
         }
         assert!(!matches!(
-            FunctionUrl::new("http://127.0.0.1:9000/lambda-url/f", Some("us-east-1".into())).await,
+            FunctionUrl::new("http://127.0.0.1:9000/lambda-url/f", Some("us-east-1".into()), None).await,
             Err(CallError::Insecure(_))
         ));
+    }
+
+    #[test]
+    fn urls_are_checked_and_name_their_region() {
+        let (base, region) = check_url("https://abcdef123.lambda-url.eu-west-2.on.aws/").unwrap();
+        assert_eq!(
+            (base.as_str(), region.as_deref()),
+            ("https://abcdef123.lambda-url.eu-west-2.on.aws", Some("eu-west-2"))
+        );
+        assert_eq!(check_url("http://127.0.0.1:9000/lambda-url/f").unwrap().1, None);
+        assert_eq!(check_url("https://example.com/").unwrap().1, None);
+        for (bad, says) in [
+            ("abc.lambda-url.us-east-1.on.aws", "has no scheme"),
+            ("https://", "is not a URL"),
+            ("https:///releases", "is not a URL"),
+            ("https://x.on.aws/?a=b", "query"),
+            ("https://x.on.aws/#f", "fragment"),
+        ] {
+            let err = check_url(bad).expect_err(bad).to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

@@ -86,25 +86,48 @@ pub fn release(release: &Value) -> String {
     let mut out = String::new();
     for key in [
         "id",
+        "fleet",
         "kind",
         "status",
         "status_reason",
         "flakeref",
         "revision",
         "rollback_of",
+        "replaces",
+        "rolled_back_by",
+        "requested_by",
+        "reason",
+        "run_url",
         "command_id",
         "created_at",
         "updated_at",
         "deadline",
     ] {
         if !release[key].is_null() {
-            let _ = writeln!(out, "{:<14}{}", format!("{key}:"), text(&release[key]));
+            let _ = writeln!(out, "{:<13} {}", format!("{key}:"), text(&release[key]));
         }
     }
     if let Some(waves) = release["rollout"]["waves"].as_array().filter(|w| !w.is_empty()) {
         let sizes: Vec<String> =
             waves.iter().map(|w| w["instance_ids"].as_array().map_or(0, Vec::len).to_string()).collect();
         let _ = writeln!(out, "{:<14}{}", "waves:", sizes.join(" + "));
+        // The ids `aws ssm get-command-invocation` and `list-command-invocations` take.
+        for (n, wave) in waves.iter().enumerate() {
+            let ids: Vec<String> = wave["command_ids"].as_array().into_iter().flatten().map(text).collect();
+            let sent = if ids.is_empty() { "not sent yet".to_owned() } else { format!("commands {}", ids.join(" ")) };
+            let _ = writeln!(out, "{:<14}{}", format!("wave {}:", n + 1), sent);
+        }
+    }
+    if let Some(launches) = release["launches"].as_array().filter(|l| !l.is_empty()) {
+        let shown: Vec<String> = launches
+            .iter()
+            .map(|l| match (l["instance_id"].as_str(), l["error"].as_str()) {
+                (Some(id), _) => id.to_owned(),
+                (None, Some(error)) => format!("slot {} failed: {error}", text(&l["slot"])),
+                (None, None) => format!("slot {} not launched yet", text(&l["slot"])),
+            })
+            .collect();
+        let _ = writeln!(out, "{:<14}{}", "launched:", shown.join(", "));
     }
     let control = &release["control"];
     if let Some(by) = control["paused"]["by"].as_str() {
@@ -244,14 +267,6 @@ pub fn reconcile(report: &Value) -> String {
     out
 }
 
-/// One line of progress while waiting on a release.
-pub fn progress(release: &Value) -> String {
-    let waves = release["rollout"]["waves"].as_array().map(Vec::len).unwrap_or(0);
-    let wave = if waves > 0 { format!(", wave {waves}") } else { String::new() };
-    let paused = if release["control"]["paused"].is_object() { " (paused)" } else { "" };
-    format!("{} {}{wave}{paused}: {}", text(&release["id"]), text(&release["status"]), counts(release))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +286,29 @@ mod tests {
         let one = json!({"instances": [{"detail": "Success"}, {"detail": "Success"}, {"detail": "Failed"}]});
         assert_eq!(counts(&one), "2 Success, 1 Failed");
         assert_eq!(lines[3], "more: --cursor 01B");
+    }
+
+    #[test]
+    fn a_release_shows_where_it_came_from_its_command_ids_and_its_launches() {
+        let shown = release(&json!({"id": "01A", "fleet": "prod", "kind": "repair", "status": "succeeded",
+            "requested_by": "arn:aws:sts::1:assumed-role/ci/run", "reason": "fix: the thing",
+            "run_url": "https://github.com/acme/infra/actions/runs/1", "rolled_back_by": "01B",
+            "rollout": {"waves": [{"instance_ids": ["i-1"], "command_ids": ["c-1"]},
+                                  {"instance_ids": ["i-2", "i-3"], "command_ids": []}]},
+            "launches": [{"slot": 0, "instance_id": "i-9"}, {"slot": 1, "error": "InsufficientInstanceCapacity"}]}));
+        for line in [
+            "fleet:        prod\n",
+            "requested_by: arn:aws:sts::1:assumed-role/ci/run\n",
+            "reason:       fix: the thing\n",
+            "run_url:      https://github.com/acme/infra/actions/runs/1\n",
+            "rolled_back_by: 01B\n",
+            "waves:        1 + 2\n",
+            "wave 1:       commands c-1\n",
+            "wave 2:       not sent yet\n",
+            "launched:     i-9, slot 1 failed: InsufficientInstanceCapacity\n",
+        ] {
+            assert!(shown.contains(line), "{line:?} in\n{shown}");
+        }
     }
 
     #[test]

@@ -4,10 +4,10 @@
 //! their answers (`planner::lease`) holds for either.
 
 use super::model::ids::{IdempotencyKey, ReleaseId};
-use super::model::release::{Release, ReleaseStatus};
+use super::model::release::{Release, ReleaseKind, ReleaseStatus};
 use super::model::time::Timestamp;
 use super::planner::lease::{self, lease_for, Admission};
-use super::ports::{AdmitConflict, Admitted, Fence, IdempotencyClaim, ReleaseStore, Settlement, Written};
+use super::ports::{AdmitConflict, Admitted, Fence, IdempotencyClaim, ReleaseStore, Settlement, StoreError, Written};
 use std::time::Duration;
 
 /// Runs the scenario on `store`, which must hold nothing of `template.fleet`.
@@ -15,7 +15,8 @@ use std::time::Duration;
 /// with the step that broke the contract.
 pub async fn check<S: ReleaseStore>(store: &S, template: &Release, now: Timestamp) {
     let done = admit_save_and_settle(store, template, now).await;
-    lose_the_lease(store, template, &done, now).await;
+    let holder = lose_the_lease(store, template, &done, now).await;
+    replace_with_a_rollback(store, template, holder).await;
 }
 
 /// A copy of `template` created at `at`, with a fresh id.
@@ -83,7 +84,7 @@ async fn admit_save_and_settle<S: ReleaseStore>(store: &S, template: &Release, n
 /// A hand-over to an existing id is refused whole; a release holds the fleet
 /// until it settles, past its deadline too; a late writer of a release that
 /// settled changes nothing on the fleet.
-async fn lose_the_lease<S: ReleaseStore>(store: &S, template: &Release, done: &Release, now: Timestamp) {
+async fn lose_the_lease<S: ReleaseStore>(store: &S, template: &Release, done: &Release, now: Timestamp) -> Release {
     let fleet = &template.fleet;
     let copy = |n: u128, at: Timestamp| copy(template, n, at);
     // A hand-over to a release that exists is refused whole.
@@ -124,5 +125,34 @@ async fn lose_the_lease<S: ReleaseStore>(store: &S, template: &Release, done: &R
     let state = store.fleet_state(fleet).await.unwrap();
     assert_eq!(state.lease.map(|l| l.release_id), Some(d.id.clone()), "d still holds the fleet");
     assert_eq!(state.last_good_release, Some(c.id.clone()), "named by c's own settlement, not the late one");
-    assert_eq!(state.desired_release, Some(d.id), "d is still the desired release");
+    assert_eq!(state.desired_release.as_ref(), Some(&d.id), "d is still the desired release");
+    d
+}
+
+/// A rollback is admitted only in place of the desired release it names
+/// (`replaces`), which then reads as replaced by it.
+async fn replace_with_a_rollback<S: ReleaseStore>(store: &S, template: &Release, d: Release) {
+    let fleet = &template.fleet;
+    let mut d_done = d.clone();
+    d_done.status = ReleaseStatus::Succeeded;
+    d_done.version = 1;
+    let settled = Settlement { expected_version: 0, ..lease::settlement(d_done, None, None) };
+    assert_eq!(store.settle(&settled).await.unwrap(), Written::Yes, "settle d");
+    let at = d.created_at.plus(Duration::from_secs(1));
+    let rollback = |n: u128, replaces: Option<&Release>| Release {
+        kind: ReleaseKind::Rollback,
+        rollback_of: Some(template.id.clone()),
+        replaces: replaces.map(|r| r.id.clone()),
+        ..copy(template, n, at)
+    };
+    for stale in [rollback(5, Some(template)), rollback(6, None)] {
+        let answer = store.admit(&stale, &lease_for(&stale), None, true, at).await;
+        assert!(matches!(answer, Err(StoreError::Busy(_))), "a rollback of a release no longer desired: {answer:?}");
+        assert_eq!(store.release(fleet, &stale.id).await.unwrap(), None, "a refused rollback is not recorded");
+    }
+    let r = rollback(7, Some(&d));
+    assert_eq!(store.admit(&r, &lease_for(&r), None, true, at).await.unwrap(), Admitted::Yes, "admit r");
+    assert_eq!(store.replaced_by(fleet, &d.id).await.unwrap(), Some(r.id.clone()), "d replaced by r");
+    assert_eq!(store.replaced_by(fleet, &template.id).await.unwrap(), None, "nothing replaced the template");
+    assert_eq!(store.fleet_state(fleet).await.unwrap().desired_release, Some(r.id), "r is the desired release");
 }

@@ -9,7 +9,7 @@ use super::ports::{AlarmError, InventoryError, RunnerError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("release {holder} is still in flight on this fleet; wait for its outcome (GET /releases/{holder}) and try again")]
+    #[error("release {holder} is still in flight on this fleet; follow it to its outcome with `flakefleet watch {holder}` (or GET /releases/{holder}) and try again")]
     Busy { holder: ReleaseId },
     #[error("idempotency_key {key:?} was first used with a different request; use a new key for a new request")]
     IdempotencyConflict { key: String },

@@ -80,6 +80,9 @@ impl ReleaseStore for MemoryStore {
         if !conflicts.is_empty() {
             return Ok(Admitted::Refused(conflicts));
         }
+        if release.kind == ReleaseKind::Rollback && release.replaces != fleet.desired_release {
+            return Err(StoreError::Busy("the fleet's desired release changed since the rollback read it".into()));
+        }
         releases.insert(release.id.clone(), release.clone());
         if desired {
             fleet.desired_release = Some(release.id.clone());
@@ -120,6 +123,12 @@ impl ReleaseStore for MemoryStore {
             .rev()
             .find(|r| &r.id < before && r.status == ReleaseStatus::Succeeded && r.kind != ReleaseKind::Targeted)
             .cloned())
+    }
+
+    async fn replaced_by(&self, _: &FleetName, id: &ReleaseId) -> Result<Option<ReleaseId>, StoreError> {
+        self.yields.point().await;
+        let releases = self.releases.lock().unwrap();
+        Ok(releases.values().find(|r| r.replaces.as_ref() == Some(id)).map(|r| r.id.clone()))
     }
 
     async fn fleet_state(&self, _: &FleetName) -> Result<FleetState, StoreError> {

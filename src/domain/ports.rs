@@ -82,7 +82,9 @@ pub struct ReleasePage {
 
 pub trait ReleaseStore: Send + Sync {
     /// Records `release`, takes the fleet's `lease` (if no release holds it)
-    /// and records the claim (if its key is free at `now`), all or nothing. A repair (`desired: false`) takes the lease but
+    /// and records the claim (if its key is free at `now`), all or nothing.
+    /// A rollback is admitted only while the fleet's desired release is still
+    /// the one it `replaces` (else `StoreError::Busy`: read again, and retry). A repair (`desired: false`) takes the lease but
     /// leaves the desired release and any halt as they are.
     fn admit(
         &self,
@@ -114,6 +116,13 @@ pub trait ReleaseStore: Send + Sync {
         fleet: &FleetName,
         before: &ReleaseId,
     ) -> impl Future<Output = Result<Option<Release>, StoreError>> + Send;
+
+    /// The release recorded as replacing `id` (a rollback's `replaces`), if any.
+    fn replaced_by(
+        &self,
+        fleet: &FleetName,
+        id: &ReleaseId,
+    ) -> impl Future<Output = Result<Option<ReleaseId>, StoreError>> + Send;
 
     fn fleet_state(&self, fleet: &FleetName) -> impl Future<Output = Result<FleetState, StoreError>> + Send;
 

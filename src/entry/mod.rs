@@ -109,9 +109,7 @@ where
         tracing::Span::current().record("caller", caller.principal.as_str());
         gate.authorize(&caller, Access::of_method(&method))?;
         let mut operation = http::decode_request(request)?;
-        if let Operation::Control { by, .. } = &mut operation {
-            by.clone_from(&caller.principal);
-        }
+        operation.asked_by(&caller.requested_by);
         gate.consume(&caller).await?;
         run(controller, operation, now).await
     }
@@ -137,7 +135,12 @@ where
 {
     tracing::Span::current().record("trigger", "invoke");
     let answer = match invoke_operation(action, fields) {
-        Ok(operation) => run(controller, operation, now).await,
+        Ok(mut operation) => {
+            // Whoever may invoke the function: its IAM policy decided, and
+            // the invoke does not say who.
+            operation.asked_by(DIRECT_INVOKE);
+            run(controller, operation, now).await
+        }
         Err(e) => Err(e),
     };
     match answer {
@@ -168,6 +171,8 @@ where
     perform(controller, operation, now).await
 }
 
+const DIRECT_INVOKE: &str = "direct invoke";
+
 /// Direct invokes: `{"action": "deploy" | "rollback" | "status" | "reconcile", ...}`.
 fn invoke_operation(action: &str, fields: Map<String, Value>) -> Result<Operation, ApiError> {
     match action {
@@ -191,7 +196,7 @@ fn invoke_operation(action: &str, fields: Map<String, Value>) -> Result<Operatio
                 }
             };
             let body = (!fields.is_empty()).then_some(Value::Object(fields));
-            Ok(Operation::Control { id, request: control_request(action, body)?, by: "direct invoke".into() })
+            Ok(Operation::Control { id, request: control_request(action, body)?, by: DIRECT_INVOKE.into() })
         }
         other => Err(ApiError::bad_request(
             "unknown_action",

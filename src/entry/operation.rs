@@ -3,8 +3,8 @@
 
 use super::error::ApiError;
 use crate::domain::model::flakeref::Flakeref;
-use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
-use crate::domain::model::release::Release;
+use crate::domain::model::ids::{IdempotencyKey, Reason, ReleaseId, Revision, RunUrl};
+use crate::domain::model::release::{Origin, Release};
 use crate::domain::model::rollout::BATCH;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::control::ControlRequest;
@@ -39,6 +39,18 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Records who asks: on a control action, and on the release a deploy or
+    /// rollback records.
+    pub fn asked_by(&mut self, who: &str) {
+        match self {
+            Self::Control { by, .. } => who.clone_into(by),
+            Self::Deploy(DeployRequest { origin, .. }) | Self::Rollback(RollbackRequest { origin, .. }) => {
+                origin.requested_by = Some(who.to_owned());
+            }
+            _ => {}
+        }
+    }
+
     /// Where the release id is known before the domain runs, for the log span.
     pub fn release_id(&self) -> Option<&ReleaseId> {
         match self {
@@ -64,6 +76,12 @@ pub struct DeployBody {
     /// Deploy to these instances of the fleet only.
     #[serde(default)]
     pub instance_ids: Option<Vec<String>>,
+    /// The CI run that asked (https, at most 512 characters).
+    #[serde(default)]
+    pub run_url: Option<String>,
+    /// Why, in one line of at most 200 characters.
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `POST /rollback` and `{"action": "rollback", ...}`; every field optional.
@@ -74,6 +92,10 @@ pub struct RollbackBody {
     pub release_id: Option<String>,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub run_url: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// `POST /releases/{id}/abort` (the body optional) and `{"action": "abort", "release_id": ...}`.
@@ -117,6 +139,7 @@ impl DeployBody {
             idempotency_key: idempotency_key(self.idempotency_key)?,
             ignore_alarms: self.ignore_alarms,
             instance_ids: self.instance_ids.map(instance_ids).transpose()?,
+            origin: origin(self.run_url, self.reason)?,
         }))
     }
 }
@@ -124,8 +147,26 @@ impl DeployBody {
 impl RollbackBody {
     pub fn into_operation(self) -> Result<Operation, ApiError> {
         let target = self.release_id.map(|id| release_id(&id)).transpose()?;
-        Ok(Operation::Rollback(RollbackRequest { target, idempotency_key: idempotency_key(self.idempotency_key)? }))
+        Ok(Operation::Rollback(RollbackRequest {
+            target,
+            idempotency_key: idempotency_key(self.idempotency_key)?,
+            origin: origin(self.run_url, self.reason)?,
+        }))
     }
+}
+
+/// Where a request came from, as its body says; who sent it is added once
+/// the caller is known.
+fn origin(run_url: Option<String>, reason: Option<String>) -> Result<Origin, ApiError> {
+    Ok(Origin {
+        requested_by: None,
+        run_url: run_url
+            .map(|u| RunUrl::parse(&u).map_err(|e| ApiError::bad_request("invalid_run_url", e.to_string())))
+            .transpose()?,
+        reason: reason
+            .map(|r| Reason::parse(&r).map_err(|e| ApiError::bad_request("invalid_reason", e.to_string())))
+            .transpose()?,
+    })
 }
 
 /// The instances a deploy to named instances goes to: 1 to 50 EC2 instance
@@ -178,10 +219,9 @@ pub fn decode<T: for<'de> Deserialize<'de>>(json: Value, expected: &str) -> Resu
     serde_json::from_value(json).map_err(|e| ApiError::bad_request("invalid_json", format!("{e}; expected {expected}")))
 }
 
-pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attribute path>", "revision": "<git sha>" (optional), "idempotency_key": "<string>" (optional), "ignore_alarms": true | false (optional), "instance_ids": ["i-…", …] (optional, at most 50)}"#;
+pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attribute path>", "revision": "<git sha>" (optional), "idempotency_key": "<string>" (optional), "ignore_alarms": true | false (optional), "instance_ids": ["i-…", …] (optional, at most 50), "run_url": "https://…" (optional), "reason": "<one line>" (optional)}"#;
 pub const ABORT_SHAPE: &str = r#"{"rollback": true | false (optional)}"#;
-pub const ROLLBACK_SHAPE: &str =
-    r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional)}"#;
+pub const ROLLBACK_SHAPE: &str = r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional), "run_url": "https://…" (optional), "reason": "<one line>" (optional)}"#;
 
 /// Runs one operation; answers with an HTTP status and a JSON body.
 pub async fn perform<S, I, R, A>(
@@ -204,7 +244,7 @@ where
             let releases: Vec<Value> = page.releases.iter().map(release_summary).collect();
             (200, json!({ "releases": releases, "next_cursor": page.next }))
         }
-        Operation::GetRelease(id) => (200, json!({ "release": controller.release(&id).await? })),
+        Operation::GetRelease(id) => (200, json!({ "release": controller.release_view(&id).await? })),
         Operation::FleetStatus => (200, json!({ "fleet": controller.status(now).await? })),
         Operation::Reconcile => (200, json!({ "reconcile": controller.reconcile(now).await? })),
         Operation::Control { id, request, by } => {

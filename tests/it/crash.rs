@@ -24,6 +24,8 @@ pub(crate) fn pending_release(stack: &Stack, now: Timestamp) -> Release {
         revision: None,
         kind: ReleaseKind::Deploy,
         rollback_of: None,
+        replaces: None,
+        origin: Default::default(),
         status: ReleaseStatus::Pending,
         status_reason: None,
         command_id: None,

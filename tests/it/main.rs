@@ -24,4 +24,5 @@ mod store;
 mod strict;
 mod support;
 mod template;
+mod trace;
 mod workflow;

@@ -308,6 +308,7 @@ async fn an_expired_idempotency_key_is_free_again_though_dynamodb_still_holds_it
         idempotency_key: Some(IdempotencyKey::parse("run-9-1").unwrap()),
         ignore_alarms: false,
         instance_ids: None,
+        origin: Default::default(),
     };
     let now = Timestamp::now();
     let first = controller.deploy(request(), now).await.unwrap();

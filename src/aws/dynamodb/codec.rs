@@ -2,9 +2,9 @@
 //! body inline or split over part items, and the keys every item lives under.
 
 use crate::domain::model::flakeref::Flakeref;
-use crate::domain::model::ids::{FleetName, ReleaseId, Revision};
+use crate::domain::model::ids::{FleetName, Reason, ReleaseId, Revision, RunUrl};
 use crate::domain::model::outcome::{InstanceOutcome, Unreachable};
-use crate::domain::model::release::{Control, Launch, Release, ReleaseKind, ReleaseStatus, Stopping};
+use crate::domain::model::release::{Control, Launch, Origin, Release, ReleaseKind, ReleaseStatus, Stopping};
 use crate::domain::model::rollout::{Claimed, Rollout};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::StoreError;
@@ -114,6 +114,18 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
     if let Some(v) = &r.rollback_of {
         item.insert("rollback_of".into(), s(v.as_str()));
     }
+    if let Some(v) = &r.replaces {
+        item.insert("replaces".into(), s(v.as_str()));
+    }
+    if let Some(v) = &r.origin.requested_by {
+        item.insert("requested_by".into(), s(v.clone()));
+    }
+    if let Some(v) = &r.origin.run_url {
+        item.insert("run_url".into(), s(v.as_str()));
+    }
+    if let Some(v) = &r.origin.reason {
+        item.insert("reason".into(), s(v.as_str()));
+    }
     if let Some(v) = &r.status_reason {
         item.insert("status_reason".into(), s(v.clone()));
     }
@@ -180,6 +192,15 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
             .transpose()?,
         kind: ReleaseKind::parse(&string(item, "kind")?).ok_or_else(|| corrupt("kind"))?,
         rollback_of: opt_string(item, "rollback_of").map(|v| parse_id(&v)).transpose()?,
+        replaces: opt_string(item, "replaces").map(|v| parse_id(&v)).transpose()?,
+        origin: Origin {
+            requested_by: opt_string(item, "requested_by"),
+            run_url: opt_string(item, "run_url")
+                .map(|v| RunUrl::parse(&v).map_err(|_| corrupt("run_url")))
+                .transpose()?,
+            // Stored as admitted (or as flakefleet cut its own): read back as it is.
+            reason: opt_string(item, "reason").map(|v| Reason::own(&v)),
+        },
         status: ReleaseStatus::parse(&string(item, "status")?).ok_or_else(|| corrupt("status"))?,
         status_reason: opt_string(item, "status_reason"),
         command_id: opt_string(item, "command_id"),
@@ -235,6 +256,12 @@ mod tests {
             revision: Some(Revision::parse("abcdef1").unwrap()),
             kind: ReleaseKind::Rollback,
             rollback_of: Some(ReleaseId::generate(now, 8)),
+            replaces: Some(ReleaseId::generate(now, 9)),
+            origin: Origin {
+                requested_by: Some("arn:aws:sts::111122223333:assumed-role/deploy/gha".into()),
+                run_url: Some(RunUrl::parse("https://github.com/acme/infra/actions/runs/1").unwrap()),
+                reason: Some(Reason::parse("fix: räumt auf").unwrap()),
+            },
             status: ReleaseStatus::Failed,
             status_reason: Some("why".into()),
             command_id: Some("cmd".into()),

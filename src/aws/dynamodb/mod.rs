@@ -171,7 +171,7 @@ impl ReleaseStore for DynamoReleaseStore {
     ) -> Result<Admitted, StoreError> {
         let mut items: Vec<TransactWriteItem> = self.put_new_release(release)?.into_iter().map(put_item).collect();
         let lease_index = items.len();
-        items.push(TransactWriteItem::builder().update(self.take_lease(lease, &release.fleet, desired, now)?).build());
+        items.push(TransactWriteItem::builder().update(self.take_lease(lease, release, desired, now)?).build());
         let claim_index = items.len();
         if let Some(claim) = claim {
             items.push(put_item(self.put_claim(release, claim, now)?));
@@ -276,6 +276,30 @@ impl ReleaseStore for DynamoReleaseStore {
                 if string(item, "id")? != before.as_str() {
                     return Ok(Some(self.complete(item.clone()).await?));
                 }
+            }
+        }
+        Ok(None)
+    }
+
+    #[instrument(skip(self))]
+    async fn replaced_by(&self, fleet: &FleetName, id: &ReleaseId) -> Result<Option<ReleaseId>, StoreError> {
+        // Only a newer release can replace it; ids sort by creation.
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk > :after")
+            .filter_expression("replaces = :id")
+            .projection_expression("id")
+            .expression_attribute_values(":pk", s(fleet_pk(fleet)))
+            .expression_attribute_values(":after", s(release_sk(id)))
+            .expression_attribute_values(":id", s(id.as_str()))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable("Query", &e))?;
+            if let Some(item) = page.items().first() {
+                return Ok(Some(parse_id(&string(item, "id")?)?));
             }
         }
         Ok(None)
@@ -436,13 +460,24 @@ impl DynamoReleaseStore {
     fn take_lease(
         &self,
         lease: &Lease,
-        fleet: &FleetName,
+        release: &Release,
         desired: bool,
         now: Timestamp,
     ) -> Result<Update, StoreError> {
+        // Held until its release settles, whatever the clock says; a rollback
+        // only while the release it replaces is still the desired one.
+        let (condition, replaces) = match (release.kind, &release.replaces) {
+            (ReleaseKind::Rollback, Some(id)) => {
+                ("attribute_not_exists(lease_release_id) AND desired_release_id = :replaces", Some(id))
+            }
+            (ReleaseKind::Rollback, None) => {
+                ("attribute_not_exists(lease_release_id) AND attribute_not_exists(desired_release_id)", None)
+            }
+            _ => ("attribute_not_exists(lease_release_id)", None),
+        };
         Update::builder()
             .table_name(&self.table)
-            .key(PARTITION_KEY, s(fleet_pk(fleet)))
+            .key(PARTITION_KEY, s(fleet_pk(&release.fleet)))
             .key(SORT_KEY, s(STATE_SK))
             .update_expression(if desired {
                 "SET desired_release_id = :id, lease_release_id = :id, lease_deadline_ms = :deadline, updated_ms = :now \
@@ -450,8 +485,8 @@ impl DynamoReleaseStore {
             } else {
                 "SET lease_release_id = :id, lease_deadline_ms = :deadline, updated_ms = :now"
             })
-            // Held until its release settles, whatever the clock says.
-            .condition_expression("attribute_not_exists(lease_release_id)")
+            .condition_expression(condition)
+            .set_expression_attribute_values(replaces.map(|id| Item::from([(":replaces".to_owned(), s(id.as_str()))])))
             .expression_attribute_values(":id", s(lease.release_id.as_str()))
             .expression_attribute_values(":deadline", n(lease.deadline.millis()))
             .expression_attribute_values(":now", n(now.millis()))

@@ -87,6 +87,67 @@ impl IdempotencyKey {
     }
 }
 
+/// Where a release was asked for: the CI run (or ticket) a person can open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct RunUrl(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("run_url must be an https:// URL of at most 512 characters, without spaces or control characters")]
+pub struct RunUrlError;
+
+impl RunUrl {
+    pub const MAX: usize = 512;
+
+    pub fn parse(raw: &str) -> Result<Self, RunUrlError> {
+        let valid = raw.len() <= Self::MAX
+            && raw.strip_prefix("https://").is_some_and(|rest| !rest.is_empty())
+            && raw.bytes().all(|b| b.is_ascii_graphic());
+        valid.then(|| Self(raw.to_owned())).ok_or(RunUrlError)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a release was asked for, in one line (a commit message's first line).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Reason(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("reason must be one line of 1 to 200 characters, without control characters")]
+pub struct ReasonError;
+
+impl Reason {
+    pub const MAX: usize = 200;
+
+    pub fn parse(raw: &str) -> Result<Self, ReasonError> {
+        let valid = !raw.trim().is_empty() && raw.chars().count() <= Self::MAX && raw.chars().all(Self::shown);
+        valid.then(|| Self(raw.to_owned())).ok_or(ReasonError)
+    }
+
+    /// A reason flakefleet gives itself, cut to fit.
+    pub fn own(text: &str) -> Self {
+        let line: String = text.lines().next().unwrap_or_default().chars().filter(|&c| Self::shown(c)).collect();
+        let mut cut: String = line.chars().take(Self::MAX).collect();
+        if cut.trim().is_empty() {
+            cut = "-".into();
+        }
+        Self(cut)
+    }
+
+    /// Shown in terminals and pages: no escape sequences, no bidi overrides.
+    fn shown(c: char) -> bool {
+        !c.is_control() && !matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A fleet's name, part of every storage key so fleets can share one table.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -142,6 +203,24 @@ impl fmt::Display for TargetTag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn run_urls_and_reasons_have_limits() {
+        assert!(RunUrl::parse("https://github.com/acme/infra/actions/runs/42/attempts/1").is_ok());
+        for bad in ["http://github.com/x", "https://", "https://a b", "javascript:alert(1)", "https://x\n"] {
+            assert_eq!(RunUrl::parse(bad), Err(RunUrlError), "{bad:?}");
+        }
+        assert!(RunUrl::parse(&format!("https://{}", "a".repeat(504))).is_ok());
+        assert!(RunUrl::parse(&format!("https://{}", "a".repeat(505))).is_err());
+        assert!(Reason::parse("fix(web): räumt auf 🚀").is_ok());
+        assert!(Reason::parse(&"é".repeat(200)).is_ok());
+        for bad in ["", "  ", "two\nlines", "bell\u{7}", "\u{1b}[2J", "rtl\u{202E}txt"] {
+            assert_eq!(Reason::parse(bad), Err(ReasonError), "{bad:?}");
+        }
+        assert!(Reason::parse(&"é".repeat(201)).is_err());
+        assert_eq!(Reason::own("first\nsecond").as_str(), "first");
+        assert_eq!(Reason::own(&"x".repeat(300)).as_str().len(), 200);
+    }
 
     #[test]
     fn ids_sort_by_creation_and_parse_back() {

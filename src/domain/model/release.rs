@@ -1,7 +1,7 @@
 //! Releases: what was asked for, when, and how it went on each instance.
 
 use super::flakeref::Flakeref;
-use super::ids::{FleetName, ReleaseId, Revision};
+use super::ids::{FleetName, Reason, ReleaseId, Revision, RunUrl};
 use super::outcome::{InstanceOutcome, InvocationState, Unreachable};
 use super::rollout::{Claimed, Rollout};
 use super::time::{rfc3339, Timestamp};
@@ -191,6 +191,22 @@ pub struct OperatorAction {
     pub waves: usize,
 }
 
+/// Who asked for a release, from where and why: recorded at admission, never changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    /// The authenticated caller: an IAM principal's ARN, a GitHub OIDC
+    /// token's subject and repository, "direct invoke", or flakefleet itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_url: Option<RunUrl>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+}
+
+/// Who flakefleet's own releases are requested by.
+pub const BY_FLAKEFLEET: &str = "flakefleet";
+
 /// One request to put a flakeref on the fleet. Its identity (id, fleet,
 /// flakeref, kind, creation time) never changes once recorded; only its
 /// progress does.
@@ -202,8 +218,16 @@ pub struct Release {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revision: Option<Revision>,
     pub kind: ReleaseKind,
+    /// For a rollback: the release it puts back.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<ReleaseId>,
+    /// For a rollback: the fleet's desired release it replaced (the bad
+    /// release, for an automatic rollback). That release's `rolled_back_by`
+    /// is read from this link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<ReleaseId>,
+    #[serde(flatten)]
+    pub origin: Origin,
     pub status: ReleaseStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,

@@ -18,9 +18,9 @@ pub mod repair;
 
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState, MachineImage};
-use crate::domain::model::ids::{ReleaseId, Revision};
+use crate::domain::model::ids::{Reason, ReleaseId, Revision};
 use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome, InvocationState, Unreachable};
-use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus, Stopping};
+use crate::domain::model::release::{Launch, Origin, Release, ReleaseKind, ReleaseStatus, Stopping, BY_FLAKEFLEET};
 use crate::domain::model::rollout::{Bake, Checks, Claim, Claimed, Rollout, RolloutMode, Wave};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandTarget, Settlement};
@@ -248,6 +248,8 @@ pub fn new_release(
         revision,
         kind,
         rollback_of,
+        replaces: None,
+        origin: Origin::default(),
         status: ReleaseStatus::Pending,
         status_reason: None,
         command_id: None,
@@ -948,6 +950,12 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
     let mut rollback = put_back(good, ReleaseKind::Rollback, online, settings, pass);
     pass_over(&mut rollback, passed);
     rollback.status_reason = Some(format!("automatic rollback of {}: {reason}", release.id));
+    rollback.replaces = Some(release.id.clone());
+    rollback.origin = Origin {
+        requested_by: Some(format!("{BY_FLAKEFLEET} (automatic rollback)")),
+        run_url: None,
+        reason: Some(Reason::own(&format!("release {} failed: {reason}", release.id))),
+    };
     release.status = ReleaseStatus::RolledBack;
     Step::Settle {
         settlement: Box::new(lease::settlement(release, None, Some(rollback))),
@@ -1144,6 +1152,7 @@ fn plan_repair_step(fleet: &FleetState, seen: &Observed, settings: &FleetSetting
         return rest_because(Outcome::Idle, format!("{} instances missing but {why}", repair.launch.len()));
     }
     let mut release = put_back(good, ReleaseKind::Repair, repair.reapply.clone(), settings, pass);
+    release.origin.requested_by = Some(format!("{BY_FLAKEFLEET} (drift repair)"));
     release.launches =
         repair.launch.iter().map(|slot| Launch { slot: *slot, instance_id: None, error: None }).collect();
     pass_over(&mut release, passed);

@@ -5,7 +5,7 @@ use super::{new_pass, FleetController};
 use crate::domain::error::ControlError;
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
-use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
+use crate::domain::model::release::{Origin, Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::rollout::Claimed;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::{alarms_at_admission, becomes_desired, Admission};
@@ -24,6 +24,7 @@ pub struct DeployRequest {
     pub ignore_alarms: bool,
     /// Deploy to these instances only (at most 50): a `targeted` release.
     pub instance_ids: Option<Vec<String>>,
+    pub origin: Origin,
 }
 
 #[derive(Clone, Debug)]
@@ -31,6 +32,7 @@ pub struct RollbackRequest {
     /// None: the last release that succeeded before the fleet's current one.
     pub target: Option<ReleaseId>,
     pub idempotency_key: Option<IdempotencyKey>,
+    pub origin: Origin,
 }
 
 impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
@@ -66,17 +68,20 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
             ),
         };
         release.ignored_alarms = ignored;
+        release.origin = request.origin;
         self.start(release, request.idempotency_key, fingerprint, &pass).await
     }
 
-    /// Records a new release that applies an earlier release's flakeref again.
-    /// The earlier release's record is left as it is.
+    /// Records a new release that applies an earlier release's flakeref again,
+    /// in place of the fleet's desired release (which it names in `replaces`).
+    /// The earlier releases' records are left as they are.
     pub async fn rollback(&self, request: RollbackRequest, now: Timestamp) -> Result<Release, ControlError> {
         let fingerprint = format!("rollback {}", request.target.as_ref().map_or("last-succeeded", ReleaseId::as_str));
-        let target = self.rollback_target(request.target.as_ref()).await?;
+        let current = self.executor().fleet_state().await?.desired_release;
+        let target = self.rollback_target(request.target.as_ref(), current.as_ref()).await?;
         self.settings.allowed_flakes.check(&target.flakeref)?;
         let pass = new_pass(now);
-        let release = new_release(
+        let mut release = new_release(
             &self.settings,
             pass.fresh_id.clone(),
             target.flakeref,
@@ -85,21 +90,23 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
             Some(target.id),
             now,
         );
+        release.replaces = current;
+        release.origin = request.origin;
         self.start(release, request.idempotency_key, fingerprint, &pass).await
     }
 
     /// The named release, or the last success before the fleet's current one.
-    async fn rollback_target(&self, named: Option<&ReleaseId>) -> Result<Release, ControlError> {
+    async fn rollback_target(
+        &self,
+        named: Option<&ReleaseId>,
+        current: Option<&ReleaseId>,
+    ) -> Result<Release, ControlError> {
         let executor = self.executor();
         if let Some(id) = named {
             return executor.release(id).await;
         }
-        let current = executor
-            .fleet_state()
-            .await?
-            .desired_release
-            .ok_or_else(|| ControlError::NoRollbackTarget("the fleet has no release yet".into()))?;
-        executor.last_succeeded_before(&current).await?.ok_or_else(|| {
+        let current = current.ok_or_else(|| ControlError::NoRollbackTarget("the fleet has no release yet".into()))?;
+        executor.last_succeeded_before(current).await?.ok_or_else(|| {
             ControlError::NoRollbackTarget(format!(
                 "no release succeeded before the current one ({current}); name one with release_id"
             ))

@@ -8,6 +8,7 @@ use crate::domain::model::ids::{FleetName, ReleaseId, TargetTag};
 use crate::domain::model::outcome::Unreachable;
 use crate::domain::model::release::{Paused, Release, ReleaseKind};
 use crate::domain::model::time::Timestamp;
+use crate::domain::planner::lease;
 use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleasePage, ReleaseStore};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -95,9 +96,31 @@ pub struct InstanceRelease {
     pub flakeref: Option<Flakeref>,
 }
 
+/// One release as `GET /releases/{id}` shows it, with the rollback that
+/// replaced it, read from that rollback's `replaces`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReleaseView {
+    #[serde(flatten)]
+    pub release: Release,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<ReleaseId>,
+}
+
 impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
         self.executor().release(id).await
+    }
+
+    pub async fn release_view(&self, id: &ReleaseId) -> Result<ReleaseView, ControlError> {
+        let release = self.release(id).await?;
+        // Only a release that was the fleet's desired one can be replaced,
+        // and only once it is over (a rollback needs the fleet's lease).
+        let replaceable = lease::becomes_desired(&release) && release.status.is_final();
+        let rolled_back_by = match replaceable {
+            true => self.store.replaced_by(&self.settings.name, id).await.map_err(ControlError::from)?,
+            false => None,
+        };
+        Ok(ReleaseView { release, rolled_back_by })
     }
 
     pub async fn releases(&self, limit: u32, after: Option<&ReleaseId>) -> Result<ReleasePage, ControlError> {

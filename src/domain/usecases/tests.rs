@@ -8,7 +8,7 @@ use crate::domain::fixtures::{self, policy, GOOD, NEXT, T0};
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::IdempotencyKey;
 use crate::domain::model::outcome::InstanceOutcome;
-use crate::domain::model::release::{Launch, Release, ReleaseKind, ReleaseStatus};
+use crate::domain::model::release::{Launch, Origin, Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::rollout::{Rate, Rollout, RolloutMode, RolloutPolicy};
 use crate::domain::planner::repair::client_token;
 use crate::domain::planner::{new_release, Outcome};
@@ -36,6 +36,7 @@ fn deploy(flakeref: &str, key: Option<&str>) -> DeployRequest {
         idempotency_key: key.map(|k| IdempotencyKey::parse(k).unwrap()),
         ignore_alarms: false,
         instance_ids: None,
+        origin: Origin::default(),
     }
 }
 
@@ -219,7 +220,10 @@ async fn a_key_reused_for_another_request_is_a_conflict() {
 #[tokio::test]
 async fn rollback_targets_the_last_success_before_the_current_release() {
     let c = controller(true);
-    let err = c.rollback(RollbackRequest { target: None, idempotency_key: None }, T0).await.unwrap_err();
+    let err = c
+        .rollback(RollbackRequest { target: None, idempotency_key: None, origin: Origin::default() }, T0)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ControlError::NoRollbackTarget(_)));
 
     let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
@@ -227,15 +231,28 @@ async fn rollback_targets_the_last_success_before_the_current_release() {
     c.deploy(deploy(NEXT, None), later(2)).await.unwrap();
     assert_eq!(finish_with(&c, "Failed", later(3)).await.status, ReleaseStatus::Failed);
 
-    let rollback = c.rollback(RollbackRequest { target: None, idempotency_key: None }, later(4)).await.unwrap();
+    let bad = c.store.fleet.lock().unwrap().desired_release.clone().unwrap();
+    assert_eq!(c.release_view(&bad).await.unwrap().rolled_back_by, None);
+    let origin = Origin { requested_by: Some("arn:aws:iam::111122223333:user/alice".into()), ..Origin::default() };
+    let rollback = c
+        .rollback(RollbackRequest { target: None, idempotency_key: None, origin: origin.clone() }, later(4))
+        .await
+        .unwrap();
     assert_eq!(rollback.kind, ReleaseKind::Rollback);
     assert_eq!(rollback.rollback_of.as_ref(), Some(&good.id));
     assert_eq!(rollback.flakeref, good.flakeref);
+    assert_eq!((rollback.replaces.as_ref(), &rollback.origin), (Some(&bad), &origin));
     assert_eq!(c.store.releases.lock().unwrap()[&good.id].status, ReleaseStatus::Succeeded);
+    // The release it replaced links forward to it; the one it put back does not.
+    assert_eq!(c.release_view(&bad).await.unwrap().rolled_back_by, Some(rollback.id.clone()));
+    assert_eq!(c.release_view(&good.id).await.unwrap().rolled_back_by, None);
 
     // Once the rollback succeeds, the release before it is again the good one.
     finish_with(&c, "Success", later(5)).await;
-    let again = c.rollback(RollbackRequest { target: None, idempotency_key: None }, later(6)).await.unwrap();
+    let again = c
+        .rollback(RollbackRequest { target: None, idempotency_key: None, origin: Origin::default() }, later(6))
+        .await
+        .unwrap();
     assert_eq!(again.rollback_of.as_ref(), Some(&good.id));
 }
 
@@ -382,6 +399,12 @@ async fn a_failed_canary_rolls_back_the_instances_it_reached() {
     assert_eq!(rollback.rollback_of.as_ref(), Some(&good.id));
     assert_eq!(rollback.flakeref, good.flakeref);
     assert_eq!(rollback.status, ReleaseStatus::Succeeded);
+    // Linked both ways: the rollback names the bad release, which names it back.
+    assert_eq!(rollback.replaces.as_ref(), Some(&bad.id));
+    assert_eq!(rollback.origin.requested_by.as_deref(), Some("flakefleet (automatic rollback)"));
+    let why = rollback.origin.reason.as_ref().unwrap().as_str();
+    assert!(why.starts_with(&format!("release {} failed: ", bad.id)), "{why}");
+    assert_eq!(c.release_view(&bad.id).await.unwrap().rolled_back_by.as_ref(), Some(&rollback.id));
     assert_eq!(rollback.reached_instances(), ["i-00"]);
     let counts = sends(&c);
     assert_eq!(counts.keys().filter(|(_, f, _)| f == NEXT).count(), 1, "only the canary got the bad release");
@@ -1071,9 +1094,12 @@ mod alarms {
         run_out(&c, T0).await;
         assert_eq!(stored(&c, &release.id).status, ReleaseStatus::Succeeded);
         // A rollback is never refused for an alarm: it is what an alarm asks for.
-        c.rollback(RollbackRequest { target: Some(release.id.clone()), idempotency_key: None }, later(200))
-            .await
-            .unwrap();
+        c.rollback(
+            RollbackRequest { target: Some(release.id.clone()), idempotency_key: None, origin: Origin::default() },
+            later(200),
+        )
+        .await
+        .unwrap();
     }
 
     #[tokio::test]

@@ -1,0 +1,136 @@
+//! Where a release stands, as a wait prints it: its wave, how many of the
+//! instances it is meant for succeeded, failed or are still to go, and
+//! how long it has been waited on. Read from the API's JSON.
+
+use serde_json::{json, Value};
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Progress {
+    pub release_id: String,
+    pub status: String,
+    /// Waves started so far (0 for a release sent to the fleet's tag at once).
+    pub wave: usize,
+    /// The instances it is meant for, as far as known.
+    pub total: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    /// Never reached: the command was not delivered, or the host was passed over.
+    pub unreachable: usize,
+    pub paused: bool,
+    pub stopping: bool,
+}
+
+impl Progress {
+    pub fn of(release: &Value) -> Self {
+        let instances = release["instances"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let status = |i: &Value| i["status"].as_str().unwrap_or_default().to_owned();
+        let undelivered = |i: &Value| matches!(i["detail"].as_str(), Some("Undeliverable" | "Delivery Timed Out"));
+        let finished = |i: &Value| matches!(status(i).as_str(), "Success" | "Failed" | "TimedOut" | "Cancelled");
+        let succeeded = instances.iter().filter(|i| status(i) == "Success").count();
+        let delivered_failures = instances.iter().filter(|i| finished(i) && status(i) != "Success");
+        let failed = delivered_failures.clone().filter(|i| !undelivered(i)).count();
+        let passed_over = release["unreachable"].as_array().map_or(0, Vec::len);
+        let unreachable = delivered_failures.filter(|i| undelivered(i)).count() + passed_over;
+        let rollout = &release["rollout"];
+        let waves = rollout["waves"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let targeted: usize = waves.iter().map(|w| w["instance_ids"].as_array().map_or(0, Vec::len)).sum();
+        let planned = rollout["fleet_size"].as_u64().map_or(0, |n| n as usize);
+        let total = planned.max(targeted + passed_over).max(instances.len() + passed_over);
+        Self {
+            release_id: release["id"].as_str().unwrap_or_default().to_owned(),
+            status: release["status"].as_str().unwrap_or_default().to_owned(),
+            wave: waves.len(),
+            total,
+            succeeded,
+            failed,
+            unreachable,
+            paused: release["control"]["paused"].is_object(),
+            stopping: release["stopping"].is_object() && !crate::cli::is_final(&release["status"]),
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.total.saturating_sub(self.succeeded + self.failed + self.unreachable)
+    }
+
+    /// `[1m05s] 01J… in_progress, wave 2: 3/10 succeeded, 1 failed, 6 pending`.
+    pub fn line(&self, elapsed: Duration) -> String {
+        let wave = if self.wave > 0 { format!(", wave {}", self.wave) } else { String::new() };
+        let mut state = String::new();
+        if self.paused {
+            state.push_str(" (paused)");
+        }
+        if self.stopping {
+            state.push_str(" (stopping: awaiting applies still running)");
+        }
+        let unreachable =
+            if self.unreachable > 0 { format!(", {} unreachable", self.unreachable) } else { String::new() };
+        format!(
+            "[{}] {} {}{wave}{state}: {}/{} succeeded, {} failed{unreachable}, {} pending",
+            clock(elapsed),
+            self.release_id,
+            self.status,
+            self.succeeded,
+            self.total,
+            self.failed,
+            self.pending()
+        )
+    }
+
+    /// The same as one JSON object, for `--json --wait`.
+    pub fn json(&self, elapsed: Duration) -> Value {
+        json!({ "progress": {
+            "release_id": self.release_id, "status": self.status, "wave": self.wave, "total": self.total,
+            "succeeded": self.succeeded, "failed": self.failed, "unreachable": self.unreachable,
+            "pending": self.pending(), "paused": self.paused, "stopping": self.stopping,
+            "elapsed_seconds": elapsed.as_secs(),
+        }})
+    }
+}
+
+/// `42s`, `3m05s`, `1h02m`.
+pub fn clock(elapsed: Duration) -> String {
+    let s = elapsed.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_staged_release_counts_against_the_fleet_it_is_meant_for() {
+        let release = json!({"id": "01A", "status": "in_progress",
+            "rollout": {"fleet_size": 10, "waves": [{"instance_ids": ["i-1"]}, {"instance_ids": ["i-2", "i-3", "i-4"]}]},
+            "instances": [
+                {"instance_id": "i-1", "status": "Success", "detail": "Success"},
+                {"instance_id": "i-2", "status": "Failed", "detail": "Failed"},
+                {"instance_id": "i-3", "status": "Failed", "detail": "Undeliverable"},
+                {"instance_id": "i-4", "status": "InProgress", "detail": "InProgress"}]});
+        let progress = Progress::of(&release);
+        assert_eq!((progress.total, progress.succeeded, progress.failed, progress.unreachable), (10, 1, 1, 1));
+        assert_eq!(progress.pending(), 7);
+        assert_eq!(
+            progress.line(Duration::from_secs(65)),
+            "[1m05s] 01A in_progress, wave 2: 1/10 succeeded, 1 failed, 1 unreachable, 7 pending"
+        );
+        assert_eq!(progress.json(Duration::from_secs(65))["progress"]["pending"], 7);
+    }
+
+    #[test]
+    fn a_release_sent_at_once_counts_what_reported() {
+        let release = json!({"id": "01B", "status": "succeeded", "control": {"paused": null},
+            "instances": [{"status": "Success"}, {"status": "Success"}]});
+        let line = Progress::of(&release).line(Duration::from_secs(3));
+        assert_eq!(line, "[3s] 01B succeeded: 2/2 succeeded, 0 failed, 0 pending");
+        let paused = json!({"id": "01C", "status": "in_progress", "control": {"paused": {"by": "x"}},
+            "rollout": {"fleet_size": 3, "waves": [{"instance_ids": ["i-1"]}]}, "instances": []});
+        assert!(Progress::of(&paused).line(Duration::ZERO).contains("wave 1 (paused): 0/3 succeeded"));
+        assert_eq!(clock(Duration::from_secs(3725)), "1h02m");
+    }
+}
