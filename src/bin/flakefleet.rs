@@ -371,3 +371,25 @@ impl Session<'_> {
         Ok(self.call("GET", format!("/releases/{id}"), None).await?["release"].clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--help` describes every command and every argument, positional ones included.
+    #[test]
+    fn every_command_and_argument_is_described() {
+        let cli = Cli::command();
+        cli.clone().debug_assert();
+        let described = |arg: &clap::Arg| arg.get_help().or(arg.get_long_help()).is_some();
+        for arg in cli.get_arguments() {
+            assert!(described(arg), "--{} has no help", arg.get_id());
+        }
+        for command in cli.get_subcommands() {
+            assert!(command.get_about().is_some(), "{} has no help", command.get_name());
+            for arg in command.get_arguments() {
+                assert!(described(arg), "{} {} has no help", command.get_name(), arg.get_id());
+            }
+        }
+    }
+}

@@ -75,11 +75,9 @@ impl Failure {
             Err(text) if text.trim().is_empty() => "an empty body".into(),
             Err(text) => text.clone(),
         };
-        let message = format!(
-            "not flakefleet's answer ({}); {}",
-            printable(&body.chars().take(300).collect::<String>()),
-            hint(reply.status, url)
-        );
+        // One line: a foreign body is often an HTML or XML page.
+        let excerpt: String = body.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(300).collect();
+        let message = format!("not flakefleet's answer ({}); {}", printable(&excerpt), hint(reply.status, url));
         Self { exit, code: format!("http_{}", reply.status), message, status }
     }
 }

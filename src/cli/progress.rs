@@ -11,8 +11,9 @@ pub struct Progress {
     pub status: String,
     /// Waves started so far (0 for a release sent to the fleet's tag at once).
     pub wave: usize,
-    /// The instances it is meant for, as far as known.
-    pub total: usize,
+    /// The instances it is meant for; unknown while a staged rollout is at
+    /// its canary (the fleet is counted when the rollout is planned past it).
+    pub total: Option<usize>,
     pub succeeded: usize,
     pub failed: usize,
     /// Never reached: the command was not delivered, or the host was passed over.
@@ -35,8 +36,11 @@ impl Progress {
         let rollout = &release["rollout"];
         let waves = rollout["waves"].as_array().map(Vec::as_slice).unwrap_or_default();
         let targeted: usize = waves.iter().map(|w| w["instance_ids"].as_array().map_or(0, Vec::len)).sum();
-        let planned = rollout["fleet_size"].as_u64().map_or(0, |n| n as usize);
-        let total = planned.max(targeted + passed_over).max(instances.len() + passed_over);
+        let total = match (rollout.is_object(), rollout["fleet_size"].as_u64()) {
+            (true, Some(planned)) => Some((planned as usize).max(targeted + passed_over)),
+            (true, None) if !waves.is_empty() => None,
+            _ => Some((instances.len() + passed_over).max(targeted + passed_over)),
+        };
         Self {
             release_id: release["id"].as_str().unwrap_or_default().to_owned(),
             status: release["status"].as_str().unwrap_or_default().to_owned(),
@@ -50,8 +54,8 @@ impl Progress {
         }
     }
 
-    pub fn pending(&self) -> usize {
-        self.total.saturating_sub(self.succeeded + self.failed + self.unreachable)
+    pub fn pending(&self) -> Option<usize> {
+        self.total.map(|total| total.saturating_sub(self.succeeded + self.failed + self.unreachable))
     }
 
     /// `[1m05s] 01J… in_progress, wave 2: 3/10 succeeded, 1 failed, 6 pending`.
@@ -66,15 +70,17 @@ impl Progress {
         }
         let unreachable =
             if self.unreachable > 0 { format!(", {} unreachable", self.unreachable) } else { String::new() };
+        let (total, pending) = match (self.total, self.pending()) {
+            (Some(total), Some(pending)) => (format!("/{total}"), format!("{pending} pending")),
+            _ => (String::new(), "the fleet is counted after the canary".to_owned()),
+        };
         format!(
-            "[{}] {} {}{wave}{state}: {}/{} succeeded, {} failed{unreachable}, {} pending",
+            "[{}] {} {}{wave}{state}: {}{total} succeeded, {} failed{unreachable}, {pending}",
             clock(elapsed),
             self.release_id,
             self.status,
             self.succeeded,
-            self.total,
             self.failed,
-            self.pending()
         )
     }
 
@@ -113,8 +119,8 @@ mod tests {
                 {"instance_id": "i-3", "status": "Failed", "detail": "Undeliverable"},
                 {"instance_id": "i-4", "status": "InProgress", "detail": "InProgress"}]});
         let progress = Progress::of(&release);
-        assert_eq!((progress.total, progress.succeeded, progress.failed, progress.unreachable), (10, 1, 1, 1));
-        assert_eq!(progress.pending(), 7);
+        assert_eq!((progress.total, progress.succeeded, progress.failed, progress.unreachable), (Some(10), 1, 1, 1));
+        assert_eq!(progress.pending(), Some(7));
         assert_eq!(
             progress.line(Duration::from_secs(65)),
             "[1m05s] 01A in_progress, wave 2: 1/10 succeeded, 1 failed, 1 unreachable, 7 pending"
@@ -131,6 +137,13 @@ mod tests {
         let paused = json!({"id": "01C", "status": "in_progress", "control": {"paused": {"by": "x"}},
             "rollout": {"fleet_size": 3, "waves": [{"instance_ids": ["i-1"]}]}, "instances": []});
         assert!(Progress::of(&paused).line(Duration::ZERO).contains("wave 1 (paused): 0/3 succeeded"));
+        let canary = json!({"id": "01D", "status": "in_progress", "rollout": {"waves": [{"instance_ids": ["i-1"]}]},
+            "instances": [{"status": "Success"}]});
+        assert_eq!(
+            Progress::of(&canary).line(Duration::ZERO),
+            "[0s] 01D in_progress, wave 1: 1 succeeded, 0 failed, the fleet is counted after the canary"
+        );
+        assert_eq!(Progress::of(&canary).json(Duration::ZERO)["progress"]["pending"], Value::Null);
         assert_eq!(clock(Duration::from_secs(3725)), "1h02m");
     }
 }

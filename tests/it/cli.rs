@@ -9,19 +9,163 @@ fn cli(args: &[&str]) -> Output {
     let url = std::env::var("FLAKEFLEET_TEST_FUNCTION_URL").expect(
         "FLAKEFLEET_TEST_FUNCTION_URL is not set: run the tests with `make test`, which starts cargo lambda watch",
     );
-    Command::new(env!("CARGO_BIN_EXE_flakefleet"))
-        .args(args)
+    cli_at(&url).args(args).output().expect("the flakefleet binary runs")
+}
+
+/// The CLI with test credentials, calling `url`.
+fn cli_at(url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_flakefleet"));
+    command
         .env("FLAKEFLEET_URL", url)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_REGION", "us-east-1")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .expect("the flakefleet binary runs")
+        .env_remove("AWS_PROFILE");
+    command
 }
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// What the CLI says when the URL is wrong, nobody answers, or something
+/// other than flakefleet answers: the exit code for each, what to check, and
+/// with `--json` one JSON line on stdout.
+#[test]
+fn wrong_urls_and_foreign_answers_get_their_own_exit_codes_and_say_what_to_check() {
+    let out = cli_at("abc123.lambda-url.us-east-1.on.aws").arg("fleet").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("has no scheme") && stderr(&out).contains("https://"), "{}", stderr(&out));
+
+    // Nothing listens there (a port just freed): unreachable, exit 4.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = cli_at(&format!("http://127.0.0.1:{port}")).args(["--json", "fleet"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let error = json(&out);
+    assert_eq!(error["error"], "unreachable", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("did not answer"), "{error}");
+
+    // The local AWS's S3 answers this URL with its own XML 404: shown, with what to check.
+    let moto = crate::support::endpoint("FLAKEFLEET_TEST_MOTO_URL");
+    let out = cli_at(&moto).arg("fleet").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.starts_with("flakefleet: 404 http_404: not flakefleet's answer"), "{said}");
+    assert!(said.contains("Not Found") && said.contains("FunctionUrl output"), "{said}");
+    let out = cli_at(&moto).args(["--json", "releases"]).output().unwrap();
+    assert_eq!((out.status.code(), json(&out)["status"].as_u64()), (Some(3), Some(404)));
+    assert!(stderr(&out).is_empty(), "with --json the error is on stdout: {}", stderr(&out));
+}
+
+/// A reader that stops early (`| head -c 10`) ends the CLI quietly, with
+/// the command's own exit code.
+#[test]
+fn a_closed_stdout_ends_the_cli_quietly() {
+    for args in [&["--json", "releases", "--limit", "100"][..], &["releases"], &["completions", "bash"]] {
+        let mut child = cli_at(&std::env::var("FLAKEFLEET_TEST_FUNCTION_URL").unwrap())
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).is_empty(), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// `credential_process` profiles (aws-vault, granted) sign the CLI's
+/// requests: a local endpoint sees the process's access key in the
+/// signature, for `--profile` and for AWS_PROFILE alike; the region comes from the profile.
+#[tokio::test]
+async fn a_credential_process_profile_signs_the_requests() {
+    let dir = std::env::temp_dir().join(format!("flakefleet-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let process = dir.join("credentials.sh");
+    std::fs::write(
+        &process,
+        "#!/bin/sh\necho '{\"Version\": 1, \"AccessKeyId\": \"AKIDFROMPROCESS\", \
+         \"SecretAccessKey\": \"process-secret\", \"SessionToken\": \"process-token\"}'\n",
+    )
+    .unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&process).status().unwrap();
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        format!("[profile ops]\ncredential_process = {}\nregion = eu-north-1\n", process.display()),
+    )
+    .unwrap();
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = heads.clone();
+    crate::support::serve_http(listener, move |head| {
+        seen.lock().unwrap().push(head.to_owned());
+        (200, r#"{"fleet": {"fleet": "prod", "target_tag": {"key": "Name", "value": "x"}, "instances": []}}"#.into())
+    });
+    for how in ["--profile", "AWS_PROFILE"] {
+        let (base, config) = (base.clone(), config.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_flakefleet"));
+            command
+                .args(["--url", &base, "fleet"])
+                .env("AWS_CONFIG_FILE", &config)
+                .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env_remove("AWS_SESSION_TOKEN")
+                .env_remove("AWS_REGION")
+                .env_remove("AWS_DEFAULT_REGION");
+            match how {
+                "--profile" => command.args(["--profile", "ops"]).env_remove("AWS_PROFILE"),
+                _ => command.env("AWS_PROFILE", "ops"),
+            };
+            command.output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{how}: {}", stderr(&out));
+        let head = heads.lock().unwrap().pop().unwrap();
+        assert!(head.contains("Credential=AKIDFROMPROCESS/") && head.contains("/eu-north-1/lambda/"), "{how}: {head}");
+        assert!(head.contains("x-amz-security-token: process-token"), "{how}: {head}");
+    }
+    // Without the profile there are no credentials: exit 2, and what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_flakefleet"))
+        .args(["--url", &base, "--region", "eu-north-1", "fleet"])
+        .env("AWS_CONFIG_FILE", &config)
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no AWS credentials") && stderr(&out).contains("--profile"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn completions_need_no_url() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_flakefleet"))
+            .args(["completions", shell])
+            .env_remove("FLAKEFLEET_URL")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = stdout(&out);
+        assert!(script.contains("watch") && script.contains("timeout"), "{shell}: {script}");
+    }
 }
 
 fn json(out: &Output) -> Value {
@@ -55,10 +199,12 @@ fn deploy_wait_fail_roll_back_and_inspect_with_the_cli() {
     assert!(stdout(&out).contains("status:       succeeded"), "{}", stdout(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wave"), "progress is shown while waiting");
 
-    // A refused request: a clear message and exit 2.
+    // A refused request: a clear message and exit 3; with --json, the API's error.
     let out = cli(&["deploy", "not a flakeref"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("400 invalid_flakeref"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("400 invalid_flakeref"), "{}", stderr(&out));
+    let out = cli(&["--json", "deploy", "not a flakeref"]);
+    assert_eq!((out.status.code(), json(&out)["error"].as_str()), (Some(3), Some("invalid_flakeref")));
 
     // The stack's hosts run the document's own script (dev/test.sh makes them
     // fake hosts, one on an old agent). fh fails to apply the bad release
@@ -78,10 +224,16 @@ fn deploy_wait_fail_roll_back_and_inspect_with_the_cli() {
     crate::support::fake_hosts(&ids, host);
     let out = cli(&["--json", "deploy", bad, "--wait", "--drive", "--interval", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
-    assert_eq!(json(&out)["release"]["status"], "rolled_back");
+    // A progress line per change, then the release.
+    let lines: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines[..lines.len() - 1].iter().all(|l| l["progress"].is_object()), "{lines:?}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["release"]["status"], "rolled_back");
+    // It names the automatic rollback that replaced it.
+    assert!(last["release"]["rolled_back_by"].is_string(), "{last}");
 
     // What the host printed is shown, without what a terminal would act on.
-    let bad_id = json(&out)["release"]["id"].as_str().unwrap().to_owned();
+    let bad_id = last["release"]["id"].as_str().unwrap().to_owned();
     for args in [vec!["show", bad_id.as_str()], vec!["--json", "show", bad_id.as_str()]] {
         let shown = stdout(&cli(&args));
         assert!(shown.contains("activation failed"), "{shown}");
@@ -120,24 +272,40 @@ fn deploy_wait_fail_roll_back_and_inspect_with_the_cli() {
     let fleet = stdout(&cli(&["fleet"]));
     assert!(fleet.contains("PAUSED:") && fleet.contains(&format!("flakefleet resume {id}")), "{fleet}");
     assert_eq!(json(&cli(&["--json", "show", &id]))["release"]["rollout"]["waves"].as_array().unwrap().len(), 1);
+    // Anyone can follow it; a wait that runs out says so (exit 5), and the release goes on.
+    let out = cli(&["watch", &id, "--timeout", "2s", "--interval", "1"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("`flakefleet watch {id}`")), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("wave 1 (paused): 1/3 succeeded, 0 failed, 2 pending"), "{said}");
+    // A deploy meanwhile is refused, and told how to follow the one in flight.
+    let out = cli(&["deploy", "AcmeCorp/infra/=1.0.3+rev-ddddddd#nixosConfigurations.cli"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains(&format!("flakefleet watch {id}")), "{}", stderr(&out));
     assert!(cli(&["resume", &id]).status.success());
-    let mut status = String::new();
-    for _ in 0..60 {
-        cli(&["reconcile"]);
-        status = json(&cli(&["--json", "show", &id]))["release"]["status"].as_str().unwrap().to_owned();
-        if status != "in_progress" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    assert_eq!(status, "succeeded");
-    let out = cli(&["abort", &id, "--rollback"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("409 not_steerable"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // Followed to its end, one JSON line per change, then the release.
+    let out = cli(&["--json", "watch", &id, "--drive", "--interval", "1", "--timeout", "2m"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", stdout(&out), stderr(&out));
+    let lines: Vec<Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (last, progress) = lines.split_last().unwrap();
+    assert_eq!(last["release"]["status"], "succeeded", "{last}");
+    assert!(progress.len() >= 2 && progress.iter().all(|p| p["progress"]["release_id"] == id.as_str()), "{progress:?}");
+    let done = &progress.last().unwrap()["progress"];
+    assert_eq!(
+        (done["succeeded"].as_u64(), done["total"].as_u64(), done["pending"].as_u64()),
+        (Some(3), Some(3), Some(0))
     );
+    let out = cli(&["abort", &id, "--rollback"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("409 not_steerable"), "{}", stderr(&out));
+    // What `show` tells: the fleet, who asked, each wave's SSM command ids.
+    let shown = stdout(&cli(&["show", &id]));
+    assert!(shown.contains("fleet:        ") && shown.contains("requested_by: "), "{shown}");
+    let waves = json(&cli(&["--json", "show", &id]))["release"]["rollout"]["waves"].clone();
+    for (n, wave) in waves.as_array().unwrap().iter().enumerate() {
+        let ids: Vec<&str> = wave["command_ids"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+        assert!(shown.contains(&format!("wave {}:       commands {}", n + 1, ids.join(" "))), "{shown}");
+    }
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
