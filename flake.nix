@@ -4,7 +4,7 @@
   # This file is checked here only by `nix-instantiate --parse` (no Nix store or
   # network on the build machines); `nix flake check` needs the inputs.
   inputs = {
-    nixpkgs.url = "https://flakehub.com/f/NixOS/nixpkgs/0.2405.*.tar.gz";
+    nixpkgs.url = "https://flakehub.com/f/NixOS/nixpkgs/0.2605.*.tar.gz";
     determinate.url = "https://flakehub.com/f/DeterminateSystems/determinate/*";
     fh.url = "https://flakehub.com/f/DeterminateSystems/fh/*";
   };
@@ -38,8 +38,11 @@
         };
       });
 
-      # What a fleet host needs so flakefleet can apply releases to it, and
-      # the health checks a release declares (docs/health-checks.md).
+      # What a fleet host needs so flakefleet can apply releases to it (the
+      # SSM agent with fh, logged in to FlakeHub), and the health checks a
+      # release declares (docs/health-checks.md). Import it from another
+      # flake: inputs.flakefleet.url = "github:OWNER/flakefleet"; then
+      # modules = [ flakefleet.nixosModules.fleet-host ].
       nixosModules.fleet-host = { config, lib, pkgs, ... }:
         let
           fhPackage = fh.packages.${pkgs.stdenv.hostPlatform.system}.default;
@@ -99,12 +102,41 @@
               message = "flakefleet.healthChecks.${name}: the name is letters, digits, _ . - (at most 64), and it has exactly one of url or command";
             }) cfg.healthChecks;
 
+            # fh fetches closures from FlakeHub's cache as this host's
+            # instance role: the host logs in before the agent, or the boot's
+            # user data, may apply anything. FlakeHub must know the role's
+            # ARN (README: the quick start). Retried until it works, since the
+            # instance role's credentials may lag the network by seconds.
+            systemd.services.flakefleet-login = {
+              description = "Log this host in to FlakeHub with its instance role";
+              wantedBy = [ "multi-user.target" ];
+              wants = [ "network-online.target" ];
+              after = [ "network-online.target" "nix-daemon.service" "determinate-nixd.service" ];
+              before = [ "amazon-ssm-agent.service" "amazon-init.service" ];
+              path = [ "/run/current-system/sw" ];
+              script = "determinate-nixd login aws";
+              serviceConfig = {
+                Type = "oneshot";
+                RemainAfterExit = true;
+                Restart = "on-failure";
+                RestartSec = 10;
+              };
+              unitConfig.StartLimitIntervalSec = 0;
+            };
+            systemd.services.amazon-init = {
+              wants = [ "flakefleet-login.service" ];
+              after = [ "flakefleet-login.service" ];
+            };
+
             services.amazon-ssm-agent.enable = true;
             systemd.services.amazon-ssm-agent = {
               # The apply document runs fh, readlink and systemctl as the agent.
               path = [ fhPackage pkgs.coreutils pkgs.bash config.systemd.package ];
               # A release must not restart the agent in the middle of the command applying it.
               restartIfChanged = false;
+              # No command before the host is logged in to FlakeHub.
+              wants = [ "flakefleet-login.service" ];
+              after = [ "flakefleet-login.service" ];
             };
             environment.systemPackages = [ fhPackage ];
 
@@ -130,7 +162,7 @@
           "${nixpkgs}/nixos/modules/virtualisation/amazon-image.nix"
           self.nixosModules.fleet-host
           {
-            system.stateVersion = "24.05";
+            system.stateVersion = "26.05";
             flakefleet.healthChecks.ssh.command = "systemctl is-active --quiet sshd";
           }
         ];

@@ -69,7 +69,7 @@ def instances(count, tag, per_reservation=None):
     ec2 = client("ec2")
     create_profile(PROFILE)
     images = ec2.describe_images(Owners=[NIXOS_OWNER], Filters=[
-        {"Name": "name", "Values": ["determinate/nixos/epoch-1/24.05.*"]},
+        {"Name": "name", "Values": ["determinate/nixos/epoch-1/26.05.*"]},
         {"Name": "architecture", "Values": ["x86_64"]},
     ])["Images"]
     image = max(images, key=lambda i: i["Name"])

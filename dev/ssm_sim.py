@@ -351,6 +351,7 @@ class Simulator:
         comment = body.get("Comment", "")
         if len(comment) > 100:
             raise SsmError("ValidationException", "Comment is at most 100 characters")
+        output = _cloudwatch_output(body.get("CloudWatchOutputConfig"))
         self._validate_parameters(name, parameters)
         instance_ids = self._resolve(body)
         nodes = self._nodes(self._instances(ids=instance_ids)) if instance_ids else {}
@@ -384,6 +385,7 @@ class Simulator:
                 "MaxConcurrency": body.get("MaxConcurrency", "50"),
                 "MaxErrors": body.get("MaxErrors", "0"),
                 "TimeoutSeconds": body.get("TimeoutSeconds", 3600),
+                "CloudWatchOutputConfig": output,
                 "invocations": invocations,
             }
             self.commands.append(command)
@@ -653,6 +655,28 @@ def check_parameter(name, spec, value):
         raise SsmError("InvalidParameters", f"parameter {name} is not one of {spec['allowedValues']}")
     if "maxChars" in spec and len(value) > int(spec["maxChars"]):
         raise SsmError("InvalidParameters", f"parameter {name} is over {spec['maxChars']} characters")
+
+
+def _cloudwatch_output(config):
+    """SendCommand's CloudWatchOutputConfig, checked as the API reference
+    gives it (CloudWatchLogGroupName: 1 to 512 of [.-_/#A-Za-z0-9];
+    CloudWatchOutputEnabled: a boolean) and recorded as ListCommands shows
+    it; without a group name SSM names one after the document."""
+    if config is None:
+        return {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False}
+    if not isinstance(config, dict) or set(config) - {"CloudWatchLogGroupName", "CloudWatchOutputEnabled"}:
+        raise SsmError("ValidationException", "CloudWatchOutputConfig takes CloudWatchLogGroupName and CloudWatchOutputEnabled")
+    enabled = config.get("CloudWatchOutputEnabled", False)
+    if not isinstance(enabled, bool):
+        raise SsmError("ValidationException", "CloudWatchOutputEnabled must be a boolean")
+    group = config.get("CloudWatchLogGroupName", "")
+    if "CloudWatchLogGroupName" in config and not re.fullmatch(r"[.\-_/#A-Za-z0-9]{1,512}", group or ""):
+        raise SsmError(
+            "ValidationException",
+            "1 validation error detected: Value at 'cloudWatchOutputConfig.cloudWatchLogGroupName' failed to "
+            "satisfy constraint: Member must satisfy regular expression pattern: [\\.\\-_/#A-Za-z0-9]+",
+        )
+    return {"CloudWatchLogGroupName": group, "CloudWatchOutputEnabled": enabled}
 
 
 def _sendable(state, agent):

@@ -73,7 +73,7 @@ impl<S: Subscriber, W: Fn(String) + Send + Sync + 'static> Layer<S> for EmfLayer
                 &metric,
                 fields.unit.as_deref().unwrap_or("Count"),
                 value,
-                fields.fleet.as_deref().unwrap_or(""),
+                (fields.fleet.as_deref().unwrap_or(""), fields.kind.as_deref()),
                 now,
             ));
         }
@@ -85,6 +85,7 @@ struct MetricFields {
     metric: Option<String>,
     unit: Option<String>,
     fleet: Option<String>,
+    kind: Option<String>,
     value: Option<f64>,
 }
 
@@ -94,6 +95,7 @@ impl Visit for MetricFields {
             "metric" => self.metric = Some(value.to_owned()),
             "unit" => self.unit = Some(value.to_owned()),
             "fleet" => self.fleet = Some(value.to_owned()),
+            "kind" => self.kind = Some(value.to_owned()),
             _ => {}
         }
     }
@@ -117,19 +119,35 @@ impl Visit for MetricFields {
     }
 }
 
-/// One metric as a CloudWatch embedded-metric-format JSON line, with the fleet as its dimension.
-pub fn emf_line(metric: &str, unit: &str, value: f64, fleet: &str, timestamp_ms: u64) -> String {
+/// One metric as a CloudWatch embedded-metric-format JSON line, with the
+/// fleet as its dimension, and with a release's kind also under
+/// `[Fleet, Kind]`: the same value counted in both, so the halted-fleet alarm
+/// (on `[Fleet]`) sees every release, and a dashboard can tell repairs apart.
+pub fn emf_line(
+    metric: &str,
+    unit: &str,
+    value: f64,
+    (fleet, kind): (&str, Option<&str>),
+    timestamp_ms: u64,
+) -> String {
+    let dimensions = match kind {
+        Some(_) => json!([["Fleet"], ["Fleet", "Kind"]]),
+        None => json!([["Fleet"]]),
+    };
     let mut line = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
-                "Dimensions": [["Fleet"]],
+                "Dimensions": dimensions,
                 "Metrics": [{ "Name": metric, "Unit": unit }],
             }],
         },
         "Fleet": fleet,
     });
+    if let Some(kind) = kind {
+        line["Kind"] = json!(kind);
+    }
     line[metric] = json!(value);
     line.to_string()
 }
@@ -145,18 +163,38 @@ mod tests {
     #[test]
     fn emf_lines_follow_the_specification() {
         let line: serde_json::Value =
-            serde_json::from_str(&emf_line("DeploysStarted", "Count", 1.0, "prod", 42)).unwrap();
+            serde_json::from_str(&emf_line("FleetIsHalted", "None", 0.0, ("prod", None), 42)).unwrap();
         assert_eq!(line["_aws"]["Timestamp"], 42);
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Fleet"]]));
-        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "DeploysStarted");
-        assert_eq!((line["Fleet"].as_str(), line["DeploysStarted"].as_f64()), (Some("prod"), Some(1.0)));
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"], "FleetIsHalted");
+        assert_eq!((line["Fleet"].as_str(), line["FleetIsHalted"].as_f64()), (Some("prod"), Some(0.0)));
+        assert!(line.get("Kind").is_none());
+        let line: serde_json::Value =
+            serde_json::from_str(&emf_line("DeploysStarted", "Count", 1.0, ("prod", Some("repair")), 42)).unwrap();
+        // Every dimension named in a set is a member of the line (the EMF specification).
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Fleet"], ["Fleet", "Kind"]]));
+        assert_eq!((line["Fleet"].as_str(), line["Kind"].as_str()), (Some("prod"), Some("repair")));
     }
 
     /// Every metric line a scenario writes, as (name, value), in order.
     fn metrics_of(
         scenario: impl std::future::Future<Output = crate::domain::model::time::Timestamp>,
     ) -> Vec<(String, f64)> {
+        lines_of(scenario)
+            .iter()
+            .map(|v| {
+                let name = v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().unwrap().to_owned();
+                let value = v[&name].as_f64().unwrap();
+                (name, value)
+            })
+            .collect()
+    }
+
+    /// Every metric line a scenario writes, parsed.
+    fn lines_of(
+        scenario: impl std::future::Future<Output = crate::domain::model::time::Timestamp>,
+    ) -> Vec<serde_json::Value> {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         let subscriber =
@@ -165,15 +203,26 @@ mod tests {
             tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(scenario);
         });
         let lines = lines.lock().unwrap().clone();
-        lines
-            .iter()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let name = v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"].as_str().unwrap().to_owned();
-                let value = v[&name].as_f64().unwrap();
-                (name, value)
-            })
-            .collect()
+        lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Releases' metrics name their kind: the deploys, and the automatic
+    /// rollback whose failure halts the fleet, apart.
+    #[test]
+    fn release_metrics_carry_the_release_kind() {
+        let c = staged(3);
+        let lines = lines_of(deploy_and_fail_canary(&c));
+        let kinds = |name: &str| -> Vec<String> {
+            lines
+                .iter()
+                .filter(|l| l.get(name).is_some())
+                .map(|l| l["Kind"].as_str().unwrap_or("-").to_owned())
+                .collect()
+        };
+        assert_eq!(kinds("DeploysStarted"), ["deploy", "deploy"]);
+        assert_eq!(kinds("DeploysRolledBack"), ["deploy"]);
+        assert_eq!(kinds("FleetHalted"), ["rollback"]);
+        assert!(kinds("FleetIsHalted").iter().all(|k| k == "-"), "the fleet's gauge has no kind");
     }
 
     fn total(metrics: &[(String, f64)], name: &str) -> f64 {

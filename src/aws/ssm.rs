@@ -8,7 +8,8 @@ use aws_sdk_ssm::config::retry::RetryConfig;
 use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};
 use aws_sdk_ssm::types::{
-    CommandFilter, CommandFilterKey, CommandInvocationStatus, CommandStatus, InstanceInformationStringFilter, Target,
+    CloudWatchOutputConfig, CommandFilter, CommandFilterKey, CommandInvocationStatus, CommandStatus,
+    InstanceInformationStringFilter, Target,
 };
 use aws_sdk_ssm::Client;
 use std::collections::HashMap;
@@ -32,6 +33,9 @@ pub struct SsmSettings {
     pub max_errors: String,
     /// SSM's delivery timeout (`TimeoutSeconds`), 30 to 2,592,000.
     pub delivery_timeout_secs: i32,
+    /// Where the hosts send each invocation's whole output (SSM keeps only
+    /// its first 24,000 characters); None: nowhere else.
+    pub output_log_group: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -221,6 +225,12 @@ impl SsmCommandRunner {
             .max_concurrency(&self.settings.max_concurrency)
             .max_errors(&self.settings.max_errors)
             .timeout_seconds(self.settings.delivery_timeout_secs)
+            .set_cloud_watch_output_config(self.settings.output_log_group.as_ref().map(|group| {
+                CloudWatchOutputConfig::builder()
+                    .cloud_watch_output_enabled(true)
+                    .cloud_watch_log_group_name(group)
+                    .build()
+            }))
             .customize()
             .config_override(aws_sdk_ssm::config::Config::builder().retry_config(RetryConfig::disabled()))
             .send()

@@ -63,7 +63,7 @@ fn spec(vars: &Vars) -> Result<FleetSpec, ConfigError> {
         instance_profile: vars.or("FLAKEFLEET_INSTANCE_PROFILE", "FlakeHubClientMachine"),
         image: ImageSelector {
             owner: vars.or("FLAKEFLEET_AMI_OWNER", "535002876703"),
-            name_pattern: vars.or("FLAKEFLEET_AMI_NAME_PATTERN", "determinate/nixos/epoch-1/24.05.*"),
+            name_pattern: vars.or("FLAKEFLEET_AMI_NAME_PATTERN", "determinate/nixos/epoch-1/26.05.*"),
             architecture: vars.choice("FLAKEFLEET_AMI_ARCHITECTURE", "x86_64", &["x86_64", "arm64"])?,
         },
         root_volume_gib: vars.number("FLAKEFLEET_ROOT_VOLUME_GIB", 16, 4..=16_384)? as i32,

@@ -79,11 +79,24 @@ mod tests {
         assert_eq!(c.fleet.spec.desired_capacity, 0, "capacity is not managed unless asked");
         assert_eq!(c.auth, AuthSettings::Iam(IamAllowlist::default()), "IAM, and nobody named yet");
         assert_eq!(c.fleet.spec.image.owner, "535002876703");
-        assert_eq!(c.fleet.spec.image.name_pattern, "determinate/nixos/epoch-1/24.05.*");
+        assert_eq!(c.fleet.spec.image.name_pattern, "determinate/nixos/epoch-1/26.05.*");
         assert_eq!(
             (c.fleet.spec.image.architecture.as_str(), c.fleet.spec.instance_type.as_str()),
             ("x86_64", "t3a.nano")
         );
+    }
+
+    #[test]
+    fn hosts_send_their_output_to_the_log_group_named() {
+        let base = [("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d")];
+        assert_eq!(config(&base).unwrap().ssm.output_log_group, None);
+        let group = [&base[..], &[("FLAKEFLEET_HOST_LOG_GROUP", "/flakefleet/prod/hosts")]].concat();
+        assert_eq!(config(&group).unwrap().ssm.output_log_group.as_deref(), Some("/flakefleet/prod/hosts"));
+        let long = "a".repeat(513);
+        for bad in ["/flake fleet", "group:1", long.as_str()] {
+            let err = config(&[&base[..], &[("FLAKEFLEET_HOST_LOG_GROUP", bad)]].concat()).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { var: "FLAKEFLEET_HOST_LOG_GROUP", .. }), "{bad}: {err}");
+        }
     }
 
     #[test]

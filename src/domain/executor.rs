@@ -130,7 +130,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
             Need::FleetState => {
                 let state = self.store.fleet_state(self.fleet()).await?;
                 // A gauge for the halted-fleet alarm, written on every pass.
-                self.metric("FleetIsHalted", "None", if state.halted.is_some() { 1.0 } else { 0.0 });
+                self.metric("FleetIsHalted", "None", if state.halted.is_some() { 1.0 } else { 0.0 }, None);
                 seen.fleet = Some(state);
             }
             Need::Holder(id) => {
@@ -404,7 +404,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
         let admission = lease::admission(answer, claim.map(|c| c.request.as_str()));
         if admission == Admission::Admitted && desired {
             info!(kind = release.kind.as_str(), flakeref = %release.flakeref, "release recorded");
-            self.metric("DeploysStarted", "Count", 1.0);
+            self.metric("DeploysStarted", "Count", 1.0, Some(release.kind));
         }
         Ok(admission)
     }
@@ -464,14 +464,17 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
             ReleaseStatus::Halted => "FleetHalted",
             _ => return,
         };
-        self.metric(name, "Count", 1.0);
+        self.metric(name, "Count", 1.0, Some(release.kind));
         let duration = now.millis().saturating_sub(release.created_at.millis());
-        self.metric("RolloutDuration", "Milliseconds", duration as f64);
+        self.metric("RolloutDuration", "Milliseconds", duration as f64, Some(release.kind));
     }
 
     /// One CloudWatch metric, dimensioned by fleet (written by `telemetry::EmfLayer`).
-    fn metric(&self, metric: &'static str, unit: &'static str, value: f64) {
-        info!(target: METRICS_TARGET, metric, unit, value, fleet = self.fleet().as_str());
+    /// A metric of the fleet; one about a release also carries its kind
+    /// (deploy, rollback, repair, targeted) as a second dimension set.
+    fn metric(&self, metric: &'static str, unit: &'static str, value: f64, kind: Option<ReleaseKind>) {
+        let kind = kind.map(ReleaseKind::as_str);
+        info!(target: METRICS_TARGET, metric, unit, value, fleet = self.fleet().as_str(), kind);
     }
 
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {

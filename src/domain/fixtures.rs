@@ -21,7 +21,7 @@ pub fn spec(capacity: usize) -> FleetSpec {
         instance_profile: "FlakeHubClientMachine".into(),
         image: ImageSelector {
             owner: "535002876703".into(),
-            name_pattern: "determinate/nixos/epoch-1/24.05.*".into(),
+            name_pattern: "determinate/nixos/epoch-1/26.05.*".into(),
             architecture: "x86_64".into(),
         },
         root_volume_gib: 16,

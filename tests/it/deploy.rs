@@ -96,6 +96,12 @@ async fn rollback_is_a_new_release_with_the_old_flakeref() {
     assert_eq!(commands.len(), 3);
     let newest = commands.iter().find(|c| c.command_id() == rollback["command_id"].as_str()).unwrap();
     assert_eq!(newest.parameters().unwrap()["flakeref"], vec![GOOD.to_owned()]);
+    // Each host's whole output goes to the stack's log group as well.
+    let output = newest.cloud_watch_output_config().expect("CloudWatchOutputConfig");
+    assert_eq!(
+        (output.cloud_watch_log_group_name(), output.cloud_watch_output_enabled()),
+        (Some("/flakefleet/it/hosts"), true)
+    );
     stack.settle(&controller).await;
 
     // The old records are untouched.

@@ -164,3 +164,31 @@ async fn an_output_that_cannot_be_fetched_never_holds_up_the_verdict() {
     );
     assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("error must be one of"), "{bad}");
 }
+
+/// SendCommand refuses a CloudWatchOutputConfig whose log group name breaks
+/// the API's pattern, as SSM does: nothing is sent.
+#[tokio::test]
+async fn a_bad_output_log_group_is_refused_by_send_command() {
+    use aws_sdk_ssm::types::CloudWatchOutputConfig;
+    let stack = Stack::new(1).await;
+    for group in ["/flake fleet", "group:1"] {
+        let err = stack
+            .ssm
+            .send_command()
+            .document_name(crate::support::DOCUMENT)
+            .instance_ids(&stack.instances[0])
+            .parameters("flakeref", vec![GOOD.to_owned()])
+            .cloud_watch_output_config(
+                CloudWatchOutputConfig::builder()
+                    .cloud_watch_output_enabled(true)
+                    .cloud_watch_log_group_name(group)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect_err(group);
+        let message = format!("{}", aws_sdk_ssm::error::DisplayErrorContext(&err));
+        assert!(message.contains("ValidationException") && message.contains("cloudWatchLogGroupName"), "{message}");
+    }
+    assert!(stack.commands().await.is_empty());
+}

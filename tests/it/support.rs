@@ -66,7 +66,7 @@ pub fn default_spec() -> FleetSpec {
         instance_profile: PROFILE.into(),
         image: ImageSelector {
             owner: "535002876703".into(),
-            name_pattern: "determinate/nixos/epoch-1/24.05.*".into(),
+            name_pattern: "determinate/nixos/epoch-1/26.05.*".into(),
             architecture: "x86_64".into(),
         },
         root_volume_gib: 16,
@@ -81,6 +81,7 @@ pub fn ssm_settings() -> SsmSettings {
         max_concurrency: "50".into(),
         max_errors: "0".into(),
         delivery_timeout_secs: 600,
+        output_log_group: Some("/flakefleet/it/hosts".into()),
     }
 }
 
