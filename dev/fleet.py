@@ -24,6 +24,9 @@ instances in moto; and scripts the SSM simulator's outcomes.
                                      nodes in the SSM simulator, as after a boot
   fleet.py sends FLAKEREF             how many apply commands of that flakeref each instance
                                      got from the SSM simulator, as {"commands": instances}
+  fleet.py listen BUS                 send flakefleet's events on that EventBridge bus (default:
+                                     the default bus) to an SQS queue of its own; prints its URL
+  fleet.py heard QUEUE_URL            the events that queue received since last asked, as a JSON list
 """
 
 import json
@@ -182,6 +185,30 @@ def sends(flakeref):
     print(json.dumps(histogram, sort_keys=True))
 
 
+def listen(bus):
+    """An SQS queue that a rule on `bus` fills with every event from source flakefleet."""
+    events, sqs = client("events"), client("sqs")
+    name = f"{bus}-listener".replace("/", "-")[:80]
+    queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(Name=name[:64], EventBusName=bus, EventPattern=json.dumps({"source": ["flakefleet"]}))
+    events.put_targets(Rule=name[:64], EventBusName=bus, Targets=[{"Id": "listener", "Arn": arn}])
+    print(queue)
+
+
+def heard(queue):
+    sqs = client("sqs")
+    bodies = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            break
+        for m in messages:
+            bodies.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+    print(json.dumps(bodies))
+
+
 def terminate(instance_id):
     client("ec2").terminate_instances(InstanceIds=[instance_id])
     print(f"terminated {instance_id}")
@@ -194,7 +221,8 @@ if __name__ == "__main__":
                 "profile": lambda a: create_profile(a[0]), "sends": lambda a: sends(a[0]),
                 "wait-agents": lambda a: wait_agents(a), "host": lambda a: host(a[0], a[1:]),
                 "agent-version": lambda a: agent_version(a[0], a[1:]), "launched": lambda a: launched(a[0]),
-                "unhealthy": lambda a: unhealthy(a[0], a[1:])}
+                "unhealthy": lambda a: unhealthy(a[0], a[1:]),
+                "listen": lambda a: listen(a[0] if a else "default"), "heard": lambda a: heard(a[0])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

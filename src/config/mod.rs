@@ -22,6 +22,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Open each service's connection during init (`FLAKEFLEET_WARM_CONNECTIONS`).
     pub warm_connections: bool,
+    /// The EventBridge bus release notices go to (`FLAKEFLEET_EVENT_BUS`); None: the default bus.
+    pub event_bus: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +47,23 @@ impl Config {
             table: vars.required("FLAKEFLEET_TABLE")?,
             fleet: fleet::settings(&vars)?,
             ssm: ssm::settings(&vars)?,
+            event_bus: event_bus(&vars)?,
         })
     }
+}
+
+/// A bus name or ARN, as PutEvents' EventBusName takes it; unset: the default bus.
+fn event_bus(vars: &Vars) -> Result<Option<String>, ConfigError> {
+    const VAR: &str = "FLAKEFLEET_EVENT_BUS";
+    let Some(bus) = vars.get(VAR).filter(|b| !b.is_empty()) else {
+        return Ok(None);
+    };
+    let valid = bus.len() <= 1600 && bus.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-:".contains(&b));
+    if !valid {
+        let message = format!("{bus:?} is not an event bus name or ARN (at most 1600 of A-Z a-z 0-9 / . _ - :)");
+        return Err(ConfigError::Invalid { var: VAR, message });
+    }
+    Ok(Some(bus))
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use super::model::ids::{IdempotencyKey, ReleaseId};
 use super::model::release::{Release, ReleaseKind, ReleaseStatus};
 use super::model::time::Timestamp;
 use super::planner::lease::{self, lease_for, Admission};
-use super::ports::{AdmitConflict, Admitted, Fence, IdempotencyClaim, ReleaseStore, Settlement, StoreError, Written};
+use super::ports::{
+    AdmitConflict, Admitted, Fence, IdempotencyClaim, Notice, ReleaseStore, Settlement, StoreError, Written,
+};
 use std::time::Duration;
 
 /// Runs the scenario on `store`, which must hold nothing of `template.fleet`.
@@ -17,6 +19,16 @@ pub async fn check<S: ReleaseStore>(store: &S, template: &Release, now: Timestam
     let done = admit_save_and_settle(store, template, now).await;
     let holder = lose_the_lease(store, template, &done, now).await;
     replace_with_a_rollback(store, template, holder).await;
+}
+
+/// A notice of `release` as it is now.
+fn notice(release: &Release) -> Notice {
+    Notice {
+        id: format!("{}/{}", release.id, release.version),
+        release_id: release.id.clone(),
+        at: release.updated_at,
+        detail: format!(r#"{{"status": "{}"}}"#, release.status.as_str()),
+    }
 }
 
 /// A copy of `template` created at `at`, with a fresh id.
@@ -44,15 +56,15 @@ async fn admit_save_and_settle<S: ReleaseStore>(store: &S, template: &Release, n
     // Admission: the first takes the lease; the next is busy; a used key replays.
     let a = copy(1, now);
     assert_eq!(
-        store.admit(&a, &lease_for(&a), Some(&claim("k1", "deploy a")), true, now).await.unwrap(),
+        store.admit(&a, &lease_for(&a), Some(&claim("k1", "deploy a")), true, &[notice(&a)], now).await.unwrap(),
         Admitted::Yes,
         "admit a"
     );
     let b = copy(2, now);
-    let busy = store.admit(&b, &lease_for(&b), Some(&claim("k2", "deploy b")), true, now).await.unwrap();
+    let busy = store.admit(&b, &lease_for(&b), Some(&claim("k2", "deploy b")), true, &[notice(&b)], now).await.unwrap();
     assert_eq!(busy, Admitted::Refused(vec![AdmitConflict::LeaseHeld { holder: a.id.clone() }]), "b while a holds");
     for (request, same) in [("deploy a", true), ("deploy b", false)] {
-        let answer = store.admit(&b, &lease_for(&b), Some(&claim("k1", request)), true, now).await.unwrap();
+        let answer = store.admit(&b, &lease_for(&b), Some(&claim("k1", request)), true, &[], now).await.unwrap();
         let replay = Admission::Replay { release_id: a.id.clone(), same_request: same };
         assert_eq!(lease::admission(answer, Some(request)), replay, "k1 again with {request:?}");
     }
@@ -63,20 +75,34 @@ async fn admit_save_and_settle<S: ReleaseStore>(store: &S, template: &Release, n
     let mut a1 = a.clone();
     a1.status = ReleaseStatus::InProgress;
     a1.version = 1;
-    assert_eq!(store.save(&a1, 7).await.unwrap(), Written::Fenced(Fence::StaleVersion), "save over a wrong version");
-    assert_eq!(store.save(&a1, 0).await.unwrap(), Written::Yes, "save a");
+    let stale = store.save(&a1, 7, &[notice(&a1)]).await.unwrap();
+    assert_eq!(stale, Written::Fenced(Fence::StaleVersion), "save over a wrong version");
+    assert_eq!(store.save(&a1, 0, &[notice(&a1)]).await.unwrap(), Written::Yes, "save a");
     assert_eq!(store.release(fleet, &a.id).await.unwrap().as_ref(), Some(&a1));
 
     // Settling frees the lease and names the good release.
     let mut done = a1.clone();
     done.status = ReleaseStatus::Succeeded;
     done.version = 2;
-    let stale = Settlement { expected_version: 0, ..lease::settlement(done.clone(), None, None) };
+    let notices = vec![notice(&done)];
+    let stale =
+        Settlement { expected_version: 0, notices: notices.clone(), ..lease::settlement(done.clone(), None, None) };
     assert_eq!(store.settle(&stale).await.unwrap(), Written::Fenced(Fence::StaleVersion), "settle a stale a");
-    let settled = Settlement { expected_version: 1, ..lease::settlement(done.clone(), None, None) };
+    let settled = Settlement { expected_version: 1, notices, ..lease::settlement(done.clone(), None, None) };
     assert_eq!(store.settle(&settled).await.unwrap(), Written::Yes, "settle a");
     let state = store.fleet_state(fleet).await.unwrap();
     assert_eq!((state.lease, state.last_good_release.as_ref()), (None, Some(&a.id)), "a settled");
+
+    // The outbox holds the notices of the writes that were made, in order, until cleared.
+    let ids = |notices: Vec<Notice>| notices.into_iter().map(|n| n.id).collect::<Vec<_>>();
+    let written = vec![notice(&a).id, notice(&a1).id, notice(&done).id];
+    assert_eq!(ids(store.notices(fleet, 10).await.unwrap()), written, "the outbox");
+    assert_eq!(store.notices(fleet, 10).await.unwrap()[0], notice(&a), "a notice as written");
+    assert_eq!(ids(store.notices(fleet, 2).await.unwrap()), written[..2], "a page of the outbox");
+    store.clear_notices(fleet, &written[..2]).await.unwrap();
+    assert_eq!(ids(store.notices(fleet, 10).await.unwrap()), written[2..], "cleared");
+    store.clear_notices(fleet, &written).await.unwrap();
+    assert!(store.notices(fleet, 10).await.unwrap().is_empty(), "clearing twice is harmless");
 
     done
 }
@@ -89,7 +115,7 @@ async fn lose_the_lease<S: ReleaseStore>(store: &S, template: &Release, done: &R
     let copy = |n: u128, at: Timestamp| copy(template, n, at);
     // A hand-over to a release that exists is refused whole.
     let c = copy(3, now);
-    assert_eq!(store.admit(&c, &lease_for(&c), None, true, now).await.unwrap(), Admitted::Yes, "admit c");
+    assert_eq!(store.admit(&c, &lease_for(&c), None, true, &[], now).await.unwrap(), Admitted::Yes, "admit c");
     let mut c_failed = c.clone();
     c_failed.status = ReleaseStatus::RolledBack;
     c_failed.version = 1;
@@ -101,7 +127,7 @@ async fn lose_the_lease<S: ReleaseStore>(store: &S, template: &Release, done: &R
     let later = c.deadline.plus(Duration::from_secs(3600));
     let d = copy(4, later);
     assert_eq!(
-        store.admit(&d, &lease_for(&d), None, true, later).await.unwrap(),
+        store.admit(&d, &lease_for(&d), None, true, &[], later).await.unwrap(),
         Admitted::Refused(vec![AdmitConflict::LeaseHeld { holder: c.id.clone() }]),
         "d while c is overdue"
     );
@@ -111,13 +137,17 @@ async fn lose_the_lease<S: ReleaseStore>(store: &S, template: &Release, done: &R
     c_done.version = 1;
     let settled = Settlement { expected_version: 0, ..lease::settlement(c_done.clone(), None, None) };
     assert_eq!(store.settle(&settled).await.unwrap(), Written::Yes, "settle c");
-    assert_eq!(store.admit(&d, &lease_for(&d), None, true, later).await.unwrap(), Admitted::Yes, "admit d");
+    assert_eq!(store.admit(&d, &lease_for(&d), None, true, &[], later).await.unwrap(), Admitted::Yes, "admit d");
 
     // A late writer of c, over the version it read, can no longer change the fleet.
     let mut c_late = c_done.clone();
     c_late.status = ReleaseStatus::Failed;
     c_late.version = 2;
-    assert_eq!(store.save(&c_late, 1).await.unwrap(), Written::Fenced(Fence::LeaseLost), "save c without the lease");
+    assert_eq!(
+        store.save(&c_late, 1, &[]).await.unwrap(),
+        Written::Fenced(Fence::LeaseLost),
+        "save c without the lease"
+    );
     let late = Settlement { expected_version: 1, ..lease::settlement(c_late.clone(), None, None) };
     assert_eq!(store.settle(&late).await.unwrap(), Written::Fenced(Fence::LeaseLost), "settle c without the lease");
     let alone = lease::settle_without_lease(&late).expect("a plain settlement may go alone");
@@ -146,12 +176,12 @@ async fn replace_with_a_rollback<S: ReleaseStore>(store: &S, template: &Release,
         ..copy(template, n, at)
     };
     for stale in [rollback(5, Some(template)), rollback(6, None)] {
-        let answer = store.admit(&stale, &lease_for(&stale), None, true, at).await;
+        let answer = store.admit(&stale, &lease_for(&stale), None, true, &[], at).await;
         assert!(matches!(answer, Err(StoreError::Busy(_))), "a rollback of a release no longer desired: {answer:?}");
         assert_eq!(store.release(fleet, &stale.id).await.unwrap(), None, "a refused rollback is not recorded");
     }
     let r = rollback(7, Some(&d));
-    assert_eq!(store.admit(&r, &lease_for(&r), None, true, at).await.unwrap(), Admitted::Yes, "admit r");
+    assert_eq!(store.admit(&r, &lease_for(&r), None, true, &[], at).await.unwrap(), Admitted::Yes, "admit r");
     assert_eq!(store.replaced_by(fleet, &d.id).await.unwrap(), Some(r.id.clone()), "d replaced by r");
     assert_eq!(store.replaced_by(fleet, &template.id).await.unwrap(), None, "nothing replaced the template");
     assert_eq!(store.fleet_state(fleet).await.unwrap().desired_release, Some(r.id), "r is the desired release");

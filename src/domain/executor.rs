@@ -10,18 +10,22 @@ use super::model::release::{Release, ReleaseKind, ReleaseStatus};
 use super::model::rollout::Claim;
 use super::model::time::Timestamp;
 use super::planner::lease::{self, Admission};
+use super::planner::notice;
 use super::planner::reach::{drop_unreachable, refusal_stands};
 use super::planner::repair::launch_request;
 use super::planner::{Need, Observed, Outcome, Pass, Step};
 use super::ports::{
-    AlarmWatch, ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, ReleasePage,
-    ReleaseStore, RunnerError, Settlement, StoreError, Written,
+    AlarmWatch, ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, Notice, NoticeBoard,
+    ReleasePage, ReleaseStore, RunnerError, Settlement, StoreError, Written,
 };
 use std::collections::HashMap;
 use tracing::{info, warn};
 
 /// The tracing target of metric events (see `crate::telemetry`).
 pub const METRICS_TARGET: &str = "flakefleet::metrics";
+
+/// Notices an outbox pass posts at most (EventBridge takes 10 per call).
+const OUTBOX_PAGE: u32 = 50;
 
 /// Batches of a wave sent between two writes of their command ids.
 const BATCHES_PER_SAVE: usize = 10;
@@ -34,15 +38,18 @@ pub enum Flow {
 }
 
 /// The ports of one fleet, borrowed for one invocation.
-pub struct Executor<'a, S, I, R, A> {
+pub struct Executor<'a, S, I, R, A, N> {
     pub store: &'a S,
     pub inventory: &'a I,
     pub runner: &'a R,
     pub alarms: &'a A,
+    pub notices: &'a N,
+    /// Notices written and not posted yet: posted at the end of the use case.
+    pub pending: &'a std::sync::Mutex<Vec<Notice>>,
     pub settings: &'a FleetSettings,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Executor<'_, S, I, R, A> {
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: NoticeBoard> Executor<'_, S, I, R, A, N> {
     fn fleet(&self) -> &FleetName {
         &self.settings.name
     }
@@ -104,8 +111,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
                 }
                 seen.tagged = true;
             }
-            Step::StartRepair { repair, plan } => {
-                match self.admit(&repair, None, super::planner::lease::becomes_desired(&repair), pass.now()).await? {
+            Step::StartRepair { mut repair, plan } => {
+                let desired = super::planner::lease::becomes_desired(&repair);
+                match self.admit(&mut repair, None, desired, pass.now()).await? {
                     Admission::Admitted => {}
                     Admission::Busy { holder } => {
                         let skipped = Some(format!("release {holder} holds the fleet"));
@@ -392,19 +400,27 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
     }
 
     /// Admits a new release: recorded, holding the fleet.
+    /// Records a new release with its notice; once admitted, `release` is
+    /// the release as stored.
     pub async fn admit(
         &self,
-        release: &Release,
+        release: &mut Release,
         claim: Option<&IdempotencyClaim>,
         desired: bool,
         now: Timestamp,
     ) -> Result<Admission, ControlError> {
         record_release_id(&release.id);
-        let answer = self.store.admit(release, &lease::lease_for(release), claim, desired, now).await?;
+        let mut marked = release.clone();
+        let notices: Vec<Notice> = notice::due(&mut marked).into_iter().collect();
+        let answer = self.store.admit(&marked, &lease::lease_for(&marked), claim, desired, &notices, now).await?;
         let admission = lease::admission(answer, claim.map(|c| c.request.as_str()));
-        if admission == Admission::Admitted && desired {
-            info!(kind = release.kind.as_str(), flakeref = %release.flakeref, "release recorded");
-            self.metric("DeploysStarted", "Count", 1.0, Some(release.kind));
+        if admission == Admission::Admitted {
+            *release = marked;
+            if desired {
+                info!(kind = release.kind.as_str(), flakeref = %release.flakeref, "release recorded");
+                self.metric("DeploysStarted", "Count", 1.0, Some(release.kind));
+            }
+            self.post(notices).await;
         }
         Ok(admission)
     }
@@ -414,9 +430,54 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
     /// whether this write won.
     pub(crate) async fn record(&self, mut release: Release, now: Timestamp) -> Result<(Release, bool), ControlError> {
         let expected = stamp(&mut release, now);
-        match self.store.save(&release, expected).await? {
-            Written::Yes => Ok((release, true)),
+        let notices: Vec<Notice> = notice::due(&mut release).into_iter().collect();
+        match self.store.save(&release, expected, &notices).await? {
+            Written::Yes => {
+                self.post(notices).await;
+                Ok((release, true))
+            }
             Written::Fenced(_) => Ok((self.release(&release.id).await?, false)),
+        }
+    }
+
+    /// Keeps notices just written for the end of the use case, which posts
+    /// them in one call (`post_pending`); until then they wait in the outbox too.
+    async fn post(&self, notices: Vec<Notice>) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(notices);
+    }
+
+    /// Posts the notices this controller's writes left pending, and clears
+    /// those posted from the outbox. Best effort: what is not posted stays in
+    /// the outbox, for the next reconcile.
+    pub async fn post_pending(&self) {
+        let notices = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        self.post_and_clear(notices).await;
+    }
+
+    /// Posts what the outbox holds: the notices just written, and those whose
+    /// writer stopped between its write and its post, or whose post failed.
+    pub async fn post_outbox(&self) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        match self.store.notices(self.fleet(), OUTBOX_PAGE).await {
+            Ok(notices) => self.post_and_clear(notices).await,
+            Err(e) => warn!(error = %e, "the outbox could not be read; its notices are posted by a later pass"),
+        }
+    }
+
+    async fn post_and_clear(&self, notices: Vec<Notice>) {
+        if notices.is_empty() {
+            return;
+        }
+        let posted = match self.notices.post(&notices).await {
+            Ok(posted) => posted,
+            Err(e) => {
+                warn!(error = %e, notices = notices.len(), "release notices not posted yet; the reconcile posts them");
+                return;
+            }
+        };
+        if let Err(e) = self.store.clear_notices(self.fleet(), &posted).await {
+            // Posted again by a later pass, with the same ids.
+            warn!(error = %e, "posted notices not cleared from the outbox");
         }
     }
 
@@ -424,6 +485,10 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
     /// model allows. Answers the release as stored.
     async fn settle(&self, mut settlement: Settlement, pass: &Pass) -> Result<Release, ControlError> {
         stamp(&mut settlement.release, pass.now());
+        settlement.notices.extend(notice::due(&mut settlement.release));
+        if let Some(next) = settlement.fleet.as_mut().and_then(|c| c.next.as_mut()) {
+            settlement.notices.extend(notice::due(&mut next.release));
+        }
         let mut written = self.store.settle(&settlement).await?;
         if written == Written::Fenced(super::ports::Fence::LeaseLost) {
             if let Some(alone) = lease::settle_without_lease(&settlement) {
@@ -434,6 +499,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
         if written != Written::Yes {
             return self.release(&settlement.release.id).await;
         }
+        self.post(std::mem::take(&mut settlement.notices)).await;
         let release = &settlement.release;
         info!(
             status = release.status.as_str(),
@@ -469,8 +535,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
         self.metric("RolloutDuration", "Milliseconds", duration as f64, Some(release.kind));
     }
 
-    /// One CloudWatch metric, dimensioned by fleet (written by `telemetry::EmfLayer`).
-    /// A metric of the fleet; one about a release also carries its kind
+    /// One CloudWatch metric (written by `telemetry::EmfLayer`): a metric of the fleet; one about a release also carries its kind
     /// (deploy, rollback, repair, targeted) as a second dimension set.
     fn metric(&self, metric: &'static str, unit: &'static str, value: f64, kind: Option<ReleaseKind>) {
         let kind = kind.map(ReleaseKind::as_str);

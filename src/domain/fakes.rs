@@ -34,6 +34,8 @@ pub struct MemoryStore {
     pub releases: Mutex<BTreeMap<ReleaseId, Release>>,
     pub fleet: Mutex<FleetState>,
     claims: Mutex<HashMap<String, (ReleaseId, String, Timestamp)>>,
+    /// Notices written and not cleared, in the order they were written.
+    pub outbox: Mutex<Vec<Notice>>,
     /// The next this many writes fail as DynamoDB's do when other
     /// transactions hold their items (after the adapter's retries): busy,
     /// nothing written.
@@ -59,6 +61,7 @@ impl ReleaseStore for MemoryStore {
         lease: &Lease,
         claim: Option<&IdempotencyClaim>,
         desired: bool,
+        notices: &[Notice],
         now: Timestamp,
     ) -> Result<Admitted, StoreError> {
         self.yields.point().await;
@@ -92,6 +95,7 @@ impl ReleaseStore for MemoryStore {
         if let Some(c) = claim {
             claims.insert(c.key.as_str().to_owned(), (release.id.clone(), c.request.clone(), c.expires_at));
         }
+        self.outbox.lock().unwrap().extend_from_slice(notices);
         Ok(Admitted::Yes)
     }
 
@@ -136,7 +140,7 @@ impl ReleaseStore for MemoryStore {
         Ok(self.fleet.lock().unwrap().clone())
     }
 
-    async fn save(&self, release: &Release, expected_version: u64) -> Result<Written, StoreError> {
+    async fn save(&self, release: &Release, expected_version: u64, notices: &[Notice]) -> Result<Written, StoreError> {
         self.yields.point().await;
         self.busy()?;
         let mut fleet = self.fleet.lock().unwrap();
@@ -152,6 +156,7 @@ impl ReleaseStore for MemoryStore {
             lease.deadline = release.deadline;
         }
         releases.insert(release.id.clone(), release.clone());
+        self.outbox.lock().unwrap().extend_from_slice(notices);
         Ok(Written::Yes)
     }
 
@@ -184,7 +189,45 @@ impl ReleaseStore for MemoryStore {
             }
         }
         releases.insert(release.id.clone(), release.clone());
+        self.outbox.lock().unwrap().extend_from_slice(&s.notices);
         Ok(Written::Yes)
+    }
+
+    async fn notices(&self, _: &FleetName, limit: u32) -> Result<Vec<Notice>, StoreError> {
+        self.yields.point().await;
+        let mut outbox = self.outbox.lock().unwrap().clone();
+        // Oldest first, as the outbox's keys sort: by release, then by version.
+        outbox.sort_by_key(notice_order);
+        outbox.truncate(limit as usize);
+        Ok(outbox)
+    }
+
+    async fn clear_notices(&self, _: &FleetName, ids: &[String]) -> Result<(), StoreError> {
+        self.yields.point().await;
+        self.outbox.lock().unwrap().retain(|n| !ids.contains(&n.id));
+        Ok(())
+    }
+}
+
+fn notice_order(notice: &Notice) -> (String, u64) {
+    let version = notice.id.rsplit_once('/').and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    (notice.release_id.as_str().to_owned(), version)
+}
+
+/// Notices posted, in order; `failing`: every post fails.
+#[derive(Default)]
+pub struct MemoryNotices {
+    pub posted: Mutex<Vec<Notice>>,
+    pub failing: Mutex<bool>,
+}
+
+impl NoticeBoard for MemoryNotices {
+    async fn post(&self, notices: &[Notice]) -> Result<Vec<String>, NoticeError> {
+        if *self.failing.lock().unwrap() {
+            return Err(NoticeError("scripted failure".into()));
+        }
+        self.posted.lock().unwrap().extend_from_slice(notices);
+        Ok(notices.iter().map(|n| n.id.clone()).collect())
     }
 }
 

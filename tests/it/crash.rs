@@ -40,6 +40,7 @@ pub(crate) fn pending_release(stack: &Stack, now: Timestamp) -> Release {
         stopping: None,
         control: None,
         ignored_alarms: Vec::new(),
+        noticed: None,
         version: 0,
     }
 }
@@ -63,7 +64,10 @@ async fn crash_after_recording_before_sending_is_finished_by_the_retry() {
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
     assert_eq!(
-        store(&stack).admit(&release, &lease_for(&release), Some(&claim("ci-run-7", now)), true, now).await.unwrap(),
+        store(&stack)
+            .admit(&release, &lease_for(&release), Some(&claim("ci-run-7", now)), true, &[], now)
+            .await
+            .unwrap(),
         Admitted::Yes
     );
 
@@ -85,7 +89,7 @@ async fn crash_after_recording_is_finished_by_the_reconcile() {
     let stack = Stack::new(1).await;
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
-    store(&stack).admit(&release, &lease_for(&release), None, true, now).await.unwrap();
+    store(&stack).admit(&release, &lease_for(&release), None, true, &[], now).await.unwrap();
     let controller = stack.controller();
     let answer = flakefleet::entry::handle(&controller, &gate(), json!({"action": "reconcile"}), "it").await.unwrap();
     assert_eq!(answer["reconcile"]["outcome"], "dispatched");
@@ -98,7 +102,7 @@ async fn crash_after_sending_before_recording_adopts_the_sent_command() {
     let stack = Stack::new(2).await;
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
-    store(&stack).admit(&release, &lease_for(&release), None, true, now).await.unwrap();
+    store(&stack).admit(&release, &lease_for(&release), None, true, &[], now).await.unwrap();
     let runner = SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings());
     let sent = runner
         .send(&ApplyCommand {
@@ -123,12 +127,12 @@ async fn a_recorded_release_is_never_overwritten() {
     let now = Timestamp::now();
     let release = pending_release(&stack, now);
     let store = store(&stack);
-    store.admit(&release, &lease_for(&release), None, true, now).await.unwrap();
+    store.admit(&release, &lease_for(&release), None, true, &[], now).await.unwrap();
     // The same id again (a retry that regenerated nothing) is refused while the lease is held...
     let mut copy = release.clone();
     copy.flakeref = Flakeref::parse("Evil/infra/=6.6.6#nixosConfigurations.web").unwrap();
     // (DynamoDB's CancellationReasons name both conditions that failed)...
-    let refused = store.admit(&copy, &lease_for(&copy), None, true, now).await.unwrap();
+    let refused = store.admit(&copy, &lease_for(&copy), None, true, &[], now).await.unwrap();
     let holder = AdmitConflict::LeaseHeld { holder: release.id.clone() };
     assert_eq!(refused, Admitted::Refused(vec![AdmitConflict::IdTaken, holder]));
     // ...and once the release settled and freed the fleet, the condition on
@@ -138,7 +142,7 @@ async fn a_recorded_release_is_never_overwritten() {
     let settled = Settlement { expected_version: 0, ..lease::settlement(done, None, None) };
     assert_eq!(store.settle(&settled).await.unwrap(), Written::Yes);
     let later = now.plus(Duration::from_secs(601));
-    let refused = store.admit(&copy, &lease_for(&copy), None, true, later).await.unwrap();
+    let refused = store.admit(&copy, &lease_for(&copy), None, true, &[], later).await.unwrap();
     assert_eq!(refused, Admitted::Refused(vec![AdmitConflict::IdTaken]));
     let stored = store.release(&stack.fleet, &release.id).await.unwrap().unwrap();
     assert_eq!(stored.flakeref.as_str(), GOOD);
@@ -186,12 +190,12 @@ async fn bodies_split_exactly_at_the_real_inline_limit() {
     let store = store(&stack);
     let now = Timestamp::now();
     let mut current = pending_release(&stack, now);
-    store.admit(&current, &lease_for(&current), None, true, now).await.unwrap();
+    store.admit(&current, &lease_for(&current), None, true, &[], now).await.unwrap();
     // Saves `current` with `n` outcomes as its next version.
     async fn save(store: &DynamoReleaseStore, current: &mut Release, n: usize) -> Result<bool, StoreError> {
         let mut next = with_outcomes(current, n);
         next.version = current.version + 1;
-        let saved = store.save(&next, current.version).await?;
+        let saved = store.save(&next, current.version, &[]).await?;
         if saved == Written::Yes {
             *current = next;
         }

@@ -14,6 +14,7 @@ mod events;
 mod hosts;
 mod lambdas;
 mod nodes;
+mod notices;
 mod once;
 mod repair;
 mod requests;

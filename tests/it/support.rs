@@ -9,8 +9,8 @@ use aws_sdk_ssm::types::Command;
 use flakefleet::auth::iam::IamAllowlist;
 use flakefleet::auth::Gate;
 use flakefleet::aws::{
-    CallCounter, CloudWatchAlarms, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner,
-    SsmSettings,
+    CallCounter, CloudWatchAlarms, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, EventBridgeNotices,
+    SsmCommandRunner, SsmSettings,
 };
 use flakefleet::domain::model::flakeref::FlakeAllowlist;
 use flakefleet::domain::model::fleet::FleetSettings;
@@ -93,6 +93,9 @@ pub struct Stack {
     pub ec2: aws_sdk_ec2::Client,
     /// moto's CloudWatch: the rollback alarms.
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// moto's EventBridge, with a bus of this test's own for its release notices.
+    pub events: aws_sdk_eventbridge::Client,
+    pub bus: String,
     pub ddb: aws_sdk_dynamodb::Client,
     pub table: String,
     pub tag: TargetTag,
@@ -116,6 +119,8 @@ impl Stack {
             ssm: aws_sdk_ssm::Client::from_conf(ssm_config),
             ec2: aws_sdk_ec2::Client::new(&sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+            events: aws_sdk_eventbridge::Client::new(&sdk),
+            bus: format!("flakefleet-it-{unique}"),
             ddb: aws_sdk_dynamodb::Client::new(&sdk),
             table: format!("flakefleet-it-{unique}"),
             tag: TargetTag { key: "Name".into(), value: format!("it-{unique}") },
@@ -123,6 +128,7 @@ impl Stack {
             instances: Vec::new(),
         };
         stack.create_table_from_template().await;
+        stack.events.create_event_bus().name(&stack.bus).send().await.expect("CreateEventBus");
         let mut stack = stack;
         if instances > 0 {
             stack.instances = stack.launch(instances).await;
@@ -212,14 +218,17 @@ impl Stack {
     /// Creates an instance profile in moto's IAM with the project's own
     /// script (boto3), which `make test` installs.
     pub async fn create_instance_profile_named(&self, name: &str) {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let status = std::process::Command::new(format!("{root}/.dev/venv/bin/python"))
-            .args([&format!("{root}/dev/fleet.py"), "profile", name])
-            .current_dir(root)
-            .env("AWS_ENDPOINT_URL", endpoint("FLAKEFLEET_TEST_MOTO_URL"))
-            .status()
-            .expect("dev/fleet.py runs (make test installs .dev/venv)");
-        assert!(status.success(), "dev/fleet.py profile {name} failed");
+        fleet_py(&["profile", name]);
+    }
+
+    /// An SQS queue that receives every event on this test's bus (dev/fleet.py listen).
+    pub fn listen(&self) -> String {
+        fleet_py(&["listen", &self.bus]).trim().to_owned()
+    }
+
+    /// The events the queue received since last asked.
+    pub fn heard(&self, queue: &str) -> Vec<Value> {
+        serde_json::from_str(&fleet_py(&["heard", queue])).unwrap()
     }
 
     pub fn settings(&self) -> FleetSettings {
@@ -263,11 +272,13 @@ impl Stack {
         let ec2 = self.ec2.config().to_builder().interceptor(calls.clone()).build();
         let ssm = self.ssm.config().to_builder().interceptor(calls.clone()).build();
         let cloudwatch = self.cloudwatch.config().to_builder().interceptor(calls.clone()).build();
+        let events = self.events.config().to_builder().interceptor(calls.clone()).build();
         FleetController::new(
             DynamoReleaseStore::new(aws_sdk_dynamodb::Client::from_conf(ddb), &self.table),
             Ec2FleetInventory::new(aws_sdk_ec2::Client::from_conf(ec2)),
             SsmCommandRunner::new(aws_sdk_ssm::Client::from_conf(ssm), ssm_settings()),
             CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::from_conf(cloudwatch)),
+            EventBridgeNotices::new(aws_sdk_eventbridge::Client::from_conf(events), Some(self.bus.clone())),
             settings,
         )
     }
@@ -283,8 +294,14 @@ impl Stack {
             Ec2FleetInventory::new(self.ec2.clone()),
             SsmCommandRunner::new(self.ssm.clone(), ssm_settings()),
             CloudWatchAlarms::new(self.cloudwatch.clone()),
+            self.notices(),
             settings,
         )
+    }
+
+    /// Release notices to this test's own bus.
+    pub fn notices(&self) -> EventBridgeNotices {
+        EventBridgeNotices::new(self.events.clone(), Some(self.bus.clone()))
     }
 
     /// Sends a function URL request through the real handler, built from
@@ -388,6 +405,20 @@ impl Stack {
     pub fn script(&self, rule: Value) {
         script_simulator(rule);
     }
+}
+
+/// Runs dev/fleet.py against the local AWS; answers what it printed.
+pub fn fleet_py(args: &[&str]) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(format!("{root}/.dev/venv/bin/python"))
+        .arg(format!("{root}/dev/fleet.py"))
+        .args(args)
+        .current_dir(root)
+        .env("AWS_ENDPOINT_URL", endpoint("FLAKEFLEET_TEST_MOTO_URL"))
+        .output()
+        .expect("dev/fleet.py runs (make test installs .dev/venv)");
+    assert!(out.status.success(), "dev/fleet.py {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Adds an outcome rule to the SSM simulator (see dev/README.md).

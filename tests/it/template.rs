@@ -89,6 +89,7 @@ fn the_function_gets_exactly_the_configuration_the_code_reads() {
         "FLAKEFLEET_OIDC_ISSUER",
         "FLAKEFLEET_OIDC_JWKS_URL",
         "FLAKEFLEET_WARM_CONNECTIONS",
+        "FLAKEFLEET_EVENT_BUS",
     ];
     let expected: BTreeSet<String> = read.into_iter().filter(|v| !defaults.contains(&v.as_str())).collect();
     assert_eq!(given, expected);
@@ -165,6 +166,10 @@ fn the_function_role_grants_only_what_the_code_uses() {
     assert_eq!(pass.len(), 1);
     assert!(strings(&pass[0]["Resource"]).join("").ends_with(":role${InstanceRolePath}${InstanceRoleName}"));
     assert_eq!(pass[0]["Condition"]["StringEquals"]["iam:PassedToService"].as_str(), Some("ec2.amazonaws.com"));
+    // PutEvents: the default bus, which FLAKEFLEET_EVENT_BUS keeps in the template.
+    let put = with_action("events:PutEvents");
+    assert_eq!(put.len(), 1);
+    assert!(strings(&put[0]["Resource"]).join("").ends_with(":event-bus/default"), "{:?}", put[0]);
     // DynamoDB: the table and nothing else.
     for s in statements.iter().filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("dynamodb:"))) {
         assert_eq!(s["Resource"]["Fn::GetAtt"][0].as_str(), Some("ReleasesTable"), "{s:?}");
@@ -597,4 +602,29 @@ fn rollback_alarms_are_read_by_name_and_their_alarm_state_changes_invoke_the_fun
         event["source"].as_str().unwrap(),
         event["detail-type"].as_str().unwrap()
     ));
+}
+
+/// The sample rule sends the releases of this fleet that failed, were rolled
+/// back or halted it (as the function announces them) to the alarm topic,
+/// and nothing else; only when a topic is given.
+#[test]
+fn the_sample_notice_rule_sends_bad_outcomes_of_this_fleet_to_the_alarm_topic() {
+    use flakefleet::aws::eventbridge::{DETAIL_TYPE, SOURCE};
+    let t = template();
+    let rule = &t["Resources"]["ReleaseFailedRule"];
+    assert_eq!(rule["Condition"].as_str(), Some("HasAlarmTopic"));
+    assert_eq!(rule["Properties"]["Targets"][0]["Arn"]["Ref"].as_str(), Some("AlarmTopicArn"));
+    let pattern = serde_json::to_value(&rule["Properties"]["EventPattern"]).unwrap();
+    for (fleet, status, sent) in [
+        ("prod", "failed", true),
+        ("prod", "rolled_back", true),
+        ("prod", "halted", true),
+        ("prod", "succeeded", false),
+        ("prod", "in_progress", false),
+        ("staging", "failed", false),
+    ] {
+        let event = serde_json::json!({"source": SOURCE, "detail-type": DETAIL_TYPE,
+            "detail": {"fleet": fleet, "status": status}});
+        assert_eq!(pattern_matches(&pattern, &event, &[("FleetName", "prod")]), sent, "{fleet} {status}");
+    }
 }

@@ -80,8 +80,10 @@ async fn an_automatic_rollback_and_the_release_it_replaced_name_each_other() {
     let controller = stack.controller_with(settings);
     stack.deploy(&controller, GOOD).await;
     stack.settle(&controller).await;
-    stack.script(json!({ "flakeref_contains": "0.1.42", "outcome": "failed", "exit_code": 1,
-        "stderr": "error: the unit web.service failed" }));
+    for instance in &stack.instances {
+        stack.script(json!({ "instance_id": instance, "flakeref_contains": "0.1.42", "outcome": "failed",
+            "exit_code": 1, "stderr": "error: the unit web.service failed" }));
+    }
     let bad = stack.deploy(&controller, NEXT).await;
     stack.settle(&controller).await;
     let bad = get(&stack, &controller, &bad["id"]).await;

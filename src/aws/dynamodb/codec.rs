@@ -7,7 +7,7 @@ use crate::domain::model::outcome::{InstanceOutcome, Unreachable};
 use crate::domain::model::release::{Control, Launch, Origin, Release, ReleaseKind, ReleaseStatus, Stopping};
 use crate::domain::model::rollout::{Claimed, Rollout};
 use crate::domain::model::time::Timestamp;
-use crate::domain::ports::StoreError;
+use crate::domain::ports::{Notice, StoreError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,9 @@ pub(super) const STATE_SK: &str = "STATE";
 pub(super) const RELEASE_PREFIX: &str = "RELEASE#";
 pub(super) const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#";
 pub(super) const PART_PREFIX: &str = "PART#";
+pub(super) const NOTICE_PREFIX: &str = "NOTICE#";
+/// How long a notice that could never be posted stays in the outbox (TTL).
+const NOTICE_TTL_SECS: u64 = 7 * 86_400;
 /// A body up to this size stays on the release item (400 KB at most).
 pub const INLINE_BODY_BYTES: usize = 96 * 1024;
 /// Bytes of body per part item, under the 400 KB item limit with keys and version.
@@ -117,6 +120,9 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
     if let Some(v) = &r.replaces {
         item.insert("replaces".into(), s(v.as_str()));
     }
+    if let Some(v) = r.noticed {
+        item.insert("noticed".into(), s(v.as_str()));
+    }
     if let Some(v) = &r.origin.requested_by {
         item.insert("requested_by".into(), s(v.clone()));
     }
@@ -175,6 +181,36 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
     Ok((item, parts))
 }
 
+/// `NOTICE#<release id>#<version, 10 digits>` for notice id `<release id>/<version>`:
+/// the outbox reads oldest first, by release and then by write.
+pub(super) fn notice_sk(id: &str) -> Option<String> {
+    let (release, version) = id.rsplit_once('/')?;
+    let version: u64 = version.parse().ok()?;
+    Some(format!("{NOTICE_PREFIX}{release}#{version:010}"))
+}
+
+pub(super) fn notice_item(fleet: &FleetName, notice: &Notice) -> Result<Item, StoreError> {
+    let sk = notice_sk(&notice.id).ok_or_else(|| StoreError::Corrupt(format!("{:?} is not a notice id", notice.id)))?;
+    Ok(Item::from([
+        (PARTITION_KEY.to_owned(), s(fleet_pk(fleet))),
+        (SORT_KEY.to_owned(), s(sk)),
+        ("notice_id".to_owned(), s(notice.id.clone())),
+        ("release_id".to_owned(), s(notice.release_id.as_str())),
+        ("at_ms".to_owned(), n(notice.at.millis())),
+        ("detail".to_owned(), s(notice.detail.clone())),
+        (TTL_ATTRIBUTE.to_owned(), n(notice.at.secs() + NOTICE_TTL_SECS)),
+    ]))
+}
+
+pub(super) fn notice_from_item(item: &Item) -> Result<Notice, StoreError> {
+    Ok(Notice {
+        id: string(item, "notice_id")?,
+        release_id: parse_id(&string(item, "release_id")?)?,
+        at: Timestamp::from_millis(num(item, "at_ms")?),
+        detail: string(item, "detail")?,
+    })
+}
+
 /// A release from its item and, when the body was split, the parts joined.
 pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Release, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("release item has an invalid {what}"));
@@ -215,6 +251,9 @@ pub(crate) fn release_from_item(item: &Item, parts: Option<&[u8]>) -> Result<Rel
         stopping: body.stopping,
         control: body.control,
         ignored_alarms: body.ignored_alarms,
+        noticed: opt_string(item, "noticed")
+            .map(|v| ReleaseStatus::parse(&v).ok_or_else(|| corrupt("noticed")))
+            .transpose()?,
         version: num(item, "version")?,
     })
 }
@@ -318,6 +357,7 @@ mod tests {
                 }],
             }),
             ignored_alarms: vec!["web-5xx".into()],
+            noticed: Some(ReleaseStatus::Failed),
             version: 4,
         };
         let (head, parts) = release_items(&release, INLINE_BODY_BYTES).unwrap();

@@ -29,12 +29,12 @@ use crate::domain::model::ids::{FleetName, ReleaseId};
 use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{
-    AdmitConflict, Admitted, Fence, FleetChange, IdempotencyClaim, ReleasePage, ReleaseStore, Settlement, StoreError,
-    Written,
+    AdmitConflict, Admitted, Fence, FleetChange, IdempotencyClaim, Notice, ReleasePage, ReleaseStore, Settlement,
+    StoreError, Written,
 };
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{DeleteRequest, Put, TransactWriteItem, Update, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use codec::*;
 use tracing::instrument;
@@ -167,6 +167,7 @@ impl ReleaseStore for DynamoReleaseStore {
         lease: &Lease,
         claim: Option<&IdempotencyClaim>,
         desired: bool,
+        notices: &[Notice],
         now: Timestamp,
     ) -> Result<Admitted, StoreError> {
         let mut items: Vec<TransactWriteItem> = self.put_new_release(release)?.into_iter().map(put_item).collect();
@@ -176,6 +177,7 @@ impl ReleaseStore for DynamoReleaseStore {
         if let Some(claim) = claim {
             items.push(put_item(self.put_claim(release, claim, now)?));
         }
+        items.extend(self.put_notices(&release.fleet, notices)?);
 
         for attempt in 0..TRANSACT_ATTEMPTS {
             if attempt > 0 {
@@ -282,6 +284,62 @@ impl ReleaseStore for DynamoReleaseStore {
     }
 
     #[instrument(skip(self))]
+    async fn notices(&self, fleet: &FleetName, limit: u32) -> Result<Vec<Notice>, StoreError> {
+        let mut notices = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(fleet_pk(fleet)))
+            .expression_attribute_values(":prefix", s(NOTICE_PREFIX))
+            .consistent_read(true)
+            .limit(limit as i32)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| unavailable("Query", &e))?;
+            for item in page.items() {
+                notices.push(notice_from_item(item)?);
+                if notices.len() >= limit as usize {
+                    return Ok(notices);
+                }
+            }
+        }
+        Ok(notices)
+    }
+
+    #[instrument(skip(self, ids), fields(notices = ids.len()))]
+    async fn clear_notices(&self, fleet: &FleetName, ids: &[String]) -> Result<(), StoreError> {
+        let mut deletes = Vec::with_capacity(ids.len());
+        for id in ids {
+            let sk = notice_sk(id).ok_or_else(|| StoreError::Corrupt(format!("{id:?} is not a notice id")))?;
+            let delete = DeleteRequest::builder()
+                .key(PARTITION_KEY, s(fleet_pk(fleet)))
+                .key(SORT_KEY, s(sk))
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            deletes.push(WriteRequest::builder().delete_request(delete).build());
+        }
+        // BatchWriteItem takes 25 requests. One it leaves unprocessed stays
+        // in the outbox and is posted again, with the same id.
+        for chunk in deletes.chunks(25) {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, chunk.to_vec())
+                .send()
+                .await
+                .map_err(|e| unavailable("BatchWriteItem", &e))?;
+            let left = out.unprocessed_items().map_or(0, |u| u.values().map(Vec::len).sum());
+            if left > 0 {
+                tracing::warn!(left, "BatchWriteItem left notices in the outbox; they are posted again");
+            }
+        }
+        Ok(())
+    }
+
+    #[instrument(skip(self))]
     async fn replaced_by(&self, fleet: &FleetName, id: &ReleaseId) -> Result<Option<ReleaseId>, StoreError> {
         // Only a newer release can replace it; ids sort by creation.
         let mut pages = self
@@ -330,9 +388,10 @@ impl ReleaseStore for DynamoReleaseStore {
     }
 
     #[instrument(skip_all, fields(release_id = %release.id, version = release.version))]
-    async fn save(&self, release: &Release, expected_version: u64) -> Result<Written, StoreError> {
+    async fn save(&self, release: &Release, expected_version: u64, notices: &[Notice]) -> Result<Written, StoreError> {
         let mut items = vec![TransactWriteItem::builder().update(self.follow_deadline(release)?).build()];
         items.extend(self.put_release(release, expected_version)?.into_iter().map(put_item));
+        items.extend(self.put_notices(&release.fleet, notices)?);
         match self.transact(items).await? {
             Transaction::Done => Ok(Written::Yes),
             Transaction::ConditionsFailed(failed) if failed.contains(&1) => Ok(Written::Fenced(Fence::StaleVersion)),
@@ -354,6 +413,7 @@ impl ReleaseStore for DynamoReleaseStore {
                 items.extend(self.put_new_release(&next.release)?.into_iter().map(put_item));
             }
         }
+        items.extend(self.put_notices(&release.fleet, &settlement.notices)?);
         match self.transact(items).await? {
             Transaction::Done => Ok(Written::Yes),
             Transaction::ConditionsFailed(failed) if failed.contains(&0) => Ok(Written::Fenced(Fence::StaleVersion)),
@@ -371,6 +431,21 @@ impl ReleaseStore for DynamoReleaseStore {
 }
 
 impl DynamoReleaseStore {
+    /// The outbox items of these notices, written with the change they announce.
+    fn put_notices(&self, fleet: &FleetName, notices: &[Notice]) -> Result<Vec<TransactWriteItem>, StoreError> {
+        notices
+            .iter()
+            .map(|notice| {
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(notice_item(fleet, notice)?))
+                    .build()
+                    .map(put_item)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+
     /// A new release item, never written over an existing one, and its parts.
     fn put_new_release(&self, release: &Release) -> Result<Vec<Put>, StoreError> {
         let (head, parts) = release_items(release, self.inline_body_bytes)?;

@@ -264,6 +264,10 @@ pub struct Release {
     /// `ignore_alarms`: recorded, and never a reason to stop this release.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ignored_alarms: Vec<String>,
+    /// The status its last notice announced (`planner::notice`): a write
+    /// that changes the status from it carries a notice.
+    #[serde(skip)]
+    pub noticed: Option<ReleaseStatus>,
     /// Raised by every write: the fencing number that lets only one writer move
     /// a release on from what it read.
     pub version: u64,

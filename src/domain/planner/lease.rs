@@ -58,7 +58,7 @@ pub fn settlement(release: Release, halt: Option<String>, next: Option<Release>)
     let last_good = release.status == ReleaseStatus::Succeeded
         && !matches!(release.kind, ReleaseKind::Repair | ReleaseKind::Targeted);
     let next = next.map(|release| Handover { lease: lease_for(&release), release });
-    Settlement { release, expected_version, fleet: Some(FleetChange { last_good, halt, next }) }
+    Settlement { release, expected_version, fleet: Some(FleetChange { last_good, halt, next }), notices: Vec::new() }
 }
 
 /// After a settlement found the fleet held by another release (a writer of a

@@ -13,6 +13,7 @@
 pub mod control;
 pub mod judge;
 pub mod lease;
+pub mod notice;
 pub mod reach;
 pub mod repair;
 
@@ -264,6 +265,7 @@ pub fn new_release(
         stopping: None,
         control: None,
         ignored_alarms: Vec::new(),
+        noticed: None,
         version: 0,
     }
 }

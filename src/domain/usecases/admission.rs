@@ -11,7 +11,9 @@ use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::{alarms_at_admission, becomes_desired, Admission};
 use crate::domain::planner::reach::check_targets;
 use crate::domain::planner::{new_release, targeted_release, Observed, Pass};
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, IdempotencyClaim, ReleaseStore, StoreError};
+use crate::domain::ports::{
+    AlarmWatch, CommandRunner, FleetInventory, IdempotencyClaim, NoticeBoard, ReleaseStore, StoreError,
+};
 use tracing::{info, warn};
 
 #[derive(Clone, Debug)]
@@ -35,7 +37,9 @@ pub struct RollbackRequest {
     pub origin: Origin,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: NoticeBoard>
+    FleetController<S, I, R, A, N>
+{
     /// Records a release of `request.flakeref` and sends its first command.
     pub async fn deploy(&self, request: DeployRequest, now: Timestamp) -> Result<Release, ControlError> {
         self.settings.allowed_flakes.check(&request.flakeref)?;
@@ -113,7 +117,21 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
         })
     }
 
+    /// Admits and drives `release`, then posts the notices its writes left,
+    /// whether or not it went well (what is not posted waits in the outbox).
     async fn start(
+        &self,
+        release: Release,
+        key: Option<IdempotencyKey>,
+        fingerprint: String,
+        pass: &Pass,
+    ) -> Result<Release, ControlError> {
+        let answer = self.admit_and_drive(release, key, fingerprint, pass).await;
+        self.executor().post_pending().await;
+        answer
+    }
+
+    async fn admit_and_drive(
         &self,
         mut release: Release,
         key: Option<IdempotencyKey>,
@@ -131,14 +149,14 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetC
         });
         let executor = self.executor();
         let desired = becomes_desired(&release);
-        let mut admission = executor.admit(&release, claim.as_ref(), desired, now).await?;
+        let mut admission = executor.admit(&mut release, claim.as_ref(), desired, now).await?;
         if let Admission::Busy { holder } = &admission {
             // The holder is past its deadline: settle it as the next reconcile
             // would, then ask once more. If that hands the fleet to an
             // automatic rollback, or the holder's invocations are still being
             // settled, the fleet stays busy.
             if self.settle_overdue(holder, now).await {
-                admission = executor.admit(&release, claim.as_ref(), desired, now).await?;
+                admission = executor.admit(&mut release, claim.as_ref(), desired, now).await?;
             }
         }
         match admission {

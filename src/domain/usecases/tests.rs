@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::error::ControlError;
-use crate::domain::fakes::{MemoryAlarms, MemoryFleet, MemoryStore, ScriptedRunner, SendBehaviour};
+use crate::domain::fakes::{MemoryAlarms, MemoryFleet, MemoryNotices, MemoryStore, ScriptedRunner, SendBehaviour};
 use crate::domain::fixtures::{self, policy, GOOD, NEXT, T0};
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::IdempotencyKey;
@@ -15,13 +15,13 @@ use crate::domain::planner::{new_release, Outcome};
 use crate::domain::ports::{Admitted, CommandReport, CommandTarget, ReleaseStore};
 use std::time::Duration;
 
-pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner, MemoryAlarms>;
+pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner, MemoryAlarms, MemoryNotices>;
 
 fn with_policy(instances: usize, rollout: RolloutPolicy) -> Controller {
     let mut settings = fixtures::settings(rollout);
     settings.takeover_after = Duration::ZERO;
     let (store, fleet, runner) = (MemoryStore::default(), MemoryFleet::of(instances), ScriptedRunner::default());
-    FleetController::new(store, fleet, runner, MemoryAlarms::default(), settings)
+    FleetController::new(store, fleet, runner, MemoryAlarms::default(), MemoryNotices::default(), settings)
 }
 
 /// All at once by tag, no automatic rollback: the plain core loop.
@@ -347,6 +347,20 @@ async fn run_out(c: &Controller, mut at: Timestamp) -> Timestamp {
     panic!("the fleet never came to rest");
 }
 
+/// Each posted notice as (release id, status, its id).
+fn posted(c: &Controller) -> Vec<(String, String, String)> {
+    c.notices
+        .posted
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let detail: serde_json::Value = serde_json::from_str(&n.detail).unwrap();
+            (n.release_id.as_str().to_owned(), detail["status"].as_str().unwrap().to_owned(), n.id.clone())
+        })
+        .collect()
+}
+
 fn stored(c: &Controller, id: &ReleaseId) -> Release {
     c.store.releases.lock().unwrap()[id].clone()
 }
@@ -554,7 +568,7 @@ async fn a_repair_that_stopped_mid_launch_is_finished_with_the_same_tokens() {
     repair.rollout = Some(Rollout { fixed: true, ..Rollout::default() });
     repair.launches = vec![Launch { slot: 5, instance_id: None, error: None }];
     assert_eq!(
-        c.store.admit(&repair, &crate::domain::planner::lease::lease_for(&repair), None, false, at).await.unwrap(),
+        c.store.admit(&repair, &crate::domain::planner::lease::lease_for(&repair), None, false, &[], at).await.unwrap(),
         Admitted::Yes
     );
     let report = c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
@@ -1185,4 +1199,48 @@ mod targeted {
         assert!(err.to_string().contains("i-02 ConnectionLost is not an Online SSM managed node"), "{err}");
         assert!(c.store.releases.lock().unwrap().is_empty() && c.runner.sent_count() == 0);
     }
+}
+
+/// Every status change of every release is announced, once; a notice whose
+/// post failed waits in the outbox and is posted by the next reconcile with
+/// its id unchanged; a pass that changes nothing announces nothing.
+#[tokio::test]
+async fn every_status_change_is_announced_once_and_a_failed_post_is_made_good() {
+    let c = staged(3);
+    let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    let at = run_out(&c, T0).await;
+    let statuses: Vec<(String, String)> = posted(&c).into_iter().map(|(r, s, _)| (r, s)).collect();
+    let of = |status: &str| (good.id.as_str().to_owned(), status.to_owned());
+    assert_eq!(statuses, [of("pending"), of("in_progress"), of("succeeded")]);
+    assert!(c.store.outbox.lock().unwrap().is_empty(), "posted notices are cleared");
+    c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
+    assert_eq!(posted(&c).len(), 3, "nothing changed, nothing announced");
+
+    // The bus refuses: the deploy's notices wait in the outbox.
+    *c.notices.failing.lock().unwrap() = true;
+    c.runner.failing.lock().unwrap().push(("i-00".into(), NEXT.into()));
+    let bad = c.deploy(deploy(NEXT, None), at.plus(Duration::from_secs(2))).await.unwrap();
+    let waiting: Vec<String> = c.store.outbox.lock().unwrap().iter().map(|n| n.id.clone()).collect();
+    assert_eq!(waiting.len(), 2, "pending and in_progress: {waiting:?}");
+    assert_eq!(posted(&c).len(), 3);
+    *c.notices.failing.lock().unwrap() = false;
+    run_out(&c, at.plus(Duration::from_secs(2))).await;
+    let all = posted(&c);
+    let ids: Vec<&String> = all.iter().map(|(_, _, id)| id).collect();
+    for id in &waiting {
+        assert_eq!(ids.iter().filter(|i| **i == id).count(), 1, "{id} posted once, as written: {all:?}");
+    }
+    let bad_statuses: Vec<&str> =
+        all.iter().filter(|(r, _, _)| r == bad.id.as_str()).map(|(_, s, _)| s.as_str()).collect();
+    assert_eq!(bad_statuses, ["pending", "in_progress", "rolled_back"]);
+    let rollback: Vec<&str> = all
+        .iter()
+        .filter(|(r, _, _)| r != bad.id.as_str() && r != good.id.as_str())
+        .map(|(_, s, _)| s.as_str())
+        .collect();
+    assert_eq!(rollback, ["in_progress", "succeeded"], "the automatic rollback's own changes");
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "no id twice");
 }
