@@ -90,6 +90,10 @@ class Strict:
             reason = self.transact_fault(json.loads(body or b"{}"))
             if reason:
                 return self.cancelled(json.loads(body), reason, start_response)
+        if target == "AWSEvents.PutEvents":
+            refused = put_events_too_large(json.loads(body or b"{}"))
+            if refused:
+                return answer(start_response, "400 Bad Request", refused, "application/x-amz-json-1.1")
         if b"Action=DescribeInstances" in body:
             params = parse_qsl(body.decode())
             rule = self.page_rule(params)
@@ -204,6 +208,24 @@ class Strict:
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", str(len(out)))]
         start_response(status, headers)
         return [out]
+
+
+# PutEvents takes at most 256 KB of entries, sized as EventBridge documents it:
+# 14 bytes for a Time, plus the UTF-8 bytes of Source, DetailType, Detail and
+# each Resource (moto checks the entry count and Detail's JSON, not the size).
+PUT_EVENTS_LIMIT = 256 * 1024
+
+
+def put_events_too_large(request):
+    size = 0
+    for entry in request.get("Entries", []):
+        size += 14 if "Time" in entry else 0
+        for key in ("Source", "DetailType", "Detail"):
+            size += len(str(entry.get(key, "")).encode())
+        size += sum(len(r.encode()) for r in entry.get("Resources", []))
+    if size <= PUT_EVENTS_LIMIT:
+        return None
+    return {"__type": "ValidationException", "message": "Total size of the entries in the request is over the limit."}
 
 
 def check_fault(rule):

@@ -192,3 +192,24 @@ async fn a_bad_output_log_group_is_refused_by_send_command() {
     }
     assert!(stack.commands().await.is_empty());
 }
+
+/// PutEvents refuses more than 256 KB of entries (EventBridge's size
+/// formula), which moto alone would accept; a notice is far below it.
+#[tokio::test]
+async fn put_events_over_256_kb_is_refused() {
+    use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+    let stack = Stack::new(0).await;
+    let entry = |bytes: usize| {
+        PutEventsRequestEntry::builder()
+            .source("flakefleet")
+            .detail_type("Release Status Change")
+            .detail(format!(r#"{{"pad": "{}"}}"#, "x".repeat(bytes)))
+            .event_bus_name(&stack.bus)
+            .build()
+    };
+    let err = stack.events.put_events().entries(entry(200 * 1024)).entries(entry(60 * 1024)).send().await.unwrap_err();
+    let message = format!("{}", aws_sdk_eventbridge::error::DisplayErrorContext(&err));
+    assert!(message.contains("ValidationException") && message.contains("over the limit"), "{message}");
+    let out = stack.events.put_events().entries(entry(200 * 1024)).send().await.unwrap();
+    assert_eq!(out.failed_entry_count(), 0);
+}
