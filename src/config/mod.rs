@@ -47,23 +47,10 @@ impl Config {
             table: vars.required("FLAKEFLEET_TABLE")?,
             fleet: fleet::settings(&vars)?,
             ssm: ssm::settings(&vars)?,
-            event_bus: event_bus(&vars)?,
+            // PutEvents' EventBusName: a bus name or ARN; unset, the default bus.
+            event_bus: vars.optional_name("FLAKEFLEET_EVENT_BUS", 1600, "/._-:", "an event bus name or ARN")?,
         })
     }
-}
-
-/// A bus name or ARN, as PutEvents' EventBusName takes it; unset: the default bus.
-fn event_bus(vars: &Vars) -> Result<Option<String>, ConfigError> {
-    const VAR: &str = "FLAKEFLEET_EVENT_BUS";
-    let Some(bus) = vars.get(VAR).filter(|b| !b.is_empty()) else {
-        return Ok(None);
-    };
-    let valid = bus.len() <= 1600 && bus.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-:".contains(&b));
-    if !valid {
-        let message = format!("{bus:?} is not an event bus name or ARN (at most 1600 of A-Z a-z 0-9 / . _ - :)");
-        return Err(ConfigError::Invalid { var: VAR, message });
-    }
-    Ok(Some(bus))
 }
 
 #[cfg(test)]

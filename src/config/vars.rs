@@ -27,6 +27,27 @@ impl<'a> Vars<'a> {
         self.get(var).unwrap_or_else(|| default.to_owned())
     }
 
+    /// An optional AWS name (unset or empty: None): at most `max` bytes of
+    /// ASCII letters, digits and `punctuation`; `what` says what it names.
+    pub(super) fn optional_name(
+        &self,
+        var: &'static str,
+        max: usize,
+        punctuation: &str,
+        what: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(name) = self.get(var).filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        let valid =
+            name.len() <= max && name.bytes().all(|b| b.is_ascii_alphanumeric() || punctuation.contains(b as char));
+        if !valid {
+            let allowed = punctuation.chars().map(String::from).collect::<Vec<_>>().join(" ");
+            return Err(invalid(var, format!("{name:?} is not {what} (at most {max} of A-Z a-z 0-9 {allowed})")));
+        }
+        Ok(Some(name))
+    }
+
     /// A whole number (of seconds, instances, GiB) within `range`.
     pub(super) fn number(
         &self,

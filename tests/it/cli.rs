@@ -81,6 +81,20 @@ fn a_closed_stdout_ends_the_cli_quietly() {
     }
 }
 
+/// A local endpoint that answers every request with a fleet and records each
+/// request's head: its base URL and the heads so far.
+async fn recording_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = heads.clone();
+    crate::support::serve_http(listener, move |head| {
+        seen.lock().unwrap().push(head.to_owned());
+        (200, r#"{"fleet": {"fleet": "prod", "target_tag": {"key": "Name", "value": "x"}, "instances": []}}"#.into())
+    });
+    (base, heads)
+}
+
 /// `credential_process` profiles (aws-vault, granted) sign the CLI's
 /// requests: a local endpoint sees the process's access key in the
 /// signature, for `--profile` and for AWS_PROFILE alike; the region comes from the profile.
@@ -103,14 +117,7 @@ async fn a_credential_process_profile_signs_the_requests() {
     )
     .unwrap();
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
-    let seen = heads.clone();
-    crate::support::serve_http(listener, move |head| {
-        seen.lock().unwrap().push(head.to_owned());
-        (200, r#"{"fleet": {"fleet": "prod", "target_tag": {"key": "Name", "value": "x"}, "instances": []}}"#.into())
-    });
+    let (base, heads) = recording_endpoint().await;
     for how in ["--profile", "AWS_PROFILE"] {
         let (base, config) = (base.clone(), config.clone());
         let out = tokio::task::spawn_blocking(move || {
@@ -368,14 +375,7 @@ fn expected_authorization(
 /// appears in the CLI's output.
 #[tokio::test]
 async fn the_cli_signs_its_requests_with_sigv4() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
-    let seen = heads.clone();
-    crate::support::serve_http(listener, move |head| {
-        seen.lock().unwrap().push(head.to_owned());
-        (200, r#"{"fleet": {"fleet": "prod", "target_tag": {"key": "Name", "value": "x"}, "instances": []}}"#.into())
-    });
+    let (base, heads) = recording_endpoint().await;
     let (secret, token) = ("cli-secret-key-9f3a", "cli-session-token-77e1");
     let url = base.clone();
     let out = tokio::task::spawn_blocking(move || {
