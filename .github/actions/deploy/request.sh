@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Calls flakefleet's function URL and waits for a release's outcome.
-#   flakefleet.sh request METHOD PATH [JSON BODY]   prints the answer, fails on an HTTP error
-#   flakefleet.sh wait RELEASE_ID                   polls until the release is final;
-#                                                   fails unless it succeeded
+# Calls a flakefleet function URL: sourced by run.sh, or run alone.
+#   request.sh METHOD PATH [JSON BODY]   prints the answer; exits 0 on a 2xx,
+#                                        3 on a 4xx, 4 on a 5xx or no answer
 # FLAKEFLEET_AUTH=iam (default): SigV4-signed with curl --aws-sigv4; needs
 #   AWS_REGION and the AWS_* credentials of the job's assumed role.
 # FLAKEFLEET_AUTH=github-oidc: a fresh GitHub OIDC token for every request
@@ -11,7 +10,6 @@
 # Both need FUNCTION_URL. Tokens and keys are never printed, and never put on
 # curl's command line (which other processes on the runner can read): they
 # reach curl as a config on its standard input, written by bash's printf.
-set -euo pipefail
 
 # One curl config line, `name = "value"`, quoted as curl's config format wants.
 config_line() {
@@ -35,45 +33,48 @@ credentials() {
       ;;
     github-oidc)
       local token
-      token=$(oidc_token)
+      token=$(oidc_token) || return 1
+      [ -n "$token" ] && [ "$token" != null ] || return 1
       config_line header "authorization: Bearer $token"
       ;;
   esac
 }
 
+# request METHOD PATH [BODY]: sets REPLY_STATUS (000 when nothing answered)
+# and REPLY_BODY. Answers 0 on a 2xx, 3 on a 4xx, 4 on a 5xx or no answer.
 request() {
-  local method=$1 path=$2 body=${3:-} config
+  local method=$1 path=$2 body=${3:-} config out
+  REPLY_STATUS=000 REPLY_BODY=""
   case "${FLAKEFLEET_AUTH:-iam}" in
     iam | github-oidc) ;;
-    *) echo "::error::FLAKEFLEET_AUTH is ${FLAKEFLEET_AUTH}; expected iam or github-oidc" >&2; return 2 ;;
+    *) REPLY_BODY="FLAKEFLEET_AUTH is ${FLAKEFLEET_AUTH}; expected iam or github-oidc"; return 2 ;;
   esac
-  config=$(credentials)
-  local args=(--config - --fail-with-body -sS -X "$method" -H 'content-type: application/json')
+  if ! config=$(credentials); then
+    REPLY_BODY="no GitHub OIDC token: the job needs permissions: id-token: write"
+    return 4
+  fi
+  out=$(mktemp)
+  local args=(--config - -sS -o "$out" -w '%{http_code}' -X "$method" -H 'content-type: application/json')
   if [ -n "$body" ]; then args+=(--data "$body"); fi
-  printf '%s\n' "$config" | curl "${args[@]}" "${FUNCTION_URL%/}$path"
+  REPLY_STATUS=$(printf '%s\n' "$config" | curl "${args[@]}" "${FUNCTION_URL%/}$path" 2>"$out.err") || REPLY_STATUS=000
+  REPLY_BODY=$(cat "$out")
+  if [ "$REPLY_STATUS" = 000 ]; then REPLY_BODY="$(cat "$out.err")"; fi
+  rm -f "$out" "$out.err"
+  case "$REPLY_STATUS" in
+    2??) return 0 ;;
+    4??) return 3 ;;
+    *) return 4 ;;
+  esac
 }
 
-wait_for() {
-  local id=$1 deadline=$((SECONDS + ${WAIT_SECONDS:-3600})) release status
-  while [ "$SECONDS" -lt "$deadline" ]; do
-    release=$(request GET "/releases/$id")
-    status=$(jq -r .release.status <<<"$release")
-    echo "release $id: $status ($(jq -r '[.release.instances[] | .status] | group_by(.) | map("\(length) \(.[0])") | join(", ")' <<<"$release"))"
-    case "$status" in
-      succeeded) return 0 ;;
-      pending|in_progress) sleep 20 ;;
-      *)
-        echo "::error::release $id ended $status: $(jq -r '.release.status_reason // ""' <<<"$release")"
-        return 1
-        ;;
-    esac
-  done
-  echo "::error::release $id was still in flight after ${WAIT_SECONDS:-3600} s"
-  return 1
-}
-
-case "${1:-}" in
-  request) shift; request "$@" ;;
-  wait) wait_for "$2" ;;
-  *) echo "usage: $0 request METHOD PATH [BODY] | wait RELEASE_ID" >&2; exit 2 ;;
-esac
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -uo pipefail
+  if [ $# -lt 2 ]; then
+    echo "usage: $0 METHOD PATH [BODY]" >&2
+    exit 2
+  fi
+  request "$@"
+  code=$?
+  printf '%s\n' "$REPLY_BODY"
+  exit "$code"
+fi
