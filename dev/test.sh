@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs the pinned tools,
 # starts a local AWS of its own (ports 5155/5156, apart from the demo's) and
-# the Lambda under `cargo lambda watch` twice (port 9155 for the CLI's tests,
-# 9157 for the one SSM's status events drive), runs
+# the Lambda under `cargo lambda watch` four times (port 9155 for the CLI's
+# tests, 9157 for the one SSM's status events drive, 9158 and 9159 for the
+# GitHub Action's, the second in github-oidc mode), runs
 # fmt, clippy and every Rust test, builds the release bootstrap, lints the
 # template (cfn-lint and checkov, before and after the SAM transform) and the
 # workflows, and parses the flake.
@@ -45,20 +46,10 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 
-# Starts the Lambda under cargo lambda watch with ENV_FILE on PORT, over a
-# table and COUNT instances (their agents registered at once) of its own;
-# answers its base URL once it serves /healthz. With HOSTS=hosts, the
-# instances are fake hosts that run the document's own script, the last on
-# an old agent (the simulator's default) and the others on 3.3.2746.0.
-watch_lambda() {
-  local env_file=$1 port=$2 count=$3 hosts=${4:-} log=$run/lambda-$2.log
-  (set -a; . "$env_file"; .dev/venv/bin/python dev/fleet.py table "$FLAKEFLEET_TABLE" >&2
-    ids=$(.dev/venv/bin/python dev/fleet.py instances "$count" "Name=$FLAKEFLEET_TARGET_TAG_VALUE")
-    .dev/venv/bin/python dev/fleet.py agents Online $ids
-    if [ "$hosts" = hosts ]; then
-      .dev/venv/bin/python dev/fleet.py host works $ids
-      .dev/venv/bin/python dev/fleet.py agent-version 3.3.2746.0 $(echo "$ids" | head -n -1)
-    fi)
+# Starts the Lambda under cargo lambda watch with ENV_FILE on PORT; answers
+# once it answers /healthz (401 in github-oidc mode, which asks a token of every route).
+start_lambda() {
+  local env_file=$1 port=$2 log=$run/lambda-$2.log
   set -m
   PATH="$PWD/.dev/venv/bin:$PATH" cargo lambda watch --env-file "$env_file" --ignore-changes \
     --invoke-port "$port" >"$log" 2>&1 &
@@ -66,21 +57,45 @@ watch_lambda() {
   pids+=("$pid")
   set +m
   for _ in $(seq 1 600); do
-    if curl -fs -o /dev/null "http://127.0.0.1:$port/lambda-url/flakefleet-lambda/healthz"; then return; fi
+    case $(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/lambda-url/flakefleet-lambda/healthz") in
+      200 | 401) return ;;
+    esac
     if ! kill -0 "$pid" 2>/dev/null; then echo "cargo lambda watch stopped; its log:" >&2; cat "$log" >&2; exit 1; fi
     sleep 1
   done
 }
 
-echo "== the Lambda under cargo lambda watch: for the CLI tests, and one that SSM's events drive"
+# The same over a table and COUNT instances (their agents registered at
+# once) of its own. With HOSTS=hosts, the instances are fake hosts that run
+# the document's own script, the last on an old agent (the simulator's
+# default) and the others on 3.3.2746.0.
+watch_lambda() {
+  local env_file=$1 port=$2 count=$3 hosts=${4:-}
+  (set -a; . "$env_file"; .dev/venv/bin/python dev/fleet.py table "$FLAKEFLEET_TABLE" >&2
+    ids=$(.dev/venv/bin/python dev/fleet.py instances "$count" "Name=$FLAKEFLEET_TARGET_TAG_VALUE")
+    .dev/venv/bin/python dev/fleet.py agents Online $ids
+    if [ "$hosts" = hosts ]; then
+      .dev/venv/bin/python dev/fleet.py host works $ids
+      .dev/venv/bin/python dev/fleet.py agent-version 3.3.2746.0 $(echo "$ids" | head -n -1)
+    fi)
+  start_lambda "$env_file" "$port"
+}
+
+echo "== the Lambda under cargo lambda watch: for the CLI tests, one SSM's events drive, and the action's (auth none and github-oidc, one fleet)"
 cargo build --locked --bins
 watch_port=${TEST_WATCH_PORT:-9155}
 events_port=${TEST_EVENTS_WATCH_PORT:-9157}
 watch_lambda dev/test-lambda.env "$watch_port" 3 hosts
 watch_lambda dev/test-events-lambda.env "$events_port" 100
+# The action's fleet: one Lambda without auth (and the tests' reconciles),
+# one in github-oidc mode trusting the issuer the action test serves on 9160.
+watch_lambda dev/test-action-lambda.env 9158 3 hosts
+start_lambda dev/test-action-oidc-lambda.env 9159
 export FLAKEFLEET_TEST_FUNCTION_URL="http://127.0.0.1:$watch_port/lambda-url/flakefleet-lambda"
 export FLAKEFLEET_TEST_EVENTS_FUNCTION_URL="http://127.0.0.1:$events_port/lambda-url/flakefleet-lambda"
 export FLAKEFLEET_TEST_EVENTS_INVOKE_URL="http://127.0.0.1:$events_port/2015-03-31/functions/flakefleet-lambda/invocations"
+export FLAKEFLEET_TEST_ACTION_URL="http://127.0.0.1:9158/lambda-url/flakefleet-lambda"
+export FLAKEFLEET_TEST_ACTION_OIDC_URL="http://127.0.0.1:9159/lambda-url/flakefleet-lambda"
 
 echo "== cargo test"
 # 8 MiB per test thread, as a main thread gets: the EC2 SDK's XML

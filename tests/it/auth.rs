@@ -21,7 +21,7 @@ use std::time::Duration;
 
 const ISSUER_PATH: &str = "/issuer";
 const AUDIENCE: &str = "flakefleet-it";
-const KID: &str = "it-key-1";
+pub(crate) const KID: &str = "it-key-1";
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -39,7 +39,7 @@ fn rotated_key() -> &'static KeyPair {
     KEY.get_or_init(|| KeyPair::generate(KeySize::Rsa2048).expect("RSA key"))
 }
 
-fn jwk(kid: &str) -> Value {
+pub(crate) fn jwk(kid: &str) -> Value {
     jwk_of(key(), kid)
 }
 
@@ -135,7 +135,7 @@ fn rs256_with(key: &KeyPair, header: Value, claims: &Value) -> String {
     format!("{input}.{}", b64(&signature))
 }
 
-fn token(claims: &Value) -> String {
+pub(crate) fn token(claims: &Value) -> String {
     rs256(json!({"alg": "RS256", "typ": "JWT", "kid": KID}), claims)
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests against the local AWS (moto and the SSM simulator), in
 //! one binary so the SDK is linked once.
 
+mod action;
 mod alarms;
 mod allowlist;
 mod auth;

@@ -367,10 +367,10 @@ fn shipped_jobs() -> Vec<Job> {
             jobs.push(Job {
                 workflow: path.file_name().unwrap().to_string_lossy().into_owned(),
                 name: name.as_str().unwrap().to_owned(),
-                environment: job["environment"].as_str().map(str::to_owned),
+                environment: job["environment"].as_str().map(|e| environment_by_default(e, &workflow)),
                 mints_tokens: job["permissions"]["id-token"].as_str() == Some("write")
                     || (job["permissions"].is_null() && workflow["permissions"]["id-token"].as_str() == Some("write")),
-                deploys: steps.contains("flakefleet.sh"),
+                deploys: steps.contains("/actions/deploy"),
             });
         }
     }
@@ -379,6 +379,22 @@ fn shipped_jobs() -> Vec<Job> {
         "the workflows changed shape"
     );
     jobs
+}
+
+/// A job's environment as it runs by default: a literal, or an expression
+/// over the workflow's `environment` input, which takes its default.
+fn environment_by_default(expression: &str, workflow: &serde_yaml::Value) -> String {
+    let Some(inner) = expression.trim().strip_prefix("${{").and_then(|e| e.strip_suffix("}}")) else {
+        return expression.to_owned();
+    };
+    let inner = inner.trim();
+    if let Some((_, fallback)) = inner.split_once("||") {
+        return fallback.trim().trim_matches('\'').to_owned();
+    }
+    assert_eq!(inner, "inputs.environment", "an environment the test cannot resolve: {expression}");
+    let on = &workflow["on"];
+    let input = if on["workflow_call"].is_mapping() { &on["workflow_call"] } else { &on["workflow_dispatch"] };
+    input["inputs"]["environment"]["default"].as_str().expect("the environment input has a default").to_owned()
 }
 
 /// `${Param}` in a Fn::Sub string, from the template's parameter defaults and `given`.

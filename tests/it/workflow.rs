@@ -1,4 +1,4 @@
-//! .github/scripts/flakefleet.sh, run with bash against a stand-in for
+//! The action's request script (.github/actions/deploy/request.sh), run with bash against a stand-in for
 //! GitHub's token endpoint and the function URL on 127.0.0.1 (neither is an
 //! AWS API): each request gets a fresh token with the configured audience or
 //! a SigV4 signature, no secret reaches the job's output, and none is ever on
@@ -33,7 +33,7 @@ struct Run {
     argv: String,
 }
 
-/// Runs `flakefleet.sh request POST /releases …` then `wait <id>` in `auth` mode.
+/// Runs `request.sh POST /releases …` then `request.sh GET /releases/<id>` in `auth` mode.
 async fn run_script(auth: &'static str) -> Run {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -67,7 +67,7 @@ async fn run_script(auth: &'static str) -> Run {
         let (base, shim) = (base.clone(), shim.clone());
         tokio::task::spawn_blocking(move || {
             std::process::Command::new("bash")
-                .arg(".github/scripts/flakefleet.sh")
+                .arg(".github/actions/deploy/request.sh")
                 .args(args)
                 .env("PATH", format!("{}:{}", shim.display(), std::env::var("PATH").unwrap()))
                 .env("FLAKEFLEET_AUTH", auth)
@@ -83,9 +83,9 @@ async fn run_script(auth: &'static str) -> Run {
                 .unwrap()
         })
     };
-    let deploy = run(&["request", "POST", "/releases", r#"{"flakeref": "a/b/=1.0.0#x"}"#]).await.unwrap();
+    let deploy = run(&["POST", "/releases", r#"{"flakeref": "a/b/=1.0.0#x"}"#]).await.unwrap();
     assert!(deploy.status.success(), "{}", String::from_utf8_lossy(&deploy.stderr));
-    let wait = run(&["wait", "01JDQ7Z6J3W9C7Q4V1R2N8K5TB"]).await.unwrap();
+    let wait = run(&["GET", "/releases/01JDQ7Z6J3W9C7Q4V1R2N8K5TB"]).await.unwrap();
     assert!(wait.status.success(), "{}", String::from_utf8_lossy(&wait.stderr));
     let argv = std::fs::read_to_string(shim.join("argv.log")).unwrap();
     std::fs::remove_dir_all(&shim).unwrap();
