@@ -399,9 +399,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
         Ok(self.alarms.firing(&self.settings.rollout.alarms).await?)
     }
 
-    /// Admits a new release: recorded, holding the fleet.
-    /// Records a new release with its notice; once admitted, `release` is
-    /// the release as stored.
+    /// Admits a new release: recorded with its notice, holding the fleet;
+    /// once admitted, `release` is the release as stored.
     pub async fn admit(
         &self,
         release: &mut Release,
@@ -420,7 +419,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
                 info!(kind = release.kind.as_str(), flakeref = %release.flakeref, "release recorded");
                 self.metric("DeploysStarted", "Count", 1.0, Some(release.kind));
             }
-            self.post(notices).await;
+            self.hold(notices);
         }
         Ok(admission)
     }
@@ -433,7 +432,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
         let notices: Vec<Notice> = notice::due(&mut release).into_iter().collect();
         match self.store.save(&release, expected, &notices).await? {
             Written::Yes => {
-                self.post(notices).await;
+                self.hold(notices);
                 Ok((release, true))
             }
             Written::Fenced(_) => Ok((self.release(&release.id).await?, false)),
@@ -442,7 +441,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
 
     /// Keeps notices just written for the end of the use case, which posts
     /// them in one call (`post_pending`); until then they wait in the outbox too.
-    async fn post(&self, notices: Vec<Notice>) {
+    fn hold(&self, notices: Vec<Notice>) {
         self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(notices);
     }
 
@@ -499,7 +498,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
         if written != Written::Yes {
             return self.release(&settlement.release.id).await;
         }
-        self.post(std::mem::take(&mut settlement.notices)).await;
+        self.hold(std::mem::take(&mut settlement.notices));
         let release = &settlement.release;
         info!(
             status = release.status.as_str(),
