@@ -344,7 +344,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
             info!(command_id = %command_id, wave = wave_number + 1, batch = batch_number + 1, "wave batch sent");
             let mut last = false;
             if let Some(wave) = release.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
-                wave.command_ids.push(command_id);
+                wave.record_sent(command_id, now);
                 last = wave.fully_sent();
             }
             unsaved += 1;

@@ -174,6 +174,13 @@ pub struct Wave {
     /// that long, then pass its health checks again, before the next wave.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bake: Option<Bake>,
+    /// When its first batch was recorded as sent (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_ms: Option<u64>,
+    /// When the planner first judged it: passed (every instance succeeded,
+    /// before any bake) or stopped the release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judged_ms: Option<u64>,
 }
 
 /// A wave baking: since when it has been healthy, and the health checks run
@@ -199,7 +206,18 @@ pub struct Checks {
 
 impl Wave {
     pub fn new(instance_ids: Vec<String>, claim: &Claim) -> Self {
-        Self { instance_ids, command_ids: Vec::new(), claim: Claimed::new(claim, false), bake: None }
+        Self { instance_ids, command_ids: Vec::new(), claim: Claimed::new(claim, false), ..Self::default() }
+    }
+
+    /// Records one batch's command as sent; the first one dates the wave.
+    pub fn record_sent(&mut self, command_id: String, now: Timestamp) {
+        self.command_ids.push(command_id);
+        self.sent_ms.get_or_insert(now.millis());
+    }
+
+    /// Dates the wave's verdict; the first one stands.
+    pub fn judged(&mut self, now: Timestamp) {
+        self.judged_ms.get_or_insert(now.millis());
     }
 
     pub fn claimed_by(&self, claim: &Claim) -> bool {

@@ -438,7 +438,7 @@ fn first_sent(release: &Release, command_id: &str, seen: &Observed, settings: &F
             let (chosen, passed) = canary_choice(seen, settings).unwrap_or_default();
             sent.unreachable.extend(passed);
             let mut canary = Wave::new(chosen, &pass.claim);
-            canary.command_ids.push(command_id.to_owned());
+            canary.record_sent(command_id.to_owned(), pass.now());
             rollout.waves = vec![canary];
         }
         None => sent.command_id = Some(command_id.to_owned()),
@@ -584,11 +584,16 @@ fn plan_unsent(
     if !adopted.is_empty() {
         let mut found = release.clone();
         if let Some(wave) = found.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
-            wave.command_ids.extend(adopted);
+            // Sent by an invocation that died: when is not known, no later than now.
+            adopted.into_iter().for_each(|id| wave.record_sent(id, pass.now()));
         }
         return Step::Record { release: Box::new(found), then: None };
     }
-    plan_failure(release.clone(), why, seen, settings, pass)
+    let mut stopped = release.clone();
+    if let Some(wave) = stopped.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+        wave.judged(pass.now());
+    }
+    plan_failure(stopped, why, seen, settings, pass)
 }
 
 /// The current wave is out: judge it, then stop, wait, start the next or finish.
@@ -628,13 +633,21 @@ fn plan_wave(release: &Release, rollout: &Rollout, seen: &Observed, settings: &F
             None => other,
         },
     };
+    // A verdict dates the wave (for the timeline), whatever it leads to.
+    let mut judged = rollout.clone();
+    if verdict != WaveVerdict::Running {
+        if let Some(wave) = judged.waves.last_mut() {
+            wave.judged(pass.now());
+        }
+        next.rollout = Some(judged.clone());
+    }
     match verdict {
         WaveVerdict::Running if changed => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
         WaveVerdict::Running => rest(Outcome::Waiting),
         WaveVerdict::Stop(reason) => plan_failure(next, reason, seen, settings, pass),
-        WaveVerdict::Passed => match plan_bake(&next, rollout, seen, settings, pass) {
+        WaveVerdict::Passed => match plan_bake(&next, &judged, seen, settings, pass) {
             Some(step) => step,
-            None => plan_next_wave(next, rollout, seen, settings, pass),
+            None => plan_next_wave(next, &judged, seen, settings, pass),
         },
     }
 }

@@ -349,6 +349,7 @@ fn a_staged_release_starts_with_its_canary() {
         (["i-0".to_string()].as_slice(), ["cmd-1".to_string()].as_slice())
     );
     assert!(canary.claimed_by(&Claim::new("me", T0)));
+    assert_eq!((canary.sent_ms, canary.judged_ms), (Some(T0.millis()), None), "dated when sent, not judged yet");
     let empty = Observed { canary: Some(vec![]), first_send: None, ..seen };
     assert_eq!(brief(&plan(&empty, &s, &pass(T0))), "settle no_instances as Dispatched");
 }
@@ -458,6 +459,37 @@ fn a_sent_wave_is_judged_from_what_its_unfinished_batches_report() {
         ],
         &s,
     );
+}
+
+#[test]
+fn a_wave_is_dated_when_judged_and_only_then() {
+    let s = settings(RolloutMode::Staged);
+    let mut canary_done = staged(&[&["i-0"], &["i-1", "i-2"]], "other");
+    canary_done.instances = vec![outcome("i-0", "Success")];
+    let judged_at = |release: &Release, reports: &[(&str, &str)], now: Timestamp| {
+        let mut seen = holding(release.clone());
+        seen.wave_reports = Some(reports.iter().map(|(i, st)| outcome(i, st)).collect());
+        seen.tagged = true;
+        seen.running = Some((0..5).map(|i| format!("i-{i}")).collect());
+        let recorded = match plan(&seen, &s, &pass(now)) {
+            Step::Record { release, .. } => *release,
+            Step::Settle { settlement, .. } => settlement.release,
+            other => panic!("{}", brief(&other)),
+        };
+        recorded.rollout.unwrap().waves.iter().map(|w| w.judged_ms).collect::<Vec<_>>()
+    };
+    // Still running: news recorded, no verdict.
+    assert_eq!(judged_at(&canary_done, &[("i-1", "Success"), ("i-2", "InProgress")], secs(3)), [None, None]);
+    // Passed: dated now, the next wave recorded undated.
+    assert_eq!(
+        judged_at(&canary_done, &[("i-1", "Success"), ("i-2", "Success")], secs(3)),
+        [None, Some(secs(3).millis()), None]
+    );
+    // Stopped by a failure while the rest runs: dated when stopped.
+    assert_eq!(judged_at(&canary_done, &[("i-1", "Failed")], secs(4)), [None, Some(secs(4).millis())]);
+    // A date once set stands.
+    canary_done.rollout.as_mut().unwrap().waves[1].judged_ms = Some(1);
+    assert_eq!(judged_at(&canary_done, &[("i-1", "Failed")], secs(5)), [None, Some(1)]);
 }
 
 #[test]
@@ -904,6 +936,8 @@ fn a_passed_wave_bakes_pauses_and_stops_for_an_alarm_as_its_release_says() {
     };
     let with_bake = |bake: Bake| {
         let mut r = canary.clone();
+        // A wave bakes once judged passed, which dated it.
+        r.rollout.as_mut().unwrap().waves[0].judged_ms = Some(bake.healthy_since_ms);
         r.rollout.as_mut().unwrap().waves[0].bake = Some(bake);
         r
     };

@@ -763,6 +763,20 @@ mod machine {
                     prop_assert!(releases.len() >= created, "a release was lost");
                     created = releases.len();
                     prop_assert!(releases.values().all(|r| r.status.is_final()), "{releases:?}");
+                    // The timeline the status page draws: a wave is dated when its
+                    // first batch went out and when it was judged, in order, and
+                    // every wave that went out was judged by the end.
+                    for r in releases.values() {
+                        let mut before = r.created_at.millis();
+                        for (n, wave) in r.rollout.iter().flat_map(|o| o.waves.iter()).enumerate() {
+                            prop_assert_eq!(wave.sent_ms.is_some(), !wave.command_ids.is_empty(), "{} wave {}", r.id, n);
+                            if let Some(sent) = wave.sent_ms {
+                                let judged = wave.judged_ms;
+                                prop_assert!(sent >= before && judged.is_some_and(|j| j >= sent), "{} wave {}: {:?}", r.id, n, wave);
+                                before = judged.unwrap_or(sent);
+                            }
+                        }
+                    }
                     prop_assert!(c.store.fleet.lock().unwrap().lease.is_none());
                     // Every host runs what flakefleet records it runs (its release tag),
                     // but a host a release ended without (still applying at its settle
