@@ -125,6 +125,20 @@ enum Command {
     Fleet,
     /// Run one reconcile now.
     Reconcile,
+    /// Serve the fleet's status page on this machine, forwarding its API calls
+    /// to the function URL signed with your credentials (read-only unless --allow-writes).
+    Ui {
+        /// Where to listen. Anything but a loopback address lets other machines
+        /// borrow your credentials through it (with the token): you are warned.
+        #[arg(long, default_value = "127.0.0.1:8750")]
+        listen: std::net::SocketAddr,
+        /// Open the page in the default browser.
+        #[arg(long)]
+        open: bool,
+        /// Let the page roll the fleet back to a release (with a confirmation); otherwise it only reads.
+        #[arg(long)]
+        allow_writes: bool,
+    },
     /// Print a shell completion script (e.g. `flakefleet completions bash > /etc/bash_completion.d/flakefleet`).
     Completions {
         /// The shell.
@@ -175,7 +189,10 @@ async fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let exit = match connect(&cli).await {
-        Ok(client) => run(&Session { cli: &cli, client: &client }).await,
+        Ok(client) => match cli.command {
+            Command::Ui { listen, open, allow_writes } => ui(listen, open, allow_writes, client).await,
+            _ => run(&Session { cli: &cli, client: &client }).await,
+        },
         Err(failure) => Err(failure),
     };
     match exit {
@@ -274,12 +291,53 @@ async fn run(session: &Session<'_>) -> Result<Exit, Failure> {
             return Ok(Exit::Done);
         }
         Command::Completions { .. } => unreachable!("answered before connecting"),
+        Command::Ui { .. } => unreachable!("served by ui()"),
     };
     if !wait.wait {
         session.print(&answer, render::release, "release");
         return Ok(Exit::Done);
     }
     session.follow(answer["release"].clone(), &wait.follow).await
+}
+
+/// Serves the status page until stopped; prints where, with this run's token.
+async fn ui(
+    listen: std::net::SocketAddr,
+    open: bool,
+    allow_writes: bool,
+    client: FunctionUrl,
+) -> Result<Exit, Failure> {
+    use flakefleet::cli::ui;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        Failure::usage(format!("cannot listen on {listen}: {e}; pass another --listen (port 0 picks a free one)"))
+    })?;
+    let listen = listener.local_addr().map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))?;
+    let token = ui::new_token().map_err(Failure::usage)?;
+    let settings = ui::UiSettings { listen, token, allow_writes };
+    if !listen.ip().is_loopback() {
+        eprintln!(
+            "warning: listening on {listen}, not loopback: anyone who can reach it and has the token acts with \
+             your AWS credentials on {}",
+            client.base()
+        );
+    }
+    // Credentials missing is fatal (every call would fail); an unreachable URL may come back.
+    match client.call("GET", "/healthz", None).await {
+        Err(e @ flakefleet::cli::CallError::Credentials(_)) => return Err(e.into()),
+        Err(e) => eprintln!("warning: {e}; the page shows it until the function URL answers"),
+        Ok(_) => {}
+    }
+    let mode = if allow_writes { "it may roll back" } else { "read-only" };
+    eprintln!("flakefleet ui: the status page of {} ({mode}); Ctrl-C stops it", client.base());
+    emit(&format!("{}\n", settings.page_url()));
+    if open {
+        let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+        if let Err(e) = std::process::Command::new(opener).arg(settings.page_url()).spawn() {
+            eprintln!("could not open a browser ({opener}: {e}); open the URL above");
+        }
+    }
+    ui::serve(listener, settings, client).await.map_err(|e| Failure::usage(format!("the status page stopped: {e}")))?;
+    Ok(Exit::Done)
 }
 
 fn without_nulls(body: Value) -> Value {

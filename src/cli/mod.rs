@@ -5,6 +5,7 @@
 pub mod exit;
 pub mod progress;
 pub mod render;
+pub mod ui;
 
 use crate::https::HttpsClient;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};

@@ -1,0 +1,354 @@
+//! `flakefleet ui` in a real headless Chromium: the binary serves the page
+//! and signs its API calls to the Lambda under `cargo lambda watch` (port
+//! 9161, a fleet of three fake hosts of its own), on the local AWS. The test
+//! drives real releases (a canary that fails on a fresh fleet and halts it, a
+//! good deploy, a failing canary that is rolled back, a rollback from the
+//! page) and asserts on the DOM while the page refreshes by itself.
+
+use super::browser::Browser;
+use super::support::{endpoint, fake_hosts};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GOOD: &str = "AcmeCorp/infra/=3.0.0+rev-aaaaaaa#nixosConfigurations.ui";
+const BAD: &str = "AcmeCorp/infra/=3.0.1+rev-bbbbbbb#nixosConfigurations.ui";
+/// What a failing host prints: markup that must show as text and never run.
+const HOSTILE: &str =
+    "error: <script>window.pwned=1</script><img src=x onerror=\"window.pwned=2\"> unit web.service failed";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A running `flakefleet ui`; stopped when dropped.
+struct Ui {
+    child: Child,
+    /// The page's address, token included, as printed.
+    page: String,
+}
+
+impl Ui {
+    fn start(function_url: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flakefleet"))
+            .args(["--url", function_url, "--region", "us-east-1", "ui", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("AWS_ACCESS_KEY_ID", "ui-test-key")
+            .env("AWS_SECRET_ACCESS_KEY", "ui-test-secret")
+            .env_remove("AWS_PROFILE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("flakefleet ui starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert!(line.starts_with("http://127.0.0.1:") && line.contains("/?token="), "{line}");
+        Self { child, page: line.trim().to_owned() }
+    }
+
+    fn origin(&self) -> &str {
+        self.page.split("/?").next().unwrap()
+    }
+
+    fn token(&self) -> &str {
+        self.page.split("token=").nth(1).unwrap()
+    }
+
+    /// curl against the ui server: status line, headers and body.
+    fn curl(&self, args: &[&str]) -> String {
+        let out = Command::new("curl").args(["-s", "-i"]).args(args).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Ui {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lambda(method: &str, url: &str, body: Option<Value>) -> Value {
+    let mut command = Command::new("curl");
+    command.args(["-s", "-X", method, url, "-H", "content-type: application/json"]);
+    if let Some(body) = body {
+        command.args(["--data-binary", &body.to_string()]);
+    }
+    serde_json::from_slice(&command.output().unwrap().stdout).unwrap()
+}
+
+/// Reconciles (as the schedule would) until the fleet is free again.
+fn run_out(url: &str) {
+    let started = Instant::now();
+    loop {
+        let fleet = lambda("GET", &format!("{url}/fleet"), None);
+        if fleet["fleet"]["lease"].is_null() {
+            return;
+        }
+        assert!(started.elapsed() < WAIT, "the fleet stayed held: {fleet}");
+        lambda("POST", &format!("{url}/reconcile"), None);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn deploy(url: &str, flakeref: &str) -> String {
+    let answer = lambda("POST", &format!("{url}/releases"), Some(json!({"flakeref": flakeref})));
+    answer["release"]["id"].as_str().unwrap_or_else(|| panic!("{answer}")).to_owned()
+}
+
+/// The shown release's status and the waves' count lines, once it shows `id`
+/// as `status` after a refresh without error.
+fn shown(browser: &Browser, id: &str, status: &str) -> Value {
+    let script = format!(
+        "const h = document.getElementById('release-heading').textContent;
+         const s = document.querySelector('#release-body [data-status]');
+         const fresh = document.getElementById('error').hidden;
+         if (!fresh || !h.endsWith('{id}') || !s || s.dataset.status !== '{status}') return null;
+         return {{waves: [...document.querySelectorAll('#release-body .wave')].map(w =>
+                    [w.dataset.wave, w.querySelector('.counts').textContent]),
+                  bars: document.querySelectorAll('#release-body svg.timeline rect').length,
+                  text: document.getElementById('release-body').innerText}};"
+    );
+    let shown = browser.wait_for(&format!("release {id} shown as {status}"), &script, WAIT);
+    let text = shown["text"].as_str().unwrap_or_default();
+    assert!(!text.contains("null") && !text.contains("undefined"), "a missing value leaked as text: {text}");
+    shown
+}
+
+#[test]
+fn the_proxy_refuses_what_it_was_not_started_for() {
+    let ui = Ui::start(&endpoint("FLAKEFLEET_TEST_UI_URL"), &[]);
+    let (origin, token) = (ui.origin().to_owned(), ui.token().to_owned());
+    let header = format!("X-Flakefleet-Token: {token}");
+    let port = origin.rsplit(':').next().unwrap();
+
+    let page = ui.curl(&[&format!("{origin}/")]);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("content-security-policy: default-src 'none'; script-src 'self'"), "{page}");
+    let read = ui.curl(&["-H", &header, &format!("{origin}/api/fleet")]);
+    assert!(read.starts_with("HTTP/1.1 200") && read.contains("\"fleet\""), "{read}");
+    assert!(!read.to_lowercase().contains("access-control-allow"), "no CORS headers: {read}");
+
+    for (args, status, code) in [
+        (vec![format!("{origin}/api/fleet")], "403", "missing_token"),
+        (vec!["-H".into(), "X-Flakefleet-Token: wrong".into(), format!("{origin}/api/fleet")], "403", "missing_token"),
+        // DNS rebinding: another name for this address.
+        (
+            vec![
+                "-H".into(),
+                header.clone(),
+                "-H".into(),
+                format!("Host: evil.example:{port}"),
+                format!("{origin}/api/fleet"),
+            ],
+            "403",
+            "foreign_host",
+        ),
+        (vec!["-H".into(), format!("Host: evil.example:{port}"), format!("{origin}/")], "403", "foreign_host"),
+        (
+            vec!["-X".into(), "POST".into(), "-H".into(), header.clone(), format!("{origin}/api/rollback")],
+            "405",
+            "read_only",
+        ),
+        (vec!["-H".into(), header.clone(), format!("{origin}/api/reconcile")], "404", "no_route"),
+    ] {
+        let answer = ui.curl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{args:?}: {answer}");
+        assert!(answer.contains(&format!("{{\"error\":\"{code}\"")), "{args:?}: {answer}");
+    }
+}
+
+#[test]
+fn the_status_page_shows_rollouts_halts_rollbacks_and_host_output_as_text() {
+    let url = endpoint("FLAKEFLEET_TEST_UI_URL");
+    let fleet = lambda("GET", &format!("{url}/fleet"), None);
+    let ids: Vec<String> = fleet["fleet"]["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance_id"].as_str().unwrap().into())
+        .collect();
+    assert_eq!(ids.len(), 3, "{fleet}");
+    assert!(fleet["fleet"]["desired_release"].is_null(), "a fresh fleet: {fleet}");
+    fake_hosts(&ids, json!({"activation_for": {"3.0.1": "errors"}, "fh_error": HOSTILE}));
+
+    let ui = Ui::start(&url, &[]);
+    let browser = Browser::start(1280, 1500);
+    browser.open(&ui.page);
+    browser.wait_for("the fleet", "return document.getElementById('fleet-name').textContent === 'ui'", WAIT);
+
+    // 1. A fresh fleet's first release fails its canary: nothing to roll back
+    // to, so the fleet halts. Before any reconcile the canary is in flight.
+    // An idle page does not refresh: the operator presses Refresh once, and
+    // from then on the page follows the rollout by itself to its end.
+    let first = deploy(&url, BAD);
+    browser.run("document.getElementById('refresh').click()");
+    let flight = browser.wait_for(
+        "the rollout in flight",
+        "const r = document.getElementById('rollout');
+         return !r.hidden && document.getElementById('refreshed').textContent.includes('every 2 s')
+           && document.querySelector('#release-body .wave .counts')?.textContent;",
+        WAIT,
+    );
+    assert!(flight.as_str().unwrap().contains("1 pending"), "{flight}");
+    run_out(&url);
+    let halted = shown(&browser, &first, "halted");
+    assert_eq!(halted["waves"][0][1], "✓ 0 succeeded · ✗ 1 failed · ⊘ 0 unreachable · … 0 pending", "{halted}");
+    let banner = browser.wait_for(
+        "the halted banner",
+        "const b = document.getElementById('halted'); return !b.hidden && b.textContent;",
+        WAIT,
+    );
+    assert!(banner.as_str().unwrap().contains("Fleet halted"), "{banner}");
+    // The host's output is shown, as text: no element came of it, nothing ran.
+    let tail = browser.run(
+        "return {tail: document.querySelector('#outcomes-table pre.stderr')?.textContent,
+                 injected: document.querySelectorAll('#release-body script, #release-body img').length,
+                 pwned: window.pwned === undefined ? null : window.pwned};",
+    );
+    assert!(tail["tail"].as_str().unwrap_or_default().contains(HOSTILE), "{tail}");
+    assert_eq!((tail["injected"].as_u64(), &tail["pwned"]), (Some(0), &Value::Null), "{tail}");
+
+    // 2. A good deploy lifts the halt; its waves are counted and drawn.
+    let good = deploy(&url, GOOD);
+    browser.run("document.getElementById('refresh').click()");
+    run_out(&url);
+    let done = shown(&browser, &good, "succeeded");
+    let waves: Vec<&str> = done["waves"].as_array().unwrap().iter().map(|w| w[1].as_str().unwrap()).collect();
+    assert_eq!(
+        waves,
+        [
+            "✓ 1 succeeded · ✗ 0 failed · ⊘ 0 unreachable · … 0 pending",
+            "✓ 2 succeeded · ✗ 0 failed · ⊘ 0 unreachable · … 0 pending"
+        ],
+        "{done}"
+    );
+    assert_eq!(done["bars"], 2, "a timeline bar per wave: {done}");
+    assert!(done["text"].as_str().unwrap().contains("judged"), "{done}");
+    browser.wait_for("the banner gone", "return document.getElementById('halted').hidden", WAIT);
+    // Idle: the page stops refreshing.
+    let idle = browser.wait_for(
+        "idle",
+        "const t = document.getElementById('refreshed').textContent; return t.includes('idle') && t;",
+        WAIT,
+    );
+    std::thread::sleep(Duration::from_millis(2600));
+    assert_eq!(browser.run("return document.getElementById('refreshed').textContent"), idle, "no refresh while idle");
+
+    // 3. A failing canary, rolled back by itself.
+    let bad = deploy(&url, BAD);
+    run_out(&url);
+    browser.open(&format!("{}#release={bad}", ui.page));
+    let rolled = shown(&browser, &bad, "rolled_back");
+    let text = rolled["text"].as_str().unwrap();
+    assert!(text.contains("Rolled back by"), "{text}");
+    assert!(text.contains("unit web.service failed"), "the failed canary's tail: {text}");
+    // Every host runs the desired flakeref again (the canary under the rollback).
+    let states = browser
+        .run("return [...document.querySelectorAll('#instances-table tbody tr')].map(r => r.cells[3].textContent)");
+    assert_eq!(states, json!(["✓ current", "✓ current", "✓ current"]), "{states}");
+    let history = browser.run(
+        "return [...document.querySelectorAll('#history-table tbody tr')].map(r =>
+           [...r.cells].map(c => c.textContent));",
+    );
+    let kinds: Vec<(&str, &str)> =
+        history.as_array().unwrap().iter().map(|r| (r[1].as_str().unwrap(), r[2].as_str().unwrap())).collect();
+    assert_eq!(
+        kinds,
+        [("rollback", "✓ succeeded"), ("deploy", "↺ rolled back"), ("deploy", "✓ succeeded"), ("deploy", "■ halted")],
+        "{history}"
+    );
+
+    // 4. A 4xx shows as an error; what was read stays on screen.
+    browser.open(&format!("{}#release=01AAAAAAAAAAAAAAAAAAAAAAAA", ui.page));
+    let kept = browser.wait_for(
+        "the 404 shown",
+        "const e = document.getElementById('error');
+         return !e.hidden && e.textContent.includes('404')
+           && {said: e.textContent, rows: document.querySelectorAll('#instances-table tbody tr').length};",
+        WAIT,
+    );
+    assert_eq!(kept["rows"], 3, "{kept}");
+
+    // 5. Tab reaches every link and button, in the page's order, and shows focus.
+    browser.open(&format!("{}#release={bad}", ui.page));
+    shown(&browser, &bad, "rolled_back");
+    let count = browser
+        .run(
+            "const all = [...document.querySelectorAll('a[href], button:not([disabled])')]
+               .filter(e => e.offsetParent !== null);
+             all.forEach((e, i) => e.dataset.tab = i);
+             document.activeElement.blur();
+             return all.length;",
+        )
+        .as_u64()
+        .unwrap();
+    assert!(count >= 10, "links and buttons: {count}");
+    let mut reached = Vec::new();
+    for _ in 0..count + 5 {
+        browser.tab();
+        let focused = browser.run(
+            "const e = document.activeElement;
+             return e && e.dataset.tab !== undefined
+               ? [Number(e.dataset.tab), getComputedStyle(e).outlineStyle] : null;",
+        );
+        if let Some(pair) = focused.as_array() {
+            assert_ne!(pair[1], "none", "focus is visible on element {}", pair[0]);
+            let index = pair[0].as_u64().unwrap();
+            if reached.last() != Some(&index) && !reached.contains(&index) {
+                reached.push(index);
+            }
+        }
+    }
+    assert_eq!(reached, (0..count).collect::<Vec<_>>(), "Tab order");
+
+    // 6. Screenshots, and 375 px wide without sideways scrolling.
+    browser.screenshot(".dev/ui-desktop.png");
+    browser.emulate_width(375, 1400);
+    let widths = browser.wait_for(
+        "the narrow layout",
+        "return window.innerWidth <= 400 && [document.documentElement.scrollWidth, window.innerWidth];",
+        WAIT,
+    );
+    assert!(widths[0].as_u64() <= widths[1].as_u64(), "the page scrolls sideways at 375 px: {widths}");
+    browser.screenshot(".dev/ui-375.png");
+
+    // 7. With --allow-writes: roll back to the good release, after a confirmation.
+    let writer = Ui::start(&url, &["--allow-writes"]);
+    browser.desktop();
+    browser.open(&format!("{}#release={good}", writer.page));
+    shown(&browser, &good, "succeeded");
+    browser.run("document.getElementById('rollback').click()");
+    let asked = browser.wait_for(
+        "the confirmation",
+        "return document.activeElement.id === 'confirm-rollback' && document.querySelector('.confirm').textContent;",
+        WAIT,
+    );
+    assert!(asked.as_str().unwrap().contains(GOOD), "{asked}");
+    browser.run("document.getElementById('confirm-rollback').click()");
+    let new_id = browser.wait_for(
+        "the rollback release",
+        &format!("const m = /^#release=(\\w+)$/.exec(location.hash); return m && m[1] !== '{good}' && m[1];"),
+        WAIT,
+    );
+    let rollback = lambda("GET", &format!("{url}/releases/{}", new_id.as_str().unwrap()), None);
+    assert_eq!(
+        (rollback["release"]["kind"].as_str(), rollback["release"]["rollback_of"].as_str()),
+        (Some("rollback"), Some(good.as_str())),
+        "{rollback}"
+    );
+    run_out(&url);
+    shown(&browser, new_id.as_str().unwrap(), "succeeded");
+}
+
+#[test]
+fn an_unreachable_function_url_is_shown_as_an_error() {
+    // Nothing listens on port 9: every call fails to connect.
+    let ui = Ui::start("http://127.0.0.1:9/lambda-url/flakefleet-lambda", &[]);
+    let browser = Browser::start(1280, 900);
+    browser.open(&ui.page);
+    let error = browser.wait_for(
+        "the error",
+        "const e = document.getElementById('error'); return !e.hidden && e.textContent;",
+        WAIT,
+    );
+    assert!(error.as_str().unwrap().contains("502 unreachable"), "{error}");
+}
