@@ -155,3 +155,9 @@ fi
 cli fleet
 
 step "Done. The Lambda's log is in $run/lambda.log"
+if [ "${KEEP_RUNNING:-0}" = 1 ]; then
+  step "Still running. To see the fleet in a browser (prints a URL with this run's token; Ctrl-C stops it):"
+  echo "  AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \\"
+  echo "    target/debug/flakefleet --url $url --region $AWS_REGION ui --allow-writes"
+  echo "Stop the local AWS with: make local-aws-stop"
+fi

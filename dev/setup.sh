@@ -25,16 +25,24 @@ if [ "$(cat "$checkov_stamp" 2>/dev/null)" != "$checkov_want" ]; then
   echo "$checkov_want" > "$checkov_stamp"
 fi
 
-# nix-instantiate (Debian's nix-bin) parses flake.nix; it cannot evaluate it here.
-if ! command -v nix-instantiate >/dev/null; then
+# From Debian's packages, through apt:
+# - nix-bin: nix-instantiate parses flake.nix (it cannot evaluate it here);
+# - chromium and chromium-driver: the status page's browser tests
+#   (tests/it/ui.rs) drive /usr/bin/chromium through /usr/bin/chromedriver.
+#   Debian's security updates move their version; the tests need none in particular.
+missing=()
+command -v nix-instantiate >/dev/null || missing+=(nix-bin)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   if command -v apt-get >/dev/null && { [ -z "$sudo" ] || command -v sudo >/dev/null; }; then
-    echo "== installing nix-bin (for nix-instantiate --parse)"
+    echo "== installing ${missing[*]} (Debian packages)"
     $sudo apt-get update -qq >/dev/null
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nix-bin >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    echo "nix-instantiate is missing and cannot be installed here (needs apt-get): install Debian's nix-bin" >&2
+    echo "${missing[*]} missing and cannot be installed here (needs apt-get): install these Debian packages" >&2
     exit 1
   fi
 fi

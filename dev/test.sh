@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean checkout: installs the pinned tools,
 # starts a local AWS of its own (ports 5155/5156, apart from the demo's) and
-# the Lambda under `cargo lambda watch` four times (port 9155 for the CLI's
+# the Lambda under `cargo lambda watch` five times (port 9155 for the CLI's
 # tests, 9157 for the one SSM's status events drive, 9158 and 9159 for the
-# GitHub Action's, the second in github-oidc mode), runs
+# GitHub Action's, the second in github-oidc mode, 9161 for the status
+# page's, which `flakefleet ui` proxies to a headless Chromium), runs
 # fmt, clippy and every Rust test, builds the release bootstrap, lints the
 # template (cfn-lint and checkov, before and after the SAM transform) and the
 # workflows, and parses the flake.
@@ -81,7 +82,7 @@ watch_lambda() {
   start_lambda "$env_file" "$port"
 }
 
-echo "== the Lambda under cargo lambda watch: for the CLI tests, one SSM's events drive, and the action's (auth none and github-oidc, one fleet)"
+echo "== the Lambda under cargo lambda watch: for the CLI tests, one SSM's events drive, the action's (auth none and github-oidc, one fleet) and the status page's"
 cargo build --locked --bins
 watch_port=${TEST_WATCH_PORT:-9155}
 events_port=${TEST_EVENTS_WATCH_PORT:-9157}
@@ -91,11 +92,14 @@ watch_lambda dev/test-events-lambda.env "$events_port" 100
 # one in github-oidc mode trusting the issuer the action test serves on 9160.
 watch_lambda dev/test-action-lambda.env 9158 3 hosts
 start_lambda dev/test-action-oidc-lambda.env 9159
+# The status page's fleet: three fake hosts, read through `flakefleet ui`.
+watch_lambda dev/test-ui-lambda.env 9161 3 hosts
 export FLAKEFLEET_TEST_FUNCTION_URL="http://127.0.0.1:$watch_port/lambda-url/flakefleet-lambda"
 export FLAKEFLEET_TEST_EVENTS_FUNCTION_URL="http://127.0.0.1:$events_port/lambda-url/flakefleet-lambda"
 export FLAKEFLEET_TEST_EVENTS_INVOKE_URL="http://127.0.0.1:$events_port/2015-03-31/functions/flakefleet-lambda/invocations"
 export FLAKEFLEET_TEST_ACTION_URL="http://127.0.0.1:9158/lambda-url/flakefleet-lambda"
 export FLAKEFLEET_TEST_ACTION_OIDC_URL="http://127.0.0.1:9159/lambda-url/flakefleet-lambda"
+export FLAKEFLEET_TEST_UI_URL="http://127.0.0.1:9161/lambda-url/flakefleet-lambda"
 
 echo "== cargo test"
 # 8 MiB per test thread, as a main thread gets: the EC2 SDK's XML

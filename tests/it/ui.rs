@@ -66,13 +66,14 @@ impl Drop for Ui {
     }
 }
 
+/// One call to the Lambda; its JSON answer, or Null when it gave none.
 fn lambda(method: &str, url: &str, body: Option<Value>) -> Value {
     let mut command = Command::new("curl");
     command.args(["-s", "-X", method, url, "-H", "content-type: application/json"]);
     if let Some(body) = body {
         command.args(["--data-binary", &body.to_string()]);
     }
-    serde_json::from_slice(&command.output().unwrap().stdout).unwrap()
+    serde_json::from_slice(&command.output().unwrap().stdout).unwrap_or(Value::Null)
 }
 
 /// Reconciles (as the schedule would) until the fleet is free again.
@@ -80,7 +81,8 @@ fn run_out(url: &str) {
     let started = Instant::now();
     loop {
         let fleet = lambda("GET", &format!("{url}/fleet"), None);
-        if fleet["fleet"]["lease"].is_null() {
+        // An error answer has no fleet: not the same as a free one.
+        if fleet["fleet"].is_object() && fleet["fleet"]["lease"].is_null() {
             return;
         }
         assert!(started.elapsed() < WAIT, "the fleet stayed held: {fleet}");
@@ -351,4 +353,77 @@ fn an_unreachable_function_url_is_shown_as_an_error() {
         WAIT,
     );
     assert!(error.as_str().unwrap().contains("502 unreachable"), "{error}");
+}
+
+/// `make bench` (dev/bench.sh), not `make test`: the page's size and the time
+/// to a rendered page with 100 releases and a 100-instance rollout in
+/// flight, in headless Chromium. Prints Markdown for docs/performance.md.
+#[test]
+#[ignore = "a benchmark: dev/bench.sh runs it"]
+fn bench_the_status_page() {
+    let url = endpoint("FLAKEFLEET_BENCH_UI_URL");
+    let listed =
+        |n: u32| lambda("GET", &format!("{url}/releases?limit={n}"), None)["releases"].as_array().map_or(0, Vec::len);
+    for n in listed(100)..99 {
+        deploy(&url, &format!("AcmeCorp/infra/=4.0.{n}#nixosConfigurations.bench"));
+        run_out(&url);
+    }
+    // The 100th stays in flight: its canary passed, its next wave sent.
+    let last = deploy(&url, "AcmeCorp/infra/=4.1.0#nixosConfigurations.bench");
+    for _ in 0..20 {
+        lambda("POST", &format!("{url}/reconcile"), None);
+        let release = lambda("GET", &format!("{url}/releases/{last}"), None);
+        if release["release"]["rollout"]["waves"].as_array().map_or(0, Vec::len) >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let fleet = lambda("GET", &format!("{url}/fleet"), None);
+    let instances = fleet["fleet"]["instances"].as_array().map_or(0, Vec::len);
+
+    let ui = Ui::start(&url, &[]);
+    let browser = Browser::start(1280, 1500);
+    let (mut first, mut own) = (Vec::new(), Vec::new());
+    let mut sizes = Value::Null;
+    for run in 0..11 {
+        browser.open(&format!("{}&run={run}", ui.page));
+        let at = browser.wait_for(
+            "the first rendered page",
+            "const m = performance.getEntriesByName('flakefleet:rendered'); return m.length && m[0].startTime;",
+            WAIT,
+        );
+        // The page's own work: one redraw from what it read, without the reads.
+        let redraw = browser.run("const t = performance.now(); render(); return performance.now() - t;");
+        sizes = browser.run(
+            "const size = (e) => [e.name.replace(location.origin, '').replace(/\\?.*/, ''), e.decodedBodySize, e.duration];
+             return [size(performance.getEntriesByType('navigation')[0]),
+                     ...performance.getEntriesByType('resource').map(size)];",
+        );
+        if run > 0 {
+            first.push(at.as_f64().unwrap());
+            own.push(redraw.as_f64().unwrap());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[v.len() - 1])
+    };
+    let ((first_median, first_max), (own_median, own_max)) = (median(&mut first), median(&mut own));
+    let rows = sizes.as_array().unwrap();
+    let assets: f64 =
+        rows.iter().filter(|r| !r[0].as_str().unwrap().starts_with("/api/")).map(|r| r[1].as_f64().unwrap()).sum();
+    println!(
+        "### Status page (`flakefleet ui`), {} releases listed 10 a page, a rollout of {instances} instances in flight",
+        listed(100)
+    );
+    println!();
+    println!("| what | bytes (uncompressed) | last load's time |\n|---|---:|---:|");
+    for row in rows {
+        println!("| `{}` | {} | {:.0} ms |", row[0].as_str().unwrap(), row[1], row[2].as_f64().unwrap());
+    }
+    println!("| page and assets, total | {assets:.0} | |");
+    println!();
+    println!("| 10 loads (after one to warm up) | median | max |\n|---|---:|---:|");
+    println!("| request to a rendered page (navigation start to the first full render) | {first_median:.0} ms | {first_max:.0} ms |");
+    println!("| the page's own redraw (DOM and SVG from the read JSON) | {own_median:.1} ms | {own_max:.1} ms |");
 }

@@ -430,6 +430,8 @@ async function refresh() {
   state.error = error;
   if (!error) state.refreshedAt = new Date();
   render();
+  // For `make bench`: when the first complete page was on screen.
+  if (!error && !performance.getEntriesByName("flakefleet:rendered").length) performance.mark("flakefleet:rendered");
   // While a rollout runs (or nothing was read yet), again in 2 s; idle, never.
   if (token && (busy() || !state.fleet)) timer = setTimeout(refresh, REFRESH_MS);
 }
