@@ -114,7 +114,16 @@ pub fn release(release: &Value) -> String {
         // The ids `aws ssm get-command-invocation` and `list-command-invocations` take.
         for (n, wave) in waves.iter().enumerate() {
             let ids: Vec<String> = wave["command_ids"].as_array().into_iter().flatten().map(text).collect();
-            let sent = if ids.is_empty() { "not sent yet".to_owned() } else { format!("commands {}", ids.join(" ")) };
+            let mut sent =
+                if ids.is_empty() { "not sent yet".to_owned() } else { format!("commands {}", ids.join(" ")) };
+            match (wave["sent_ms"].as_u64(), wave["judged_ms"].as_u64()) {
+                (Some(at), Some(judged)) => {
+                    let took = std::time::Duration::from_millis(judged.saturating_sub(at));
+                    let _ = write!(sent, "; judged {} after it was sent", super::progress::clock(took));
+                }
+                (Some(_), None) => sent.push_str("; not judged yet"),
+                _ => {}
+            }
             let _ = writeln!(out, "{:<14}{}", format!("wave {}:", n + 1), sent);
         }
     }
@@ -293,7 +302,7 @@ mod tests {
         let shown = release(&json!({"id": "01A", "fleet": "prod", "kind": "repair", "status": "succeeded",
             "requested_by": "arn:aws:sts::1:assumed-role/ci/run", "reason": "fix: the thing",
             "run_url": "https://github.com/acme/infra/actions/runs/1", "rolled_back_by": "01B",
-            "rollout": {"waves": [{"instance_ids": ["i-1"], "command_ids": ["c-1"]},
+            "rollout": {"waves": [{"instance_ids": ["i-1"], "command_ids": ["c-1"], "sent_ms": 1000, "judged_ms": 66000},
                                   {"instance_ids": ["i-2", "i-3"], "command_ids": []}]},
             "launches": [{"slot": 0, "instance_id": "i-9"}, {"slot": 1, "error": "InsufficientInstanceCapacity"}]}));
         for line in [
@@ -303,7 +312,7 @@ mod tests {
             "run_url:      https://github.com/acme/infra/actions/runs/1\n",
             "rolled_back_by: 01B\n",
             "waves:        1 + 2\n",
-            "wave 1:       commands c-1\n",
+            "wave 1:       commands c-1; judged 1m05s after it was sent\n",
             "wave 2:       not sent yet\n",
             "launched:     i-9, slot 1 failed: InsufficientInstanceCapacity\n",
         ] {
