@@ -401,13 +401,23 @@ function render() {
   document.title = state.fleet ? `flakefleet · ${state.fleet.fleet}${busy() ? " · in progress" : ""}` : "flakefleet";
 }
 
-function selected() {
+/** The release named in the address (`#release=ID`), if any. */
+function named() {
   const match = /^#release=([0-9A-Za-z]+)$/.exec(location.hash);
-  if (match) return match[1];
+  return match ? match[1] : null;
+}
+
+/** The release to show: the one named, else the rollout in flight, else the desired one. */
+function selected() {
   const fleet = state.fleet;
-  if (!fleet) return null;
+  if (named() || !fleet) return named();
   if (fleet.rollout) return fleet.rollout.release_id;
   return fleet.desired_release ? fleet.desired_release.id : null;
+}
+
+function show(release) {
+  if (!state.release || state.release.id !== release.id) state.confirming = false;
+  state.release = release;
 }
 
 async function refresh() {
@@ -415,17 +425,23 @@ async function refresh() {
   timer = null;
   let error = null;
   const attempt = async (read) => { try { await read(); } catch (e) { error = error || e; } };
+  const readRelease = (id) => attempt(async () => show((await api("releases/" + encodeURIComponent(id))).release));
   if (!token) error = new ApiError("no token: open the URL `flakefleet ui` printed (it ends in ?token=…)");
   else {
-    await attempt(async () => { state.fleet = (await api("fleet")).fleet; });
+    // The reads go out together; the release shown by default comes with
+    // the fleet (its desired release, whole), which saves a round trip.
     const cursor = state.cursors[state.cursors.length - 1];
-    await attempt(async () => { state.page = await api(`releases?limit=${PAGE_SIZE}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "")); });
-    const id = selected();
-    if (id) await attempt(async () => {
-      const release = (await api("releases/" + encodeURIComponent(id))).release;
-      if (!state.release || state.release.id !== release.id) state.confirming = false;
-      state.release = release;
-    });
+    const id = named();
+    await Promise.all([
+      attempt(async () => { state.fleet = (await api("fleet")).fleet; }),
+      attempt(async () => { state.page = await api(`releases?limit=${PAGE_SIZE}` + (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "")); }),
+      id ? readRelease(id) : null,
+    ]);
+    const desired = state.fleet && state.fleet.desired_release;
+    if (!id && selected()) {
+      if (desired && desired.id === selected()) show(desired);
+      else await readRelease(selected());
+    }
   }
   state.error = error;
   if (!error) state.refreshedAt = new Date();
