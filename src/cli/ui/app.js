@@ -354,6 +354,8 @@ function renderRelease() {
       el("thead", {}, el("tr", {}, ["Instance", "Verdict", "SSM status", "Output (failed only)"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, outcomeRows(release)))),
   ].filter(Boolean));
+  // A tail ends with what went wrong: show its end.
+  for (const pre of document.querySelectorAll("#release-body pre.tail")) pre.scrollTop = pre.scrollHeight;
 }
 
 function busy() {
