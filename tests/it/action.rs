@@ -7,7 +7,7 @@
 //! auth, and in github-oidc mode trusting the issuer served here), while the
 //! test reconciles as the schedule would.
 
-use crate::support::{endpoint, fake_hosts, serve_http};
+use crate::support::{endpoint, fake_hosts, fleet_instance_ids, serve_http};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -258,12 +258,7 @@ async fn the_action_deploys_waits_summarises_and_rolls_back_as_a_runner_runs_it(
     let fleet: Value =
         serde_json::from_slice(&Command::new("curl").args(["-s", &format!("{url}/fleet")]).output().unwrap().stdout)
             .unwrap();
-    let ids: Vec<String> = fleet["fleet"]["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["instance_id"].as_str().unwrap().into())
-        .collect();
+    let ids = fleet_instance_ids(&fleet);
     assert_eq!(ids.len(), 3, "{fleet}");
     fake_hosts(
         &ids,

@@ -2,6 +2,7 @@
 //! requests, talking to the Lambda under `cargo lambda watch` (started by
 //! `make test` with dev/test-lambda.env) over the local AWS.
 
+use crate::support::fleet_instance_ids;
 use serde_json::Value;
 use std::process::{Command, Output};
 
@@ -217,12 +218,7 @@ fn deploy_wait_fail_roll_back_and_inspect_with_the_cli() {
     // fake hosts, one on an old agent). fh fails to apply the bad release
     // everywhere: the canary fails, flakefleet rolls back, and --wait exits 1.
     let fleet = json(&cli(&["--json", "fleet"]));
-    let ids: Vec<String> = fleet["fleet"]["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["instance_id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = fleet_instance_ids(&fleet);
     assert_eq!(ids.len(), 3, "{fleet}");
     // What fh prints may carry terminal escape sequences; the script passes
     // its last lines on.

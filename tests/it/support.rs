@@ -511,3 +511,9 @@ pub fn serve_http(listener: tokio::net::TcpListener, mut answer: impl FnMut(&str
         }
     });
 }
+
+/// The instance ids in a `GET /fleet` answer (`{"fleet": {"instances": [...]}}`).
+pub fn fleet_instance_ids(fleet: &Value) -> Vec<String> {
+    let instances = fleet["fleet"]["instances"].as_array().unwrap_or_else(|| panic!("no instances in {fleet}"));
+    instances.iter().map(|i| i["instance_id"].as_str().unwrap().to_owned()).collect()
+}

@@ -6,7 +6,7 @@
 //! page) and asserts on the DOM while the page refreshes by itself.
 
 use super::browser::Browser;
-use super::support::{endpoint, fake_hosts};
+use super::support::{endpoint, fake_hosts, fleet_instance_ids};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -162,12 +162,7 @@ fn the_proxy_refuses_what_it_was_not_started_for() {
 fn the_status_page_shows_rollouts_halts_rollbacks_and_host_output_as_text() {
     let url = endpoint("FLAKEFLEET_TEST_UI_URL");
     let fleet = lambda("GET", &format!("{url}/fleet"), None);
-    let ids: Vec<String> = fleet["fleet"]["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["instance_id"].as_str().unwrap().into())
-        .collect();
+    let ids = fleet_instance_ids(&fleet);
     assert_eq!(ids.len(), 3, "{fleet}");
     assert!(fleet["fleet"]["desired_release"].is_null(), "a fresh fleet: {fleet}");
     fake_hosts(&ids, json!({"activation_for": {"3.0.1": "errors"}, "fh_error": HOSTILE}));
