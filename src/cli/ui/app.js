@@ -174,9 +174,12 @@ function timeline(release, waves, now) {
   const width = 600, left = 44, right = 10, row = 22, top = 8;
   const height = top + waves.length * row + 22;
   const x = (t) => left + ((width - left - right) * (t - start)) / (end - start);
-  const label = waves.map((w) => w.judged !== null
-    ? `${w.name} sent after ${duration(w.sent - start)}, judged after ${duration(w.judged - start)}`
-    : w.sent !== null ? `${w.name} sent after ${duration(w.sent - start)}, not judged yet` : `${w.name} not sent yet`).join("; ");
+  // A wave can be judged unsent (a deadline passed before it went out).
+  const label = waves.map((w) => {
+    if (w.sent === null) return w.judged === null ? `${w.name} not sent yet` : `${w.name} stopped before it was sent`;
+    const judged = w.judged === null ? "not judged yet" : `judged after ${duration(w.judged - start)}`;
+    return `${w.name} sent after ${duration(w.sent - start)}, ${judged}`;
+  }).join("; ");
   const chart = svg("svg", { class: "timeline", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": `Timeline: ${label}` });
   chart.append(svg("line", { class: "t-axis", x1: left, x2: width - right, y1: height - 18, y2: height - 18 }));
   chart.append(svg("text", { x: left, y: height - 4 }, "0 s"));
