@@ -175,10 +175,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// The page with the server's one setting the script needs.
 fn page(settings: &UiSettings) -> String {
-    PAGE.replace(
-        "data-writes=\"false\"",
-        if settings.allow_writes { "data-writes=\"true\"" } else { "data-writes=\"false\"" },
-    )
+    match settings.allow_writes {
+        true => PAGE.replace("data-writes=\"false\"", "data-writes=\"true\""),
+        false => PAGE.to_owned(),
+    }
 }
 
 fn respond(status: u16, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -241,6 +241,13 @@ impl Rollout {
     pub fn current(&self) -> Option<&Wave> {
         self.waves.last()
     }
+
+    /// Dates the current wave's verdict (see [`Wave::judged`]).
+    pub fn judge_current(&mut self, now: Timestamp) {
+        if let Some(wave) = self.waves.last_mut() {
+            wave.judged(now);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -590,8 +590,8 @@ fn plan_unsent(
         return Step::Record { release: Box::new(found), then: None };
     }
     let mut stopped = release.clone();
-    if let Some(wave) = stopped.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
-        wave.judged(pass.now());
+    if let Some(rollout) = stopped.rollout.as_mut() {
+        rollout.judge_current(pass.now());
     }
     plan_failure(stopped, why, seen, settings, pass)
 }
@@ -633,19 +633,19 @@ fn plan_wave(release: &Release, rollout: &Rollout, seen: &Observed, settings: &F
             None => other,
         },
     };
+    if verdict == WaveVerdict::Running {
+        return match changed {
+            true => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
+            false => rest(Outcome::Waiting),
+        };
+    }
     // A verdict dates the wave (for the timeline), whatever it leads to.
     let mut judged = rollout.clone();
-    if verdict != WaveVerdict::Running {
-        if let Some(wave) = judged.waves.last_mut() {
-            wave.judged(pass.now());
-        }
-        next.rollout = Some(judged.clone());
-    }
+    judged.judge_current(pass.now());
+    next.rollout = Some(judged.clone());
     match verdict {
-        WaveVerdict::Running if changed => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
-        WaveVerdict::Running => rest(Outcome::Waiting),
         WaveVerdict::Stop(reason) => plan_failure(next, reason, seen, settings, pass),
-        WaveVerdict::Passed => match plan_bake(&next, &judged, seen, settings, pass) {
+        _ => match plan_bake(&next, &judged, seen, settings, pass) {
             Some(step) => step,
             None => plan_next_wave(next, &judged, seen, settings, pass),
         },
