@@ -129,10 +129,14 @@ enum Command {
     /// to the function URL signed with your credentials (read-only unless --allow-writes).
     Ui {
         /// Where to listen. Anything but a loopback address lets other machines
-        /// borrow your credentials through it (with the token): you are warned.
+        /// borrow your credentials through it (with a session): it needs --public-host.
         #[arg(long, default_value = "127.0.0.1:8750")]
         listen: std::net::SocketAddr,
-        /// Open the page in the default browser.
+        /// The host name browsers use to reach a non-loopback --listen (the
+        /// only Host it answers to). The page is plain HTTP: prefer SSH forwarding, or TLS in front.
+        #[arg(long, value_name = "NAME[:PORT]")]
+        public_host: Option<String>,
+        /// Open the page in the default browser (through a file only you can read, never the link in argv).
         #[arg(long)]
         open: bool,
         /// Let the page roll the fleet back to a release (with a confirmation); otherwise it only reads.
@@ -190,7 +194,9 @@ async fn main() -> ExitCode {
     }
     let exit = match connect(&cli).await {
         Ok(client) => match cli.command {
-            Command::Ui { listen, open, allow_writes } => ui(listen, open, allow_writes, client).await,
+            Command::Ui { listen, public_host, open, allow_writes } => {
+                ui(listen, public_host, open, allow_writes, client).await
+            }
             _ => run(&Session { cli: &cli, client: &client }).await,
         },
         Err(failure) => Err(failure),
@@ -300,23 +306,28 @@ async fn run(session: &Session<'_>) -> Result<Exit, Failure> {
     session.follow(answer["release"].clone(), &wait.follow).await
 }
 
-/// Serves the status page until stopped; prints where, with this run's token.
+/// Serves the status page until stopped; prints its link, a one-time code
+/// in it (and a new link each time one is used).
 async fn ui(
     listen: std::net::SocketAddr,
+    public_host: Option<String>,
     open: bool,
     allow_writes: bool,
     client: FunctionUrl,
 ) -> Result<Exit, Failure> {
     use flakefleet::cli::ui;
+    let token = ui::new_token().map_err(Failure::usage)?;
+    // Checked before binding: a refused --listen never opens a port.
+    let refused = |e: ui::UiSetupError| Failure::usage(e.to_string());
+    ui::UiSettings::new(listen, public_host.clone(), token.clone(), allow_writes).map_err(refused)?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         Failure::usage(format!("cannot listen on {listen}: {e}; pass another --listen (port 0 picks a free one)"))
     })?;
     let listen = listener.local_addr().map_err(|e| Failure::usage(format!("cannot listen on {listen}: {e}")))?;
-    let token = ui::new_token().map_err(Failure::usage)?;
-    let settings = ui::UiSettings { listen, token, allow_writes };
+    let settings = ui::UiSettings::new(listen, public_host, token, allow_writes).map_err(refused)?;
     if !listen.ip().is_loopback() {
         eprintln!(
-            "warning: listening on {listen}, not loopback: anyone who can reach it and has the token acts with \
+            "warning: listening on {listen}, not loopback, in plain HTTP: whoever opens a link from here acts with \
              your AWS credentials on {}",
             client.base()
         );
@@ -328,16 +339,28 @@ async fn ui(
         Ok(_) => {}
     }
     let mode = if allow_writes { "it may roll back" } else { "read-only" };
-    eprintln!("flakefleet ui: the status page of {} ({mode}); Ctrl-C stops it", client.base());
-    emit(&format!("{}\n", settings.page_url()));
+    eprintln!("flakefleet ui: the status page of {} ({mode}); each link opens one tab; Ctrl-C stops it", client.base());
+    let code = ui::OneTimeCode::new(ui::new_token().map_err(Failure::usage)?);
+    let server =
+        ui::UiServer { settings, function: client, code, announce: Box::new(|next| emit(&format!("{next}\n"))) };
+    emit(&format!("{}\n", server.link()));
     if open {
-        let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
-        if let Err(e) = std::process::Command::new(opener).arg(settings.page_url()).spawn() {
-            eprintln!("could not open a browser ({opener}: {e}); open the URL above");
-        }
+        open_in_browser(&server.link());
     }
-    ui::serve(listener, settings, client).await.map_err(|e| Failure::usage(format!("the status page stopped: {e}")))?;
+    ui::serve(listener, server).await.map_err(|e| Failure::usage(format!("the status page stopped: {e}")))?;
     Ok(Exit::Done)
+}
+
+/// Opens `link` through a page only this user can read, as Jupyter does: a
+/// browser's argv is readable by every user (/proc/*/cmdline), the file's
+/// path holds no secret.
+fn open_in_browser(link: &str) {
+    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    let opened =
+        flakefleet::cli::ui::redirect_file(link).and_then(|file| std::process::Command::new(opener).arg(file).spawn());
+    if let Err(e) = opened {
+        eprintln!("could not open a browser ({opener}: {e}); open the link above");
+    }
 }
 
 fn without_nulls(body: Value) -> Value {

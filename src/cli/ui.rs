@@ -6,6 +6,12 @@
 //! (see [`route`]): a foreign `Host` (DNS rebinding), an API call without the
 //! per-run token, any write unless `--allow-writes`, any path that is not one
 //! of the API's own read routes.
+//!
+//! The token itself is never printed, never put in a URL and never sent in
+//! any answer but one: the printed link holds a one-time code, which the
+//! page trades once (`POST /session`) for the token, keeps in its tab's
+//! `sessionStorage` and removes from the address bar. A code seen later (in
+//! browser history, a terminal's scrollback, `--open`'s file) is spent.
 
 use super::{CallError, FunctionUrl, Reply};
 use bytes::Bytes;
@@ -14,7 +20,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 const PAGE: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
@@ -23,6 +29,9 @@ const STYLE: &str = include_str!("ui/app.css");
 /// Where the page's API calls carry the token: a custom header, which a
 /// cross-origin page cannot send without a CORS preflight this server never answers.
 pub const TOKEN_HEADER: &str = "x-flakefleet-token";
+
+/// Where the page presents the link's one-time code (a custom header too).
+pub const CODE_HEADER: &str = "x-flakefleet-code";
 
 /// Nothing is loaded from elsewhere, nothing runs inline, nothing frames the page.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -35,34 +44,132 @@ const MAX_BODY: usize = 4096;
 #[derive(Clone, Debug)]
 pub struct UiSettings {
     pub listen: SocketAddr,
+    /// The name browsers reach a non-loopback listener by (`--public-host`).
+    pub public_host: Option<String>,
     pub token: String,
     pub allow_writes: bool,
 }
 
+/// Why `flakefleet ui` will not start as asked.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UiSetupError {
+    #[error(
+        "--listen {0} is not a loopback address: name the host browsers will use with --public-host NAME \
+         (the page is plain HTTP there; prefer `ssh -L 8750:127.0.0.1:8750` to a loopback listener, or TLS in front)"
+    )]
+    NeedsPublicHost(SocketAddr),
+    #[error("--public-host {0:?} is not a host name: give a DNS name or an IP address, optionally with :PORT")]
+    BadPublicHost(String),
+}
+
 impl UiSettings {
-    /// The `Host` values a browser sends to this server: the address it
-    /// listens on, and `localhost` when that is loopback. Anything else is a
-    /// name some other site resolved to this machine.
+    /// A loopback listener answers to its own names; any other needs the
+    /// name browsers use, never the bind address taken on trust.
+    pub fn new(
+        listen: SocketAddr,
+        public_host: Option<String>,
+        token: String,
+        allow_writes: bool,
+    ) -> Result<Self, UiSetupError> {
+        if let Some(name) = &public_host {
+            let valid = !name.is_empty()
+                && name.len() <= 255
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+            if !valid {
+                return Err(UiSetupError::BadPublicHost(name.clone()));
+            }
+        } else if !listen.ip().is_loopback() {
+            return Err(UiSetupError::NeedsPublicHost(listen));
+        }
+        Ok(Self { listen, public_host, token, allow_writes })
+    }
+
+    /// The `Host` values a browser sends to this server: `localhost` and the
+    /// loopback addresses with its port when it listens on loopback, and the
+    /// `--public-host` name (with the port when the name has none). Anything
+    /// else is a name some other site resolved to this machine.
     fn allowed_hosts(&self) -> Vec<String> {
         let port = self.listen.port();
-        let mut hosts = vec![self.listen.to_string()];
+        let mut hosts = Vec::new();
+        if let Some(name) = &self.public_host {
+            hosts.push(name.clone());
+            if !name.ends_with(']') && !name.contains(':') {
+                hosts.push(format!("{name}:{port}"));
+            }
+        }
         if self.listen.ip().is_loopback() {
-            hosts.extend([format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")]);
+            hosts.extend([
+                self.listen.to_string(),
+                format!("localhost:{port}"),
+                format!("127.0.0.1:{port}"),
+                format!("[::1]:{port}"),
+            ]);
         }
         hosts
     }
 
-    /// The address to open, token included (as Jupyter prints it).
-    pub fn page_url(&self) -> String {
-        format!("http://{}/?token={}", self.listen, self.token)
+    /// The address to open, with a one-time `code` (never the token).
+    pub fn page_url(&self, code: &str) -> String {
+        let host = match &self.public_host {
+            Some(name) if name.contains(':') && !name.ends_with(']') => name.clone(),
+            Some(name) => format!("{name}:{}", self.listen.port()),
+            None => self.listen.to_string(),
+        };
+        format!("http://{host}/?code={code}")
     }
 }
 
-/// A random per-run token: 32 bytes from the system's generator, as hex.
+/// The link's one-time code: redeemed once for the token, then replaced by
+/// a fresh one that is printed for another tab.
+#[derive(Debug)]
+pub struct OneTimeCode(Mutex<String>);
+
+impl OneTimeCode {
+    pub fn new(code: String) -> Self {
+        Self(Mutex::new(code))
+    }
+
+    /// The code a new link carries.
+    pub fn current(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Spends `presented` if it is the current code; answers the next one.
+    pub fn redeem(&self, presented: &str, fresh: impl FnOnce() -> String) -> Option<String> {
+        let mut current = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !same(presented.as_bytes(), current.as_bytes()) {
+            return None;
+        }
+        *current = fresh();
+        Some(current.clone())
+    }
+}
+
+/// A random per-run token, or one-time code: 32 bytes from the system's generator, as hex.
 pub fn new_token() -> Result<String, String> {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "the system's random generator failed".to_string())?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes a page that sends the browser on to `link`, in a new directory
+/// only this user can enter (0700, the file 0600), for `--open`: the opener
+/// is handed this file's path, which holds no secret. Answers the path.
+pub fn redirect_file(link: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let base = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let suffix = new_token().map_err(std::io::Error::other)?;
+    let dir = base.join(format!("flakefleet-ui-{}", &suffix[..16]));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let file = dir.join("open.html");
+    // The link is this server's own: a host name of checked characters and a hex code.
+    let page = format!(
+        "<!DOCTYPE html><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"0;url={link}\">\
+         <title>flakefleet ui</title><p><a href=\"{link}\">Open the status page</a></p>\n"
+    );
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?.write_all(page.as_bytes())?;
+    Ok(file)
 }
 
 /// What to do with one request.
@@ -71,6 +178,10 @@ pub enum Route {
     Page,
     Script,
     Style,
+    /// Trade this one-time code for the token.
+    Session {
+        code: String,
+    },
     /// Forward to the function URL: this method, this path (and query) under it.
     Forward {
         method: &'static str,
@@ -87,18 +198,39 @@ fn refuse(status: u16, error: &'static str, message: impl Into<String>) -> Route
     Route::Refuse { status, error, message: message.into() }
 }
 
-/// Decides what a request may do, from its method, path and query, `Host`
-/// and token header alone.
-pub fn route(settings: &UiSettings, method: &Method, target: &str, host: Option<&str>, token: Option<&str>) -> Route {
+/// What a request carries that decides its fate.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Presented<'a> {
+    pub host: Option<&'a str>,
+    pub token: Option<&'a str>,
+    pub code: Option<&'a str>,
+}
+
+/// Decides what a request may do, from its method, path and query, `Host`,
+/// token and code headers alone. No refusal names the token or a code.
+pub fn route(settings: &UiSettings, method: &Method, target: &str, presented: Presented<'_>) -> Route {
     let hosts = settings.allowed_hosts();
-    if !host.is_some_and(|h| hosts.iter().any(|a| a.eq_ignore_ascii_case(h))) {
+    if !presented.host.is_some_and(|h| hosts.iter().any(|a| a.eq_ignore_ascii_case(h))) {
         return refuse(
             403,
             "foreign_host",
-            format!("this server answers only to Host {}; open {}", hosts[0], settings.page_url()),
+            format!(
+                "this server answers only to Host {}; open the link `flakefleet ui` printed, or start it with \
+                 --public-host NAME for the name you browse to",
+                hosts.join(", ")
+            ),
         );
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    if path == "/session" {
+        return match (method, presented.code) {
+            (&Method::POST, Some(code)) if query.is_empty() => Route::Session { code: code.to_owned() },
+            (&Method::POST, _) => {
+                refuse(400, "missing_code", "POST /session takes the link's code in X-Flakefleet-Code")
+            }
+            _ => refuse(405, "method_not_allowed", "/session takes POST only"),
+        };
+    }
     match path {
         "/" | "/app.js" | "/app.css" if method != Method::GET => {
             return refuse(405, "method_not_allowed", "the page and its assets take GET only")
@@ -112,11 +244,11 @@ pub fn route(settings: &UiSettings, method: &Method, target: &str, host: Option<
     let Some(api) = path.strip_prefix("/api/") else {
         return refuse(404, "not_found", format!("no page {path}; the status page is at /"));
     };
-    if !token.is_some_and(|t| same(t.as_bytes(), settings.token.as_bytes())) {
+    if !presented.token.is_some_and(|t| same(t.as_bytes(), settings.token.as_bytes())) {
         return refuse(
             403,
             "missing_token",
-            "every API call needs this run's token: open the URL `flakefleet ui` printed (it holds ?token=…)",
+            "every API call needs this run's session: open the link `flakefleet ui` printed (each link opens one tab)",
         );
     }
     let segments: Vec<&str> = api.split('/').collect();
@@ -220,51 +352,83 @@ fn forwarded(answer: Result<Reply, CallError>) -> Response<Full<Bytes>> {
     }
 }
 
-async fn handle(settings: &UiSettings, function: &FunctionUrl, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let host = request.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned);
-    let token = request.headers().get(TOKEN_HEADER).and_then(|h| h.to_str().ok()).map(str::to_owned);
-    let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    match route(settings, request.method(), &target, host.as_deref(), token.as_deref()) {
-        Route::Page => respond(200, "text/html; charset=utf-8", page(settings)),
-        Route::Script => respond(200, "text/javascript; charset=utf-8", SCRIPT),
-        Route::Style => respond(200, "text/css; charset=utf-8", STYLE),
-        Route::Refuse { status, error, message } => error_body(status, error, &message),
-        Route::Forward { method: "GET", path } => forwarded(function.call("GET", &path, None).await),
-        Route::Forward { method, path } => {
-            let json_body = request
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/json"));
-            if !json_body {
-                return error_body(415, "unsupported_media_type", "send the body as application/json");
+/// A running status page: how it was started, where it forwards, and the
+/// link's current one-time code.
+pub struct UiServer {
+    pub settings: UiSettings,
+    pub function: FunctionUrl,
+    pub code: OneTimeCode,
+    /// Told the next link each time a code is spent (the CLI prints it).
+    pub announce: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl UiServer {
+    /// The link to print (or open) now.
+    pub fn link(&self) -> String {
+        self.settings.page_url(&self.code.current())
+    }
+
+    fn session(&self, presented: &str) -> Response<Full<Bytes>> {
+        let next = self.code.redeem(presented, || new_token().unwrap_or_default());
+        match next {
+            Some(next) if !next.is_empty() => {
+                (self.announce)(&self.settings.page_url(&next));
+                respond(200, "application/json", json!({ "token": self.settings.token }).to_string())
             }
-            let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(_) => return error_body(413, "body_too_large", &format!("the body is over {MAX_BODY} bytes")),
-            };
-            match serde_json::from_slice::<Value>(&body) {
-                Ok(value @ Value::Object(_)) => forwarded(function.call(method, &path, Some(&value)).await),
-                _ => error_body(400, "invalid_json", "the body must be a JSON object"),
+            _ => error_body(
+                403,
+                "code_spent",
+                "this link's code was used already (each link opens one tab) or is not this run's: \
+                 open the newest link `flakefleet ui` printed",
+            ),
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let text = |name: &str| request.headers().get(name).and_then(|h| h.to_str().ok()).map(str::to_owned);
+        let (host, token, code) = (text(header::HOST.as_str()), text(TOKEN_HEADER), text(CODE_HEADER));
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let presented = Presented { host: host.as_deref(), token: token.as_deref(), code: code.as_deref() };
+        let settings = &self.settings;
+        match route(settings, request.method(), &target, presented) {
+            Route::Page => respond(200, "text/html; charset=utf-8", page(settings)),
+            Route::Script => respond(200, "text/javascript; charset=utf-8", SCRIPT),
+            Route::Style => respond(200, "text/css; charset=utf-8", STYLE),
+            Route::Session { code } => self.session(&code),
+            Route::Refuse { status, error, message } => error_body(status, error, &message),
+            Route::Forward { method: "GET", path } => forwarded(self.function.call("GET", &path, None).await),
+            Route::Forward { method, path } => {
+                let json_body = request
+                    .headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/json"));
+                if !json_body {
+                    return error_body(415, "unsupported_media_type", "send the body as application/json");
+                }
+                let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(_) => return error_body(413, "body_too_large", &format!("the body is over {MAX_BODY} bytes")),
+                };
+                match serde_json::from_slice::<Value>(&body) {
+                    Ok(value @ Value::Object(_)) => forwarded(self.function.call(method, &path, Some(&value)).await),
+                    _ => error_body(400, "invalid_json", "the body must be a JSON object"),
+                }
             }
         }
     }
 }
 
 /// Serves until the process is stopped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    settings: UiSettings,
-    function: FunctionUrl,
-) -> std::io::Result<()> {
-    let shared = Arc::new((settings, function));
+pub async fn serve(listener: tokio::net::TcpListener, server: UiServer) -> std::io::Result<()> {
+    let shared = Arc::new(server);
     loop {
         let (stream, _) = listener.accept().await?;
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&shared.0, &shared.1, request).await) }
+                async move { Ok::<_, std::convert::Infallible>(shared.handle(request).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             // A connection that breaks off ends itself; nothing to report.
@@ -278,7 +442,11 @@ mod tests {
     use super::*;
 
     fn settings(listen: &str, allow_writes: bool) -> UiSettings {
-        UiSettings { listen: listen.parse().unwrap(), token: "t0k".into(), allow_writes }
+        UiSettings::new(listen.parse().unwrap(), None, "t0k".into(), allow_writes).unwrap()
+    }
+
+    fn with(host: Option<&'static str>, token: Option<&'static str>) -> Presented<'static> {
+        Presented { host, token, code: None }
     }
 
     fn refused(route: Route) -> (u16, &'static str) {
@@ -295,17 +463,64 @@ mod tests {
     fn only_this_servers_own_host_names_are_answered() {
         let s = settings("127.0.0.1:8750", false);
         for host in ["127.0.0.1:8750", "localhost:8750", "LOCALHOST:8750", "[::1]:8750"] {
-            assert_eq!(route(&s, &Method::GET, "/", Some(host), None), Route::Page, "{host}");
+            assert_eq!(route(&s, &Method::GET, "/", with(Some(host), None)), Route::Page, "{host}");
         }
         for host in
             [None, Some("evil.example:8750"), Some("127.0.0.1"), Some("127.0.0.1:80"), Some("localhost.evil:8750")]
         {
-            assert_eq!(refused(route(&s, &Method::GET, "/api/fleet", host, TOKEN)), (403, "foreign_host"), "{host:?}");
+            assert_eq!(
+                refused(route(&s, &Method::GET, "/api/fleet", with(host, TOKEN))),
+                (403, "foreign_host"),
+                "{host:?}"
+            );
         }
-        // Listening elsewhere: that address only, never localhost.
-        let wide = settings("10.0.0.5:8750", false);
-        assert_eq!(route(&wide, &Method::GET, "/", Some("10.0.0.5:8750"), None), Route::Page);
-        assert_eq!(refused(route(&wide, &Method::GET, "/", Some("localhost:8750"), None)).1, "foreign_host");
+        // Listening elsewhere: only the name given with --public-host, never
+        // the bind address, never localhost; and not without a name at all.
+        let any: SocketAddr = "0.0.0.0:8750".parse().unwrap();
+        assert_eq!(UiSettings::new(any, None, "t".into(), false).unwrap_err(), UiSetupError::NeedsPublicHost(any));
+        assert!(UiSettings::new(any, Some("bad host/x".into()), "t".into(), false).is_err());
+        let wide = UiSettings::new(any, Some("bastion.example".into()), "t0k".into(), false).unwrap();
+        for host in ["bastion.example:8750", "bastion.example"] {
+            assert_eq!(route(&wide, &Method::GET, "/", with(Some(host), None)), Route::Page, "{host}");
+        }
+        for host in ["0.0.0.0:8750", "localhost:8750", "127.0.0.1:8750", "bastion.example:9999"] {
+            assert_eq!(refused(route(&wide, &Method::GET, "/", with(Some(host), None))).1, "foreign_host", "{host}");
+        }
+        assert_eq!(wide.page_url("c0de"), "http://bastion.example:8750/?code=c0de");
+        assert_eq!(settings("127.0.0.1:8750", false).page_url("c0de"), "http://127.0.0.1:8750/?code=c0de");
+    }
+
+    #[test]
+    fn no_refusal_names_the_token() {
+        let s = UiSettings::new("127.0.0.1:8750".parse().unwrap(), None, "f00dfeed".repeat(8), true).unwrap();
+        for (method, target, host, token, code) in [
+            (Method::GET, "/", Some("evil.example:8750"), None, None),
+            (Method::GET, "/", None, None, None),
+            (Method::GET, "/api/fleet", Some("127.0.0.1:8750"), Some("wrong"), None),
+            (Method::POST, "/session", Some("evil.example:8750"), None, Some("x")),
+            (Method::POST, "/session", Some("127.0.0.1:8750"), None, None),
+            (Method::GET, "/session", Some("127.0.0.1:8750"), None, None),
+            (Method::GET, "/nowhere", Some("127.0.0.1:8750"), None, None),
+        ] {
+            let answer = format!("{:?}", route(&s, &method, target, Presented { host, token, code }));
+            assert!(!answer.contains("f00dfeed"), "{method} {target}: {answer}");
+        }
+    }
+
+    #[test]
+    fn a_code_is_spent_once_and_replaced() {
+        let code = OneTimeCode::new("first".into());
+        assert_eq!(code.redeem("wrong", || "second".into()), None);
+        assert_eq!(code.current(), "first", "a wrong code spends nothing");
+        assert_eq!(code.redeem("first", || "second".into()), Some("second".into()));
+        assert_eq!(code.redeem("first", || "third".into()), None, "spent");
+        assert_eq!(code.current(), "second");
+        let s = settings("127.0.0.1:8750", false);
+        let session =
+            |method: Method, code| route(&s, &method, "/session", Presented { host: HOST, token: None, code });
+        assert_eq!(session(Method::POST, Some("abc")), Route::Session { code: "abc".into() });
+        assert_eq!(refused(session(Method::POST, None)), (400, "missing_code"));
+        assert_eq!(refused(session(Method::GET, Some("abc"))), (405, "method_not_allowed"));
     }
 
     #[test]
@@ -313,12 +528,12 @@ mod tests {
         let s = settings("127.0.0.1:8750", false);
         for token in [None, Some(""), Some("t0"), Some("t0k "), Some("T0K")] {
             assert_eq!(
-                refused(route(&s, &Method::GET, "/api/fleet", HOST, token)),
+                refused(route(&s, &Method::GET, "/api/fleet", with(HOST, token))),
                 (403, "missing_token"),
                 "{token:?}"
             );
         }
-        let forward = |target: &str| route(&s, &Method::GET, target, HOST, TOKEN);
+        let forward = |target: &str| route(&s, &Method::GET, target, with(HOST, TOKEN));
         let id = "01JB0000000000000000000000";
         assert_eq!(forward("/api/fleet"), Route::Forward { method: "GET", path: "/fleet".into() });
         assert_eq!(forward("/api/releases"), Route::Forward { method: "GET", path: "/releases".into() });
@@ -350,13 +565,13 @@ mod tests {
     fn writes_only_with_allow_writes_and_only_a_rollback() {
         let reading = settings("127.0.0.1:8750", false);
         let writing = settings("127.0.0.1:8750", true);
-        let post = |s: &UiSettings, target: &str| route(s, &Method::POST, target, HOST, TOKEN);
+        let post = |s: &UiSettings, target: &str| route(s, &Method::POST, target, with(HOST, TOKEN));
         assert_eq!(refused(post(&reading, "/api/rollback")), (405, "read_only"));
         assert_eq!(post(&writing, "/api/rollback"), Route::Forward { method: "POST", path: "/rollback".into() });
         for target in ["/api/releases", "/api/reconcile", "/api/releases/01JB0000000000000000000000/abort"] {
             assert!(matches!(post(&writing, target), Route::Refuse { .. }), "{target}");
         }
-        assert_eq!(refused(route(&writing, &Method::DELETE, "/api/fleet", HOST, TOKEN)), (405, "read_only"));
+        assert_eq!(refused(route(&writing, &Method::DELETE, "/api/fleet", with(HOST, TOKEN))), (405, "read_only"));
         assert_eq!(refused(post(&writing, "/")), (405, "method_not_allowed"));
     }
 

@@ -9,7 +9,7 @@ use super::browser::Browser;
 use super::support::{endpoint, fake_hosts, fleet_instance_ids};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const GOOD: &str = "AcmeCorp/infra/=3.0.0+rev-aaaaaaa#nixosConfigurations.ui";
@@ -22,34 +22,50 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A running `flakefleet ui`; stopped when dropped.
 struct Ui {
     child: Child,
-    /// The page's address, token included, as printed.
+    /// Its stdout: the links it prints (a new one each time a code is used).
+    lines: BufReader<ChildStdout>,
+    /// The page's address, its first one-time code included, as printed.
     page: String,
 }
 
 impl Ui {
     fn start(function_url: &str, extra: &[&str]) -> Self {
+        Self::start_with(function_url, extra, &[])
+    }
+
+    fn start_with(function_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flakefleet"))
             .args(["--url", function_url, "--region", "us-east-1", "ui", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("AWS_ACCESS_KEY_ID", "ui-test-key")
             .env("AWS_SECRET_ACCESS_KEY", "ui-test-secret")
             .env_remove("AWS_PROFILE")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("flakefleet ui starts");
+        let lines = BufReader::new(child.stdout.take().unwrap());
+        let mut ui = Self { child, lines, page: String::new() };
+        ui.page = ui.next_link();
+        ui
+    }
+
+    /// The next link it prints: the first at start, then one each time a code is spent.
+    fn next_link(&mut self) -> String {
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        assert!(line.starts_with("http://127.0.0.1:") && line.contains("/?token="), "{line}");
-        Self { child, page: line.trim().to_owned() }
+        self.lines.read_line(&mut line).unwrap();
+        assert!(line.starts_with("http://127.0.0.1:") && line.contains("/?code="), "{line}");
+        assert!(!line.contains("token"), "{line}");
+        line.trim().to_owned()
     }
 
     fn origin(&self) -> &str {
         self.page.split("/?").next().unwrap()
     }
 
-    fn token(&self) -> &str {
-        self.page.split("token=").nth(1).unwrap()
+    fn code(&self) -> &str {
+        self.page.split("code=").nth(1).unwrap()
     }
 
     /// curl against the ui server: status line, headers and body.
@@ -57,6 +73,30 @@ impl Ui {
         let out = Command::new("curl").args(["-s", "-i"]).args(args).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
+
+    /// Trades `code` for the session's token, as the page does.
+    fn trade(&self, code: &str) -> String {
+        let answer = self.curl(&[
+            "-X",
+            "POST",
+            "-H",
+            &format!("X-Flakefleet-Code: {code}"),
+            &format!("{}/session", self.origin()),
+        ]);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The same curl run as the unprivileged user `nobody`: another user of the machine.
+fn curl_as_nobody(args: &[&str]) -> String {
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-s", "-i"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Drop for Ui {
@@ -116,11 +156,44 @@ fn shown(browser: &Browser, id: &str, status: &str) -> Value {
 }
 
 #[test]
-fn the_proxy_refuses_what_it_was_not_started_for() {
-    let ui = Ui::start(&endpoint("FLAKEFLEET_TEST_UI_URL"), &[]);
-    let (origin, token) = (ui.origin().to_owned(), ui.token().to_owned());
+fn the_proxy_refuses_what_it_was_not_started_for_and_never_gives_its_token_away() {
+    let mut ui = Ui::start(&endpoint("FLAKEFLEET_TEST_UI_URL"), &[]);
+    let origin = ui.origin().to_owned();
+    let first_code = ui.code().to_owned();
+    let port = origin.rsplit(':').next().unwrap().to_owned();
+
+    // Another user of this machine, before the operator opens the link:
+    // every door it can knock on answers without the token or the code.
+    let mut answers = Vec::new();
+    for args in [
+        vec![format!("{origin}/")],
+        vec!["-H".into(), format!("Host: attacker.example:{port}"), format!("{origin}/")],
+        vec!["-H".into(), "Host:".into(), format!("{origin}/api/fleet")],
+        vec![format!("{origin}/api/fleet")],
+        vec!["-X".into(), "POST".into(), format!("{origin}/session")],
+        vec!["-X".into(), "POST".into(), "-H".into(), "X-Flakefleet-Code: guess".into(), format!("{origin}/session")],
+        vec![
+            "-H".into(),
+            format!("Host: attacker.example:{port}"),
+            "-X".into(),
+            "POST".into(),
+            format!("{origin}/session"),
+        ],
+    ] {
+        let answer = curl_as_nobody(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(answer.starts_with("HTTP/1.1 "), "curl as nobody reached the server: {args:?}: {answer}");
+        answers.push((args, answer));
+    }
+    assert!(answers[1].1.starts_with("HTTP/1.1 403") && answers[1].1.contains("foreign_host"), "{:?}", answers[1]);
+    assert!(answers[5].1.contains("\"error\":\"code_spent\""), "a wrong code: {:?}", answers[5]);
+    // A wrong code spends nothing: the operator's link still works, once.
+    let token = ui.trade(&first_code);
     let header = format!("X-Flakefleet-Token: {token}");
-    let port = origin.rsplit(':').next().unwrap();
+    let second_link = ui.next_link();
+    assert_ne!(second_link, ui.page, "a new link for another tab");
+    let spent =
+        ui.curl(&["-X", "POST", "-H", &format!("X-Flakefleet-Code: {first_code}"), &format!("{origin}/session")]);
+    assert!(spent.starts_with("HTTP/1.1 403") && spent.contains("code_spent"), "{spent}");
 
     let page = ui.curl(&[&format!("{origin}/")]);
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
@@ -129,7 +202,7 @@ fn the_proxy_refuses_what_it_was_not_started_for() {
     assert!(read.starts_with("HTTP/1.1 200") && read.contains("\"fleet\""), "{read}");
     assert!(!read.to_lowercase().contains("access-control-allow"), "no CORS headers: {read}");
 
-    for (args, status, code) in [
+    let refusals = [
         (vec![format!("{origin}/api/fleet")], "403", "missing_token"),
         (vec!["-H".into(), "X-Flakefleet-Token: wrong".into(), format!("{origin}/api/fleet")], "403", "missing_token"),
         // DNS rebinding: another name for this address.
@@ -145,17 +218,82 @@ fn the_proxy_refuses_what_it_was_not_started_for() {
             "foreign_host",
         ),
         (vec!["-H".into(), format!("Host: evil.example:{port}"), format!("{origin}/")], "403", "foreign_host"),
+        (vec!["-H".into(), "Host:".into(), format!("{origin}/")], "403", "foreign_host"),
         (
             vec!["-X".into(), "POST".into(), "-H".into(), header.clone(), format!("{origin}/api/rollback")],
             "405",
             "read_only",
         ),
         (vec!["-H".into(), header.clone(), format!("{origin}/api/reconcile")], "404", "no_route"),
-    ] {
+        (vec!["-H".into(), header.clone(), format!("{origin}/api/releases?limit=500")], "400", "invalid_query"),
+        (vec!["-H".into(), header.clone(), format!("{origin}/api/releases/x")], "400", "invalid_release_id"),
+        (vec![format!("{origin}/elsewhere")], "404", "not_found"),
+        (vec!["-X".into(), "POST".into(), format!("{origin}/")], "405", "method_not_allowed"),
+        (vec![format!("{origin}/session")], "405", "method_not_allowed"),
+        (vec!["-X".into(), "POST".into(), format!("{origin}/session")], "400", "missing_code"),
+    ];
+    for (args, status, code) in &refusals {
         let answer = ui.curl(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(answer.starts_with(&format!("HTTP/1.1 {status}")), "{args:?}: {answer}");
         assert!(answer.contains(&format!("{{\"error\":\"{code}\"")), "{args:?}: {answer}");
+        answers.push((args.clone(), answer));
     }
+    // Every route that answers 200 too: the page, its assets, each read.
+    for path in ["/", "/app.js", "/app.css", "/api/fleet", "/api/releases", "/api/releases?limit=1"] {
+        let answer = ui.curl(&["-H", &header, &format!("{origin}{path}")]);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        answers.push((vec![path.to_owned()], answer));
+    }
+    // Nothing but the one trade of a code ever carried the token, or a code.
+    let second_code = second_link.split("code=").nth(1).unwrap();
+    for (args, answer) in &answers {
+        for secret in [token.as_str(), first_code.as_str(), second_code] {
+            assert!(!answer.contains(secret), "{args:?} answered a secret: {answer}");
+        }
+    }
+    // The process's own argv holds none either (readable by every user).
+    let argv = std::fs::read(format!("/proc/{}/cmdline", ui.child.id())).unwrap();
+    let argv = String::from_utf8_lossy(&argv);
+    assert!(!argv.contains(&token) && !argv.contains(second_code), "{argv}");
+}
+
+/// `--open` hands the browser a file only this user can read, never the link.
+#[test]
+fn open_passes_no_secret_on_a_command_line() {
+    let dir = std::env::temp_dir().join(format!("flakefleet-open-{}", std::process::id()));
+    let (bin, runtime) = (dir.join("bin"), dir.join("runtime"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&runtime).unwrap();
+    // A stand-in opener that records what it was given (nothing opens here).
+    let opener = bin.join("xdg-open");
+    std::fs::write(&opener, format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > {}/argv\n", dir.display())).unwrap();
+    Command::new("chmod").args(["755"]).arg(&opener).status().unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let ui = Ui::start_with(
+        &endpoint("FLAKEFLEET_TEST_UI_URL"),
+        &["--open"],
+        &[("PATH", path.as_str()), ("XDG_RUNTIME_DIR", runtime.to_str().unwrap())],
+    );
+    let argv_file = dir.join("argv");
+    let started = Instant::now();
+    while !argv_file.exists() {
+        assert!(started.elapsed() < WAIT, "the opener was never run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let argv = std::fs::read_to_string(&argv_file).unwrap();
+    assert!(!argv.contains(ui.code()) && !argv.contains("code="), "{argv}");
+    let opened = std::path::Path::new(argv.trim());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(opened).unwrap().permissions().mode() & 0o777, 0o600, "{argv}");
+    assert_eq!(std::fs::metadata(opened.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
+    assert!(std::fs::read_to_string(opened).unwrap().contains(&ui.page), "the file sends the browser to the link");
+    let peek = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(opened)
+        .output()
+        .unwrap();
+    assert!(!peek.status.success() && peek.stdout.is_empty(), "another user read the link");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -171,6 +309,18 @@ fn the_status_page_shows_rollouts_halts_rollbacks_and_host_output_as_text() {
     let browser = Browser::start(1280, 1500);
     browser.open(&ui.page);
     browser.wait_for("the fleet", "return document.getElementById('fleet-name').textContent === 'ui'", WAIT);
+    // The link's code was traded for the session and left the address bar;
+    // the code in the printed link (and so in the browser's history) is spent.
+    let address = browser.run("return location.href");
+    assert!(!address.as_str().unwrap().contains("code="), "{address}");
+    let spent = ui.curl(&[
+        "-X",
+        "POST",
+        "-H",
+        &format!("X-Flakefleet-Code: {}", ui.code()),
+        &format!("{}/session", ui.origin()),
+    ]);
+    assert!(spent.starts_with("HTTP/1.1 403") && spent.contains("code_spent"), "{spent}");
 
     // 1. A fresh fleet's first release fails its canary: nothing to roll back
     // to, so the fleet halts. Before any reconcile the canary is in flight.

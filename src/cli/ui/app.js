@@ -5,7 +5,11 @@
 
 const REFRESH_MS = 2000;
 const PAGE_SIZE = 10;
-const token = new URLSearchParams(location.search).get("token") || "";
+// The session's token lives in this tab's sessionStorage only. The printed
+// link carries a one-time code instead, traded once for the token (POST
+// /session) and then taken out of the address bar and the tab's history.
+const TOKEN_KEY = "flakefleet-token";
+let token = sessionStorage.getItem(TOKEN_KEY) || "";
 const writes = document.body.dataset.writes === "true";
 
 // What was last read; a failed read keeps it on screen.
@@ -425,13 +429,35 @@ function show(release) {
   state.release = release;
 }
 
+/** Trades the link's code (if any) for the token; the code leaves the URL either way. */
+async function startSession() {
+  const params = new URLSearchParams(location.search);
+  const code = params.get("code");
+  if (code === null) return null;
+  params.delete("code");
+  const rest = params.toString();
+  history.replaceState(history.state, "", location.pathname + (rest ? "?" + rest : "") + location.hash);
+  // This tab holds a session already: the code stays unspent for another tab.
+  if (token) return null;
+  try {
+    const response = await fetch("/session", { method: "POST", cache: "no-store", headers: { "X-Flakefleet-Code": code } });
+    const body = await response.json();
+    if (!response.ok) return new ApiError(`${response.status} ${body.error}: ${body.message}`);
+    token = body.token;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    return null;
+  } catch (e) {
+    return new ApiError("the local flakefleet ui server did not answer: is it still running?");
+  }
+}
+
 async function refresh() {
   clearTimeout(timer);
   timer = null;
   let error = null;
   const attempt = async (read) => { try { await read(); } catch (e) { error = error || e; } };
   const readRelease = (id) => attempt(async () => show((await api("releases/" + encodeURIComponent(id))).release));
-  if (!token) error = new ApiError("no token: open the URL `flakefleet ui` printed (it ends in ?token=…)");
+  if (!token) error = new ApiError("no session in this tab: open the newest link `flakefleet ui` printed (each link opens one tab)");
   else {
     // The reads go out together; the release shown by default comes with
     // the fleet (its desired release, whole), which saves a round trip.
@@ -463,4 +489,9 @@ $("older").addEventListener("click", () => {
 });
 $("newer").addEventListener("click", () => { state.cursors.pop(); refresh(); });
 window.addEventListener("hashchange", refresh);
-refresh();
+startSession().then((error) => {
+  if (error) {
+    state.error = error;
+    render();
+  } else refresh();
+});
