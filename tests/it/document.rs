@@ -116,6 +116,14 @@ impl Host {
     /// in an orchestration directory of its own, run as `sh -c FILE ""`
     /// (agent/plugins/runscript in amazon-ssm-agent).
     fn agent_command(&self, flakeref: &str, action: &str) -> Command {
+        let file = self.script_file(flakeref, action);
+        let mut command = self.in_namespace();
+        command.arg("sh").arg("-c").arg(&file).arg("");
+        command
+    }
+
+    /// The script file the agent writes: the document's runCommand, the parameter text pasted in.
+    fn script_file(&self, flakeref: &str, action: &str) -> PathBuf {
         let content = &template()["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
         let lines: Vec<&str> = content["mainSteps"][0]["inputs"]["runCommand"]
             .as_sequence()
@@ -129,9 +137,7 @@ impl Host {
         let file = dir.join("_script.sh");
         std::fs::write(&file, text).unwrap();
         std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o750)).unwrap();
-        let mut command = self.in_namespace();
-        command.arg("sh").arg("-c").arg(&file).arg("");
-        command
+        file
     }
 
     /// Boots the host: its user data `script`, as amazon-init runs it (as
@@ -435,6 +441,90 @@ fn an_ssm_apply_waits_for_the_apply_running_on_the_host() {
     assert!(text(&out.stdout).contains("already running"), "{}", text(&out.stdout));
     let applies = std::fs::read_to_string(host.dir.join("applies")).unwrap();
     assert_eq!(applies.lines().count(), 2, "one apply, by the user data: {applies}");
+}
+
+/// An unprivileged user on a host that ran an older document (flakefleet's
+/// directories 0755, the lock and logs 0644) holds the old lock through a
+/// descriptor it opened then. The apply still goes through; afterwards that
+/// user can neither open the lock nor read a log.
+#[test]
+fn only_root_can_lock_or_read_the_hosts_flakefleet_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let host = Host::new(true);
+    let (lib, logs) = (host.dir.join("var-lib/flakefleet"), host.dir.join("var-log/flakefleet"));
+    for dir in [&lib, &logs] {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::set_permissions(dir, PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    for file in [lib.join("apply.lock"), logs.join("apply-20261101T000000Z-1.log")] {
+        std::fs::write(&file, "").unwrap();
+        std::fs::set_permissions(&file, PermissionsExt::from_mode(0o644)).unwrap();
+    }
+    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    let script = host.script_file(GOOD, "switch").display().to_string();
+    let scenario = format!(
+        r#"set -u
+# The old lock, held by nobody through a descriptor opened before the change.
+coproc HOLDER {{ {nobody} flock /var/lib/flakefleet/apply.lock sh -c 'echo held; exec cat'; }}
+read -r held <&"${{HOLDER[0]}}"
+echo "holder: $held"
+SSM_flakeref='{GOOD}' SSM_action=switch sh -c '{script}' ""
+echo "apply: $?"
+{nobody} flock -n /var/lib/flakefleet/host.lock true 2>/dev/null; echo "nobody locks: $?"
+{nobody} cat /var/log/flakefleet/apply-20261101T000000Z-1.log 2>/dev/null; echo "nobody reads the old log: $?"
+{nobody} ls /var/log/flakefleet 2>/dev/null; echo "nobody lists the logs: $?"
+stat -c '%a %n' /var/lib/flakefleet /var/log/flakefleet /var/lib/flakefleet/host.lock /var/log/flakefleet/*
+"#
+    );
+    let out = host.in_namespace().arg("bash").arg("-c").arg(&scenario).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("holder: held"), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("apply: 0"), "the apply went through: {stdout}\n{}", text(&out.stderr));
+    assert_eq!(host.read("current"), TARGET);
+    for refused in ["nobody locks: 1", "nobody reads the old log: 1", "nobody lists the logs: 2"] {
+        assert!(stdout.contains(refused), "{refused}: {stdout}");
+    }
+    let modes: Vec<&str> = stdout.lines().filter(|l| l.contains(" /var/")).collect();
+    assert!(modes.len() >= 5, "{stdout}");
+    for line in modes {
+        let want = if line.ends_with("/var/lib/flakefleet") || line.ends_with("/var/log/flakefleet") {
+            "700 "
+        } else {
+            "600 "
+        };
+        assert!(line.starts_with(want), "{line}");
+    }
+}
+
+/// A lock held past the bound (here 1 s, in the real document 3600 s) fails
+/// the apply with a verdict naming the process that holds it; nothing is applied.
+#[test]
+fn a_lock_held_past_its_bound_fails_the_apply_naming_its_holder() {
+    let host = Host::new(true);
+    let file = host.script_file(GOOD, "switch").display().to_string();
+    let script = std::fs::read_to_string(&file).unwrap();
+    assert!(script.contains("lock_wait=3600\n"), "the document's bound");
+    std::fs::write(&file, script.replace("lock_wait=3600\n", "lock_wait=1\n")).unwrap();
+    let scenario = format!(
+        r#"install -d -m 0700 /var/lib/flakefleet
+coproc HOLDER {{ flock /var/lib/flakefleet/host.lock sh -c 'echo held; exec cat'; }}
+read -r held <&"${{HOLDER[0]}}"
+SSM_flakeref='{GOOD}' SSM_action=switch sh -c '{file}' ""
+echo "apply: $?"
+"#
+    );
+    let out = host.in_namespace().arg("bash").arg("-c").arg(&scenario).output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(stdout.contains("apply: 1"), "{stdout}\n{stderr}");
+    let verdict = stderr.lines().last().unwrap_or_default();
+    assert!(
+        verdict.starts_with("flakefleet: the host's apply lock was held for over 1s by pid ")
+            && verdict.contains("(user root: flock /var/lib/flakefleet/host.lock sh -c echo held")
+            && verdict.contains("not applied"),
+        "{stderr}"
+    );
+    assert_eq!(host.read("current"), OLD, "nothing applied");
+    assert!(!host.calls().contains("fh apply"), "{}", host.calls());
 }
 
 /// Exit 194 from a script makes the SSM agent reboot the host and run the

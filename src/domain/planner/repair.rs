@@ -87,11 +87,21 @@ if [ -e "$marker" ]; then
   echo "flakefleet: the first boot's release is applied already; flakefleet moves this host from here on"
   exit 0
 fi
-mkdir -p /var/log/flakefleet /var/lib/flakefleet
+# Only root may take the lock or read the log (0700 directories, 0600 files).
+install -d -m 0700 /var/log/flakefleet /var/lib/flakefleet
+(umask 077 && : >>/var/log/flakefleet/user-data.log)
+chmod 0600 /var/log/flakefleet/user-data.log
 exec > >(tee -a /var/log/flakefleet/user-data.log) 2>&1
-# One apply at a time: an SSM apply arriving meanwhile waits for this one.
-exec 9>>/var/lib/flakefleet/apply.lock
-flock 9
+# One apply at a time: an SSM apply arriving meanwhile waits for this one
+# (the document's lock, bounded as there).
+lock=/var/lib/flakefleet/host.lock
+(umask 077 && : >>"$lock")
+chmod 0600 "$lock"
+exec 9>>"$lock"
+if ! flock -w 3600 9; then
+  echo "flakefleet: the host's apply lock was held for over 3600s; not applied (the next boot tries again)"
+  exit 1
+fi
 if [ -e "$marker" ]; then
   exit 0
 fi
