@@ -19,6 +19,10 @@ pub enum ControlError {
     ReleaseNotFound(ReleaseId),
     #[error("nothing to roll back to: {0}")]
     NoRollbackTarget(String),
+    #[error("release {id} is not a rollback target: {why}; a rollback puts back a deploy or rollback that succeeded fleet-wide{}",
+        if candidates.is_empty() { String::from(" (none has on this fleet yet)") } else {
+            format!(", such as {}", candidates.iter().map(ReleaseId::as_str).collect::<Vec<_>>().join(", ")) })]
+    NotARollbackTarget { id: ReleaseId, why: String, candidates: Vec<ReleaseId> },
     #[error("rollback alarm {} is in ALARM; deploy once it is OK, or ask with \"ignore_alarms\": true (recorded on the release)", .0.join(", "))]
     AlarmActive(Vec<String>),
     #[error(transparent)]

@@ -3,7 +3,7 @@
 use super::model::fleet::{FleetInstance, FleetState, Halt, ImageSelector, InstanceState, Lease, MachineImage};
 use super::model::ids::{FleetName, ReleaseId, TargetTag};
 use super::model::outcome::{InstanceOutcome, InvocationState, PingStatus};
-use super::model::release::{Release, ReleaseKind, ReleaseStatus};
+use super::model::release::{Release, ReleaseKind};
 use super::model::time::Timestamp;
 use super::ports::*;
 use std::collections::{BTreeMap, HashMap};
@@ -122,11 +122,7 @@ impl ReleaseStore for MemoryStore {
     async fn last_succeeded_before(&self, _: &FleetName, before: &ReleaseId) -> Result<Option<Release>, StoreError> {
         self.yields.point().await;
         let releases = self.releases.lock().unwrap();
-        Ok(releases
-            .values()
-            .rev()
-            .find(|r| &r.id < before && r.status == ReleaseStatus::Succeeded && r.kind != ReleaseKind::Targeted)
-            .cloned())
+        Ok(releases.values().rev().find(|r| &r.id < before && r.is_rollback_target()).cloned())
     }
 
     async fn replaced_by(&self, _: &FleetName, id: &ReleaseId) -> Result<Option<ReleaseId>, StoreError> {

@@ -111,8 +111,8 @@ pub trait ReleaseStore: Send + Sync {
         after: Option<&ReleaseId>,
     ) -> impl Future<Output = Result<ReleasePage, StoreError>> + Send;
 
-    /// The newest release older than `before` whose status is succeeded,
-    /// deploys to named instances left out (never the fleet's state to go back to).
+    /// The newest release older than `before` that is a rollback target
+    /// ([`Release::is_rollback_target`]: a deploy or rollback that succeeded).
     fn last_succeeded_before(
         &self,
         fleet: &FleetName,

@@ -68,6 +68,10 @@ impl From<ControlError> for ApiError {
             ControlError::FlakeNotAllowed(_) => Self::new(403, "flake_not_allowed", message),
             ControlError::ReleaseNotFound(_) => Self::new(404, "release_not_found", message),
             ControlError::NoRollbackTarget(_) => Self::new(409, "no_rollback_target", message),
+            ControlError::NotARollbackTarget { candidates, .. } => Self {
+                details: Some(json!({ "rollback_targets": candidates })),
+                ..Self::new(409, "not_a_rollback_target", message)
+            },
             ControlError::NotSteerable(_) => Self::new(409, "not_steerable", message),
             ControlError::AlarmActive(names) => {
                 Self { details: Some(json!({ "alarms": names })), ..Self::new(409, "alarm_active", message) }

@@ -260,11 +260,12 @@ impl ReleaseStore for DynamoReleaseStore {
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND sk BETWEEN :lo AND :hi")
-            // A deploy to named instances is never the fleet's state to go back to.
-            .filter_expression("#status = :succeeded AND #kind <> :targeted")
+            // Release::is_rollback_target, as a filter: a deploy or a rollback that succeeded.
+            .filter_expression("#status = :succeeded AND #kind IN (:deploy, :rollback)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#kind", "kind")
-            .expression_attribute_values(":targeted", s(ReleaseKind::Targeted.as_str()))
+            .expression_attribute_values(":deploy", s(ReleaseKind::Deploy.as_str()))
+            .expression_attribute_values(":rollback", s(ReleaseKind::Rollback.as_str()))
             .expression_attribute_values(":pk", s(fleet_pk(fleet)))
             .expression_attribute_values(":lo", s(RELEASE_PREFIX))
             .expression_attribute_values(":hi", s(release_sk(before)))

@@ -274,6 +274,14 @@ pub struct Release {
 }
 
 impl Release {
+    /// What a rollback may put back: a release that succeeded fleet-wide, a
+    /// deploy or a rollback. A targeted release never held the whole fleet,
+    /// and a repair only put back an earlier one; one that was later replaced
+    /// or rolled back keeps its status, and so stays a target.
+    pub fn is_rollback_target(&self) -> bool {
+        self.status == ReleaseStatus::Succeeded && matches!(self.kind, ReleaseKind::Deploy | ReleaseKind::Rollback)
+    }
+
     /// The SSM `Comment` that ties a command to its release (at most 100 characters),
     /// so a command sent before a crash can be found again.
     pub fn command_comment(&self) -> String {

@@ -16,6 +16,9 @@ use crate::domain::ports::{
 };
 use tracing::{info, warn};
 
+/// How many rollback targets a refused rollback names.
+const ROLLBACK_CANDIDATES: usize = 3;
+
 #[derive(Clone, Debug)]
 pub struct DeployRequest {
     pub flakeref: Flakeref,
@@ -107,7 +110,17 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
     ) -> Result<Release, ControlError> {
         let executor = self.executor();
         if let Some(id) = named {
-            return executor.release(id).await;
+            let release = executor.release(id).await?;
+            if release.is_rollback_target() {
+                return Ok(release);
+            }
+            let why = match release.kind {
+                ReleaseKind::Targeted => "it was deployed to named instances only".to_owned(),
+                ReleaseKind::Repair => "it is a drift repair, which put an earlier release back".to_owned(),
+                _ => format!("it ended {}", release.status.as_str()),
+            };
+            let candidates = self.rollback_targets(ROLLBACK_CANDIDATES).await?;
+            return Err(ControlError::NotARollbackTarget { id: id.clone(), why, candidates });
         }
         let current = current.ok_or_else(|| ControlError::NoRollbackTarget("the fleet has no release yet".into()))?;
         executor.last_succeeded_before(current).await?.ok_or_else(|| {
@@ -115,6 +128,22 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
                 "no release succeeded before the current one ({current}); name one with release_id"
             ))
         })
+    }
+
+    /// The newest rollback targets, at most `count`, from at most a few pages of history.
+    async fn rollback_targets(&self, count: usize) -> Result<Vec<ReleaseId>, ControlError> {
+        let executor = self.executor();
+        let (mut found, mut after) = (Vec::new(), None);
+        for _ in 0..4 {
+            let page = executor.releases(25, after.as_ref()).await?;
+            found.extend(page.releases.iter().filter(|r| r.is_rollback_target()).map(|r| r.id.clone()));
+            match page.next {
+                Some(next) if found.len() < count => after = Some(next),
+                _ => break,
+            }
+        }
+        found.truncate(count);
+        Ok(found)
     }
 
     /// Admits and drives `release`, then posts the notices its writes left,
