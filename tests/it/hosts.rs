@@ -141,7 +141,13 @@ async fn a_release_that_degrades_while_its_canary_bakes_is_stopped_by_the_checks
     assert_eq!(bad["status"], "rolled_back", "{bad}");
     let reason = bad["status_reason"].as_str().unwrap();
     assert!(reason.contains("the health checks at the end of wave 1's bake failed on 1 of 1 hosts"), "{reason}");
-    assert!(reason.contains("HTTP 500"), "the check's own answer: {reason}");
+    assert!(!reason.contains("HTTP 500") && reason.contains("(check "), "names the check, not its output: {reason}");
+    let failed = &bad["rollout"]["waves"][0]["bake"]["checks"]["failed"];
+    assert!(
+        failed[0]["stdout_tail"].as_str().unwrap_or_default().contains("HTTP 500")
+            || failed[0]["stderr_tail"].as_str().unwrap_or_default().contains("HTTP 500"),
+        "the check's own answer: {failed}"
+    );
     let canary = bad["rollout"]["waves"][0]["instance_ids"][0].as_str().unwrap();
     assert_eq!(bad["instances"].as_array().unwrap().len(), 1, "its apply, which passed: {bad}");
     assert_eq!(bad["instances"][0]["instance_id"], canary);

@@ -89,7 +89,6 @@ fn the_function_gets_exactly_the_configuration_the_code_reads() {
         "FLAKEFLEET_OIDC_ISSUER",
         "FLAKEFLEET_OIDC_JWKS_URL",
         "FLAKEFLEET_WARM_CONNECTIONS",
-        "FLAKEFLEET_EVENT_BUS",
     ];
     let expected: BTreeSet<String> = read.into_iter().filter(|v| !defaults.contains(&v.as_str())).collect();
     assert_eq!(given, expected);
@@ -97,22 +96,22 @@ fn the_function_gets_exactly_the_configuration_the_code_reads() {
 
 /// Every statement the function's role gets: SAM's inline policies and the
 /// policy whose condition key names the tag (a JSON string with ${...}).
-pub(crate) fn function_statements(t: &serde_yaml::Value) -> Vec<serde_yaml::Value> {
-    let mut statements: Vec<serde_yaml::Value> = Vec::new();
+pub(crate) fn function_statements(t: &serde_norway::Value) -> Vec<serde_norway::Value> {
+    let mut statements: Vec<serde_norway::Value> = Vec::new();
     for policy in t["Resources"]["FlakefleetFunction"]["Properties"]["Policies"].as_sequence().unwrap() {
         statements.extend(policy["Statement"].as_sequence().unwrap().iter().cloned());
     }
     let sub = t["Resources"]["SendToFleetInstancesPolicy"]["Properties"]["PolicyDocument"]["Fn::Sub"].as_str().unwrap();
-    let document: serde_yaml::Value = serde_yaml::from_str(sub).unwrap();
+    let document: serde_norway::Value = serde_norway::from_str(sub).unwrap();
     statements.extend(document["Statement"].as_sequence().unwrap().iter().cloned());
     statements
 }
 
-pub(crate) fn strings(v: &serde_yaml::Value) -> Vec<String> {
+pub(crate) fn strings(v: &serde_norway::Value) -> Vec<String> {
     match v {
-        serde_yaml::Value::String(s) => vec![s.clone()],
-        serde_yaml::Value::Sequence(items) => items.iter().flat_map(strings).collect(),
-        serde_yaml::Value::Mapping(m) => m.values().flat_map(strings).collect(),
+        serde_norway::Value::String(s) => vec![s.clone()],
+        serde_norway::Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        serde_norway::Value::Mapping(m) => m.values().flat_map(strings).collect(),
         _ => Vec::new(),
     }
 }
@@ -121,7 +120,7 @@ pub(crate) fn strings(v: &serde_yaml::Value) -> Vec<String> {
 fn the_function_role_grants_only_what_the_code_uses() {
     let t = template();
     let statements = function_statements(&t);
-    let with_action = |action: &str| -> Vec<&serde_yaml::Value> {
+    let with_action = |action: &str| -> Vec<&serde_norway::Value> {
         statements.iter().filter(|s| strings(&s["Action"]).iter().any(|a| a == action)).collect()
     };
     for s in &statements {
@@ -158,7 +157,7 @@ fn the_function_role_grants_only_what_the_code_uses() {
     for s in with_action("ec2:CreateTags") {
         let launch = s["Condition"]["StringEquals"]["ec2:CreateAction"].as_str() == Some("RunInstances");
         let release_tag = s["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"]
-            == serde_yaml::Value::Sequence(vec!["flakefleet:release".into()]);
+            == serde_norway::Value::Sequence(vec!["flakefleet:release".into()]);
         assert!(launch || release_tag, "{s:?}");
     }
     // PassRole: the instance role, to EC2 only.
@@ -166,10 +165,14 @@ fn the_function_role_grants_only_what_the_code_uses() {
     assert_eq!(pass.len(), 1);
     assert!(strings(&pass[0]["Resource"]).join("").ends_with(":role${InstanceRolePath}${InstanceRoleName}"));
     assert_eq!(pass[0]["Condition"]["StringEquals"]["iam:PassedToService"].as_str(), Some("ec2.amazonaws.com"));
-    // PutEvents: the default bus, which FLAKEFLEET_EVENT_BUS keeps in the template.
+    // PutEvents: the stack's notices bus, the one FLAKEFLEET_EVENT_BUS names, and no other.
     let put = with_action("events:PutEvents");
     assert_eq!(put.len(), 1);
-    assert!(strings(&put[0]["Resource"]).join("").ends_with(":event-bus/default"), "{:?}", put[0]);
+    assert!(strings(&put[0]["Resource"]).join("").ends_with(":event-bus/${AWS::StackName}-notices"), "{:?}", put[0]);
+    let bus = &t["Resources"]["NoticesBus"]["Properties"]["Name"]["Fn::Sub"];
+    assert_eq!(bus.as_str(), Some("${AWS::StackName}-notices"));
+    let env = &t["Resources"]["FlakefleetFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["FLAKEFLEET_EVENT_BUS"]["Ref"].as_str(), Some("NoticesBus"));
     // DynamoDB: the table and nothing else.
     for s in statements.iter().filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("dynamodb:"))) {
         assert_eq!(s["Resource"]["Fn::GetAtt"][0].as_str(), Some("ReleasesTable"), "{s:?}");
@@ -361,9 +364,9 @@ fn shipped_jobs() -> Vec<Job> {
     for entry in std::fs::read_dir(root).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let workflow: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let workflow: serde_norway::Value = serde_norway::from_str(&text).unwrap();
         for (name, job) in workflow["jobs"].as_mapping().unwrap() {
-            let steps = serde_yaml::to_string(&job["steps"]).unwrap();
+            let steps = serde_norway::to_string(&job["steps"]).unwrap();
             jobs.push(Job {
                 workflow: path.file_name().unwrap().to_string_lossy().into_owned(),
                 name: name.as_str().unwrap().to_owned(),
@@ -383,7 +386,7 @@ fn shipped_jobs() -> Vec<Job> {
 
 /// A job's environment as it runs by default: a literal, or an expression
 /// over the workflow's `environment` input, which takes its default.
-fn environment_by_default(expression: &str, workflow: &serde_yaml::Value) -> String {
+fn environment_by_default(expression: &str, workflow: &serde_norway::Value) -> String {
     let Some(inner) = expression.trim().strip_prefix("${{").and_then(|e| e.strip_suffix("}}")) else {
         return expression.to_owned();
     };
@@ -398,7 +401,7 @@ fn environment_by_default(expression: &str, workflow: &serde_yaml::Value) -> Str
 }
 
 /// `${Param}` in a Fn::Sub string, from the template's parameter defaults and `given`.
-fn substitute(text: &str, t: &serde_yaml::Value, given: &[(&str, &str)]) -> String {
+fn substitute(text: &str, t: &serde_norway::Value, given: &[(&str, &str)]) -> String {
     let mut out = text.to_owned();
     for (name, param) in t["Parameters"].as_mapping().unwrap() {
         let name = name.as_str().unwrap();
@@ -629,6 +632,7 @@ fn the_sample_notice_rule_sends_bad_outcomes_of_this_fleet_to_the_alarm_topic() 
     let t = template();
     let rule = &t["Resources"]["ReleaseFailedRule"];
     assert_eq!(rule["Condition"].as_str(), Some("HasAlarmTopic"));
+    assert_eq!(rule["Properties"]["EventBusName"]["Ref"].as_str(), Some("NoticesBus"), "on the stack's own bus");
     assert_eq!(rule["Properties"]["Targets"][0]["Arn"]["Ref"].as_str(), Some("AlarmTopicArn"));
     let pattern = serde_json::to_value(&rule["Properties"]["EventPattern"]).unwrap();
     for (fleet, status, sent) in [
@@ -643,4 +647,34 @@ fn the_sample_notice_rule_sends_bad_outcomes_of_this_fleet_to_the_alarm_topic() 
             "detail": {"fleet": fleet, "status": status}});
         assert_eq!(pattern_matches(&pattern, &event, &[("FleetName", "prod")]), sent, "{fleet} {status}");
     }
+}
+
+/// The notices bus lets only the function's role (and NoticePublisherArns)
+/// put events: a Deny on every other principal, in the bus's own policy as
+/// CloudFormation receives it after the SAM transform. The emulators ignore
+/// bus policies, so the policy's text is what is checked.
+#[test]
+fn only_the_function_may_put_notices_on_the_stacks_bus() {
+    let t = expanded_template();
+    let bus = &t["Resources"]["NoticesBus"];
+    assert_eq!(bus["Type"], "AWS::Events::EventBus");
+    let statements = bus["Properties"]["Policy"]["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1, "{statements:?}");
+    let deny = &statements[0];
+    assert_eq!((deny["Effect"].as_str(), deny["Principal"].as_str()), (Some("Deny"), Some("*")), "{deny}");
+    assert_eq!(deny["Action"], "events:PutEvents");
+    let resource = deny["Resource"]["Fn::Sub"].as_str().unwrap();
+    assert!(resource.ends_with(":event-bus/${AWS::StackName}-notices"), "{resource}");
+    let allowed = &deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"]["Fn::If"];
+    assert_eq!(allowed[0], "HasNoticePublishers");
+    let role = serde_json::json!({"Fn::GetAtt": ["FlakefleetFunctionRole", "Arn"]});
+    // Without publishers: the role alone. With them: the role, then the parameter's ARNs.
+    assert_eq!(allowed[2], serde_json::json!([role.clone()]));
+    let joined = &allowed[1]["Fn::Split"][1]["Fn::Join"][1];
+    assert_eq!(joined[0], role);
+    assert_eq!(joined[1]["Fn::Join"][1]["Ref"], "NoticePublisherArns");
+    // The role the policy admits is the function's own, and it may put only there.
+    assert_eq!(t["Resources"]["FlakefleetFunction"]["Properties"]["Role"]["Fn::GetAtt"][0], "FlakefleetFunctionRole");
+    let env = &t["Resources"]["FlakefleetFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["FLAKEFLEET_EVENT_BUS"]["Ref"], "NoticesBus");
 }

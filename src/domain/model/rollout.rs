@@ -1,6 +1,7 @@
 //! Staged rollouts as recorded: a canary, then waves. The rules that judge
 //! them live in the planner.
 
+use super::outcome::InstanceOutcome;
 use super::time::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -202,6 +203,11 @@ pub struct Checks {
     pub command_ids: Vec<String>,
     #[serde(flatten)]
     pub claim: Claimed,
+    /// The checks that failed, their output tails included: the release
+    /// keeps the hosts' words here, while its reason (and so its notices)
+    /// only names the host and the check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<InstanceOutcome>,
 }
 
 impl Wave {

@@ -700,7 +700,7 @@ fn plan_bake(
             return Some(wait());
         }
         // Baked: claimed first, so one invocation sends the checks.
-        let checks = Checks { command_ids: Vec::new(), claim: Claimed::new(&pass.claim, false) };
+        let checks = Checks { claim: Claimed::new(&pass.claim, false), ..Checks::default() };
         let claimed = with_bake(Bake { checks: Some(checks), ..bake.clone() });
         return Some(Step::Record { release: Box::new(claimed), then: None });
     };
@@ -725,18 +725,21 @@ fn plan_bake(
     };
     let failed: Vec<&InstanceOutcome> = reports.iter().filter(|o| o.failed()).collect();
     if let Some(first) = failed.first() {
-        let said = [&first.stderr_tail, &first.stdout_tail]
-            .into_iter()
-            .find_map(|t| t.lines().rev().find(|l| !l.trim().is_empty()))
-            .unwrap_or("no output");
+        // The reason travels in notices to every consumer of the bus: it
+        // names the host and the check; the hosts' output stays in the release.
+        let check = failed_check_name(first).map(|name| format!(" (check {name})")).unwrap_or_default();
         let why = format!(
-            "the health checks at the end of wave {}'s bake failed on {} of {} hosts: {} said: {said}",
+            "the health checks at the end of wave {}'s bake failed on {} of {} hosts, first on {}{check}; \
+             their output is in the release (the wave's bake.checks.failed)",
             rollout.waves.len(),
             failed.len(),
             wave.instance_ids.len(),
             first.instance_id
         );
-        return Some(plan_failure(release.clone(), why, seen, settings, pass));
+        let mut kept: Vec<InstanceOutcome> = failed.into_iter().cloned().collect();
+        trim_outputs(&mut kept);
+        let recorded = with_bake(Bake { checks: Some(Checks { failed: kept, ..checks.clone() }), ..bake.clone() });
+        return Some(plan_failure(recorded, why, seen, settings, pass));
     }
     let done = reports.len() >= wave.instance_ids.len() && reports.iter().all(InstanceOutcome::is_finished);
     if !done {
@@ -948,6 +951,11 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         let why = format!("release {} failed and no earlier release succeeded to roll back to: {reason}", release.id);
         return halt(release, why);
     };
+    // A flake taken off the allowlist is never put back, not even by a rollback.
+    if let Err(refused) = settings.allowed_flakes.check(&good.flakeref) {
+        let why = format!("release {} was {reason}; its rollback target {} is refused: {refused}", release.id, good.id);
+        return halt(release, why);
+    }
     let reached = release.reached_instances();
     if reached.is_empty() {
         return failed(release);
@@ -976,6 +984,18 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         settlement: Box::new(lease::settlement(release, None, Some(rollback))),
         outcome: Outcome::RolledBack,
     }
+}
+
+/// The check a host's verdict names (`flakefleet: health check NAME failed
+/// …`, the document's words), if its name is one the document allows
+/// (`[A-Za-z0-9_.-]{1,64}`): host output otherwise, which no reason repeats.
+fn failed_check_name(outcome: &InstanceOutcome) -> Option<&str> {
+    let line = [&outcome.stderr_tail, &outcome.stdout_tail]
+        .into_iter()
+        .find_map(|t| t.lines().rev().find(|l| !l.trim().is_empty()))?;
+    let name = line.strip_prefix("flakefleet: health check ")?.split(' ').next()?;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+    (name.len() <= 64 && !name.is_empty() && name.chars().all(allowed)).then_some(name)
 }
 
 /// Why a deploy rolling out (or baking) stops, if one of the rollback alarms

@@ -539,6 +539,26 @@ fn failures_roll_back_halt_or_fail_by_kind_policy_and_history() {
         vec![("no automatic rollback", holding(failing(ReleaseKind::Deploy)), secs(1), "settle failed as Finished")],
         &no_auto,
     );
+    // The good release's flake has left the allowlist: it is never put back.
+    let mut outside = s.clone();
+    outside.allowed_flakes = FlakeAllowlist::parse("Other/flake").unwrap();
+    check(
+        vec![(
+            "a target off the allowlist",
+            with_target(ReleaseKind::Deploy, Some(good.clone())),
+            secs(1),
+            "settle halted as Finished halting",
+        )],
+        &outside,
+    );
+    let Step::Settle { settlement, .. } =
+        plan(&with_target(ReleaseKind::Deploy, Some(good.clone())), &outside, &pass(secs(1)))
+    else {
+        panic!()
+    };
+    // The fleet's halt says why.
+    let halt = format!("{:?}", settlement.fleet);
+    assert!(halt.contains("its rollback target") && halt.contains("not on this fleet's allowlist"), "{halt}");
 
     let Step::Settle { settlement, .. } =
         plan(&with_target(ReleaseKind::Deploy, Some(good.clone())), &s, &pass(secs(1)))
@@ -952,17 +972,18 @@ fn a_passed_wave_bakes_pauses_and_stops_for_an_alarm_as_its_release_says() {
     let baking = with_bake(Bake { healthy_since_ms: secs(1).millis(), checks: None });
     let claimed = with_bake(Bake {
         healthy_since_ms: secs(1).millis(),
-        checks: Some(Checks { command_ids: vec![], claim: Claimed::new(&Claim::new("me", secs(61)), false) }),
+        checks: Some(Checks { claim: Claimed::new(&Claim::new("me", secs(61)), false), ..Checks::default() }),
     });
     let others = with_bake(Bake {
         healthy_since_ms: secs(1).millis(),
-        checks: Some(Checks { command_ids: vec![], claim: Claimed::new(&Claim::new("other", secs(61)), false) }),
+        checks: Some(Checks { claim: Claimed::new(&Claim::new("other", secs(61)), false), ..Checks::default() }),
     });
     let sent = with_bake(Bake {
         healthy_since_ms: secs(1).millis(),
         checks: Some(Checks {
             command_ids: vec!["chk-0".into()],
             claim: Claimed::new(&Claim::new("me", secs(61)), false),
+            ..Checks::default()
         }),
     });
     let reported = |status: &str| {

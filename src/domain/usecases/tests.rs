@@ -256,6 +256,55 @@ async fn rollback_targets_the_last_success_before_the_current_release() {
     assert_eq!(again.rollback_of.as_ref(), Some(&good.id));
 }
 
+/// Only a deploy or rollback that succeeded fleet-wide is put back by a
+/// named rollback; anything else is refused naming those that qualify, with
+/// nothing written or sent.
+#[tokio::test]
+async fn a_rollback_puts_back_only_a_release_that_succeeded_fleet_wide() {
+    let c = controller(true);
+    let named =
+        |id: &ReleaseId| RollbackRequest { target: Some(id.clone()), idempotency_key: None, origin: Origin::default() };
+    let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
+    finish_with(&c, "Success", later(1)).await;
+    let bad = c.deploy(deploy(NEXT, None), later(2)).await.unwrap();
+    finish_with(&c, "Failed", later(3)).await;
+    // A targeted release and a repair that succeeded, as recorded.
+    let recorded = |kind, at| {
+        let release = Release { id: ReleaseId::generate(at, 7), kind, ..stored(&c, &good.id) };
+        c.store.releases.lock().unwrap().insert(release.id.clone(), release.clone());
+        release
+    };
+    let only_one = recorded(ReleaseKind::Targeted, later(4));
+    let repair = recorded(ReleaseKind::Repair, later(5));
+
+    let (written, sent) = (c.store.releases.lock().unwrap().len(), c.runner.sent_count());
+    for (refused, why) in
+        [(&bad.id, "it ended failed"), (&only_one.id, "named instances only"), (&repair.id, "a drift repair")]
+    {
+        let err = c.rollback(named(refused), later(6)).await.unwrap_err();
+        match &err {
+            ControlError::NotARollbackTarget { id, why: said, candidates } => {
+                assert_eq!((id, candidates.as_slice()), (refused, [good.id.clone()].as_slice()), "{err}");
+                assert!(said.contains(why), "{err}");
+            }
+            other => panic!("{other}"),
+        }
+        assert!(err.to_string().contains(good.id.as_str()), "names the qualifying ones: {err}");
+    }
+    assert_eq!(
+        (c.store.releases.lock().unwrap().len(), c.runner.sent_count()),
+        (written, sent),
+        "nothing written or sent"
+    );
+
+    // The usual rollback: a release that succeeded and was replaced since.
+    let back = c.rollback(named(&good.id), later(7)).await.unwrap();
+    assert_eq!(back.rollback_of.as_ref(), Some(&good.id));
+    finish_with(&c, "Success", later(8)).await;
+    // A rollback that succeeded is a target too.
+    assert!(stored(&c, &back.id).is_rollback_target());
+}
+
 /// A write cancelled by other transactions (after the adapter's retries) is an
 /// error the caller sees, never a silent loss: the deploy is not recorded, and
 /// a reconcile whose progress could not be saved is redone by the next one
@@ -1059,11 +1108,20 @@ mod baking {
         let bad = stored(&c, &bad.id);
         assert_eq!(bad.status, ReleaseStatus::RolledBack);
         let reason = bad.status_reason.unwrap();
-        assert!(
-            reason.starts_with("the health checks at the end of wave 1's bake failed on 1 of 1 hosts: i-00 said: flakefleet: health check web failed"),
-            "{reason}"
+        assert_eq!(
+            reason,
+            "the health checks at the end of wave 1's bake failed on 1 of 1 hosts, first on i-00 (check web); \
+             their output is in the release (the wave's bake.checks.failed)"
         );
-        assert_eq!(bad.rollout.unwrap().waves.len(), 1, "no wave after the canary's failed checks");
+        let waves = bad.rollout.unwrap().waves;
+        assert_eq!(waves.len(), 1, "no wave after the canary's failed checks");
+        // The host's words stay in the release, never in its reason (nor its notices).
+        let failed = waves[0].bake.as_ref().and_then(|b| b.checks.as_ref()).map(|c| c.failed.clone()).unwrap();
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].stderr_tail.contains("flakefleet: health check web failed"), "{failed:?}");
+        let posted = c.notices.posted.lock().unwrap();
+        assert!(posted.iter().any(|n| n.release_id == bad.id && n.detail.contains("rolled_back")), "announced");
+        assert!(posted.iter().all(|n| !n.detail.contains("HTTP 500")), "no host output in a notice");
         let rollback = c.store.releases.lock().unwrap().values().find(|r| r.kind == ReleaseKind::Rollback).cloned();
         let rollback = rollback.expect("rolled back");
         assert_eq!(rollback.status, ReleaseStatus::Succeeded);
@@ -1121,13 +1179,17 @@ mod alarms {
         // The ignored alarm never stops it; another one would.
         run_out(&c, T0).await;
         assert_eq!(stored(&c, &release.id).status, ReleaseStatus::Succeeded);
-        // A rollback is never refused for an alarm: it is what an alarm asks for.
-        c.rollback(
-            RollbackRequest { target: Some(release.id.clone()), idempotency_key: None, origin: Origin::default() },
-            later(200),
-        )
-        .await
-        .unwrap();
+        // A rollback is never refused for an alarm, nor stopped by one: it
+        // is what an alarm asks for.
+        let rollback = c
+            .rollback(
+                RollbackRequest { target: Some(release.id.clone()), idempotency_key: None, origin: Origin::default() },
+                later(200),
+            )
+            .await
+            .unwrap();
+        run_out(&c, later(200)).await;
+        assert_eq!(stored(&c, &rollback.id).status, ReleaseStatus::Succeeded, "run to its end under the alarm");
     }
 
     #[tokio::test]
