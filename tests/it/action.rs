@@ -38,8 +38,8 @@ struct Step {
 /// The step's environment as action.yml declares it, with `inputs` (the
 /// rest from their defaults) and the pushed commit's message.
 fn step_env(inputs: &[(&str, &str)], commit_message: &str) -> Vec<(String, String)> {
-    let action: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root().join(".github/actions/deploy/action.yml")).unwrap())
+    let action: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(root().join(".github/actions/deploy/action.yml")).unwrap())
             .unwrap();
     let step = &action["runs"]["steps"][0];
     assert_eq!(step["run"].as_str(), Some(r#""$GITHUB_ACTION_PATH/run.sh""#), "a thin step");
@@ -204,31 +204,72 @@ async fn serve_issuer() -> Arc<Mutex<Vec<String>>> {
     minted
 }
 
-/// Host output reaches the summary as text: Markdown and HTML in a verdict
-/// line are escaped, and a table cell cannot be broken out of.
+/// What a hostile host (or a foreign answer) prints: every way Markdown,
+/// GFM and HTML make a link, an image or an element out of plain text.
+const HOSTILE_TEXTS: [&str; 12] = [
+    r"\[Approve here](https://evil.example/a)",
+    "[link](https://evil.example/b) ![img](https://evil.example/c.png)",
+    "https://evil.example/bare and www.evil.example and ops@evil.example",
+    "<img src=x onerror=alert(1)> <a href=https://evil.example/d>d</a> <script>x()</script>",
+    "&lt;b&gt;entity&lt;/b&gt; &#x3C;i&#x3E; &amp;",
+    r"a\|b | **owned** _em_ ~~gone~~ `tick` ``two``",
+    r"trailing backslash\",
+    "<https://evil.example/angle> <ops@evil.example>",
+    "[ref]: https://evil.example/ref",
+    "# heading\t> quote",
+    "- [x] task",
+    "\u{202e}reversed\u{200b}zero-width",
+];
+
+/// Renders Markdown as GitHub does (cmark-gfm, dev/render_gfm.py).
+fn render_gfm(markdown: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(root().join(".dev/venv/bin/python"))
+        .arg(root().join("dev/render_gfm.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(markdown.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The rendered summary makes no link, image or element of its own beyond
+/// the summary's frame, and host text stands only inside code.
+fn assert_inert(markdown: &str, frame: &[&str]) {
+    let html = render_gfm(markdown);
+    let tags = regex::Regex::new(r"<([A-Za-z][A-Za-z0-9]*)").unwrap();
+    for found in tags.captures_iter(&html) {
+        assert!(frame.contains(&&found[1]), "<{}> from host text:\n{markdown}\n{html}", &found[1]);
+    }
+    // Outside code, none of the hostile words shows: they all sit in <code>.
+    let outside = regex::Regex::new(r"(?s)<code>.*?</code>").unwrap().replace_all(&html, "");
+    for word in ["evil", "owned", "Approve", "entity", "backslash", "reversed", "task", "heading"] {
+        assert!(!outside.contains(word), "{word} outside code:\n{markdown}\n{html}");
+    }
+}
+
+/// Host output reaches the summary as text: each verdict, reason and name
+/// in a code span of its own cell, rendered as GitHub renders it.
 #[test]
 fn host_output_in_the_summary_is_text() {
-    let release = json!({"id": "01A", "kind": "deploy", "fleet": "prod", "flakeref": "a/b/=1#x", "status": "failed",
-        "created_at": "2026-11-30T09:00:00.000Z", "updated_at": "2026-11-30T09:00:09.000Z",
-        "instances": [{"instance_id": "i-1", "status": "Failed", "detail": "Failed",
-            "stderr_tail": "first\n<img src=x onerror=alert(1)> | **owned** [link](https://evil) `x`\n"}]});
+    let instances: Vec<Value> = HOSTILE_TEXTS
+        .iter()
+        .enumerate()
+        .map(|(n, text)| {
+            json!({"instance_id": format!("i-{n}"), "status": "Failed", "detail": text,
+                   "stderr_tail": format!("first line\n{text}\n")})
+        })
+        .collect();
+    let release = json!({"id": "01A", "kind": "deploy", "fleet": HOSTILE_TEXTS[2], "flakeref": "a/b/=1#x",
+        "status": "failed", "status_reason": HOSTILE_TEXTS[0], "requested_by": HOSTILE_TEXTS[3],
+        "revision": HOSTILE_TEXTS[5],
+        "created_at": "2026-11-30T09:00:00.000Z", "updated_at": "2026-11-30T09:00:09.000Z", "instances": instances});
     let out = Command::new("jq")
-        .args([
-            "-r",
-            "--arg",
-            "waited",
-            "true",
-            "--arg",
-            "timed_out",
-            "false",
-            "--arg",
-            "elapsed",
-            "9",
-            "--arg",
-            "repo",
-            "r",
-            "-f",
-        ])
+        .args(["-r", "--arg", "waited", "true", "--arg", "timed_out", "false", "--arg", "elapsed", "9"])
+        .args(["--arg", "repo", "r", "-f"])
         .arg(root().join(".github/actions/deploy/summary.jq"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -241,10 +282,26 @@ fn host_output_in_the_summary_is_text() {
         .unwrap();
     let summary = String::from_utf8(out.stdout).unwrap();
     let failed = rows(&summary, "#### Instances that did not succeed");
-    assert_eq!(failed.len(), 1, "{summary}");
-    assert_eq!(failed[0].len(), 3, "the cell held its pipe: {failed:?}");
-    assert_eq!(failed[0][2], r"&lt;img src=x onerror=alert(1)&gt; \| \*\*owned\*\* \[link](https://evil) 'x'");
-    assert!(!summary.contains("<img"), "{summary}");
+    assert_eq!(failed.len(), HOSTILE_TEXTS.len(), "{summary}");
+    assert!(failed.iter().all(|row| row.len() == 3), "a cell held its pipe: {failed:?}");
+    assert_eq!(failed[5][2], r"`a\ \|b \| **owned** _em_ ~~gone~~ 'tick' ''two''`");
+    assert_inert(&summary, &["h3", "h4", "p", "table", "thead", "tbody", "tr", "th", "td", "code", "strong", "pre"]);
+    // Each cell shows exactly the host's line, as text.
+    let html = render_gfm(&summary);
+    assert!(html.contains("<code>a\\ |b | **owned** _em_ ~~gone~~ 'tick' ''two''</code>"), "{html}");
+    assert!(html.contains("<code>&lt;img src=x onerror=alert(1)&gt;"), "{html}");
+}
+
+/// A message `run.sh` writes for a refusal (here an input echoed back) is
+/// fenced: nothing in it becomes markup either.
+#[tokio::test]
+async fn a_refusals_message_in_the_summary_is_text() {
+    for hostile in HOSTILE_TEXTS.iter().chain(["```\n<img src=x>\n```", "````` fence"].iter()) {
+        let step = run_step(&[("command", hostile)], &[]).await;
+        assert_eq!(step.code, Some(2), "{}", step.log);
+        assert!(step.summary.starts_with("### flakefleet: not done"), "{}", step.summary);
+        assert_inert(&step.summary, &["h3", "pre", "code"]);
+    }
 }
 
 /// One story on one fleet, in order: a deploy that succeeds, one whose canary
@@ -345,7 +402,7 @@ async fn the_action_deploys_waits_summarises_and_rolls_back_as_a_runner_runs_it(
     assert_eq!(oidc.code, Some(0), "{}", oidc.log);
     assert_eq!(oidc.outputs["status"], "succeeded");
     assert!(
-        oidc.summary.contains("| Requested by | repo:acme/infra:environment:production (repository acme/infra) |"),
+        oidc.summary.contains("| Requested by | `repo:acme/infra:environment:production (repository acme/infra)` |"),
         "{}",
         oidc.summary
     );

@@ -26,10 +26,22 @@ annotation() {
   printf '::%s::%s\n' "$1" "${text//$'\n'/'%0A'}"
 }
 
+# The summary shows a message (which may hold a foreign answer's text) in a
+# fenced block longer than any run of backticks in it: nothing in it is
+# markup, a link or HTML.
+fenced() {
+  local fence='```' longest
+  longest=$(grep -o '`*' <<<"$1" | awk '{ if (length($0) > m) m = length($0) } END { print m + 0 }')
+  while [ "${#fence}" -le "$longest" ]; do fence+='`'; done
+  printf '%s text\n%s\n%s\n' "$fence" "$1" "$fence"
+}
+
 fail() {
   local code=$1 message=$2
   annotation error "flakefleet: $message"
-  printf '### flakefleet %s: not done\n\n%s\n' "$command" "$message" >>"$summary"
+  # $command is deploy or rollback by then, or the refusal says it is not.
+  case "$command" in deploy | rollback) printf '### flakefleet %s: not done\n\n' "$command" ;; *) printf '### flakefleet: not done\n\n' ;; esac >>"$summary"
+  fenced "$message" >>"$summary"
   exit "$code"
 }
 
