@@ -11,13 +11,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev/setup.sh
+# awscli for the demo's deploy path, locked with its hashes like dev/setup.sh's.
 bench_venv=.dev/bench-venv
 stamp=$bench_venv/.requirements.sha256
 want=$(sha256sum dev/bench-requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "== installing awscli into $bench_venv" >&2
-  python3 -m venv "$bench_venv"
-  "$bench_venv/bin/pip" install --quiet --disable-pip-version-check -r dev/bench-requirements.txt
+  python3 -m venv --clear "$bench_venv"
+  "$bench_venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r dev/bench-requirements.txt
   echo "$want" > "$stamp"
 fi
 

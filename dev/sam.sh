@@ -5,11 +5,14 @@
 # Usage: dev/sam.sh build | dev/sam.sh deploy [--config-env oidc] | ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SAM_CLI_VERSION=1.170.0
+# dev/sam-requirements.txt: aws-sam-cli 1.170.0 and every dependency, pinned with hashes.
 venv=.dev/sam-venv
-if [ "$("$venv/bin/sam" --version 2>/dev/null)" != "SAM CLI, version $SAM_CLI_VERSION" ]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "aws-sam-cli==$SAM_CLI_VERSION"
+stamp=$venv/.requirements.sha256
+want=$(sha256sum dev/sam-requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  python3 -m venv --clear "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes -r dev/sam-requirements.txt
+  echo "$want" > "$stamp"
 fi
 [ -x .dev/venv/bin/cargo-lambda ] || dev/setup.sh
 # SAM CLI reports usage to AWS unless told not to.

@@ -4,26 +4,24 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=.dev/venv
-stamp=$venv/.requirements.sha256
-want=$(sha256sum dev/requirements.txt | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== installing Python tools (moto, cargo-lambda, cfn-lint) into $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r dev/requirements.txt
-  echo "$want" > "$stamp"
-fi
+# A venv of its own for each locked requirements file (dev/*.txt, made by
+# dev/lock-requirements.sh from dev/*.in: every package, transitive ones too,
+# pinned with its hashes), made anew whenever the file changes.
+locked_venv() {
+  local venv=$1 requirements=$2 what=$3 stamp want
+  stamp=$venv/.requirements.sha256
+  want=$(sha256sum "$requirements" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== installing $what into $venv"
+    python3 -m venv --clear "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --require-hashes --only-binary :all: -r "$requirements"
+    echo "$want" > "$stamp"
+  fi
+}
 
+locked_venv .dev/venv dev/requirements.txt "Python tools (moto, cargo-lambda, cfn-lint, actionlint, cmarkgfm)"
 # checkov pins versions cfn-lint's dependencies disagree with: a venv of its own.
-checkov_venv=.dev/checkov-venv
-checkov_stamp=$checkov_venv/.requirements.sha256
-checkov_want=$(sha256sum dev/checkov-requirements.txt | cut -d' ' -f1)
-if [ "$(cat "$checkov_stamp" 2>/dev/null)" != "$checkov_want" ]; then
-  echo "== installing checkov into $checkov_venv"
-  python3 -m venv "$checkov_venv"
-  "$checkov_venv/bin/pip" install --quiet --disable-pip-version-check -r dev/checkov-requirements.txt
-  echo "$checkov_want" > "$checkov_stamp"
-fi
+locked_venv .dev/checkov-venv dev/checkov-requirements.txt checkov
 
 # From Debian's packages, through apt:
 # - nix-bin: nix-instantiate parses flake.nix (it cannot evaluate it here);

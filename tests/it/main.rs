@@ -25,6 +25,7 @@ mod rollout;
 mod runtime_api;
 mod store;
 mod strict;
+mod supply;
 mod support;
 mod template;
 mod trace;

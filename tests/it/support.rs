@@ -46,9 +46,9 @@ pub fn endpoint(var: &str) -> String {
     })
 }
 
-pub fn template() -> serde_yaml::Value {
+pub fn template() -> serde_norway::Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_norway::from_str(&text).unwrap()
 }
 
 pub fn sample_event(name: &str) -> Value {

@@ -225,8 +225,8 @@ pub(crate) mod tests {
     #[test]
     fn the_rust_bash_and_ssm_checks_agree() {
         let root = env!("CARGO_MANIFEST_DIR");
-        let template: serde_yaml::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(format!("{root}/template.yaml")).unwrap()).unwrap();
+        let template: serde_norway::Value =
+            serde_norway::from_str(&std::fs::read_to_string(format!("{root}/template.yaml")).unwrap()).unwrap();
         let content = &template["Resources"]["ApplyNixosDocument"]["Properties"]["Content"];
         let script = content["mainSteps"][0]["inputs"]["runCommand"][0].as_str().unwrap();
         let pattern_line = script.lines().map(str::trim).find(|l| l.starts_with("pattern='")).unwrap();
