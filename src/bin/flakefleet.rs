@@ -342,7 +342,7 @@ async fn ui(
     eprintln!("flakefleet ui: the status page of {} ({mode}); each link opens one tab; Ctrl-C stops it", client.base());
     let code = ui::OneTimeCode::new(ui::new_token().map_err(Failure::usage)?);
     let server =
-        ui::UiServer { settings, function: client, code, announce: Box::new(|next| emit(&format!("{next}\n"))) };
+        ui::UiServer { settings, function: client, code, announce: Box::new(|next: &str| emit(&format!("{next}\n"))) };
     emit(&format!("{}\n", server.link()));
     if open {
         open_in_browser(&server.link());

@@ -357,12 +357,14 @@ async fn the_action_deploys_waits_summarises_and_rolls_back_as_a_runner_runs_it(
     assert_eq!(bad.outputs["status"], "rolled_back");
     let failed = rows(&bad.summary, "#### Instances that did not succeed");
     assert_eq!(failed.len(), 1, "the canary only: {}", bad.summary);
-    assert!(ids.contains(&failed[0][0]) && failed[0][1].starts_with("Failed"), "{failed:?}");
+    // Every value in a code span: the instance, its status, its verdict.
+    let instance = failed[0][0].trim_matches('`').to_owned();
+    assert!(ids.contains(&instance) && failed[0][1].starts_with("`Failed`"), "{failed:?}");
     // The verdict line: the document's last line on the host.
     assert!(failed[0][2].contains("fh apply failed (exit 1)"), "{failed:?}");
     assert!(!bad.summary.contains("<script>"), "{}", bad.summary);
     assert!(bad.summary.contains("flakefleet rolled it back by itself"), "{}", bad.summary);
-    assert!(bad.log.contains(&format!("::error::flakefleet: {} Failed", failed[0][0])), "{}", bad.log);
+    assert!(bad.log.contains(&format!("::error::flakefleet: {instance} Failed")), "{}", bad.log);
     assert!(bad.log.contains("::error::flakefleet: release") && bad.log.contains("ended rolled_back"), "{}", bad.log);
 
     // A rollback by hand, to the good release: exit 0.

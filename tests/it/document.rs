@@ -434,7 +434,12 @@ fn an_ssm_apply_waits_for_the_apply_running_on_the_host() {
     let boot_script = user_data(&Flakeref::parse(GOOD).unwrap());
     let mut booting = host.boot_command(&boot_script);
     let booting = booting.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The user data holds the lock once its fh has started applying.
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(host.dir.join("applies")).is_ok_and(|a| a.starts_with("start")) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the user data never started applying");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = host.run(GOOD);
     assert!(booting.wait_with_output().unwrap().status.success());
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -481,10 +486,18 @@ stat -c '%a %n' /var/lib/flakefleet /var/log/flakefleet /var/lib/flakefleet/host
     assert!(stdout.contains("holder: held"), "{stdout}\n{}", text(&out.stderr));
     assert!(stdout.contains("apply: 0"), "the apply went through: {stdout}\n{}", text(&out.stderr));
     assert_eq!(host.read("current"), TARGET);
-    for refused in ["nobody locks: 1", "nobody reads the old log: 1", "nobody lists the logs: 2"] {
+    // flock exits 66 (EX_NOINPUT) when it cannot open the file; cat 1; ls 2.
+    for refused in ["nobody locks: 66", "nobody reads the old log: 1", "nobody lists the logs: 2"] {
         assert!(stdout.contains(refused), "{refused}: {stdout}");
     }
-    let modes: Vec<&str> = stdout.lines().filter(|l| l.contains(" /var/")).collect();
+    // stat's lines: "<mode> <path>".
+    let modes: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            l.split_once(' ')
+                .is_some_and(|(m, p)| m.len() == 3 && m.bytes().all(|b| b.is_ascii_digit()) && p.starts_with("/var/"))
+        })
+        .collect();
     assert!(modes.len() >= 5, "{stdout}");
     for line in modes {
         let want = if line.ends_with("/var/lib/flakefleet") || line.ends_with("/var/log/flakefleet") {
@@ -525,6 +538,62 @@ echo "apply: $?"
     );
     assert_eq!(host.read("current"), OLD, "nothing applied");
     assert!(!host.calls().contains("fh apply"), "{}", host.calls());
+}
+
+/// The agent cancels a command, or ends one past its timeout, by killing the
+/// script's whole process group with SIGKILL (amazon-ssm-agent's
+/// executers_unix.go). The apply runs detached (setsid), holding the lock:
+/// the kill ends the script, the switch completes, and the next apply waits
+/// for it and then finds the host on its release.
+#[test]
+fn killing_the_scripts_process_group_never_interrupts_a_switch() {
+    use std::os::unix::process::CommandExt;
+    let host = Host::with_apply(
+        "echo start >> \"{DIR}/applies\"; sleep 2; echo {TARGET} > \"{DIR}/profile\"; echo {TARGET} > \"{DIR}/current\"; echo end >> \"{DIR}/applies\"",
+    );
+    let mut agent = host.agent_command(GOOD, "switch");
+    agent.env("SSM_flakeref", GOOD).env("SSM_action", "switch").process_group(0);
+    let running = agent.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(host.dir.join("applies")).is_ok_and(|a| a.contains("start")) {
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "fh apply never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // As the agent does on a cancel or a timeout: SIGKILL to the process group.
+    let group = format!("-{}", running.id());
+    assert!(Command::new("kill").args(["-KILL", "--", &group]).status().unwrap().success());
+    let killed = running.wait_with_output().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&killed.status), Some(9), "the script was killed");
+    // The next apply, sent at once, waits for the lock the detached apply holds.
+    let next = host.run(GOOD);
+    assert!(next.status.success(), "{}", text(&next.stderr));
+    let applies = std::fs::read_to_string(host.dir.join("applies")).unwrap();
+    assert_eq!(applies, "start\nend\n", "the switch completed, and nothing ran beside it");
+    assert_eq!(host.read("current"), TARGET);
+    assert!(text(&next.stdout).contains("already running"), "{}", text(&next.stdout));
+}
+
+/// fh killed by a signal (the OOM killer's SIGKILL on a small instance):
+/// the agent would report the script's exit 137 as TimedOut, so the script
+/// exits 1 with a verdict naming the signal and its likely cause.
+#[test]
+fn fh_killed_by_a_signal_fails_with_a_verdict_that_names_it() {
+    for (signal, code, said) in [
+        ("KILL", 137, "killed (SIGKILL), most often by the out-of-memory killer"),
+        ("TERM", 143, "terminated (SIGTERM)"),
+        ("SEGV", 139, "killed by signal 11 (SIGSEGV)"),
+    ] {
+        let host = Host::with_apply(&format!("kill -{signal} $$"));
+        let out = host.run(GOOD);
+        assert_eq!(out.status.code(), Some(1), "{signal}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        let verdict = stderr.lines().last().unwrap_or_default();
+        assert!(
+            verdict.starts_with(&format!("flakefleet: fh apply was {said}"))
+                && verdict.contains(&format!("(exit {code})")),
+            "{signal}: {stderr}"
+        );
+    }
 }
 
 /// Exit 194 from a script makes the SSM agent reboot the host and run the

@@ -377,7 +377,8 @@ fn the_status_page_shows_rollouts_halts_rollbacks_and_host_output_as_text() {
         "const t = document.getElementById('refreshed').textContent; return t.includes('idle') && t;",
         WAIT,
     );
-    std::thread::sleep(Duration::from_millis(2600));
+    // Nothing scheduled: the page's refresh timer (app.js's `timer`) is unset while idle.
+    assert_eq!(browser.run("return timer === null"), json!(true), "no refresh scheduled while idle");
     assert_eq!(browser.run("return document.getElementById('refreshed').textContent"), idle, "no refresh while idle");
 
     // 3. A failing canary, rolled back by itself.

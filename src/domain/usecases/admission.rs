@@ -114,6 +114,10 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
             if release.is_rollback_target() {
                 return Ok(release);
             }
+            // Still in flight: the fleet is busy with it, which is what to say.
+            if matches!(release.status, ReleaseStatus::Pending | ReleaseStatus::InProgress) {
+                return Err(ControlError::Busy { holder: release.id });
+            }
             let why = match release.kind {
                 ReleaseKind::Targeted => "it was deployed to named instances only".to_owned(),
                 ReleaseKind::Repair => "it is a drift repair, which put an earlier release back".to_owned(),
