@@ -1,9 +1,11 @@
 //! CloudWatch alarms behind `AlarmWatch`: DescribeAlarms by name, each alarm's
 //! own state read (no StateValue filter: moto applies only one filter at a
-//! time, and reading the state needs no second one).
+//! time, and reading the state needs no second one). Every alarm type is
+//! asked for: without `AlarmTypes` CloudWatch returns metric alarms only, and
+//! a composite alarm (the usual way to combine signals) would read as unknown.
 
 use crate::domain::ports::{AlarmError, AlarmWatch};
-use aws_sdk_cloudwatch::types::StateValue;
+use aws_sdk_cloudwatch::types::{AlarmType, StateValue};
 use tracing::instrument;
 
 /// DescribeAlarms takes at most 100 alarm names per call.
@@ -29,22 +31,19 @@ impl AlarmWatch for CloudWatchAlarms {
                 .client
                 .describe_alarms()
                 .set_alarm_names(Some(chunk.to_vec()))
+                .set_alarm_types(Some(vec![AlarmType::MetricAlarm, AlarmType::CompositeAlarm, AlarmType::LogAlarm]))
                 .max_records(100)
                 .into_paginator()
                 .send();
             while let Some(page) = pages.next().await {
                 let page = page
                     .map_err(|e| AlarmError::Unavailable(super::logged_failure("CloudWatch", "DescribeAlarms", &e)))?;
-                for alarm in page.metric_alarms() {
-                    let name = alarm.alarm_name().unwrap_or_default().to_owned();
-                    if alarm.state_value() == Some(&StateValue::Alarm) {
-                        firing.push(name.clone());
-                    }
-                    found.push(name);
-                }
-                for alarm in page.composite_alarms() {
-                    let name = alarm.alarm_name().unwrap_or_default().to_owned();
-                    if alarm.state_value() == Some(&StateValue::Alarm) {
+                let states = (page.metric_alarms().iter().map(|a| (a.alarm_name(), a.state_value())))
+                    .chain(page.composite_alarms().iter().map(|a| (a.alarm_name(), a.state_value())))
+                    .chain(page.log_alarms().iter().map(|a| (a.alarm_name(), a.state_value())));
+                for (name, state) in states {
+                    let name = name.unwrap_or_default().to_owned();
+                    if state == Some(&StateValue::Alarm) {
                         firing.push(name.clone());
                     }
                     found.push(name);

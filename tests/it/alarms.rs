@@ -84,3 +84,38 @@ async fn rollback_alarms_refuse_deploys_and_stop_rollouts() {
     assert_eq!((status, body["error"].as_str()), (503, Some("alarms_unavailable")), "{body}");
     assert!(body["message"].as_str().unwrap().contains("FLAKEFLEET_ROLLBACK_ALARMS"), "{body}");
 }
+
+/// A composite alarm among the rollback alarms is read like a metric alarm.
+/// CloudWatch returns composite alarms only when DescribeAlarms names them in
+/// `AlarmTypes` (the local CloudWatch does the same): without that, every
+/// deploy would answer `503 alarms_unavailable`.
+#[tokio::test]
+async fn a_composite_rollback_alarm_is_read_and_refuses_deploys_while_in_alarm() {
+    let stack = Stack::new(2).await;
+    let (part, combined) = (format!("{}-part", stack.tag.value), format!("{}-combined", stack.tag.value));
+    alarm(&stack, &part).await;
+    stack
+        .cloudwatch
+        .put_composite_alarm()
+        .alarm_name(&combined)
+        .alarm_rule(format!("ALARM(\"{part}\")"))
+        .send()
+        .await
+        .expect("PutCompositeAlarm");
+    set(&stack, &combined, StateValue::Ok).await;
+    // The local CloudWatch hides it from a DescribeAlarms that does not ask, as CloudWatch does.
+    let plain = stack.cloudwatch.describe_alarms().alarm_names(&combined).send().await.unwrap();
+    assert!(plain.composite_alarms().is_empty() && plain.metric_alarms().is_empty(), "{plain:?}");
+
+    let mut settings = stack.settings();
+    settings.rollout.alarms = vec![combined.clone()];
+    let controller = stack.controller_with(settings);
+    set(&stack, &combined, StateValue::Alarm).await;
+    let body = json!({"flakeref": GOOD}).to_string();
+    let (status, refused) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
+    assert_eq!((status, refused["error"].as_str()), (409, Some("alarm_active")), "{refused}");
+    assert_eq!(refused["alarms"], json!([combined]));
+    set(&stack, &combined, StateValue::Ok).await;
+    let (status, accepted) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
+    assert_eq!(status, 202, "{accepted}");
+}
