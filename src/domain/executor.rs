@@ -60,12 +60,19 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
             Step::Observe(need) => self.observe(need, seen).await?,
             Step::Rest { outcome, skipped } => return Ok(Flow::Rest { outcome, skipped }),
             Step::SendFirst(command) => self.send_first(&command, seen).await?,
-            Step::Cancel { requests, release } => {
+            Step::Cancel { requests, mut release } => {
                 for (command_id, instance_ids) in &requests {
-                    // Best effort: an invocation that was not cancelled is
-                    // awaited like a running one, up to the settle limit.
+                    seen.cancels_asked.extend(instance_ids.iter().cloned());
+                    // An invocation counts as cancelled only once SSM took the
+                    // request; a refused one is asked again by the next pass,
+                    // and awaited like a running one meanwhile.
                     match self.runner.cancel(command_id, instance_ids).await {
-                        Ok(()) => info!(command_id = %command_id, instances = instance_ids.len(), "cancel requested"),
+                        Ok(()) => {
+                            info!(command_id = %command_id, instances = instance_ids.len(), "cancel requested");
+                            if let Some(stopping) = release.stopping.as_mut() {
+                                stopping.cancelled.extend(instance_ids.iter().cloned());
+                            }
+                        }
                         Err(e) => warn!(command_id = %command_id, error = %e, "could not cancel invocations"),
                     }
                 }

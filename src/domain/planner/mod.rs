@@ -22,7 +22,7 @@ use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState, Mach
 use crate::domain::model::ids::{Reason, ReleaseId, Revision};
 use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome, InvocationState, Unreachable};
 use crate::domain::model::release::{Launch, Origin, Release, ReleaseKind, ReleaseStatus, Stopping, BY_FLAKEFLEET};
-use crate::domain::model::rollout::{Bake, Checks, Claim, Claimed, Rollout, RolloutMode, Wave};
+use crate::domain::model::rollout::{Bake, Checks, Claim, Claimed, Rollout, RolloutMode, Wave, BATCH};
 use crate::domain::model::time::Timestamp;
 use crate::domain::ports::{ApplyCommand, CommandReport, CommandTarget, Settlement};
 use judge::{batches_to_report, judge_command, judge_wave, merge_outcomes, newly_converged, next_wave, WaveVerdict};
@@ -129,8 +129,9 @@ pub enum Step {
     },
     /// Tag these instances with the holder's id: they applied it.
     Tag(Vec<String>),
-    /// Ask SSM to cancel these invocations (command id, instance ids), then
-    /// store the holder as given (its `stopping` naming them).
+    /// Ask SSM to cancel these invocations (command id, at most 50 instance
+    /// ids per request, as CancelCommand takes), then store the holder with
+    /// those SSM accepted added to its `stopping.cancelled`.
     Cancel {
         requests: Vec<(String, Vec<String>)>,
         release: Box<Release>,
@@ -192,6 +193,9 @@ pub struct Observed {
     pub wave_sent: bool,
     /// This pass sent the current wave's end-of-bake checks.
     pub checks_sent: bool,
+    /// Instances whose cancel this pass asked for, accepted or not: a
+    /// refused one is asked again by a later pass, never in a loop here.
+    pub cancels_asked: Vec<String>,
     /// The holder has changes not yet stored.
     pub dirty: bool,
     /// A write of this pass was fenced off: another writer moved the holder on.
@@ -1048,18 +1052,18 @@ fn settle_invocations(
         .iter()
         .filter(|(_, state)| matches!(state, Some(InvocationState::Pending | InvocationState::Delayed)))
         .map(|(id, _)| id.to_string())
-        .filter(|id| !stopping.cancelled.contains(id))
+        .filter(|id| !stopping.cancelled.contains(id) && !seen.cancels_asked.contains(id))
         .collect();
     if !to_cancel.is_empty() {
+        // CancelCommand takes at most 50 instance ids: one request per command and 50 of its ids.
         let mut requests: Vec<(String, Vec<String>)> = Vec::new();
         for id in &to_cancel {
             let Some(command_id) = release.command_for(id) else { continue };
-            match requests.iter_mut().find(|(c, _)| c == command_id) {
+            match requests.iter_mut().find(|(c, ids)| c == command_id && ids.len() < BATCH) {
                 Some((_, ids)) => ids.push(id.clone()),
                 None => requests.push((command_id.to_owned(), vec![id.clone()])),
             }
         }
-        stopping.cancelled.extend(to_cancel);
         let mut next = release.clone();
         next.stopping = Some(stopping);
         return Err(Step::Cancel { requests, release: Box::new(next) });

@@ -896,10 +896,22 @@ fn a_failed_release_cancels_what_has_not_started_and_awaits_what_runs_before_rol
     let started = reported(&bad, &[("i-1", "Failed"), ("i-2", "InProgress"), ("i-3", "Pending")]);
     let step = plan(&started, &s, &pass(secs(10)));
     assert_eq!(brief(&step), r#"cancel [("cmd-1-0", ["i-3"])]"#);
-    let Step::Cancel { release: stopping, .. } = step else { panic!() };
+    let Step::Cancel { release: mut stopping, .. } = step else { panic!() };
     let stop = stopping.stopping.clone().unwrap();
-    assert_eq!((stop.since_ms, stop.cancelled.as_slice()), (secs(10).millis(), ["i-3".to_string()].as_slice()));
+    // Not cancelled until SSM takes the request (the executor records that).
+    assert_eq!((stop.since_ms, stop.cancelled.len()), (secs(10).millis(), 0));
     assert!(stop.reason.contains("1 instances failed"), "{}", stop.reason);
+    // Refused this pass: not asked again in it, asked again by the next.
+    let refused = Observed { cancels_asked: vec!["i-3".into()], ..reported(&stopping, &[("i-3", "Pending")]) };
+    assert!(!brief(&plan(&refused, &s, &pass(secs(11)))).starts_with("cancel"), "no loop within a pass");
+    assert_eq!(
+        brief(&plan(&reported(&stopping, &[("i-3", "Pending")]), &s, &pass(secs(12)))),
+        r#"cancel [("cmd-1-0", ["i-3"])]"#
+    );
+    // Accepted: recorded as cancelled.
+    if let Some(stop) = stopping.stopping.as_mut() {
+        stop.cancelled.push("i-3".into());
+    }
     let rolled_back = |seen: &Observed, at| {
         let step = plan(seen, &s, &pass(at));
         let Step::Settle { settlement, .. } = step else { panic!("{}", brief(&step)) };
@@ -1034,4 +1046,34 @@ fn a_passed_wave_bakes_pauses_and_stops_for_an_alarm_as_its_release_says() {
         ],
         &s,
     );
+}
+
+/// CancelCommand takes at most 50 instance ids: a release sent to the whole
+/// tag (one command) that stops with 120 invocations not yet started asks
+/// to cancel them in requests of 50, 50 and 20.
+#[test]
+fn cancels_go_out_at_most_fifty_instances_a_request() {
+    let s = settings(RolloutMode::AllAtOnce);
+    let mut sent = release(&s, NEXT, ReleaseKind::Deploy);
+    sent.status = ReleaseStatus::InProgress;
+    sent.command_id = Some("cmd-1".into());
+    let mut invocations: Vec<InstanceOutcome> = (0..120).map(|n| outcome(&format!("i-{n:03}"), "Pending")).collect();
+    invocations.push(outcome("i-x", "Failed"));
+    sent.instances = invocations.clone();
+    sent.stopping = Some(Stopping {
+        reason: "aborted".into(),
+        since_ms: secs(5).millis(),
+        cancelled: Vec::new(),
+        unsettled: Vec::new(),
+    });
+    let seen = Observed {
+        report: Some(CommandReport { finished: false, invocations }),
+        tagged: true,
+        rollback_target: Some(None),
+        ..holding(sent)
+    };
+    let step = plan(&seen, &s, &pass(secs(10)));
+    let Step::Cancel { requests, .. } = step else { panic!("{}", brief(&step)) };
+    let sizes: Vec<(&str, usize)> = requests.iter().map(|(c, ids)| (c.as_str(), ids.len())).collect();
+    assert_eq!(sizes, [("cmd-1", 50), ("cmd-1", 50), ("cmd-1", 20)]);
 }
