@@ -209,6 +209,17 @@ def heard(queue):
     print(json.dumps(bodies))
 
 
+def log_events(group, stream):
+    """Prints how many events a CloudWatch Logs stream holds, and its last message."""
+    logs = client("logs")
+    try:
+        events = logs.get_log_events(logGroupName=group, logStreamName=stream, startFromHead=True)["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        events = []
+    print(len(events))
+    print(events[-1]["message"] if events else "")
+
+
 def terminate(instance_id):
     client("ec2").terminate_instances(InstanceIds=[instance_id])
     print(f"terminated {instance_id}")
@@ -222,7 +233,8 @@ if __name__ == "__main__":
                 "wait-agents": lambda a: wait_agents(a), "host": lambda a: host(a[0], a[1:]),
                 "agent-version": lambda a: agent_version(a[0], a[1:]), "launched": lambda a: launched(a[0]),
                 "unhealthy": lambda a: unhealthy(a[0], a[1:]),
-                "listen": lambda a: listen(a[0] if a else "default"), "heard": lambda a: heard(a[0])}
+                "listen": lambda a: listen(a[0] if a else "default"), "heard": lambda a: heard(a[0]),
+                "log-events": lambda a: log_events(a[0], a[1])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)
     commands[sys.argv[1]](sys.argv[2:])

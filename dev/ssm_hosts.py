@@ -18,6 +18,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 
@@ -115,21 +116,51 @@ def agent_sets_variables(version):
 
 class Run:
     """One run of a command on one host, in its namespace; `done` once it
-    exited. An agent's run of the document is run again when it exits 194."""
+    exited. An agent's run of the document is run again when it exits 194.
 
-    def __init__(self, host_dir, command, env, agent=True):
+    As the agent runs a script (amazon-ssm-agent, agent/executers:
+    executers_unix.go starts it with `Setpgid: true`, and both a cancel and
+    the step's `timeoutSeconds` end it with `syscall.Kill(-pid, SIGKILL)`):
+    in a process group of its own, killed whole. `ended_by` says which
+    ("cancel" or "timeout"); anything the script started in a session of its
+    own (setsid) is not in the group and runs on."""
+
+    def __init__(self, host_dir, command, env, agent=True, timeout_seconds=None, on_done=None):
         self.done = False
         self.exit_code = None
         self.stdout = self.stderr = ""
+        # The whole output, as the agent uploads it to CloudWatch Logs (SSM keeps the first characters only).
+        self.full_stdout = self.full_stderr = ""
+        self.on_done = on_done
         self.reruns = 0
         self.agent = agent
+        self.ended_by = None
+        self.process = None
+        self.lock = threading.Lock()
         self._start(host_dir, command, env)
+        if timeout_seconds is not None:
+            timer = threading.Timer(timeout_seconds, self.kill, args=("timeout",))
+            timer.daemon = True
+            timer.start()
+
+    def kill(self, why):
+        """SIGKILL to the script's process group, as the agent's cancel and timeout do."""
+        with self.lock:
+            if self.done or self.ended_by is not None or self.process is None:
+                return
+            self.ended_by = why
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _start(self, host_dir, command, env):
         process = subprocess.Popen(
             ["unshare", "-m", "bash", NAMESPACE, host_dir, *command],
             env=env, cwd=host_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            process_group=0,
         )
+        self.process = process
 
         def wait():
             out, err = process.communicate()
@@ -138,9 +169,15 @@ class Run:
                 self.reruns += 1
                 self._start(host_dir, command, env)
                 return
-            self.stdout = out.decode(errors="replace")[:STDOUT_MAX]
-            self.stderr = err.decode(errors="replace")[:STDERR_MAX]
+            self.full_stdout, self.full_stderr = out.decode(errors="replace"), err.decode(errors="replace")
+            self.stdout = self.full_stdout[:STDOUT_MAX]
+            self.stderr = self.full_stderr[:STDERR_MAX]
             self.exit_code = process.returncode
+            if self.on_done is not None:
+                try:
+                    self.on_done(self)
+                except Exception as e:  # noqa: BLE001 - the agent's upload never fails the command
+                    print(f"output upload failed: {e!r}", flush=True)
             self.done = True
 
         threading.Thread(target=wait, daemon=True).start()
@@ -151,6 +188,10 @@ class FakeHosts:
         self.root = root
         self.hosts = {}  # instance id -> host dir
         self.boots = {}  # instance id -> the Run of its user data
+        # Instance id -> the IAM policy its agent's uploads are judged by
+        # (None: the template's FleetHostPolicy), and what each upload did.
+        self.policies = {}
+        self.uploads = {}
         # What instances that register by themselves (launched ones) become:
         # `POST /_sim/hosts {"launched": true, ...}`; None keeps them on the rules.
         self.launched = None
@@ -193,6 +234,9 @@ class FakeHosts:
                 isinstance(k, str) and re.fullmatch(r"[\w./=#+-]+", k) and v in allowed for k, v in value.items()
             ):
                 raise ValueError(f"{key} maps parts of a flakeref to one of {list(allowed)}")
+        policy = body.get("iam_policy")
+        if policy is not None and not (isinstance(policy, dict) and isinstance(policy.get("Statement"), list)):
+            raise ValueError("iam_policy is an IAM policy document (with a Statement list), or null for the template's")
         fh_error = body.get("fh_error", "")
         if not isinstance(fh_error, str) or len(fh_error) > 2000 or "\0" in fh_error:
             raise ValueError("fh_error must be text of at most 2000 characters")
@@ -213,6 +257,8 @@ class FakeHosts:
         with self.lock:
             for instance_id in ids:
                 host = self.hosts.get(instance_id) or self._create(instance_id)
+                if "iam_policy" in body:
+                    self.policies[instance_id] = body["iam_policy"]
                 self._write(host, "activation", activation)
                 self._write(host, "fh_error", fh_error)
                 self._write(host, "health", body.get("health", "none"))
@@ -295,11 +341,22 @@ class FakeHosts:
         boot = self.boots.get(instance_id)
         booted = None if boot is None else {"done": boot.done, "exit_code": boot.exit_code,
                                             "output": boot.stdout + boot.stderr}
+        with self.lock:
+            uploads = dict(self.uploads.get(instance_id, {}))
         return {"instance_id": instance_id, "current": read("current").strip(), "profile": read("profile").strip(),
                 "calls": read("calls").splitlines(),
-                "boot": booted}
+                "boot": booted, "uploads": uploads}
 
-    def run(self, instance_id, command_id, run_command, parameters, agent_version):
+    def policy(self, instance_id):
+        with self.lock:
+            return self.policies.get(instance_id)
+
+    def record_upload(self, instance_id, command_id, result):
+        with self.lock:
+            self.uploads.setdefault(instance_id, {})[command_id] = result
+
+    def run(self, instance_id, command_id, run_command, parameters, agent_version, timeout_seconds=None,
+            on_done=None):
         """Starts the document's script on the host, as its agent would: the
         runCommand lines, parameters pasted in, joined and written to
         `_script.sh` in the command's orchestration directory (mode 0750)."""
@@ -316,7 +373,7 @@ class FakeHosts:
         if agent_sets_variables(agent_version):
             env.update({f"SSM_{name}": " ".join(values) for name, values in parameters.items()})
         # As the agent's runShellScript plugin runs it (agent/plugins/runscript).
-        return Run(host, ["sh", "-c", script_file, ""], env)
+        return Run(host, ["sh", "-c", script_file, ""], env, timeout_seconds=timeout_seconds, on_done=on_done)
 
     def reset(self):
         with self.lock:
@@ -324,4 +381,6 @@ class FakeHosts:
                 shutil.rmtree(host, ignore_errors=True)
             self.hosts.clear()
             self.boots.clear()
+            self.policies.clear()
+            self.uploads.clear()
             self.launched = None

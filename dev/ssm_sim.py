@@ -13,6 +13,7 @@ import argparse
 import base64
 import json
 import re
+import signal
 import tempfile
 import threading
 import time
@@ -24,6 +25,7 @@ import yaml
 
 from ssm_events import COMMAND_EVENT, INVOCATION_EVENT, EventBus, load_patterns
 from ssm_hosts import FakeHosts
+from ssm_output import OutputUploader
 
 PAGE = 50
 # How long a cancelled invocation that had not started shows Cancelling
@@ -59,6 +61,8 @@ OPERATIONS = (
     "GetCommandInvocation",
     "CancelCommand",
     "DescribeInstanceInformation",
+    "DescribeDocument",
+    "UpdateDocument",
 )
 PING_STATUSES = ("Online", "ConnectionLost", "Inactive")
 # EC2 states in which SendCommand accepts a registered node (its invocation then
@@ -74,14 +78,20 @@ FAULTS = {
 
 
 class Simulator:
-    def __init__(self, ec2, documents, registration_delay, bus, hosts):
+    def __init__(self, ec2, documents, registration_delay, bus, hosts, uploader=None):
         self.ec2 = ec2
         self.bus = bus
         # Instances scripted as fake hosts run the document's own script;
         # every other invocation's outcome comes from the rules.
         self.hosts = hosts
         self.emitted = {}  # command id -> the statuses last published for it
-        self.documents = documents  # name -> parsed Command document
+        # name -> {"list": [{"content", "version_name"}], "default": "<number>"}: version N is list[N-1].
+        self.versions = {
+            name: {"list": [{"content": content, "version_name": version_name}], "default": "1"}
+            for name, (content, version_name) in documents.items()
+        }
+        self.documents = {name: content for name, (content, _) in documents.items()}
+        self.uploader = uploader  # fake hosts' output to CloudWatch Logs (dev/ssm_output.py)
         self.lock = threading.Lock()
         self.commands = []  # newest last
         self.rules = []
@@ -102,6 +112,9 @@ class Simulator:
             start, end = float(rule.get("start_delay_seconds", 0)), float(rule.get("delay_seconds", 0))
             if start < 0 or end < start:
                 raise SsmError("InvalidRule", "start_delay_seconds must be at least 0 and at most delay_seconds")
+            limit = rule.get("execution_timeout_seconds", 1)
+            if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 < limit <= 172800:
+                raise SsmError("InvalidRule", "execution_timeout_seconds must be a number of seconds, more than 0")
         with self.lock:
             self.rules.extend(rules)
             return len(self.rules)
@@ -317,20 +330,58 @@ class Simulator:
         nodes = self._nodes(self._instances(filters=filters + [{"Name": "instance-state-name", "Values": ["running"]}]))
         return sorted(i for i, (_, agent) in nodes.items() if agent is not None)
 
-    def _run_command(self, document_name):
+    @staticmethod
+    def _run_command(document):
         """The document's first step's runCommand lines."""
-        return self.documents[document_name]["mainSteps"][0]["inputs"]["runCommand"]
+        return document["mainSteps"][0]["inputs"]["runCommand"]
 
-    def _with_defaults(self, document_name, parameters):
-        declared = self.documents[document_name].get("parameters", {})
+    def _version(self, name, asked):
+        """A document's version as SendCommand names it (`DocumentVersion`:
+        a number, `$DEFAULT` (also when absent) or `$LATEST`): its number and content."""
+        versions = self.versions.get(name)
+        if versions is None:
+            raise SsmError("InvalidDocument", f"Document {name} does not exist")
+        number = {None: versions["default"], "$DEFAULT": versions["default"], "$LATEST": str(len(versions["list"]))}.get(
+            asked, asked)
+        if not isinstance(number, str) or not number.isdigit() or not 1 <= int(number) <= len(versions["list"]):
+            raise SsmError("InvalidDocumentVersion", f"The document version {asked!r} is not valid or does not exist")
+        return number, versions["list"][int(number) - 1]["content"]
+
+    def _uploader_for(self, output, command_id, instance_id, document_name, document):
+        """What the host's agent does with a run's output when the command
+        asks for CloudWatch output: uploads it (dev/ssm_output.py)."""
+        if not output["CloudWatchOutputEnabled"] or self.uploader is None:
+            return None
+        # Without a group name SSM names one after the document.
+        group = output["CloudWatchLogGroupName"] or f"/aws/ssm/{document_name}"
+        step = document["mainSteps"][0]["name"]
+
+        def upload(run):
+            result = self.uploader.upload(self.hosts.policy(instance_id), group, command_id, instance_id, step,
+                                          run.full_stdout, run.full_stderr)
+            self.hosts.record_upload(instance_id, command_id, result)
+
+        return upload
+
+    @staticmethod
+    def _step_timeout(document, rule):
+        """How long the agent lets the step's script run before it kills it:
+        the step's `timeoutSeconds` (3600 when absent, the agent's default for
+        aws:runShellScript), or a test's `execution_timeout_seconds` rule."""
+        if "execution_timeout_seconds" in rule:
+            return float(rule["execution_timeout_seconds"])
+        inputs = document["mainSteps"][0]["inputs"]
+        return float(inputs.get("timeoutSeconds", 3600))
+
+    @staticmethod
+    def _with_defaults(document, parameters):
+        declared = document.get("parameters", {})
         filled = {name: [str(spec["default"])] for name, spec in declared.items() if "default" in spec}
         filled.update(parameters)
         return filled
 
-    def _validate_parameters(self, document_name, parameters):
-        document = self.documents.get(document_name)
-        if document is None:
-            raise SsmError("InvalidDocument", f"Document {document_name} does not exist")
+    @staticmethod
+    def _validate_parameters(document_name, document, parameters):
         declared = document.get("parameters", {})
         for name in parameters:
             if name not in declared:
@@ -352,7 +403,9 @@ class Simulator:
         if len(comment) > 100:
             raise SsmError("ValidationException", "Comment is at most 100 characters")
         output = _cloudwatch_output(body.get("CloudWatchOutputConfig"))
-        self._validate_parameters(name, parameters)
+        with self.lock:
+            version, document = self._version(name, body.get("DocumentVersion"))
+        self._validate_parameters(name, document, parameters)
         instance_ids = self._resolve(body)
         nodes = self._nodes(self._instances(ids=instance_ids)) if instance_ids else {}
         now = time.time()
@@ -369,14 +422,16 @@ class Simulator:
                     invocations[instance_id]["run"] = self.hosts.run(
                         instance_id,
                         command_id,
-                        self._run_command(name),
-                        self._with_defaults(name, parameters),
+                        self._run_command(document),
+                        self._with_defaults(document, parameters),
                         agent["AgentVersion"],
+                        timeout_seconds=self._step_timeout(document, rule),
+                        on_done=self._uploader_for(output, command_id, instance_id, name, document),
                     )
             command = {
                 "CommandId": command_id,
                 "DocumentName": name,
-                "DocumentVersion": "$DEFAULT",
+                "DocumentVersion": version,
                 "Comment": comment,
                 "Parameters": parameters,
                 "InstanceIds": body.get("InstanceIds", []),
@@ -390,6 +445,62 @@ class Simulator:
             }
             self.commands.append(command)
             return {"Command": self._command_view(command, now)}
+
+    def DescribeDocument(self, body):
+        """One version of a document, by `DocumentVersion` or `VersionName`
+        (the default version when neither is given), as the API reference
+        answers it; an unknown name is InvalidDocument, an unknown version
+        InvalidDocumentVersion."""
+        name = body.get("Name") or ""
+        with self.lock:
+            versions = self.versions.get(name)
+            if versions is None:
+                raise SsmError("InvalidDocument", f"Document {name} does not exist")
+            if body.get("VersionName") is not None:
+                numbers = [str(i + 1) for i, v in enumerate(versions["list"]) if v["version_name"] == body["VersionName"]]
+                if body.get("DocumentVersion") is not None and numbers and body["DocumentVersion"] not in numbers:
+                    numbers = []
+                if not numbers:
+                    raise SsmError("InvalidDocumentVersion", f"Document {name} has no version named {body['VersionName']!r}")
+                number = numbers[0]
+            else:
+                number, _ = self._version(name, body.get("DocumentVersion"))
+            entry = versions["list"][int(number) - 1]
+            document = {
+                "Name": name, "DocumentVersion": number, "LatestVersion": str(len(versions["list"])),
+                "DefaultVersion": versions["default"], "Status": "Active", "DocumentType": "Command",
+                "DocumentFormat": "YAML", "SchemaVersion": str(entry["content"].get("schemaVersion", "2.2")),
+            }
+            if entry["version_name"] is not None:
+                document["VersionName"] = entry["version_name"]
+            return {"Document": document}
+
+    def UpdateDocument(self, body):
+        """A new version of a document (`DocumentVersion` must be `$LATEST`,
+        and a `VersionName` may not be one the document has); as
+        CloudFormation's UpdateMethod NewVersion does, it becomes the default.
+        Commands sent before keep running the version they named."""
+        name = body.get("Name") or ""
+        if body.get("DocumentVersion", "$LATEST") != "$LATEST":
+            raise SsmError("InvalidDocumentVersion", "UpdateDocument takes DocumentVersion $LATEST")
+        try:
+            content = yaml.safe_load(body.get("Content") or "")
+        except yaml.YAMLError as e:
+            raise SsmError("InvalidDocumentContent", f"the content is not YAML or JSON: {e}") from e
+        if not isinstance(content, dict) or not content.get("mainSteps"):
+            raise SsmError("InvalidDocumentContent", "a Command document has mainSteps")
+        with self.lock:
+            versions = self.versions.get(name)
+            if versions is None:
+                raise SsmError("InvalidDocument", f"Document {name} does not exist")
+            version_name = body.get("VersionName")
+            if version_name is not None and any(v["version_name"] == version_name for v in versions["list"]):
+                raise SsmError("DuplicateDocumentVersionName", f"Document {name} has a version named {version_name!r}")
+            versions["list"].append({"content": content, "version_name": version_name})
+            versions["default"] = str(len(versions["list"]))
+            self.documents[name] = content
+            return {"DocumentDescription": {"Name": name, "DocumentVersion": versions["default"],
+                                            "LatestVersion": versions["default"], "Status": "Active"}}
 
     def ListCommands(self, body):
         now = time.time()
@@ -525,6 +636,9 @@ class Simulator:
                     continue
                 if inv["cancelled_at"] is None and self._state(command, instance_id, now)["status"] not in TERMINAL:
                     inv["cancelled_at"] = now
+                    # A running script: its process group is killed, as the agent does.
+                    if inv.get("run") is not None:
+                        inv["run"].kill("cancel")
             return {}
 
     # ---- views -------------------------------------------------------------
@@ -535,12 +649,20 @@ class Simulator:
             return {"status": "Failed", "detail": "Undeliverable", "code": -1, "stdout": "", "stderr": ""}
         run = inv.get("run")
         if run is not None:
-            # The script's own exit decides, as the agent reports it; a
-            # cancel asked for while it runs leaves it running to its end.
+            # The script's own exit decides, as the agent reports it.
             if not run.done:
                 status = "Cancelling" if inv["cancelled_at"] is not None else "InProgress"
                 return {"status": status, "detail": status.replace("InProgress", "In Progress"), "code": -1,
                         "stdout": "", "stderr": ""}
+            # Killed by the agent (its group SIGKILLed), or a script that exited
+            # 137 (the code of a SIGKILL): the agent reports Cancelled when it
+            # cancelled it, else TimedOut (agent/executers, agent/contracts).
+            killed = run.ended_by is not None or run.exit_code in (137, -signal.SIGKILL)
+            if killed and (run.ended_by == "cancel" or inv["cancelled_at"] is not None):
+                return {"status": "Cancelled", "detail": "Cancelled", "code": -1, "stdout": run.stdout, "stderr": run.stderr}
+            if killed:
+                return {"status": "TimedOut", "detail": "Execution Timed Out", "code": -1, "stdout": run.stdout,
+                        "stderr": run.stderr}
             status = "Success" if run.exit_code == 0 else "Failed"
             return {"status": status, "detail": status, "code": run.exit_code, "stdout": run.stdout, "stderr": run.stderr}
         status, detail, code, _ = OUTCOMES[rule.get("outcome", "success")]
@@ -605,7 +727,7 @@ class Simulator:
             "InstanceId": instance_id,
             "Comment": command["Comment"],
             "DocumentName": command["DocumentName"],
-            "DocumentVersion": "$DEFAULT",
+            "DocumentVersion": command["DocumentVersion"],
             "RequestedDateTime": command["RequestedDateTime"],
             "Status": state["status"],
             "StatusDetails": state["detail"],
@@ -700,11 +822,12 @@ def _parse_time(value):
 
 
 def load_documents(template_path):
-    """Every AWS::SSM::Document in template.yaml, under its logical id."""
+    """Every AWS::SSM::Document in template.yaml, under its logical id: its
+    content and its VersionName (its first version)."""
     with open(template_path) as f:
         template = yaml.safe_load(f)
     return {
-        name: resource["Properties"]["Content"]
+        name: (resource["Properties"]["Content"], resource["Properties"].get("VersionName"))
         for name, resource in template.get("Resources", {}).items()
         if resource.get("Type") == "AWS::SSM::Document"
     }
@@ -807,9 +930,14 @@ def main():
         "ec2", endpoint_url=args.moto_url, region_name="us-east-1",
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
+    logs = boto3.client(
+        "logs", endpoint_url=args.moto_url, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    )
     hosts = FakeHosts(args.hosts_dir or tempfile.mkdtemp(prefix="flakefleet-hosts-"))
     sim = Simulator(
-        ec2, load_documents(args.template), args.registration_delay, EventBus(load_patterns(args.template)), hosts
+        ec2, load_documents(args.template), args.registration_delay, EventBus(load_patterns(args.template)), hosts,
+        OutputUploader(logs, args.template),
     )
     threading.Thread(target=sim.watch_statuses, args=(0.2,), daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(sim))

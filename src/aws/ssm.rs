@@ -36,26 +36,63 @@ pub struct SsmSettings {
     /// Where the hosts send each invocation's whole output (SSM keeps only
     /// its first 24,000 characters); None: nowhere else.
     pub output_log_group: Option<String>,
+    /// The document version this function's stack deployed, by its version
+    /// name: every command names that version, so a stack update mid-rollout
+    /// (a new version under the same name) changes no command in flight.
+    /// None: the document's default version.
+    pub document_version_name: Option<String>,
 }
 
 #[derive(Clone, Debug)]
 pub struct SsmCommandRunner {
     client: Client,
     settings: SsmSettings,
+    /// `document_version_name` resolved to its DocumentVersion, once per process.
+    version: std::sync::Arc<tokio::sync::OnceCell<Option<String>>>,
 }
 
 impl SsmCommandRunner {
     pub fn new(client: Client, settings: SsmSettings) -> Self {
-        Self { client, settings }
+        Self { client, settings, version: Default::default() }
+    }
+
+    /// The DocumentVersion commands name (DescribeDocument by name and
+    /// version name, the first time); None without a version name.
+    async fn document_version(&self) -> Result<Option<String>, RunnerError> {
+        let resolved = self.version.get_or_try_init(|| async {
+            let Some(name) = &self.settings.document_version_name else { return Ok(None) };
+            let described =
+                self.client.describe_document().name(&self.settings.document).version_name(name).send().await.map_err(
+                    |e| {
+                        let text = super::logged_failure("SSM", "DescribeDocument", &e);
+                        if super::refused(&e) {
+                            RunnerError::Rejected(format!(
+                                "document {} has no version named {name} (FLAKEFLEET_DOCUMENT_VERSION_NAME): {text}",
+                                self.settings.document
+                            ))
+                        } else {
+                            RunnerError::Unavailable(text)
+                        }
+                    },
+                )?;
+            let version = described.document().and_then(|d| d.document_version()).map(str::to_owned);
+            match version {
+                Some(version) => Ok(Some(version)),
+                None => Err(RunnerError::Unavailable("DescribeDocument answered without a DocumentVersion".into())),
+            }
+        });
+        resolved.await.cloned()
     }
 }
 
 impl CommandRunner for SsmCommandRunner {
     #[instrument(skip_all, fields(comment = %command.comment))]
     async fn send(&self, command: &ApplyCommand) -> Result<String, RunnerError> {
+        // Nothing is sent until the version is known: a failure here created nothing.
+        let version = self.document_version().await?;
         let mut attempt = 1;
         loop {
-            match self.send_once(command).await {
+            match self.send_once(command, version.as_deref()).await {
                 // Throttled: SSM refused it before creating anything, so
                 // sending again cannot double it. Nothing else is retried here.
                 Err(e) if attempt < crate::AWS_ATTEMPTS && throttled(&e) => {
@@ -202,10 +239,15 @@ impl SsmCommandRunner {
     /// started the command would otherwise become a second command, since
     /// SendCommand takes no idempotency token. An unclear failure goes to
     /// flakefleet's own look-up by comment, under the release's claim.
-    async fn send_once(&self, command: &ApplyCommand) -> Result<SendCommandOutput, SdkError<SendCommandError>> {
+    async fn send_once(
+        &self,
+        command: &ApplyCommand,
+        version: Option<&str>,
+    ) -> Result<SendCommandOutput, SdkError<SendCommandError>> {
         self.client
             .send_command()
             .document_name(&self.settings.document)
+            .set_document_version(version.map(str::to_owned))
             .set_targets(match &command.target {
                 CommandTarget::Tag(tag) => {
                     Some(vec![Target::builder().key(format!("tag:{}", tag.key)).values(&tag.value).build()])

@@ -15,5 +15,12 @@ pub(super) fn settings(vars: &Vars) -> Result<SsmSettings, ConfigError> {
         // CloudWatchOutputConfig's CloudWatchLogGroupName: where the hosts
         // send each command's whole output; unset, nowhere.
         output_log_group: vars.optional_name("FLAKEFLEET_HOST_LOG_GROUP", 512, "._-/#", "a log group name")?,
+        // The template's VersionName of the document (SSM: up to 128 of [a-zA-Z0-9_\-.]).
+        document_version_name: vars.optional_name(
+            "FLAKEFLEET_DOCUMENT_VERSION_NAME",
+            128,
+            "_-.",
+            "a document version name",
+        )?,
     })
 }

@@ -16,6 +16,15 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// A canary of one, then the rest in one wave; rolled back on any failure.
+/// Waits until `margin` after `at`, a time a release recorded (RFC 3339): a
+/// wait on the recorded clock the system itself judges by, never a guess.
+async fn until_after(at: &Value, margin: Duration) {
+    let at = humantime::parse_rfc3339(at.as_str().expect("a recorded time")).unwrap() + margin;
+    if let Ok(left) = at.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+}
+
 fn staged(stack: &Stack) -> FleetSettings {
     let mut settings = stack.settings();
     settings.rollout.mode = RolloutMode::Staged;
@@ -173,7 +182,8 @@ async fn three_lambdas_taking_over_a_stalled_send_at_once_send_it_once() {
     assert_eq!((status, body["error"].as_str()), (503, Some("command_unconfirmed")), "{body}");
     assert_eq!(commands_to(&stack, &ids[0], GOOD).await, 0);
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Past the takeover window (1 s) after the claim, which admission made as it recorded the release.
+    until_after(&body["release"]["created_at"], Duration::from_millis(1200)).await;
     let answers = lambdas.at_once(vec![scheduled(), sample_event("eventbridge-ssm-status.json"), deploy]).await;
     assert_eq!(commands_to(&stack, &ids[0], GOOD).await, 1, "{answers:?}\nlog: {}", lambdas.log.display());
 }
@@ -221,7 +231,18 @@ async fn a_deploy_after_a_deadline_never_runs_alongside_the_late_release() {
     let (status, late) = answer(&lambdas.invoke(0, deploy(NEXT)).await);
     assert_eq!(status, 202, "{late}");
 
-    tokio::time::sleep(Duration::from_millis(6500)).await;
+    // The canary's apply ends (after 6 s), past the release's deadline (5 s).
+    let started = std::time::Instant::now();
+    while !stack
+        .commands()
+        .await
+        .iter()
+        .any(|c| flakeref(c) == NEXT && c.status() == Some(&aws_sdk_ssm::types::CommandStatus::Success))
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "the late canary never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    until_after(&late["release"]["deadline"], Duration::ZERO).await;
     let third = "AcmeCorp/infra/=0.1.43+rev-3333333#nixosConfigurations.web";
     let answers = lambdas.at_once(vec![scheduled(), deploy(third), scheduled()]).await;
     let (status, refused) = answer(&answers[1]);
@@ -264,6 +285,74 @@ async fn a_reconcile_in_the_claimers_millisecond_never_sends_its_wave_again() {
     for id in &stack.instances {
         assert_eq!(commands_to(&stack, id, GOOD).await, 1, "{id}");
     }
+}
+
+/// The stack is updated mid-rollout: the document gets a new version under
+/// the same name (UpdateMethod NewVersion) and the function's next process
+/// sends that version. The wave whose answer was lost under the old version
+/// is found by its comment across versions and adopted, never sent again;
+/// the waves after it name the new version.
+#[tokio::test]
+async fn a_document_update_mid_rollout_never_applies_a_wave_twice() {
+    use crate::support::{template, DOCUMENT};
+    let stack = Stack::new(3).await;
+    let document = &template()["Resources"]["ApplyNixosDocument"]["Properties"];
+    let first = document["VersionName"].as_str().unwrap().to_owned();
+    // Waves of one: the canary, the wave whose answer is lost, one more.
+    let mut settings = staged(&stack);
+    settings.rollout.wave = Rate::Count(1);
+    let before = stack.controller_sending_version(settings.clone(), &first);
+    stack.deploy(&before, GOOD).await;
+    let mut ids = stack.instances.clone();
+    ids.sort();
+    // The stack update: the same script, a new description, a new version
+    // (the default from now on). The running process still sends its own.
+    let mut content = serde_json::to_value(&document["Content"]).unwrap();
+    content["description"] = json!("Apply an exact FlakeHub release (updated mid-rollout).");
+    let second = format!("it-{}", fastrand::u32(..));
+    stack
+        .ssm
+        .update_document()
+        .name(DOCUMENT)
+        .content(content.to_string())
+        .document_version("$LATEST")
+        .version_name(&second)
+        .send()
+        .await
+        .expect("UpdateDocument");
+    let fault = json!({"operation": "SendCommand", "error": "InternalServerError", "count": 1,
+        "instance_id": ids[1], "took_effect": true});
+    assert!(crate::support::post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/faults", &fault).starts_with("HTTP/1.1 200"));
+    let now = flakefleet::domain::model::time::Timestamp::now();
+    assert!(before.reconcile(now).await.is_err(), "wave 2's answer is lost");
+    // The function's next process, configured by the update, takes over.
+    let after = stack.controller_sending_version(settings, &second);
+    after.reconcile(now).await.unwrap();
+    run_out(&after).await;
+    for id in &stack.instances {
+        assert_eq!(commands_to(&stack, id, GOOD).await, 1, "{id}");
+    }
+    let version_of = |name: &str| {
+        let stack = &stack;
+        let name = name.to_owned();
+        async move {
+            let described = stack.ssm.describe_document().name(DOCUMENT).version_name(name).send().await.unwrap();
+            described.document().unwrap().document_version().unwrap().to_owned()
+        }
+    };
+    let (old, new) = (version_of(&first).await, version_of(&second).await);
+    assert_ne!(old, new);
+    let mut sent: Vec<(String, String)> = Vec::new();
+    for command in stack.commands().await {
+        let to = command.instance_ids().first().cloned().unwrap_or_default();
+        sent.push((to, command.document_version().unwrap_or_default().to_owned()));
+    }
+    sent.sort();
+    assert_eq!(
+        sent,
+        [(ids[0].clone(), old.clone()), (ids[1].clone(), old), (ids[2].clone(), new)],
+        "the canary and the adopted wave under the old version, the last wave under the new"
+    );
 }
 
 /// Case 7: a body that is JSON but not an object (an array, a string, a

@@ -82,6 +82,7 @@ pub fn ssm_settings() -> SsmSettings {
         max_errors: "0".into(),
         delivery_timeout_secs: 600,
         output_log_group: Some("/flakefleet/it/hosts".into()),
+        document_version_name: None,
     }
 }
 
@@ -285,6 +286,20 @@ impl Stack {
 
     pub fn controller_with(&self, settings: FleetSettings) -> AwsFleetController {
         self.controller_storing_inline(settings, flakefleet::aws::dynamodb::INLINE_BODY_BYTES)
+    }
+
+    /// A controller that sends the document's version named `version_name`,
+    /// as a Lambda with FLAKEFLEET_DOCUMENT_VERSION_NAME does.
+    pub fn controller_sending_version(&self, settings: FleetSettings, version_name: &str) -> AwsFleetController {
+        let ssm = SsmSettings { document_version_name: Some(version_name.into()), ..ssm_settings() };
+        FleetController::new(
+            DynamoReleaseStore::new(self.ddb.clone(), &self.table),
+            Ec2FleetInventory::new(self.ec2.clone()),
+            SsmCommandRunner::new(self.ssm.clone(), ssm),
+            CloudWatchAlarms::new(self.cloudwatch.clone()),
+            self.notices(),
+            settings,
+        )
     }
 
     /// A controller whose store moves release bodies over `inline_bytes` to part items.
