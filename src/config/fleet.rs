@@ -70,8 +70,24 @@ fn spec(vars: &Vars) -> Result<FleetSpec, ConfigError> {
     })
 }
 
+/// EventBridge's limit on a rule's `EventPattern`, in characters.
+pub const EVENT_PATTERN_MAX: usize = 4096;
+
+/// The template's `RollbackAlarmRule` pattern for these alarms, as
+/// CloudFormation hands it to EventBridge (a test holds the two together):
+/// every name is in it, so the names together must fit its limit.
+pub fn alarm_rule_pattern(names: &[String]) -> String {
+    serde_json::json!({
+        "source": ["aws.cloudwatch"],
+        "detail-type": ["CloudWatch Alarm State Change"],
+        "detail": {"alarmName": names, "state": {"value": ["ALARM"]}},
+    })
+    .to_string()
+}
+
 /// CloudWatch alarm names: 1 to 255 characters without control characters
-/// (CloudWatch's rule), at most 100, no duplicates.
+/// (CloudWatch's rule), at most 100, no duplicates, and together within the
+/// alarm rule's pattern limit.
 fn alarm_names(vars: &Vars) -> Result<Vec<String>, ConfigError> {
     const VAR: &str = "FLAKEFLEET_ROLLBACK_ALARMS";
     let names = vars.list(VAR);
@@ -89,6 +105,16 @@ fn alarm_names(vars: &Vars) -> Result<Vec<String>, ConfigError> {
     unique.dedup();
     if unique.len() != names.len() {
         return Err(invalid(VAR, "an alarm is named twice".into()));
+    }
+    let pattern = alarm_rule_pattern(&names).len();
+    if pattern > EVENT_PATTERN_MAX {
+        return Err(invalid(
+            VAR,
+            format!(
+                "the alarms' names make the template's RollbackAlarmRule pattern {pattern} characters; \
+                 EventBridge takes at most {EVENT_PATTERN_MAX}: name fewer alarms, or combine them in a composite alarm"
+            ),
+        ));
     }
     Ok(names)
 }

@@ -4,7 +4,7 @@
 //! variable is documented in README.md and set by template.yaml.
 
 mod auth;
-mod fleet;
+pub mod fleet;
 mod ssm;
 mod vars;
 
@@ -254,5 +254,18 @@ mod tests {
             let err = config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), (var, bad)]).unwrap_err();
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn rollback_alarms_must_fit_the_alarm_rules_pattern() {
+        let alarms =
+            |count: usize| (0..count).map(|n| format!("{n:03}{}", "a".repeat(252))).collect::<Vec<_>>().join(",");
+        let with = |names: &str| {
+            config(&[("FLAKEFLEET_TABLE", "t"), ("FLAKEFLEET_DOCUMENT", "d"), ("FLAKEFLEET_ROLLBACK_ALARMS", names)])
+        };
+        assert!(with(&alarms(15)).is_ok(), "15 names of 255 characters fit");
+        let err = with(&alarms(16)).unwrap_err().to_string();
+        assert!(err.contains("FLAKEFLEET_ROLLBACK_ALARMS") && err.contains("at most 4096"), "{err}");
+        assert!(with(&alarms(101)).unwrap_err().to_string().contains("at most 100"));
     }
 }

@@ -150,7 +150,7 @@ async fn a_staged_rollout_costs_these_calls_step_by_step() {
         let (service, action) = operation.split_once('.').unwrap();
         // IAM authorises a transaction by each item's own action.
         let actions = match action {
-            "TransactWriteItems" => vec!["PutItem", "UpdateItem", "ConditionCheckItem"],
+            "TransactWriteItems" => vec!["PutItem", "UpdateItem"],
             other => vec![other],
         };
         // The call counter names services as the SDK does; IAM has its own prefixes.

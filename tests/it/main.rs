@@ -15,6 +15,7 @@ mod document;
 mod events;
 mod hosts;
 mod lambdas;
+mod limits;
 mod nodes;
 mod notices;
 mod once;

@@ -252,9 +252,11 @@ fn the_flake_allowlist_is_required_and_reaches_the_function() {
 
 /// template.yaml after the SAM transform, as CloudFormation sees it: the
 /// permissions SAM generates for the schedule and the event rule are there.
-fn expanded_template() -> serde_json::Value {
+pub(crate) fn expanded_template() -> serde_json::Value {
     let root = env!("CARGO_MANIFEST_DIR");
-    let path = std::env::temp_dir().join(format!("flakefleet-expanded-{}.json", std::process::id()));
+    // Tests expand it side by side: a file each.
+    let path =
+        std::env::temp_dir().join(format!("flakefleet-expanded-{}-{}.json", std::process::id(), fastrand::u64(..)));
     let status = std::process::Command::new(format!("{root}/.dev/venv/bin/python"))
         .args([&format!("{root}/dev/lint-template.py"), "--expand-to", path.to_str().unwrap()])
         .current_dir(root)
@@ -597,9 +599,10 @@ fn the_ssm_rule_matches_only_commands_of_this_document_that_ended() {
     assert!(flakefleet::entry::event::is_reconcile_trigger(source, detail_type), "the code reconciles on it");
 }
 
-/// The rollback alarms: read only by name (no `*` alarm), and their changes
-/// into ALARM invoke the function; both only when alarms are named. The
-/// sample event matches the rule as EventBridge would match it.
+/// The rollback alarms: read on `*` (CloudWatch returns composite alarms only
+/// to a caller allowed DescribeAlarms on every alarm), and their changes into
+/// ALARM invoke the function; both only when alarms are named. The sample
+/// event matches the rule as EventBridge would match it.
 #[test]
 fn rollback_alarms_are_read_by_name_and_their_alarm_state_changes_invoke_the_function() {
     let t = template();
@@ -607,8 +610,7 @@ fn rollback_alarms_are_read_by_name_and_their_alarm_state_changes_invoke_the_fun
     assert_eq!(policy["Condition"].as_str(), Some("HasRollbackAlarms"));
     let statement = &policy["Properties"]["PolicyDocument"]["Statement"][0];
     assert_eq!(statement["Action"].as_str(), Some("cloudwatch:DescribeAlarms"));
-    let joined = serde_json::to_string(&statement["Resource"]).unwrap();
-    assert!(joined.contains(":alarm:") && !joined.contains(":alarm:*"), "by name only: {joined}");
+    assert_eq!(statement["Resource"].as_str(), Some("*"), "composite alarms need DescribeAlarms on *");
     let rule = &t["Resources"]["RollbackAlarmRule"];
     assert_eq!(rule["Condition"].as_str(), Some("HasRollbackAlarms"));
     let pattern = &rule["Properties"]["EventPattern"];
@@ -672,9 +674,86 @@ fn only_the_function_may_put_notices_on_the_stacks_bus() {
     assert_eq!(allowed[2], serde_json::json!([role.clone()]));
     let joined = &allowed[1]["Fn::Split"][1]["Fn::Join"][1];
     assert_eq!(joined[0], role);
-    assert_eq!(joined[1]["Fn::Join"][1]["Ref"], "NoticePublisherArns");
+    assert_eq!(joined[1]["Ref"], "NoticePublisherArns");
     // The role the policy admits is the function's own, and it may put only there.
     assert_eq!(t["Resources"]["FlakefleetFunction"]["Properties"]["Role"]["Fn::GetAtt"][0], "FlakefleetFunctionRole");
     let env = &t["Resources"]["FlakefleetFunction"]["Properties"]["Environment"]["Variables"];
     assert_eq!(env["FLAKEFLEET_EVENT_BUS"]["Ref"], "NoticesBus");
+}
+
+/// The host policy the stack ships: exactly the CloudWatch Logs calls the
+/// agent makes to upload output (`hosts::the_shipped_host_policy_lets_the_agents_upload_the_whole_output`
+/// makes them against it), on the stack's output group only, but
+/// DescribeLogGroups, which AWS authorises on the account's log groups.
+#[test]
+fn the_host_policy_grants_the_agents_output_calls_and_no_more() {
+    let t = template();
+    let policy = &t["Resources"]["FleetHostPolicy"];
+    assert_eq!(policy["Type"].as_str(), Some("AWS::IAM::ManagedPolicy"));
+    let mut granted: Vec<(String, String)> = Vec::new();
+    for statement in policy["Properties"]["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+        assert_eq!(statement["Effect"].as_str(), Some("Allow"));
+        let resource = statement["Resource"]["Fn::Sub"].as_str().unwrap().to_owned();
+        for action in strings(&statement["Action"]) {
+            granted.push((action, resource.clone()));
+        }
+    }
+    granted.sort();
+    let group = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${HostOutputLogGroup}:*";
+    let any_group = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*";
+    let expected: Vec<(String, String)> = [
+        ("logs:CreateLogGroup", group),
+        ("logs:CreateLogStream", group),
+        ("logs:DescribeLogGroups", any_group),
+        ("logs:DescribeLogStreams", group),
+        ("logs:PutLogEvents", group),
+    ]
+    .iter()
+    .map(|(a, r)| (a.to_string(), r.to_string()))
+    .collect();
+    assert_eq!(granted, expected);
+    assert_eq!(t["Outputs"]["FleetHostPolicyArn"]["Value"]["Ref"].as_str(), Some("FleetHostPolicy"));
+}
+
+/// Keys sorted at every level, no spaces: the document content's one text.
+fn canonical(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let fields: Vec<String> =
+                keys.iter().map(|k| format!("{}:{}", serde_json::Value::from(k.as_str()), canonical(&m[*k]))).collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        serde_json::Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+/// The apply document keeps one name for life and adds a version on each
+/// change (a replacement would rename it mid-rollout: commands in flight
+/// lost to the look-up by name, and to the status rule). Its VersionName is
+/// derived from its content, so a changed script cannot keep an old name,
+/// and the function is given the same one to resolve and send.
+#[test]
+fn the_document_keeps_its_name_and_versions_by_its_content() {
+    let t = template();
+    let document = &t["Resources"]["ApplyNixosDocument"]["Properties"];
+    assert_eq!(document["Name"]["Fn::Sub"].as_str(), Some("flakefleet-${AWS::StackName}-apply-nixos"));
+    assert_eq!(document["UpdateMethod"].as_str(), Some("NewVersion"));
+    let content = serde_json::to_value(&document["Content"]).unwrap();
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical(&content).as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let derived = format!("c{}", &hex[..16]);
+    assert_eq!(
+        document["VersionName"].as_str(),
+        Some(derived.as_str()),
+        "the document's content changed: set ApplyNixosDocument's VersionName and FLAKEFLEET_DOCUMENT_VERSION_NAME to {derived}"
+    );
+    let env = &t["Resources"]["FlakefleetFunction"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(env["FLAKEFLEET_DOCUMENT_VERSION_NAME"].as_str(), Some(derived.as_str()));
+    // The role may describe the document (the version's number) as well as send it.
+    let statements = function_statements(&t);
+    let send = statements.iter().find(|s| strings(&s["Action"]).contains(&"ssm:SendCommand".to_owned())).unwrap();
+    assert!(strings(&send["Action"]).contains(&"ssm:DescribeDocument".to_owned()));
 }
