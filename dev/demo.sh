@@ -126,8 +126,11 @@ if [ "$hosts" = script ]; then
   $py dev/fleet.py unhealthy 0.1.44 $instances
   step "flakefleet deploy $unhealthy --wait: the canary's check fails, the host switches itself back, and flakefleet rolls back"
   set +e
-  unhealthy_id=$(cli --json deploy "$unhealthy" --revision 4444444 --wait --drive --interval 1 | $py -c 'import json,sys; print(json.load(sys.stdin)["release"]["id"])')
+  # --json --wait streams one JSON object a line: progress lines, then the release.
+  unhealthy_id=$(cli --json deploy "$unhealthy" --revision 4444444 --wait --drive --interval 1 |
+    $py -c 'import json,sys; print([d for d in map(json.loads, filter(str.strip, sys.stdin)) if "release" in d][-1]["release"]["id"])')
   set -e
+  [ -n "$unhealthy_id" ] || { echo "the unhealthy deploy answered no release id" >&2; exit 1; }
   cli show "$unhealthy_id"
   cli reconcile >/dev/null
 fi
@@ -156,7 +159,7 @@ cli fleet
 
 step "Done. The Lambda's log is in $run/lambda.log"
 if [ "${KEEP_RUNNING:-0}" = 1 ]; then
-  step "Still running. To see the fleet in a browser (prints a URL with this run's token; Ctrl-C stops it):"
+  step "Still running. To see the fleet in a browser (prints a one-time link; Ctrl-C stops it):"
   echo "  AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY \\"
   echo "    target/debug/flakefleet --url $url --region $AWS_REGION ui --allow-writes"
   echo "Stop the local AWS with: make local-aws-stop"

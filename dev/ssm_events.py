@@ -155,6 +155,8 @@ class EventBus:
         self.emitted = {COMMAND_EVENT: 0, INVOCATION_EVENT: 0}
         self.matched = 0
         self.delivered = []  # {"command_id", "detail_type", "status", "answer"}
+        # Deliveries queued so far: once `delivered` holds as many, none is in flight.
+        self.queued = 0
         self.queue = queue.Queue()
         threading.Thread(target=self._deliver, daemon=True).start()
 
@@ -181,6 +183,7 @@ class EventBus:
             self.emitted = {COMMAND_EVENT: 0, INVOCATION_EVENT: 0}
             self.matched = 0
             self.delivered.clear()
+            self.queued = 0
 
     def report(self):
         with self.lock:
@@ -189,6 +192,7 @@ class EventBus:
                 "matched": self.matched,
                 "delivered": list(self.delivered),
                 "pending": self.queue.qsize(),
+                "queued": self.queued,
             }
 
     def publish(self, command, detail_type, status, instance_id=None):
@@ -201,6 +205,7 @@ class EventBus:
             self.matched += 1
             for sub in self.subscriptions:
                 if command["Comment"].startswith(sub["comment_prefix"]):
+                    self.queued += 1
                     self.queue.put((sub["invoke_url"], body))
 
     def _deliver(self):

@@ -106,6 +106,15 @@ echo "== cargo test"
 # deserialiser (de_instance) takes more than the default 2 MiB in debug builds.
 RUST_MIN_STACK=8388608 cargo test --locked --all-targets
 
+echo "== make demo, every scene, as a new user runs it (its own local AWS on 5055/5056, its Lambda on 9000)"
+demo_started=$SECONDS
+if ! bash dev/demo.sh >"$run/demo.log" 2>&1 || grep -q 'Traceback' "$run/demo.log"; then
+  echo "make demo failed; its output ends with:" >&2
+  tail -n 60 "$run/demo.log" >&2
+  exit 1
+fi
+grep -c '^.\[1m== ' "$run/demo.log" | xargs -I{} echo "demo: {} scenes in $((SECONDS - demo_started)) s"
+
 echo "== template.yaml: cfn-lint, before and after the SAM transform"
 .dev/venv/bin/python dev/lint-template.py
 echo "== checkov on template.yaml and on its SAM expansion (skips carry their reasons inline)"

@@ -65,9 +65,19 @@ fn a_rollout_of_100_moves_on_by_events_with_at_most_one_reconcile_per_command() 
     assert_eq!(waves.len(), 3, "a canary, then two waves of 50%");
     assert_eq!(done["release"]["instances"].as_array().unwrap().len(), 100);
 
-    // Wait for the last deliveries to be answered, then count.
-    std::thread::sleep(Duration::from_secs(1));
-    let report = event_report();
+    // Count once every command's own (terminal) event was delivered and no
+    // delivery is queued or in flight: a late extra event is then counted too.
+    let settled = Instant::now();
+    let report = loop {
+        let report = event_report();
+        let delivered = report["delivered"].as_array().unwrap();
+        let all_ours = commands.iter().all(|c| delivered.iter().any(|d| d["command_id"] == *c));
+        if all_ours && report["queued"].as_u64() == Some(delivered.len() as u64) {
+            break report;
+        }
+        assert!(settled.elapsed() < Duration::from_secs(60), "deliveries never settled: {report}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
     let ours: Vec<&Value> = report["delivered"]
         .as_array()
         .unwrap()
