@@ -196,6 +196,20 @@ impl FleetInventory for Ec2FleetInventory {
         }
         Ok(())
     }
+
+    async fn untag_release(&self, instance_ids: &[String]) -> Result<(), InventoryError> {
+        for chunk in instance_ids.chunks(1000) {
+            // A tag named without a value is deleted whatever its value.
+            self.client
+                .delete_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .tags(Tag::builder().key(RELEASE_TAG).build())
+                .send()
+                .await
+                .map_err(|e| unavailable("DeleteTags", &e))?;
+        }
+        Ok(())
+    }
 }
 
 fn unavailable<E: std::error::Error>(operation: &str, e: &E) -> InventoryError {

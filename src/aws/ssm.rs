@@ -164,6 +164,7 @@ impl CommandRunner for SsmCommandRunner {
                     stdout_tail: String::new(),
                     stderr_tail: String::new(),
                     output_note: None,
+                    started: false,
                 };
                 // SSM reports -1 until the step has ended.
                 if !outcome.is_finished() {

@@ -36,6 +36,10 @@ pub enum ControlError {
     CommandRejected { release: Box<Release>, reason: String },
     #[error("release {} is recorded but its apply command could not be confirmed; the next reconcile retries it", release.id)]
     CommandUnconfirmed { release: Box<Release>, reason: String },
+    /// The release was recorded, but a later write of this request met
+    /// other writes: it stands, and the reconcile carries it on.
+    #[error("release {release} is recorded, but recording its progress met other writes{}; nothing is lost: the next reconcile carries it on. Follow it with `flakefleet watch {release}` (or GET /releases/{release}); a retry with the same idempotency_key answers it", if *sent { " (its first command may have gone out)" } else { "" })]
+    RecordedThenBusy { release: ReleaseId, sent: bool, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

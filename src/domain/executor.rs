@@ -118,6 +118,17 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
                 }
                 seen.tagged = true;
             }
+            Step::Untag(instance_ids) => {
+                // Best effort too: a host whose tag stays is left to the next
+                // failure or to an operator, as before tags were forgotten.
+                match self.inventory.untag_release(&instance_ids).await {
+                    Ok(()) => {
+                        info!(instances = instance_ids.len(), "release tag forgotten on hosts a failed release reached")
+                    }
+                    Err(e) => warn!(error = %e, "could not forget the release tag of hosts a failed release reached"),
+                }
+                seen.untagged = true;
+            }
             Step::StartRepair { mut repair, plan } => {
                 let desired = super::planner::lease::becomes_desired(&repair);
                 match self.admit(&mut repair, None, desired, pass.now()).await? {
@@ -209,7 +220,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
                 for id in ids {
                     if let Some(release) = self.store.release(self.fleet(), &id).await? {
                         if release.kind == ReleaseKind::Targeted {
-                            seen.tagged_targeted.insert(id.clone());
+                            seen.tagged_targeted.insert(id.clone(), release.status);
                         }
                         flakerefs.insert(id, release.flakeref);
                     }
@@ -309,6 +320,11 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
         let mut unsaved = 0;
         loop {
             let Some((wave_number, batch_number, batch)) = next_batch(&release) else {
+                // The last batches' hosts all dropped out: what was dropped
+                // is recorded, so the wave is judged now, not at the deadline.
+                if unsaved > 0 {
+                    return self.record(release, now).await;
+                }
                 return Ok((release, true));
             };
             let comment = release.batch_comment(wave_number, batch_number);
@@ -341,9 +357,9 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
                             // Left claimed: the reconcile takes over after the claim
                             // lapses. Record what went out so it need not search for it.
                             if unsaved > 0 {
-                                self.record(release, now).await?;
+                                release = self.record(release, now).await?.0;
                             }
-                            return Err(e.into());
+                            return Err(send_failed(e, release));
                         }
                     }
                 }
@@ -383,7 +399,10 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
             let comment = release.check_comment(wave_number, batch_number);
             let target = CommandTarget::Instances(batch);
             let command = ApplyCommand { flakeref: release.flakeref.clone(), target, comment, check_only: true };
-            let command_id = self.runner.send(&command).await?;
+            let command_id = match self.runner.send(&command).await {
+                Ok(id) => id,
+                Err(e) => return Err(send_failed(e, release)),
+            };
             info!(command_id = %command_id, wave = wave_number + 1, batch = batch_number + 1, "health checks sent");
             let checks = release
                 .rollout
@@ -589,6 +608,15 @@ fn stamp(release: &mut Release, now: Timestamp) -> u64 {
     release.version += 1;
     release.updated_at = now;
     expected
+}
+
+/// A send that failed: one whose answer is unclear (it may have gone out)
+/// says so, with the release as it stands, whatever asked for it.
+fn send_failed(e: RunnerError, release: Release) -> ControlError {
+    match e {
+        RunnerError::Unavailable(reason) => ControlError::CommandUnconfirmed { release: Box::new(release), reason },
+        other => other.into(),
+    }
 }
 
 fn no_holder() -> ControlError {

@@ -40,11 +40,18 @@ pub struct MemoryStore {
     /// transactions hold their items (after the adapter's retries): busy,
     /// nothing written.
     pub busy_writes: Mutex<usize>,
+    /// Writes that go through before `busy_writes` start to count.
+    pub busy_after: Mutex<usize>,
     pub yields: Yields,
 }
 
 impl MemoryStore {
     fn busy(&self) -> Result<(), StoreError> {
+        let mut after = self.busy_after.lock().unwrap();
+        if *after > 0 {
+            *after -= 1;
+            return Ok(());
+        }
         let mut busy = self.busy_writes.lock().unwrap();
         if *busy == 0 {
             return Ok(());
@@ -300,7 +307,18 @@ impl FleetInventory for MemoryFleet {
         }
         Ok(())
     }
+
+    async fn untag_release(&self, instance_ids: &[String]) -> Result<(), InventoryError> {
+        self.yields.point().await;
+        for instance in self.instances.lock().unwrap().iter_mut().filter(|i| instance_ids.contains(&i.id)) {
+            instance.release = None;
+        }
+        Ok(())
+    }
 }
+
+/// An invocation's status and details, as reported.
+type Reported = (&'static str, &'static str);
 
 /// What the next SendCommand does.
 #[derive(Clone, Debug)]
@@ -343,6 +361,20 @@ pub struct ScriptedRunner {
     /// in the order the applies ended.
     pub hosts: Mutex<HashMap<String, String>>,
     ended: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Invocations whose host's agent was there at the send, by (command id,
+    /// instance id): they run to their end on the host, whatever happens to
+    /// the agent after (the script runs on without it).
+    delivered: Mutex<std::collections::HashSet<(String, String)>>,
+    /// How an invocation that started reports while its agent is away. As
+    /// AWS documents it (false): In Progress until the agent is back and
+    /// reports how it ended. As the simulator once did (true): Undeliverable
+    /// once it has been reported running, though it runs on. Flakefleet must
+    /// be safe either way.
+    pub lost_reports_undeliverable: std::sync::atomic::AtomicBool,
+    /// Invocations reported In Progress at least once.
+    reported_running: Mutex<std::collections::HashSet<(String, String)>>,
+    /// Invocations reported in a terminal state, and which: it stands.
+    reported_final: Mutex<HashMap<(String, String), Reported>>,
     pub yields: Yields,
 }
 
@@ -362,6 +394,10 @@ impl Default for ScriptedRunner {
             sent_at: Mutex::default(),
             hosts: Mutex::default(),
             ended: Mutex::default(),
+            delivered: Mutex::default(),
+            reported_running: Mutex::default(),
+            reported_final: Mutex::default(),
+            lost_reports_undeliverable: std::sync::atomic::AtomicBool::new(false),
             yields: Yields::default(),
         }
     }
@@ -378,6 +414,15 @@ impl ScriptedRunner {
 
     fn agent(&self, instance_id: &str) -> PingStatus {
         self.agents.lock().unwrap().get(instance_id).cloned().unwrap_or(PingStatus::Online)
+    }
+
+    /// The command reaches the hosts whose agent is there now.
+    fn deliver(&self, command_id: &str, command: &ApplyCommand) {
+        let CommandTarget::Instances(ids) = &command.target else { return };
+        let mut delivered = self.delivered.lock().unwrap();
+        for id in ids.iter().filter(|id| self.agent(id) == PingStatus::Online) {
+            delivered.insert((command_id.to_owned(), id.clone()));
+        }
     }
 }
 
@@ -427,9 +472,10 @@ impl ScriptedRunner {
         }
         ending.sort();
         for (_, _, command_id, id, flakeref) in ending {
-            self.ended.lock().unwrap().insert((command_id, id.clone()));
             let fails = self.failing.lock().unwrap().iter().any(|(i, f)| i == &id && f == &flakeref);
-            if !fails && self.agent(&id) == PingStatus::Online {
+            let delivered = self.delivered.lock().unwrap().contains(&(command_id.clone(), id.clone()));
+            self.ended.lock().unwrap().insert((command_id, id.clone()));
+            if !fails && delivered {
                 self.hosts.lock().unwrap().insert(id, flakeref);
             }
         }
@@ -458,11 +504,13 @@ impl CommandRunner for ScriptedRunner {
         match behaviour {
             SendBehaviour::Accept => {
                 sent.push((id.clone(), command.clone()));
+                self.deliver(&id, command);
                 Ok(id)
             }
             SendBehaviour::Reject => Err(RunnerError::Rejected("InvalidDocument: no such document".into())),
             SendBehaviour::SendThenTimeOut => {
-                sent.push((id, command.clone()));
+                sent.push((id.clone(), command.clone()));
+                self.deliver(&id, command);
                 Err(RunnerError::Unavailable("timed out".into()))
             }
             SendBehaviour::Unavailable => Err(RunnerError::Unavailable("connection refused".into())),
@@ -523,6 +571,7 @@ impl CommandRunner for ScriptedRunner {
                         stdout_tail: String::new(),
                         stderr_tail: verdict.unwrap_or_default().to_owned(),
                         output_note: None,
+                        started: false,
                     }
                 })
                 .collect();
@@ -530,16 +579,38 @@ impl CommandRunner for ScriptedRunner {
         }
         let running = |id: &String| now < schedule[&(command_id.to_owned(), id.clone())];
         let failing = self.failing.lock().unwrap();
+        let delivered = self.delivered.lock().unwrap();
+        let lost_undeliverable = self.lost_reports_undeliverable.load(std::sync::atomic::Ordering::Relaxed);
+        let mut reported_running = self.reported_running.lock().unwrap();
+        let mut reported_final = self.reported_final.lock().unwrap();
         let invocations = ids
             .iter()
             .map(|id| {
                 let fails = failing.iter().any(|(i, f)| i == id && f == command.flakeref.as_str());
-                let (status, detail) = match (self.agent(id), fails) {
-                    _ if running(id) => ("InProgress", "In Progress"),
-                    (PingStatus::Online, false) => ("Success", "Success"),
-                    (PingStatus::Online, true) => ("Failed", "Failed"),
-                    _ => ("Failed", "Undeliverable"),
+                let key = (command_id.to_owned(), id.clone());
+                let (status, detail) = if let Some(reported) = reported_final.get(&key) {
+                    *reported // a terminal state stands
+                } else if !delivered.contains(&key) {
+                    ("Failed", "Undeliverable")
+                } else if self.agent(id) != PingStatus::Online {
+                    // It runs, or ran, on its host without the agent.
+                    if lost_undeliverable && reported_running.contains(&key) {
+                        ("Failed", "Undeliverable")
+                    } else {
+                        ("InProgress", "In Progress")
+                    }
+                } else if running(id) {
+                    ("InProgress", "In Progress")
+                } else if fails {
+                    ("Failed", "Failed")
+                } else {
+                    ("Success", "Success")
                 };
+                if status == "InProgress" {
+                    reported_running.insert(key);
+                } else {
+                    reported_final.insert(key, (status, detail));
+                }
                 InstanceOutcome {
                     instance_id: id.clone(),
                     status: status.into(),
@@ -548,6 +619,7 @@ impl CommandRunner for ScriptedRunner {
                     stdout_tail: String::new(),
                     stderr_tail: String::new(),
                     output_note: None,
+                    started: false,
                 }
             })
             .collect::<Vec<InstanceOutcome>>();

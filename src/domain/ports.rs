@@ -274,6 +274,11 @@ pub trait FleetInventory: Send + Sync {
         instance_ids: &[String],
         release: &ReleaseId,
     ) -> impl Future<Output = Result<(), InventoryError>> + Send;
+
+    /// Forgets the release recorded on the instances: what they run is not
+    /// known (a failed apply may have switched them), so the drift repair
+    /// puts the good release back on them.
+    fn untag_release(&self, instance_ids: &[String]) -> impl Future<Output = Result<(), InventoryError>> + Send;
 }
 
 /// Where an apply command goes.

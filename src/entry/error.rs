@@ -95,10 +95,14 @@ impl From<ControlError> for ApiError {
                 tracing::error!(%reason, "apply command unconfirmed");
                 Self { details: Some(json!({ "release": release })), ..Self::new(503, "command_unconfirmed", message) }
             }
+            ControlError::RecordedThenBusy { release, reason, .. } => {
+                tracing::warn!(%reason, "release store busy after the release was recorded");
+                Self { details: Some(json!({ "release_id": release })), ..Self::new(503, "busy", message) }
+            }
             ControlError::Store(StoreError::Busy(reason)) => {
                 tracing::warn!(%reason, "release store busy");
-                let message =
-                    "the release store is busy with other writes and nothing was recorded; retry in a few seconds";
+                let message = "the release store is busy with other writes and this request's write was not \
+                     recorded; retry in a few seconds (what was recorded before it stands)";
                 Self::new(503, "busy", String::from(message))
             }
             ControlError::Store(_) | ControlError::Inventory(_) | ControlError::Runner(_) => {

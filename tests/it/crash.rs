@@ -175,6 +175,7 @@ fn with_outcomes(release: &Release, n: usize) -> Release {
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             output_note: None,
+            started: false,
         })
         .collect();
     release

@@ -315,6 +315,7 @@ mod tests {
                 stdout_tail: "applying".into(),
                 stderr_tail: "boom".into(),
                 output_note: None,
+                started: true,
             }],
             rollout: Some(crate::domain::model::rollout::Rollout {
                 waves: vec![crate::domain::model::rollout::Wave::new(

@@ -96,6 +96,11 @@ pub struct InstanceOutcome {
     /// effort and never holds up a verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_note: Option<String>,
+    /// The invocation was once seen running (or ended having run): the host
+    /// got the command, whatever SSM reports later. Set by the planner when
+    /// it merges reports, never by an adapter.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub started: bool,
 }
 
 impl InstanceOutcome {
@@ -118,7 +123,17 @@ impl InstanceOutcome {
     /// node, or one that lost its connection after the send). SSM itself does
     /// not count these against MaxErrors.
     pub fn unreachable(&self) -> bool {
-        self.is_finished() && UNDELIVERED.contains(&self.detail.as_str())
+        self.is_finished() && !self.started && UNDELIVERED.contains(&self.detail.as_str())
+    }
+
+    /// The host got the command: it is running it or ran it. Only an
+    /// invocation still waiting for delivery (Pending, Delayed, and a state
+    /// this code does not know) or one SSM never delivered has not.
+    pub fn reached(&self) -> bool {
+        self.started
+            || self.status == InvocationState::InProgress
+            || self.status == InvocationState::Cancelling
+            || (self.is_finished() && !self.unreachable())
     }
 }
 
@@ -242,6 +257,7 @@ pub(crate) mod tests {
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             output_note: None,
+            started: false,
         }
     }
 
@@ -256,6 +272,12 @@ pub(crate) mod tests {
         let mut ran_too_long = outcome("i-3", "TimedOut");
         ran_too_long.detail = "Execution Timed Out".into();
         assert!(ran_too_long.failed() && !ran_too_long.unreachable());
+        // Seen running once: a later Undeliverable (which AWS documents as
+        // never delivered) cannot make it a host that never got the command.
+        let mut was_running = lost.clone();
+        was_running.started = true;
+        assert!(was_running.failed() && was_running.reached() && !was_running.unreachable());
+        assert!(!lost.reached() && !outcome("i-4", "Pending").reached() && outcome("i-5", "InProgress").reached());
         for status in ["Online", "ConnectionLost", "Inactive", "NotRegistered", "Odd"] {
             assert_eq!(PingStatus::parse(status).as_str(), status);
         }

@@ -333,12 +333,14 @@ impl Release {
         }
     }
 
-    /// Every instance this release's commands were sent to, as far as recorded.
+    /// Every instance this release's commands were sent to, as far as
+    /// recorded: the hosts of batches sent (never those of a batch not sent),
+    /// less those SSM says it never delivered to.
     pub fn reached_instances(&self) -> Vec<String> {
         let undelivered: Vec<&str> =
             self.instances.iter().filter(|i| i.unreachable()).map(|i| i.instance_id.as_str()).collect();
         let mut ids: Vec<String> = match &self.rollout {
-            Some(rollout) => rollout.targeted().cloned().collect(),
+            Some(rollout) => rollout.waves.iter().flat_map(|w| w.sent_instances()).cloned().collect(),
             None => self.instances.iter().map(|i| i.instance_id.clone()).collect(),
         };
         // SSM never delivered the command to these: they still run what they ran.

@@ -234,6 +234,11 @@ impl Wave {
         self.instance_ids.chunks(BATCH)
     }
 
+    /// The instances of the batches sent so far.
+    pub fn sent_instances(&self) -> impl Iterator<Item = &String> {
+        self.batches().take(self.command_ids.len()).flatten()
+    }
+
     pub fn fully_sent(&self) -> bool {
         self.command_ids.len() == self.instance_ids.len().div_ceil(BATCH)
     }

@@ -121,6 +121,11 @@ pub fn auto_pause(release: &Release, waves: usize, settings: &FleetSettings, now
 }
 
 /// A paused release past its deadline: paused longer than the longest pause.
+/// Whether an operator (or an automatic pause) holds the rollout now.
+pub fn is_paused(release: &Release) -> bool {
+    release.control.as_ref().is_some_and(|c| c.paused.is_some())
+}
+
 pub fn paused_too_long(release: &Release, settings: &FleetSettings, now: Timestamp) -> Option<String> {
     let paused = release.control.as_ref()?.paused.as_ref()?;
     (now >= release.deadline).then(|| {

@@ -18,8 +18,14 @@ pub struct Verdict {
 /// Never trusts the command's overall status (SSM calls a command a success
 /// when most of its instances were Undeliverable): a release succeeds only when
 /// the command is over and every instance it reached says Success.
-pub fn judge_command(report: &CommandReport, deadline: Timestamp, now: Timestamp) -> Verdict {
+pub fn judge_command(
+    report: &CommandReport,
+    recorded: &[InstanceOutcome],
+    deadline: Timestamp,
+    now: Timestamp,
+) -> Verdict {
     let mut instances = report.invocations.clone();
+    carry_started(recorded, &mut instances);
     instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
     let unfinished = instances.iter().filter(|i| !i.is_finished()).count();
     let not_converged: Vec<&InstanceOutcome> = instances.iter().filter(|i| i.failed()).collect();
@@ -111,13 +117,28 @@ pub fn next_wave(rollout: &Rollout, running: &[String], policy: &RolloutPolicy) 
 /// The recorded outcomes with the newest report for each instance laid over
 /// them, sorted by instance id, output trimmed.
 pub fn merge_outcomes(recorded: &[InstanceOutcome], reported: &[InstanceOutcome]) -> Vec<InstanceOutcome> {
+    let mut reported = reported.to_vec();
+    carry_started(recorded, &mut reported);
     let mut merged: BTreeMap<&str, &InstanceOutcome> = recorded.iter().map(|o| (o.instance_id.as_str(), o)).collect();
-    for outcome in reported {
+    for outcome in &reported {
         merged.insert(outcome.instance_id.as_str(), outcome);
     }
     let mut merged: Vec<InstanceOutcome> = merged.into_values().cloned().collect();
     trim_outputs(&mut merged);
     merged
+}
+
+/// An invocation seen running stays reached: a later report that SSM never
+/// delivered it (which AWS documents only for invocations that never
+/// started) leaves it `started`, so it counts as a failure on a host that
+/// got the command, and a rollback goes to that host.
+fn carry_started(recorded: &[InstanceOutcome], reported: &mut [InstanceOutcome]) {
+    let before: HashSet<&str> = recorded.iter().filter(|o| o.reached()).map(|o| o.instance_id.as_str()).collect();
+    for outcome in reported {
+        if before.contains(outcome.instance_id.as_str()) && !outcome.reached() {
+            outcome.started = true;
+        }
+    }
 }
 
 /// Instances that converged in `now` but not in `before`: the ones to tag.
@@ -159,6 +180,7 @@ mod tests {
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             output_note: None,
+            started: false,
         }
     }
 
@@ -171,7 +193,7 @@ mod tests {
             finished: true,
             invocations: vec![with_detail("i-2", "Success", "Success"), with_detail("i-1", "Success", "Success")],
         };
-        let v = judge_command(&report, DEADLINE, T);
+        let v = judge_command(&report, &[], DEADLINE, T);
         assert_eq!(v.status, ReleaseStatus::Succeeded);
         assert_eq!(v.instances[0].instance_id, "i-1");
     }
@@ -187,9 +209,9 @@ mod tests {
             ],
         };
         // The tolerance for unreachable hosts is the planner's call.
-        assert_eq!(judge_command(&report, DEADLINE, T).status, ReleaseStatus::Succeeded);
+        assert_eq!(judge_command(&report, &[], DEADLINE, T).status, ReleaseStatus::Succeeded);
         let nowhere = CommandReport { finished: true, invocations: report.invocations[1..].to_vec() };
-        let v = judge_command(&nowhere, DEADLINE, T);
+        let v = judge_command(&nowhere, &[], DEADLINE, T);
         assert_eq!(v.status, ReleaseStatus::NoInstances);
         assert_eq!(v.reason.as_deref(), Some("SSM delivered the command to none of the 2 instances it targeted"));
     }
@@ -203,8 +225,8 @@ mod tests {
                 with_detail("i-2", "InProgress", "In Progress"),
             ],
         };
-        assert_eq!(judge_command(&report, DEADLINE, T).status, ReleaseStatus::InProgress);
-        let late = judge_command(&report, DEADLINE, DEADLINE);
+        assert_eq!(judge_command(&report, &[], DEADLINE, T).status, ReleaseStatus::InProgress);
+        let late = judge_command(&report, &[], DEADLINE, DEADLINE);
         assert_eq!(late.status, ReleaseStatus::Failed);
         assert!(late.reason.unwrap().contains("1 of 2 instances unfinished"));
     }
@@ -212,14 +234,14 @@ mod tests {
     #[test]
     fn unknown_status_is_not_success() {
         let report = CommandReport { finished: true, invocations: vec![with_detail("i-1", "Sucess", "?")] };
-        assert_eq!(judge_command(&report, DEADLINE, T).status, ReleaseStatus::InProgress);
-        assert_eq!(judge_command(&report, DEADLINE, DEADLINE).status, ReleaseStatus::Failed);
+        assert_eq!(judge_command(&report, &[], DEADLINE, T).status, ReleaseStatus::InProgress);
+        assert_eq!(judge_command(&report, &[], DEADLINE, DEADLINE).status, ReleaseStatus::Failed);
     }
 
     #[test]
     fn a_finished_command_with_no_invocations_reached_no_instance() {
         let report = CommandReport { finished: true, invocations: vec![] };
-        assert_eq!(judge_command(&report, DEADLINE, T).status, ReleaseStatus::NoInstances);
+        assert_eq!(judge_command(&report, &[], DEADLINE, T).status, ReleaseStatus::NoInstances);
     }
 
     fn policy(threshold: &str) -> RolloutPolicy {

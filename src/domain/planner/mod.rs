@@ -129,6 +129,9 @@ pub enum Step {
     },
     /// Tag these instances with the holder's id: they applied it.
     Tag(Vec<String>),
+    /// Forget the release tag of these instances: a failed release reached
+    /// them and what they run is not known.
+    Untag(Vec<String>),
     /// Ask SSM to cancel these invocations (command id, at most 50 instance
     /// ids per request, as CancelCommand takes), then store the holder with
     /// those SSM accepted added to its `stopping.cancelled`.
@@ -184,11 +187,12 @@ pub struct Observed {
     pub good: Option<Release>,
     pub instances: Option<Vec<FleetInstance>>,
     pub tagged_flakerefs: Option<HashMap<ReleaseId, Flakeref>>,
-    /// Of those, the deploys to named instances.
-    pub tagged_targeted: std::collections::HashSet<ReleaseId>,
+    /// Of those, the deploys to named instances, with their status.
+    pub tagged_targeted: HashMap<ReleaseId, ReleaseStatus>,
     pub image: Option<Result<MachineImage, String>>,
     /// Done on this pass already.
     pub tagged: bool,
+    pub untagged: bool,
     pub launched: bool,
     pub wave_sent: bool,
     /// This pass sent the current wave's end-of-bake checks.
@@ -460,7 +464,7 @@ fn plan_at_once(release: &Release, seen: &Observed, settings: &FleetSettings, pa
     let Some(report) = &seen.report else {
         return Step::Observe(Need::Report(command_id.clone()));
     };
-    let mut verdict = judge_command(report, release.deadline, pass.now());
+    let mut verdict = judge_command(report, &release.instances, release.deadline, pass.now());
     trim_outputs(&mut verdict.instances);
     let fresh = newly_converged(&release.instances, &verdict.instances);
     if !fresh.is_empty() && !seen.tagged {
@@ -528,6 +532,9 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
         if seen.wave_sent {
             return rest(Outcome::Waiting);
         }
+        // A pause holds every batch not sent yet, whoever claimed its wave
+        // and whenever: a takeover after a failed send or a dead claimer too.
+        let paused = aborted(release).is_none() && control::is_paused(release);
         return match turn(&wave.claim, settings, pass) {
             // An abort stops sending: batches whose answer was lost are looked
             // for and adopted, then what was sent is judged and the release ends.
@@ -535,6 +542,13 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
                 let why = aborted(release).unwrap_or_default();
                 plan_unsent(release, &rollout, seen, settings, pass, why)
             }
+            Turn::Send { resume } if paused => match control::paused_too_long(release, settings, now) {
+                Some(why) => plan_unsent(release, &rollout, seen, settings, pass, why),
+                // A taker-over first adopts what the dead claimer may have
+                // sent, so those hosts are judged when the rollout resumes.
+                None if resume => adopt_unsent(release, &rollout, seen, pass).unwrap_or_else(|| rest(Outcome::Paused)),
+                None => rest(Outcome::Paused),
+            },
             // A send that keeps failing never holds the release past its deadline.
             Turn::Send { .. } if now >= release.deadline => {
                 let why = format!(
@@ -545,6 +559,7 @@ fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pas
                 plan_unsent(release, &rollout, seen, settings, pass, why)
             }
             Turn::Send { resume } => Step::SendWave { resume },
+            Turn::Wait if paused => rest(Outcome::Paused),
             Turn::Wait => rest(Outcome::Waiting),
             Turn::TakeOver(claim) => {
                 let mut taken = release.clone();
@@ -574,30 +589,38 @@ fn plan_unsent(
     pass: &Pass,
     why: String,
 ) -> Step {
-    let wave_number = rollout.waves.len() - 1;
-    let Some(wave) = rollout.current() else {
-        return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
-    };
-    let Some(found) = &seen.sent_batches else {
-        let comments =
-            (wave.command_ids.len()..wave.batches().count()).map(|b| release.batch_comment(wave_number, b)).collect();
-        return Step::Observe(Need::SentBatches { comments, since: release.created_at.minus(COMMAND_LOOKBACK) });
-    };
-    // Batches go out in order: the first one never sent ends the search.
-    let adopted: Vec<String> = found.iter().map_while(Clone::clone).collect();
-    if !adopted.is_empty() {
-        let mut found = release.clone();
-        if let Some(wave) = found.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
-            // Sent by an invocation that died: when is not known, no later than now.
-            adopted.into_iter().for_each(|id| wave.record_sent(id, pass.now()));
-        }
-        return Step::Record { release: Box::new(found), then: None };
+    if let Some(step) = adopt_unsent(release, rollout, seen, pass) {
+        return step;
     }
     let mut stopped = release.clone();
     if let Some(rollout) = stopped.rollout.as_mut() {
         rollout.judge_current(pass.now());
     }
     plan_failure(stopped, why, seen, settings, pass)
+}
+
+/// The current wave's unsent batches that an earlier claimer may have sent
+/// after all (its answer lost, or it died before recording): looked for by
+/// their comments, and the ones found recorded. None: none was sent.
+fn adopt_unsent(release: &Release, rollout: &Rollout, seen: &Observed, pass: &Pass) -> Option<Step> {
+    let wave_number = rollout.waves.len().checked_sub(1)?;
+    let wave = rollout.current()?;
+    let Some(found) = &seen.sent_batches else {
+        let comments =
+            (wave.command_ids.len()..wave.batches().count()).map(|b| release.batch_comment(wave_number, b)).collect();
+        return Some(Step::Observe(Need::SentBatches { comments, since: release.created_at.minus(COMMAND_LOOKBACK) }));
+    };
+    // Batches go out in order: the first one never sent ends the search.
+    let adopted: Vec<String> = found.iter().map_while(Clone::clone).collect();
+    if adopted.is_empty() {
+        return None;
+    }
+    let mut found = release.clone();
+    if let Some(wave) = found.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+        // Sent by an invocation that died: when is not known, no later than now.
+        adopted.into_iter().for_each(|id| wave.record_sent(id, pass.now()));
+    }
+    Some(Step::Record { release: Box::new(found), then: None })
 }
 
 /// The current wave is out: judge it, then stop, wait, start the next or finish.
@@ -801,7 +824,7 @@ fn plan_next_wave(
         if let Some(paused) = control::auto_pause(&release, waves, settings, pass.now()) {
             return Step::Record { release: Box::new(paused), then: Some(Outcome::Paused) };
         }
-        if release.control.as_ref().is_some_and(|c| c.paused.is_some()) {
+        if control::is_paused(&release) {
             return match seen.holder.as_ref() != Some(&release) {
                 true => Step::Record { release: Box::new(release), then: Some(Outcome::Paused) },
                 false => rest(Outcome::Paused),
@@ -912,6 +935,14 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         Err(step) => return step,
     };
     release.status_reason = Some(reason.clone());
+    // Settled now: the hosts it reached that did not report Success run
+    // something not known. Their tag may still name the good release, so it
+    // goes first, before anything is settled: the drift repair then puts the
+    // good release back on them (a no-op where the apply never switched).
+    let unknown = unknown_hosts(&release);
+    if !unknown.is_empty() && !seen.untagged {
+        return Step::Untag(unknown);
+    }
     let halt = |mut release: Release, why: String| {
         release.status = ReleaseStatus::Halted;
         Step::Settle { settlement: Box::new(lease::settlement(release, Some(why), None)), outcome: Outcome::Finished }
@@ -988,6 +1019,13 @@ fn plan_failure(mut release: Release, reason: String, seen: &Observed, settings:
         settlement: Box::new(lease::settlement(release, None, Some(rollback))),
         outcome: Outcome::RolledBack,
     }
+}
+
+/// The hosts a release reached that did not report Success.
+fn unknown_hosts(release: &Release) -> Vec<String> {
+    let converged: Vec<&str> =
+        release.instances.iter().filter(|i| i.converged()).map(|i| i.instance_id.as_str()).collect();
+    release.reached_instances().into_iter().filter(|id| !converged.contains(&id.as_str())).collect()
 }
 
 /// The check a host's verdict names (`flakefleet: health check NAME failed
@@ -1161,9 +1199,10 @@ fn plan_repair_step(fleet: &FleetState, seen: &Observed, settings: &FleetSetting
     let Some(flakerefs) = &seen.tagged_flakerefs else {
         return Step::Observe(Need::TaggedReleases(tagged_releases(instances)));
     };
-    // A deploy to named instances newer than the good release stays on its
-    // hosts until a fleet-wide release supersedes it.
-    let kept = |id: &ReleaseId| seen.tagged_targeted.contains(id) && id > good_id;
+    // A deploy to named instances that succeeded, newer than the good
+    // release, stays on its hosts until a fleet-wide release supersedes it;
+    // one that failed never does.
+    let kept = |id: &ReleaseId| seen.tagged_targeted.get(id) == Some(&ReleaseStatus::Succeeded) && id > good_id;
     let mut repair = plan_repair(&settings.spec, instances, |id| flakerefs.get(id) == Some(&good.flakeref) || kept(id));
     // Drifted instances are applied to only while they are Online managed nodes.
     let passed = match reach::choose(&repair.reapply, repair.reapply.len(), &seen.nodes) {

@@ -5,7 +5,7 @@
 //! as unreachable and counted against the rollout's tolerance. Pure rules.
 
 use crate::domain::model::outcome::{PingStatus, Unreachable};
-use crate::domain::model::release::Release;
+use crate::domain::model::release::{Release, ReleaseKind};
 use crate::domain::model::rollout::{Rate, RolloutPolicy, BATCH};
 use std::collections::HashMap;
 
@@ -86,9 +86,17 @@ pub fn tolerated(policy: &RolloutPolicy, total: usize) -> usize {
     }
 }
 
-/// Why the release must stop for unreachable hosts, if it must.
+/// Why the release must stop for unreachable hosts, if it must. A deploy to
+/// named instances tolerates none: it succeeds only when every instance it
+/// names reports Success.
 pub fn over_tolerance(release: &Release, policy: &RolloutPolicy, total: usize) -> Option<String> {
     let count = release.unreachable_count();
+    if release.kind == ReleaseKind::Targeted && count > 0 {
+        return Some(format!(
+            "{count} of the {total} instances it names unreachable ({}); a deploy to named instances must reach every one",
+            first_named(release)
+        ));
+    }
     let allowed = tolerated(policy, total);
     (count > allowed).then(|| {
         format!(

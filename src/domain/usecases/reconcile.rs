@@ -81,7 +81,19 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
         let executor = self.executor();
         for _ in 0..MAX_STEPS {
             let step = plan(&seen, &self.settings, pass);
-            if let Flow::Rest { outcome, skipped } = executor.execute(step, &mut seen, pass).await? {
+            let holder = seen.holder.as_ref().map(|r| r.id.clone());
+            let flow = match executor.execute(step, &mut seen, pass).await {
+                Ok(flow) => flow,
+                // This pass recorded the release already: a busy store now
+                // must not answer that nothing was recorded.
+                Err(ControlError::Store(StoreError::Busy(reason))) if seen.created_here => {
+                    let Some(release) = holder else { return Err(StoreError::Busy(reason).into()) };
+                    let sent = matches!(seen.first_send, Some(Ok(_))) || seen.wave_sent;
+                    return Err(ControlError::RecordedThenBusy { release, sent, reason });
+                }
+                Err(e) => return Err(e),
+            };
+            if let Flow::Rest { outcome, skipped } = flow {
                 if let (Some(Err(reason)), Some(release)) = (&seen.first_send, &seen.holder) {
                     let release = Box::new(release.clone());
                     return Err(ControlError::CommandRejected { release, reason: reason.clone() });

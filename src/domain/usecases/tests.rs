@@ -15,6 +15,8 @@ use crate::domain::planner::{new_release, Outcome};
 use crate::domain::ports::{Admitted, CommandReport, CommandTarget, ReleaseStore};
 use std::time::Duration;
 
+mod faults;
+
 pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner, MemoryAlarms, MemoryNotices>;
 
 fn with_policy(instances: usize, rollout: RolloutPolicy) -> Controller {
@@ -68,6 +70,7 @@ async fn finish_with(c: &Controller, status: &str, at: Timestamp) -> Release {
             stdout_tail: String::new(),
             stderr_tail: String::new(),
             output_note: None,
+            started: false,
         })
         .collect();
     c.runner.reports.lock().unwrap().insert(command_id.unwrap(), CommandReport { finished: true, invocations });
@@ -646,6 +649,7 @@ async fn a_halted_fleet_or_one_without_a_good_release_is_not_repaired() {
 
 mod machine {
     use super::*;
+    use crate::domain::model::outcome::PingStatus;
     use crate::domain::planner::control::ControlRequest;
     use proptest::prelude::*;
 
@@ -672,20 +676,60 @@ mod machine {
         Alarm(bool),
         /// A deploy to two named instances (refused while the fleet is held).
         Targeted(usize),
+        /// A host's agent goes away (an apply it started runs on and ends on
+        /// the host, unreported), or comes back.
+        Agent(usize, bool),
+        /// Every host of a coming batch deregisters just as the send arrives.
+        DropAtSend(usize),
+        /// The claimer of a wave dies before its send creates anything, and
+        /// an operator pauses the rollout meanwhile.
+        ClaimerDiesThenPause,
     }
 
     /// Reconciles until the fleet is free, nobody resuming a pause: a second
     /// apart, a minute while paused, so a pause ends by its limit.
-    async fn run_out_unattended(c: &Controller, mut at: Timestamp) -> Timestamp {
+    /// Also answers the hosts a drift repair keeps failing on: a host the
+    /// good release fails on (it passed the rollout unreachable, within the
+    /// tolerance) is repaired again on every pass, by design, so a second
+    /// failed repair in a row counts as rest.
+    async fn run_out_unattended(c: &Controller, mut at: Timestamp) -> (Timestamp, Vec<String>) {
+        let mut failed_repairs = 0;
         for _ in 0..200 {
             let report = c.reconcile(at).await.unwrap();
+            let repair_failed = report.release.as_ref().filter(|r| {
+                r.kind == ReleaseKind::Repair && r.status == ReleaseStatus::Failed && r.launches.is_empty()
+            });
+            if let Some(repair) = repair_failed {
+                failed_repairs += 1;
+                if failed_repairs == 2 {
+                    return (
+                        at,
+                        repair.instances.iter().filter(|i| i.failed()).map(|i| i.instance_id.clone()).collect(),
+                    );
+                }
+            } else if report.outcome != Outcome::Repaired {
+                failed_repairs = 0;
+            }
             match report.outcome {
-                Outcome::Idle | Outcome::Halted => return at,
+                Outcome::Idle | Outcome::Halted => return (at, Vec::new()),
                 Outcome::Paused => at = at.plus(Duration::from_secs(60)),
                 _ => at = at.plus(Duration::from_secs(1)),
             }
         }
         panic!("the fleet never came to rest");
+    }
+
+    /// The release holding the fleet, if an operator or the automatic pause paused it.
+    fn paused_holder(c: &Controller) -> Option<ReleaseId> {
+        let id = c.store.fleet.lock().unwrap().lease.clone()?.release_id;
+        let release = c.store.releases.lock().unwrap().get(&id).cloned()?;
+        crate::domain::planner::control::is_paused(&release).then_some(id)
+    }
+
+    /// How many apply commands went out for this release.
+    fn applies_of(c: &Controller, id: &ReleaseId) -> usize {
+        let sent = c.runner.sent.lock().unwrap();
+        sent.iter().filter(|(_, command)| !command.check_only && command.comment.contains(id.as_str())).count()
     }
 
     fn events() -> impl Strategy<Value = Vec<Event>> {
@@ -706,6 +750,9 @@ mod machine {
                 .prop_map(Event::Steer),
                 1 => any::<bool>().prop_map(Event::Alarm),
                 1 => (0usize..14).prop_map(Event::Targeted),
+                1 => (0usize..14, any::<bool>()).prop_map(|(host, back)| Event::Agent(host, back)),
+                1 => (0usize..14).prop_map(Event::DropAtSend),
+                1 => Just(Event::ClaimerDiesThenPause),
             ],
             0..40,
         )
@@ -722,6 +769,7 @@ mod machine {
         /// instance the same release twice, and loses no release.
         #[test]
         fn rollouts_always_end_and_never_send_twice(
+            lost_reports_undeliverable in any::<bool>(),
             size in 1usize..14,
             pause_before_waves in any::<bool>(),
             bake in prop_oneof![Just(0u64), Just(2u64)],
@@ -734,6 +782,8 @@ mod machine {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
                 let mut c = staged(size);
+                // How a lost agent's started apply reports: as AWS documents, or as a forgiving emulator did.
+                c.runner.lost_reports_undeliverable.store(lost_reports_undeliverable, std::sync::atomic::Ordering::Relaxed);
                 // Longer than any one invocation lives (all of a pass runs at
                 // one instant here), as the configuration requires of it.
                 c.settings.takeover_after = Duration::from_secs(2);
@@ -760,6 +810,9 @@ mod machine {
                     }
                     for event in events.iter() {
                         at = at.plus(Duration::from_secs(1));
+                        // A paused rollout sends nothing more until resumed (or aborted).
+                        let paused = paused_holder(&c);
+                        let sent_before = paused.as_ref().map(|id| applies_of(&c, id));
                         match event {
                             Event::Tick => { let _ = c.reconcile(at).await; }
                             Event::Duplicate => { let _ = c.reconcile(at).await; let _ = c.reconcile(at).await; }
@@ -803,11 +856,37 @@ mod machine {
                                 let _ = c.reconcile(at).await;
                                 *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
                             }
+                            Event::Agent(host, back) => {
+                                let status = if *back { PingStatus::Online } else { PingStatus::ConnectionLost };
+                                c.runner.set_agent(&format!("i-{:02}", host % size), status);
+                            }
+                            Event::DropAtSend(first) => {
+                                let batch = (*first..first + 3).map(|i| (format!("i-{:02}", i % size), PingStatus::NotRegistered));
+                                c.runner.agents_on_send.lock().unwrap().extend(batch);
+                            }
+                            Event::ClaimerDiesThenPause => {
+                                *c.runner.next.lock().unwrap() = SendBehaviour::Unavailable;
+                                let _ = c.reconcile(at).await;
+                                *c.runner.next.lock().unwrap() = SendBehaviour::Accept;
+                                let holder = c.store.fleet.lock().unwrap().lease.clone().map(|l| l.release_id);
+                                if let Some(id) = holder {
+                                    let _ = c.control(&id, ControlRequest::Pause, "ops", at).await;
+                                }
+                            }
+                        }
+                        if let (Some(id), Some(before)) = (&paused, sent_before) {
+                            if !matches!(event, Event::Steer(ControlRequest::Resume | ControlRequest::Abort { .. })) {
+                                prop_assert_eq!(applies_of(&c, id), before, "release {} sent while paused, at {:?}", id, event);
+                            }
                         }
                         let in_flight = c.store.releases.lock().unwrap().values().filter(|r| !r.status.is_final()).count();
                         prop_assert!(in_flight <= 1, "{in_flight} releases in flight at once after {event:?}");
                     }
-                    at = run_out_unattended(&c, at).await;
+                    // Every agent back, none dropping at a send: the fleet can come to rest whole.
+                    c.runner.agents.lock().unwrap().clear();
+                    c.runner.agents_on_send.lock().unwrap().clear();
+                    let stuck;
+                    (at, stuck) = run_out_unattended(&c, at).await;
                     let releases = c.store.releases.lock().unwrap().clone();
                     prop_assert!(releases.len() >= created, "a release was lost");
                     created = releases.len();
@@ -839,9 +918,33 @@ mod machine {
                                 && !releases.values().any(|later| later.id > r.id && reached_by(id, later))
                         })
                     };
-                    for instance in c.inventory.instances.lock().unwrap().iter().filter(|i| !unknown(&i.id)) {
+                    let fleet = c.store.fleet.lock().unwrap().clone();
+                    let instances = c.inventory.instances.lock().unwrap().clone();
+                    for instance in instances.iter().filter(|i| !unknown(&i.id) && !stuck.contains(&i.id)) {
                         let recorded = instance.release.as_ref().map(|id| releases[id].flakeref.to_string());
-                        prop_assert_eq!(recorded.as_ref(), hosts.get(&instance.id), "{}", instance.id);
+                        // A host whose tag a failure forgot runs something not known: only a
+                        // halt, or having no good release to repair towards, leaves it so.
+                        if recorded.is_some() || (fleet.halted.is_none() && fleet.last_good_release.is_some()) {
+                            prop_assert_eq!(recorded.as_ref(), hosts.get(&instance.id), "{}", instance.id);
+                        }
+                    }
+                    // At rest and not halted, no host is on a release that failed: each
+                    // runs the good release, or a deploy to named instances that succeeded since.
+                    if let (None, Some(good)) = (&fleet.halted, &fleet.last_good_release) {
+                        for instance in instances.iter().filter(|i| !stuck.contains(&i.id)) {
+                            let tagged = instance.release.as_ref().map(|id| &releases[id]);
+                            let fine = tagged.is_some_and(|r| {
+                                r.flakeref == releases[good].flakeref
+                                    || (r.kind == ReleaseKind::Targeted && r.status == ReleaseStatus::Succeeded && r.id > *good)
+                            });
+                            prop_assert!(fine, "{} is on {:?} at rest; the good release is {}", instance.id, tagged.map(|r| (&r.id, r.status)), good);
+                        }
+                    }
+                    // A deploy to named instances succeeds only when every one reported Success.
+                    for r in releases.values().filter(|r| r.kind == ReleaseKind::Targeted && r.status == ReleaseStatus::Succeeded) {
+                        let named: Vec<&String> = r.rollout.iter().flat_map(|o| o.targeted()).collect();
+                        let converged = |id: &String| r.instances.iter().any(|o| &o.instance_id == id && o.converged());
+                        prop_assert!(!named.is_empty() && named.iter().all(|id| converged(id)) && r.unreachable.is_empty(), "{:?}", r);
                     }
                 }
                 prop_assert!(sends(&c).values().all(|n| *n == 1), "{:?}", sends(&c));
