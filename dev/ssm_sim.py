@@ -94,6 +94,7 @@ class Simulator:
         self.uploader = uploader  # fake hosts' output to CloudWatch Logs (dev/ssm_output.py)
         self.lock = threading.Lock()
         self.commands = []  # newest last
+        self.sequence = 0  # each command's place in time, for stable paging
         self.rules = []
         self.faults = []
         # The managed-node registry. A running instance registers by itself
@@ -168,15 +169,29 @@ class Simulator:
         return len(ids)
 
     def _set_agent(self, instance_id, agent):
-        """Records an agent change; one that stops being Online loses the
-        invocations it has not finished (they end Undeliverable). Lock held."""
+        """Records an agent change. One that stops being Online never gets
+        the invocations it had not started (they end Undeliverable, which AWS
+        documents as "couldn't be delivered"); those it had started run on
+        on the host and report nothing ("In Progress: ... sent to the managed
+        node but hasn't reached a terminal state") until the agent is back,
+        when they report how they ended. Lock held."""
         self.agents[instance_id] = agent
-        if agent is None or agent["PingStatus"] != "Online":
-            now = time.time()
-            for command in self.commands:
-                inv = command["invocations"].get(instance_id)
-                if inv and inv["lost_at"] is None and self._state(command, instance_id, now)["status"] not in TERMINAL:
-                    inv["lost_at"] = now
+        now = time.time()
+        online = agent is not None and agent["PingStatus"] == "Online"
+        for command in self.commands:
+            inv = command["invocations"].get(instance_id)
+            if not inv or inv["lost_at"] is not None:
+                continue
+            if online:
+                inv["silent_since"] = None
+                continue
+            status = self._state(command, instance_id, now)["status"]
+            if status in TERMINAL or inv.get("silent_since") is not None:
+                continue
+            if status in ("InProgress", "Cancelling"):
+                inv["silent_since"] = now
+            else:
+                inv["lost_at"] = now
 
     def watch_statuses(self, interval):
         """Publishes status changes as AWS does, whether or not anyone reads."""
@@ -428,7 +443,9 @@ class Simulator:
                         timeout_seconds=self._step_timeout(document, rule),
                         on_done=self._uploader_for(output, command_id, instance_id, name, document),
                     )
+            self.sequence += 1
             command = {
+                "seq": self.sequence,
                 "CommandId": command_id,
                 "DocumentName": name,
                 "DocumentVersion": version,
@@ -514,7 +531,7 @@ class Simulator:
                 commands = [c for c in commands if body["InstanceId"] in c["invocations"]]
             for f in body.get("Filters", []):
                 commands = [c for c in commands if self._filter(c, f["key"], f["value"], now)]
-            page, token = self._page(commands, body)
+            page, token = self._page(commands, body, order=lambda c: (-c["seq"],))
             return {"Commands": [self._command_view(c, now) for c in page], **token}
 
     def ListCommandInvocations(self, body):
@@ -531,7 +548,7 @@ class Simulator:
                 for instance_id in sorted(c["invocations"])
                 if not body.get("InstanceId") or body["InstanceId"] == instance_id
             ]
-            page, token = self._page(rows, body)
+            page, token = self._page(rows, body, order=lambda row: (-row[0]["seq"], row[1]))
             return {
                 "CommandInvocations": [self._invocation_view(c, i, now, bool(body.get("Details"))) for c, i in page],
                 **token,
@@ -636,8 +653,9 @@ class Simulator:
                     continue
                 if inv["cancelled_at"] is None and self._state(command, instance_id, now)["status"] not in TERMINAL:
                     inv["cancelled_at"] = now
-                    # A running script: its process group is killed, as the agent does.
-                    if inv.get("run") is not None:
+                    # A running script: its process group is killed, as the agent does
+                    # (not while the agent is away: the request waits for it).
+                    if inv.get("run") is not None and inv.get("silent_since") is None:
                         inv["run"].kill("cancel")
             return {}
 
@@ -647,6 +665,11 @@ class Simulator:
         rule = inv["rule"]
         if inv.get("lost_at") is not None:
             return {"status": "Failed", "detail": "Undeliverable", "code": -1, "stdout": "", "stderr": ""}
+        if inv.get("silent_since") is not None:
+            # Started, its agent away: whatever the script did since is not reported yet.
+            status = "Cancelling" if inv["cancelled_at"] is not None else "InProgress"
+            return {"status": status, "detail": status.replace("InProgress", "In Progress"), "code": -1,
+                    "stdout": "", "stderr": ""}
         run = inv.get("run")
         if run is not None:
             # The script's own exit decides, as the agent reports it.
@@ -756,14 +779,32 @@ class Simulator:
         raise SsmError("InvalidFilterKey", f"the simulator does not filter on {key}")
 
     @staticmethod
-    def _page(rows, body):
+    def _page(rows, body, order=None):
+        """One page of `rows`. With `order` (a key that grows along the rows,
+        newest command first), the token names the last row answered and the
+        next page starts after it: commands created between two pages never
+        shift it, so a listing repeats and skips no row, as AWS's opaque
+        tokens behave. Without, an offset (for lists that do not grow)."""
         size = int(body.get("MaxResults", PAGE))
         if not 1 <= size <= PAGE:
             raise SsmError("ValidationException", f"MaxResults must be 1 to {PAGE}")
-        start = int(body.get("NextToken") or 0)
-        page = rows[start : start + size]
-        token = {"NextToken": str(start + size)} if start + size < len(rows) else {}
-        return page, token
+        raw = body.get("NextToken") or ""
+        if order is None:
+            start = int(raw or 0)
+            page = rows[start : start + size]
+            token = {"NextToken": str(start + size)} if start + size < len(rows) else {}
+            return page, token
+        if raw:
+            try:
+                after = tuple(json.loads(base64.urlsafe_b64decode(raw.encode())))
+            except (ValueError, TypeError) as e:
+                raise SsmError("InvalidNextToken", "The specified token isn't valid.") from e
+            rows = [r for r in rows if order(r) > after]
+        page = rows[:size]
+        if len(rows) <= size:
+            return page, {}
+        last = json.dumps(list(order(page[-1]))).encode()
+        return page, {"NextToken": base64.urlsafe_b64encode(last).decode()}
 
 
 def check_parameter(name, spec, value):
@@ -876,7 +917,7 @@ def make_handler(sim):
                 if self.path == "/_sim/events":
                     try:
                         sim.bus.subscribe(body)
-                    except ValueError as e:
+                    except (ValueError, TypeError) as e:
                         raise SsmError("InvalidRule", str(e))
                     return self._send(200, {})
                 if self.path == "/_sim/hosts":
@@ -886,7 +927,7 @@ def make_handler(sim):
                             for instance_id in ids:
                                 sim.boot(instance_id)
                         return self._send(200, {"hosts": len(ids)})
-                    except ValueError as e:
+                    except (ValueError, TypeError) as e:
                         raise SsmError("InvalidRule", str(e))
                 if self.path == "/_sim/faults":
                     sim.add_fault(body)

@@ -67,15 +67,65 @@ async fn a_send_naming_an_unregistered_instance_is_refused_whole() {
     assert_eq!(send_to(&stack, &fresh).await, Err("InvalidInstanceId".to_owned()));
 }
 
-/// A node that loses its agent after the send never runs the command.
+/// A node that loses its agent after the send and before the command
+/// started never runs it: Undeliverable.
 #[tokio::test]
-async fn an_agent_lost_after_the_send_leaves_the_invocation_undeliverable() {
+async fn an_agent_lost_before_it_started_leaves_the_invocation_undeliverable() {
     let stack = Stack::new(1).await;
-    stack.script(json!({"instance_id": stack.instances[0], "outcome": "success", "delay_seconds": 30}));
+    let rule = json!({"instance_id": stack.instances[0], "outcome": "success", "start_delay_seconds": 30, "delay_seconds": 60});
+    stack.script(rule);
     let command = send_to(&stack, &stack.instances).await.unwrap();
-    assert_eq!(invocation_detail(&stack, &command).await, "In Progress");
+    assert_eq!(invocation_detail(&stack, &command).await, "Pending");
     set_agents(&stack.instances, "ConnectionLost");
     assert_eq!(invocation_detail(&stack, &command).await, "Undeliverable");
+}
+
+/// An invocation the agent had started is not Undeliverable when the agent
+/// goes away (AWS documents Undeliverable as never delivered): it shows In
+/// Progress, past the moment it ends, until the agent is back and reports it.
+#[tokio::test]
+async fn an_agent_lost_mid_apply_reports_nothing_until_it_is_back() {
+    let stack = Stack::new(2).await;
+    for id in &stack.instances {
+        stack.script(json!({"instance_id": id, "outcome": "success", "delay_seconds": 1}));
+    }
+    let lost = send_to(&stack, &stack.instances[..1]).await.unwrap();
+    let kept = send_to(&stack, &stack.instances[1..]).await.unwrap();
+    assert_eq!(invocation_detail(&stack, &lost).await, "In Progress");
+    set_agents(&stack.instances[..1], "ConnectionLost");
+    // The twin sent after it, with the same second to run, ends: the lost one ran as long.
+    for _ in 0..100 {
+        if invocation_detail(&stack, &kept).await == "Success" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(invocation_detail(&stack, &kept).await, "Success");
+    assert_eq!(invocation_detail(&stack, &lost).await, "In Progress", "started, its agent away: nothing reported");
+    set_agents(&stack.instances[..1], "Online");
+    assert_eq!(invocation_detail(&stack, &lost).await, "Success", "the agent is back and reports how it ended");
+}
+
+/// ListCommandInvocations' token is a place in the listing, not an offset:
+/// commands created between two pages neither repeat nor shift a row.
+#[tokio::test]
+async fn a_listing_while_commands_are_created_repeats_no_row() {
+    let stack = Stack::new(1).await;
+    let host = stack.instances[0].clone();
+    let older = send_to(&stack, &stack.instances).await.unwrap();
+    let newer = send_to(&stack, &stack.instances).await.unwrap();
+    let list = || stack.ssm.list_command_invocations().instance_id(&host).max_results(1);
+    let ids = |page: &aws_sdk_ssm::operation::list_command_invocations::ListCommandInvocationsOutput| -> Vec<String> {
+        page.command_invocations().iter().map(|i| i.command_id().unwrap().to_owned()).collect()
+    };
+    let first = list().send().await.unwrap();
+    let token = first.next_token().expect("a second page").to_owned();
+    send_to(&stack, &stack.instances).await.unwrap();
+    let second = list().next_token(token).send().await.unwrap();
+    assert_eq!([ids(&first), ids(&second)].concat(), [newer, older], "newest first, each once");
+    assert!(second.next_token().is_none());
+    let bad = stack.ssm.list_command_invocations().next_token("not-a-token").send().await.unwrap_err();
+    assert_eq!(bad.code(), Some("InvalidNextToken"));
 }
 
 /// DescribeInstanceInformation answers at most 50 nodes a page, and refuses more.
