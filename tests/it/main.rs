@@ -13,6 +13,7 @@ mod crash;
 mod deploy;
 mod document;
 mod events;
+mod faults;
 mod hosts;
 mod lambdas;
 mod limits;
