@@ -128,7 +128,9 @@ fn the_function_role_grants_only_what_the_code_uses() {
         assert!(strings(&s["Action"]).iter().all(|a| !a.contains('*')), "wildcard action: {s:?}");
     }
     // Writes and sends are never on every resource.
-    for action in ["ssm:SendCommand", "ec2:RunInstances", "ec2:CreateTags", "iam:PassRole", "dynamodb:PutItem"] {
+    for action in
+        ["ssm:SendCommand", "ec2:RunInstances", "ec2:CreateTags", "ec2:DeleteTags", "iam:PassRole", "dynamodb:PutItem"]
+    {
         for s in with_action(action) {
             assert_ne!(s["Resource"].as_str(), Some("*"), "{action} on *");
         }
@@ -160,6 +162,14 @@ fn the_function_role_grants_only_what_the_code_uses() {
             == serde_norway::Value::Sequence(vec!["flakefleet:release".into()]);
         assert!(launch || release_tag, "{s:?}");
     }
+    // DeleteTags: only the release tag (forgotten after a failure), only on the fleet's instances.
+    let untag = with_action("ec2:DeleteTags");
+    assert_eq!(untag.len(), 1);
+    assert_eq!(
+        untag[0]["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"],
+        serde_norway::Value::Sequence(vec!["flakefleet:release".into()])
+    );
+    assert_eq!(untag[0]["Condition"]["StringEquals"]["aws:ResourceTag/${TargetTagKey}"], "${TargetTagValue}");
     // PassRole: the instance role, to EC2 only.
     let pass = with_action("iam:PassRole");
     assert_eq!(pass.len(), 1);

@@ -691,7 +691,7 @@ mod machine {
     /// Also answers the hosts a drift repair keeps failing on: a host the
     /// good release fails on (it passed the rollout unreachable, within the
     /// tolerance) is repaired again on every pass, by design, so a second
-    /// failed repair in a row counts as rest.
+    /// failed repair counts as rest.
     async fn run_out_unattended(c: &Controller, mut at: Timestamp) -> (Timestamp, Vec<String>) {
         let mut failed_repairs = 0;
         for _ in 0..200 {
@@ -707,8 +707,6 @@ mod machine {
                         repair.instances.iter().filter(|i| i.failed()).map(|i| i.instance_id.clone()).collect(),
                     );
                 }
-            } else if report.outcome != Outcome::Repaired {
-                failed_repairs = 0;
             }
             match report.outcome {
                 Outcome::Idle | Outcome::Halted => return (at, Vec::new()),
