@@ -11,8 +11,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dev/setup.sh
-
 export MOTO_PORT=${TEST_MOTO_PORT:-5155} SSM_SIM_PORT=${TEST_SSM_SIM_PORT:-5156}
 run=.dev/run-$MOTO_PORT
 mkdir -p "$run"
@@ -22,6 +20,16 @@ cleanup() {
   dev/local-aws.sh stop
 }
 trap cleanup EXIT
+
+# The installs are CPU-bound on one core each (pip unpacking and compiling):
+# checkov's venv, needed only by the lints at the end, installs beside the
+# rest; the release build starts as soon as cargo-lambda is there.
+set -m
+(dev/setup.sh checkov >"$run/setup-checkov.log" 2>&1) &
+checkov_pid=$!
+pids+=("$checkov_pid")
+set +m
+dev/setup.sh python
 
 # The release build is long and mostly serial at its end (fat LTO, one codegen
 # unit), so it runs beside the debug builds, in a target directory of its own.
@@ -35,6 +43,7 @@ set -m
 release_pid=$!
 pids+=("$release_pid")
 set +m
+dev/setup.sh apt
 
 dev/local-aws.sh start
 export FLAKEFLEET_TEST_MOTO_URL="http://127.0.0.1:$MOTO_PORT"
@@ -117,6 +126,11 @@ grep -c '^.\[1m== ' "$run/demo.log" | xargs -I{} echo "demo: {} scenes in $((SEC
 
 echo "== template.yaml: cfn-lint, before and after the SAM transform"
 .dev/venv/bin/python dev/lint-template.py
+if ! wait "$checkov_pid"; then
+  echo "installing checkov failed; its log:" >&2
+  cat "$run/setup-checkov.log" >&2
+  exit 1
+fi
 echo "== checkov on template.yaml and on its SAM expansion (skips carry their reasons inline)"
 for t in template.yaml .dev/template.expanded.json; do
   .dev/checkov-venv/bin/checkov --file "$t" --framework cloudformation --compact --quiet --skip-download

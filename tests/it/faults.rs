@@ -95,7 +95,8 @@ async fn a_pause_holds_a_wave_whose_claimer_failed_to_send_it() {
     let stack = Stack::new(3).await;
     let lambdas = Lambdas::start(&stack, 3, &[("FLAKEFLEET_TAKEOVER_SECONDS", "1")]).await;
     let ids = sorted(&stack);
-    let (status, body) = answer(&lambdas.invoke(0, request("POST", "/releases", Some(json!({"flakeref": GOOD})))).await);
+    let (status, body) =
+        answer(&lambdas.invoke(0, request("POST", "/releases", Some(json!({"flakeref": GOOD})))).await);
     assert_eq!(status, 202, "{body}");
     let id = body["release"]["id"].clone();
     ssm_fault(json!({"operation": "SendCommand", "error": "InternalServerError", "count": 1, "instance_id": ids[1]}));
@@ -156,7 +157,8 @@ async fn a_failed_targeted_release_never_survives_the_repair() {
     let ids = sorted(&stack);
     stack.deploy(&controller, GOOD).await;
     run_out(&controller).await;
-    stack.script(json!({"instance_id": ids[1], "flakeref_contains": "0.1.42", "outcome": "failed", "delay_seconds": 2}));
+    stack
+        .script(json!({"instance_id": ids[1], "flakeref_contains": "0.1.42", "outcome": "failed", "delay_seconds": 2}));
     let body = json!({"flakeref": NEXT, "instance_ids": [ids[0], ids[1]]}).to_string();
     let (status, targeted) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
     assert_eq!(status, 202, "{targeted}");
@@ -200,7 +202,9 @@ async fn a_host_whose_agent_drops_mid_apply_is_reached_and_repaired() {
     stack.deploy(&controller, GOOD).await;
     run_out(&controller).await;
     let good_tag = release_tag(&stack, &ids[0]).await.expect("tagged with the good release");
-    stack.script(json!({"instance_id": ids[0], "flakeref_contains": "0.1.42", "outcome": "success", "delay_seconds": 3}));
+    stack.script(
+        json!({"instance_id": ids[0], "flakeref_contains": "0.1.42", "outcome": "success", "delay_seconds": 3}),
+    );
     let next = stack.deploy(&controller, NEXT).await;
     let seen = release(&stack, &controller, &next["id"]).await;
     assert_eq!(seen["status"], "in_progress", "{seen}");
@@ -241,7 +245,8 @@ async fn a_wave_whose_hosts_all_drop_at_the_send_is_recorded_and_judged_at_once(
     assert!(outcomes.len() <= 6, "judged at once, not at the deadline: {outcomes:?}");
     let ended = release(&stack, &controller, &next["id"]).await;
     assert_eq!(ended["status"], "rolled_back", "{ended}");
-    let unreachable: Vec<&str> = ended["unreachable"].as_array().unwrap().iter().map(|u| u["instance_id"].as_str().unwrap()).collect();
+    let unreachable: Vec<&str> =
+        ended["unreachable"].as_array().unwrap().iter().map(|u| u["instance_id"].as_str().unwrap()).collect();
     assert_eq!(unreachable, ids[1..].iter().map(String::as_str).collect::<Vec<_>>());
     let (_, fleet) = stack.http(&controller, "GET", "/fleet", None).await;
     assert!(fleet["fleet"]["halted"].is_null(), "{fleet}");

@@ -208,4 +208,3 @@ async fn a_busy_store_after_the_admission_names_the_recorded_release() {
     assert_eq!(stored(&c, release).status, ReleaseStatus::Succeeded);
     assert!(sends(&c).values().all(|n| *n == 1), "{:?}", sends(&c));
 }
-
