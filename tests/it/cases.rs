@@ -35,7 +35,7 @@ fn staged(stack: &Stack) -> FleetSettings {
 }
 
 /// Reconciles every 200 ms until the fleet rests; answers the outcomes seen.
-async fn run_out(controller: &AwsFleetController) -> Vec<String> {
+pub(crate) async fn run_out(controller: &AwsFleetController) -> Vec<String> {
     let event = sample_event("eventbridge-scheduled.json");
     let mut outcomes = Vec::new();
     for _ in 0..300 {
@@ -54,7 +54,7 @@ async fn run_out(controller: &AwsFleetController) -> Vec<String> {
     panic!("the fleet never came to rest: {outcomes:?}");
 }
 
-async fn release(stack: &Stack, controller: &AwsFleetController, id: &Value) -> Value {
+pub(crate) async fn release(stack: &Stack, controller: &AwsFleetController, id: &Value) -> Value {
     stack.http(controller, "GET", &format!("/releases/{}", id.as_str().unwrap()), None).await.1["release"].clone()
 }
 

@@ -4,8 +4,9 @@
 //! `src/domain/planner/tests.rs` (`round_three`), and the in-memory
 //! scenarios are in `src/domain/usecases/tests/faults.rs`.
 
+use crate::cases::{release, run_out};
 use crate::lambdas::{answer, request, scheduled, Lambdas};
-use crate::support::{gate, post_control, sample_event, set_agents, Stack, GOOD, NEXT};
+use crate::support::{gate, post_control, set_agents, Stack, GOOD, NEXT};
 use flakefleet::domain::model::fleet::FleetSettings;
 use flakefleet::domain::model::rollout::{Rate, RolloutMode};
 use flakefleet::entry::HandlerError;
@@ -22,29 +23,6 @@ fn staged(stack: &Stack) -> FleetSettings {
     settings.rollout.unreachable_tolerance = Rate::Count(1);
     settings.rollout.auto_rollback = true;
     settings
-}
-
-/// Reconciles every 200 ms until the fleet rests; answers the outcomes seen.
-async fn run_out(controller: &AwsFleetController) -> Vec<String> {
-    let event = sample_event("eventbridge-scheduled.json");
-    let mut outcomes = Vec::new();
-    for _ in 0..150 {
-        let outcome = match flakefleet::entry::handle(controller, &gate(), event.clone(), "it").await {
-            Ok(answer) => answer["reconcile"]["outcome"].as_str().unwrap_or("?").to_owned(),
-            Err(e) => format!("error: {e}"),
-        };
-        let rest = matches!(outcome.as_str(), "idle" | "halted");
-        outcomes.push(outcome);
-        if rest {
-            return outcomes;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the fleet never came to rest: {outcomes:?}");
-}
-
-async fn release(stack: &Stack, controller: &AwsFleetController, id: &Value) -> Value {
-    stack.http(controller, "GET", &format!("/releases/{}", id.as_str().unwrap()), None).await.1["release"].clone()
 }
 
 /// Each running instance of the fleet with the flakeref its release tag names (GET /fleet).
@@ -65,6 +43,23 @@ fn sorted(stack: &Stack) -> Vec<String> {
     let mut ids = stack.instances.clone();
     ids.sort();
     ids
+}
+
+/// A controller with `settings` over `stack`, whose hosts all run GOOD (the
+/// fleet's good release, at rest), and the hosts sorted (the canary first).
+async fn good_everywhere(stack: &Stack, settings: FleetSettings) -> (AwsFleetController, Vec<String>) {
+    let controller = stack.controller_with(settings);
+    stack.deploy(&controller, GOOD).await;
+    run_out(&controller).await;
+    (controller, sorted(stack))
+}
+
+/// `staged`, with a deadline of 4 s and a settle limit of 1 s.
+fn short(stack: &Stack) -> FleetSettings {
+    let mut settings = staged(stack);
+    settings.deploy_timeout = Duration::from_secs(4);
+    settings.settle_limit = Duration::from_secs(1);
+    settings
 }
 
 fn agent_on_send(instance: &str, ping_status: &str) {
@@ -150,13 +145,7 @@ async fn a_pause_holds_a_wave_whose_claimer_failed_to_send_it() {
 #[tokio::test]
 async fn a_failed_targeted_release_never_survives_the_repair() {
     let stack = Stack::new(3).await;
-    let mut settings = staged(&stack);
-    settings.deploy_timeout = Duration::from_secs(4);
-    settings.settle_limit = Duration::from_secs(1);
-    let controller = stack.controller_with(settings);
-    let ids = sorted(&stack);
-    stack.deploy(&controller, GOOD).await;
-    run_out(&controller).await;
+    let (controller, ids) = good_everywhere(&stack, short(&stack)).await;
     stack
         .script(json!({"instance_id": ids[1], "flakeref_contains": "0.1.42", "outcome": "failed", "delay_seconds": 2}));
     let body = json!({"flakeref": NEXT, "instance_ids": [ids[0], ids[1]]}).to_string();
@@ -194,13 +183,7 @@ async fn a_failed_targeted_release_never_survives_the_repair() {
 #[tokio::test]
 async fn a_host_whose_agent_drops_mid_apply_is_reached_and_repaired() {
     let stack = Stack::new(2).await;
-    let mut settings = staged(&stack);
-    settings.deploy_timeout = Duration::from_secs(4);
-    settings.settle_limit = Duration::from_secs(1);
-    let controller = stack.controller_with(settings);
-    let ids = sorted(&stack);
-    stack.deploy(&controller, GOOD).await;
-    run_out(&controller).await;
+    let (controller, ids) = good_everywhere(&stack, short(&stack)).await;
     let good_tag = release_tag(&stack, &ids[0]).await.expect("tagged with the good release");
     stack.script(
         json!({"instance_id": ids[0], "flakeref_contains": "0.1.42", "outcome": "success", "delay_seconds": 3}),
@@ -233,10 +216,7 @@ async fn a_host_whose_agent_drops_mid_apply_is_reached_and_repaired() {
 #[tokio::test]
 async fn a_wave_whose_hosts_all_drop_at_the_send_is_recorded_and_judged_at_once() {
     let stack = Stack::new(4).await;
-    let controller = stack.controller_with(staged(&stack));
-    let ids = sorted(&stack);
-    stack.deploy(&controller, GOOD).await;
-    run_out(&controller).await;
+    let (controller, ids) = good_everywhere(&stack, staged(&stack)).await;
     for host in &ids[1..] {
         agent_on_send(host, "NotRegistered");
     }
@@ -262,10 +242,7 @@ async fn a_wave_whose_hosts_all_drop_at_the_send_is_recorded_and_judged_at_once(
 #[tokio::test]
 async fn a_targeted_release_that_reaches_nobody_fails() {
     let stack = Stack::new(2).await;
-    let controller = stack.controller_with(staged(&stack));
-    let ids = sorted(&stack);
-    stack.deploy(&controller, GOOD).await;
-    run_out(&controller).await;
+    let (controller, ids) = good_everywhere(&stack, staged(&stack)).await;
     agent_on_send(&ids[1], "ConnectionLost");
     let body = json!({"flakeref": NEXT, "instance_ids": [ids[1]]}).to_string();
     let (status, targeted) = stack.http(&controller, "POST", "/releases", Some(&body)).await;
@@ -283,10 +260,7 @@ async fn a_targeted_release_that_reaches_nobody_fails() {
 #[tokio::test]
 async fn an_unclear_targeted_send_answers_command_unconfirmed() {
     let stack = Stack::new(2).await;
-    let controller = stack.controller_with(staged(&stack));
-    let ids = sorted(&stack);
-    stack.deploy(&controller, GOOD).await;
-    run_out(&controller).await;
+    let (controller, ids) = good_everywhere(&stack, staged(&stack)).await;
     ssm_fault(json!({"operation": "SendCommand", "error": "InternalServerError", "count": 1,
         "instance_id": ids[1], "took_effect": true}));
     let body = json!({"flakeref": NEXT, "instance_ids": [ids[1]]}).to_string();

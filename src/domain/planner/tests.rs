@@ -57,6 +57,16 @@ fn staged(waves: &[&[&str]], by: &str) -> Release {
     r
 }
 
+/// `unsent`'s last wave claimed by this pass ("me"), and the same taken over
+/// by this pass at 120 s.
+fn mine_and_taken(unsent: &Release) -> (Release, Release) {
+    let mut mine = unsent.clone();
+    mine.rollout.as_mut().unwrap().waves.last_mut().unwrap().claim.claimed_by = "me".into();
+    let mut taken = unsent.clone();
+    taken.rollout.as_mut().unwrap().waves.last_mut().unwrap().claim = Claimed::new(&Claim::new("me", secs(120)), true);
+    (mine, taken)
+}
+
 /// What a reconcile knows once it has read the fleet (no good release yet)
 /// and the release holding it. The release tags of hosts a failure leaves
 /// unknown count as forgotten already (`a_failed_release_forgets_...` has
@@ -368,16 +378,7 @@ fn a_wave_is_sent_by_its_claimer_or_taken_over_after_the_window() {
     let s = settings(RolloutMode::Staged);
     let mut unsent = staged(&[&["i-0"], &["i-1", "i-2"]], "other");
     unsent.rollout.as_mut().unwrap().waves[1].command_ids.clear();
-    let mine = {
-        let mut r = unsent.clone();
-        r.rollout.as_mut().unwrap().waves[1].claim.claimed_by = "me".into();
-        r
-    };
-    let taken = {
-        let mut r = unsent.clone();
-        r.rollout.as_mut().unwrap().waves[1].claim = Claimed::new(&Claim::new("me", secs(120)), true);
-        r
-    };
+    let (mine, taken) = mine_and_taken(&unsent);
     let sent_now = Observed { wave_sent: true, ..holding(mine.clone()) };
     check(
         vec![
@@ -1106,16 +1107,7 @@ mod round_three {
         unsent.rollout.as_mut().unwrap().waves[1].command_ids.clear();
         unsent.instances = vec![outcome("i-0", "Success")];
         let unsent = paused(unsent);
-        let mine = {
-            let mut r = unsent.clone();
-            r.rollout.as_mut().unwrap().waves[1].claim.claimed_by = "me".into();
-            r
-        };
-        let taken = {
-            let mut r = unsent.clone();
-            r.rollout.as_mut().unwrap().waves[1].claim = Claimed::new(&Claim::new("me", secs(120)), true);
-            r
-        };
+        let (mine, taken) = mine_and_taken(&unsent);
         let found_none = Observed { sent_batches: Some(vec![None]), ..holding(taken.clone()) };
         let found_one = Observed { sent_batches: Some(vec![Some("c-1".into())]), ..holding(taken.clone()) };
         check(
@@ -1140,8 +1132,7 @@ mod round_three {
             &s,
         );
         // Paused past the deadline the pause moved: the wave never goes out, the release fails.
-        let mut late = unsent;
-        late.rollout.as_mut().unwrap().waves[1].claim.claimed_by = "me".into();
+        let late = mine_and_taken(&unsent).0;
         let seen = Observed { sent_batches: Some(vec![None]), ..holding(late.clone()) };
         let step = plan(&seen, &s, &pass(late.deadline));
         assert!(brief(&step).starts_with("observe RollbackTarget"), "{step:?}");
