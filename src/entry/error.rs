@@ -112,3 +112,29 @@ impl From<ControlError> for ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::model::ids::ReleaseId;
+    use crate::domain::model::time::Timestamp;
+
+    /// A busy store answers 503 `busy` either way; once this request recorded
+    /// a release, the answer names it and never says nothing was recorded.
+    #[test]
+    fn a_busy_store_says_what_was_recorded() {
+        let plain = ApiError::from(ControlError::Store(StoreError::Busy("TransactionConflict".into())));
+        assert_eq!((plain.status, plain.code), (503, "busy"));
+        assert!(plain.details.is_none());
+        let id = ReleaseId::generate(Timestamp::from_millis(1_800_000_000_000), 1);
+        let recorded = ControlError::RecordedThenBusy { release: id.clone(), sent: true, reason: "conflict".into() };
+        let answer = ApiError::from(recorded);
+        assert_eq!((answer.status, answer.code), (503, "busy"));
+        let body = answer.body();
+        assert_eq!(body["release_id"], id.as_str());
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("release {id} is recorded")), "{message}");
+        assert!(message.contains("may have gone out") && message.contains("same idempotency_key"), "{message}");
+        assert!(!message.contains("nothing was recorded") && !message.contains("conflict"), "{message}");
+    }
+}
