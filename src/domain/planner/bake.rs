@@ -1,0 +1,115 @@
+//! A passed wave's bake: healthy for FLAKEFLEET_BAKE_SECONDS, then the
+//! hosts' health checks, before the next wave.
+
+use super::*;
+
+/// A passed wave bakes (FLAKEFLEET_BAKE_SECONDS): it stays healthy that long
+/// after its last Success, then its hosts run their health checks again (the
+/// document's `check` action, which changes nothing), and only when every one
+/// passed does the next wave start. None: nothing to bake, or baked. Fixed
+/// rollouts (rollbacks, repairs) put a known release back and do not bake.
+pub(super) fn plan_bake(
+    release: &Release,
+    rollout: &Rollout,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Option<Step> {
+    let now = pass.now();
+    let wave = rollout.current()?;
+    if settings.rollout.bake.is_zero() || rollout.fixed {
+        return None;
+    }
+    let with_bake = |bake: Bake| {
+        let mut next = release.clone();
+        if let Some(wave) = next.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+            wave.bake = Some(bake);
+        }
+        next
+    };
+    let Some(bake) = &wave.bake else {
+        let baking = with_bake(Bake { healthy_since_ms: now.millis(), checks: None });
+        return Some(Step::Record { release: Box::new(baking), then: Some(Outcome::Waiting) });
+    };
+    // The deadline passed before, or while, the wave's checks ...
+    let late = |when: &str, what: &str| {
+        let waves = rollout.waves.len();
+        let why = format!("the deadline {} passed {when} wave {waves}'s health checks {what}", release.deadline);
+        plan_failure(release.clone(), why, seen, settings, pass)
+    };
+    let changed = seen.holder.as_ref() != Some(release);
+    let wait = || match changed {
+        true => Step::Record { release: Box::new(release.clone()), then: Some(Outcome::Waiting) },
+        false => rest(Outcome::Waiting),
+    };
+    let Some(checks) = &bake.checks else {
+        if now.millis() < bake.healthy_since_ms.saturating_add(settings.rollout.bake.as_millis() as u64) {
+            if now >= release.deadline {
+                let why = format!("the deadline {} passed while wave {} baked", release.deadline, rollout.waves.len());
+                return Some(plan_failure(release.clone(), why, seen, settings, pass));
+            }
+            return Some(wait());
+        }
+        // Baked: claimed first, so one invocation sends the checks.
+        let checks = Checks { claim: Claimed::new(&pass.claim, false), ..Checks::default() };
+        let claimed = with_bake(Bake { checks: Some(checks), ..bake.clone() });
+        return Some(Step::Record { release: Box::new(claimed), then: None });
+    };
+    if checks.command_ids.len() < wave.batches().count() {
+        if seen.checks_sent {
+            return Some(rest(Outcome::Waiting));
+        }
+        if now >= release.deadline {
+            return Some(late("before", "were sent"));
+        }
+        return Some(match turn(&checks.claim, settings, pass) {
+            Turn::Send { .. } => Step::SendChecks,
+            Turn::Wait => rest(Outcome::Waiting),
+            Turn::TakeOver(claim) => {
+                let taken = Checks { claim, ..checks.clone() };
+                Step::Record { release: Box::new(with_bake(Bake { checks: Some(taken), ..bake.clone() })), then: None }
+            }
+        });
+    }
+    let Some(reports) = &seen.check_reports else {
+        return Some(Step::Observe(Need::CheckReports(checks.command_ids.clone())));
+    };
+    let failed: Vec<&InstanceOutcome> = reports.iter().filter(|o| o.failed()).collect();
+    if let Some(first) = failed.first() {
+        // The reason travels in notices to every consumer of the bus: it
+        // names the host and the check; the hosts' output stays in the release.
+        let check = failed_check_name(first).map(|name| format!(" (check {name})")).unwrap_or_default();
+        let why = format!(
+            "the health checks at the end of wave {}'s bake failed on {} of {} hosts, first on {}{check}; \
+             their output is in the release (the wave's bake.checks.failed)",
+            rollout.waves.len(),
+            failed.len(),
+            wave.instance_ids.len(),
+            first.instance_id
+        );
+        let mut kept: Vec<InstanceOutcome> = failed.into_iter().cloned().collect();
+        trim_outputs(&mut kept);
+        let recorded = with_bake(Bake { checks: Some(Checks { failed: kept, ..checks.clone() }), ..bake.clone() });
+        return Some(plan_failure(recorded, why, seen, settings, pass));
+    }
+    let done = reports.len() >= wave.instance_ids.len() && reports.iter().all(InstanceOutcome::is_finished);
+    if !done {
+        if now >= release.deadline {
+            return Some(late("while", "ran"));
+        }
+        return Some(wait());
+    }
+    None
+}
+
+/// The check a host's verdict names (`flakefleet: health check NAME failed
+/// …`, the document's words), if its name is one the document allows
+/// (`[A-Za-z0-9_.-]{1,64}`): host output otherwise, which no reason repeats.
+pub(super) fn failed_check_name(outcome: &InstanceOutcome) -> Option<&str> {
+    let line = [&outcome.stderr_tail, &outcome.stdout_tail]
+        .into_iter()
+        .find_map(|t| t.lines().rev().find(|l| !l.trim().is_empty()))?;
+    let name = line.strip_prefix("flakefleet: health check ")?.split(' ').next()?;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_.-".contains(c);
+    (name.len() <= 64 && !name.is_empty() && name.chars().all(allowed)).then_some(name)
+}

@@ -1,0 +1,339 @@
+//! A staged rollout's waves: sent by their claimer (held while paused),
+//! judged from what their batches report, and the next one chosen among
+//! Online managed nodes.
+
+use super::*;
+
+/// A staged release (and every repair): launches, then waves.
+pub(super) fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    let now = pass.now();
+    let rollout = release.rollout.clone().unwrap_or_default();
+    if release.launches.iter().any(|l| l.instance_id.is_none() && l.error.is_none()) {
+        // A repair that stopped mid-launch: its claim lapses like a wave's.
+        if !seen.created_here && now < release.created_at.plus(settings.takeover_after) {
+            return rest(Outcome::Waiting);
+        }
+        return match (&seen.image, seen.launched) {
+            // Launched once on this pass already: the record says otherwise, look again next pass.
+            (_, true) => rest(Outcome::Waiting),
+            (Some(image), false) => Step::Launch { image: image.clone() },
+            (None, false) => Step::Observe(Need::Image),
+        };
+    }
+    if seen.dirty {
+        return Step::Record { release: Box::new(release.clone()), then: None };
+    }
+    let Some(wave) = rollout.current() else {
+        // A repair that only launched: its hosts' wave comes once they are Online.
+        if rollout.fixed && !release.launches.is_empty() {
+            return plan_next_wave(release.clone(), &rollout, seen, settings, pass);
+        }
+        return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
+    };
+    if !wave.fully_sent() && release.stopping.is_none() {
+        if seen.wave_sent {
+            return rest(Outcome::Waiting);
+        }
+        // A pause holds every batch not sent yet, whoever claimed its wave
+        // and whenever: a takeover after a failed send or a dead claimer too.
+        let paused = aborted(release).is_none() && control::is_paused(release);
+        return match turn(&wave.claim, settings, pass) {
+            // An abort stops sending: batches whose answer was lost are looked
+            // for and adopted, then what was sent is judged and the release ends.
+            Turn::Send { .. } if aborted(release).is_some() => {
+                let why = aborted(release).unwrap_or_default();
+                plan_unsent(release, &rollout, seen, settings, pass, why)
+            }
+            Turn::Send { resume } if paused => match control::paused_too_long(release, settings, now) {
+                Some(why) => plan_unsent(release, &rollout, seen, settings, pass, why),
+                // A taker-over first adopts what the dead claimer may have
+                // sent, so those hosts are judged when the rollout resumes.
+                None if resume => adopt_unsent(release, &rollout, seen, pass).unwrap_or_else(|| rest(Outcome::Paused)),
+                None => rest(Outcome::Paused),
+            },
+            // A send that keeps failing never holds the release past its deadline.
+            Turn::Send { .. } if now >= release.deadline => {
+                let why = format!(
+                    "the deadline {} passed with wave {} not fully sent",
+                    release.deadline,
+                    rollout.waves.len()
+                );
+                plan_unsent(release, &rollout, seen, settings, pass, why)
+            }
+            Turn::Send { resume } => Step::SendWave { resume },
+            Turn::Wait if paused => rest(Outcome::Paused),
+            Turn::Wait => rest(Outcome::Waiting),
+            Turn::TakeOver(claim) => {
+                let mut taken = release.clone();
+                if let Some(wave) = taken.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+                    wave.claim = claim;
+                }
+                Step::Record { release: Box::new(taken), then: None }
+            }
+        };
+    }
+    if seen.wave_sent && wave.claimed_by(&pass.claim) {
+        return rest(Outcome::WaveStarted);
+    }
+    plan_wave(release, &rollout, seen, settings, pass)
+}
+
+/// The deadline passed (or an operator aborted) with the current wave not
+/// fully sent, and this pass holds its claim: nothing more is sent, but a batch whose answer was lost
+/// may have gone out, so the unsent batches are looked for by their comments
+/// and adopted (their hosts are then awaited like any other) before the
+/// release fails.
+pub(super) fn plan_unsent(
+    release: &Release,
+    rollout: &Rollout,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+    why: String,
+) -> Step {
+    if let Some(step) = adopt_unsent(release, rollout, seen, pass) {
+        return step;
+    }
+    let mut stopped = release.clone();
+    if let Some(rollout) = stopped.rollout.as_mut() {
+        rollout.judge_current(pass.now());
+    }
+    plan_failure(stopped, why, seen, settings, pass)
+}
+
+/// The current wave's unsent batches that an earlier claimer may have sent
+/// after all (its answer lost, or it died before recording): looked for by
+/// their comments, and the ones found recorded. None: none was sent.
+pub(super) fn adopt_unsent(release: &Release, rollout: &Rollout, seen: &Observed, pass: &Pass) -> Option<Step> {
+    let wave_number = rollout.waves.len().checked_sub(1)?;
+    let wave = rollout.current()?;
+    let Some(found) = &seen.sent_batches else {
+        let comments =
+            (wave.command_ids.len()..wave.batches().count()).map(|b| release.batch_comment(wave_number, b)).collect();
+        return Some(Step::Observe(Need::SentBatches { comments, since: release.created_at.minus(COMMAND_LOOKBACK) }));
+    };
+    // Batches go out in order: the first one never sent ends the search.
+    let adopted: Vec<String> = found.iter().map_while(Clone::clone).collect();
+    if adopted.is_empty() {
+        return None;
+    }
+    let mut found = release.clone();
+    if let Some(wave) = found.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+        // Sent by an invocation that died: when is not known, no later than now.
+        adopted.into_iter().for_each(|id| wave.record_sent(id, pass.now()));
+    }
+    Some(Step::Record { release: Box::new(found), then: None })
+}
+
+/// The current wave is out: judge it, then stop, wait, start the next or finish.
+pub(super) fn plan_wave(
+    release: &Release,
+    rollout: &Rollout,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Step {
+    let batches = batches_to_report(rollout, &release.instances);
+    let reported: &[InstanceOutcome] = match &seen.wave_reports {
+        Some(reports) => reports,
+        None if batches.is_empty() => &[],
+        None => return Step::Observe(Need::WaveReports(batches)),
+    };
+    let merged = merge_outcomes(&release.instances, reported);
+    let fresh = newly_converged(&release.instances, &merged);
+    if !fresh.is_empty() && !seen.tagged {
+        return Step::Tag(fresh);
+    }
+    let changed = merged != release.instances;
+    let mut next = release.clone();
+    next.instances = merged;
+    let total = rollout.fleet_size.unwrap_or(rollout.targeted().count() + release.unreachable.len());
+    let alarm = match alarms_firing(&next, seen, settings) {
+        Ok(alarm) => alarm,
+        Err(need) => return Step::Observe(need),
+    };
+    let verdict = match judge_wave(rollout, &next.instances, &settings.rollout) {
+        // Stopping already: it ends as it started, whatever came back since.
+        _ if next.stopping.is_some() => WaveVerdict::Stop(String::new()),
+        _ if aborted(&next).is_some() => WaveVerdict::Stop(aborted(&next).unwrap_or_default()),
+        // A rollback alarm while it rolls out or bakes: stopped like a failed canary.
+        _ if alarm.is_some() => WaveVerdict::Stop(alarm.unwrap_or_default()),
+        WaveVerdict::Stop(why) => WaveVerdict::Stop(why),
+        other => match reach::over_tolerance(&next, &settings.rollout, total) {
+            Some(why) => WaveVerdict::Stop(why),
+            None if other == WaveVerdict::Passed => other,
+            None if pass.now() >= release.deadline => {
+                WaveVerdict::Stop(format!("the deadline {} passed", release.deadline))
+            }
+            None => other,
+        },
+    };
+    if verdict == WaveVerdict::Running {
+        return match changed {
+            true => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
+            false => rest(Outcome::Waiting),
+        };
+    }
+    // A verdict dates the wave (for the timeline), whatever it leads to.
+    let mut judged = rollout.clone();
+    judged.judge_current(pass.now());
+    next.rollout = Some(judged.clone());
+    match verdict {
+        WaveVerdict::Stop(reason) => plan_failure(next, reason, seen, settings, pass),
+        _ => match plan_bake(&next, &judged, seen, settings, pass) {
+            Some(step) => step,
+            None => plan_next_wave(next, &judged, seen, settings, pass),
+        },
+    }
+}
+
+/// After a passed wave: the next one, or the end of the rollout.
+pub(super) fn plan_next_wave(
+    mut release: Release,
+    rollout: &Rollout,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Step {
+    let running: &[String] = match (&seen.running, rollout.fixed) {
+        (_, true) => &[],
+        (Some(running), false) => running,
+        (None, false) => return Step::Observe(Need::Running),
+    };
+    let mut rollout = rollout.clone();
+    if rollout.fleet_size.is_none() {
+        let mut all: Vec<&String> = running.iter().chain(rollout.targeted()).collect();
+        all.sort();
+        all.dedup();
+        rollout.fleet_size = Some(all.len());
+    }
+    let total = rollout.fleet_size.unwrap_or(running.len());
+    let (next, booting) = match rollout.fixed {
+        true => match launched_online(&release, &rollout, seen) {
+            Ok(found) => found,
+            Err(need) => return Step::Observe(need),
+        },
+        false => match next_online_wave(&mut release, &rollout, running, total, seen, settings) {
+            Ok(next) => (next, Vec::new()),
+            Err(need) => return Step::Observe(need),
+        },
+    };
+    if let Some(why) = reach::over_tolerance(&release, &settings.rollout, total) {
+        release.rollout = Some(rollout);
+        return plan_failure(release, why, seen, settings, pass);
+    }
+    // A paused rollout holds its next wave (an automatic pause first pauses
+    // it), until a resume, or until it has been paused too long.
+    if !next.is_empty() && !rollout.fixed {
+        release.rollout = Some(rollout.clone());
+        if let Some(why) = control::paused_too_long(&release, settings, pass.now()) {
+            return plan_failure(release, why, seen, settings, pass);
+        }
+        let waves = rollout.waves.len();
+        if let Some(paused) = control::auto_pause(&release, waves, settings, pass.now()) {
+            return Step::Record { release: Box::new(paused), then: Some(Outcome::Paused) };
+        }
+        if control::is_paused(&release) {
+            return match seen.holder.as_ref() != Some(&release) {
+                true => Step::Record { release: Box::new(release), then: Some(Outcome::Paused) },
+                false => rest(Outcome::Paused),
+            };
+        }
+    }
+    // No wave goes out after the deadline: a deploy may be waiting to settle
+    // this release and take the fleet, and the hosts must be done with it.
+    if !next.is_empty() && pass.now() >= release.deadline {
+        release.rollout = Some(rollout);
+        let why = format!("the deadline {} passed before the next wave was sent", release.deadline);
+        return plan_failure(release, why, seen, settings, pass);
+    }
+    if next.is_empty() && !booting.is_empty() {
+        release.rollout = Some(rollout);
+        if pass.now() >= release.deadline {
+            let why = format!(
+                "launched instances never came up as Online SSM managed nodes by the deadline {}: {}",
+                release.deadline,
+                booting.join(", ")
+            );
+            return plan_failure(release, why, seen, settings, pass);
+        }
+        // Still booting: asked again on the next pass.
+        return match seen.holder.as_ref() != Some(&release) {
+            true => Step::Record { release: Box::new(release), then: Some(Outcome::Waiting) },
+            false => rest(Outcome::Waiting),
+        };
+    }
+    if next.is_empty() {
+        release.rollout = Some(rollout);
+        let failures = describe_failures(&release.instances);
+        let launch_errors: Vec<&str> = release.launches.iter().filter_map(|l| l.error.as_deref()).collect();
+        if failures.is_empty() && launch_errors.is_empty() {
+            release.status = ReleaseStatus::Succeeded;
+            release.status_reason = Some(reach::describe_unreachable(&release)).filter(|s| !s.is_empty());
+        } else if failures.is_empty() {
+            release.status = ReleaseStatus::Failed;
+            release.status_reason = Some(format!("launch failed: {}", launch_errors.join("; ")));
+        } else {
+            // Within the threshold: the rollout went on, but not every instance converged.
+            release.status = ReleaseStatus::Failed;
+            release.status_reason = Some(format!("{failures} (within the failure threshold)"));
+        }
+        return settle(release, Outcome::Finished);
+    }
+    if rollout.fixed {
+        rollout.fleet_size = rollout.fleet_size.map(|n| n + next.len());
+    }
+    rollout.waves.push(Wave::new(next, &pass.claim));
+    release.rollout = Some(rollout);
+    // Recorded first: the write that wins the claim is the one that sends.
+    Step::Record { release: Box::new(release), then: None }
+}
+
+/// A repair's next wave: the hosts it launched that are Online managed nodes
+/// now and not yet sent to, and those still booting. A launched host counts
+/// as repaired only once an apply of the release reports Success on it over
+/// SSM, like any other host (its user data applied the release already, so
+/// that apply is a cheap no-op), and is tagged with the release only then.
+pub(super) fn launched_online(
+    release: &Release,
+    rollout: &Rollout,
+    seen: &Observed,
+) -> Result<(Vec<String>, Vec<String>), Need> {
+    let targeted: Vec<&String> = rollout.targeted().collect();
+    let launched: Vec<String> =
+        release.launches.iter().filter_map(|l| l.instance_id.clone()).filter(|id| !targeted.contains(&id)).collect();
+    match reach::choose(&launched, launched.len(), &seen.nodes) {
+        Choice::LookUp(ids) => Err(Need::ManagedNodes(ids)),
+        Choice::Chosen { online, passed } => Ok((online, passed.into_iter().map(|u| u.instance_id).collect())),
+    }
+}
+
+/// The next wave's Online managed nodes; candidates that are not Online are
+/// recorded on the release as unreachable and others take their place.
+pub(super) fn next_online_wave(
+    release: &mut Release,
+    rollout: &Rollout,
+    running: &[String],
+    total: usize,
+    seen: &Observed,
+    settings: &FleetSettings,
+) -> Result<Vec<String>, Need> {
+    if rollout.fixed {
+        return Ok(Vec::new());
+    }
+    loop {
+        let passed_over: Vec<&str> = release.unreachable.iter().map(|u| u.instance_id.as_str()).collect();
+        let candidates: Vec<String> =
+            running.iter().filter(|id| !passed_over.contains(&id.as_str())).cloned().collect();
+        let wave = next_wave(rollout, &candidates, &settings.rollout);
+        match reach::choose(&wave, wave.len(), &seen.nodes) {
+            Choice::LookUp(ids) => return Err(Need::ManagedNodes(ids)),
+            Choice::Chosen { online, passed } if passed.is_empty() => return Ok(online),
+            Choice::Chosen { passed, .. } => release.unreachable.extend(passed),
+        }
+        // Over the tolerance already: the caller stops the rollout.
+        if reach::over_tolerance(release, &settings.rollout, total).is_some() {
+            return Ok(Vec::new());
+        }
+    }
+}
