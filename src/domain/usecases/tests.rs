@@ -767,7 +767,11 @@ mod machine {
         /// instance the same release twice, and loses no release.
         #[test]
         fn rollouts_always_end_and_never_send_twice(
-            lost_reports_undeliverable in any::<bool>(),
+            // As AWS documents it. The forgiving report (Undeliverable once seen
+            // running) is in the scenarios: here a concurrent pass whose write was
+            // fenced may be the only one that saw it running, and no orchestrator
+            // can know of a start nobody recorded.
+            lost_reports_undeliverable in Just(false),
             size in 1usize..14,
             pause_before_waves in any::<bool>(),
             bake in prop_oneof![Just(0u64), Just(2u64)],
