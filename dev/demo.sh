@@ -28,8 +28,9 @@ dev/local-aws.sh start
 curl -fsS -X POST "http://127.0.0.1:$MOTO_PORT/moto-api/reset" >/dev/null
 curl -fsS -X POST "http://127.0.0.1:$SSM_SIM_PORT/_sim/reset" >/dev/null
 
-step "Creating the releases table and a fleet of 3 instances tagged Name=FlakeHubDemo"
+step "Creating the releases table (its stream carried by the template's notices pipe to the bus $FLAKEFLEET_TABLE-notices) and a fleet of 3 instances tagged Name=FlakeHubDemo"
 $py dev/fleet.py table "$FLAKEFLEET_TABLE"
+notices_queue=$($py dev/fleet.py listen "$FLAKEFLEET_TABLE-notices")
 instances=$($py dev/fleet.py instances 3 Name=FlakeHubDemo)
 echo $instances
 
@@ -156,6 +157,9 @@ if [ "$hosts" = script ]; then
   curl -fsS "http://127.0.0.1:$SSM_SIM_PORT/_sim/hosts/$replacement" | $py -c 'import json,sys; boot = json.load(sys.stdin)["boot"]; print("\n".join(l for l in boot["output"].splitlines() if l.startswith("flakefleet:")), f"(exit {boot['"'"'exit_code'"'"']})")'
 fi
 cli fleet
+
+step "The release notices on the bus (Release Status Change, source flakefleet), carried from the table's stream"
+$py dev/fleet.py heard "$notices_queue" | $py -c 'import json,sys; [print(e["detail"]["event_id"], e["detail"]["kind"], e["detail"]["previous_status"], "->", e["detail"]["status"]) for e in sorted(json.load(sys.stdin), key=lambda e: (e["detail"]["id"], e["detail"]["version"]))]'
 
 step "Done. The Lambda's log is in $run/lambda.log"
 if [ "${KEEP_RUNNING:-0}" = 1 ]; then

@@ -3,7 +3,8 @@
 template.yaml), the fleet's instance profile and a small fleet of tagged
 instances in moto; and scripts the SSM simulator's outcomes.
 
-  fleet.py table NAME                 create the releases table if missing
+  fleet.py table NAME                 create the releases table if missing, with its stream, and
+                                     the template's notices pipe from it to a bus NAME-notices
   fleet.py instances N KEY=VALUE [K] run N instances of the NixOS image with that tag, K to a
                                      reservation (default all in one); prints their ids
   fleet.py outcome JSON               add an outcome rule to the SSM simulator
@@ -24,9 +25,13 @@ instances in moto; and scripts the SSM simulator's outcomes.
                                      nodes in the SSM simulator, as after a boot
   fleet.py sends FLAKEREF             how many apply commands of that flakeref each instance
                                      got from the SSM simulator, as {"commands": instances}
-  fleet.py listen BUS                 send flakefleet's events on that EventBridge bus (default:
-                                     the default bus) to an SQS queue of its own; prints its URL
-  fleet.py heard QUEUE_URL            the events that queue received since last asked, as a JSON list
+  fleet.py listen BUS [TABLE]         send flakefleet's events on that EventBridge bus (default:
+                                     the default bus) to an SQS queue of its own; prints its URL.
+                                     With TABLE: the template's notices pipe carries TABLE's
+                                     notices to BUS
+  fleet.py heard QUEUE_URL            the events that queue received since last asked, as a JSON
+                                     list (after the pipes carried every notice written so far)
+  fleet.py dead-letters TABLE         the messages in TABLE's notices dead-letter queue, as JSON
 """
 
 import json
@@ -57,10 +62,81 @@ def table(name):
         print(f"table {name} exists")
         return
     ddb.create_table(TableName=name, BillingMode=props["BillingMode"],
-                     AttributeDefinitions=props["AttributeDefinitions"], KeySchema=props["KeySchema"])
+                     AttributeDefinitions=props["AttributeDefinitions"], KeySchema=props["KeySchema"],
+                     StreamSpecification={"StreamEnabled": True, **props["StreamSpecification"]})
     ttl = props["TimeToLiveSpecification"]
     ddb.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
-    print(f"table {name} created (TTL on {ttl['AttributeName']})")
+    notices(name, f"{name}-notices")
+    print(f"table {name} created (TTL on {ttl['AttributeName']}; notices to the bus {name}-notices)")
+
+
+def notices(table_name, bus):
+    """The template's NoticesPipe, as CloudFormation would create it for a
+    stack whose table is `table_name` and whose notices bus is `bus`: the
+    definition is the template's own, its references filled with these
+    names. Creates the bus and the dead-letter queue if missing."""
+    with open("template.yaml") as f:
+        resources = yaml.safe_load(f)["Resources"]
+    events, sqs, ddb, pipes = client("events"), client("sqs"), client("dynamodb"), client("pipes")
+    if bus != "default" and not any(b["Name"] == bus for b in events.list_event_buses(NamePrefix=bus)["EventBuses"]):
+        events.create_event_bus(Name=bus)
+    bus_arn = events.describe_event_bus(Name=bus)["Arn"]
+    queue = sqs.create_queue(QueueName=dead_letter_queue_name(table_name))["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    stream_arn = ddb.describe_table(TableName=table_name)["Table"]["LatestStreamArn"]
+    name = pipe_name(table_name)
+    values = {
+        ("ReleasesTable", "StreamArn"): stream_arn,
+        ("NoticesBus", "Arn"): bus_arn,
+        ("NoticesDeadLetterQueue", "Arn"): queue_arn,
+        ("NoticesPipeRole", "Arn"): f"arn:aws:iam::123456789012:role/{name}",
+        "${AWS::StackName}-notices": name,
+    }
+
+    def fill(value):
+        if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
+            return values[tuple(value["Fn::GetAtt"])]
+        if isinstance(value, dict) and set(value) == {"Fn::Sub"}:
+            return values[value["Fn::Sub"]]
+        if isinstance(value, dict):
+            if any(k.startswith("Fn::") or k == "Ref" for k in value):
+                raise SystemExit(f"fleet.py cannot fill {value} in NoticesPipe")
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        return value
+
+    props = fill(resources["NoticesPipe"]["Properties"])
+    if any(p["Name"] == name for p in pipes.list_pipes(NamePrefix=name)["Pipes"]):
+        return
+    pipes.create_pipe(**props)
+    for _ in range(50):  # moto moves a new pipe from CREATING to RUNNING as it is described
+        if pipes.describe_pipe(Name=name)["CurrentState"] == "RUNNING":
+            return
+    raise SystemExit(f"the pipe {name} never came to RUNNING")
+
+
+def pipe_name(table_name):
+    return f"{table_name}-notices"[:64]
+
+
+def dead_letter_queue_name(table_name):
+    return f"{table_name}-notices-dlq"[:80]
+
+
+def dead_letters(table_name):
+    _sim_post("/_sim/pipes/drain", {})
+    sqs = client("sqs")
+    queue = sqs.get_queue_url(QueueName=dead_letter_queue_name(table_name))["QueueUrl"]
+    bodies = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
+        if not messages:
+            break
+        for m in messages:
+            bodies.append(json.loads(m["Body"]))
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+    print(json.dumps(bodies))
 
 
 def instances(count, tag, per_reservation=None):
@@ -185,8 +261,11 @@ def sends(flakeref):
     print(json.dumps(histogram, sort_keys=True))
 
 
-def listen(bus):
-    """An SQS queue that a rule on `bus` fills with every event from source flakefleet."""
+def listen(bus, table_name=None):
+    """An SQS queue that a rule on `bus` fills with every event from source
+    flakefleet; with `table_name`, that table's notices pipe carries to `bus`."""
+    if table_name:
+        notices(table_name, bus)
     events, sqs = client("events"), client("sqs")
     name = f"{bus}-listener".replace("/", "-")[:80]
     queue = sqs.create_queue(QueueName=name)["QueueUrl"]
@@ -197,6 +276,7 @@ def listen(bus):
 
 
 def heard(queue):
+    _sim_post("/_sim/pipes/drain", {})
     sqs = client("sqs")
     bodies = []
     while True:
@@ -233,7 +313,8 @@ if __name__ == "__main__":
                 "wait-agents": lambda a: wait_agents(a), "host": lambda a: host(a[0], a[1:]),
                 "agent-version": lambda a: agent_version(a[0], a[1:]), "launched": lambda a: launched(a[0]),
                 "unhealthy": lambda a: unhealthy(a[0], a[1:]),
-                "listen": lambda a: listen(a[0] if a else "default"), "heard": lambda a: heard(a[0]),
+                "listen": lambda a: listen(a[0] if a else "default", a[1] if len(a) > 1 else None),
+                "heard": lambda a: heard(a[0]), "dead-letters": lambda a: dead_letters(a[0]),
                 "log-events": lambda a: log_events(a[0], a[1])}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)

@@ -26,6 +26,7 @@ import yaml
 from ssm_events import COMMAND_EVENT, INVOCATION_EVENT, EventBus, load_patterns
 from ssm_hosts import FakeHosts
 from ssm_output import OutputUploader
+from event_pipes import PipeRunner
 
 PAGE = 50
 # How long a cancelled invocation that had not started shows Cancelling
@@ -274,10 +275,19 @@ class Simulator:
         """`{"operation": ..., "error": ..., "count": N, "instance_id"?: ...,
         "took_effect"?: bool}`: the next N calls of the operation (naming that
         instance, when given) fail with the error, having done nothing; with
-        `took_effect`, having done what they asked (the answer was lost)."""
+        `took_effect`, having done what they asked (the answer was lost).
+        `{"operation": ..., "stall_seconds": S, "count": N}` instead: the next
+        N calls wait S seconds, then do what they asked (a caller killed
+        meanwhile never hears)."""
         if rule.get("operation") not in OPERATIONS:
             raise SsmError("InvalidRule", f"operation must be one of {sorted(OPERATIONS)}")
-        if rule.get("error") not in FAULTS:
+        stall = rule.get("stall_seconds")
+        if stall is not None:
+            if not isinstance(stall, (int, float)) or isinstance(stall, bool) or not 0 < stall <= 300:
+                raise SsmError("InvalidRule", "stall_seconds must be a number above 0 and at most 300")
+            if "error" in rule:
+                raise SsmError("InvalidRule", "a fault either stalls or fails, not both")
+        elif rule.get("error") not in FAULTS:
             raise SsmError("InvalidRule", f"error must be one of {sorted(FAULTS)}")
         count = rule.get("count")
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
@@ -299,6 +309,8 @@ class Simulator:
                 if "instance_id" in fault and fault["instance_id"] not in named:
                     continue
                 fault["count"] -= 1
+                if "stall_seconds" in fault:
+                    return float(fault["stall_seconds"])
                 status, message = FAULTS[fault["error"]]
                 return SsmError(fault["error"], message, status, fault.get("took_effect", False))
         return None
@@ -874,7 +886,7 @@ def load_documents(template_path):
     }
 
 
-def make_handler(sim):
+def make_handler(sim, pipes):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         # Headers and body go out in separate writes: without this, Nagle's
@@ -932,6 +944,8 @@ def make_handler(sim):
                 if self.path == "/_sim/faults":
                     sim.add_fault(body)
                     return self._send(200, {})
+                if self.path == "/_sim/pipes/drain":
+                    return self._send(200, pipes.drain())
                 if self.path == "/_sim/reset":
                     sim.reset()
                     return self._send(200, {})
@@ -940,6 +954,9 @@ def make_handler(sim):
                 if not target.startswith("AmazonSSM.") or operation not in OPERATIONS:
                     raise SsmError("UnknownOperationException", f"the simulator does not serve {target or 'this request'}")
                 fault = sim.fault_for(operation, body)
+                if isinstance(fault, float):
+                    time.sleep(fault)
+                    fault = None
                 if fault and fault.took_effect:
                     getattr(sim, operation)(body)  # done, and the answer is lost
                 if fault:
@@ -981,7 +998,9 @@ def main():
         OutputUploader(logs, args.template),
     )
     threading.Thread(target=sim.watch_statuses, args=(0.2,), daemon=True).start()
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(sim))
+    pipes = PipeRunner(args.moto_url)
+    threading.Thread(target=pipes.run, args=(0.2,), daemon=True).start()
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(sim, pipes))
     print(f"ssm simulator on 127.0.0.1:{args.port}, documents {sorted(sim.documents)}", flush=True)
     server.serve_forever()
 

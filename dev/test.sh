@@ -124,6 +124,8 @@ if ! bash dev/demo.sh >"$run/demo.log" 2>&1 || grep -q 'Traceback' "$run/demo.lo
 fi
 grep -c '^.\[1m== ' "$run/demo.log" | xargs -I{} echo "demo: {} scenes in $((SECONDS - demo_started)) s"
 
+echo "== the local AWS's own logic: the Pipes input transformation (dev/test_*.py)"
+.dev/venv/bin/python -m unittest discover -s dev -p 'test_*.py'
 echo "== template.yaml: cfn-lint, before and after the SAM transform"
 .dev/venv/bin/python dev/lint-template.py
 if ! wait "$checkov_pid"; then

@@ -16,16 +16,13 @@ pub mod telemetry;
 use auth::jwks::JwksCache;
 use auth::oidc::OidcVerifier;
 use auth::Gate;
-use aws::{
-    CallCounter, CloudWatchAlarms, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, EventBridgeNotices,
-    SsmCommandRunner,
-};
+use aws::{CallCounter, CloudWatchAlarms, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner};
 use config::AuthSettings;
 use domain::usecases::FleetController;
 
 /// The controller wired to AWS.
 pub type AwsFleetController =
-    FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, CloudWatchAlarms, EventBridgeNotices>;
+    FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, CloudWatchAlarms>;
 
 /// Attempts per AWS call (the SDK's standard retry mode).
 pub const AWS_ATTEMPTS: u32 = 3;
@@ -63,10 +60,7 @@ pub fn aws_service(
         aws_sdk_ssm::config::Builder::from(sdk).retry_config(retry.clone()).interceptor(calls.clone()).build(),
     );
     let cloudwatch = aws_sdk_cloudwatch::Client::from_conf(
-        aws_sdk_cloudwatch::config::Builder::from(sdk).retry_config(retry.clone()).interceptor(calls.clone()).build(),
-    );
-    let eventbridge = aws_sdk_eventbridge::Client::from_conf(
-        aws_sdk_eventbridge::config::Builder::from(sdk).retry_config(retry).interceptor(calls.clone()).build(),
+        aws_sdk_cloudwatch::config::Builder::from(sdk).retry_config(retry).interceptor(calls.clone()).build(),
     );
     let gate = match config.auth {
         AuthSettings::Iam(allowlist) => Gate::Iam(allowlist),
@@ -82,7 +76,6 @@ pub fn aws_service(
         Ec2FleetInventory::new(ec2),
         SsmCommandRunner::new(ssm, config.ssm),
         CloudWatchAlarms::new(cloudwatch),
-        EventBridgeNotices::new(eventbridge, config.event_bus),
         config.fleet,
     );
     Ok(Service { controller, gate, connections })

@@ -4,7 +4,6 @@ pub mod calls;
 pub mod cloudwatch;
 pub mod dynamodb;
 pub mod ec2;
-pub mod eventbridge;
 pub mod ssm;
 pub mod warm;
 
@@ -12,7 +11,6 @@ pub use calls::CallCounter;
 pub use cloudwatch::CloudWatchAlarms;
 pub use dynamodb::{DynamoReleaseStore, DynamoTokenLedger};
 pub use ec2::Ec2FleetInventory;
-pub use eventbridge::EventBridgeNotices;
 pub use ssm::{SsmCommandRunner, SsmSettings};
 pub use warm::Connections;
 

@@ -22,8 +22,6 @@ pub struct Config {
     pub auth: AuthSettings,
     /// Open each service's connection during init (`FLAKEFLEET_WARM_CONNECTIONS`).
     pub warm_connections: bool,
-    /// The EventBridge bus release notices go to (`FLAKEFLEET_EVENT_BUS`); None: the default bus.
-    pub event_bus: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +46,6 @@ impl Config {
             fleet: fleet::settings(&vars)?,
             ssm: ssm::settings(&vars)?,
             // PutEvents' EventBusName: a bus name or ARN; unset, the default bus.
-            event_bus: vars.optional_name("FLAKEFLEET_EVENT_BUS", 1600, "/._-:", "an event bus name or ARN")?,
         })
     }
 }

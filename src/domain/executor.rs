@@ -15,17 +15,14 @@ use super::planner::reach::{drop_unreachable, refusal_stands};
 use super::planner::repair::launch_request;
 use super::planner::{Need, Observed, Outcome, Pass, Step};
 use super::ports::{
-    AlarmWatch, ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, Notice, NoticeBoard,
-    ReleasePage, ReleaseStore, RunnerError, Settlement, StoreError, Written,
+    AlarmWatch, ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, Notice, ReleasePage,
+    ReleaseStore, RunnerError, Settlement, StoreError, Written,
 };
 use std::collections::HashMap;
 use tracing::{info, warn};
 
 /// The tracing target of metric events (see `crate::telemetry`).
 pub const METRICS_TARGET: &str = "flakefleet::metrics";
-
-/// Notices an outbox pass posts at most (EventBridge takes 10 per call).
-const OUTBOX_PAGE: u32 = 50;
 
 /// Batches of a wave sent between two writes of their command ids.
 const BATCHES_PER_SAVE: usize = 10;
@@ -38,18 +35,15 @@ pub enum Flow {
 }
 
 /// The ports of one fleet, borrowed for one invocation.
-pub struct Executor<'a, S, I, R, A, N> {
+pub struct Executor<'a, S, I, R, A> {
     pub store: &'a S,
     pub inventory: &'a I,
     pub runner: &'a R,
     pub alarms: &'a A,
-    pub notices: &'a N,
-    /// Notices written and not posted yet: posted at the end of the use case.
-    pub pending: &'a std::sync::Mutex<Vec<Notice>>,
     pub settings: &'a FleetSettings,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: NoticeBoard> Executor<'_, S, I, R, A, N> {
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Executor<'_, S, I, R, A> {
     fn fleet(&self) -> &FleetName {
         &self.settings.name
     }
@@ -445,7 +439,6 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
                 info!(kind = release.kind.as_str(), flakeref = %release.flakeref, "release recorded");
                 self.metric("DeploysStarted", "Count", 1.0, Some(release.kind));
             }
-            self.hold(notices);
         }
         Ok(admission)
     }
@@ -457,52 +450,8 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
         let expected = stamp(&mut release, now);
         let notices: Vec<Notice> = notice::due(&mut release).into_iter().collect();
         match self.store.save(&release, expected, &notices).await? {
-            Written::Yes => {
-                self.hold(notices);
-                Ok((release, true))
-            }
+            Written::Yes => Ok((release, true)),
             Written::Fenced(_) => Ok((self.release(&release.id).await?, false)),
-        }
-    }
-
-    /// Keeps notices just written for the end of the use case, which posts
-    /// them in one call (`post_pending`); until then they wait in the outbox too.
-    fn hold(&self, notices: Vec<Notice>) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).extend(notices);
-    }
-
-    /// Posts the notices this controller's writes left pending, and clears
-    /// those posted from the outbox. Best effort: what is not posted stays in
-    /// the outbox, for the next reconcile.
-    pub async fn post_pending(&self) {
-        let notices = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
-        self.post_and_clear(notices).await;
-    }
-
-    /// Posts what the outbox holds: the notices just written, and those whose
-    /// writer stopped between its write and its post, or whose post failed.
-    pub async fn post_outbox(&self) {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        match self.store.notices(self.fleet(), OUTBOX_PAGE).await {
-            Ok(notices) => self.post_and_clear(notices).await,
-            Err(e) => warn!(error = %e, "the outbox could not be read; its notices are posted by a later pass"),
-        }
-    }
-
-    async fn post_and_clear(&self, notices: Vec<Notice>) {
-        if notices.is_empty() {
-            return;
-        }
-        let posted = match self.notices.post(&notices).await {
-            Ok(posted) => posted,
-            Err(e) => {
-                warn!(error = %e, notices = notices.len(), "release notices not posted yet; the reconcile posts them");
-                return;
-            }
-        };
-        if let Err(e) = self.store.clear_notices(self.fleet(), &posted).await {
-            // Posted again by a later pass, with the same ids.
-            warn!(error = %e, "posted notices not cleared from the outbox");
         }
     }
 
@@ -524,7 +473,6 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
         if written != Written::Yes {
             return self.release(&settlement.release.id).await;
         }
-        self.hold(std::mem::take(&mut settlement.notices));
         let release = &settlement.release;
         info!(
             status = release.status.as_str(),

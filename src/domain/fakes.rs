@@ -34,8 +34,9 @@ pub struct MemoryStore {
     pub releases: Mutex<BTreeMap<ReleaseId, Release>>,
     pub fleet: Mutex<FleetState>,
     claims: Mutex<HashMap<String, (ReleaseId, String, Timestamp)>>,
-    /// Notices written and not cleared, in the order they were written.
-    pub outbox: Mutex<Vec<Notice>>,
+    /// Notices written, in the order they were written: what the table's
+    /// stream carries to the bus on AWS.
+    pub notices: Mutex<Vec<Notice>>,
     /// The next this many writes fail as DynamoDB's do when other
     /// transactions hold their items (after the adapter's retries): busy,
     /// nothing written.
@@ -102,7 +103,7 @@ impl ReleaseStore for MemoryStore {
         if let Some(c) = claim {
             claims.insert(c.key.as_str().to_owned(), (release.id.clone(), c.request.clone(), c.expires_at));
         }
-        self.outbox.lock().unwrap().extend_from_slice(notices);
+        self.notices.lock().unwrap().extend_from_slice(notices);
         Ok(Admitted::Yes)
     }
 
@@ -159,7 +160,7 @@ impl ReleaseStore for MemoryStore {
             lease.deadline = release.deadline;
         }
         releases.insert(release.id.clone(), release.clone());
-        self.outbox.lock().unwrap().extend_from_slice(notices);
+        self.notices.lock().unwrap().extend_from_slice(notices);
         Ok(Written::Yes)
     }
 
@@ -192,45 +193,8 @@ impl ReleaseStore for MemoryStore {
             }
         }
         releases.insert(release.id.clone(), release.clone());
-        self.outbox.lock().unwrap().extend_from_slice(&s.notices);
+        self.notices.lock().unwrap().extend_from_slice(&s.notices);
         Ok(Written::Yes)
-    }
-
-    async fn notices(&self, _: &FleetName, limit: u32) -> Result<Vec<Notice>, StoreError> {
-        self.yields.point().await;
-        let mut outbox = self.outbox.lock().unwrap().clone();
-        // Oldest first, as the outbox's keys sort: by release, then by version.
-        outbox.sort_by_key(notice_order);
-        outbox.truncate(limit as usize);
-        Ok(outbox)
-    }
-
-    async fn clear_notices(&self, _: &FleetName, ids: &[String]) -> Result<(), StoreError> {
-        self.yields.point().await;
-        self.outbox.lock().unwrap().retain(|n| !ids.contains(&n.id));
-        Ok(())
-    }
-}
-
-fn notice_order(notice: &Notice) -> (String, u64) {
-    let version = notice.id.rsplit_once('/').and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-    (notice.release_id.as_str().to_owned(), version)
-}
-
-/// Notices posted, in order; `failing`: every post fails.
-#[derive(Default)]
-pub struct MemoryNotices {
-    pub posted: Mutex<Vec<Notice>>,
-    pub failing: Mutex<bool>,
-}
-
-impl NoticeBoard for MemoryNotices {
-    async fn post(&self, notices: &[Notice]) -> Result<Vec<String>, NoticeError> {
-        if *self.failing.lock().unwrap() {
-            return Err(NoticeError("scripted failure".into()));
-        }
-        self.posted.lock().unwrap().extend_from_slice(notices);
-        Ok(notices.iter().map(|n| n.id.clone()).collect())
     }
 }
 

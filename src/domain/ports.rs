@@ -86,7 +86,7 @@ pub trait ReleaseStore: Send + Sync {
     /// A rollback is admitted only while the fleet's desired release is still
     /// the one it `replaces` (else `StoreError::Busy`: read again, and retry). A repair (`desired: false`) takes the lease but
     /// leaves the desired release and any halt as they are.
-    /// `notices` go into the store's outbox in the same write.
+    /// `notices` are written in the same write.
     fn admit(
         &self,
         release: &Release,
@@ -130,7 +130,7 @@ pub trait ReleaseStore: Send + Sync {
 
     /// Stores a release's progress if nobody wrote it since `expected_version`
     /// and it still holds the fleet's lease (`release.version` is the new one).
-    /// `notices` go into the outbox in the same write.
+    /// `notices` are written in the same write, each an item of its own.
     fn save(
         &self,
         release: &Release,
@@ -142,18 +142,13 @@ pub trait ReleaseStore: Send + Sync {
     /// `expected_version`, all or nothing with `fleet`'s changes; those are
     /// made only while the release holds the fleet's lease.
     fn settle(&self, settlement: &Settlement) -> impl Future<Output = Result<Written, StoreError>> + Send;
-
-    /// The outbox: notices written and not cleared yet, oldest first, at most `limit`.
-    fn notices(&self, fleet: &FleetName, limit: u32) -> impl Future<Output = Result<Vec<Notice>, StoreError>> + Send;
-
-    /// Removes these notices (by id) from the outbox: they were posted.
-    fn clear_notices(&self, fleet: &FleetName, ids: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// A release's status change, announced on the event bus. It is written to
-/// the store's outbox in the same write as the change, posted after it, and
-/// cleared once posted; a notice posted twice keeps its id, so consumers
-/// drop duplicates by it.
+/// A release's status change, announced on the event bus. It is written in
+/// the same write as the change, and the store carries every notice written
+/// to the bus (on AWS the table's stream and a pipe: docs/notifications.md),
+/// at least once; a notice carried twice keeps its id, so consumers drop
+/// duplicates by it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Notice {
     /// `<release id>/<version>`: the release and the write that changed its status.
@@ -165,17 +160,6 @@ pub struct Notice {
     pub detail: String,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("event bus unavailable: {0}")]
-pub struct NoticeError(pub String);
-
-/// Where release status changes are announced (EventBridge's default bus).
-pub trait NoticeBoard: Send + Sync {
-    /// Posts the notices; answers the ids of those posted (the rest stay in
-    /// the outbox and are posted by a later pass).
-    fn post(&self, notices: &[Notice]) -> impl Future<Output = Result<Vec<String>, NoticeError>> + Send;
-}
-
 /// A release's final write and its consequences for the fleet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settlement {
@@ -184,7 +168,7 @@ pub struct Settlement {
     pub expected_version: u64,
     /// None: the release alone, the fleet left as it is.
     pub fleet: Option<FleetChange>,
-    /// Its status changes (and a handed-over release's), into the outbox in the same write.
+    /// Its status changes (and a handed-over release's), written in the same write.
     pub notices: Vec<Notice>,
 }
 

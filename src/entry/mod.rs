@@ -8,7 +8,7 @@ pub mod operation;
 
 use crate::auth::{Access, Gate, TokenLedger};
 use crate::domain::model::time::Timestamp;
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, NoticeBoard, ReleaseStore};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
 use crate::domain::usecases::FleetController;
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use error::ApiError;
@@ -49,8 +49,8 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 /// Handles one invocation, in one span that carries the release id once known.
 /// Function URL requests pass `gate` first; other triggers are authorised by
 /// Lambda's own `lambda:InvokeFunction` permission.
-pub async fn handle<S, I, R, A, N, L>(
-    controller: &FleetController<S, I, R, A, N>,
+pub async fn handle<S, I, R, A, L>(
+    controller: &FleetController<S, I, R, A>,
     gate: &Gate<L>,
     event: Value,
     request_id: &str,
@@ -60,7 +60,6 @@ where
     I: FleetInventory,
     R: CommandRunner,
     A: AlarmWatch,
-    N: NoticeBoard,
     L: TokenLedger,
 {
     let span =
@@ -89,8 +88,8 @@ where
 /// A function URL request: authenticated before it is decoded, so strangers
 /// learn nothing about routes or bodies; its token used only for a request
 /// that will run, so bad input changes nothing. Always an HTTP answer.
-async fn function_url<S, I, R, A, N, L>(
-    controller: &FleetController<S, I, R, A, N>,
+async fn function_url<S, I, R, A, L>(
+    controller: &FleetController<S, I, R, A>,
     gate: &Gate<L>,
     request: &LambdaFunctionUrlRequest,
     now: Timestamp,
@@ -100,7 +99,6 @@ where
     I: FleetInventory,
     R: CommandRunner,
     A: AlarmWatch,
-    N: NoticeBoard,
     L: TokenLedger,
 {
     tracing::Span::current().record("trigger", "function_url");
@@ -123,8 +121,8 @@ where
 
 /// A direct invoke: client errors are answered in the body with their
 /// status; server errors fail the invocation so asynchronous callers retry.
-async fn invoke<S, I, R, A, N>(
-    controller: &FleetController<S, I, R, A, N>,
+async fn invoke<S, I, R, A>(
+    controller: &FleetController<S, I, R, A>,
     action: &str,
     fields: Map<String, Value>,
     now: Timestamp,
@@ -134,7 +132,6 @@ where
     I: FleetInventory,
     R: CommandRunner,
     A: AlarmWatch,
-    N: NoticeBoard,
 {
     tracing::Span::current().record("trigger", "invoke");
     let answer = match invoke_operation(action, fields) {
@@ -157,8 +154,8 @@ where
     }
 }
 
-async fn run<S, I, R, A, N>(
-    controller: &FleetController<S, I, R, A, N>,
+async fn run<S, I, R, A>(
+    controller: &FleetController<S, I, R, A>,
     operation: Operation,
     now: Timestamp,
 ) -> Result<(u16, Value), ApiError>
@@ -167,7 +164,6 @@ where
     I: FleetInventory,
     R: CommandRunner,
     A: AlarmWatch,
-    N: NoticeBoard,
 {
     if let Some(id) = operation.release_id() {
         tracing::Span::current().record("release_id", id.as_str());

@@ -8,7 +8,7 @@ use crate::domain::model::release::{Origin, Release};
 use crate::domain::model::rollout::BATCH;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::control::ControlRequest;
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, NoticeBoard, ReleaseStore};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
 use crate::domain::usecases::{DeployRequest, FleetController, RollbackRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -224,8 +224,8 @@ pub const ABORT_SHAPE: &str = r#"{"rollback": true | false (optional)}"#;
 pub const ROLLBACK_SHAPE: &str = r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional), "run_url": "https://…" (optional), "reason": "<one line>" (optional)}"#;
 
 /// Runs one operation; answers with an HTTP status and a JSON body.
-pub async fn perform<S, I, R, A, N>(
-    controller: &FleetController<S, I, R, A, N>,
+pub async fn perform<S, I, R, A>(
+    controller: &FleetController<S, I, R, A>,
     operation: Operation,
     now: Timestamp,
 ) -> Result<(u16, Value), ApiError>
@@ -234,7 +234,6 @@ where
     I: FleetInventory,
     R: CommandRunner,
     A: AlarmWatch,
-    N: NoticeBoard,
 {
     Ok(match operation {
         Operation::Health => (200, json!({ "status": "ok", "fleet": controller.settings().name })),

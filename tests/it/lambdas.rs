@@ -74,6 +74,13 @@ impl Lambdas {
         Self { processes, log }
     }
 
+    /// Kills process `n` (SIGKILL), as a Lambda that dies mid-invocation.
+    pub fn kill(&mut self, n: usize) {
+        let process = &mut self.processes[n];
+        process.child.kill().expect("the Lambda process is killed");
+        let _ = process.child.wait();
+    }
+
     /// Hands process `n` one event; answers its response.
     pub async fn invoke(&self, n: usize, event: Value) -> Value {
         self.processes[n].api.invoke(event, Duration::from_secs(120)).await

@@ -1,14 +1,15 @@
 //! Release notices on EventBridge (moto's, delivering to an SQS queue
-//! through a rule, as a subscriber would): one event per status change, each
-//! with an id of its release and write; notices a writer could not post wait
-//! in the DynamoDB outbox, and a later reconcile posts them with the same ids.
+//! through a rule, as a subscriber would), carried from the table's stream
+//! by the template's notices pipe (run by dev/event_pipes.py): one event per
+//! status change, each with an id of its release and write, whatever
+//! becomes of the writer after its write.
 
-use crate::support::{Stack, GOOD, NEXT};
-use flakefleet::aws::{CloudWatchAlarms, DynamoReleaseStore, Ec2FleetInventory, EventBridgeNotices, SsmCommandRunner};
+use crate::lambdas::{answer, request, Lambdas};
+use crate::support::{post_control, Stack, GOOD, NEXT};
 use flakefleet::domain::model::rollout::RolloutMode;
-use flakefleet::domain::usecases::FleetController;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Each event's (release id, status), and its event id.
 fn changes(events: &[Value]) -> Vec<(String, String, String)> {
@@ -38,7 +39,7 @@ fn by_release(changes: &[(String, String, String)]) -> BTreeMap<String, Vec<Stri
 }
 
 #[tokio::test]
-async fn every_status_change_is_one_event_and_a_notice_not_posted_is_posted_later_with_its_id() {
+async fn every_status_change_is_one_event_carried_from_the_tables_stream() {
     let stack = Stack::new(2).await;
     let queue = stack.listen();
     let mut settings = stack.settings();
@@ -73,45 +74,43 @@ async fn every_status_change_is_one_event_and_a_notice_not_posted_is_posted_late
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), heard.len(), "each event its own id");
-    assert!(!stack.sort_keys().await.iter().any(|k| k.starts_with("NOTICE#")), "the outbox is empty");
+    // Each event is its notice item's detail, as written: the item stays
+    // (until its TTL), one per event.
+    let items: Vec<String> = stack.sort_keys().await.into_iter().filter(|k| k.starts_with("NOTICE#")).collect();
+    assert_eq!(items.len(), heard.len(), "{items:?}");
     // A reconcile that changes nothing announces nothing.
     stack.settle(&controller).await;
     assert!(stack.heard(&queue).is_empty());
+    assert!(stack.dead_letters().is_empty());
+}
 
-    // A writer whose notices cannot be posted (its bus does not exist): they
-    // wait in the outbox, and the next reconcile posts them, ids unchanged.
-    let lost = FleetController::new(
-        DynamoReleaseStore::new(stack.ddb.clone(), &stack.table),
-        Ec2FleetInventory::new(stack.ec2.clone()),
-        SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings()),
-        CloudWatchAlarms::new(stack.cloudwatch.clone()),
-        EventBridgeNotices::new(stack.events.clone(), Some("no-such-bus".into())),
-        settings,
-    );
-    let fix = stack.deploy(&lost, "AcmeCorp/infra/=0.1.43+rev-3333333#nixosConfigurations.web").await;
-    assert!(stack.heard(&queue).is_empty());
-    let waiting: Vec<String> = stack.sort_keys().await.into_iter().filter(|k| k.starts_with("NOTICE#")).collect();
-    assert_eq!(waiting.len(), 2, "pending and in_progress wait in the outbox: {waiting:?}");
-    let report = flakefleet::entry::handle(
-        &controller,
-        &crate::support::gate(),
-        crate::support::sample_event("eventbridge-scheduled.json"),
-        "it",
-    )
-    .await
-    .unwrap();
-    assert!(report["reconcile"].is_object(), "{report}");
-    let later = changes(&stack.heard(&queue));
-    let fix_events: Vec<&(String, String, String)> = later.iter().filter(|(r, _, _)| *r == id(&fix)).collect();
-    assert_eq!(
-        fix_events.iter().map(|(_, s, _)| s.as_str()).collect::<Vec<_>>()[..2],
-        ["pending", "in_progress"],
-        "{later:?}"
-    );
-    for (_, _, event_id) in &fix_events[..2] {
-        let (release, version) = event_id.rsplit_once('/').unwrap();
-        let key = format!("NOTICE#{release}#{:010}", version.parse::<u64>().unwrap());
-        assert!(waiting.contains(&key), "{event_id} is the notice that waited: {waiting:?}");
+/// The function never puts a notice: a request whose Lambda is killed right
+/// after its write (its SendCommand stalled) still has its notice on the bus.
+#[tokio::test]
+async fn a_notice_written_by_a_lambda_killed_right_after_its_write_reaches_the_bus() {
+    let stack = Stack::new(1).await;
+    let queue = stack.listen();
+    let stall = json!({"operation": "SendCommand", "stall_seconds": 30, "count": 1, "instance_id": stack.instances[0]});
+    assert!(post_control("FLAKEFLEET_TEST_SSM_URL", "/_sim/faults", &stall).starts_with("HTTP/1.1 200"));
+    let mut lambdas = Lambdas::start(&stack, 1, &[]).await;
+    {
+        let deploy = lambdas.invoke(0, request("POST", "/releases", Some(json!({"flakeref": GOOD}))));
+        let written = async {
+            while !stack.sort_keys().await.iter().any(|k| k.starts_with("NOTICE#")) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::select! {
+            response = deploy => panic!("answered before it could be killed: {:?}", answer(&response)),
+            () = written => {}
+        }
     }
-    assert!(!stack.sort_keys().await.iter().any(|k| k.starts_with("NOTICE#")), "the outbox is empty again");
+    lambdas.kill(0);
+
+    let heard = stack.heard(&queue);
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert_eq!(heard[0]["detail"]["status"], "pending");
+    assert_eq!(heard[0]["detail"]["previous_status"], Value::Null);
+    let release = heard[0]["detail"]["id"].as_str().unwrap();
+    assert_eq!(heard[0]["detail"]["event_id"], format!("{release}/0"), "the admission's write");
 }

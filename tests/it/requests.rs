@@ -178,7 +178,6 @@ async fn an_unreachable_ssm_answers_503_and_the_reconcile_sends_later() {
         flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
         flakefleet::aws::SsmCommandRunner::new(nowhere, crate::support::ssm_settings()),
         flakefleet::aws::CloudWatchAlarms::new(stack.cloudwatch.clone()),
-        stack.notices(),
         stack.settings(),
     );
     let (status, body) =
@@ -262,7 +261,6 @@ async fn a_failing_store_answers_500_with_an_opaque_message() {
         flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
         flakefleet::aws::SsmCommandRunner::new(stack.ssm.clone(), crate::support::ssm_settings()),
         flakefleet::aws::CloudWatchAlarms::new(stack.cloudwatch.clone()),
-        stack.notices(),
         stack.settings(),
     );
     let (status, body) = stack.http(&broken, "POST", "/releases", Some(&json!({"flakeref": GOOD}).to_string())).await;
@@ -281,7 +279,6 @@ async fn a_command_ssm_refuses_fails_the_release_and_frees_the_fleet() {
         flakefleet::aws::Ec2FleetInventory::new(stack.ec2.clone()),
         flakefleet::aws::SsmCommandRunner::new(stack.ssm.clone(), ssm),
         flakefleet::aws::CloudWatchAlarms::new(stack.cloudwatch.clone()),
-        stack.notices(),
         stack.settings(),
     );
     let (status, body) = stack.http(&refusing, "POST", "/releases", Some(&json!({"flakeref": GOOD}).to_string())).await;

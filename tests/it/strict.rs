@@ -203,22 +203,36 @@ async fn a_bad_output_log_group_is_refused_by_send_command() {
 }
 
 /// PutEvents refuses more than 256 KB of entries (EventBridge's size
-/// formula), which moto alone would accept; a notice is far below it.
+/// formula), which moto alone would accept. The notices pipe meets that
+/// refusal with a notice item too big for the bus: past its retries the
+/// record goes to the dead-letter queue (its place in the stream, not the
+/// item), and the notices written after it still arrive.
 #[tokio::test]
-async fn put_events_over_256_kb_is_refused() {
-    use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-    let stack = Stack::new(0).await;
-    let entry = |bytes: usize| {
-        PutEventsRequestEntry::builder()
-            .source("flakefleet")
-            .detail_type("Release Status Change")
-            .detail(format!(r#"{{"pad": "{}"}}"#, "x".repeat(bytes)))
-            .event_bus_name(&stack.bus)
-            .build()
-    };
-    let err = stack.events.put_events().entries(entry(200 * 1024)).entries(entry(60 * 1024)).send().await.unwrap_err();
-    let message = format!("{}", aws_sdk_eventbridge::error::DisplayErrorContext(&err));
-    assert!(message.contains("ValidationException") && message.contains("over the limit"), "{message}");
-    let out = stack.events.put_events().entries(entry(200 * 1024)).send().await.unwrap();
-    assert_eq!(out.failed_entry_count(), 0);
+async fn a_notice_the_bus_refuses_is_dead_lettered_and_the_stream_moves_on() {
+    use aws_sdk_dynamodb::types::AttributeValue::S;
+    let stack = Stack::new(1).await;
+    let queue = stack.listen();
+    let huge = format!(r#"{{"pad": "{}"}}"#, "x".repeat(300 * 1024));
+    stack
+        .ddb
+        .put_item()
+        .table_name(&stack.table)
+        .item("pk", S(format!("FLEET#{}", stack.fleet)))
+        .item("sk", S("NOTICE#00000000000000000000000000#0000000001".into()))
+        .item("detail", S(huge))
+        .send()
+        .await
+        .expect("PutItem");
+    let release = stack.deploy(&stack.controller(), GOOD).await;
+
+    let dead = stack.dead_letters();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let info = &dead[0]["DDBStreamBatchInfo"];
+    assert_eq!(info["batchSize"], 1);
+    assert!(info["streamArn"].as_str().unwrap().contains(&stack.table), "{info}");
+    assert!(dead[0]["context"]["reason"].as_str().unwrap().contains("over the limit"), "{dead:?}");
+    let heard = stack.heard(&queue);
+    let statuses: Vec<&str> = heard.iter().map(|e| e["detail"]["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["pending", "in_progress"], "{heard:?}");
+    assert!(heard.iter().all(|e| e["detail"]["id"] == release["id"]));
 }

@@ -9,8 +9,8 @@ use aws_sdk_ssm::types::Command;
 use flakefleet::auth::iam::IamAllowlist;
 use flakefleet::auth::Gate;
 use flakefleet::aws::{
-    CallCounter, CloudWatchAlarms, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, EventBridgeNotices,
-    SsmCommandRunner, SsmSettings,
+    CallCounter, CloudWatchAlarms, DynamoReleaseStore, DynamoTokenLedger, Ec2FleetInventory, SsmCommandRunner,
+    SsmSettings,
 };
 use flakefleet::domain::model::flakeref::FlakeAllowlist;
 use flakefleet::domain::model::fleet::FleetSettings;
@@ -94,8 +94,8 @@ pub struct Stack {
     pub ec2: aws_sdk_ec2::Client,
     /// moto's CloudWatch: the rollback alarms.
     pub cloudwatch: aws_sdk_cloudwatch::Client,
-    /// moto's EventBridge, with a bus of this test's own for its release notices.
-    pub events: aws_sdk_eventbridge::Client,
+    /// The bus of this test's own that its table's notices pipe carries to
+    /// (created by `listen`).
     pub bus: String,
     pub ddb: aws_sdk_dynamodb::Client,
     pub table: String,
@@ -120,7 +120,6 @@ impl Stack {
             ssm: aws_sdk_ssm::Client::from_conf(ssm_config),
             ec2: aws_sdk_ec2::Client::new(&sdk),
             cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
-            events: aws_sdk_eventbridge::Client::new(&sdk),
             bus: format!("flakefleet-it-{unique}"),
             ddb: aws_sdk_dynamodb::Client::new(&sdk),
             table: format!("flakefleet-it-{unique}"),
@@ -129,7 +128,6 @@ impl Stack {
             instances: Vec::new(),
         };
         stack.create_table_from_template().await;
-        stack.events.create_event_bus().name(&stack.bus).send().await.expect("CreateEventBus");
         let mut stack = stack;
         if instances > 0 {
             stack.instances = stack.launch(instances).await;
@@ -162,6 +160,14 @@ impl Stack {
                     .unwrap(),
             );
         }
+        let stream = &props["StreamSpecification"];
+        create = create.stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(stream["StreamViewType"].as_str().unwrap().into())
+                .build()
+                .unwrap(),
+        );
         create.send().await.expect("CreateTable");
         let ttl = &props["TimeToLiveSpecification"];
         self.ddb
@@ -222,12 +228,20 @@ impl Stack {
         fleet_py(&["profile", name]);
     }
 
-    /// An SQS queue that receives every event on this test's bus (dev/fleet.py listen).
+    /// An SQS queue that receives every event on this test's bus, where the
+    /// template's notices pipe carries this test's table's notices
+    /// (dev/fleet.py listen).
     pub fn listen(&self) -> String {
-        fleet_py(&["listen", &self.bus]).trim().to_owned()
+        fleet_py(&["listen", &self.bus, &self.table]).trim().to_owned()
     }
 
-    /// The events the queue received since last asked.
+    /// The notices pipe's dead-letter messages since last asked.
+    pub fn dead_letters(&self) -> Vec<Value> {
+        serde_json::from_str(&fleet_py(&["dead-letters", &self.table])).unwrap()
+    }
+
+    /// The events the queue received since last asked, once the pipes have
+    /// carried every notice written so far.
     pub fn heard(&self, queue: &str) -> Vec<Value> {
         serde_json::from_str(&fleet_py(&["heard", queue])).unwrap()
     }
@@ -273,13 +287,11 @@ impl Stack {
         let ec2 = self.ec2.config().to_builder().interceptor(calls.clone()).build();
         let ssm = self.ssm.config().to_builder().interceptor(calls.clone()).build();
         let cloudwatch = self.cloudwatch.config().to_builder().interceptor(calls.clone()).build();
-        let events = self.events.config().to_builder().interceptor(calls.clone()).build();
         FleetController::new(
             DynamoReleaseStore::new(aws_sdk_dynamodb::Client::from_conf(ddb), &self.table),
             Ec2FleetInventory::new(aws_sdk_ec2::Client::from_conf(ec2)),
             SsmCommandRunner::new(aws_sdk_ssm::Client::from_conf(ssm), ssm_settings()),
             CloudWatchAlarms::new(aws_sdk_cloudwatch::Client::from_conf(cloudwatch)),
-            EventBridgeNotices::new(aws_sdk_eventbridge::Client::from_conf(events), Some(self.bus.clone())),
             settings,
         )
     }
@@ -297,7 +309,6 @@ impl Stack {
             Ec2FleetInventory::new(self.ec2.clone()),
             SsmCommandRunner::new(self.ssm.clone(), ssm),
             CloudWatchAlarms::new(self.cloudwatch.clone()),
-            self.notices(),
             settings,
         )
     }
@@ -309,14 +320,8 @@ impl Stack {
             Ec2FleetInventory::new(self.ec2.clone()),
             SsmCommandRunner::new(self.ssm.clone(), ssm_settings()),
             CloudWatchAlarms::new(self.cloudwatch.clone()),
-            self.notices(),
             settings,
         )
-    }
-
-    /// Release notices to this test's own bus.
-    pub fn notices(&self) -> EventBridgeNotices {
-        EventBridgeNotices::new(self.events.clone(), Some(self.bus.clone()))
     }
 
     /// Sends a function URL request through the real handler, built from

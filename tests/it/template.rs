@@ -175,14 +175,12 @@ fn the_function_role_grants_only_what_the_code_uses() {
     assert_eq!(pass.len(), 1);
     assert!(strings(&pass[0]["Resource"]).join("").ends_with(":role${InstanceRolePath}${InstanceRoleName}"));
     assert_eq!(pass[0]["Condition"]["StringEquals"]["iam:PassedToService"].as_str(), Some("ec2.amazonaws.com"));
-    // PutEvents: the stack's notices bus, the one FLAKEFLEET_EVENT_BUS names, and no other.
-    let put = with_action("events:PutEvents");
-    assert_eq!(put.len(), 1);
-    assert!(strings(&put[0]["Resource"]).join("").ends_with(":event-bus/${AWS::StackName}-notices"), "{:?}", put[0]);
-    let bus = &t["Resources"]["NoticesBus"]["Properties"]["Name"]["Fn::Sub"];
-    assert_eq!(bus.as_str(), Some("${AWS::StackName}-notices"));
+    // No PutEvents: the notices pipe carries the notices (its own role), and
+    // no write beyond the table's items one at a time or in transactions.
+    assert!(with_action("events:PutEvents").is_empty());
+    assert!(with_action("dynamodb:BatchWriteItem").is_empty());
     let env = &t["Resources"]["FlakefleetFunction"]["Properties"]["Environment"]["Variables"];
-    assert_eq!(env["FLAKEFLEET_EVENT_BUS"]["Ref"].as_str(), Some("NoticesBus"));
+    assert!(env.get("FLAKEFLEET_EVENT_BUS").is_none());
     // DynamoDB: the table and nothing else.
     for s in statements.iter().filter(|s| strings(&s["Action"]).iter().any(|a| a.starts_with("dynamodb:"))) {
         assert_eq!(s["Resource"]["Fn::GetAtt"][0].as_str(), Some("ReleasesTable"), "{s:?}");
@@ -640,8 +638,10 @@ fn rollback_alarms_are_read_by_name_and_their_alarm_state_changes_invoke_the_fun
 /// and nothing else; only when a topic is given.
 #[test]
 fn the_sample_notice_rule_sends_bad_outcomes_of_this_fleet_to_the_alarm_topic() {
-    use flakefleet::aws::eventbridge::{DETAIL_TYPE, SOURCE};
     let t = template();
+    let bus = &t["Resources"]["NoticesPipe"]["Properties"]["TargetParameters"]["EventBridgeEventBusParameters"];
+    let (source, detail_type) = (bus["Source"].as_str().unwrap(), bus["DetailType"].as_str().unwrap());
+    assert_eq!((source, detail_type), ("flakefleet", "Release Status Change"), "as docs/notifications.md says");
     let rule = &t["Resources"]["ReleaseFailedRule"];
     assert_eq!(rule["Condition"].as_str(), Some("HasAlarmTopic"));
     assert_eq!(rule["Properties"]["EventBusName"]["Ref"].as_str(), Some("NoticesBus"), "on the stack's own bus");
@@ -655,18 +655,18 @@ fn the_sample_notice_rule_sends_bad_outcomes_of_this_fleet_to_the_alarm_topic() 
         ("prod", "in_progress", false),
         ("staging", "failed", false),
     ] {
-        let event = serde_json::json!({"source": SOURCE, "detail-type": DETAIL_TYPE,
+        let event = serde_json::json!({"source": source, "detail-type": detail_type,
             "detail": {"fleet": fleet, "status": status}});
         assert_eq!(pattern_matches(&pattern, &event, &[("FleetName", "prod")]), sent, "{fleet} {status}");
     }
 }
 
-/// The notices bus lets only the function's role (and NoticePublisherArns)
+/// The notices bus lets only the notices pipe's role (and NoticePublisherArns)
 /// put events: a Deny on every other principal, in the bus's own policy as
 /// CloudFormation receives it after the SAM transform. The emulators ignore
 /// bus policies, so the policy's text is what is checked.
 #[test]
-fn only_the_function_may_put_notices_on_the_stacks_bus() {
+fn only_the_notices_pipe_may_put_notices_on_the_stacks_bus() {
     let t = expanded_template();
     let bus = &t["Resources"]["NoticesBus"];
     assert_eq!(bus["Type"], "AWS::Events::EventBus");
@@ -679,16 +679,36 @@ fn only_the_function_may_put_notices_on_the_stacks_bus() {
     assert!(resource.ends_with(":event-bus/${AWS::StackName}-notices"), "{resource}");
     let allowed = &deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"]["Fn::If"];
     assert_eq!(allowed[0], "HasNoticePublishers");
-    let role = serde_json::json!({"Fn::GetAtt": ["FlakefleetFunctionRole", "Arn"]});
+    let role = serde_json::json!({"Fn::GetAtt": ["NoticesPipeRole", "Arn"]});
     // Without publishers: the role alone. With them: the role, then the parameter's ARNs.
     assert_eq!(allowed[2], serde_json::json!([role.clone()]));
     let joined = &allowed[1]["Fn::Split"][1]["Fn::Join"][1];
     assert_eq!(joined[0], role);
     assert_eq!(joined[1]["Ref"], "NoticePublisherArns");
-    // The role the policy admits is the function's own, and it may put only there.
-    assert_eq!(t["Resources"]["FlakefleetFunction"]["Properties"]["Role"]["Fn::GetAtt"][0], "FlakefleetFunctionRole");
-    let env = &t["Resources"]["FlakefleetFunction"]["Properties"]["Environment"]["Variables"];
-    assert_eq!(env["FLAKEFLEET_EVENT_BUS"]["Ref"], "NoticesBus");
+    // The role the policy admits is the pipe's own: it reads the table's
+    // stream, puts on this bus alone and sends to its dead-letter queue.
+    let pipe = &t["Resources"]["NoticesPipe"]["Properties"];
+    assert_eq!(pipe["RoleArn"]["Fn::GetAtt"][0], "NoticesPipeRole");
+    assert_eq!(pipe["Source"], serde_json::json!({"Fn::GetAtt": ["ReleasesTable", "StreamArn"]}));
+    assert_eq!(pipe["Target"], serde_json::json!({"Fn::GetAtt": ["NoticesBus", "Arn"]}));
+    let role = &t["Resources"]["NoticesPipeRole"]["Properties"];
+    assert_eq!(role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"], "pipes.amazonaws.com");
+    let granted = role["Policies"][0]["PolicyDocument"]["Statement"].as_array().unwrap();
+    let put: Vec<_> = granted.iter().filter(|s| s["Action"] == "events:PutEvents").collect();
+    assert_eq!(put.len(), 1);
+    assert!(put[0]["Resource"]["Fn::Sub"].as_str().unwrap().ends_with(":event-bus/${AWS::StackName}-notices"));
+    let actions: Vec<&str> = granted
+        .iter()
+        .flat_map(|s| match &s["Action"] {
+            serde_json::Value::Array(a) => a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>(),
+            v => v.as_str().into_iter().collect(),
+        })
+        .collect();
+    assert!(actions.iter().all(|a| a.starts_with("dynamodb:") || *a == "events:PutEvents" || *a == "sqs:SendMessage"));
+    assert!(actions.iter().filter(|a| a.starts_with("dynamodb:")).all(|a| {
+        ["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator", "dynamodb:ListStreams"]
+            .contains(a)
+    }));
 }
 
 /// The host policy the stack ships: exactly the CloudWatch Logs calls the

@@ -23,7 +23,8 @@ pub(super) const RELEASE_PREFIX: &str = "RELEASE#";
 pub(super) const IDEMPOTENCY_PREFIX: &str = "IDEMPOTENCY#";
 pub(super) const PART_PREFIX: &str = "PART#";
 pub(super) const NOTICE_PREFIX: &str = "NOTICE#";
-/// How long a notice that could never be posted stays in the outbox (TTL).
+/// How long a notice item stays in the table (TTL) once the stream has
+/// carried it: long enough to read one the pipe dead-lettered.
 const NOTICE_TTL_SECS: u64 = 7 * 86_400;
 /// A body up to this size stays on the release item (400 KB at most).
 pub const INLINE_BODY_BYTES: usize = 96 * 1024;
@@ -182,7 +183,7 @@ pub(crate) fn release_items(r: &Release, inline_bytes: usize) -> Result<(Item, V
 }
 
 /// `NOTICE#<release id>#<version, 10 digits>` for notice id `<release id>/<version>`:
-/// the outbox reads oldest first, by release and then by write.
+/// a release's notices sort by write.
 pub(super) fn notice_sk(id: &str) -> Option<String> {
     let (release, version) = id.rsplit_once('/')?;
     let version: u64 = version.parse().ok()?;
@@ -200,15 +201,6 @@ pub(super) fn notice_item(fleet: &FleetName, notice: &Notice) -> Result<Item, St
         ("detail".to_owned(), s(notice.detail.clone())),
         (TTL_ATTRIBUTE.to_owned(), n(notice.at.secs() + NOTICE_TTL_SECS)),
     ]))
-}
-
-pub(super) fn notice_from_item(item: &Item) -> Result<Notice, StoreError> {
-    Ok(Notice {
-        id: string(item, "notice_id")?,
-        release_id: parse_id(&string(item, "release_id")?)?,
-        at: Timestamp::from_millis(num(item, "at_ms")?),
-        detail: string(item, "detail")?,
-    })
 }
 
 /// A release from its item and, when the body was split, the parts joined.

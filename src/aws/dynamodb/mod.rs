@@ -34,7 +34,7 @@ use crate::domain::ports::{
 };
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{DeleteRequest, Put, TransactWriteItem, Update, WriteRequest};
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};
 use aws_sdk_dynamodb::Client;
 use codec::*;
 use tracing::instrument;
@@ -285,62 +285,6 @@ impl ReleaseStore for DynamoReleaseStore {
     }
 
     #[instrument(skip(self))]
-    async fn notices(&self, fleet: &FleetName, limit: u32) -> Result<Vec<Notice>, StoreError> {
-        let mut notices = Vec::new();
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(fleet_pk(fleet)))
-            .expression_attribute_values(":prefix", s(NOTICE_PREFIX))
-            .consistent_read(true)
-            .limit(limit as i32)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| unavailable("Query", &e))?;
-            for item in page.items() {
-                notices.push(notice_from_item(item)?);
-                if notices.len() >= limit as usize {
-                    return Ok(notices);
-                }
-            }
-        }
-        Ok(notices)
-    }
-
-    #[instrument(skip(self, ids), fields(notices = ids.len()))]
-    async fn clear_notices(&self, fleet: &FleetName, ids: &[String]) -> Result<(), StoreError> {
-        let mut deletes = Vec::with_capacity(ids.len());
-        for id in ids {
-            let sk = notice_sk(id).ok_or_else(|| StoreError::Corrupt(format!("{id:?} is not a notice id")))?;
-            let delete = DeleteRequest::builder()
-                .key(PARTITION_KEY, s(fleet_pk(fleet)))
-                .key(SORT_KEY, s(sk))
-                .build()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            deletes.push(WriteRequest::builder().delete_request(delete).build());
-        }
-        // BatchWriteItem takes 25 requests. One it leaves unprocessed stays
-        // in the outbox and is posted again, with the same id.
-        for chunk in deletes.chunks(25) {
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, chunk.to_vec())
-                .send()
-                .await
-                .map_err(|e| unavailable("BatchWriteItem", &e))?;
-            let left = out.unprocessed_items().map_or(0, |u| u.values().map(Vec::len).sum());
-            if left > 0 {
-                tracing::warn!(left, "BatchWriteItem left notices in the outbox; they are posted again");
-            }
-        }
-        Ok(())
-    }
-
-    #[instrument(skip(self))]
     async fn replaced_by(&self, fleet: &FleetName, id: &ReleaseId) -> Result<Option<ReleaseId>, StoreError> {
         // Only a newer release can replace it; ids sort by creation.
         let mut pages = self
@@ -432,7 +376,8 @@ impl ReleaseStore for DynamoReleaseStore {
 }
 
 impl DynamoReleaseStore {
-    /// The outbox items of these notices, written with the change they announce.
+    /// The items of these notices, written with the change they announce:
+    /// the table's stream carries each new one to the bus (template.yaml, NoticesPipe).
     fn put_notices(&self, fleet: &FleetName, notices: &[Notice]) -> Result<Vec<TransactWriteItem>, StoreError> {
         notices
             .iter()

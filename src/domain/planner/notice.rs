@@ -1,7 +1,7 @@
 //! When a release's status change is announced: a write that changes its
 //! status from the one its last notice announced carries a notice (one per
-//! change, whoever writes it), which the store keeps in its outbox until it
-//! is posted.
+//! change, whoever writes it), which the store writes with it and carries
+//! to the bus (docs/notifications.md).
 
 use crate::domain::model::release::Release;
 use crate::domain::ports::Notice;

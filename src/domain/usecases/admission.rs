@@ -11,9 +11,7 @@ use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::{alarms_at_admission, becomes_desired, Admission};
 use crate::domain::planner::reach::check_targets;
 use crate::domain::planner::{new_release, targeted_release, Observed, Pass};
-use crate::domain::ports::{
-    AlarmWatch, CommandRunner, FleetInventory, IdempotencyClaim, NoticeBoard, ReleaseStore, StoreError,
-};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, IdempotencyClaim, ReleaseStore, StoreError};
 use tracing::{info, warn};
 
 /// How many rollback targets a refused rollback names.
@@ -40,9 +38,7 @@ pub struct RollbackRequest {
     pub origin: Origin,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: NoticeBoard>
-    FleetController<S, I, R, A, N>
-{
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
     /// Records a release of `request.flakeref` and sends its first command.
     pub async fn deploy(&self, request: DeployRequest, now: Timestamp) -> Result<Release, ControlError> {
         self.settings.allowed_flakes.check(&request.flakeref)?;
@@ -150,21 +146,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
         Ok(found)
     }
 
-    /// Admits and drives `release`, then posts the notices its writes left,
-    /// whether or not it went well (what is not posted waits in the outbox).
     async fn start(
-        &self,
-        release: Release,
-        key: Option<IdempotencyKey>,
-        fingerprint: String,
-        pass: &Pass,
-    ) -> Result<Release, ControlError> {
-        let answer = self.admit_and_drive(release, key, fingerprint, pass).await;
-        self.executor().post_pending().await;
-        answer
-    }
-
-    async fn admit_and_drive(
         &self,
         mut release: Release,
         key: Option<IdempotencyKey>,

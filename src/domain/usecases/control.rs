@@ -6,16 +6,14 @@ use crate::domain::model::ids::ReleaseId;
 use crate::domain::model::release::Release;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::control::{apply, Applied, ControlRequest};
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, NoticeBoard, ReleaseStore, StoreError};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore, StoreError};
 use tracing::info;
 
 /// Tries of the read → apply → fenced write, when other writers (reconciles)
 /// move the release on in between.
 const TRIES: usize = 5;
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: NoticeBoard>
-    FleetController<S, I, R, A, N>
-{
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
     /// Applies `request` by `by` to release `id` (the rules are the
     /// planner's: `planner::control`), and answers the release. A resume or
     /// an abort then runs a reconcile pass, so the next wave, or the end of
@@ -41,7 +39,6 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: Not
             }
             info!(action = request.action().as_str(), by, "release steered");
             if matches!(request, ControlRequest::Pause) {
-                executor.post_pending().await;
                 return Ok(stored);
             }
             // Boxed: only these requests carry a reconcile.

@@ -17,39 +17,32 @@ use super::model::fleet::FleetSettings;
 use super::model::ids::ReleaseId;
 use super::model::time::Timestamp;
 use super::planner::Pass;
-use super::ports::{AlarmWatch, CommandRunner, FleetInventory, Notice, NoticeBoard, ReleaseStore};
+use super::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
 
 /// One fleet's ports and settings: what every use case runs against.
-pub struct FleetController<S, I, R, A, N> {
+pub struct FleetController<S, I, R, A> {
     pub(crate) store: S,
     pub(crate) inventory: I,
     pub(crate) runner: R,
     pub(crate) alarms: A,
-    pub(crate) notices: N,
-    /// Notices written by this controller's use cases and not posted yet.
-    pending: std::sync::Mutex<Vec<Notice>>,
     pub(crate) settings: FleetSettings,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: NoticeBoard>
-    FleetController<S, I, R, A, N>
-{
-    pub fn new(store: S, inventory: I, runner: R, alarms: A, notices: N, settings: FleetSettings) -> Self {
-        Self { store, inventory, runner, alarms, notices, pending: Default::default(), settings }
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
+    pub fn new(store: S, inventory: I, runner: R, alarms: A, settings: FleetSettings) -> Self {
+        Self { store, inventory, runner, alarms, settings }
     }
 
     pub fn settings(&self) -> &FleetSettings {
         &self.settings
     }
 
-    fn executor(&self) -> Executor<'_, S, I, R, A, N> {
+    fn executor(&self) -> Executor<'_, S, I, R, A> {
         Executor {
             store: &self.store,
             inventory: &self.inventory,
             runner: &self.runner,
             alarms: &self.alarms,
-            notices: &self.notices,
-            pending: &self.pending,
             settings: &self.settings,
         }
     }

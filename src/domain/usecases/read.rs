@@ -9,7 +9,7 @@ use crate::domain::model::outcome::Unreachable;
 use crate::domain::model::release::{Paused, Release, ReleaseKind};
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease;
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, NoticeBoard, ReleasePage, ReleaseStore};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleasePage, ReleaseStore};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -106,9 +106,7 @@ pub struct ReleaseView {
     pub rolled_back_by: Option<ReleaseId>,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: NoticeBoard>
-    FleetController<S, I, R, A, N>
-{
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
         self.executor().release(id).await
     }

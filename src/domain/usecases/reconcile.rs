@@ -8,7 +8,7 @@ use crate::domain::model::ids::FleetName;
 use crate::domain::model::release::Release;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::{plan, Observed, Outcome, Pass};
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, NoticeBoard, ReleaseStore, StoreError};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore, StoreError};
 use serde::Serialize;
 
 /// Steps one pass may take at most: far more than any path through the
@@ -31,21 +31,14 @@ pub struct ReconcileReport {
     pub skipped: Option<String>,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch, N: NoticeBoard>
-    FleetController<S, I, R, A, N>
-{
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
     /// Moves the fleet one safe step on: sends what was never confirmed sent,
     /// judges the wave in flight, starts the next wave, finishes, rolls back,
     /// or repairs a free fleet. Safe to run at any time, twice, late or
     /// concurrently: every write is fenced by the release's version and lease.
     pub async fn reconcile(&self, now: Timestamp) -> Result<ReconcileReport, ControlError> {
         let pass = new_pass(now);
-        let driven = self.drive_to_rest(Observed::default(), &pass).await;
-        // This pass's notices, and any an earlier invocation wrote and did not
-        // post (it stopped between the two, or the bus refused them): posted
-        // now, their ids unchanged, whether or not the pass ended well.
-        self.executor().post_outbox().await;
-        let (seen, outcome, skipped) = driven?;
+        let (seen, outcome, skipped) = self.drive_to_rest(Observed::default(), &pass).await?;
         let mut report = ReconcileReport {
             fleet: self.settings.name.clone(),
             outcome,

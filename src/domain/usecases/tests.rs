@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::error::ControlError;
-use crate::domain::fakes::{MemoryAlarms, MemoryFleet, MemoryNotices, MemoryStore, ScriptedRunner, SendBehaviour};
+use crate::domain::fakes::{MemoryAlarms, MemoryFleet, MemoryStore, ScriptedRunner, SendBehaviour};
 use crate::domain::fixtures::{self, policy, GOOD, NEXT, T0};
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::IdempotencyKey;
@@ -17,13 +17,13 @@ use std::time::Duration;
 
 mod faults;
 
-pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner, MemoryAlarms, MemoryNotices>;
+pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner, MemoryAlarms>;
 
 fn with_policy(instances: usize, rollout: RolloutPolicy) -> Controller {
     let mut settings = fixtures::settings(rollout);
     settings.takeover_after = Duration::ZERO;
     let (store, fleet, runner) = (MemoryStore::default(), MemoryFleet::of(instances), ScriptedRunner::default());
-    FleetController::new(store, fleet, runner, MemoryAlarms::default(), MemoryNotices::default(), settings)
+    FleetController::new(store, fleet, runner, MemoryAlarms::default(), settings)
 }
 
 /// All at once by tag, no automatic rollback: the plain core loop.
@@ -399,10 +399,10 @@ async fn run_out(c: &Controller, mut at: Timestamp) -> Timestamp {
     panic!("the fleet never came to rest");
 }
 
-/// Each posted notice as (release id, status, its id).
+/// Each notice written, as (release id, status, its id).
 fn posted(c: &Controller) -> Vec<(String, String, String)> {
-    c.notices
-        .posted
+    c.store
+        .notices
         .lock()
         .unwrap()
         .iter()
@@ -1224,7 +1224,7 @@ mod baking {
         let failed = waves[0].bake.as_ref().and_then(|b| b.checks.as_ref()).map(|c| c.failed.clone()).unwrap();
         assert_eq!(failed.len(), 1);
         assert!(failed[0].stderr_tail.contains("flakefleet: health check web failed"), "{failed:?}");
-        let posted = c.notices.posted.lock().unwrap();
+        let posted = c.store.notices.lock().unwrap();
         assert!(posted.iter().any(|n| n.release_id == bad.id && n.detail.contains("rolled_back")), "announced");
         assert!(posted.iter().all(|n| !n.detail.contains("HTTP 500")), "no host output in a notice");
         let rollback = c.store.releases.lock().unwrap().values().find(|r| r.kind == ReleaseKind::Rollback).cloned();
@@ -1382,35 +1382,25 @@ mod targeted {
     }
 }
 
-/// Every status change of every release is announced, once; a notice whose
-/// post failed waits in the outbox and is posted by the next reconcile with
-/// its id unchanged; a pass that changes nothing announces nothing.
+/// Every status change of every release is written as a notice, once, with
+/// the write that makes it (the stream carries what is written); a pass that
+/// changes nothing writes none.
 #[tokio::test]
-async fn every_status_change_is_announced_once_and_a_failed_post_is_made_good() {
+async fn every_status_change_is_announced_once() {
     let c = staged(3);
     let good = c.deploy(deploy(GOOD, None), T0).await.unwrap();
     let at = run_out(&c, T0).await;
     let statuses: Vec<(String, String)> = posted(&c).into_iter().map(|(r, s, _)| (r, s)).collect();
     let of = |status: &str| (good.id.as_str().to_owned(), status.to_owned());
     assert_eq!(statuses, [of("pending"), of("in_progress"), of("succeeded")]);
-    assert!(c.store.outbox.lock().unwrap().is_empty(), "posted notices are cleared");
     c.reconcile(at.plus(Duration::from_secs(1))).await.unwrap();
     assert_eq!(posted(&c).len(), 3, "nothing changed, nothing announced");
 
-    // The bus refuses: the deploy's notices wait in the outbox.
-    *c.notices.failing.lock().unwrap() = true;
     c.runner.failing.lock().unwrap().push(("i-00".into(), NEXT.into()));
     let bad = c.deploy(deploy(NEXT, None), at.plus(Duration::from_secs(2))).await.unwrap();
-    let waiting: Vec<String> = c.store.outbox.lock().unwrap().iter().map(|n| n.id.clone()).collect();
-    assert_eq!(waiting.len(), 2, "pending and in_progress: {waiting:?}");
-    assert_eq!(posted(&c).len(), 3);
-    *c.notices.failing.lock().unwrap() = false;
     run_out(&c, at.plus(Duration::from_secs(2))).await;
     let all = posted(&c);
     let ids: Vec<&String> = all.iter().map(|(_, _, id)| id).collect();
-    for id in &waiting {
-        assert_eq!(ids.iter().filter(|i| **i == id).count(), 1, "{id} posted once, as written: {all:?}");
-    }
     let bad_statuses: Vec<&str> =
         all.iter().filter(|(r, _, _)| r == bad.id.as_str()).map(|(_, s, _)| s.as_str()).collect();
     assert_eq!(bad_statuses, ["pending", "in_progress", "rolled_back"]);
