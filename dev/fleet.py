@@ -262,17 +262,22 @@ def sends(flakeref):
 
 
 def listen(bus, table_name=None):
-    """An SQS queue that a rule on `bus` fills with every event from source
-    flakefleet; with `table_name`, that table's notices pipe carries to `bus`."""
+    """Prints the URL of an SQS queue that a rule on `bus` fills with every
+    event from source flakefleet; with `table_name`, that table's notices
+    pipe carries to `bus`."""
     if table_name:
         notices(table_name, bus)
+    print(listen_queue(bus))
+
+
+def listen_queue(bus):
     events, sqs = client("events"), client("sqs")
     name = f"{bus}-listener".replace("/", "-")[:80]
     queue = sqs.create_queue(QueueName=name)["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     events.put_rule(Name=name[:64], EventBusName=bus, EventPattern=json.dumps({"source": ["flakefleet"]}))
     events.put_targets(Rule=name[:64], EventBusName=bus, Targets=[{"Id": "listener", "Arn": arn}])
-    print(queue)
+    return queue
 
 
 def heard(queue):
