@@ -1,6 +1,6 @@
 """How long a notice takes from its write to the bus on the local stack: the
 delay the template's notices pipe adds (run by the SSM simulator's thread,
-dev/event_pipes.py, every 0.2 s). Needs the local AWS (dev/local-aws.sh).
+dev/event_pipes.py, every 0.25 s). Needs the local AWS (dev/local-aws.sh).
 
   python dev/notice_delay.py [N]
 

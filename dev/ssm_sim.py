@@ -999,7 +999,8 @@ def main():
     )
     threading.Thread(target=sim.watch_statuses, args=(0.2,), daemon=True).start()
     pipes = PipeRunner(args.moto_url)
-    threading.Thread(target=pipes.run, args=(0.2,), daemon=True).start()
+    # Four polls a second, as Lambda polls a DynamoDB stream shard.
+    threading.Thread(target=pipes.run, args=(0.25,), daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(sim, pipes))
     print(f"ssm simulator on 127.0.0.1:{args.port}, documents {sorted(sim.documents)}", flush=True)
     server.serve_forever()
