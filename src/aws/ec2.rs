@@ -1,9 +1,10 @@
 //! The fleet's instances as EC2 reports them.
 
+use crate::domain::model::command::LaunchRequest;
 use crate::domain::model::fleet::{FleetInstance, ImageSelector, InstanceState, MachineImage};
 use crate::domain::model::ids::ReleaseId;
 use crate::domain::model::ids::TargetTag;
-use crate::domain::ports::{FleetInventory, InventoryError, LaunchRequest};
+use crate::domain::ports::{FleetInventory, InventoryError};
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, IamInstanceProfileSpecification,
     InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, ResourceType, Tag, TagSpecification,

@@ -1,9 +1,10 @@
 //! Apply commands through SSM Run Command, with the project's own document.
 
+use crate::domain::model::command::{ApplyCommand, CommandReport, CommandTarget};
 use crate::domain::model::outcome::PingStatus;
 use crate::domain::model::outcome::{InstanceOutcome, InvocationState};
 use crate::domain::model::time::Timestamp;
-use crate::domain::ports::{ApplyCommand, CommandReport, CommandRunner, CommandTarget, RunnerError};
+use crate::domain::ports::{CommandRunner, RunnerError};
 use aws_sdk_ssm::config::retry::RetryConfig;
 use aws_sdk_ssm::error::SdkError;
 use aws_sdk_ssm::operation::send_command::{SendCommandError, SendCommandOutput};

@@ -5,11 +5,10 @@
 
 use super::model::ids::{IdempotencyKey, ReleaseId};
 use super::model::release::{Release, ReleaseKind, ReleaseStatus};
+use super::model::store::{AdmitConflict, Admitted, Fence, IdempotencyClaim, Notice, Settlement, Written};
 use super::model::time::Timestamp;
 use super::planner::lease::{self, lease_for, Admission};
-use super::ports::{
-    AdmitConflict, Admitted, Fence, IdempotencyClaim, Notice, ReleaseStore, Settlement, StoreError, Written,
-};
+use super::ports::{ReleaseStore, StoreError};
 use std::time::Duration;
 
 /// Runs the scenario on `store`, which must hold nothing of `template.fleet`.

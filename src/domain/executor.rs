@@ -4,20 +4,19 @@
 //! release id recorded here, once.
 
 use super::error::ControlError;
+use super::model::command::{ApplyCommand, CommandTarget};
 use super::model::fleet::{FleetSettings, FleetState, MachineImage};
 use super::model::ids::{FleetName, ReleaseId};
 use super::model::release::{Release, ReleaseKind, ReleaseStatus};
 use super::model::rollout::Claim;
+use super::model::store::{IdempotencyClaim, Notice, ReleasePage, Settlement, Written};
 use super::model::time::Timestamp;
 use super::planner::lease::{self, Admission};
 use super::planner::notice;
 use super::planner::reach::{drop_unreachable, refusal_stands};
 use super::planner::repair::launch_request;
 use super::planner::{Need, Observed, Outcome, Pass, Step};
-use super::ports::{
-    AlarmWatch, ApplyCommand, CommandRunner, CommandTarget, FleetInventory, IdempotencyClaim, Notice, ReleasePage,
-    ReleaseStore, RunnerError, Settlement, StoreError, Written,
-};
+use super::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore, RunnerError, StoreError};
 use std::collections::HashMap;
 use tracing::{info, warn};
 
@@ -464,7 +463,7 @@ impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Execut
             settlement.notices.extend(notice::due(&mut next.release));
         }
         let mut written = self.store.settle(&settlement).await?;
-        if written == Written::Fenced(super::ports::Fence::LeaseLost) {
+        if written == Written::Fenced(super::model::store::Fence::LeaseLost) {
             if let Some(alone) = lease::settle_without_lease(&settlement) {
                 settlement = alone;
                 written = self.store.settle(&settlement).await?;

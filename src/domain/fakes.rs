@@ -1,9 +1,11 @@
 //! In-memory ports for the domain's unit tests.
 
+use super::model::command::*;
 use super::model::fleet::{FleetInstance, FleetState, Halt, ImageSelector, InstanceState, Lease, MachineImage};
 use super::model::ids::{FleetName, ReleaseId, TargetTag};
 use super::model::outcome::{InstanceOutcome, InvocationState, PingStatus};
 use super::model::release::{Release, ReleaseKind};
+use super::model::store::*;
 use super::model::time::Timestamp;
 use super::ports::*;
 use std::collections::{BTreeMap, HashMap};

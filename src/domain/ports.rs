@@ -1,11 +1,14 @@
 //! The narrow interfaces through which the domain reaches the world. Each has
 //! one AWS adapter in `crate::aws` and may have in-memory fakes in tests.
+//! The values they take and answer are the model's (`model::store`,
+//! `model::command`); here are the traits and their errors.
 
-use super::model::flakeref::Flakeref;
-use super::model::fleet::{FleetInstance, FleetSpec, FleetState, ImageSelector, Lease, MachineImage};
-use super::model::ids::{FleetName, IdempotencyKey, ReleaseId, TargetTag};
-use super::model::outcome::{InstanceOutcome, PingStatus};
+use super::model::command::{ApplyCommand, CommandReport, LaunchRequest};
+use super::model::fleet::{FleetInstance, FleetState, ImageSelector, Lease, MachineImage};
+use super::model::ids::{FleetName, ReleaseId, TargetTag};
+use super::model::outcome::PingStatus;
 use super::model::release::Release;
+use super::model::store::{Admitted, IdempotencyClaim, Notice, ReleasePage, Settlement, Written};
 use super::model::time::Timestamp;
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,64 +23,6 @@ pub enum StoreError {
     /// transactions, throttling), after bounded retries; nothing was written.
     #[error("release store busy: {0}")]
     Busy(String),
-}
-
-/// A caller's idempotency key with the request it first came with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IdempotencyClaim {
-    pub key: IdempotencyKey,
-    /// A canonical rendering of the request, compared on replay.
-    pub request: String,
-    pub expires_at: Timestamp,
-}
-
-/// What the store says to a new release.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Admitted {
-    /// Recorded, the fleet's lease taken (and for a deploy or rollback, the
-    /// release made the desired one).
-    Yes,
-    /// Nothing was written; each condition that stood in the way, as the store
-    /// read it. Which one counts is the domain's rule (`planner::lease::admission`).
-    Refused(Vec<AdmitConflict>),
-}
-
-/// One condition of an admission that did not hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AdmitConflict {
-    /// The idempotency key is recorded, for this release and request.
-    KeyUsed { release_id: ReleaseId, request: String },
-    /// Another release holds the fleet (until it is final).
-    LeaseHeld { holder: ReleaseId },
-    /// A release with this id is recorded already.
-    IdTaken,
-}
-
-/// The answer to a conditional write.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Written {
-    Yes,
-    /// Nothing was written, because of this condition.
-    Fenced(Fence),
-}
-
-/// Which condition fenced a write off, as the store reports it (DynamoDB:
-/// the transaction's `CancellationReasons`), never guessed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fence {
-    /// Someone wrote the release since the version this writer read.
-    StaleVersion,
-    /// The release no longer holds the fleet's lease.
-    LeaseLost,
-    /// The new release to record exists already.
-    AlreadyExists,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReleasePage {
-    pub releases: Vec<Release>,
-    /// Pass as `after` to read the next, older page.
-    pub next: Option<ReleaseId>,
 }
 
 pub trait ReleaseStore: Send + Sync {
@@ -144,53 +89,6 @@ pub trait ReleaseStore: Send + Sync {
     fn settle(&self, settlement: &Settlement) -> impl Future<Output = Result<Written, StoreError>> + Send;
 }
 
-/// A release's status change, announced on the event bus. It is written in
-/// the same write as the change, and the store carries every notice written
-/// to the bus (on AWS the table's stream and a pipe: docs/notifications.md),
-/// at least once; a notice carried twice keeps its id, so consumers drop
-/// duplicates by it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    /// `<release id>/<version>`: the release and the write that changed its status.
-    pub id: String,
-    pub release_id: ReleaseId,
-    /// When the change was written.
-    pub at: Timestamp,
-    /// The event's detail: the release's summary, as JSON.
-    pub detail: String,
-}
-
-/// A release's final write and its consequences for the fleet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settlement {
-    /// With its final status and new version.
-    pub release: Release,
-    pub expected_version: u64,
-    /// None: the release alone, the fleet left as it is.
-    pub fleet: Option<FleetChange>,
-    /// Its status changes (and a handed-over release's), written in the same write.
-    pub notices: Vec<Notice>,
-}
-
-/// What a settled release changes on the fleet, under its lease.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FleetChange {
-    /// It succeeded: the fleet's last good release from now on.
-    pub last_good: bool,
-    /// Halt the fleet with this reason.
-    pub halt: Option<String>,
-    /// The release that takes the lease over and becomes the desired one (an
-    /// automatic rollback), recorded in the same write; otherwise the lease is freed.
-    pub next: Option<Handover>,
-}
-
-/// A new release taking the fleet over in a settlement's write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Handover {
-    pub release: Release,
-    pub lease: Lease,
-}
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AlarmError {
     /// CloudWatch does not know these names: the configuration is wrong.
@@ -210,22 +108,6 @@ pub trait AlarmWatch: Send + Sync {
 pub enum InventoryError {
     #[error("instance inventory unavailable: {0}")]
     Unavailable(String),
-}
-
-/// Everything RunInstances needs for one instance of the fleet.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LaunchRequest {
-    pub image: MachineImage,
-    /// The root volume's size: the configured one, or the image's snapshot if larger.
-    pub root_volume_gib: i32,
-    pub spec: FleetSpec,
-    pub slot: usize,
-    pub subnet: Option<String>,
-    pub client_token: String,
-    /// Plain text; the adapter encodes it.
-    pub user_data: String,
-    pub tag: TargetTag,
-    pub fleet: FleetName,
 }
 
 pub trait FleetInventory: Send + Sync {
@@ -265,27 +147,6 @@ pub trait FleetInventory: Send + Sync {
     fn untag_release(&self, instance_ids: &[String]) -> impl Future<Output = Result<(), InventoryError>> + Send;
 }
 
-/// Where an apply command goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CommandTarget {
-    /// Every instance carrying the tag, resolved by SSM.
-    Tag(TargetTag),
-    /// These instances, at most 50.
-    Instances(Vec<String>),
-}
-
-/// The apply command for one release.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApplyCommand {
-    pub flakeref: Flakeref,
-    pub target: CommandTarget,
-    /// Ties the command to its release; see [`Release::command_comment`].
-    pub comment: String,
-    /// Only run the health checks of the release the hosts run (the
-    /// document's `check` action): nothing changes on them.
-    pub check_only: bool,
-}
-
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RunnerError {
     /// The service refused the request: no command exists.
@@ -298,15 +159,6 @@ pub enum RunnerError {
     /// managed node it can send to (SSM's InvalidInstanceId): no command exists.
     #[error("an instance is not a managed node: {0}")]
     NotManaged(String),
-}
-
-/// What the command service reports for one command.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommandReport {
-    /// Whether the command as a whole reached a terminal status, so the list
-    /// of invocations is complete.
-    pub finished: bool,
-    pub invocations: Vec<InstanceOutcome>,
 }
 
 pub trait CommandRunner: Send + Sync {

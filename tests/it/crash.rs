@@ -3,16 +3,15 @@
 use crate::support::{gate, Stack, GOOD};
 use flakefleet::aws::dynamodb::INLINE_BODY_BYTES;
 use flakefleet::aws::{DynamoReleaseStore, SsmCommandRunner};
+use flakefleet::domain::model::command::{ApplyCommand, CommandTarget};
 use flakefleet::domain::model::flakeref::Flakeref;
 use flakefleet::domain::model::ids::{IdempotencyKey, ReleaseId};
 use flakefleet::domain::model::outcome::InstanceOutcome;
 use flakefleet::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
+use flakefleet::domain::model::store::{AdmitConflict, Admitted, IdempotencyClaim, Settlement, Written};
 use flakefleet::domain::model::time::Timestamp;
 use flakefleet::domain::planner::lease::{self, lease_for};
-use flakefleet::domain::ports::{
-    AdmitConflict, Admitted, ApplyCommand, CommandRunner, CommandTarget, IdempotencyClaim, ReleaseStore, Settlement,
-    StoreError, Written,
-};
+use flakefleet::domain::ports::{CommandRunner, ReleaseStore, StoreError};
 use serde_json::json;
 use std::time::Duration;
 

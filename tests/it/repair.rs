@@ -264,11 +264,12 @@ async fn launch_failures_are_reported_and_retried_not_crashed() {
 #[tokio::test]
 async fn a_launch_carries_the_fleets_client_token() {
     use flakefleet::aws::Ec2FleetInventory;
+    use flakefleet::domain::model::command::LaunchRequest;
     use flakefleet::domain::model::flakeref::Flakeref;
     use flakefleet::domain::model::ids::ReleaseId;
     use flakefleet::domain::model::time::Timestamp;
     use flakefleet::domain::planner::repair::{client_token, user_data};
-    use flakefleet::domain::ports::{FleetInventory, LaunchRequest};
+    use flakefleet::domain::ports::FleetInventory;
 
     let stack = Stack::new(0).await;
     stack.create_instance_profile().await;

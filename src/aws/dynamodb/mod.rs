@@ -27,11 +27,11 @@ pub use ledger::DynamoTokenLedger;
 use crate::domain::model::fleet::{FleetState, Halt, Lease};
 use crate::domain::model::ids::{FleetName, ReleaseId};
 use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
-use crate::domain::model::time::Timestamp;
-use crate::domain::ports::{
-    AdmitConflict, Admitted, Fence, FleetChange, IdempotencyClaim, Notice, ReleasePage, ReleaseStore, Settlement,
-    StoreError, Written,
+use crate::domain::model::store::{
+    AdmitConflict, Admitted, Fence, FleetChange, IdempotencyClaim, Notice, ReleasePage, Settlement, Written,
 };
+use crate::domain::model::time::Timestamp;
+use crate::domain::ports::{ReleaseStore, StoreError};
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem, Update};

@@ -1,11 +1,11 @@
 //! Judging what instances reported: whether a command or a wave succeeded,
 //! and which instances the next wave takes. Pure rules.
 
+use crate::domain::model::command::CommandReport;
 use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome};
 use crate::domain::model::release::ReleaseStatus;
 use crate::domain::model::rollout::{Rollout, RolloutPolicy};
 use crate::domain::model::time::Timestamp;
-use crate::domain::ports::CommandReport;
 use std::collections::{BTreeMap, HashSet};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 use crate::domain::model::fleet::Lease;
 use crate::domain::model::ids::ReleaseId;
 use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
-use crate::domain::ports::{AdmitConflict, Admitted, FleetChange, Handover, Settlement};
+use crate::domain::model::store::{AdmitConflict, Admitted, FleetChange, Handover, Settlement};
 
 /// The lease a release holds the fleet with, until its settlement frees it.
 pub fn lease_for(release: &Release) -> Lease {

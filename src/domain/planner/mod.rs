@@ -25,14 +25,15 @@ pub mod reach;
 pub mod repair;
 mod waves;
 
+use crate::domain::model::command::{ApplyCommand, CommandReport, CommandTarget};
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetState, MachineImage};
 use crate::domain::model::ids::{Reason, ReleaseId, Revision};
 use crate::domain::model::outcome::{describe_failures, trim_outputs, InstanceOutcome, InvocationState, Unreachable};
 use crate::domain::model::release::{Launch, Origin, Release, ReleaseKind, ReleaseStatus, Stopping, BY_FLAKEFLEET};
 use crate::domain::model::rollout::{Bake, Checks, Claim, Claimed, Rollout, RolloutMode, Wave, BATCH};
+use crate::domain::model::store::Settlement;
 use crate::domain::model::time::Timestamp;
-use crate::domain::ports::{ApplyCommand, CommandReport, CommandTarget, Settlement};
 use judge::{batches_to_report, judge_command, judge_wave, merge_outcomes, newly_converged, next_wave, WaveVerdict};
 use reach::{Choice, NodeStatuses};
 use repair::{plan_repair, tagged_releases, RepairPlan};

@@ -4,7 +4,7 @@
 //! to the bus (docs/notifications.md).
 
 use crate::domain::model::release::Release;
-use crate::domain::ports::Notice;
+use crate::domain::model::store::Notice;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 

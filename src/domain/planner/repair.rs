@@ -2,11 +2,11 @@
 //! instances have drifted from the release the fleet should run, and how a
 //! launch is asked for. Pure rules.
 
+use crate::domain::model::command::LaunchRequest;
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::fleet::{FleetInstance, FleetSettings, FleetSpec, InstanceState, MachineImage};
 use crate::domain::model::ids::ReleaseId;
 use crate::domain::model::release::Release;
-use crate::domain::ports::LaunchRequest;
 use std::collections::BTreeSet;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

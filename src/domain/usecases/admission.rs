@@ -7,11 +7,12 @@ use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{IdempotencyKey, ReleaseId, Revision};
 use crate::domain::model::release::{Origin, Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::rollout::Claimed;
+use crate::domain::model::store::IdempotencyClaim;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::{alarms_at_admission, becomes_desired, Admission};
 use crate::domain::planner::reach::check_targets;
 use crate::domain::planner::{new_release, targeted_release, Observed, Pass};
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, IdempotencyClaim, ReleaseStore, StoreError};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore, StoreError};
 use tracing::{info, warn};
 
 /// How many rollback targets a refused rollback names.

@@ -7,9 +7,10 @@ use crate::domain::model::fleet::{FleetState, Halt, InstanceState, Lease};
 use crate::domain::model::ids::{FleetName, ReleaseId, TargetTag};
 use crate::domain::model::outcome::Unreachable;
 use crate::domain::model::release::{Paused, Release, ReleaseKind};
+use crate::domain::model::store::ReleasePage;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease;
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleasePage, ReleaseStore};
+use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
 use serde::Serialize;
 use std::collections::HashMap;
 

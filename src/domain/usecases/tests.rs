@@ -5,14 +5,16 @@ use super::*;
 use crate::domain::error::ControlError;
 use crate::domain::fakes::{MemoryAlarms, MemoryFleet, MemoryStore, ScriptedRunner, SendBehaviour};
 use crate::domain::fixtures::{self, policy, GOOD, NEXT, T0};
+use crate::domain::model::command::{CommandReport, CommandTarget};
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::IdempotencyKey;
 use crate::domain::model::outcome::InstanceOutcome;
 use crate::domain::model::release::{Launch, Origin, Release, ReleaseKind, ReleaseStatus};
 use crate::domain::model::rollout::{Rate, Rollout, RolloutMode, RolloutPolicy};
+use crate::domain::model::store::Admitted;
 use crate::domain::planner::repair::client_token;
 use crate::domain::planner::{new_release, Outcome};
-use crate::domain::ports::{Admitted, CommandReport, CommandTarget, ReleaseStore};
+use crate::domain::ports::ReleaseStore;
 use std::time::Duration;
 
 mod faults;
