@@ -24,8 +24,6 @@ use domain::usecases::FleetController;
 pub type AwsFleetController =
     FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, CloudWatchAlarms>;
 
-/// Attempts per AWS call (the SDK's standard retry mode).
-pub const AWS_ATTEMPTS: u32 = 3;
 
 /// How far apart JWKS fetches are, at least, however many unknown kids arrive.
 pub const JWKS_MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(30);
@@ -49,7 +47,7 @@ pub fn aws_service(
     // operation. DynamoDB's cancelled transactions are retried by the store
     // itself (it reads why they were cancelled); SendCommand is retried like
     // the rest until commands are made exactly-once (docs/design.md).
-    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(AWS_ATTEMPTS);
+    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(aws::AWS_ATTEMPTS);
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(sdk).retry_config(retry.clone()).interceptor(calls.clone()).build(),
     );

@@ -7,6 +7,10 @@ pub mod ec2;
 pub mod ssm;
 pub mod warm;
 
+/// Attempts per AWS call (the SDK's standard retry mode, which `crate::aws_service`
+/// configures; SendCommand's own throttling retry counts the same).
+pub const AWS_ATTEMPTS: u32 = 3;
+
 pub use calls::CallCounter;
 pub use cloudwatch::CloudWatchAlarms;
 pub use dynamodb::{DynamoReleaseStore, DynamoTokenLedger};

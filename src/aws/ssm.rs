@@ -96,7 +96,7 @@ impl CommandRunner for SsmCommandRunner {
             match self.send_once(command, version.as_deref()).await {
                 // Throttled: SSM refused it before creating anything, so
                 // sending again cannot double it. Nothing else is retried here.
-                Err(e) if attempt < crate::AWS_ATTEMPTS && throttled(&e) => {
+                Err(e) if attempt < super::AWS_ATTEMPTS && throttled(&e) => {
                     let backoff = 100u64 << attempt;
                     tokio::time::sleep(std::time::Duration::from_millis(backoff + fastrand::u64(..backoff))).await;
                     attempt += 1;

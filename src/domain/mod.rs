@@ -8,7 +8,7 @@
 //! - `usecases`: deploy, rollback, reconcile and the read models.
 
 /// The release store's contract, run against every store by the tests.
-#[doc(hidden)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod contract;
 pub mod error;
 pub mod executor;
