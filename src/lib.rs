@@ -24,7 +24,6 @@ use domain::usecases::FleetController;
 pub type AwsFleetController =
     FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, CloudWatchAlarms>;
 
-
 /// How far apart JWKS fetches are, at least, however many unknown kids arrive.
 pub const JWKS_MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(30);
 
