@@ -22,7 +22,7 @@ use domain::usecases::FleetController;
 
 /// The controller wired to AWS.
 pub type AwsFleetController =
-    FleetController<DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, CloudWatchAlarms>;
+    FleetController<(DynamoReleaseStore, Ec2FleetInventory, SsmCommandRunner, CloudWatchAlarms)>;
 
 /// How far apart JWKS fetches are, at least, however many unknown kids arrive.
 pub const JWKS_MIN_REFETCH: std::time::Duration = std::time::Duration::from_secs(30);

@@ -16,7 +16,7 @@ use super::planner::notice;
 use super::planner::reach::{drop_unreachable, refusal_stands};
 use super::planner::repair::launch_request;
 use super::planner::{Need, Observed, Outcome, Pass, Step};
-use super::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore, RunnerError, StoreError};
+use super::ports::{AlarmWatch, CommandRunner, FleetInventory, Ports, ReleaseStore, RunnerError, StoreError};
 use std::collections::HashMap;
 use tracing::{info, warn};
 
@@ -34,15 +34,15 @@ pub enum Flow {
 }
 
 /// The ports of one fleet, borrowed for one invocation.
-pub struct Executor<'a, S, I, R, A> {
-    pub store: &'a S,
-    pub inventory: &'a I,
-    pub runner: &'a R,
-    pub alarms: &'a A,
+pub struct Executor<'a, P: Ports> {
+    pub store: &'a P::Store,
+    pub inventory: &'a P::Inventory,
+    pub runner: &'a P::Runner,
+    pub alarms: &'a P::Alarms,
     pub settings: &'a FleetSettings,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Executor<'_, S, I, R, A> {
+impl<P: Ports> Executor<'_, P> {
     fn fleet(&self) -> &FleetName {
         &self.settings.name
     }

@@ -182,3 +182,20 @@ pub trait CommandRunner: Send + Sync {
         instance_ids: &[String],
     ) -> impl Future<Output = Result<HashMap<String, PingStatus>, RunnerError>> + Send;
 }
+
+/// The four ports one fleet runs against, named once: `FleetController<P>`
+/// and `Executor<P>` take a bundle instead of four type parameters. Any
+/// tuple `(store, inventory, runner, alarms)` of adapters is one.
+pub trait Ports {
+    type Store: ReleaseStore;
+    type Inventory: FleetInventory;
+    type Runner: CommandRunner;
+    type Alarms: AlarmWatch;
+}
+
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> Ports for (S, I, R, A) {
+    type Store = S;
+    type Inventory = I;
+    type Runner = R;
+    type Alarms = A;
+}

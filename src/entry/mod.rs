@@ -8,7 +8,7 @@ pub mod operation;
 
 use crate::auth::{Access, Gate, TokenLedger};
 use crate::domain::model::time::Timestamp;
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
+use crate::domain::ports::Ports;
 use crate::domain::usecases::FleetController;
 use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use error::ApiError;
@@ -49,17 +49,13 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
 /// Handles one invocation, in one span that carries the release id once known.
 /// Function URL requests pass `gate` first; other triggers are authorised by
 /// Lambda's own `lambda:InvokeFunction` permission.
-pub async fn handle<S, I, R, A, L>(
-    controller: &FleetController<S, I, R, A>,
+pub async fn handle<P: Ports, L>(
+    controller: &FleetController<P>,
     gate: &Gate<L>,
     event: Value,
     request_id: &str,
 ) -> Result<Value, HandlerError>
 where
-    S: ReleaseStore,
-    I: FleetInventory,
-    R: CommandRunner,
-    A: AlarmWatch,
     L: TokenLedger,
 {
     let span =
@@ -88,17 +84,13 @@ where
 /// A function URL request: authenticated before it is decoded, so strangers
 /// learn nothing about routes or bodies; its token used only for a request
 /// that will run, so bad input changes nothing. Always an HTTP answer.
-async fn function_url<S, I, R, A, L>(
-    controller: &FleetController<S, I, R, A>,
+async fn function_url<P: Ports, L>(
+    controller: &FleetController<P>,
     gate: &Gate<L>,
     request: &LambdaFunctionUrlRequest,
     now: Timestamp,
 ) -> Value
 where
-    S: ReleaseStore,
-    I: FleetInventory,
-    R: CommandRunner,
-    A: AlarmWatch,
     L: TokenLedger,
 {
     tracing::Span::current().record("trigger", "function_url");
@@ -121,18 +113,12 @@ where
 
 /// A direct invoke: client errors are answered in the body with their
 /// status; server errors fail the invocation so asynchronous callers retry.
-async fn invoke<S, I, R, A>(
-    controller: &FleetController<S, I, R, A>,
+async fn invoke<P: Ports>(
+    controller: &FleetController<P>,
     action: &str,
     fields: Map<String, Value>,
     now: Timestamp,
-) -> Result<Value, HandlerError>
-where
-    S: ReleaseStore,
-    I: FleetInventory,
-    R: CommandRunner,
-    A: AlarmWatch,
-{
+) -> Result<Value, HandlerError> {
     tracing::Span::current().record("trigger", "invoke");
     let answer = match invoke_operation(action, fields) {
         Ok(mut operation) => {
@@ -154,17 +140,11 @@ where
     }
 }
 
-async fn run<S, I, R, A>(
-    controller: &FleetController<S, I, R, A>,
+async fn run<P: Ports>(
+    controller: &FleetController<P>,
     operation: Operation,
     now: Timestamp,
-) -> Result<(u16, Value), ApiError>
-where
-    S: ReleaseStore,
-    I: FleetInventory,
-    R: CommandRunner,
-    A: AlarmWatch,
-{
+) -> Result<(u16, Value), ApiError> {
     if let Some(id) = operation.release_id() {
         tracing::Span::current().record("release_id", id.as_str());
     }

@@ -8,7 +8,7 @@ use crate::domain::model::release::{Origin, Release};
 use crate::domain::model::rollout::BATCH;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::control::ControlRequest;
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
+use crate::domain::ports::Ports;
 use crate::domain::usecases::{DeployRequest, FleetController, RollbackRequest};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -224,17 +224,11 @@ pub const ABORT_SHAPE: &str = r#"{"rollback": true | false (optional)}"#;
 pub const ROLLBACK_SHAPE: &str = r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional), "run_url": "https://…" (optional), "reason": "<one line>" (optional)}"#;
 
 /// Runs one operation; answers with an HTTP status and a JSON body.
-pub async fn perform<S, I, R, A>(
-    controller: &FleetController<S, I, R, A>,
+pub async fn perform<P: Ports>(
+    controller: &FleetController<P>,
     operation: Operation,
     now: Timestamp,
-) -> Result<(u16, Value), ApiError>
-where
-    S: ReleaseStore,
-    I: FleetInventory,
-    R: CommandRunner,
-    A: AlarmWatch,
-{
+) -> Result<(u16, Value), ApiError> {
     Ok(match operation {
         Operation::Health => (200, json!({ "status": "ok", "fleet": controller.settings().name })),
         Operation::Deploy(request) => (202, json!({ "release": controller.deploy(request, now).await? })),

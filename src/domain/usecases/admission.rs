@@ -12,7 +12,7 @@ use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::{alarms_at_admission, becomes_desired, Admission};
 use crate::domain::planner::reach::check_targets;
 use crate::domain::planner::{new_release, targeted_release, Observed, Pass};
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore, StoreError};
+use crate::domain::ports::{CommandRunner, FleetInventory, Ports, StoreError};
 use tracing::{info, warn};
 
 /// How many rollback targets a refused rollback names.
@@ -39,7 +39,7 @@ pub struct RollbackRequest {
     pub origin: Origin,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
+impl<P: Ports> FleetController<P> {
     /// Records a release of `request.flakeref` and sends its first command.
     pub async fn deploy(&self, request: DeployRequest, now: Timestamp) -> Result<Release, ControlError> {
         self.settings.allowed_flakes.check(&request.flakeref)?;

@@ -6,14 +6,14 @@ use crate::domain::model::ids::ReleaseId;
 use crate::domain::model::release::Release;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::control::{apply, Applied, ControlRequest};
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore, StoreError};
+use crate::domain::ports::{Ports, StoreError};
 use tracing::info;
 
 /// Tries of the read → apply → fenced write, when other writers (reconciles)
 /// move the release on in between.
 const TRIES: usize = 5;
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
+impl<P: Ports> FleetController<P> {
     /// Applies `request` by `by` to release `id` (the rules are the
     /// planner's: `planner::control`), and answers the release. A resume or
     /// an abort then runs a reconcile pass, so the next wave, or the end of

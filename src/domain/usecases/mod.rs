@@ -17,27 +17,29 @@ use super::model::fleet::FleetSettings;
 use super::model::ids::ReleaseId;
 use super::model::time::Timestamp;
 use super::planner::Pass;
-use super::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
+use super::ports::{AlarmWatch, CommandRunner, FleetInventory, Ports, ReleaseStore};
 
 /// One fleet's ports and settings: what every use case runs against.
-pub struct FleetController<S, I, R, A> {
-    pub(crate) store: S,
-    pub(crate) inventory: I,
-    pub(crate) runner: R,
-    pub(crate) alarms: A,
+pub struct FleetController<P: Ports> {
+    pub(crate) store: P::Store,
+    pub(crate) inventory: P::Inventory,
+    pub(crate) runner: P::Runner,
+    pub(crate) alarms: P::Alarms,
     pub(crate) settings: FleetSettings,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
+impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<(S, I, R, A)> {
     pub fn new(store: S, inventory: I, runner: R, alarms: A, settings: FleetSettings) -> Self {
         Self { store, inventory, runner, alarms, settings }
     }
+}
 
+impl<P: Ports> FleetController<P> {
     pub fn settings(&self) -> &FleetSettings {
         &self.settings
     }
 
-    fn executor(&self) -> Executor<'_, S, I, R, A> {
+    fn executor(&self) -> Executor<'_, P> {
         Executor {
             store: &self.store,
             inventory: &self.inventory,

@@ -10,7 +10,7 @@ use crate::domain::model::release::{Paused, Release, ReleaseKind};
 use crate::domain::model::store::ReleasePage;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease;
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore};
+use crate::domain::ports::{Ports, ReleaseStore};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -107,7 +107,7 @@ pub struct ReleaseView {
     pub rolled_back_by: Option<ReleaseId>,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
+impl<P: Ports> FleetController<P> {
     pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
         self.executor().release(id).await
     }

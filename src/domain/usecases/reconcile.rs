@@ -8,7 +8,7 @@ use crate::domain::model::ids::FleetName;
 use crate::domain::model::release::Release;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::{plan, Observed, Outcome, Pass};
-use crate::domain::ports::{AlarmWatch, CommandRunner, FleetInventory, ReleaseStore, StoreError};
+use crate::domain::ports::{Ports, StoreError};
 use serde::Serialize;
 
 /// Steps one pass may take at most: far more than any path through the
@@ -31,7 +31,7 @@ pub struct ReconcileReport {
     pub skipped: Option<String>,
 }
 
-impl<S: ReleaseStore, I: FleetInventory, R: CommandRunner, A: AlarmWatch> FleetController<S, I, R, A> {
+impl<P: Ports> FleetController<P> {
     /// Moves the fleet one safe step on: sends what was never confirmed sent,
     /// judges the wave in flight, starts the next wave, finishes, rolls back,
     /// or repairs a free fleet. Safe to run at any time, twice, late or

@@ -28,7 +28,7 @@ mod sending;
 mod steering;
 mod targeted;
 
-pub(crate) type Controller = FleetController<MemoryStore, MemoryFleet, ScriptedRunner, MemoryAlarms>;
+pub(crate) type Controller = FleetController<(MemoryStore, MemoryFleet, ScriptedRunner, MemoryAlarms)>;
 
 fn with_policy(instances: usize, rollout: RolloutPolicy) -> Controller {
     let mut settings = fixtures::settings(rollout);
