@@ -535,6 +535,24 @@ impl<P: Ports> Executor<'_, P> {
         Ok(self.store.last_succeeded_before(self.fleet(), id).await?)
     }
 
+    /// The release recorded as replacing `id`, if any.
+    pub async fn replaced_by(&self, id: &ReleaseId) -> Result<Option<ReleaseId>, ControlError> {
+        Ok(self.store.replaced_by(self.fleet(), id).await?)
+    }
+
+    /// The fleet's running instances and, of `ids` when all are among them,
+    /// where each stands as a managed node (SSM is asked about the fleet's
+    /// own instances only): what a targeted deploy is checked against.
+    pub async fn targets(
+        &self,
+        ids: &[String],
+    ) -> Result<(Vec<String>, HashMap<String, super::model::outcome::PingStatus>), ControlError> {
+        let running = self.inventory.running_instances(&self.settings.target, None).await?;
+        let members = ids.iter().all(|id| running.contains(id));
+        let nodes = if members { self.runner.managed_nodes(ids).await? } else { Default::default() };
+        Ok((running, nodes))
+    }
+
     pub async fn fleet_instances(&self) -> Result<Vec<super::model::fleet::FleetInstance>, ControlError> {
         Ok(self.inventory.fleet_instances(&self.settings.target).await?)
     }

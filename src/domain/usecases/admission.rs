@@ -12,7 +12,7 @@ use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::{alarms_at_admission, becomes_desired, Admission};
 use crate::domain::planner::reach::check_targets;
 use crate::domain::planner::{new_release, targeted_release, Observed, Pass};
-use crate::domain::ports::{CommandRunner, FleetInventory, Ports, StoreError};
+use crate::domain::ports::{Ports, StoreError};
 use tracing::{info, warn};
 
 /// How many rollback targets a refused rollback names.
@@ -50,10 +50,7 @@ impl<P: Ports> FleetController<P> {
             request.instance_ids.as_ref().map(|ids| format!(" on {}", ids.join(","))).unwrap_or_default()
         );
         if let Some(ids) = &request.instance_ids {
-            let running = self.inventory.running_instances(&self.settings.target, None).await?;
-            // SSM is asked about instances of the fleet only.
-            let members = ids.iter().all(|id| running.contains(id));
-            let nodes = if members { self.runner.managed_nodes(ids).await? } else { Default::default() };
+            let (running, nodes) = self.executor().targets(ids).await?;
             check_targets(ids, &running, &nodes).map_err(ControlError::Targets)?;
         }
         let firing = self.executor().firing_alarms().await?;

@@ -10,7 +10,7 @@ use crate::domain::model::release::{Paused, Release, ReleaseKind};
 use crate::domain::model::store::ReleasePage;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease;
-use crate::domain::ports::{Ports, ReleaseStore};
+use crate::domain::ports::Ports;
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -118,7 +118,7 @@ impl<P: Ports> FleetController<P> {
         // and only once it is over (a rollback needs the fleet's lease).
         let replaceable = lease::becomes_desired(&release) && release.status.is_final();
         let rolled_back_by = match replaceable {
-            true => self.store.replaced_by(&self.settings.name, id).await.map_err(ControlError::from)?,
+            true => self.executor().replaced_by(id).await?,
             false => None,
         };
         Ok(ReleaseView { release, rolled_back_by })
