@@ -55,7 +55,7 @@ impl<P: Ports> Executor<'_, P> {
             Step::SendFirst(command) => self.send_first(&command, seen).await?,
             Step::Cancel { requests, mut release } => {
                 for (command_id, instance_ids) in &requests {
-                    seen.cancels_asked.extend(instance_ids.iter().cloned());
+                    seen.log.cancels_asked.extend(instance_ids.iter().cloned());
                     // An invocation counts as cancelled only once SSM took the
                     // request; a refused one is asked again by the next pass,
                     // and awaited like a running one meanwhile.
@@ -71,15 +71,15 @@ impl<P: Ports> Executor<'_, P> {
                 }
                 let (stored, written) = self.record(*release, pass.now()).await?;
                 seen.holder = Some(stored);
-                seen.fenced |= !written;
-                seen.dirty = false;
+                seen.log.fenced |= !written;
+                seen.log.dirty = false;
             }
             Step::Record { release, then } => {
                 let (stored, written) = self.record(*release, pass.now()).await?;
                 seen.holder = Some(stored);
                 seen.sent_batches = None;
-                seen.fenced |= !written;
-                seen.dirty = false;
+                seen.log.fenced |= !written;
+                seen.log.dirty = false;
                 if let Some(outcome) = then {
                     return Ok(Flow::Rest { outcome, skipped: None });
                 }
@@ -91,15 +91,15 @@ impl<P: Ports> Executor<'_, P> {
             Step::SendWave { resume } => {
                 let holder = seen.holder.take().ok_or_else(no_holder)?;
                 let (sent, written) = self.send_wave(holder, resume, pass.now()).await?;
-                seen.wave_sent = true;
-                seen.fenced |= !written;
+                seen.log.wave_sent = true;
+                seen.log.fenced |= !written;
                 seen.holder = Some(sent);
             }
             Step::SendChecks => {
                 let holder = seen.holder.take().ok_or_else(no_holder)?;
                 let (sent, written) = self.send_checks(holder, pass.now()).await?;
-                seen.checks_sent = true;
-                seen.fenced |= !written;
+                seen.log.checks_sent = true;
+                seen.log.fenced |= !written;
                 seen.holder = Some(sent);
             }
             Step::Launch { image } => self.launch(&image, seen).await?,
@@ -109,7 +109,7 @@ impl<P: Ports> Executor<'_, P> {
                 if let Err(e) = self.inventory.tag_release(&instance_ids, &holder.id).await {
                     warn!(error = %e, "could not tag instances with their release");
                 }
-                seen.tagged = true;
+                seen.log.tagged = true;
             }
             Step::Untag(instance_ids) => {
                 // Best effort too: a host whose tag stays is left to the next
@@ -120,7 +120,7 @@ impl<P: Ports> Executor<'_, P> {
                     }
                     Err(e) => warn!(error = %e, "could not forget the release tag of hosts a failed release reached"),
                 }
-                seen.untagged = true;
+                seen.log.untagged = true;
             }
             Step::StartRepair { mut repair, plan } => {
                 let desired = super::planner::lease::becomes_desired(&repair);
@@ -134,8 +134,8 @@ impl<P: Ports> Executor<'_, P> {
                 }
                 info!(launch = plan.launch.len(), reapply = plan.reapply.len(), "repairing the fleet");
                 seen.holder = Some(*repair);
-                seen.created_here = true;
-                seen.started_repair = Some(plan);
+                seen.log.created_here = true;
+                seen.log.started_repair = Some(plan);
             }
             Step::Corrupt(what) => return Err(StoreError::Corrupt(what).into()),
         }
@@ -235,11 +235,11 @@ impl<P: Ports> Executor<'_, P> {
         match self.runner.send(command).await {
             Ok(id) => {
                 info!(command_id = %id, "apply command sent");
-                seen.first_send = Some(Ok(id));
+                seen.log.first_send = Some(Ok(id));
                 Ok(())
             }
             Err(RunnerError::Rejected(reason)) => {
-                seen.first_send = Some(Err(reason));
+                seen.log.first_send = Some(Err(reason));
                 Ok(())
             }
             Err(RunnerError::NotManaged(reason)) => {
@@ -247,12 +247,12 @@ impl<P: Ports> Executor<'_, P> {
                 // it chooses among what is reachable now. If every target
                 // still looks Online, the refusal is SSM's own and stands.
                 let CommandTarget::Instances(ids) = &command.target else {
-                    seen.first_send = Some(Err(reason));
+                    seen.log.first_send = Some(Err(reason));
                     return Ok(());
                 };
                 let fresh = self.runner.managed_nodes(ids).await?;
                 if refusal_stands(&fresh) {
-                    seen.first_send = Some(Err(reason));
+                    seen.log.first_send = Some(Err(reason));
                 } else {
                     warn!(%reason, "a canary target is no longer a managed node; choosing again");
                 }
@@ -286,7 +286,7 @@ impl<P: Ports> Executor<'_, P> {
             match result {
                 Ok(id) => {
                     info!(instance_id = %id, slot = launch.slot, "launched");
-                    seen.launched_ids.push(id.clone());
+                    seen.log.launched_ids.push(id.clone());
                     launch.instance_id = Some(id);
                 }
                 Err(why) => {
@@ -296,8 +296,8 @@ impl<P: Ports> Executor<'_, P> {
             }
         }
         seen.holder = Some(repair);
-        seen.launched = true;
-        seen.dirty = true;
+        seen.log.launched = true;
+        seen.log.dirty = true;
         Ok(())
     }
 

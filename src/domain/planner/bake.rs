@@ -56,7 +56,7 @@ pub(super) fn plan_bake(
         return Some(Step::Record { release: Box::new(claimed), then: None });
     };
     if checks.command_ids.len() < wave.batches().count() {
-        if seen.checks_sent {
+        if seen.log.checks_sent {
             return Some(rest(Outcome::Waiting));
         }
         if now >= release.deadline {

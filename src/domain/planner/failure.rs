@@ -25,7 +25,7 @@ pub(super) fn plan_failure(
     // goes first, before anything is settled: the drift repair then puts the
     // good release back on them (a no-op where the apply never switched).
     let unknown = unknown_hosts(&release);
-    if !unknown.is_empty() && !seen.untagged {
+    if !unknown.is_empty() && !seen.log.untagged {
         return Step::Untag(unknown);
     }
     let halt = |mut release: Release, why: String| {
@@ -167,7 +167,7 @@ pub(super) fn settle_invocations(
         .iter()
         .filter(|(_, state)| matches!(state, Some(InvocationState::Pending | InvocationState::Delayed)))
         .map(|(id, _)| id.to_string())
-        .filter(|id| !stopping.cancelled.contains(id) && !seen.cancels_asked.contains(id))
+        .filter(|id| !stopping.cancelled.contains(id) && !seen.log.cancels_asked.contains(id))
         .collect();
     if !to_cancel.is_empty() {
         // CancelCommand takes at most 50 instance ids: one request per command and 50 of its ids.

@@ -18,7 +18,7 @@ pub(super) fn plan_first_command(release: &Release, seen: &Observed, settings: &
             return Step::Record { release: Box::new(taken), then: None };
         }
     };
-    if let Some(answer) = &seen.first_send {
+    if let Some(answer) = &seen.log.first_send {
         return match answer {
             Ok(command_id) => record_first(release, command_id, seen, settings, pass),
             Err(reason) => {
@@ -152,7 +152,7 @@ pub(super) fn plan_at_once(release: &Release, seen: &Observed, settings: &FleetS
     let mut verdict = judge_command(report, &release.instances, release.deadline, pass.now());
     trim_outputs(&mut verdict.instances);
     let fresh = newly_converged(&release.instances, &verdict.instances);
-    if !fresh.is_empty() && !seen.tagged {
+    if !fresh.is_empty() && !seen.log.tagged {
         return Step::Tag(fresh);
     }
     let changed = verdict.instances != release.instances;

@@ -167,14 +167,14 @@ pub enum Step {
     Corrupt(String),
 }
 
-/// What this pass knows; `None` is "not observed yet".
+/// What this pass knows of the world (the fleet's record, the release holding
+/// it, what AWS answered); `None` is "not observed yet". What the pass did
+/// itself is in `log`.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     pub fleet: Option<FleetState>,
     /// The release holding the fleet (or being admitted): the one steps act on.
     pub holder: Option<Release>,
-    /// This pass recorded the holder: no earlier attempt can have sent its command.
-    pub created_here: bool,
     pub sent_before: Option<Option<String>>,
     /// What `Need::SentBatches` found, batch by batch; cleared by every record.
     pub sent_batches: Option<Vec<Option<String>>>,
@@ -184,8 +184,6 @@ pub struct Observed {
     /// Managed-node statuses looked up on this pass (a refused send refreshes them).
     pub nodes: NodeStatuses,
     pub any_running: Option<bool>,
-    /// What the first command's send answered: its id, or the service's refusal.
-    pub first_send: Option<Result<String, String>>,
     pub report: Option<CommandReport>,
     pub wave_reports: Option<Vec<InstanceOutcome>>,
     pub check_reports: Option<Vec<InstanceOutcome>>,
@@ -199,7 +197,18 @@ pub struct Observed {
     /// Of those, the deploys to named instances, with their status.
     pub tagged_targeted: HashMap<ReleaseId, ReleaseStatus>,
     pub image: Option<Result<MachineImage, String>>,
-    /// Done on this pass already.
+    /// What this pass did so far: its own log, not a fact of the world.
+    pub log: PassLog,
+}
+
+/// What this pass has done so far: the planner reads it so that nothing is
+/// done twice in one pass.
+#[derive(Clone, Debug, Default)]
+pub struct PassLog {
+    /// This pass recorded the holder: no earlier attempt can have sent its command.
+    pub created_here: bool,
+    /// What the first command's send answered: its id, or the service's refusal.
+    pub first_send: Option<Result<String, String>>,
     pub tagged: bool,
     pub untagged: bool,
     pub launched: bool,
@@ -302,7 +311,7 @@ fn settle(release: Release, outcome: Outcome) -> Step {
 fn plan_release(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
     // Another writer moved the release on since it was read: this pass's
     // observations may be stale, so the next pass looks again.
-    if seen.fenced {
+    if seen.log.fenced {
         return rest(Outcome::Waiting);
     }
     match release.status {

@@ -84,7 +84,7 @@ fn holding(release: Release) -> Observed {
         fleet: Some(FleetState::default()),
         holder: Some(release),
         nodes: all_online(),
-        untagged: true,
+        log: PassLog { untagged: true, ..PassLog::default() },
         ..Observed::default()
     }
 }

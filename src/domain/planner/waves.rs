@@ -10,17 +10,17 @@ pub(super) fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSe
     let rollout = release.rollout.clone().unwrap_or_default();
     if release.launches.iter().any(|l| l.instance_id.is_none() && l.error.is_none()) {
         // A repair that stopped mid-launch: its claim lapses like a wave's.
-        if !seen.created_here && now < release.created_at.plus(settings.takeover_after) {
+        if !seen.log.created_here && now < release.created_at.plus(settings.takeover_after) {
             return rest(Outcome::Waiting);
         }
-        return match (&seen.image, seen.launched) {
+        return match (&seen.image, seen.log.launched) {
             // Launched once on this pass already: the record says otherwise, look again next pass.
             (_, true) => rest(Outcome::Waiting),
             (Some(image), false) => Step::Launch { image: image.clone() },
             (None, false) => Step::Observe(Need::Image),
         };
     }
-    if seen.dirty {
+    if seen.log.dirty {
         return Step::Record { release: Box::new(release.clone()), then: None };
     }
     let Some(wave) = rollout.current() else {
@@ -31,7 +31,7 @@ pub(super) fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSe
         return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
     };
     if !wave.fully_sent() && release.stopping.is_none() {
-        if seen.wave_sent {
+        if seen.log.wave_sent {
             return rest(Outcome::Waiting);
         }
         // A pause holds every batch not sent yet, whoever claimed its wave
@@ -72,7 +72,7 @@ pub(super) fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSe
             }
         };
     }
-    if seen.wave_sent && wave.claimed_by(&pass.claim) {
+    if seen.log.wave_sent && wave.claimed_by(&pass.claim) {
         return rest(Outcome::WaveStarted);
     }
     plan_wave(release, &rollout, seen, settings, pass)
@@ -141,7 +141,7 @@ pub(super) fn plan_wave(
     };
     let merged = merge_outcomes(&release.instances, reported);
     let fresh = newly_converged(&release.instances, &merged);
-    if !fresh.is_empty() && !seen.tagged {
+    if !fresh.is_empty() && !seen.log.tagged {
         return Step::Tag(fresh);
     }
     let changed = merged != release.instances;

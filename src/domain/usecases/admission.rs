@@ -11,7 +11,7 @@ use crate::domain::model::store::IdempotencyClaim;
 use crate::domain::model::time::Timestamp;
 use crate::domain::planner::lease::{alarms_at_admission, becomes_desired, Admission};
 use crate::domain::planner::reach::check_targets;
-use crate::domain::planner::{new_release, targeted_release, Observed, Pass};
+use crate::domain::planner::{new_release, targeted_release, Observed, Pass, PassLog};
 use crate::domain::ports::{Ports, StoreError};
 use tracing::{info, warn};
 
@@ -174,7 +174,8 @@ impl<P: Ports> FleetController<P> {
         }
         match admission {
             Admission::Admitted => {
-                let seen = Observed { holder: Some(release), created_here: true, ..Observed::default() };
+                let log = PassLog { created_here: true, ..PassLog::default() };
+                let seen = Observed { holder: Some(release), log, ..Observed::default() };
                 Ok(self.drive(seen, pass).await?.holder.unwrap_or_else(|| unreachable!("a driven release stays held")))
             }
             Admission::Busy { holder } => Err(ControlError::Busy { holder }),

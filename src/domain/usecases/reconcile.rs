@@ -43,11 +43,11 @@ impl<P: Ports> FleetController<P> {
             fleet: self.settings.name.clone(),
             outcome,
             release: seen.holder,
-            launched: seen.launched_ids,
+            launched: seen.log.launched_ids,
             reapplied: Vec::new(),
             skipped,
         };
-        if let Some(repair) = seen.started_repair {
+        if let Some(repair) = seen.log.started_repair {
             report.outcome = Outcome::Repaired;
             report.reapplied = repair.reapply;
             let errors: Vec<&str> =
@@ -79,15 +79,15 @@ impl<P: Ports> FleetController<P> {
                 Ok(flow) => flow,
                 // This pass recorded the release already: a busy store now
                 // must not answer that nothing was recorded.
-                Err(ControlError::Store(StoreError::Busy(reason))) if seen.created_here => {
+                Err(ControlError::Store(StoreError::Busy(reason))) if seen.log.created_here => {
                     let Some(release) = holder else { return Err(StoreError::Busy(reason).into()) };
-                    let sent = matches!(seen.first_send, Some(Ok(_))) || seen.wave_sent;
+                    let sent = matches!(seen.log.first_send, Some(Ok(_))) || seen.log.wave_sent;
                     return Err(ControlError::RecordedThenBusy { release, sent, reason });
                 }
                 Err(e) => return Err(e),
             };
             if let Flow::Rest { outcome, skipped } = flow {
-                if let (Some(Err(reason)), Some(release)) = (&seen.first_send, &seen.holder) {
+                if let (Some(Err(reason)), Some(release)) = (&seen.log.first_send, &seen.holder) {
                     let release = Box::new(release.clone());
                     return Err(ControlError::CommandRejected { release, reason: reason.clone() });
                 }

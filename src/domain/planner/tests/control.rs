@@ -26,7 +26,7 @@ fn a_passed_wave_bakes_pauses_and_stops_for_an_alarm_as_its_release_says() {
     let seen = |r: Release, alarms: &[&str]| {
         let mut seen = holding(r);
         seen.wave_reports = Some(vec![]);
-        seen.tagged = true;
+        seen.log.tagged = true;
         seen.alarms = Some(alarms.iter().map(|a| a.to_string()).collect());
         seen.running = Some((0..3).map(|i| format!("i-{i}")).collect());
         seen
@@ -55,7 +55,7 @@ fn a_passed_wave_bakes_pauses_and_stops_for_an_alarm_as_its_release_says() {
     };
     let mut unread = holding(canary.clone());
     unread.wave_reports = Some(vec![]);
-    unread.tagged = true;
+    unread.log.tagged = true;
     let paused = {
         let mut r = sent.clone();
         let deadline_ms = r.deadline.millis();

@@ -117,7 +117,7 @@ fn a_failed_release_cancels_what_has_not_started_and_awaits_what_runs_before_rol
     let reported = |release: &Release, list: &[(&str, &str)]| {
         let mut seen = holding(release.clone());
         seen.wave_reports = Some(list.iter().map(|(i, st)| outcome(i, st)).collect());
-        seen.tagged = true;
+        seen.log.tagged = true;
         seen.rollback_target = Some(Some(good.clone()));
         seen
     };
@@ -130,7 +130,11 @@ fn a_failed_release_cancels_what_has_not_started_and_awaits_what_runs_before_rol
     assert_eq!((stop.since_ms, stop.cancelled.len()), (secs(10).millis(), 0));
     assert!(stop.reason.contains("1 instances failed"), "{}", stop.reason);
     // Refused this pass: not asked again in it, asked again by the next.
-    let refused = Observed { cancels_asked: vec!["i-3".into()], ..reported(&stopping, &[("i-3", "Pending")]) };
+    let refused = {
+        let mut o = reported(&stopping, &[("i-3", "Pending")]);
+        o.log.cancels_asked = vec!["i-3".into()];
+        o
+    };
     assert!(!brief(&plan(&refused, &s, &pass(secs(11)))).starts_with("cancel"), "no loop within a pass");
     assert_eq!(
         brief(&plan(&reported(&stopping, &[("i-3", "Pending")]), &s, &pass(secs(12)))),
@@ -198,11 +202,14 @@ fn cancels_go_out_at_most_fifty_instances_a_request() {
         cancelled: Vec::new(),
         unsettled: Vec::new(),
     });
-    let seen = Observed {
-        report: Some(CommandReport { finished: false, invocations }),
-        tagged: true,
-        rollback_target: Some(None),
-        ..holding(sent)
+    let seen = {
+        let mut o = Observed {
+            report: Some(CommandReport { finished: false, invocations }),
+            rollback_target: Some(None),
+            ..holding(sent)
+        };
+        o.log.tagged = true;
+        o
     };
     let step = plan(&seen, &s, &pass(secs(10)));
     let Step::Cancel { requests, .. } = step else { panic!("{}", brief(&step)) };

@@ -10,11 +10,11 @@ fn a_sent_wave_is_judged_from_what_its_unfinished_batches_report() {
     let reports = |list: &[(&str, &str)]| {
         let mut seen = holding(canary_done.clone());
         seen.wave_reports = Some(list.iter().map(|(i, st)| outcome(i, st)).collect());
-        seen.tagged = true;
+        seen.log.tagged = true;
         seen
     };
     let mut untagged = reports(&[("i-1", "Success"), ("i-2", "InProgress")]);
-    untagged.tagged = false;
+    untagged.log.tagged = false;
     let mut passed = reports(&[("i-1", "Success"), ("i-2", "Success")]);
     passed.running = Some((0..5).map(|i| format!("i-{i}")).collect());
     let mut last = reports(&[("i-1", "Success"), ("i-2", "Success")]);
@@ -74,7 +74,7 @@ fn a_wave_is_dated_when_judged_and_only_then() {
     let judged_at = |release: &Release, reports: &[(&str, &str)], now: Timestamp| {
         let mut seen = holding(release.clone());
         seen.wave_reports = Some(reports.iter().map(|(i, st)| outcome(i, st)).collect());
-        seen.tagged = true;
+        seen.log.tagged = true;
         seen.running = Some((0..5).map(|i| format!("i-{i}")).collect());
         let recorded = match plan(&seen, &s, &pass(now)) {
             Step::Record { release, .. } => *release,
@@ -102,10 +102,13 @@ fn a_command_to_the_whole_tag_is_judged_when_ssm_says_it_ended() {
     let s = settings(RolloutMode::AllAtOnce);
     let mut sent = release(&s, NEXT, ReleaseKind::Deploy);
     sent.status = ReleaseStatus::InProgress;
-    let report = |finished, list: &[(&str, &str)]| Observed {
-        report: Some(CommandReport { finished, invocations: list.iter().map(|(i, st)| outcome(i, st)).collect() }),
-        tagged: true,
-        ..holding(Release { command_id: Some("cmd-1".into()), ..sent.clone() })
+    let report = |finished, list: &[(&str, &str)]| {
+        let mut o = Observed {
+            report: Some(CommandReport { finished, invocations: list.iter().map(|(i, st)| outcome(i, st)).collect() }),
+            ..holding(Release { command_id: Some("cmd-1".into()), ..sent.clone() })
+        };
+        o.log.tagged = true;
+        o
     };
     check(
         vec![

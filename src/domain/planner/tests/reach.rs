@@ -30,7 +30,11 @@ fn only_online_managed_nodes_are_targets_and_the_rest_are_recorded_unreachable()
     assert_eq!(plan(&full, &s, &pass(T0)), Step::Observe(Need::Canary(CANARY_POOL)));
     full.canary_limit = CANARY_POOL;
     assert_eq!(brief(&plan(&full, &s, &pass(T0))), "settle no_instances as Dispatched");
-    let sent = Observed { first_send: Some(Ok("cmd-1".into())), ..lost };
+    let sent = {
+        let mut o = lost;
+        o.log.first_send = Some(Ok("cmd-1".into()));
+        o
+    };
     let Step::Record { release: recorded, .. } = plan(&sent, &s, &pass(T0)) else { panic!() };
     assert_eq!(recorded.rollout.unwrap().waves[0].instance_ids, ["i-1"]);
     assert_eq!(
@@ -45,7 +49,7 @@ fn only_online_managed_nodes_are_targets_and_the_rest_are_recorded_unreachable()
     let next = |known: &[(&str, &str)], tolerance: Rate| {
         let mut seen = holding(canary_done.clone());
         seen.wave_reports = Some(vec![]);
-        seen.tagged = true;
+        seen.log.tagged = true;
         seen.running = Some((0..5).map(|i| format!("i-{i}")).collect());
         seen.nodes = nodes(known);
         let mut s = s.clone();
@@ -113,7 +117,7 @@ fn a_rollback_reaches_only_online_nodes_and_an_undelivered_host_is_not_a_failure
     undelivered.detail = "Undeliverable".into();
     waved.instances = vec![outcome("i-0", "Success"), outcome("i-1", "Success"), undelivered];
     let mut seen = holding(waved);
-    seen.tagged = true;
+    seen.log.tagged = true;
     seen.wave_reports = Some(vec![]);
     seen.running = Some((0..3).map(|i| format!("i-{i}")).collect());
     let Step::Settle { settlement, .. } = plan(&seen, &s, &pass(secs(1))) else { panic!() };

@@ -175,7 +175,11 @@ fn a_repair_that_stopped_mid_launch_is_finished_after_the_window() {
             ),
             (
                 "launched on this pass, yet the record says unlaunched",
-                Observed { image: Some(Ok(image())), launched: true, ..holding(repair) },
+                {
+                    let mut o = Observed { image: Some(Ok(image())), ..holding(repair) };
+                    o.log.launched = true;
+                    o
+                },
                 secs(120),
                 "rest Waiting",
             ),

@@ -61,10 +61,19 @@ fn a_failure_forgets_the_tags_of_the_hosts_it_left_unknown_before_anything_else(
     let mut lost = outcome("i-3", "Failed");
     lost.detail = "Undeliverable".into();
     failing.instances = vec![outcome("i-0", "Success"), outcome("i-1", "Failed"), outcome("i-2", "TimedOut"), lost];
-    let seen = Observed { untagged: false, tagged: true, wave_reports: Some(vec![]), ..holding(failing) };
+    let seen = {
+        let mut o = Observed { wave_reports: Some(vec![]), ..holding(failing) };
+        o.log.untagged = false;
+        o.log.tagged = true;
+        o
+    };
     // i-0 converged (its tag is true), i-3 never got the command (nor is its tag touched).
     assert_eq!(brief(&plan(&seen, &s, &pass(secs(1)))), r#"untag ["i-1", "i-2"]"#);
-    let after = Observed { untagged: true, ..seen };
+    let after = {
+        let mut o = seen;
+        o.log.untagged = true;
+        o
+    };
     assert!(brief(&plan(&after, &s, &pass(secs(1)))).starts_with("observe RollbackTarget"));
 }
 

@@ -32,10 +32,15 @@ fn a_pending_release_is_sent_once_and_taken_over_only_after_the_window() {
                 "send Tag(TargetTag { key: \"Name\", value: \"FlakeHubDemo\" }) flakefleet prod release",
             ),
             ("no instance", here(|o| o.any_running = Some(false)), T0, "settle no_instances as Dispatched"),
-            ("sent", here(|o| o.first_send = Some(Ok("cmd-1".into()))), T0, "record in_progress then Some(Dispatched)"),
+            (
+                "sent",
+                here(|o| o.log.first_send = Some(Ok("cmd-1".into()))),
+                T0,
+                "record in_progress then Some(Dispatched)",
+            ),
             (
                 "refused",
-                here(|o| o.first_send = Some(Err("InvalidDocument".into()))),
+                here(|o| o.log.first_send = Some(Err("InvalidDocument".into()))),
                 T0,
                 "settle failed as Dispatched",
             ),
@@ -90,7 +95,11 @@ fn a_staged_release_starts_with_its_canary() {
     assert_eq!(plan(&seen, &s, &pass(T0)), Step::Observe(Need::ManagedNodes(vec!["i-0".into(), "i-1".into()])));
     let seen = Observed { nodes: all_online(), ..seen };
     assert!(brief(&plan(&seen, &s, &pass(T0))).starts_with("send Instances([\"i-0\"]) flakefleet prod release"));
-    let seen = Observed { first_send: Some(Ok("cmd-1".into())), ..seen };
+    let seen = {
+        let mut o = seen;
+        o.log.first_send = Some(Ok("cmd-1".into()));
+        o
+    };
     let Step::Record { release, .. } = plan(&seen, &s, &pass(T0)) else { panic!() };
     let canary = &release.rollout.unwrap().waves[0];
     assert_eq!(
@@ -99,7 +108,11 @@ fn a_staged_release_starts_with_its_canary() {
     );
     assert!(canary.claimed_by(&Claim::new("me", T0)));
     assert_eq!((canary.sent_ms, canary.judged_ms), (Some(T0.millis()), None), "dated when sent, not judged yet");
-    let empty = Observed { canary: Some(vec![]), first_send: None, ..seen };
+    let empty = {
+        let mut o = Observed { canary: Some(vec![]), ..seen };
+        o.log.first_send = None;
+        o
+    };
     assert_eq!(brief(&plan(&empty, &s, &pass(T0))), "settle no_instances as Dispatched");
 }
 
@@ -109,7 +122,11 @@ fn a_wave_is_sent_by_its_claimer_or_taken_over_after_the_window() {
     let mut unsent = staged(&[&["i-0"], &["i-1", "i-2"]], "other");
     unsent.rollout.as_mut().unwrap().waves[1].command_ids.clear();
     let (mine, taken) = mine_and_taken(&unsent);
-    let sent_now = Observed { wave_sent: true, ..holding(mine.clone()) };
+    let sent_now = {
+        let mut o = holding(mine.clone());
+        o.log.wave_sent = true;
+        o
+    };
     check(
         vec![
             ("claimed by this pass", holding(mine.clone()), T0, "send wave"),
@@ -124,7 +141,11 @@ fn a_wave_is_sent_by_its_claimer_or_taken_over_after_the_window() {
             ("sent but not all of it (fenced off)", sent_now, T0, "rest Waiting"),
             (
                 "a write of this pass was fenced off",
-                Observed { fenced: true, ..holding(mine.clone()) },
+                {
+                    let mut o = holding(mine.clone());
+                    o.log.fenced = true;
+                    o
+                },
                 T0,
                 "rest Waiting",
             ),
@@ -133,7 +154,11 @@ fn a_wave_is_sent_by_its_claimer_or_taken_over_after_the_window() {
     );
     let mut sent = mine;
     sent.rollout.as_mut().unwrap().waves[1].command_ids = vec!["c".into()];
-    let seen = Observed { wave_sent: true, ..holding(sent) };
+    let seen = {
+        let mut o = holding(sent);
+        o.log.wave_sent = true;
+        o
+    };
     assert_eq!(brief(&plan(&seen, &s, &pass(T0))), "rest WaveStarted");
 }
 
@@ -144,7 +169,7 @@ fn no_wave_goes_out_after_the_deadline() {
     let mut canary_done = staged(&[&["i-0"]], "other");
     canary_done.instances = vec![outcome("i-0", "Success")];
     let mut late = holding(canary_done);
-    late.tagged = true;
+    late.log.tagged = true;
     late.wave_reports = Some(vec![]);
     late.running = Some((0..5).map(|i| format!("i-{i}")).collect());
     // A wave whose send keeps failing: past the deadline it is failed, not sent again.
