@@ -125,18 +125,7 @@ def dead_letter_queue_name(table_name):
 
 
 def dead_letters(table_name):
-    _sim_post("/_sim/pipes/drain", {})
-    sqs = client("sqs")
-    queue = sqs.get_queue_url(QueueName=dead_letter_queue_name(table_name))["QueueUrl"]
-    bodies = []
-    while True:
-        messages = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages", [])
-        if not messages:
-            break
-        for m in messages:
-            bodies.append(json.loads(m["Body"]))
-            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
-    print(json.dumps(bodies))
+    heard(client("sqs").get_queue_url(QueueName=dead_letter_queue_name(table_name))["QueueUrl"])
 
 
 def instances(count, tag, per_reservation=None):
@@ -281,6 +270,8 @@ def listen_queue(bus):
 
 
 def heard(queue):
+    """Prints the bodies of the messages in `queue` (and takes them out),
+    once the pipes have carried every record written so far."""
     _sim_post("/_sim/pipes/drain", {})
     sqs = client("sqs")
     bodies = []
