@@ -3,6 +3,7 @@
 # project's SSM Run Command simulator, on 127.0.0.1.
 #   dev/local-aws.sh start|stop|status
 # Ports come from MOTO_PORT (default 5055) and SSM_SIM_PORT (default 5056);
+# SSM_SIM_PIPES_INTERVAL sets how often the local pipes poll (dev/event_pipes.py);
 # logs and pid files go to .dev/run-<moto port>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,7 @@ case "${1:-}" in
     echo $! >"$run/moto.pid"
     wait_for "http://127.0.0.1:$moto_port/moto-api/" "moto" "$run/moto.log"
     nohup "$venv/bin/python" dev/ssm_sim.py --port "$sim_port" --moto-url "http://127.0.0.1:$moto_port" \
-      --template template.yaml >"$run/ssm-sim.log" 2>&1 &
+      --template template.yaml --pipes-interval "${SSM_SIM_PIPES_INTERVAL:-0.25}" >"$run/ssm-sim.log" 2>&1 &
     echo $! >"$run/ssm-sim.pid"
     wait_for "http://127.0.0.1:$sim_port/_sim/health" "the SSM simulator" "$run/ssm-sim.log"
     echo "local AWS up: moto on 127.0.0.1:$moto_port, SSM simulator on 127.0.0.1:$sim_port"

@@ -980,6 +980,11 @@ def main():
         help="seconds a new running instance takes to register as a managed node (as the agent does on AWS)",
     )
     parser.add_argument(
+        "--pipes-interval", type=float, default=0.25,
+        help="seconds between the pipes' polls of their streams (default 0.25: four a second, as Lambda polls "
+             "a DynamoDB stream shard); 0: only on POST /_sim/pipes/drain",
+    )
+    parser.add_argument(
         "--hosts-dir", default=None,
         help="where fake hosts keep their files (default: a fresh temporary directory)",
     )
@@ -999,8 +1004,8 @@ def main():
     )
     threading.Thread(target=sim.watch_statuses, args=(0.2,), daemon=True).start()
     pipes = PipeRunner(args.moto_url)
-    # Four polls a second, as Lambda polls a DynamoDB stream shard.
-    threading.Thread(target=pipes.run, args=(0.25,), daemon=True).start()
+    if args.pipes_interval > 0:
+        threading.Thread(target=pipes.run, args=(args.pipes_interval,), daemon=True).start()
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(sim, pipes))
     print(f"ssm simulator on 127.0.0.1:{args.port}, documents {sorted(sim.documents)}", flush=True)
     server.serve_forever()
