@@ -435,6 +435,7 @@ pub fn fleet_py(args: &[&str]) -> String {
         .args(args)
         .current_dir(root)
         .env("AWS_ENDPOINT_URL", endpoint("FLAKEFLEET_TEST_MOTO_URL"))
+        .env("AWS_ENDPOINT_URL_SSM", endpoint("FLAKEFLEET_TEST_SSM_URL"))
         .output()
         .expect("dev/fleet.py runs (make test installs .dev/venv)");
     assert!(out.status.success(), "dev/fleet.py {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
