@@ -12,6 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export MOTO_PORT=${TEST_MOTO_PORT:-5155} SSM_SIM_PORT=${TEST_SSM_SIM_PORT:-5156}
+# The local pipes carry notices when a test drains them (fleet.py heard): a
+# poll four times a second of every test table's stream would take a share of
+# the two cores from the whole run, since moto and boto3 are Python.
+export SSM_SIM_PIPES_INTERVAL=${SSM_SIM_PIPES_INTERVAL:-0}
 run=.dev/run-$MOTO_PORT
 mkdir -p "$run"
 pids=()
