@@ -15,7 +15,7 @@ use super::planner::lease::{self, Admission};
 use super::planner::notice;
 use super::planner::reach::{drop_unreachable, refusal_stands};
 use super::planner::repair::launch_request;
-use super::planner::{Need, Observed, Outcome, Pass, Step};
+use super::planner::{Handover, Need, Observed, Outcome, Pass, Step};
 use super::ports::{AlarmWatch, CommandRunner, FleetInventory, Ports, ReleaseStore, RunnerError, StoreError};
 use std::collections::HashMap;
 use tracing::{info, warn};
@@ -85,8 +85,21 @@ impl<P: Ports> Executor<'_, P> {
                 }
             }
             Step::Settle { settlement, outcome } => {
-                seen.holder = Some(self.settle(*settlement, pass).await?);
-                return Ok(Flow::Rest { outcome, skipped: None });
+                let (stored, next) = self.settle(*settlement, pass).await?;
+                seen.holder = Some(stored);
+                match next {
+                    Some(release) => seen.log.handed_over = Some(Handover { release, outcome, sent: false }),
+                    None => return Ok(Flow::Rest { outcome, skipped: None }),
+                }
+            }
+            Step::SendHandover => {
+                let handover = seen.log.handed_over.as_mut().ok_or_else(no_holder)?;
+                handover.sent = true;
+                let rollback = handover.release.clone();
+                // Left claimed when it fails: the reconcile takes it over once the claim lapses.
+                if let Err(e) = self.send_wave(rollback.clone(), false, pass.now()).await {
+                    warn!(error = %e, rollback = %rollback.id, "rollback wave not sent yet; the reconcile retries");
+                }
             }
             Step::SendWave { resume } => {
                 let holder = seen.holder.take().ok_or_else(no_holder)?;
@@ -455,8 +468,13 @@ impl<P: Ports> Executor<'_, P> {
     }
 
     /// Settles a release; a lost lease settles it alone where the lease
-    /// model allows. Answers the release as stored.
-    async fn settle(&self, mut settlement: Settlement, pass: &Pass) -> Result<Release, ControlError> {
+    /// model allows. Answers the release as stored, and the release the
+    /// settlement handed the fleet to, if one.
+    async fn settle(
+        &self,
+        mut settlement: Settlement,
+        pass: &Pass,
+    ) -> Result<(Release, Option<Release>), ControlError> {
         stamp(&mut settlement.release, pass.now());
         settlement.notices.extend(notice::due(&mut settlement.release));
         if let Some(next) = settlement.fleet.as_mut().and_then(|c| c.next.as_mut()) {
@@ -470,7 +488,7 @@ impl<P: Ports> Executor<'_, P> {
             }
         }
         if written != Written::Yes {
-            return self.release(&settlement.release.id).await;
+            return Ok((self.release(&settlement.release.id).await?, None));
         }
         let release = &settlement.release;
         info!(
@@ -483,15 +501,11 @@ impl<P: Ports> Executor<'_, P> {
         if let Some(halt) = &change.halt {
             warn!(reason = %halt, "fleet halted: no automatic action until an operator deploys or rolls back");
         }
-        if let Some(rollback) = change.next.map(|n| n.release) {
+        let next = change.next.map(|n| n.release);
+        if let Some(rollback) = &next {
             info!(rollback = %rollback.id, to = ?rollback.rollback_of, "automatic rollback started");
-            // Sent by this invocation, which claimed its wave; if it dies, the
-            // reconcile takes the claim over.
-            if let Err(e) = self.send_wave(rollback.clone(), false, pass.now()).await {
-                warn!(error = %e, rollback = %rollback.id, "rollback wave not sent yet; the reconcile retries");
-            }
         }
-        Ok(settlement.release)
+        Ok((settlement.release, next))
     }
 
     fn settled_metrics(&self, release: &Release, now: Timestamp) {

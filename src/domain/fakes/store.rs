@@ -10,6 +10,9 @@ pub struct MemoryStore {
     /// Notices written, in the order they were written: what the table's
     /// stream carries to the bus on AWS.
     pub notices: Mutex<Vec<Notice>>,
+    /// Every release as written, in the order written: what a test checks
+    /// the rollout's transitions against.
+    pub history: Mutex<Vec<Release>>,
     /// The next this many writes fail as DynamoDB's do when other
     /// transactions hold their items (after the adapter's retries): busy,
     /// nothing written.
@@ -68,6 +71,7 @@ impl ReleaseStore for MemoryStore {
             return Err(StoreError::Busy("the fleet's desired release changed since the rollback read it".into()));
         }
         releases.insert(release.id.clone(), release.clone());
+        self.history.lock().unwrap().push(release.clone());
         if desired {
             fleet.desired_release = Some(release.id.clone());
             fleet.halted = None;
@@ -133,6 +137,7 @@ impl ReleaseStore for MemoryStore {
             lease.deadline = release.deadline;
         }
         releases.insert(release.id.clone(), release.clone());
+        self.history.lock().unwrap().push(release.clone());
         self.notices.lock().unwrap().extend_from_slice(notices);
         Ok(Written::Yes)
     }
@@ -166,6 +171,9 @@ impl ReleaseStore for MemoryStore {
             }
         }
         releases.insert(release.id.clone(), release.clone());
+        let mut history = self.history.lock().unwrap();
+        history.push(release.clone());
+        history.extend(s.fleet.iter().flat_map(|c| c.next.as_ref()).map(|n| n.release.clone()));
         self.notices.lock().unwrap().extend_from_slice(&s.notices);
         Ok(Written::Yes)
     }

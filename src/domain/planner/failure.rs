@@ -106,6 +106,17 @@ pub(super) fn plan_failure(
     }
 }
 
+/// After a settlement handed the fleet to an automatic rollback: its first
+/// wave, claimed by this pass when it was created, goes out from this pass,
+/// once; then the pass rests with what it came to.
+pub(super) fn plan_handover(handover: &Handover, pass: &Pass) -> Step {
+    let wave = handover.release.rollout.as_ref().and_then(Rollout::current);
+    match wave.is_some_and(|w| !w.fully_sent() && w.claimed_by(&pass.claim)) && !handover.sent {
+        true => Step::SendHandover,
+        false => rest(handover.outcome),
+    }
+}
+
 /// The hosts a release reached that did not report Success.
 pub(super) fn unknown_hosts(release: &Release) -> Vec<String> {
     let converged: Vec<&str> =

@@ -5,25 +5,34 @@
 //! no port and knows no AWS; the executor carries steps out and the use cases
 //! loop plan → execute → plan until it rests.
 //!
-//! Where a rule lives, by phase: the first command (`first`), the waves and
-//! when to send, wait or take over (`waves`), the bake (`bake`), when a wave
-//! passes or stops (`judge`), what a failure leads to (`failure`), what to
-//! repair (`drift`, `repair`), pauses and aborts (`control`), who may reach a
-//! host (`reach`), and what a lost lease or a refused admission means
-//! (`lease`). This file holds the vocabulary (`Need`, `Step`, `Observed`),
-//! the entry (`plan`) and the claim rule every sender obeys (`turn`).
+//! A release's rules are chosen by its [`Phase`] (`phase`), derived from its
+//! stored record on every pass; each phase has a module of its own
+//! (`pending`, `launching`, `sending`, `paused`, `judging`, `baking`,
+//! `stopping`). A rule that finds the release must stop answers a [`Stop`];
+//! what a stop leads to (settling, untagging, a rollback, a halt) is decided
+//! once, in `failure`. Beside them: when a wave passes (`judge`), what to
+//! repair on a free fleet (`drift`, `repair`), pauses and aborts
+//! (`control`), who may reach a host (`reach`), what a lost lease or a
+//! refused admission means (`lease`), and the notices (`notice`). This file
+//! holds the vocabulary (`Need`, `Step`, `Observed`), the entry (`plan`) and
+//! the claim rule every sender obeys (`turn`).
 
-mod bake;
+mod baking;
 pub mod control;
 mod drift;
 mod failure;
-mod first;
 pub mod judge;
+mod judging;
+mod launching;
 pub mod lease;
 pub mod notice;
+mod paused;
+mod pending;
+pub mod phase;
 pub mod reach;
 pub mod repair;
-mod waves;
+mod sending;
+mod stopping;
 
 use crate::domain::model::command::{ApplyCommand, CommandReport, CommandTarget};
 use crate::domain::model::flakeref::Flakeref;
@@ -35,6 +44,7 @@ use crate::domain::model::rollout::{Bake, Checks, Claim, Claimed, Rollout, Rollo
 use crate::domain::model::store::Settlement;
 use crate::domain::model::time::Timestamp;
 use judge::{batches_to_report, judge_command, judge_wave, merge_outcomes, newly_converged, next_wave, WaveVerdict};
+pub use phase::{Phase, Shape};
 use reach::{Choice, NodeStatuses};
 use repair::{plan_repair, tagged_releases, RepairPlan};
 use serde::Serialize;
@@ -129,6 +139,10 @@ pub enum Step {
     SendWave {
         resume: bool,
     },
+    /// Send the first wave of the release a settlement of this pass handed
+    /// the fleet to (`PassLog::handed_over`), once; a failed send is left
+    /// to the reconcile, which takes the wave's claim over when it lapses.
+    SendHandover,
     /// Send the current wave's unsent end-of-bake check commands (the
     /// document's `check` action) and record their ids.
     SendChecks,
@@ -222,9 +236,23 @@ pub struct PassLog {
     pub dirty: bool,
     /// A write of this pass was fenced off: another writer moved the holder on.
     pub fenced: bool,
+    /// The release a settlement of this pass handed the fleet to (an
+    /// automatic rollback), and what the pass came to.
+    pub handed_over: Option<Handover>,
     /// What this pass did, for its report.
     pub started_repair: Option<RepairPlan>,
     pub launched_ids: Vec<String>,
+}
+
+/// A settlement of this pass handed the fleet to the next release.
+#[derive(Clone, Debug)]
+pub struct Handover {
+    /// As created, its first wave claimed by this pass.
+    pub release: Release,
+    /// What the pass came to (`rolled_back`).
+    pub outcome: Outcome,
+    /// This pass tried to send its first wave.
+    pub sent: bool,
 }
 
 /// What identifies this pass: when it runs, the claim it makes, and the id
@@ -243,6 +271,9 @@ impl Pass {
 
 /// The next step, from what is known.
 pub fn plan(seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+    if let Some(handover) = &seen.log.handed_over {
+        return failure::plan_handover(handover, pass);
+    }
     if let Some(holder) = &seen.holder {
         return plan_release(holder, seen, settings, pass);
     }
@@ -308,22 +339,58 @@ fn settle(release: Release, outcome: Outcome) -> Step {
     Step::Settle { settlement: Box::new(lease::settlement(release, None, None)), outcome }
 }
 
+/// A rule's finding that the release must stop: why, and the release as the
+/// rule left it. The one transition into Stopping: `plan_release` hands every
+/// one to `failure`.
+#[derive(Debug)]
+struct Stop {
+    release: Box<Release>,
+    why: String,
+}
+
+impl Stop {
+    fn new(release: Release, why: impl Into<String>) -> Self {
+        Self { release: Box::new(release), why: why.into() }
+    }
+}
+
+/// What a phase's rules answer: the next step, or a stop.
+type Planned = Result<Step, Stop>;
+
 fn plan_release(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
     // Another writer moved the release on since it was read: this pass's
     // observations may be stale, so the next pass looks again.
     if seen.log.fenced {
         return rest(Outcome::Waiting);
     }
-    match release.status {
-        ReleaseStatus::Pending => plan_first_command(release, seen, settings, pass),
-        ReleaseStatus::InProgress if release.rollout.is_none() => plan_at_once(release, seen, settings, pass),
-        ReleaseStatus::InProgress => plan_staged(release, seen, settings, pass),
-        // Final, yet named by the lease (its settlement predates the lease's
-        // rules, or the record was changed by hand): settled again, freeing
-        // the fleet, which no clock would free.
-        _ if seen.fleet.as_ref().and_then(|f| f.lease.as_ref()).is_some_and(|l| l.release_id == release.id) => {
-            settle(release.clone(), Outcome::Idle)
-        }
+    let phase = Phase::of(release);
+    // What this pass launched is stored before anything else is decided.
+    if seen.log.dirty && phase != Phase::Launching {
+        return Step::Record { release: Box::new(release.clone()), then: None };
+    }
+    let planned = match phase {
+        Phase::Pending => pending::plan(release, seen, settings, pass),
+        Phase::Launching => Ok(launching::plan(release, seen, settings, pass)),
+        Phase::Sending => sending::plan(release, seen, settings, pass),
+        Phase::Paused => paused::plan(release, seen, settings, pass),
+        // A baking wave is judged first: a late failure or an alarm stops it too.
+        Phase::Judging | Phase::Baking => judging::plan(release, seen, settings, pass),
+        Phase::Stopping => stopping::plan(release, seen, pass),
+        Phase::Final => Ok(plan_final(release, seen)),
+    };
+    planned.unwrap_or_else(|stop| match (phase, failure::plan_failure(*stop.release, stop.why, seen, settings, pass)) {
+        // A release that ends before its first command went out answers as dispatched.
+        (Phase::Pending, Step::Settle { settlement, .. }) => Step::Settle { settlement, outcome: Outcome::Dispatched },
+        (_, step) => step,
+    })
+}
+
+/// Final, yet named by the lease (its settlement predates the lease's rules,
+/// or the record was changed by hand): settled again, freeing the fleet,
+/// which no clock would free.
+fn plan_final(release: &Release, seen: &Observed) -> Step {
+    match seen.fleet.as_ref().and_then(|f| f.lease.as_ref()) {
+        Some(lease) if lease.release_id == release.id => settle(release.clone(), Outcome::Idle),
         _ => rest(Outcome::Idle),
     }
 }
@@ -351,12 +418,9 @@ fn turn(claim: &Claimed, settings: &FleetSettings, pass: &Pass) -> Turn {
     }
 }
 
-use bake::plan_bake;
 use drift::plan_repair_step;
 pub use failure::targeted_release;
-use failure::{aborted, alarms_firing, pass_over, plan_failure, put_back};
-use first::{plan_at_once, plan_first_command};
-use waves::plan_staged;
+use failure::{aborted, alarms_firing, pass_over, put_back};
 
 #[cfg(test)]
 mod tests;

@@ -103,6 +103,7 @@ fn brief(step: &Step) -> String {
         Step::SendFirst(command) => format!("send {:?} {}", command.target, command.comment),
         Step::SendWave { resume } => format!("send wave{}", if *resume { " resuming" } else { "" }),
         Step::SendChecks => "send checks".into(),
+        Step::SendHandover => "send the handover's wave".into(),
         Step::Launch { image } => format!("launch {image:?}"),
         Step::Tag(ids) => format!("tag {ids:?}"),
         Step::Untag(ids) => format!("untag {ids:?}"),

@@ -216,3 +216,30 @@ fn cancels_go_out_at_most_fifty_instances_a_request() {
     let sizes: Vec<(&str, usize)> = requests.iter().map(|(c, ids)| (c.as_str(), ids.len())).collect();
     assert_eq!(sizes, [("cmd-1", 50), ("cmd-1", 50), ("cmd-1", 20)]);
 }
+
+/// An automatic rollback's first wave is a step of the pass that handed it
+/// the fleet: sent once, by that pass only, then the pass rests as rolled back.
+#[test]
+fn the_pass_that_starts_a_rollback_sends_its_first_wave_once() {
+    let s = settings(RolloutMode::Staged);
+    let good = release(&s, GOOD, ReleaseKind::Deploy);
+    let rollback = put_back(&good, ReleaseKind::Rollback, vec!["i-0".into()], &s, &pass(secs(1)));
+    let handed = |release: Release, sent: bool| {
+        let mut seen = holding(staged(&[&["i-0"]], "other"));
+        seen.log.handed_over = Some(Handover { release, outcome: Outcome::RolledBack, sent });
+        seen
+    };
+    let mut sent = rollback.clone();
+    sent.rollout.as_mut().unwrap().waves[0].command_ids = vec!["cmd".into()];
+    let mut elsewhere = rollback.clone();
+    elsewhere.rollout.as_mut().unwrap().waves[0].claim.claimed_by = "other".into();
+    check(
+        vec![
+            ("just handed over", handed(rollback.clone(), false), secs(1), "send the handover's wave"),
+            ("its send tried", handed(rollback, true), secs(1), "rest RolledBack"),
+            ("its wave out already", handed(sent, false), secs(1), "rest RolledBack"),
+            ("claimed by another pass", handed(elsewhere, false), secs(1), "rest RolledBack"),
+        ],
+        &s,
+    );
+}

@@ -4,6 +4,7 @@ use super::*;
 use crate::domain::model::outcome::PingStatus;
 use crate::domain::planner::control::ControlRequest;
 use proptest::prelude::*;
+use std::collections::HashMap;
 
 #[derive(Clone, Debug)]
 enum Event {
@@ -78,6 +79,24 @@ fn paused_holder(c: &Controller) -> Option<ReleaseId> {
 fn applies_of(c: &Controller, id: &ReleaseId) -> usize {
     let sent = c.runner.sent.lock().unwrap();
     sent.iter().filter(|(_, command)| !command.check_only && command.comment.contains(id.as_str())).count()
+}
+
+/// The first wrong step in the releases' stored histories, if any: a first
+/// phase not in `Phase::INITIAL`, or a move the phase table does not allow.
+fn wrong_transition(c: &Controller) -> Option<String> {
+    use crate::domain::planner::Phase;
+    let mut last: HashMap<ReleaseId, (Phase, u64)> = HashMap::new();
+    for written in c.store.history.lock().unwrap().iter() {
+        let to = Phase::of(written);
+        match last.insert(written.id.clone(), (to, written.version)) {
+            None if !Phase::INITIAL.contains(&to) => return Some(format!("{} first stored as {to}", written.id)),
+            Some((from, version)) if !from.may_become(to) => {
+                return Some(format!("{} went from {from} (v{version}) to {to} (v{})", written.id, written.version))
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 fn events() -> impl Strategy<Value = Vec<Event>> {
@@ -243,6 +262,8 @@ proptest! {
                 prop_assert!(releases.len() >= created, "a release was lost");
                 created = releases.len();
                 prop_assert!(releases.values().all(|r| r.status.is_final()), "{releases:?}");
+                // Every write moved its release along the phase table (docs/design.md).
+                prop_assert_eq!(wrong_transition(&c), None);
                 // The timeline the status page draws: a wave is dated when its
                 // first batch went out and when it was judged, in order, and
                 // every wave that went out was judged by the end.

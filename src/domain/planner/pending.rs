@@ -1,25 +1,25 @@
-//! A release's first command: the canary of a staged rollout, or the one
-//! command to the fleet's tag (judged here too, when SSM says it ended).
+//! The Pending phase: a release's first command, the canary of a staged
+//! rollout or the one command to the fleet's tag, sent once by its claimer.
 
 use super::*;
 
 /// A pending release: its first command is not confirmed sent.
-pub(super) fn plan_first_command(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+pub(super) fn plan(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Planned {
     let now = pass.now();
     // A release recorded before claims were: claimed by nobody at its creation.
     let claim =
         release.claim.clone().unwrap_or(Claimed { claimed_ms: release.created_at.millis(), ..Claimed::default() });
     let resume = match turn(&claim, settings, pass) {
         Turn::Send { resume } => resume,
-        Turn::Wait => return rest(Outcome::Waiting),
+        Turn::Wait => return Ok(rest(Outcome::Waiting)),
         Turn::TakeOver(claim) => {
             let mut taken = release.clone();
             taken.claim = Some(claim);
-            return Step::Record { release: Box::new(taken), then: None };
+            return Ok(Step::Record { release: Box::new(taken), then: None });
         }
     };
     if let Some(answer) = &seen.log.first_send {
-        return match answer {
+        return Ok(match answer {
             Ok(command_id) => record_first(release, command_id, seen, settings, pass),
             Err(reason) => {
                 let mut failed = release.clone();
@@ -27,34 +27,33 @@ pub(super) fn plan_first_command(release: &Release, seen: &Observed, settings: &
                 failed.status_reason = Some(format!("SSM refused the apply command: {reason}"));
                 settle(failed, Outcome::Dispatched)
             }
-        };
+        });
     }
     let (target, comment) = match &release.rollout {
         None => (CommandTarget::Tag(settings.target.clone()), release.command_comment()),
         Some(_) => match canary_choice(seen, settings) {
             Ok((canary, _)) => (CommandTarget::Instances(canary), release.batch_comment(0, 0)),
-            Err(need) => return Step::Observe(need),
+            Err(need) => return Ok(Step::Observe(need)),
         },
     };
     if resume {
         match &seen.sent_before {
             None => {
                 let since = release.created_at.minus(COMMAND_LOOKBACK);
-                return Step::Observe(Need::SentBefore { comment, since });
+                return Ok(Step::Observe(Need::SentBefore { comment, since }));
             }
-            Some(Some(command_id)) => return record_first(release, command_id, seen, settings, pass),
+            Some(Some(command_id)) => return Ok(record_first(release, command_id, seen, settings, pass)),
             Some(None) => {}
         }
     }
     if now >= release.deadline {
-        let reason = "the deadline passed before the apply command was sent".to_owned();
-        return with_outcome(plan_failure(release.clone(), reason, seen, settings, pass), Outcome::Dispatched);
+        return Err(Stop::new(release.clone(), "the deadline passed before the apply command was sent"));
     }
     let empty = match &target {
         CommandTarget::Instances(ids) => ids.is_empty(),
         CommandTarget::Tag(_) => match seen.any_running {
             Some(any) => !any,
-            None => return Step::Observe(Need::AnyRunning),
+            None => return Ok(Step::Observe(Need::AnyRunning)),
         },
     };
     if empty {
@@ -71,9 +70,9 @@ pub(super) fn plan_first_command(release: &Release, seen: &Observed, settings: &
                 reach::describe_unreachable(&none)
             )
         });
-        return settle(none, Outcome::Dispatched);
+        return Ok(settle(none, Outcome::Dispatched));
     }
-    Step::SendFirst(ApplyCommand { flakeref: release.flakeref.clone(), target, comment, check_only: false })
+    Ok(Step::SendFirst(ApplyCommand { flakeref: release.flakeref.clone(), target, comment, check_only: false }))
 }
 
 /// The canary: the first `canary` Online managed nodes among the sorted
@@ -110,13 +109,6 @@ pub(super) fn record_first(
     Step::Record { release: Box::new(sent), then: Some(Outcome::Dispatched) }
 }
 
-pub(super) fn with_outcome(step: Step, outcome: Outcome) -> Step {
-    match step {
-        Step::Settle { settlement, .. } => Step::Settle { settlement, outcome },
-        other => other,
-    }
-}
-
 /// The release with its first command recorded: in progress from now on.
 pub(super) fn first_sent(
     release: &Release,
@@ -139,50 +131,4 @@ pub(super) fn first_sent(
     sent.status = ReleaseStatus::InProgress;
     sent.claim = None; // the waves carry their own claims from here on
     sent
-}
-
-/// The one command to the whole tag: judged when SSM says it ended.
-pub(super) fn plan_at_once(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
-    let Some(command_id) = &release.command_id else {
-        return Step::Corrupt(format!("release {} is in progress without a command id", release.id));
-    };
-    let Some(report) = &seen.report else {
-        return Step::Observe(Need::Report(command_id.clone()));
-    };
-    let mut verdict = judge_command(report, &release.instances, release.deadline, pass.now());
-    trim_outputs(&mut verdict.instances);
-    let fresh = newly_converged(&release.instances, &verdict.instances);
-    if !fresh.is_empty() && !seen.log.tagged {
-        return Step::Tag(fresh);
-    }
-    let changed = verdict.instances != release.instances;
-    let mut next = release.clone();
-    next.instances = verdict.instances;
-    if next.stopping.is_some() {
-        return plan_failure(next, String::new(), seen, settings, pass);
-    }
-    if let Some(why) = aborted(&next) {
-        return plan_failure(next, why, seen, settings, pass);
-    }
-    match alarms_firing(&next, seen, settings) {
-        Err(need) => return Step::Observe(need),
-        Ok(Some(why)) => return plan_failure(next, why, seen, settings, pass),
-        Ok(None) => {}
-    }
-    if verdict.status == ReleaseStatus::Succeeded {
-        if let Some(why) = reach::over_tolerance(&next, &settings.rollout, next.instances.len()) {
-            return plan_failure(next, why, seen, settings, pass);
-        }
-    }
-    match verdict.status {
-        ReleaseStatus::Succeeded | ReleaseStatus::NoInstances => {
-            next.status = verdict.status;
-            next.status_reason =
-                verdict.reason.or_else(|| Some(reach::describe_unreachable(&next)).filter(|s| !s.is_empty()));
-            settle(next, Outcome::Finished)
-        }
-        ReleaseStatus::Failed => plan_failure(next, verdict.reason.unwrap_or_default(), seen, settings, pass),
-        _ if changed => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
-        _ => rest(Outcome::Waiting),
-    }
 }

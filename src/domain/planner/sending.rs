@@ -1,81 +1,50 @@
-//! A staged rollout's waves: sent by their claimer (held while paused),
-//! judged from what their batches report, and the next one chosen among
-//! Online managed nodes.
+//! The Sending phase: the current wave's batches go out from the pass that
+//! claimed it, and once a wave passed, the next one is chosen among Online
+//! managed nodes (or the rollout ends).
 
 use super::*;
 
-/// A staged release (and every repair): launches, then waves.
-pub(super) fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
+/// A wave chosen and not fully sent (nothing holds it), or none chosen yet.
+pub(super) fn plan(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Planned {
     let now = pass.now();
     let rollout = release.rollout.clone().unwrap_or_default();
-    if release.launches.iter().any(|l| l.instance_id.is_none() && l.error.is_none()) {
-        // A repair that stopped mid-launch: its claim lapses like a wave's.
-        if !seen.log.created_here && now < release.created_at.plus(settings.takeover_after) {
-            return rest(Outcome::Waiting);
-        }
-        return match (&seen.image, seen.log.launched) {
-            // Launched once on this pass already: the record says otherwise, look again next pass.
-            (_, true) => rest(Outcome::Waiting),
-            (Some(image), false) => Step::Launch { image: image.clone() },
-            (None, false) => Step::Observe(Need::Image),
-        };
-    }
-    if seen.log.dirty {
-        return Step::Record { release: Box::new(release.clone()), then: None };
-    }
     let Some(wave) = rollout.current() else {
         // A repair that only launched: its hosts' wave comes once they are Online.
         if rollout.fixed && !release.launches.is_empty() {
             return plan_next_wave(release.clone(), &rollout, seen, settings, pass);
         }
-        return Step::Corrupt(format!("release {} is in progress without a wave", release.id));
+        return Ok(Step::Corrupt(format!("release {} is in progress without a wave", release.id)));
     };
-    if !wave.fully_sent() && release.stopping.is_none() {
-        if seen.log.wave_sent {
-            return rest(Outcome::Waiting);
+    if seen.log.wave_sent {
+        return Ok(rest(Outcome::Waiting));
+    }
+    match turn(&wave.claim, settings, pass) {
+        // An abort stops sending: batches whose answer was lost are looked
+        // for and adopted, then what was sent is judged and the release ends.
+        Turn::Send { .. } if aborted(release).is_some() => {
+            let why = aborted(release).unwrap_or_default();
+            plan_unsent(release, &rollout, seen, pass, why)
         }
-        // A pause holds every batch not sent yet, whoever claimed its wave
-        // and whenever: a takeover after a failed send or a dead claimer too.
-        let paused = aborted(release).is_none() && control::is_paused(release);
-        return match turn(&wave.claim, settings, pass) {
-            // An abort stops sending: batches whose answer was lost are looked
-            // for and adopted, then what was sent is judged and the release ends.
-            Turn::Send { .. } if aborted(release).is_some() => {
-                let why = aborted(release).unwrap_or_default();
-                plan_unsent(release, &rollout, seen, settings, pass, why)
-            }
-            Turn::Send { resume } if paused => match control::paused_too_long(release, settings, now) {
-                Some(why) => plan_unsent(release, &rollout, seen, settings, pass, why),
-                // A taker-over first adopts what the dead claimer may have
-                // sent, so those hosts are judged when the rollout resumes.
-                None if resume => adopt_unsent(release, &rollout, seen, pass).unwrap_or_else(|| rest(Outcome::Paused)),
-                None => rest(Outcome::Paused),
-            },
-            // A send that keeps failing never holds the release past its deadline.
-            Turn::Send { .. } if now >= release.deadline => {
-                let why = format!(
-                    "the deadline {} passed with wave {} not fully sent",
-                    release.deadline,
-                    rollout.waves.len()
-                );
-                plan_unsent(release, &rollout, seen, settings, pass, why)
-            }
-            Turn::Send { resume } => Step::SendWave { resume },
-            Turn::Wait if paused => rest(Outcome::Paused),
-            Turn::Wait => rest(Outcome::Waiting),
-            Turn::TakeOver(claim) => {
-                let mut taken = release.clone();
-                if let Some(wave) = taken.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
-                    wave.claim = claim;
-                }
-                Step::Record { release: Box::new(taken), then: None }
-            }
-        };
+        // A send that keeps failing never holds the release past its deadline.
+        Turn::Send { .. } if now >= release.deadline => {
+            let why =
+                format!("the deadline {} passed with wave {} not fully sent", release.deadline, rollout.waves.len());
+            plan_unsent(release, &rollout, seen, pass, why)
+        }
+        Turn::Send { resume } => Ok(Step::SendWave { resume }),
+        Turn::Wait => Ok(rest(Outcome::Waiting)),
+        Turn::TakeOver(claim) => Ok(take_over(release, claim)),
     }
-    if seen.log.wave_sent && wave.claimed_by(&pass.claim) {
-        return rest(Outcome::WaveStarted);
+}
+
+/// The current wave's claim, recorded as this pass's: only the writer that
+/// wins that version-fenced write sends.
+pub(super) fn take_over(release: &Release, claim: Claimed) -> Step {
+    let mut taken = release.clone();
+    if let Some(wave) = taken.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+        wave.claim = claim;
     }
-    plan_wave(release, &rollout, seen, settings, pass)
+    Step::Record { release: Box::new(taken), then: None }
 }
 
 /// The deadline passed (or an operator aborted) with the current wave not
@@ -83,22 +52,15 @@ pub(super) fn plan_staged(release: &Release, seen: &Observed, settings: &FleetSe
 /// may have gone out, so the unsent batches are looked for by their comments
 /// and adopted (their hosts are then awaited like any other) before the
 /// release fails.
-pub(super) fn plan_unsent(
-    release: &Release,
-    rollout: &Rollout,
-    seen: &Observed,
-    settings: &FleetSettings,
-    pass: &Pass,
-    why: String,
-) -> Step {
+pub(super) fn plan_unsent(release: &Release, rollout: &Rollout, seen: &Observed, pass: &Pass, why: String) -> Planned {
     if let Some(step) = adopt_unsent(release, rollout, seen, pass) {
-        return step;
+        return Ok(step);
     }
     let mut stopped = release.clone();
     if let Some(rollout) = stopped.rollout.as_mut() {
         rollout.judge_current(pass.now());
     }
-    plan_failure(stopped, why, seen, settings, pass)
+    Err(Stop::new(stopped, why))
 }
 
 /// The current wave's unsent batches that an earlier claimer may have sent
@@ -125,68 +87,6 @@ pub(super) fn adopt_unsent(release: &Release, rollout: &Rollout, seen: &Observed
     Some(Step::Record { release: Box::new(found), then: None })
 }
 
-/// The current wave is out: judge it, then stop, wait, start the next or finish.
-pub(super) fn plan_wave(
-    release: &Release,
-    rollout: &Rollout,
-    seen: &Observed,
-    settings: &FleetSettings,
-    pass: &Pass,
-) -> Step {
-    let batches = batches_to_report(rollout, &release.instances);
-    let reported: &[InstanceOutcome] = match &seen.wave_reports {
-        Some(reports) => reports,
-        None if batches.is_empty() => &[],
-        None => return Step::Observe(Need::WaveReports(batches)),
-    };
-    let merged = merge_outcomes(&release.instances, reported);
-    let fresh = newly_converged(&release.instances, &merged);
-    if !fresh.is_empty() && !seen.log.tagged {
-        return Step::Tag(fresh);
-    }
-    let changed = merged != release.instances;
-    let mut next = release.clone();
-    next.instances = merged;
-    let total = rollout.fleet_size.unwrap_or(rollout.targeted().count() + release.unreachable.len());
-    let alarm = match alarms_firing(&next, seen, settings) {
-        Ok(alarm) => alarm,
-        Err(need) => return Step::Observe(need),
-    };
-    let verdict = match judge_wave(rollout, &next.instances, &settings.rollout) {
-        // Stopping already: it ends as it started, whatever came back since.
-        _ if next.stopping.is_some() => WaveVerdict::Stop(String::new()),
-        _ if aborted(&next).is_some() => WaveVerdict::Stop(aborted(&next).unwrap_or_default()),
-        // A rollback alarm while it rolls out or bakes: stopped like a failed canary.
-        _ if alarm.is_some() => WaveVerdict::Stop(alarm.unwrap_or_default()),
-        WaveVerdict::Stop(why) => WaveVerdict::Stop(why),
-        other => match reach::over_tolerance(&next, &settings.rollout, total) {
-            Some(why) => WaveVerdict::Stop(why),
-            None if other == WaveVerdict::Passed => other,
-            None if pass.now() >= release.deadline => {
-                WaveVerdict::Stop(format!("the deadline {} passed", release.deadline))
-            }
-            None => other,
-        },
-    };
-    if verdict == WaveVerdict::Running {
-        return match changed {
-            true => Step::Record { release: Box::new(next), then: Some(Outcome::Waiting) },
-            false => rest(Outcome::Waiting),
-        };
-    }
-    // A verdict dates the wave (for the timeline), whatever it leads to.
-    let mut judged = rollout.clone();
-    judged.judge_current(pass.now());
-    next.rollout = Some(judged.clone());
-    match verdict {
-        WaveVerdict::Stop(reason) => plan_failure(next, reason, seen, settings, pass),
-        _ => match plan_bake(&next, &judged, seen, settings, pass) {
-            Some(step) => step,
-            None => plan_next_wave(next, &judged, seen, settings, pass),
-        },
-    }
-}
-
 /// After a passed wave: the next one, or the end of the rollout.
 pub(super) fn plan_next_wave(
     mut release: Release,
@@ -194,11 +94,11 @@ pub(super) fn plan_next_wave(
     seen: &Observed,
     settings: &FleetSettings,
     pass: &Pass,
-) -> Step {
+) -> Planned {
     let running: &[String] = match (&seen.running, rollout.fixed) {
         (_, true) => &[],
         (Some(running), false) => running,
-        (None, false) => return Step::Observe(Need::Running),
+        (None, false) => return Ok(Step::Observe(Need::Running)),
     };
     let mut rollout = rollout.clone();
     if rollout.fleet_size.is_none() {
@@ -211,33 +111,33 @@ pub(super) fn plan_next_wave(
     let (next, booting) = match rollout.fixed {
         true => match launched_online(&release, &rollout, seen) {
             Ok(found) => found,
-            Err(need) => return Step::Observe(need),
+            Err(need) => return Ok(Step::Observe(need)),
         },
         false => match next_online_wave(&mut release, &rollout, running, total, seen, settings) {
             Ok(next) => (next, Vec::new()),
-            Err(need) => return Step::Observe(need),
+            Err(need) => return Ok(Step::Observe(need)),
         },
     };
     if let Some(why) = reach::over_tolerance(&release, &settings.rollout, total) {
         release.rollout = Some(rollout);
-        return plan_failure(release, why, seen, settings, pass);
+        return Err(Stop::new(release, why));
     }
     // A paused rollout holds its next wave (an automatic pause first pauses
     // it), until a resume, or until it has been paused too long.
     if !next.is_empty() && !rollout.fixed {
         release.rollout = Some(rollout.clone());
         if let Some(why) = control::paused_too_long(&release, settings, pass.now()) {
-            return plan_failure(release, why, seen, settings, pass);
+            return Err(Stop::new(release, why));
         }
         let waves = rollout.waves.len();
         if let Some(paused) = control::auto_pause(&release, waves, settings, pass.now()) {
-            return Step::Record { release: Box::new(paused), then: Some(Outcome::Paused) };
+            return Ok(Step::Record { release: Box::new(paused), then: Some(Outcome::Paused) });
         }
         if control::is_paused(&release) {
-            return match seen.holder.as_ref() != Some(&release) {
+            return Ok(match seen.holder.as_ref() != Some(&release) {
                 true => Step::Record { release: Box::new(release), then: Some(Outcome::Paused) },
                 false => rest(Outcome::Paused),
-            };
+            });
         }
     }
     // No wave goes out after the deadline: a deploy may be waiting to settle
@@ -245,7 +145,7 @@ pub(super) fn plan_next_wave(
     if !next.is_empty() && pass.now() >= release.deadline {
         release.rollout = Some(rollout);
         let why = format!("the deadline {} passed before the next wave was sent", release.deadline);
-        return plan_failure(release, why, seen, settings, pass);
+        return Err(Stop::new(release, why));
     }
     if next.is_empty() && !booting.is_empty() {
         release.rollout = Some(rollout);
@@ -255,13 +155,13 @@ pub(super) fn plan_next_wave(
                 release.deadline,
                 booting.join(", ")
             );
-            return plan_failure(release, why, seen, settings, pass);
+            return Err(Stop::new(release, why));
         }
         // Still booting: asked again on the next pass.
-        return match seen.holder.as_ref() != Some(&release) {
+        return Ok(match seen.holder.as_ref() != Some(&release) {
             true => Step::Record { release: Box::new(release), then: Some(Outcome::Waiting) },
             false => rest(Outcome::Waiting),
-        };
+        });
     }
     if next.is_empty() {
         release.rollout = Some(rollout);
@@ -278,7 +178,7 @@ pub(super) fn plan_next_wave(
             release.status = ReleaseStatus::Failed;
             release.status_reason = Some(format!("{failures} (within the failure threshold)"));
         }
-        return settle(release, Outcome::Finished);
+        return Ok(settle(release, Outcome::Finished));
     }
     if rollout.fixed {
         rollout.fleet_size = rollout.fleet_size.map(|n| n + next.len());
@@ -286,7 +186,7 @@ pub(super) fn plan_next_wave(
     rollout.waves.push(Wave::new(next, &pass.claim));
     release.rollout = Some(rollout);
     // Recorded first: the write that wins the claim is the one that sends.
-    Step::Record { release: Box::new(release), then: None }
+    Ok(Step::Record { release: Box::new(release), then: None })
 }
 
 /// A repair's next wave: the hosts it launched that are Online managed nodes

@@ -1,5 +1,7 @@
-//! A passed wave's bake: healthy for FLAKEFLEET_BAKE_SECONDS, then the
-//! hosts' health checks, before the next wave.
+//! The Baking phase: a passed wave stays healthy for FLAKEFLEET_BAKE_SECONDS,
+//! then its hosts run their health checks, before the next wave. The wave is
+//! judged first on every pass (`judging`), so a late failure or an alarm
+//! stops a baking wave too.
 
 use super::*;
 
@@ -8,17 +10,17 @@ use super::*;
 /// document's `check` action, which changes nothing), and only when every one
 /// passed does the next wave start. None: nothing to bake, or baked. Fixed
 /// rollouts (rollbacks, repairs) put a known release back and do not bake.
-pub(super) fn plan_bake(
+pub(super) fn plan(
     release: &Release,
     rollout: &Rollout,
     seen: &Observed,
     settings: &FleetSettings,
     pass: &Pass,
-) -> Option<Step> {
+) -> Result<Option<Step>, Stop> {
     let now = pass.now();
-    let wave = rollout.current()?;
+    let Some(wave) = rollout.current() else { return Ok(None) };
     if settings.rollout.bake.is_zero() || rollout.fixed {
-        return None;
+        return Ok(None);
     }
     let with_bake = |bake: Bake| {
         let mut next = release.clone();
@@ -29,13 +31,13 @@ pub(super) fn plan_bake(
     };
     let Some(bake) = &wave.bake else {
         let baking = with_bake(Bake { healthy_since_ms: now.millis(), checks: None });
-        return Some(Step::Record { release: Box::new(baking), then: Some(Outcome::Waiting) });
+        return Ok(Some(Step::Record { release: Box::new(baking), then: Some(Outcome::Waiting) }));
     };
     // The deadline passed before, or while, the wave's checks ...
     let late = |when: &str, what: &str| {
         let waves = rollout.waves.len();
         let why = format!("the deadline {} passed {when} wave {waves}'s health checks {what}", release.deadline);
-        plan_failure(release.clone(), why, seen, settings, pass)
+        Stop::new(release.clone(), why)
     };
     let changed = seen.holder.as_ref() != Some(release);
     let wait = || match changed {
@@ -46,33 +48,33 @@ pub(super) fn plan_bake(
         if now.millis() < bake.healthy_since_ms.saturating_add(settings.rollout.bake.as_millis() as u64) {
             if now >= release.deadline {
                 let why = format!("the deadline {} passed while wave {} baked", release.deadline, rollout.waves.len());
-                return Some(plan_failure(release.clone(), why, seen, settings, pass));
+                return Err(Stop::new(release.clone(), why));
             }
-            return Some(wait());
+            return Ok(Some(wait()));
         }
         // Baked: claimed first, so one invocation sends the checks.
         let checks = Checks { claim: Claimed::new(&pass.claim, false), ..Checks::default() };
         let claimed = with_bake(Bake { checks: Some(checks), ..bake.clone() });
-        return Some(Step::Record { release: Box::new(claimed), then: None });
+        return Ok(Some(Step::Record { release: Box::new(claimed), then: None }));
     };
     if checks.command_ids.len() < wave.batches().count() {
         if seen.log.checks_sent {
-            return Some(rest(Outcome::Waiting));
+            return Ok(Some(rest(Outcome::Waiting)));
         }
         if now >= release.deadline {
-            return Some(late("before", "were sent"));
+            return Err(late("before", "were sent"));
         }
-        return Some(match turn(&checks.claim, settings, pass) {
+        return Ok(Some(match turn(&checks.claim, settings, pass) {
             Turn::Send { .. } => Step::SendChecks,
             Turn::Wait => rest(Outcome::Waiting),
             Turn::TakeOver(claim) => {
                 let taken = Checks { claim, ..checks.clone() };
                 Step::Record { release: Box::new(with_bake(Bake { checks: Some(taken), ..bake.clone() })), then: None }
             }
-        });
+        }));
     }
     let Some(reports) = &seen.check_reports else {
-        return Some(Step::Observe(Need::CheckReports(checks.command_ids.clone())));
+        return Ok(Some(Step::Observe(Need::CheckReports(checks.command_ids.clone()))));
     };
     let failed: Vec<&InstanceOutcome> = reports.iter().filter(|o| o.failed()).collect();
     if let Some(first) = failed.first() {
@@ -90,16 +92,16 @@ pub(super) fn plan_bake(
         let mut kept: Vec<InstanceOutcome> = failed.into_iter().cloned().collect();
         trim_outputs(&mut kept);
         let recorded = with_bake(Bake { checks: Some(Checks { failed: kept, ..checks.clone() }), ..bake.clone() });
-        return Some(plan_failure(recorded, why, seen, settings, pass));
+        return Err(Stop::new(recorded, why));
     }
     let done = reports.len() >= wave.instance_ids.len() && reports.iter().all(InstanceOutcome::is_finished);
     if !done {
         if now >= release.deadline {
-            return Some(late("while", "ran"));
+            return Err(late("while", "ran"));
         }
-        return Some(wait());
+        return Ok(Some(wait()));
     }
-    None
+    Ok(None)
 }
 
 /// The check a host's verdict names (`flakefleet: health check NAME failed
