@@ -122,22 +122,10 @@ pub(super) fn plan_next_wave(
         release.rollout = Some(rollout);
         return Err(Stop::new(release, why));
     }
-    // A paused rollout holds its next wave (an automatic pause first pauses
-    // it), until a resume, or until it has been paused too long.
     if !next.is_empty() && !rollout.fixed {
         release.rollout = Some(rollout.clone());
-        if let Some(why) = control::paused_too_long(&release, settings, pass.now()) {
-            return Err(Stop::new(release, why));
-        }
-        let waves = rollout.waves.len();
-        if let Some(paused) = control::auto_pause(&release, waves, settings, pass.now()) {
-            return Ok(Step::Record { release: Box::new(paused), then: Some(Outcome::Paused) });
-        }
-        if control::is_paused(&release) {
-            return Ok(match seen.holder.as_ref() != Some(&release) {
-                true => Step::Record { release: Box::new(release), then: Some(Outcome::Paused) },
-                false => rest(Outcome::Paused),
-            });
+        if let Some(step) = hold(&release, seen, settings, pass)? {
+            return Ok(step);
         }
     }
     // No wave goes out after the deadline: a deploy may be waiting to settle
@@ -165,20 +153,7 @@ pub(super) fn plan_next_wave(
     }
     if next.is_empty() {
         release.rollout = Some(rollout);
-        let failures = describe_failures(&release.instances);
-        let launch_errors: Vec<&str> = release.launches.iter().filter_map(|l| l.error.as_deref()).collect();
-        if failures.is_empty() && launch_errors.is_empty() {
-            release.status = ReleaseStatus::Succeeded;
-            release.status_reason = Some(reach::describe_unreachable(&release)).filter(|s| !s.is_empty());
-        } else if failures.is_empty() {
-            release.status = ReleaseStatus::Failed;
-            release.status_reason = Some(format!("launch failed: {}", launch_errors.join("; ")));
-        } else {
-            // Within the threshold: the rollout went on, but not every instance converged.
-            release.status = ReleaseStatus::Failed;
-            release.status_reason = Some(format!("{failures} (within the failure threshold)"));
-        }
-        return Ok(settle(release, Outcome::Finished));
+        return Ok(end(release));
     }
     if rollout.fixed {
         rollout.fleet_size = rollout.fleet_size.map(|n| n + next.len());
@@ -187,6 +162,44 @@ pub(super) fn plan_next_wave(
     release.rollout = Some(rollout);
     // Recorded first: the write that wins the claim is the one that sends.
     Ok(Step::Record { release: Box::new(release), then: None })
+}
+
+/// A paused rollout holds its next wave (an automatic pause first pauses
+/// it), until a resume, or until it has been paused too long. None: not held.
+fn hold(release: &Release, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Result<Option<Step>, Stop> {
+    if let Some(why) = control::paused_too_long(release, settings, pass.now()) {
+        return Err(Stop::new(release.clone(), why));
+    }
+    let waves = release.rollout.as_ref().map_or(0, |r| r.waves.len());
+    if let Some(paused) = control::auto_pause(release, waves, settings, pass.now()) {
+        return Ok(Some(Step::Record { release: Box::new(paused), then: Some(Outcome::Paused) }));
+    }
+    if !control::is_paused(release) {
+        return Ok(None);
+    }
+    Ok(Some(match seen.holder.as_ref() != Some(release) {
+        true => Step::Record { release: Box::new(release.clone()), then: Some(Outcome::Paused) },
+        false => rest(Outcome::Paused),
+    }))
+}
+
+/// No wave left: the rollout ends, succeeded or failed by what its hosts
+/// reported and its launches answered.
+fn end(mut release: Release) -> Step {
+    let failures = describe_failures(&release.instances);
+    let launch_errors: Vec<&str> = release.launches.iter().filter_map(|l| l.error.as_deref()).collect();
+    if failures.is_empty() && launch_errors.is_empty() {
+        release.status = ReleaseStatus::Succeeded;
+        release.status_reason = Some(reach::describe_unreachable(&release)).filter(|s| !s.is_empty());
+    } else if failures.is_empty() {
+        release.status = ReleaseStatus::Failed;
+        release.status_reason = Some(format!("launch failed: {}", launch_errors.join("; ")));
+    } else {
+        // Within the threshold: the rollout went on, but not every instance converged.
+        release.status = ReleaseStatus::Failed;
+        release.status_reason = Some(format!("{failures} (within the failure threshold)"));
+    }
+    settle(release, Outcome::Finished)
 }
 
 /// A repair's next wave: the hosts it launched that are Online managed nodes

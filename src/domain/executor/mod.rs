@@ -3,6 +3,8 @@
 //! the planner has not: versions are raised, metrics emitted and the span's
 //! release id recorded here, once.
 
+mod reads;
+
 use super::error::ControlError;
 use super::model::command::{ApplyCommand, CommandTarget};
 use super::model::fleet::{FleetSettings, FleetState, MachineImage};
@@ -53,27 +55,7 @@ impl<P: Ports> Executor<'_, P> {
             Step::Observe(need) => self.observe(need, seen).await?,
             Step::Rest { outcome, skipped } => return Ok(Flow::Rest { outcome, skipped }),
             Step::SendFirst(command) => self.send_first(&command, seen).await?,
-            Step::Cancel { requests, mut release } => {
-                for (command_id, instance_ids) in &requests {
-                    seen.log.cancels_asked.extend(instance_ids.iter().cloned());
-                    // An invocation counts as cancelled only once SSM took the
-                    // request; a refused one is asked again by the next pass,
-                    // and awaited like a running one meanwhile.
-                    match self.runner.cancel(command_id, instance_ids).await {
-                        Ok(()) => {
-                            info!(command_id = %command_id, instances = instance_ids.len(), "cancel requested");
-                            if let Some(stopping) = release.stopping.as_mut() {
-                                stopping.cancelled.extend(instance_ids.iter().cloned());
-                            }
-                        }
-                        Err(e) => warn!(command_id = %command_id, error = %e, "could not cancel invocations"),
-                    }
-                }
-                let (stored, written) = self.record(*release, pass.now()).await?;
-                seen.holder = Some(stored);
-                seen.log.fenced |= !written;
-                seen.log.dirty = false;
-            }
+            Step::Cancel { requests, release } => self.cancel(&requests, *release, seen, pass).await?,
             Step::Record { release, then } => {
                 let (stored, written) = self.record(*release, pass.now()).await?;
                 seen.holder = Some(stored);
@@ -153,6 +135,37 @@ impl<P: Ports> Executor<'_, P> {
             Step::Corrupt(what) => return Err(StoreError::Corrupt(what).into()),
         }
         Ok(Flow::Continue)
+    }
+
+    /// Asks SSM to cancel invocations, then stores the release with those it
+    /// accepted recorded as cancelled.
+    async fn cancel(
+        &self,
+        requests: &[(String, Vec<String>)],
+        mut release: Release,
+        seen: &mut Observed,
+        pass: &Pass,
+    ) -> Result<(), ControlError> {
+        for (command_id, instance_ids) in requests {
+            seen.log.cancels_asked.extend(instance_ids.iter().cloned());
+            // An invocation counts as cancelled only once SSM took the
+            // request; a refused one is asked again by the next pass,
+            // and awaited like a running one meanwhile.
+            match self.runner.cancel(command_id, instance_ids).await {
+                Ok(()) => {
+                    info!(command_id = %command_id, instances = instance_ids.len(), "cancel requested");
+                    if let Some(stopping) = release.stopping.as_mut() {
+                        stopping.cancelled.extend(instance_ids.iter().cloned());
+                    }
+                }
+                Err(e) => warn!(command_id = %command_id, error = %e, "could not cancel invocations"),
+            }
+        }
+        let (stored, written) = self.record(release, pass.now()).await?;
+        seen.holder = Some(stored);
+        seen.log.fenced |= !written;
+        seen.log.dirty = false;
+        Ok(())
     }
 
     /// Reads what the planner asked for.
@@ -526,49 +539,6 @@ impl<P: Ports> Executor<'_, P> {
     fn metric(&self, metric: &'static str, unit: &'static str, value: f64, kind: Option<ReleaseKind>) {
         let kind = kind.map(ReleaseKind::as_str);
         info!(target: METRICS_TARGET, metric, unit, value, fleet = self.fleet().as_str(), kind);
-    }
-
-    pub async fn release(&self, id: &ReleaseId) -> Result<Release, ControlError> {
-        record_release_id(id);
-        self.store.release(self.fleet(), id).await?.ok_or_else(|| ControlError::ReleaseNotFound(id.clone()))
-    }
-
-    pub async fn find_release(&self, id: &ReleaseId) -> Result<Option<Release>, ControlError> {
-        Ok(self.store.release(self.fleet(), id).await?)
-    }
-
-    pub async fn releases(&self, limit: u32, after: Option<&ReleaseId>) -> Result<ReleasePage, ControlError> {
-        Ok(self.store.releases(self.fleet(), limit, after).await?)
-    }
-
-    pub async fn fleet_state(&self) -> Result<FleetState, ControlError> {
-        Ok(self.store.fleet_state(self.fleet()).await?)
-    }
-
-    pub async fn last_succeeded_before(&self, id: &ReleaseId) -> Result<Option<Release>, ControlError> {
-        Ok(self.store.last_succeeded_before(self.fleet(), id).await?)
-    }
-
-    /// The release recorded as replacing `id`, if any.
-    pub async fn replaced_by(&self, id: &ReleaseId) -> Result<Option<ReleaseId>, ControlError> {
-        Ok(self.store.replaced_by(self.fleet(), id).await?)
-    }
-
-    /// The fleet's running instances and, of `ids` when all are among them,
-    /// where each stands as a managed node (SSM is asked about the fleet's
-    /// own instances only): what a targeted deploy is checked against.
-    pub async fn targets(
-        &self,
-        ids: &[String],
-    ) -> Result<(Vec<String>, HashMap<String, super::model::outcome::PingStatus>), ControlError> {
-        let running = self.inventory.running_instances(&self.settings.target, None).await?;
-        let members = ids.iter().all(|id| running.contains(id));
-        let nodes = if members { self.runner.managed_nodes(ids).await? } else { Default::default() };
-        Ok((running, nodes))
-    }
-
-    pub async fn fleet_instances(&self) -> Result<Vec<super::model::fleet::FleetInstance>, ControlError> {
-        Ok(self.inventory.fleet_instances(&self.settings.target).await?)
     }
 }
 
