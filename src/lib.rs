@@ -3,6 +3,7 @@
 //! `domain` holds the rules and knows no AWS; `aws` adapts DynamoDB, EC2 and
 //! SSM to the domain's ports; `entry` is the Lambda's thin shell.
 
+pub mod api;
 pub mod auth;
 pub mod aws;
 #[cfg(feature = "cli")]

@@ -5,9 +5,11 @@
 //! 4 unreachable or 5xx; 5 a wait timed out.
 
 use clap::{CommandFactory, Parser, Subcommand};
+use flakefleet::api;
 use flakefleet::cli::exit::{Exit, Failure};
 use flakefleet::cli::progress::{clock, Progress};
-use flakefleet::cli::{is_final, outcome, render, FunctionUrl};
+use flakefleet::cli::{render, FunctionUrl};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::ExitCode;
@@ -260,23 +262,24 @@ async fn run(session: &Session<'_>) -> Result<Exit, Failure> {
                 Some(c) => format!("/releases?limit={limit}&cursor={c}"),
                 None => format!("/releases?limit={limit}"),
             };
-            session.print(&session.call("GET", query, None).await?, render::releases, "");
+            session.print::<api::ReleasePage>(&session.call("GET", query, None).await?, render::releases)?;
             return Ok(Exit::Done);
         }
         Command::Show { release_id, watch, follow } => {
             let answer = session.call("GET", format!("/releases/{release_id}"), None).await?;
             if *watch {
-                return session.follow(answer["release"].clone(), follow).await;
+                return session.follow(decode::<api::ReleaseBody>(&answer)?.release, follow).await;
             }
-            session.print(&answer, render::release, "release");
+            session.print::<api::ReleaseBody>(&answer, |b| render::release(&b.release))?;
             return Ok(Exit::Done);
         }
         Command::Watch { release_id, follow } => {
             let answer = session.call("GET", format!("/releases/{release_id}"), None).await?;
-            return session.follow(answer["release"].clone(), follow).await;
+            return session.follow(decode::<api::ReleaseBody>(&answer)?.release, follow).await;
         }
         Command::Fleet => {
-            session.print(&session.call("GET", "/fleet".into(), None).await?, render::fleet, "fleet");
+            let answer = session.call("GET", "/fleet".into(), None).await?;
+            session.print::<api::FleetBody>(&answer, |b| render::fleet(&b.fleet))?;
             return Ok(Exit::Done);
         }
         Command::Pause { release_id } | Command::Resume { release_id } | Command::Abort { release_id, .. } => {
@@ -289,21 +292,22 @@ async fn run(session: &Session<'_>) -> Result<Exit, Failure> {
                 ),
             };
             let answer = session.call("POST", format!("/releases/{release_id}/{verb}"), body).await?;
-            session.print(&answer, render::release, "release");
+            session.print::<api::ReleaseBody>(&answer, |b| render::release(&b.release))?;
             return Ok(Exit::Done);
         }
         Command::Reconcile => {
-            session.print(&session.call("POST", "/reconcile".into(), None).await?, render::reconcile, "reconcile");
+            let answer = session.call("POST", "/reconcile".into(), None).await?;
+            session.print::<api::ReconcileBody>(&answer, |b| render::reconcile(&b.reconcile))?;
             return Ok(Exit::Done);
         }
         Command::Completions { .. } => unreachable!("answered before connecting"),
         Command::Ui { .. } => unreachable!("served by ui()"),
     };
     if !wait.wait {
-        session.print(&answer, render::release, "release");
+        session.print::<api::ReleaseBody>(&answer, |b| render::release(&b.release))?;
         return Ok(Exit::Done);
     }
-    session.follow(answer["release"].clone(), &wait.follow).await
+    session.follow(decode::<api::ReleaseBody>(&answer)?.release, &wait.follow).await
 }
 
 /// Serves the status page until stopped; prints its link, a one-time code
@@ -363,6 +367,19 @@ fn open_in_browser(link: &str) {
     }
 }
 
+/// A 2xx answer read as the API's type: one that does not match is not an
+/// answer this CLI can act on (a function of another version, or not flakefleet).
+fn decode<T: DeserializeOwned>(answer: &Value) -> Result<T, Failure> {
+    serde_json::from_value(answer.clone()).map_err(|e| Failure {
+        exit: Exit::Refused,
+        code: "unexpected_answer".into(),
+        message: format!(
+            "the answer does not match the API this CLI speaks ({e}); are the CLI and the function the same version?"
+        ),
+        status: None,
+    })
+}
+
 fn without_nulls(body: Value) -> Value {
     match body {
         Value::Object(fields) => Value::Object(fields.into_iter().filter(|(_, v)| !v.is_null()).collect()),
@@ -394,21 +411,24 @@ impl Session<'_> {
         }
     }
 
-    fn print(&self, answer: &Value, table: fn(&Value) -> String, field: &str) {
-        if self.cli.json {
-            emit(&format!("{answer}\n"));
-        } else {
-            emit(&table(if field.is_empty() { answer } else { &answer[field] }));
+    /// Prints an answer: as it came with `--json`, else as a table of its
+    /// typed body (an answer that is not the API's is an error either way).
+    fn print<T: DeserializeOwned>(&self, answer: &Value, table: fn(&T) -> String) -> Result<(), Failure> {
+        let body = decode::<T>(answer)?;
+        match self.cli.json {
+            true => emit(&format!("{answer}\n")),
+            false => emit(&table(&body)),
         }
+        Ok(())
     }
 
     /// Polls the release (reconciling first with `--drive`) until it is final
     /// or the timeout runs out, printing each change of progress (to stderr,
     /// or as JSON lines on stdout with `--json`). A poll that fails for a
     /// reason that may pass (unreachable, 5xx) is tried again within the timeout.
-    async fn follow(&self, release: Value, follow: &Follow) -> Result<Exit, Failure> {
+    async fn follow(&self, release: api::Release, follow: &Follow) -> Result<Exit, Failure> {
         let started = Instant::now();
-        let id = release["id"].as_str().unwrap_or_default().to_owned();
+        let id = release.id.clone();
         let mut current = release;
         let mut last = None;
         loop {
@@ -421,13 +441,13 @@ impl Session<'_> {
                 }
                 last = Some(progress);
             }
-            if is_final(&current["status"]) {
+            if current.status.is_final() {
                 break;
             }
             if started.elapsed() >= follow.timeout {
                 return Err(Failure::timed_out(format!(
                     "release {id} is still {} after {}; it goes on: `flakefleet watch {id}` follows it again",
-                    current["status"].as_str().unwrap_or("unknown"),
+                    current.status.as_str(),
                     clock(follow.timeout)
                 )));
             }
@@ -440,16 +460,17 @@ impl Session<'_> {
                 Err(failure) => return Err(failure),
             }
         }
-        self.print(&json!({ "release": current }), render::release, "release");
-        let ok = outcome(current["status"].as_str().unwrap_or_default()) == Some(true);
+        let ok = current.status == api::ReleaseStatus::Succeeded;
+        let body = serde_json::to_value(api::ReleaseBody { release: current }).unwrap_or_default();
+        self.print::<api::ReleaseBody>(&body, |b| render::release(&b.release))?;
         Ok(if ok { Exit::Done } else { Exit::ReleaseFailed })
     }
 
-    async fn poll(&self, id: &str, drive: bool) -> Result<Value, Failure> {
+    async fn poll(&self, id: &str, drive: bool) -> Result<api::Release, Failure> {
         if drive {
             self.call("POST", "/reconcile".into(), None).await?;
         }
-        Ok(self.call("GET", format!("/releases/{id}"), None).await?["release"].clone())
+        Ok(decode::<api::ReleaseBody>(&self.call("GET", format!("/releases/{id}"), None).await?)?.release)
     }
 }
 

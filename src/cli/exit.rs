@@ -84,9 +84,8 @@ impl Failure {
 
 /// `{"error": "<code>", "message": "..."}`: the shape every flakefleet error has.
 fn own_error(body: &Result<Value, String>) -> Option<(String, String)> {
-    let body = body.as_ref().ok()?;
-    let code = body["error"].as_str()?;
-    Some((code.to_owned(), body["message"].as_str().unwrap_or_default().to_owned()))
+    let body: crate::api::ErrorBody = serde_json::from_value(body.as_ref().ok()?.clone()).ok()?;
+    Some((body.error, body.message))
 }
 
 /// What to check when something other than flakefleet answered.

@@ -178,20 +178,6 @@ impl FunctionUrl {
     }
 }
 
-/// Whether a release's JSON status is final.
-pub fn is_final(status: &Value) -> bool {
-    outcome(status.as_str().unwrap_or_default()).is_some()
-}
-
-/// Whether a release status is final, and whether it is the good kind of final.
-pub fn outcome(status: &str) -> Option<bool> {
-    match status {
-        "pending" | "in_progress" => None,
-        "succeeded" => Some(true),
-        _ => Some(false),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

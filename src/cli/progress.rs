@@ -1,7 +1,8 @@
 //! Where a release stands, as a wait prints it: its wave, how many of the
 //! instances it is meant for succeeded, failed or are still to go, and
-//! how long it has been waited on. Read from the API's JSON.
+//! how long it has been waited on. Read from the API's release.
 
+use crate::api::{InstanceOutcome, Release};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -23,34 +24,33 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn of(release: &Value) -> Self {
-        let instances = release["instances"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let status = |i: &Value| i["status"].as_str().unwrap_or_default().to_owned();
-        let undelivered = |i: &Value| matches!(i["detail"].as_str(), Some("Undeliverable" | "Delivery Timed Out"));
-        let finished = |i: &Value| matches!(status(i).as_str(), "Success" | "Failed" | "TimedOut" | "Cancelled");
-        let succeeded = instances.iter().filter(|i| status(i) == "Success").count();
-        let delivered_failures = instances.iter().filter(|i| finished(i) && status(i) != "Success");
+    pub fn of(release: &Release) -> Self {
+        let instances = &release.instances;
+        let undelivered = |i: &InstanceOutcome| matches!(i.detail.as_str(), "Undeliverable" | "Delivery Timed Out");
+        let finished =
+            |i: &InstanceOutcome| matches!(i.status.as_str(), "Success" | "Failed" | "TimedOut" | "Cancelled");
+        let succeeded = instances.iter().filter(|i| i.status == "Success").count();
+        let delivered_failures = instances.iter().filter(|i| finished(i) && i.status != "Success");
         let failed = delivered_failures.clone().filter(|i| !undelivered(i)).count();
-        let passed_over = release["unreachable"].as_array().map_or(0, Vec::len);
+        let passed_over = release.unreachable.len();
         let unreachable = delivered_failures.filter(|i| undelivered(i)).count() + passed_over;
-        let rollout = &release["rollout"];
-        let waves = rollout["waves"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let targeted: usize = waves.iter().map(|w| w["instance_ids"].as_array().map_or(0, Vec::len)).sum();
-        let total = match (rollout.is_object(), rollout["fleet_size"].as_u64()) {
-            (true, Some(planned)) => Some((planned as usize).max(targeted + passed_over)),
-            (true, None) if !waves.is_empty() => None,
+        let waves = release.rollout.as_ref().map(|r| r.waves.as_slice()).unwrap_or_default();
+        let targeted: usize = waves.iter().map(|w| w.instance_ids.len()).sum();
+        let total = match release.rollout.as_ref().map(|r| r.fleet_size) {
+            Some(Some(planned)) => Some(planned.max(targeted + passed_over)),
+            Some(None) if !waves.is_empty() => None,
             _ => Some((instances.len() + passed_over).max(targeted + passed_over)),
         };
         Self {
-            release_id: release["id"].as_str().unwrap_or_default().to_owned(),
-            status: release["status"].as_str().unwrap_or_default().to_owned(),
+            release_id: release.id.clone(),
+            status: release.status.as_str().to_owned(),
             wave: waves.len(),
             total,
             succeeded,
             failed,
             unreachable,
-            paused: release["control"]["paused"].is_object(),
-            stopping: release["stopping"].is_object() && !crate::cli::is_final(&release["status"]),
+            paused: release.control.as_ref().is_some_and(|c| c.paused.is_some()),
+            stopping: release.stopping.is_some() && !release.status.is_final(),
         }
     }
 
@@ -108,16 +108,19 @@ pub fn clock(elapsed: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::release_with;
 
     #[test]
     fn a_staged_release_counts_against_the_fleet_it_is_meant_for() {
-        let release = json!({"id": "01A", "status": "in_progress",
-            "rollout": {"fleet_size": 10, "waves": [{"instance_ids": ["i-1"]}, {"instance_ids": ["i-2", "i-3", "i-4"]}]},
+        let release = release_with(json!({"id": "01A", "status": "in_progress",
+            "rollout": {"fleet_size": 10, "fixed": false, "waves": [
+                {"instance_ids": ["i-1"], "command_ids": [], "claimed_ms": 1},
+                {"instance_ids": ["i-2", "i-3", "i-4"], "command_ids": [], "claimed_ms": 1}]},
             "instances": [
                 {"instance_id": "i-1", "status": "Success", "detail": "Success"},
                 {"instance_id": "i-2", "status": "Failed", "detail": "Failed"},
                 {"instance_id": "i-3", "status": "Failed", "detail": "Undeliverable"},
-                {"instance_id": "i-4", "status": "InProgress", "detail": "InProgress"}]});
+                {"instance_id": "i-4", "status": "InProgress", "detail": "InProgress"}]}));
         let progress = Progress::of(&release);
         assert_eq!((progress.total, progress.succeeded, progress.failed, progress.unreachable), (Some(10), 1, 1, 1));
         assert_eq!(progress.pending(), Some(7));
@@ -130,15 +133,18 @@ mod tests {
 
     #[test]
     fn a_release_sent_at_once_counts_what_reported() {
-        let release = json!({"id": "01B", "status": "succeeded", "control": {"paused": null},
-            "instances": [{"status": "Success"}, {"status": "Success"}]});
+        let host = |id: &str| json!({"instance_id": id, "status": "Success", "detail": "Success"});
+        let release = release_with(json!({"id": "01B", "status": "succeeded", "control": {"paused_ms": 0},
+            "instances": [host("i-1"), host("i-2")]}));
         let line = Progress::of(&release).line(Duration::from_secs(3));
         assert_eq!(line, "[3s] 01B succeeded: 2/2 succeeded, 0 failed, 0 pending");
-        let paused = json!({"id": "01C", "status": "in_progress", "control": {"paused": {"by": "x"}},
-            "rollout": {"fleet_size": 3, "waves": [{"instance_ids": ["i-1"]}]}, "instances": []});
+        let wave = json!({"instance_ids": ["i-1"], "command_ids": [], "claimed_ms": 1});
+        let paused = release_with(json!({"id": "01C", "status": "in_progress",
+            "control": {"paused_ms": 0, "paused": {"by": "x", "since_ms": 1, "deadline_ms": 2, "automatic": false}},
+            "rollout": {"fleet_size": 3, "fixed": false, "waves": [wave]}}));
         assert!(Progress::of(&paused).line(Duration::ZERO).contains("wave 1 (paused): 0/3 succeeded"));
-        let canary = json!({"id": "01D", "status": "in_progress", "rollout": {"waves": [{"instance_ids": ["i-1"]}]},
-            "instances": [{"status": "Success"}]});
+        let canary = release_with(json!({"id": "01D", "status": "in_progress",
+            "rollout": {"fixed": false, "waves": [wave]}, "instances": [host("i-1")]}));
         assert_eq!(
             Progress::of(&canary).line(Duration::ZERO),
             "[0s] 01D in_progress, wave 1: 1 succeeded, 0 failed, the fleet is counted after the canary"

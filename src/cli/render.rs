@@ -1,15 +1,7 @@
 //! Plain-text tables of the API's JSON, for people.
 
-use serde_json::Value;
+use crate::api::{Fleet, InstanceOutcome, Reconcile, Release, ReleasePage};
 use std::fmt::Write;
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
 
 /// A table with aligned columns; the last column is never padded.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
@@ -37,86 +29,88 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Instance outcomes counted by SSM status detail, e.g. `2 Success, 1 Failed`.
-pub fn counts(release: &Value) -> String {
-    // Listings carry the counts; a single release its outcomes.
-    if let Some(listed) = release["instance_counts"].as_object() {
-        if listed.is_empty() {
-            return "-".into();
-        }
-        return listed.iter().map(|(d, n)| format!("{n} {d}")).collect::<Vec<_>>().join(", ");
-    }
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for instance in release["instances"].as_array().into_iter().flatten() {
-        let detail = text(&instance["detail"]);
-        match counts.iter_mut().find(|(d, _)| *d == detail) {
+pub fn counts(instances: &[InstanceOutcome]) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for instance in instances {
+        match counts.iter_mut().find(|(d, _)| *d == instance.detail) {
             Some((_, n)) => *n += 1,
-            None => counts.push((detail, 1)),
+            None => counts.push((&instance.detail, 1)),
         }
     }
-    if counts.is_empty() {
-        return "-".into();
-    }
-    counts.iter().map(|(d, n)| format!("{n} {d}")).collect::<Vec<_>>().join(", ")
+    join_counts(counts)
 }
 
-pub fn releases(page: &Value) -> String {
-    let rows: Vec<Vec<String>> = page["releases"]
-        .as_array()
-        .into_iter()
-        .flatten()
+fn join_counts<'a>(counts: impl IntoIterator<Item = (&'a str, usize)>) -> String {
+    let shown: Vec<String> = counts.into_iter().map(|(d, n)| format!("{n} {d}")).collect();
+    if shown.is_empty() {
+        return "-".into();
+    }
+    shown.join(", ")
+}
+
+fn or_dash(value: Option<&str>) -> String {
+    value.unwrap_or("-").to_owned()
+}
+
+pub fn releases(page: &ReleasePage) -> String {
+    let rows: Vec<Vec<String>> = page
+        .releases
+        .iter()
         .map(|r| {
             vec![
-                text(&r["id"]),
-                text(&r["kind"]),
-                text(&r["status"]),
-                text(&r["created_at"]),
-                counts(r),
-                text(&r["flakeref"]),
+                r.id.clone(),
+                r.kind.as_str().to_owned(),
+                r.status.as_str().to_owned(),
+                r.created_at.clone(),
+                join_counts(r.instance_counts.iter().map(|(d, n)| (d.as_str(), *n))),
+                r.flakeref.clone(),
             ]
         })
         .collect();
     let mut out = table(&["ID", "KIND", "STATUS", "CREATED", "INSTANCES", "FLAKEREF"], &rows);
-    if let Some(next) = page["next_cursor"].as_str() {
+    if let Some(next) = &page.next_cursor {
         let _ = writeln!(out, "more: --cursor {next}");
     }
     out
 }
 
-pub fn release(release: &Value) -> String {
+pub fn release(release: &Release) -> String {
     let mut out = String::new();
-    for key in [
-        "id",
-        "fleet",
-        "kind",
-        "status",
-        "status_reason",
-        "flakeref",
-        "revision",
-        "rollback_of",
-        "replaces",
-        "rolled_back_by",
-        "requested_by",
-        "reason",
-        "run_url",
-        "command_id",
-        "created_at",
-        "updated_at",
-        "deadline",
-    ] {
-        if !release[key].is_null() {
-            let _ = writeln!(out, "{:<13} {}", format!("{key}:"), text(&release[key]));
+    let fields: [(&str, Option<&str>); 18] = [
+        ("id", Some(&release.id)),
+        ("fleet", Some(&release.fleet)),
+        ("kind", Some(release.kind.as_str())),
+        ("status", Some(release.status.as_str())),
+        ("phase", Some(release.phase.as_str())),
+        ("status_reason", release.status_reason.as_deref()),
+        ("flakeref", Some(&release.flakeref)),
+        ("revision", release.revision.as_deref()),
+        ("rollback_of", release.rollback_of.as_deref()),
+        ("replaces", release.replaces.as_deref()),
+        ("rolled_back_by", release.rolled_back_by.as_deref()),
+        ("requested_by", release.requested_by.as_deref()),
+        ("reason", release.reason.as_deref()),
+        ("run_url", release.run_url.as_deref()),
+        ("command_id", release.command_id.as_deref()),
+        ("created_at", Some(&release.created_at)),
+        ("updated_at", Some(&release.updated_at)),
+        ("deadline", Some(&release.deadline)),
+    ];
+    for (key, value) in fields {
+        if let Some(value) = value {
+            let _ = writeln!(out, "{:<13} {value}", format!("{key}:"));
         }
     }
-    if let Some(waves) = release["rollout"]["waves"].as_array().filter(|w| !w.is_empty()) {
-        let sizes: Vec<String> =
-            waves.iter().map(|w| w["instance_ids"].as_array().map_or(0, Vec::len).to_string()).collect();
+    if let Some(waves) = release.rollout.as_ref().map(|r| &r.waves).filter(|w| !w.is_empty()) {
+        let sizes: Vec<String> = waves.iter().map(|w| w.instance_ids.len().to_string()).collect();
         let _ = writeln!(out, "{:<14}{}", "waves:", sizes.join(" + "));
         // The ids `aws ssm get-command-invocation` and `list-command-invocations` take.
         for (n, wave) in waves.iter().enumerate() {
-            let ids: Vec<String> = wave["command_ids"].as_array().into_iter().flatten().map(text).collect();
-            let mut sent =
-                if ids.is_empty() { "not sent yet".to_owned() } else { format!("commands {}", ids.join(" ")) };
-            match (wave["sent_ms"].as_u64(), wave["judged_ms"].as_u64()) {
+            let mut sent = match wave.command_ids.is_empty() {
+                true => "not sent yet".to_owned(),
+                false => format!("commands {}", wave.command_ids.join(" ")),
+            };
+            match (wave.sent_ms, wave.judged_ms) {
                 (Some(at), Some(judged)) => {
                     let took = std::time::Duration::from_millis(judged.saturating_sub(at));
                     let _ = write!(sent, "; judged {} after it was sent", super::progress::clock(took));
@@ -127,44 +121,44 @@ pub fn release(release: &Value) -> String {
             let _ = writeln!(out, "{:<14}{}", format!("wave {}:", n + 1), sent);
         }
     }
-    if let Some(launches) = release["launches"].as_array().filter(|l| !l.is_empty()) {
-        let shown: Vec<String> = launches
+    if !release.launches.is_empty() {
+        let shown: Vec<String> = release
+            .launches
             .iter()
-            .map(|l| match (l["instance_id"].as_str(), l["error"].as_str()) {
-                (Some(id), _) => id.to_owned(),
-                (None, Some(error)) => format!("slot {} failed: {error}", text(&l["slot"])),
-                (None, None) => format!("slot {} not launched yet", text(&l["slot"])),
+            .map(|l| match (&l.instance_id, &l.error) {
+                (Some(id), _) => id.clone(),
+                (None, Some(error)) => format!("slot {} failed: {error}", l.slot),
+                (None, None) => format!("slot {} not launched yet", l.slot),
             })
             .collect();
         let _ = writeln!(out, "{:<14}{}", "launched:", shown.join(", "));
     }
-    let control = &release["control"];
-    if let Some(by) = control["paused"]["by"].as_str() {
-        let how =
-            if control["paused"]["automatic"] == true { " before its next wave; resume is the promote" } else { "" };
-        let _ = writeln!(out, "{:<14}by {by}{how}", "PAUSED:");
+    let control = release.control.as_ref();
+    if let Some(paused) = control.and_then(|c| c.paused.as_ref()) {
+        let how = if paused.automatic { " before its next wave; resume is the promote" } else { "" };
+        let _ = writeln!(out, "{:<14}by {}{how}", "PAUSED:", paused.by);
     }
-    if let Some(by) = control["aborted"]["by"].as_str() {
-        let _ = writeln!(out, "{:<14}by {by}", "aborted:");
+    if let Some(aborted) = control.and_then(|c| c.aborted.as_ref()) {
+        let _ = writeln!(out, "{:<14}by {}", "aborted:", aborted.by);
     }
-    let stopping = &release["stopping"];
-    for (key, label) in [("cancelled", "cancelled:"), ("unsettled", "unsettled:")] {
-        if let Some(ids) = stopping[key].as_array().filter(|ids| !ids.is_empty()) {
-            let ids: Vec<String> = ids.iter().map(text).collect();
-            let _ = writeln!(out, "{label:<14}{}", ids.join(", "));
+    if let Some(stopping) = &release.stopping {
+        for (ids, label) in [(&stopping.cancelled, "cancelled:"), (&stopping.unsettled, "unsettled:")] {
+            if !ids.is_empty() {
+                let _ = writeln!(out, "{label:<14}{}", ids.join(", "));
+            }
         }
     }
-    let rows: Vec<Vec<String>> = release["instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows: Vec<Vec<String>> = release
+        .instances
+        .iter()
         .map(|i| {
-            let tail = [&i["stderr_tail"], &i["stdout_tail"]]
+            let tail = [&i.stderr_tail, &i.stdout_tail]
                 .iter()
-                .find_map(|t| t.as_str().filter(|s| !s.is_empty()))
+                .find(|t| !t.is_empty())
                 .map(|s| s.lines().last().unwrap_or_default().to_owned())
                 .unwrap_or_default();
-            vec![text(&i["instance_id"]), text(&i["status"]), text(&i["detail"]), text(&i["exit_code"]), tail]
+            let exit = i.exit_code.map_or("-".to_owned(), |c| c.to_string());
+            vec![i.instance_id.clone(), i.status.clone(), i.detail.clone(), exit, tail]
         })
         .collect();
     if !rows.is_empty() {
@@ -173,15 +167,13 @@ pub fn release(release: &Value) -> String {
     }
     // The first failed hosts' last lines: the document prints its log's last
     // lines before the verdict, which is all the table has room for.
-    let failed = release["instances"].as_array().into_iter().flatten().filter(|i| i["status"] != "Success");
+    let failed = release.instances.iter().filter(|i| i.status != "Success");
     for instance in failed.take(SHOWN_FAILURES) {
-        let Some(tail) = [&instance["stderr_tail"], &instance["stdout_tail"]]
-            .iter()
-            .find_map(|t| t.as_str().filter(|s| s.lines().count() > 1))
+        let Some(tail) = [&instance.stderr_tail, &instance.stdout_tail].into_iter().find(|t| t.lines().count() > 1)
         else {
             continue;
         };
-        let _ = writeln!(out, "\n{} printed:", text(&instance["instance_id"]));
+        let _ = writeln!(out, "\n{} printed:", instance.instance_id);
         let lines: Vec<&str> = tail.lines().collect();
         for line in &lines[lines.len().saturating_sub(SHOWN_LINES)..] {
             let _ = writeln!(out, "  {line}");
@@ -194,61 +186,53 @@ pub fn release(release: &Value) -> String {
 const SHOWN_FAILURES: usize = 3;
 const SHOWN_LINES: usize = 12;
 
-pub fn fleet(fleet: &Value) -> String {
+pub fn fleet(fleet: &Fleet) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "fleet:        {} (tag {}={})",
-        text(&fleet["fleet"]),
-        text(&fleet["target_tag"]["key"]),
-        text(&fleet["target_tag"]["value"])
-    );
-    let desired = &fleet["desired_release"];
+    let tag = &fleet.target_tag;
+    let _ = writeln!(out, "fleet:        {} (tag {}={})", fleet.fleet, tag.key, tag.value);
+    let desired = fleet.desired_release.as_ref();
     let _ = writeln!(
         out,
         "desired:      {} {} ({})",
-        text(&desired["id"]),
-        text(&desired["flakeref"]),
-        text(&desired["status"])
+        or_dash(desired.map(|d| d.id.as_str())),
+        or_dash(desired.map(|d| d.flakeref.as_str())),
+        or_dash(desired.map(|d| d.status.as_str()))
     );
-    let _ = writeln!(out, "last good:    {}", text(&fleet["last_good_release_id"]));
-    let rollout = &fleet["rollout"];
-    if rollout.is_null() {
-        let _ = writeln!(out, "rollout:      none");
-    } else {
-        let _ = writeln!(
-            out,
-            "rollout:      {} wave {}: {} succeeded, {} failed, {} pending",
-            text(&rollout["release_id"]),
-            text(&rollout["wave"]),
-            text(&rollout["succeeded"]),
-            text(&rollout["failed"]),
-            text(&rollout["pending"])
-        );
-        if let Some(reason) = rollout["stopping"].as_str() {
-            let _ = writeln!(out, "stopping:     {reason}; awaiting the applies still running");
+    let _ = writeln!(out, "last good:    {}", or_dash(fleet.last_good_release_id.as_deref()));
+    match &fleet.rollout {
+        None => {
+            let _ = writeln!(out, "rollout:      none");
         }
-        if let Some(by) = rollout["paused"]["by"].as_str() {
+        Some(rollout) => {
             let _ = writeln!(
                 out,
-                "PAUSED:       by {by}; `flakefleet resume {}` lets the next wave start",
-                text(&rollout["release_id"])
+                "rollout:      {} wave {}: {} succeeded, {} failed, {} pending",
+                rollout.release_id, rollout.wave, rollout.succeeded, rollout.failed, rollout.pending
             );
+            if let Some(reason) = &rollout.stopping {
+                let _ = writeln!(out, "stopping:     {reason}; awaiting the applies still running");
+            }
+            if let Some(paused) = &rollout.paused {
+                let _ = writeln!(
+                    out,
+                    "PAUSED:       by {}; `flakefleet resume {}` lets the next wave start",
+                    paused.by, rollout.release_id
+                );
+            }
         }
     }
-    match fleet["halted"]["reason"].as_str() {
-        Some(reason) => {
-            let _ = writeln!(out, "HALTED:       {reason}");
+    match &fleet.halted {
+        Some(halt) => {
+            let _ = writeln!(out, "HALTED:       {}", halt.reason);
         }
         None => {
             let _ = writeln!(out, "halted:       no");
         }
     }
-    let rows: Vec<Vec<String>> = fleet["instances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| vec![text(&i["instance_id"]), text(&i["release_id"]), text(&i["flakeref"])])
+    let rows: Vec<Vec<String>> = fleet
+        .instances
+        .iter()
+        .map(|i| vec![i.instance_id.clone(), or_dash(i.release_id.as_deref()), or_dash(i.flakeref.as_deref())])
         .collect();
     if !rows.is_empty() {
         out.push('\n');
@@ -257,21 +241,18 @@ pub fn fleet(fleet: &Value) -> String {
     out
 }
 
-pub fn reconcile(report: &Value) -> String {
-    let mut out = format!("reconcile: {}\n", text(&report["outcome"]));
-    for key in ["launched", "reapplied"] {
-        if let Some(ids) = report[key].as_array().filter(|a| !a.is_empty()) {
-            let ids: Vec<String> = ids.iter().map(text).collect();
+pub fn reconcile(report: &Reconcile) -> String {
+    let mut out = format!("reconcile: {}\n", report.outcome.as_str());
+    for (key, ids) in [("launched", &report.launched), ("reapplied", &report.reapplied)] {
+        if !ids.is_empty() {
             let _ = writeln!(out, "{key}: {}", ids.join(" "));
         }
     }
-    if let Some(why) = report["skipped"].as_str() {
+    if let Some(why) = &report.skipped {
         let _ = writeln!(out, "skipped: {why}");
     }
-    if !report["release"].is_null() {
-        let r = &report["release"];
-        let _ =
-            writeln!(out, "release: {} {} {} ({})", text(&r["id"]), text(&r["kind"]), text(&r["status"]), counts(r));
+    if let Some(r) = &report.release {
+        let _ = writeln!(out, "release: {} {} {} ({})", r.id, r.kind.as_str(), r.status.as_str(), counts(&r.instances));
     }
     out
 }
@@ -279,34 +260,47 @@ pub fn reconcile(report: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::release_with;
     use serde_json::json;
 
     #[test]
     fn tables_align_and_count() {
-        let page = json!({"releases": [
-            {"id": "01A", "kind": "deploy", "status": "succeeded", "created_at": "t", "flakeref": "a/b/=1.0.0#x",
-             "instance_counts": {"Failed": 1, "Success": 2}},
-            {"id": "01B", "kind": "rollback", "status": "in_progress", "created_at": "t", "flakeref": "a/b/=0.9.0#x", "instances": []}
-        ], "next_cursor": "01B"});
+        let listed = |id: &str, kind: &str, status: &str, flakeref: &str, counts| {
+            json!({"id": id, "fleet": "prod", "kind": kind, "status": status, "phase": "final", "shape": "staged",
+                   "command_id": null, "created_at": "t", "updated_at": "t", "deadline": "t", "flakeref": flakeref,
+                   "instance_counts": counts, "version": 1})
+        };
+        let page: ReleasePage = serde_json::from_value(json!({"releases": [
+            listed("01A", "deploy", "succeeded", "a/b/=1.0.0#x", json!({"Failed": 1, "Success": 2})),
+            listed("01B", "rollback", "in_progress", "a/b/=0.9.0#x", json!({})),
+        ], "next_cursor": "01B"}))
+        .unwrap();
         let out = releases(&page);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "ID   KIND      STATUS       CREATED  INSTANCES            FLAKEREF");
         assert!(lines[1].contains("1 Failed, 2 Success"), "{out}");
-        let one = json!({"instances": [{"detail": "Success"}, {"detail": "Success"}, {"detail": "Failed"}]});
-        assert_eq!(counts(&one), "2 Success, 1 Failed");
+        assert!(lines[2].contains("  -  "), "{out}");
+        let one = release_with(json!({"instances": [
+            {"instance_id": "i-1", "status": "Success", "detail": "Success"},
+            {"instance_id": "i-2", "status": "Success", "detail": "Success"},
+            {"instance_id": "i-3", "status": "Failed", "detail": "Failed"}]}));
+        assert_eq!(counts(&one.instances), "2 Success, 1 Failed");
         assert_eq!(lines[3], "more: --cursor 01B");
     }
 
     #[test]
     fn a_release_shows_where_it_came_from_its_command_ids_and_its_launches() {
-        let shown = release(&json!({"id": "01A", "fleet": "prod", "kind": "repair", "status": "succeeded",
-            "requested_by": "arn:aws:sts::1:assumed-role/ci/run", "reason": "fix: the thing",
+        let shown =
+            release(&release_with(json!({"id": "01A", "fleet": "prod", "kind": "repair", "status": "succeeded",
+            "phase": "final", "requested_by": "arn:aws:sts::1:assumed-role/ci/run", "reason": "fix: the thing",
             "run_url": "https://github.com/acme/infra/actions/runs/1", "rolled_back_by": "01B",
-            "rollout": {"waves": [{"instance_ids": ["i-1"], "command_ids": ["c-1"], "sent_ms": 1000, "judged_ms": 66000},
-                                  {"instance_ids": ["i-2", "i-3"], "command_ids": []}]},
-            "launches": [{"slot": 0, "instance_id": "i-9"}, {"slot": 1, "error": "InsufficientInstanceCapacity"}]}));
+            "rollout": {"fixed": true, "waves": [
+                {"instance_ids": ["i-1"], "command_ids": ["c-1"], "claimed_ms": 1, "sent_ms": 1000, "judged_ms": 66000},
+                {"instance_ids": ["i-2", "i-3"], "command_ids": [], "claimed_ms": 1}]},
+            "launches": [{"slot": 0, "instance_id": "i-9"}, {"slot": 1, "error": "InsufficientInstanceCapacity"}]})));
         for line in [
             "fleet:        prod\n",
+            "phase:        final\n",
             "requested_by: arn:aws:sts::1:assumed-role/ci/run\n",
             "reason:       fix: the thing\n",
             "run_url:      https://github.com/acme/infra/actions/runs/1\n",
@@ -322,13 +316,18 @@ mod tests {
 
     #[test]
     fn a_stopping_release_names_what_it_cancelled_and_what_it_could_not_settle() {
-        let stopping = json!({"id": "01A", "status": "rolled_back",
-            "stopping": {"reason": "1 failed", "since_ms": 1, "cancelled": ["i-3"], "unsettled": ["i-2"]}});
+        let stopping = release_with(json!({"id": "01A", "status": "rolled_back",
+            "stopping": {"reason": "1 failed", "since_ms": 1, "cancelled": ["i-3"], "unsettled": ["i-2"]}}));
         let out = release(&stopping);
         assert!(out.contains("cancelled:    i-3\n"), "{out}");
         assert!(out.contains("unsettled:    i-2\n"), "{out}");
-        let fleet_view = json!({"fleet": "f", "rollout": {"release_id": "01A", "wave": 2, "succeeded": 1, "failed": 1,
-            "pending": 1, "stopping": "1 failed"}});
+        let fleet_view: Fleet =
+            serde_json::from_value(json!({"fleet": "f", "target_tag": {"key": "Name", "value": "x"},
+            "desired_release": null, "last_good_release_id": null, "lease": null, "halted": null,
+            "instances": [], "unreachable": [],
+            "rollout": {"release_id": "01A", "kind": "deploy", "wave": 2, "targeted": 3, "succeeded": 1, "failed": 1,
+                        "unreachable": 0, "pending": 1, "stopping": "1 failed"}}))
+            .unwrap();
         assert!(fleet(&fleet_view).contains("stopping:     1 failed; awaiting the applies still running"));
     }
 }

@@ -15,7 +15,7 @@ pub mod executor;
 #[cfg(test)]
 mod fakes;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod model;
 pub mod planner;
 pub mod ports;

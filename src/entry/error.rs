@@ -1,11 +1,12 @@
 //! Errors at the edge: every failure becomes one HTTP status and one
 //! `{"error": "<code>", "message": "<what to fix>"}` body, mapped here once.
 
+use crate::api::{ErrorBody, ErrorDetails};
 use crate::auth::AuthError;
 use crate::domain::error::ControlError;
 use crate::domain::planner::reach::TargetRefusal;
 use crate::domain::ports::StoreError;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Largest request body accepted, in bytes (after base64 decoding, too).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -16,13 +17,13 @@ pub struct ApiError {
     pub status: u16,
     pub code: &'static str,
     pub message: String,
-    /// Extra fields for the body, e.g. the release holding the fleet.
-    pub details: Option<Value>,
+    /// What the error names, e.g. the release holding the fleet.
+    pub details: Box<ErrorDetails>,
 }
 
 impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: None }
+        Self { status, code, message: message.into(), details: Box::default() }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -34,11 +35,13 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Value {
-        let mut body = json!({ "error": self.code, "message": self.message });
-        if let (Some(Value::Object(extra)), Value::Object(map)) = (&self.details, &mut body) {
-            map.extend(extra.clone());
-        }
-        body
+        let body =
+            ErrorBody { error: self.code.to_owned(), message: self.message.clone(), details: (*self.details).clone() };
+        serde_json::to_value(body).unwrap_or_default()
+    }
+
+    fn with(self, details: ErrorDetails) -> Self {
+        Self { details: Box::new(details), ..self }
     }
 
     pub fn is_server_error(&self) -> bool {
@@ -60,44 +63,45 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let message = e.to_string();
         match e {
-            ControlError::Busy { holder } => Self {
-                details: Some(json!({ "active_release_id": holder })),
-                ..Self::new(409, "deploy_in_flight", message)
-            },
+            ControlError::Busy { holder } => Self::new(409, "deploy_in_flight", message)
+                .with(ErrorDetails { active_release_id: Some(holder.to_string()), ..Default::default() }),
             ControlError::IdempotencyConflict { .. } => Self::new(409, "idempotency_conflict", message),
             ControlError::FlakeNotAllowed(_) => Self::new(403, "flake_not_allowed", message),
             ControlError::ReleaseNotFound(_) => Self::new(404, "release_not_found", message),
             ControlError::NoRollbackTarget(_) => Self::new(409, "no_rollback_target", message),
-            ControlError::NotARollbackTarget { candidates, .. } => Self {
-                details: Some(json!({ "rollback_targets": candidates })),
-                ..Self::new(409, "not_a_rollback_target", message)
-            },
+            ControlError::NotARollbackTarget { candidates, .. } => {
+                let targets = candidates.iter().map(ToString::to_string).collect();
+                Self::new(409, "not_a_rollback_target", message)
+                    .with(ErrorDetails { rollback_targets: Some(targets), ..Default::default() })
+            }
             ControlError::NotSteerable(_) => Self::new(409, "not_steerable", message),
             ControlError::AlarmActive(names) => {
-                Self { details: Some(json!({ "alarms": names })), ..Self::new(409, "alarm_active", message) }
+                Self::new(409, "alarm_active", message).with(ErrorDetails { alarms: Some(names), ..Default::default() })
             }
-            ControlError::Targets(TargetRefusal::NotInFleet(ids)) => Self {
-                details: Some(json!({ "instance_ids": ids })),
-                ..Self::bad_request("instances_not_in_fleet", message)
-            },
-            ControlError::Targets(TargetRefusal::Unreachable(away)) => Self {
-                details: Some(json!({ "unreachable": away })),
-                ..Self::bad_request("instances_unreachable", message)
-            },
+            ControlError::Targets(TargetRefusal::NotInFleet(ids)) => {
+                Self::bad_request("instances_not_in_fleet", message)
+                    .with(ErrorDetails { instance_ids: Some(ids), ..Default::default() })
+            }
+            ControlError::Targets(TargetRefusal::Unreachable(away)) => {
+                let away = away.iter().map(Into::into).collect();
+                Self::bad_request("instances_unreachable", message)
+                    .with(ErrorDetails { unreachable: Some(away), ..Default::default() })
+            }
             ControlError::Alarms(_) => {
                 tracing::error!(error = %message, "rollback alarms unavailable");
                 Self::new(503, "alarms_unavailable", message)
             }
-            ControlError::CommandRejected { release, .. } => {
-                Self { details: Some(json!({ "release": release })), ..Self::new(502, "command_rejected", message) }
-            }
+            ControlError::CommandRejected { release, .. } => Self::new(502, "command_rejected", message)
+                .with(ErrorDetails { release: Some(Box::new((&*release).into())), ..Default::default() }),
             ControlError::CommandUnconfirmed { release, reason } => {
                 tracing::error!(%reason, "apply command unconfirmed");
-                Self { details: Some(json!({ "release": release })), ..Self::new(503, "command_unconfirmed", message) }
+                Self::new(503, "command_unconfirmed", message)
+                    .with(ErrorDetails { release: Some(Box::new((&*release).into())), ..Default::default() })
             }
             ControlError::RecordedThenBusy { release, reason, .. } => {
                 tracing::warn!(%reason, "release store busy after the release was recorded");
-                Self { details: Some(json!({ "release_id": release })), ..Self::new(503, "busy", message) }
+                Self::new(503, "busy", message)
+                    .with(ErrorDetails { release_id: Some(release.to_string()), ..Default::default() })
             }
             ControlError::Store(StoreError::Busy(reason)) => {
                 tracing::warn!(%reason, "release store busy");
@@ -125,7 +129,7 @@ mod tests {
     fn a_busy_store_says_what_was_recorded() {
         let plain = ApiError::from(ControlError::Store(StoreError::Busy("TransactionConflict".into())));
         assert_eq!((plain.status, plain.code), (503, "busy"));
-        assert!(plain.details.is_none());
+        assert_eq!(*plain.details, ErrorDetails::default());
         let id = ReleaseId::generate(Timestamp::from_millis(1_800_000_000_000), 1);
         let recorded = ControlError::RecordedThenBusy { release: id.clone(), sent: true, reason: "conflict".into() };
         let answer = ApiError::from(recorded);

@@ -35,7 +35,10 @@ pub fn decode_request(request: &LambdaFunctionUrlRequest) -> Result<Operation, A
     };
     if !allowed.contains(&method.as_str()) {
         return Err(ApiError {
-            details: Some(json!({ "allow": allowed })),
+            details: Box::new(crate::api::ErrorDetails {
+                allow: Some(allowed.iter().map(|m| m.to_string()).collect()),
+                ..Default::default()
+            }),
             ..ApiError::new(
                 405,
                 "method_not_allowed",

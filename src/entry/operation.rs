@@ -2,6 +2,7 @@
 //! answer is encoded to.
 
 use super::error::ApiError;
+use crate::api;
 use crate::domain::model::flakeref::Flakeref;
 use crate::domain::model::ids::{IdempotencyKey, Reason, ReleaseId, Revision, RunUrl};
 use crate::domain::model::release::{Origin, Release};
@@ -10,9 +11,8 @@ use crate::domain::model::time::Timestamp;
 use crate::domain::planner::control::ControlRequest;
 use crate::domain::ports::Ports;
 use crate::domain::usecases::{DeployRequest, FleetController, RollbackRequest};
-use serde::Deserialize;
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 pub const DEFAULT_PAGE: u32 = 20;
 pub const MAX_PAGE: u32 = 100;
@@ -223,46 +223,44 @@ pub const DEPLOY_SHAPE: &str = r#"{"flakeref": "<org>/<flake>/=<version>#<attrib
 pub const ABORT_SHAPE: &str = r#"{"rollback": true | false (optional)}"#;
 pub const ROLLBACK_SHAPE: &str = r#"{"release_id": "<release id>" (optional), "idempotency_key": "<string>" (optional), "run_url": "https://…" (optional), "reason": "<one line>" (optional)}"#;
 
-/// Runs one operation; answers with an HTTP status and a JSON body.
+/// Runs one operation; answers with an HTTP status and a JSON body, one of
+/// the API's types (`crate::api`).
 pub async fn perform<P: Ports>(
     controller: &FleetController<P>,
     operation: Operation,
     now: Timestamp,
 ) -> Result<(u16, Value), ApiError> {
+    let release = |release: &Release| api::ReleaseBody { release: release.into() };
     Ok(match operation {
-        Operation::Health => (200, json!({ "status": "ok", "fleet": controller.settings().name })),
-        Operation::Deploy(request) => (202, json!({ "release": controller.deploy(request, now).await? })),
-        Operation::Rollback(request) => (202, json!({ "release": controller.rollback(request, now).await? })),
+        Operation::Health => {
+            (200, encode(api::Health { status: "ok".into(), fleet: controller.settings().name.to_string() }))
+        }
+        Operation::Deploy(request) => (202, encode(release(&controller.deploy(request, now).await?))),
+        Operation::Rollback(request) => (202, encode(release(&controller.rollback(request, now).await?))),
         Operation::ListReleases { limit, after } => {
             let page = controller.releases(limit, after.as_ref()).await?;
-            let releases: Vec<Value> = page.releases.iter().map(release_summary).collect();
-            (200, json!({ "releases": releases, "next_cursor": page.next }))
+            // Listings count outcomes and waves, so a page of releases of a
+            // 10,000-instance fleet stays far below a function URL's 6 MB
+            // answer; `GET /releases/{id}` has the rest.
+            let releases = page.releases.iter().map(Into::into).collect();
+            (200, encode(api::ReleasePage { releases, next_cursor: page.next.map(|id| id.to_string()) }))
         }
-        Operation::GetRelease(id) => (200, json!({ "release": controller.release_view(&id).await? })),
-        Operation::FleetStatus => (200, json!({ "fleet": controller.status(now).await? })),
-        Operation::Reconcile => (200, json!({ "reconcile": controller.reconcile(now).await? })),
+        Operation::GetRelease(id) => {
+            let view = controller.release_view(&id).await?;
+            let mut body = release(&view.release);
+            body.release.rolled_back_by = view.rolled_back_by.map(|id| id.to_string());
+            (200, encode(body))
+        }
+        Operation::FleetStatus => (200, encode(api::FleetBody { fleet: (&controller.status(now).await?).into() })),
+        Operation::Reconcile => {
+            (200, encode(api::ReconcileBody { reconcile: (&controller.reconcile(now).await?).into() }))
+        }
         Operation::Control { id, request, by } => {
-            (200, json!({ "release": controller.control(&id, request, &by, now).await? }))
+            (200, encode(release(&controller.control(&id, request, &by, now).await?)))
         }
     })
 }
 
-/// A release as listings show it: per-instance outcomes counted by SSM's status
-/// detail, waves counted, so a page of releases of a 10,000-instance fleet
-/// stays far below a function URL's 6 MB answer. `GET /releases/{id}` has the rest.
-fn release_summary(release: &Release) -> Value {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for outcome in &release.instances {
-        *counts.entry(outcome.detail.as_str()).or_default() += 1;
-    }
-    let mut summary = json!(release);
-    if let Some(fields) = summary.as_object_mut() {
-        fields.remove("instances");
-        fields.remove("rollout");
-        fields.insert("instance_counts".into(), json!(counts));
-        if let Some(rollout) = &release.rollout {
-            fields.insert("waves".into(), json!(rollout.waves.len()));
-        }
-    }
-    summary
+fn encode<T: Serialize>(body: T) -> Value {
+    serde_json::to_value(body).unwrap_or_default()
 }
