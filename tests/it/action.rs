@@ -7,7 +7,7 @@
 //! auth, and in github-oidc mode trusting the issuer served here), while the
 //! test reconciles as the schedule would.
 
-use crate::support::{endpoint, fake_hosts, fleet_instance_ids, serve_http};
+use crate::support::{assert_valid, endpoint, fake_hosts, fleet_instance_ids, serve_http};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -265,8 +265,11 @@ fn host_output_in_the_summary_is_text() {
         .collect();
     let release = json!({"id": "01A", "kind": "deploy", "fleet": HOSTILE_TEXTS[2], "flakeref": "a/b/=1#x",
         "status": "failed", "status_reason": HOSTILE_TEXTS[0], "requested_by": HOSTILE_TEXTS[3],
-        "revision": HOSTILE_TEXTS[5],
-        "created_at": "2026-11-30T09:00:00.000Z", "updated_at": "2026-11-30T09:00:09.000Z", "instances": instances});
+        "revision": HOSTILE_TEXTS[5], "phase": "final", "shape": "all_at_once", "command_id": "c-1",
+        "created_at": "2026-11-30T09:00:00.000Z", "updated_at": "2026-11-30T09:00:09.000Z",
+        "deadline": "2026-11-30T09:10:00.000Z", "version": 3, "instances": instances});
+    // Hostile, yet an answer the API could give: what summary.jq is fed.
+    assert_valid("ReleaseBody", &[&json!({ "release": release })]);
     let out = Command::new("jq")
         .args(["-r", "--arg", "waited", "true", "--arg", "timed_out", "false", "--arg", "elapsed", "9"])
         .args(["--arg", "repo", "r", "-f"])

@@ -63,6 +63,22 @@ fn wrong_urls_and_foreign_answers_get_their_own_exit_codes_and_say_what_to_check
     assert!(stderr(&out).is_empty(), "with --json the error is on stdout: {}", stderr(&out));
 }
 
+/// A 2xx that is not the API's (a function of another version, a stand-in)
+/// is refused by the CLI, which reads the typed contract: exit 3,
+/// `unexpected_answer`, naming the field, and nothing printed as if it were.
+#[tokio::test]
+async fn an_answer_that_is_not_the_apis_is_refused() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    crate::support::serve_http(listener, |_| (200, r#"{"fleet": {"fleet": "prod", "instances": []}}"#.into()));
+    let out =
+        tokio::task::spawn_blocking(move || cli_at(&base).args(["--json", "fleet"]).output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let error = json(&out);
+    assert_eq!(error["error"], "unexpected_answer", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("target_tag"), "{error}");
+}
+
 /// A reader that stops early (`| head -c 10`) ends the CLI quietly, with
 /// the command's own exit code.
 #[test]
@@ -91,7 +107,11 @@ async fn recording_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<St
     let seen = heads.clone();
     crate::support::serve_http(listener, move |head| {
         seen.lock().unwrap().push(head.to_owned());
-        (200, r#"{"fleet": {"fleet": "prod", "target_tag": {"key": "Name", "value": "x"}, "instances": []}}"#.into())
+        // A whole FleetBody: the CLI refuses an answer that is not the API's.
+        let fleet = r#"{"fleet": {"fleet": "prod", "target_tag": {"key": "Name", "value": "x"}, "instances": [],
+            "desired_release": null, "last_good_release_id": null, "lease": null, "rollout": null, "halted": null,
+            "unreachable": []}}"#;
+        (200, fleet.into())
     });
     (base, heads)
 }

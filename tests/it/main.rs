@@ -4,6 +4,7 @@
 mod action;
 mod alarms;
 mod allowlist;
+mod api;
 mod auth;
 mod browser;
 mod calls;

@@ -538,3 +538,24 @@ pub fn fleet_instance_ids(fleet: &Value) -> Vec<String> {
     let instances = fleet["fleet"]["instances"].as_array().unwrap_or_else(|| panic!("no instances in {fleet}"));
     instances.iter().map(|i| i["instance_id"].as_str().unwrap().to_owned()).collect()
 }
+
+/// Asserts that each answer is a valid `body` (a name under `x-responses`
+/// in docs/api/schema.json), checked by the contract's own validator
+/// (dev/validate_api.py, the `jsonschema` package), not by the types that
+/// wrote it.
+pub fn assert_valid(body: &str, answers: &[&Value]) {
+    use std::io::Write;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut child = std::process::Command::new(format!("{root}/.dev/venv/bin/python"))
+        .arg(format!("{root}/dev/validate_api.py"))
+        .arg(body)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("dev/validate_api.py runs (make test installs .dev/venv)");
+    let lines: String = answers.iter().map(|a| format!("{a}\n")).collect();
+    child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

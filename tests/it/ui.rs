@@ -6,7 +6,7 @@
 //! page) and asserts on the DOM while the page refreshes by itself.
 
 use super::browser::Browser;
-use super::support::{endpoint, fake_hosts, fleet_instance_ids};
+use super::support::{assert_valid, endpoint, fake_hosts, fleet_instance_ids};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -485,6 +485,20 @@ fn the_status_page_shows_rollouts_halts_rollbacks_and_host_output_as_text() {
     );
     run_out(&url);
     shown(&browser, new_id.as_str().unwrap(), "succeeded");
+
+    // What the page read, read again: each answer is what the published contract says.
+    let fleet = lambda("GET", &format!("{url}/fleet"), None);
+    let page = lambda("GET", &format!("{url}/releases"), None);
+    let releases: Vec<Value> = page["releases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| lambda("GET", &format!("{url}/releases/{}", r["id"].as_str().unwrap()), None))
+        .collect();
+    assert!(releases.len() >= 4, "{page}");
+    assert_valid("FleetBody", &[&fleet]);
+    assert_valid("ReleasePage", &[&page]);
+    assert_valid("ReleaseBody", &releases.iter().collect::<Vec<_>>());
 }
 
 #[test]

@@ -336,7 +336,8 @@ function renderRelease() {
   $("release-heading").textContent = `Release ${release.id}`;
   const facts = [
     fact("Status", statusBadge(release.status), release.status_reason ? ` — ${release.status_reason}` : ""),
-    fact("Kind", release.kind),
+    fact("Kind", `${release.kind} (${release.shape.replaceAll("_", " ")})`),
+    fact("Phase", release.phase),
     fact("Flakeref", el("code", {}, release.flakeref)),
     fact("Created", time(release.created_at)),
     fact("Updated", time(release.updated_at)),

@@ -6,11 +6,9 @@
 //! the same table and a test holds the two together.
 
 use crate::domain::model::release::{Release, ReleaseKind, ReleaseStatus};
-use serde::Serialize;
 
 /// Where a release stands, as its stored record says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Phase {
     /// Admitted; its first command (the canary, or the one command to the
     /// fleet's tag) is not confirmed sent.
@@ -35,8 +33,7 @@ pub enum Phase {
 }
 
 /// How a release's commands reach its hosts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     /// One command to every instance carrying the fleet tag.
     AllAtOnce,
