@@ -12,7 +12,7 @@ mod release;
 pub use fleet::{Fleet, Halt, InstanceRelease, Lease, Outcome, Reconcile, RolloutProgress, TargetTag};
 pub use release::{
     Aborted, Bake, Checks, Claimed, Control, ControlAction, InstanceOutcome, Launch, OperatorAction, Paused, Phase,
-    Release, ReleaseKind, ReleaseStatus, ReleaseSummary, Rollout, Shape, Stopping, Unreachable, Wave,
+    Release, ReleaseHead, ReleaseKind, ReleaseStatus, ReleaseSummary, Rollout, Shape, Stopping, Unreachable, Wave,
 };
 
 use serde::{Deserialize, Serialize};

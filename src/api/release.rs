@@ -13,6 +13,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "test-support", derive(schemars::JsonSchema))]
 pub struct Release {
+    #[serde(flatten)]
+    pub head: ReleaseHead,
+    /// What each host reported, sorted by instance id.
+    pub instances: Vec<InstanceOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    /// `GET /releases/{id}` only: the automatic rollback that replaced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_by: Option<String>,
+}
+
+/// What every view of a release has, whole or listed: what it is, where
+/// it came from, where it stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "test-support", derive(schemars::JsonSchema))]
+pub struct ReleaseHead {
     /// A ULID: sorts by creation time.
     pub id: String,
     pub fleet: String,
@@ -45,10 +61,6 @@ pub struct Release {
     pub created_at: String,
     pub updated_at: String,
     pub deadline: String,
-    /// What each host reported, sorted by instance id.
-    pub instances: Vec<InstanceOutcome>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<Rollout>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub launches: Vec<Launch>,
     /// Hosts passed over as not Online SSM managed nodes.
@@ -64,9 +76,6 @@ pub struct Release {
     pub ignored_alarms: Vec<String>,
     /// Raised by every write.
     pub version: u64,
-    /// `GET /releases/{id}` only: the automatic rollback that replaced it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rolled_back_by: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,52 +294,37 @@ pub struct OperatorAction {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "test-support", derive(schemars::JsonSchema))]
 pub struct ReleaseSummary {
-    pub id: String,
-    pub fleet: String,
-    pub flakeref: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<String>,
-    pub kind: ReleaseKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollback_of: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replaces: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub status: ReleaseStatus,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status_reason: Option<String>,
-    pub phase: Phase,
-    pub shape: Shape,
-    pub command_id: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
-    pub deadline: String,
+    #[serde(flatten)]
+    pub head: ReleaseHead,
     /// Hosts by SSM status detail.
     pub instance_counts: std::collections::BTreeMap<String, usize>,
     /// Waves started, for a staged rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waves: Option<usize>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub launches: Vec<Launch>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unreachable: Vec<Unreachable>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub claim: Option<Claimed>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stopping: Option<Stopping>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control: Option<Control>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ignored_alarms: Vec<String>,
-    pub version: u64,
 }
 
 impl From<&domain::Release> for Release {
+    fn from(r: &domain::Release) -> Self {
+        Self {
+            head: r.into(),
+            instances: r.instances.iter().map(Into::into).collect(),
+            rollout: r.rollout.as_ref().map(Into::into),
+            rolled_back_by: None,
+        }
+    }
+}
+
+impl From<&domain::Release> for ReleaseSummary {
+    fn from(r: &domain::Release) -> Self {
+        let mut instance_counts = std::collections::BTreeMap::new();
+        for outcome in &r.instances {
+            *instance_counts.entry(outcome.detail.clone()).or_default() += 1;
+        }
+        Self { head: r.into(), instance_counts, waves: r.rollout.as_ref().map(|o| o.waves.len()) }
+    }
+}
+
+impl From<&domain::Release> for ReleaseHead {
     fn from(r: &domain::Release) -> Self {
         Self {
             id: r.id.to_string(),
@@ -351,8 +345,6 @@ impl From<&domain::Release> for Release {
             created_at: r.created_at.to_rfc3339(),
             updated_at: r.updated_at.to_rfc3339(),
             deadline: r.deadline.to_rfc3339(),
-            instances: r.instances.iter().map(Into::into).collect(),
-            rollout: r.rollout.as_ref().map(Into::into),
             launches: r.launches.iter().map(Into::into).collect(),
             unreachable: r.unreachable.iter().map(Into::into).collect(),
             claim: r.claim.as_ref().map(Into::into),
@@ -360,46 +352,6 @@ impl From<&domain::Release> for Release {
             control: r.control.as_ref().map(Into::into),
             ignored_alarms: r.ignored_alarms.clone(),
             version: r.version,
-            rolled_back_by: None,
-        }
-    }
-}
-
-impl From<&domain::Release> for ReleaseSummary {
-    fn from(r: &domain::Release) -> Self {
-        let whole = Release::from(r);
-        let mut instance_counts = std::collections::BTreeMap::new();
-        for outcome in &r.instances {
-            *instance_counts.entry(outcome.detail.clone()).or_default() += 1;
-        }
-        Self {
-            id: whole.id,
-            fleet: whole.fleet,
-            flakeref: whole.flakeref,
-            revision: whole.revision,
-            kind: whole.kind,
-            rollback_of: whole.rollback_of,
-            replaces: whole.replaces,
-            requested_by: whole.requested_by,
-            run_url: whole.run_url,
-            reason: whole.reason,
-            status: whole.status,
-            status_reason: whole.status_reason,
-            phase: whole.phase,
-            shape: whole.shape,
-            command_id: whole.command_id,
-            created_at: whole.created_at,
-            updated_at: whole.updated_at,
-            deadline: whole.deadline,
-            instance_counts,
-            waves: whole.rollout.as_ref().map(|o| o.waves.len()),
-            launches: whole.launches,
-            unreachable: whole.unreachable,
-            claim: whole.claim,
-            stopping: whole.stopping,
-            control: whole.control,
-            ignored_alarms: whole.ignored_alarms,
-            version: whole.version,
         }
     }
 }

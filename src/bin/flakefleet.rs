@@ -428,7 +428,7 @@ impl Session<'_> {
     /// reason that may pass (unreachable, 5xx) is tried again within the timeout.
     async fn follow(&self, release: api::Release, follow: &Follow) -> Result<Exit, Failure> {
         let started = Instant::now();
-        let id = release.id.clone();
+        let id = release.head.id.clone();
         let mut current = release;
         let mut last = None;
         loop {
@@ -441,13 +441,13 @@ impl Session<'_> {
                 }
                 last = Some(progress);
             }
-            if current.status.is_final() {
+            if current.head.status.is_final() {
                 break;
             }
             if started.elapsed() >= follow.timeout {
                 return Err(Failure::timed_out(format!(
                     "release {id} is still {} after {}; it goes on: `flakefleet watch {id}` follows it again",
-                    current.status.as_str(),
+                    current.head.status.as_str(),
                     clock(follow.timeout)
                 )));
             }
@@ -460,7 +460,7 @@ impl Session<'_> {
                 Err(failure) => return Err(failure),
             }
         }
-        let ok = current.status == api::ReleaseStatus::Succeeded;
+        let ok = current.head.status == api::ReleaseStatus::Succeeded;
         let body = serde_json::to_value(api::ReleaseBody { release: current }).unwrap_or_default();
         self.print::<api::ReleaseBody>(&body, |b| render::release(&b.release))?;
         Ok(if ok { Exit::Done } else { Exit::ReleaseFailed })

@@ -32,7 +32,7 @@ impl Progress {
         let succeeded = instances.iter().filter(|i| i.status == "Success").count();
         let delivered_failures = instances.iter().filter(|i| finished(i) && i.status != "Success");
         let failed = delivered_failures.clone().filter(|i| !undelivered(i)).count();
-        let passed_over = release.unreachable.len();
+        let passed_over = release.head.unreachable.len();
         let unreachable = delivered_failures.filter(|i| undelivered(i)).count() + passed_over;
         let waves = release.rollout.as_ref().map(|r| r.waves.as_slice()).unwrap_or_default();
         let targeted: usize = waves.iter().map(|w| w.instance_ids.len()).sum();
@@ -42,15 +42,15 @@ impl Progress {
             _ => Some((instances.len() + passed_over).max(targeted + passed_over)),
         };
         Self {
-            release_id: release.id.clone(),
-            status: release.status.as_str().to_owned(),
+            release_id: release.head.id.clone(),
+            status: release.head.status.as_str().to_owned(),
             wave: waves.len(),
             total,
             succeeded,
             failed,
             unreachable,
-            paused: release.control.as_ref().is_some_and(|c| c.paused.is_some()),
-            stopping: release.stopping.is_some() && !release.status.is_final(),
+            paused: release.head.control.as_ref().is_some_and(|c| c.paused.is_some()),
+            stopping: release.head.stopping.is_some() && !release.head.status.is_final(),
         }
     }
 

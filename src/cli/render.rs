@@ -58,12 +58,12 @@ pub fn releases(page: &ReleasePage) -> String {
         .iter()
         .map(|r| {
             vec![
-                r.id.clone(),
-                r.kind.as_str().to_owned(),
-                r.status.as_str().to_owned(),
-                r.created_at.clone(),
+                r.head.id.clone(),
+                r.head.kind.as_str().to_owned(),
+                r.head.status.as_str().to_owned(),
+                r.head.created_at.clone(),
                 join_counts(r.instance_counts.iter().map(|(d, n)| (d.as_str(), *n))),
-                r.flakeref.clone(),
+                r.head.flakeref.clone(),
             ]
         })
         .collect();
@@ -77,24 +77,24 @@ pub fn releases(page: &ReleasePage) -> String {
 pub fn release(release: &Release) -> String {
     let mut out = String::new();
     let fields: [(&str, Option<&str>); 18] = [
-        ("id", Some(&release.id)),
-        ("fleet", Some(&release.fleet)),
-        ("kind", Some(release.kind.as_str())),
-        ("status", Some(release.status.as_str())),
-        ("phase", Some(release.phase.as_str())),
-        ("status_reason", release.status_reason.as_deref()),
-        ("flakeref", Some(&release.flakeref)),
-        ("revision", release.revision.as_deref()),
-        ("rollback_of", release.rollback_of.as_deref()),
-        ("replaces", release.replaces.as_deref()),
+        ("id", Some(&release.head.id)),
+        ("fleet", Some(&release.head.fleet)),
+        ("kind", Some(release.head.kind.as_str())),
+        ("status", Some(release.head.status.as_str())),
+        ("phase", Some(release.head.phase.as_str())),
+        ("status_reason", release.head.status_reason.as_deref()),
+        ("flakeref", Some(&release.head.flakeref)),
+        ("revision", release.head.revision.as_deref()),
+        ("rollback_of", release.head.rollback_of.as_deref()),
+        ("replaces", release.head.replaces.as_deref()),
         ("rolled_back_by", release.rolled_back_by.as_deref()),
-        ("requested_by", release.requested_by.as_deref()),
-        ("reason", release.reason.as_deref()),
-        ("run_url", release.run_url.as_deref()),
-        ("command_id", release.command_id.as_deref()),
-        ("created_at", Some(&release.created_at)),
-        ("updated_at", Some(&release.updated_at)),
-        ("deadline", Some(&release.deadline)),
+        ("requested_by", release.head.requested_by.as_deref()),
+        ("reason", release.head.reason.as_deref()),
+        ("run_url", release.head.run_url.as_deref()),
+        ("command_id", release.head.command_id.as_deref()),
+        ("created_at", Some(&release.head.created_at)),
+        ("updated_at", Some(&release.head.updated_at)),
+        ("deadline", Some(&release.head.deadline)),
     ];
     for (key, value) in fields {
         if let Some(value) = value {
@@ -121,8 +121,9 @@ pub fn release(release: &Release) -> String {
             let _ = writeln!(out, "{:<14}{}", format!("wave {}:", n + 1), sent);
         }
     }
-    if !release.launches.is_empty() {
+    if !release.head.launches.is_empty() {
         let shown: Vec<String> = release
+            .head
             .launches
             .iter()
             .map(|l| match (&l.instance_id, &l.error) {
@@ -133,7 +134,7 @@ pub fn release(release: &Release) -> String {
             .collect();
         let _ = writeln!(out, "{:<14}{}", "launched:", shown.join(", "));
     }
-    let control = release.control.as_ref();
+    let control = release.head.control.as_ref();
     if let Some(paused) = control.and_then(|c| c.paused.as_ref()) {
         let how = if paused.automatic { " before its next wave; resume is the promote" } else { "" };
         let _ = writeln!(out, "{:<14}by {}{how}", "PAUSED:", paused.by);
@@ -141,7 +142,7 @@ pub fn release(release: &Release) -> String {
     if let Some(aborted) = control.and_then(|c| c.aborted.as_ref()) {
         let _ = writeln!(out, "{:<14}by {}", "aborted:", aborted.by);
     }
-    if let Some(stopping) = &release.stopping {
+    if let Some(stopping) = &release.head.stopping {
         for (ids, label) in [(&stopping.cancelled, "cancelled:"), (&stopping.unsettled, "unsettled:")] {
             if !ids.is_empty() {
                 let _ = writeln!(out, "{label:<14}{}", ids.join(", "));
@@ -194,9 +195,9 @@ pub fn fleet(fleet: &Fleet) -> String {
     let _ = writeln!(
         out,
         "desired:      {} {} ({})",
-        or_dash(desired.map(|d| d.id.as_str())),
-        or_dash(desired.map(|d| d.flakeref.as_str())),
-        or_dash(desired.map(|d| d.status.as_str()))
+        or_dash(desired.map(|d| d.head.id.as_str())),
+        or_dash(desired.map(|d| d.head.flakeref.as_str())),
+        or_dash(desired.map(|d| d.head.status.as_str()))
     );
     let _ = writeln!(out, "last good:    {}", or_dash(fleet.last_good_release_id.as_deref()));
     match &fleet.rollout {
@@ -252,7 +253,14 @@ pub fn reconcile(report: &Reconcile) -> String {
         let _ = writeln!(out, "skipped: {why}");
     }
     if let Some(r) = &report.release {
-        let _ = writeln!(out, "release: {} {} {} ({})", r.id, r.kind.as_str(), r.status.as_str(), counts(&r.instances));
+        let _ = writeln!(
+            out,
+            "release: {} {} {} ({})",
+            r.head.id,
+            r.head.kind.as_str(),
+            r.head.status.as_str(),
+            counts(&r.instances)
+        );
     }
     out
 }
