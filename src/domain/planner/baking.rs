@@ -17,62 +17,85 @@ pub(super) fn plan(
     settings: &FleetSettings,
     pass: &Pass,
 ) -> Result<Option<Step>, Stop> {
-    let now = pass.now();
     let Some(wave) = rollout.current() else { return Ok(None) };
     if settings.rollout.bake.is_zero() || rollout.fixed {
         return Ok(None);
     }
-    let with_bake = |bake: Bake| {
-        let mut next = release.clone();
-        if let Some(wave) = next.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
-            wave.bake = Some(bake);
-        }
-        next
-    };
     let Some(bake) = &wave.bake else {
-        let baking = with_bake(Bake { healthy_since_ms: now.millis(), checks: None });
+        let baking = with_bake(release, Bake { healthy_since_ms: pass.now().millis(), checks: None });
         return Ok(Some(Step::Record { release: Box::new(baking), then: Some(Outcome::Waiting) }));
     };
-    // The deadline passed before, or while, the wave's checks ...
-    let late = |when: &str, what: &str| {
-        let waves = rollout.waves.len();
-        let why = format!("the deadline {} passed {when} wave {waves}'s health checks {what}", release.deadline);
-        Stop::new(release.clone(), why)
-    };
-    let changed = seen.holder.as_ref() != Some(release);
-    let wait = || match changed {
-        true => Step::Record { release: Box::new(release.clone()), then: Some(Outcome::Waiting) },
-        false => rest(Outcome::Waiting),
-    };
     let Some(checks) = &bake.checks else {
-        if now.millis() < bake.healthy_since_ms.saturating_add(settings.rollout.bake.as_millis() as u64) {
-            if now >= release.deadline {
-                let why = format!("the deadline {} passed while wave {} baked", release.deadline, rollout.waves.len());
-                return Err(Stop::new(release.clone(), why));
-            }
-            return Ok(Some(wait()));
-        }
-        // Baked: claimed first, so one invocation sends the checks.
-        let checks = Checks { claim: Claimed::new(&pass.claim, false), ..Checks::default() };
-        let claimed = with_bake(Bake { checks: Some(checks), ..bake.clone() });
-        return Ok(Some(Step::Record { release: Box::new(claimed), then: None }));
+        return staying_healthy(release, rollout, bake, seen, settings, pass).map(Some);
     };
     if checks.command_ids.len() < wave.batches().count() {
-        if seen.log.checks_sent {
-            return Ok(Some(rest(Outcome::Waiting)));
-        }
-        if now >= release.deadline {
-            return Err(late("before", "were sent"));
-        }
-        return Ok(Some(match turn(&checks.claim, settings, pass) {
-            Turn::Send { .. } => Step::SendChecks,
-            Turn::Wait => rest(Outcome::Waiting),
-            Turn::TakeOver(claim) => {
-                let taken = Checks { claim, ..checks.clone() };
-                Step::Record { release: Box::new(with_bake(Bake { checks: Some(taken), ..bake.clone() })), then: None }
-            }
-        }));
+        return sending_checks(release, rollout, bake, checks, seen, settings, pass).map(Some);
     }
+    judging_checks(release, rollout, bake, checks, seen, pass)
+}
+
+/// Baking: healthy until the bake is over, then the checks claimed, so one
+/// invocation sends them.
+fn staying_healthy(
+    release: &Release,
+    rollout: &Rollout,
+    bake: &Bake,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Result<Step, Stop> {
+    let now = pass.now();
+    if now.millis() < bake.healthy_since_ms.saturating_add(settings.rollout.bake.as_millis() as u64) {
+        if now >= release.deadline {
+            let why = format!("the deadline {} passed while wave {} baked", release.deadline, rollout.waves.len());
+            return Err(Stop::new(release.clone(), why));
+        }
+        return Ok(wait(release, seen));
+    }
+    let checks = Checks { claim: Claimed::new(&pass.claim, false), ..Checks::default() };
+    let claimed = with_bake(release, Bake { checks: Some(checks), ..bake.clone() });
+    Ok(Step::Record { release: Box::new(claimed), then: None })
+}
+
+/// Baked: the claimer sends the checks not sent yet (or takes a lapsed claim over).
+fn sending_checks(
+    release: &Release,
+    rollout: &Rollout,
+    bake: &Bake,
+    checks: &Checks,
+    seen: &Observed,
+    settings: &FleetSettings,
+    pass: &Pass,
+) -> Result<Step, Stop> {
+    if seen.log.checks_sent {
+        return Ok(rest(Outcome::Waiting));
+    }
+    if pass.now() >= release.deadline {
+        return Err(late(release, rollout, "before", "were sent"));
+    }
+    Ok(match turn(&checks.claim, settings, pass) {
+        Turn::Send { .. } => Step::SendChecks,
+        Turn::Wait => rest(Outcome::Waiting),
+        Turn::TakeOver(claim) => {
+            let taken = Checks { claim, ..checks.clone() };
+            Step::Record {
+                release: Box::new(with_bake(release, Bake { checks: Some(taken), ..bake.clone() })),
+                then: None,
+            }
+        }
+    })
+}
+
+/// The checks are out: any that failed stops the release; all passed ends the bake.
+fn judging_checks(
+    release: &Release,
+    rollout: &Rollout,
+    bake: &Bake,
+    checks: &Checks,
+    seen: &Observed,
+    pass: &Pass,
+) -> Result<Option<Step>, Stop> {
+    let Some(wave) = rollout.current() else { return Ok(None) };
     let Some(reports) = &seen.check_reports else {
         return Ok(Some(Step::Observe(Need::CheckReports(checks.command_ids.clone()))));
     };
@@ -91,17 +114,41 @@ pub(super) fn plan(
         );
         let mut kept: Vec<InstanceOutcome> = failed.into_iter().cloned().collect();
         trim_outputs(&mut kept);
-        let recorded = with_bake(Bake { checks: Some(Checks { failed: kept, ..checks.clone() }), ..bake.clone() });
-        return Err(Stop::new(recorded, why));
+        let checks = Checks { failed: kept, ..checks.clone() };
+        return Err(Stop::new(with_bake(release, Bake { checks: Some(checks), ..bake.clone() }), why));
     }
     let done = reports.len() >= wave.instance_ids.len() && reports.iter().all(InstanceOutcome::is_finished);
     if !done {
-        if now >= release.deadline {
-            return Err(late("while", "ran"));
+        if pass.now() >= release.deadline {
+            return Err(late(release, rollout, "while", "ran"));
         }
-        return Ok(Some(wait()));
+        return Ok(Some(wait(release, seen)));
     }
     Ok(None)
+}
+
+/// The release with its current wave's bake set to `bake`.
+fn with_bake(release: &Release, bake: Bake) -> Release {
+    let mut next = release.clone();
+    if let Some(wave) = next.rollout.as_mut().and_then(|r| r.waves.last_mut()) {
+        wave.bake = Some(bake);
+    }
+    next
+}
+
+/// Waits for the next pass, storing the release first if it changed on this one.
+fn wait(release: &Release, seen: &Observed) -> Step {
+    match seen.holder.as_ref() != Some(release) {
+        true => Step::Record { release: Box::new(release.clone()), then: Some(Outcome::Waiting) },
+        false => rest(Outcome::Waiting),
+    }
+}
+
+/// The deadline passed before, or while, the wave's checks ...
+fn late(release: &Release, rollout: &Rollout, when: &str, what: &str) -> Stop {
+    let waves = rollout.waves.len();
+    let why = format!("the deadline {} passed {when} wave {waves}'s health checks {what}", release.deadline);
+    Stop::new(release.clone(), why)
 }
 
 /// The check a host's verdict names (`flakefleet: health check NAME failed

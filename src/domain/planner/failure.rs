@@ -28,36 +28,52 @@ pub(super) fn plan_failure(
     if !unknown.is_empty() && !seen.log.untagged {
         return Step::Untag(unknown);
     }
-    let halt = |mut release: Release, why: String| {
-        release.status = ReleaseStatus::Halted;
-        Step::Settle { settlement: Box::new(lease::settlement(release, Some(why), None)), outcome: Outcome::Finished }
-    };
-    let failed = |mut release: Release| {
-        release.status = ReleaseStatus::Failed;
-        settle(release, Outcome::Finished)
-    };
+    match ending(&release, &reason, settings) {
+        Ending::Fail => failed(release),
+        Ending::Halt(why) => halt(release, why),
+        Ending::RollBack => roll_back(release, reason, seen, settings, pass),
+    }
+}
+
+/// How a failed release ends, by its kind and the fleet's policy.
+enum Ending {
+    Fail,
+    Halt(String),
+    RollBack,
+}
+
+fn ending(release: &Release, reason: &str, settings: &FleetSettings) -> Ending {
     // An operator's abort rolls back when asked to (or when automatic
     // rollback is on), and otherwise leaves the fleet as it is, halted.
-    let abort = release.control.as_ref().and_then(|c| c.aborted.clone());
+    let abort = release.control.as_ref().and_then(|c| c.aborted.as_ref());
+    let auto = settings.rollout.auto_rollback;
     match release.kind {
         // The fleet's good release did not take: report it, retry next time.
-        ReleaseKind::Repair => return failed(release),
-        ReleaseKind::Rollback => {
-            let why = format!("rollback {} failed: {reason}", release.id);
-            return halt(release, why);
+        ReleaseKind::Repair => Ending::Fail,
+        ReleaseKind::Rollback => Ending::Halt(format!("rollback {} failed: {reason}", release.id)),
+        ReleaseKind::Deploy | ReleaseKind::Targeted if abort.is_some_and(|a| !a.rollback) && !auto => {
+            Ending::Halt(format!("release {} was {reason}; the fleet is left as it is", release.id))
         }
-        ReleaseKind::Deploy | ReleaseKind::Targeted
-            if abort.as_ref().is_some_and(|a| !a.rollback) && !settings.rollout.auto_rollback =>
-        {
-            let why = format!("release {} was {reason}; the fleet is left as it is", release.id);
-            return halt(release, why);
-        }
-        ReleaseKind::Deploy | ReleaseKind::Targeted if !settings.rollout.auto_rollback && abort.is_none() => {
-            return failed(release)
-        }
+        ReleaseKind::Deploy | ReleaseKind::Targeted if !auto && abort.is_none() => Ending::Fail,
         // A deploy to named instances rolls back to the fleet's good release too.
-        ReleaseKind::Deploy | ReleaseKind::Targeted => {}
+        ReleaseKind::Deploy | ReleaseKind::Targeted => Ending::RollBack,
     }
+}
+
+fn halt(mut release: Release, why: String) -> Step {
+    release.status = ReleaseStatus::Halted;
+    Step::Settle { settlement: Box::new(lease::settlement(release, Some(why), None)), outcome: Outcome::Finished }
+}
+
+fn failed(mut release: Release) -> Step {
+    release.status = ReleaseStatus::Failed;
+    settle(release, Outcome::Finished)
+}
+
+/// Settles the failed release handing the fleet to a rollback of the last
+/// good release to the hosts it reached (those that are Online managed
+/// nodes); halts when there is nothing safe to go back to.
+fn roll_back(mut release: Release, reason: String, seen: &Observed, settings: &FleetSettings, pass: &Pass) -> Step {
     let Some(target) = &seen.rollback_target else {
         // The fleet's last good release, unless that is the failing one (a
         // release read before it settled); else the newest success before it.
